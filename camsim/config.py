@@ -1,0 +1,308 @@
+"""Structured configs: the schema of every config node, registered in Hydra's ConfigStore.
+
+Each YAML file of a group starts from its schema (``defaults: [/schema/<group>/<name>@_here_]``),
+so Hydra rejects an unknown key or a wrong type at start, naming it. Fields typed ``Any``
+hold values that are either a number or a list (e.g. ``split.a: 10`` or ``split.a: [m1, m2]``)
+or ``_target_`` sub-configs (optimisers); :func:`validate` checks those by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+# --------------------------------------------------------------------------- paths
+
+
+@dataclass
+class PathsConfig:
+    root: str = "${oc.env:CAMSIM_ROOT,.}"
+    #: run directory of this job (Hydra's), metrics/report/plots go here
+    output_dir: str = "${hydra:runtime.output_dir}"
+    #: shared cache of artefacts reused across runs and sweep jobs (rendered catalogues,
+    #: patch sets, Phase A/B checkpoints, features)
+    artefact_dir: str = "${paths.root}/outputs/artefacts"
+    log_dir: str = "${paths.root}/outputs"
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+@dataclass
+class SynthDataConfig:
+    """Simulated cameras rendered to the folder layout (``camsim.synth``)."""
+
+    _target_: str = "camsim.data.sources.SynthSource"
+    num_models: int = 20
+    num_families: int = 6
+    images_per_model: int = 30
+    image_size: list[int] = field(default_factory=lambda: [384, 512])  # H, W
+    seed: int = 0
+    workers: Optional[int] = None
+    cache_dir: str = "${paths.artefact_dir}"
+
+
+@dataclass
+class FolderDataConfig:
+    """``root/<camera_model>/*`` photo folders (Dresden / VISION layout)."""
+
+    _target_: str = "camsim.data.sources.FolderSource"
+    root: str = MISSING
+    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".tif", ".tiff"])
+    min_images: int = 1
+
+
+@dataclass
+class ExifDataConfig:
+    """A flat folder grouped by EXIF Make + Model."""
+
+    _target_: str = "camsim.data.sources.ExifSource"
+    root: str = MISSING
+    recursive: bool = False
+
+
+# --------------------------------------------------------------------------- splits / patches
+
+
+@dataclass
+class SplitConfig:
+    """Camera-model sets (method.md, "Camera-model sets") and the per-model image split.
+
+    ``a``, ``b``, ``c``: a count drawn with ``seed`` from the source's models, or an explicit
+    list of model names; ``a`` may also be ``rest`` (every model not in B or C).
+    ``known``: a count drawn from A, or a list (⊂ A). C is drawn first, with ``c_seed``
+    (default: ``seed``), so a sweep over ``seed`` can vary A and B at a fixed C.
+    """
+
+    a: Any = 10
+    b: Any = 5
+    c: Any = 5
+    known: Any = 5
+    seed: int = 0
+    c_seed: Optional[int] = None
+    #: train / val / test shares of each model's images (images, never patches, are split)
+    image_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    image_seed: int = 0
+
+
+@dataclass
+class PatchCountsConfig:
+    """Patches per model and image subset (method.md: 50k for A, 20k for B, 10k for eval)."""
+
+    train_a: int = 1500
+    val_a: int = 200
+    train_b: int = 1500
+    val_b: int = 200
+    #: from test images: Phase A test accuracy (A) and the evaluation (known ⊂ A, and C)
+    test: int = 300
+
+
+@dataclass
+class PatchConfig:
+    size: int = 64
+    #: patch corners are multiples of this (8 keeps the JPEG grid and the 2-px CFA phase)
+    align: int = 8
+    #: h = −Σ p_k ln p_k in nats; patches with h ≤ min_entropy are dropped (method.md)
+    min_entropy: float = 4.0
+    per_model: PatchCountsConfig = field(default_factory=PatchCountsConfig)
+    seed: int = 0
+    #: images with more pixels are refused (decompression-bomb guard)
+    max_pixels: int = 200_000_000
+    workers: Optional[int] = None
+
+
+@dataclass
+class LoaderConfig:
+    batch_size: int = 128
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+
+
+# --------------------------------------------------------------------------- learning phases
+
+
+@dataclass
+class PhaseAConfig:
+    """Learning Phase A: the camera-model classifier on set A (method.md)."""
+
+    max_epochs: int = 30
+    optimizer: Any = field(default_factory=lambda: {
+        "_target_": "torch.optim.SGD", "_partial_": True,
+        "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4})
+    scheduler: Any = field(default_factory=lambda: {
+        "_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 3, "gamma": 0.5})
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+    #: metric that picks the best checkpoint
+    monitor: str = "phase_a/val/acc"
+    #: channels_last memory format and torch.compile (speed only; results agree with eager)
+    channels_last: bool = False
+    compile: bool = False
+    #: resume an interrupted Phase A from its last checkpoint
+    resume: bool = True
+
+
+@dataclass
+class PhaseBConfig:
+    """Learning Phase B: the similarity network on set B, backbone frozen (method.md)."""
+
+    max_epochs: int = 60
+    #: pairs per epoch, half same-model and half different-model (paper: 250k + 250k)
+    train_pairs: int = 20000
+    val_pairs: int = 4000
+    #: draw fresh training pairs every epoch (seeded by epoch) instead of one fixed set
+    resample_pairs: bool = False
+    optimizer: Any = field(default_factory=lambda: {
+        "_target_": "torch.optim.Adam", "_partial_": True,
+        "lr": 5e-4, "betas": [0.9, 0.99], "eps": 1e-6})
+    scheduler: Any = None
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(batch_size=256))
+    monitor: str = "phase_b/val/auc"
+    #: the backbone is frozen: compute f(X) of every Phase B patch once and train the head on it
+    cache_features: bool = True
+    resume: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Source-differentiation evaluation (method.md, "Evaluation") and the Bondi baseline."""
+
+    #: decision threshold η (C = 1 iff S > η), or "auto": chosen on Phase B validation pairs
+    eta: Any = 0.5
+    eta_rule: str = "max_acc"
+    #: pairs per cell of the model × model matrix (every pair of models and every self pair)
+    pairs_per_cell: int = 200
+    seed: int = 0
+    baseline: bool = True
+    sweep_etas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class TrainerConfig:
+    """``lightning.Trainer`` arguments (max_epochs comes from ``phase_a`` / ``phase_b``)."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: Any = "auto"
+    precision: Any = "32-true"
+    sync_batchnorm: bool = False
+    use_distributed_sampler: bool = True
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+    val_check_interval: Any = None
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: int = 0
+    deterministic: Any = False
+    benchmark: Optional[bool] = None
+    enable_model_summary: bool = False
+    default_root_dir: str = "${paths.output_dir}"
+
+
+# --------------------------------------------------------------------------- top level
+
+
+@dataclass
+class CamsimConfig:
+    """The whole run. Groups with a schema of their own are typed ``Any`` here."""
+
+    task: str = "run"
+    seed: int = 0
+    #: tags for the logger (split composition, model, feature layer are added automatically)
+    tags: list[str] = field(default_factory=list)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: Any = MISSING
+    split: SplitConfig = field(default_factory=SplitConfig)
+    patches: PatchConfig = field(default_factory=PatchConfig)
+    model: Any = MISSING
+    similarity: Any = MISSING
+    phase_a: PhaseAConfig = field(default_factory=PhaseAConfig)
+    phase_b: PhaseBConfig = field(default_factory=PhaseBConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: Any = None
+    callbacks: Any = None
+    #: checkpoint of a trained similarity network (camsim-eval / camsim-localize), or null
+    #: to take the one the pipeline trains for this config
+    ckpt: Optional[str] = None
+
+
+@dataclass
+class LocalizeConfig:
+    """``camsim-localize`` (conf/localize.yaml)."""
+
+    image: str = MISSING
+    ckpt: str = MISSING
+    mode: str = "graph"
+    reference: Any = None
+    stride: Optional[int] = None
+    min_entropy: float = 4.0
+    eta: float = 0.5
+    decision_threshold: Optional[float] = None
+    batch: int = 256
+    max_pixels: int = 200_000_000
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="camsim_schema", node=CamsimConfig)
+    cs.store(name="localize_schema", node=LocalizeConfig)
+    cs.store(group="schema/data", name="synth", node=SynthDataConfig)
+    cs.store(group="schema/data", name="folder", node=FolderDataConfig)
+    cs.store(group="schema/data", name="exif", node=ExifDataConfig)
+    cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
+
+
+register_configs()
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-python copy of a config node (for hparams, hashes and JSON)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema cannot express; raises ValueError naming the key."""
+    def _count_or_list(key: str, value: Any, allow_rest: bool = False) -> None:
+        if isinstance(value, bool) or value is None:
+            raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError(f"split.{key} must be ≥ 1 (got {value}): every set must be non-empty")
+            return
+        if isinstance(value, str):
+            if allow_rest and value == "rest":
+                return
+            raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+        if isinstance(value, (list, ListConfig)):
+            if len(value) == 0:
+                raise ValueError(f"split.{key} is an empty list: every set must be non-empty")
+            return
+        raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+
+    for key in ("a", "b", "c", "known"):
+        _count_or_list(key, cfg.split[key], allow_rest=key == "a")
+    fr = list(cfg.split.image_fractions)
+    if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or min(fr) <= 0:
+        raise ValueError(f"split.image_fractions must be three positive shares (train, val, test) summing to 1, got {fr}")
+    if cfg.patches.size < 8 or cfg.patches.size % cfg.patches.align:
+        raise ValueError(f"patches.size={cfg.patches.size} must be ≥ 8 and a multiple of patches.align={cfg.patches.align}")
+    eta = cfg.eval.eta
+    if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 < eta < 1)):
+        raise ValueError(f"eval.eta must be a number in (0, 1) or 'auto', got {eta!r}")
+    if cfg.eval.eta_rule not in ("max_acc", "eer"):
+        raise ValueError(f"eval.eta_rule must be 'max_acc' or 'eer', got {cfg.eval.eta_rule!r}")

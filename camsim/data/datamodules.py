@@ -1,0 +1,311 @@
+"""CameraData (source → sets → image split → patch store) and the LightningDataModules.
+
+- :class:`PhaseADataModule`: patches of set A with class labels (Learning Phase A).
+- :class:`PairDataModule`: balanced same/different pairs from set B (Learning Phase B),
+  as index pairs over cached features f(X) (or over patches when features are not cached).
+- :class:`EvalPairDataModule`: pairs over known (A's test images) and unknown (C) models,
+  every model pair and every self pair, labels carrying both model names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
+from camsim.data.splits import SUBSETS, SetSplit, make_split, split_images
+from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
+
+log = logging.getLogger(__name__)
+
+#: patch sets smaller than this are read into memory; larger ones stay memory-mapped
+IN_MEMORY_BYTES = 2 << 30
+
+
+class CameraData:
+    """A data source's images, the camera-model sets, the image split and the patch store.
+
+    ``source``: anything with ``index() -> ImageIndex`` (folder, EXIF, simulated cameras).
+    ``split``: the ``split`` config node; ``patches``: the ``patches`` config node.
+    """
+
+    def __init__(self, source: Any, split: Any, patches: Any, artefact_dir: str | Path):
+        self.source = source
+        self.split_cfg = split
+        self.patch_cfg = patches
+        self.store = PatchStore(Path(artefact_dir), PatchSettings(
+            size=int(patches.size), align=int(patches.align), min_entropy=float(patches.min_entropy),
+            seed=int(patches.seed), max_pixels=int(patches.max_pixels)), workers=patches.workers)
+        self._index = None
+        self._split: SetSplit | None = None
+        self._images: dict[str, dict[str, list[Path]]] | None = None
+
+    @property
+    def index(self):
+        if self._index is None:
+            self._index = self.source.index()
+            self._index.check_duplicates()
+        return self._index
+
+    @property
+    def split(self) -> SetSplit:
+        if self._split is None:
+            s = self.split_cfg
+            self._split = make_split(self.index.model_names(), s.a, s.b, s.c, s.known, int(s.seed),
+                                     None if s.get("c_seed") is None else int(s.c_seed))
+        return self._split
+
+    @property
+    def images(self) -> dict[str, dict[str, list[Path]]]:
+        """model → subset (train/val/test) → image paths, for every model of A, B and C."""
+        if self._images is None:
+            sp = self.split
+            self._images = {m: split_images(self.index.models[m], list(self.split_cfg.image_fractions),
+                                            int(self.split_cfg.image_seed))
+                            for m in sp.a + sp.b + sp.c}
+        return self._images
+
+    def requests(self, role: str) -> list[PatchRequest]:
+        """Patch sets a stage needs: ``phase_a`` (A: train/val/test), ``phase_b`` (B: train/val),
+        ``eval`` (known and C: test)."""
+        n = self.patch_cfg.per_model
+        sp = self.split
+        plan: dict[str, list[tuple[Sequence[str], str, int]]] = {
+            "phase_a": [(sp.a, "train", n.train_a), (sp.a, "val", n.val_a), (sp.a, "test", n.test)],
+            "phase_b": [(sp.b, "train", n.train_b), (sp.b, "val", n.val_b)],
+            "eval": [(sp.eval_models, "test", n.test)],
+        }
+        if role not in plan:
+            raise ValueError(f"unknown role {role!r}; one of {sorted(plan)}")
+        return [PatchRequest(m, subset, tuple(self.images[m][subset]), int(count))
+                for models, subset, count in plan[role] for m in models]
+
+    def patch_sets(self, role: str) -> dict[tuple[str, str], PatchSet]:
+        return self.store.get(self.requests(role))
+
+    def prepare(self, roles: Sequence[str] = ("phase_a", "phase_b", "eval")) -> dict:
+        """Cut every patch set the given stages need in one parallel pass; return a summary."""
+        reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
+        sets = self.store.get(reqs)
+        return summarise(sets.values())
+
+    def describe(self) -> dict:
+        return {"models": self.index.counts(), "split": self.split.as_dict()}
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _already_batched(batch: Any) -> Any:
+    """collate_fn for datasets that return whole batches from ``__getitems__``."""
+    return batch
+
+
+class PatchDataset(Dataset):
+    """Patch sets concatenated, each patch labelled with its set's class index.
+
+    ``__getitems__`` reads a whole batch at once: ``(x uint8 [B, 1, P, P], y int64 [B])``.
+    """
+
+    def __init__(self, sets: Sequence[PatchSet], labels: Sequence[int]):
+        total = sum(p.patches.nbytes for p in sets)
+        arrays = [np.asarray(p.patches) if total <= IN_MEMORY_BYTES else p.patches for p in sets]
+        self.patches = np.concatenate(arrays) if total <= IN_MEMORY_BYTES and arrays else None
+        self._arrays = arrays
+        self.labels = np.concatenate([np.full(len(p), lab, np.int64) for p, lab in zip(sets, labels)]) \
+            if sets else np.zeros(0, np.int64)
+        self._offsets = np.cumsum([0] + [len(p) for p in sets])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """uint8 patches ``[len(idx), P, P]`` for global indices ``idx``."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.patches is not None:
+            return self.patches[idx]
+        out = None
+        which = np.searchsorted(self._offsets, idx, side="right") - 1
+        for k in np.unique(which):
+            sel = np.flatnonzero(which == k)
+            local = idx[sel] - self._offsets[k]
+            order = np.argsort(local)  # sorted reads from the memory map
+            block = self._arrays[k][local[order]]
+            if out is None:
+                out = np.empty((len(idx),) + block.shape[1:], np.uint8)
+            out[sel[order]] = block
+        return out
+
+    def __getitem__(self, i: int):
+        return torch.from_numpy(self.take(np.array([i]))[0][None]), int(self.labels[i])
+
+    def __getitems__(self, indices: list[int]):
+        idx = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(self.take(idx)).unsqueeze(1), torch.from_numpy(self.labels[idx])
+
+
+class PairDataset(Dataset):
+    """Pairs (i, j, same) over ``items`` (feature matrix ``[N, d]`` or a :class:`PatchDataset`).
+
+    With ``resample_seed`` set, every epoch draws fresh balanced pairs (see :meth:`set_epoch`).
+    """
+
+    def __init__(self, items: np.ndarray | PatchDataset, labels: np.ndarray, n_pairs: int, seed: int,
+                 resample: bool = False):
+        self.items, self.labels, self.n_pairs, self.seed, self.resample = items, labels, n_pairs, seed, resample
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        seed = self.seed + (epoch if self.resample else 0)
+        self.i, self.j, self.same = sample_balanced_pairs(self.labels, self.n_pairs, seed)
+
+    def __len__(self) -> int:
+        return self.n_pairs
+
+    def _get(self, idx: np.ndarray):
+        if isinstance(self.items, PatchDataset):
+            a = torch.from_numpy(self.items.take(self.i[idx])).unsqueeze(1)
+            b = torch.from_numpy(self.items.take(self.j[idx])).unsqueeze(1)
+        else:
+            a, b = torch.from_numpy(self.items[self.i[idx]]), torch.from_numpy(self.items[self.j[idx]])
+        return a, b, torch.from_numpy(self.same[idx].astype(np.float32))
+
+    def __getitem__(self, k: int):
+        a, b, y = self._get(np.array([k]))
+        return a[0], b[0], y[0]
+
+    def __getitems__(self, indices: list[int]):
+        return self._get(np.asarray(indices, dtype=np.int64))
+
+
+class _EpochPairs(L.Callback):
+    """Redraws Phase B pairs at the start of each training epoch (``phase_b.resample_pairs``)."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        if dm is not None and getattr(dm, "train_set", None) is not None:
+            dm.train_set.set_epoch(trainer.current_epoch)
+
+
+def _loader(dataset: Dataset, loader: Any, shuffle: bool) -> DataLoader:
+    workers = int(loader.num_workers)
+    return DataLoader(dataset, batch_size=int(loader.batch_size), shuffle=shuffle, num_workers=workers,
+                      pin_memory=bool(loader.pin_memory), persistent_workers=bool(loader.persistent_workers) and workers > 0,
+                      collate_fn=_already_batched, drop_last=False)
+
+
+# --------------------------------------------------------------------------- datamodules
+
+
+class PhaseADataModule(L.LightningDataModule):
+    """Patches of set A, labelled by the index of their model in ``classes`` (= sorted A)."""
+
+    def __init__(self, data: CameraData, loader: Any):
+        super().__init__()
+        self.data, self.loader = data, loader
+        self.classes = list(data.split.a)
+        self.sets: dict[str, PatchDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.sets:
+            return
+        ps = self.data.patch_sets("phase_a")
+        for subset in SUBSETS:
+            self.sets[subset] = PatchDataset([ps[(m, subset)] for m in self.classes], range(len(self.classes)))
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(self.sets["train"], self.loader, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.sets["val"], self.loader, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return _loader(self.sets["test"], self.loader, shuffle=False)
+
+
+class PairDataModule(L.LightningDataModule):
+    """Balanced Phase B pairs over set B (method.md: 250k same + 250k different in the paper).
+
+    ``features``: a function mapping a :class:`PatchSet` to its cached f(X) ``[n, d]``
+    (``phase_b.cache_features``); without it the pairs carry uint8 patches.
+    """
+
+    def __init__(self, data: CameraData, loader: Any, train_pairs: int, val_pairs: int, seed: int,
+                 resample: bool = False, features: Callable[[PatchSet], np.ndarray] | None = None):
+        super().__init__()
+        self.data, self.loader, self.features = data, loader, features
+        self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
+        self.models = list(data.split.b)
+        self.train_set: PairDataset | None = None
+        self.val_set: PairDataset | None = None
+
+    def _pairs(self, subset: str, n: int, seed: int, resample: bool) -> PairDataset:
+        ps = self.data.patch_sets("phase_b")
+        sets = [ps[(m, subset)] for m in self.models]
+        patches = PatchDataset(sets, range(len(sets)))
+        items = np.concatenate([self.features(s) for s in sets]) if self.features else patches
+        return PairDataset(items, patches.labels, n, seed, resample)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._pairs("train", self.train_pairs, self.seed, self.resample)
+            self.val_set = self._pairs("val", self.val_pairs, self.seed + 1, False)
+
+    def callbacks(self) -> list[L.Callback]:
+        return [_EpochPairs()] if self.resample else []
+
+    def train_dataloader(self) -> DataLoader:
+        return _loader(self.train_set, self.loader, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return _loader(self.val_set, self.loader, shuffle=False)
+
+
+@dataclass
+class EvalPairs:
+    """The evaluation pairs: indices into ``patches`` and the model names of both sides."""
+
+    patches: PatchDataset
+    models: list[str]  # index → model name (known first, then unknown)
+    known: list[str]
+    i: np.ndarray
+    j: np.ndarray
+
+    @property
+    def model_1(self) -> np.ndarray:
+        return np.asarray(self.models, dtype=object)[self.patches.labels[self.i]]
+
+    @property
+    def model_2(self) -> np.ndarray:
+        return np.asarray(self.models, dtype=object)[self.patches.labels[self.j]]
+
+
+class EvalPairDataModule(L.LightningDataModule):
+    """Evaluation pairs over known (⊂ A, test images) and unknown (C) models (method.md, Fig. 2)."""
+
+    def __init__(self, data: CameraData, loader: Any, pairs_per_cell: int, seed: int):
+        super().__init__()
+        self.data, self.loader, self.pairs_per_cell, self.seed = data, loader, pairs_per_cell, seed
+        self.pairs: EvalPairs | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.pairs is not None:
+            return
+        sp = self.data.split
+        models = list(sp.eval_models)
+        ps = self.data.patch_sets("eval")
+        patches = PatchDataset([ps[(m, "test")] for m in models], range(len(models)))
+        i, j = sample_cell_pairs(patches.labels, self.pairs_per_cell, self.seed)
+        self.pairs = EvalPairs(patches, models, list(sp.known), i, j)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The evaluation patches (each once): features are computed per patch, pairs scored from them."""
+        return _loader(self.pairs.patches, self.loader, shuffle=False)

@@ -1,0 +1,444 @@
+"""Camera sources: which image files belong to which camera model.
+
+A source turns a collection of photos into an :class:`ImageIndex` (camera-model name ->
+sorted image paths, plus the files it skipped and why). Every source gives the same
+semantics, so splits, patch extraction and the DataModules never care where images
+came from:
+
+* :class:`FolderSource` -- ``root/<camera_model>/<images>`` (Dresden, VISION, and
+  ``../shared/data/cameras/``); also what the simulated cameras are rendered into.
+* :class:`ExifSource` -- a flat (optionally nested) folder grouped by EXIF Make + Model,
+  normalised by :func:`camera_model_name`.
+
+Indexing only lists files (and, for EXIF, reads headers); pixels are decoded later by
+:mod:`camsim.data.io`, where unreadable images are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from rich.table import Table
+
+from camsim.artefacts import file_identity
+from camsim.data.io import DEFAULT_MAX_PIXELS, ImageReadError, read_exif_make_model
+from camsim.progress import parallel_map
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+
+
+# ----------------------------------------------------------------------------- the index
+
+
+@dataclass
+class ImageIndex:
+    """Camera-model name -> sorted image paths, with the files left out and why.
+
+    Invariants (checked on construction): at least one model, every model has at least
+    one image, model names sorted, each model's paths sorted, no path under two models.
+    """
+
+    root: Path
+    models: dict[str, list[Path]]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if not self.models:
+            raise ValueError(f"{self.root}: no camera models in the index")
+        owner: dict[Path, str] = {}
+        models: dict[str, list[Path]] = {}
+        for name in sorted(self.models):
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"{self.root}: camera-model name {name!r} must be a non-empty string")
+            paths = sorted(Path(p) for p in self.models[name])
+            if not paths:
+                raise ValueError(f"{self.root}: camera model {name!r} has no images")
+            for p in paths:
+                if p in owner:
+                    raise ValueError(f"{p}: listed under camera models {owner[p]!r} and {name!r}")
+                owner[p] = name
+            models[name] = paths
+        self.models = models
+        self.skipped = sorted(((Path(p), str(r)) for p, r in self.skipped), key=lambda t: str(t[0]))
+
+    def model_names(self) -> list[str]:
+        """Sorted camera-model names."""
+        return list(self.models)
+
+    def counts(self) -> dict[str, int]:
+        """Images per camera model."""
+        return {name: len(paths) for name, paths in self.models.items()}
+
+    def fingerprint(self) -> dict[str, list[list]]:
+        """Per model, ``[path relative to root, size, mtime_ns]`` of each image, for cache keys
+        (see :func:`camsim.artefacts.file_identity`): any added, removed, renamed or
+        rewritten file changes it; moving the whole root does not."""
+        out: dict[str, list[list]] = {}
+        for name, paths in self.models.items():
+            rows = []
+            for p in paths:
+                _, size, mtime_ns = file_identity(p)
+                try:
+                    rel = p.relative_to(self.root).as_posix()
+                except ValueError:
+                    rel = p.resolve().as_posix()
+                rows.append([rel, size, mtime_ns])
+            out[name] = rows
+        return out
+
+    def describe_table(self, title: str | None = None) -> Table:
+        """A rich table: camera models with their image counts, total and skipped files."""
+        table = Table(title=title or f"camera models in {self.root}")
+        table.add_column("camera model")
+        table.add_column("images", justify="right")
+        for name, n in self.counts().items():
+            table.add_row(name, str(n))
+        table.add_section()
+        table.add_row(f"{len(self.models)} models", str(sum(self.counts().values())), style="bold")
+        if self.skipped:
+            table.add_row("skipped files", str(len(self.skipped)), style="yellow")
+            reasons = defaultdict(int)
+            for _, reason in self.skipped:
+                reasons[reason] += 1
+            top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+            table.caption = "skipped: " + "; ".join(f"{n} x {r}" for r, n in top) + (
+                " ..." if len(reasons) > 3 else "")
+        return table
+
+    def check_duplicates(self) -> list[tuple[Path, Path]]:
+        """Find files with identical content (sha256 of the bytes).
+
+        The same picture under two different camera-model names is an error (the label
+        would be wrong for one of them, and the picture would leak across sets): raises
+        ValueError naming both paths and both models. Duplicates within one model only
+        warn (they cannot mislabel, but a split should keep them on the same side) and
+        are returned as ``(first, duplicate)`` pairs. Only files of equal size are hashed.
+        """
+        by_size: dict[int, list[tuple[Path, str]]] = defaultdict(list)
+        for name, paths in self.models.items():
+            for p in paths:
+                by_size[p.stat().st_size].append((p, name))
+        by_hash: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+        for group in by_size.values():
+            if len(group) > 1:
+                for p, name in group:
+                    by_hash[_sha256(p)].append((p, name))
+        cross, same = [], []
+        for group in by_hash.values():
+            first, first_model = group[0]
+            for p, name in group[1:]:
+                (cross if name != first_model else same).append((first, first_model, p, name))
+        if cross:
+            lines = [f"{a} (model {ma!r}) and {b} (model {mb!r})" for a, ma, b, mb in cross]
+            raise ValueError(f"{len(cross)} image(s) with identical content under different camera models: "
+                             + "; ".join(lines))
+        for a, model, b, _ in same:
+            warnings.warn(f"{b}: identical content to {a}, both under camera model {model!r}", stacklevel=2)
+        return [(a, b) for a, _, b, _ in same]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ImageSource(Protocol):
+    """Anything that lists camera models and their images."""
+
+    def index(self) -> ImageIndex: ...
+
+
+def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(extensions, str):
+        extensions = [extensions]
+    out = []
+    for ext in extensions:
+        ext = str(ext).strip().lower()
+        if not ext or ext == ".":
+            raise ValueError(f"extensions: empty extension in {list(extensions)!r}")
+        out.append(ext if ext.startswith(".") else "." + ext)
+    if not out:
+        raise ValueError("extensions: no extension given")
+    return tuple(dict.fromkeys(out))
+
+
+def _check_root(kind: str, root: Path) -> Path:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise ValueError(f"{kind} root {root}: does not exist")
+    if not root.is_dir():
+        raise ValueError(f"{kind} root {root}: is not a directory")
+    return root
+
+
+def _check_min_images(min_images: int) -> int:
+    if not isinstance(min_images, int) or isinstance(min_images, bool) or min_images < 1:
+        raise ValueError(f"min_images: must be an integer >= 1, got {min_images!r}")
+    return min_images
+
+
+def _drop_small(models: dict[str, list[Path]], skipped: list[tuple[Path, str]], min_images: int,
+                where: dict[str, Path] | None = None) -> dict[str, list[Path]]:
+    kept = {}
+    for name, paths in models.items():
+        if len(paths) < min_images:
+            what = where[name] if where else name
+            reason = f"camera model {name!r} has {len(paths)} image(s) < min_images={min_images}"
+            warnings.warn(f"{what}: {reason}; skipped", stacklevel=3)
+            skipped.extend((p, reason) for p in paths)
+        else:
+            kept[name] = paths
+    return kept
+
+
+# ----------------------------------------------------------------------------- FolderSource
+
+
+class FolderSource:
+    """``root/<camera_model>/<image files>``: one folder per camera model, named by it.
+
+    Within a model folder only files directly inside are images (no recursion); names
+    starting with "." are ignored; extensions match case-insensitively. Listed in
+    ``skipped``: files at the root, sub-folders of model folders, files with other
+    extensions, empty model folders (also warned) and models with fewer than
+    ``min_images`` images (warned). Errors (ValueError naming the path): missing root,
+    no model folders, a model folder whose files are none of them images.
+    """
+
+    def __init__(self, root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, min_images: int = 1) -> None:
+        self.root = Path(root).expanduser()
+        self.extensions = _normalise_extensions(extensions)
+        self.min_images = _check_min_images(min_images)
+
+    def __repr__(self) -> str:
+        return f"FolderSource(root={str(self.root)!r}, extensions={self.extensions!r}, min_images={self.min_images})"
+
+    def index(self) -> ImageIndex:
+        root = _check_root("FolderSource", self.root)
+        skipped: list[tuple[Path, str]] = []
+        models: dict[str, list[Path]] = {}
+        folders: dict[str, Path] = {}
+        entries = [e for e in sorted(root.iterdir()) if not e.name.startswith(".")]
+        model_dirs = [e for e in entries if e.is_dir()]
+        skipped.extend((e, "file at the root, not inside a camera-model folder") for e in entries if not e.is_dir())
+        if not model_dirs:
+            raise ValueError(f"{root}: no camera-model folders (expected {root}/<camera_model>/<images>)")
+        for folder in model_dirs:
+            images, others, subdirs = [], [], []
+            for f in sorted(folder.iterdir()):
+                if f.name.startswith("."):
+                    continue
+                if f.is_dir():
+                    subdirs.append(f)
+                    skipped.append((f, "sub-folder of a camera-model folder (FolderSource does not recurse)"))
+                elif not f.is_file():
+                    others.append(f)
+                    skipped.append((f, "not a regular file (broken link?)"))
+                elif f.suffix.lower() in self.extensions:
+                    images.append(f)
+                else:
+                    others.append(f)
+                    skipped.append((f, f"extension {f.suffix or '(none)'!r} not in {list(self.extensions)}"))
+            if images:
+                models[folder.name] = images
+                folders[folder.name] = folder
+            elif others:
+                raise ValueError(f"{folder}: camera-model folder has no images with extensions "
+                                 f"{list(self.extensions)} ({len(others)} other file(s), e.g. {others[0].name!r})")
+            else:
+                what = "only sub-folders (FolderSource does not recurse)" if subdirs else "empty"
+                warnings.warn(f"{folder}: camera-model folder is {what}; skipped", stacklevel=2)
+                skipped.append((folder, f"camera-model folder is {what}"))
+        models = _drop_small(models, skipped, self.min_images, folders)
+        if not models:
+            raise ValueError(f"{root}: no camera-model folder with at least {self.min_images} image(s) "
+                             f"({len(skipped)} file(s)/folder(s) skipped)")
+        return ImageIndex(root=root, models=models, skipped=skipped)
+
+
+# ----------------------------------------------------------------------------- ExifSource
+
+# Corporate words dropped from the end of a make ("NIKON CORPORATION" -> "NIKON"),
+# compared upper-case with "." and "," removed.
+_MAKE_SUFFIXES = frozenset({
+    "CORPORATION", "CORP", "COMPANY", "CO", "LTD", "COLTD", "LIMITED", "INC", "INCORPORATED",
+    "GMBH", "AG", "SA", "PLC", "LLC", "KK", "IMAGING", "ELECTRONICS", "OPTICAL", "COMPUTER",
+    "DIGITAL", "CAMERA", "CAMERAS", "PHOTO", "PHOTOGRAPHIC",
+})
+
+# Make (upper-case, after dropping corporate words) -> canonical spelling. The canonical
+# spelling is how the manufacturer most often writes its own make; a make not listed
+# here is upper-cased. Either way "SAMSUNG" and "samsung" give the same name.
+MAKE_ALIASES: dict[str, str] = {
+    "AGFA": "AGFA", "AGFAPHOTO": "AGFA", "APPLE": "Apple", "ASUS": "ASUS", "BLACKBERRY": "BlackBerry",
+    "CANON": "Canon", "CASIO": "CASIO", "EASTMAN KODAK": "Kodak", "KODAK": "Kodak", "FUJIFILM": "FUJIFILM",
+    "FUJI": "FUJIFILM", "FUJI PHOTO FILM": "FUJIFILM", "GOOGLE": "Google", "HTC": "HTC", "HUAWEI": "HUAWEI",
+    "HEWLETT-PACKARD": "HP", "HP": "HP", "LEICA": "LEICA", "LENOVO": "Lenovo", "LG": "LG", "LGE": "LG",
+    "MICROSOFT": "Microsoft", "MINOLTA": "Minolta", "KONICA MINOLTA": "KONICA MINOLTA", "MOTOROLA": "Motorola",
+    "NIKON": "NIKON", "NOKIA": "NOKIA", "OLYMPUS": "OLYMPUS", "OM": "OM Digital Solutions",
+    "OM DIGITAL SOLUTIONS": "OM Digital Solutions", "ONEPLUS": "OnePlus", "OPPO": "OPPO",
+    "PANASONIC": "Panasonic", "PENTAX": "PENTAX", "PENTAX RICOH": "RICOH", "RICOH": "RICOH",
+    "PRAKTICA": "Praktica", "ROLLEI": "Rollei", "SAMSUNG": "SAMSUNG", "SIGMA": "SIGMA", "SONY": "SONY",
+    "XIAOMI": "Xiaomi",
+}
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.+]+")
+
+
+def _clean_text(value: str | None) -> str:
+    """Cut at the first NUL, strip, collapse whitespace runs to one space."""
+    value = (value or "").strip("\x00").split("\x00", 1)[0]
+    return " ".join(value.split())
+
+
+def canonical_make(make: str) -> str:
+    """The make as used in model names: cleaned, corporate words dropped from its end,
+    then :data:`MAKE_ALIASES` (case-insensitive) or upper-cased.
+
+    ``"NIKON CORPORATION"`` -> ``"NIKON"``, ``"samsung"`` -> ``"SAMSUNG"``,
+    ``"OLYMPUS IMAGING CORP."`` -> ``"OLYMPUS"``, ``"Canon"`` -> ``"Canon"``.
+    """
+    words = _clean_text(make).split(" ")
+    while len(words) > 1 and re.sub(r"[.,]", "", words[-1]).upper() in _MAKE_SUFFIXES:
+        words.pop()
+    core = re.sub(r"[,]+$", "", " ".join(words)).strip()
+    return MAKE_ALIASES.get(core.upper(), core.upper())
+
+
+def camera_model_name(make: str | None, model: str | None) -> str:
+    """A filesystem-safe camera-model name from EXIF Make and Model.
+
+    Rules, in order: both cleaned (cut at NUL, whitespace stripped and collapsed); the make
+    canonicalised by :func:`canonical_make`; a make repeated at the start of the model
+    (raw, canonical or first word of the make, case-insensitive, followed by a space, "-"
+    or "_") dropped once; ``f"{make}_{model}"`` with accents folded to ASCII and every run
+    of characters other than letters, digits, "." and "+" replaced by "_". The model's
+    own case is kept. ``("NIKON CORPORATION", "NIKON D70")`` -> ``"NIKON_D70"``,
+    ``("Canon", "Canon EOS 5D")`` -> ``"Canon_EOS_5D"``, ``("samsung", "SM-J330F")`` ->
+    ``"SAMSUNG_SM_J330F"``. Raises ValueError when make or model is missing or empty.
+    """
+    raw_make, raw_model = _clean_text(make), _clean_text(model)
+    if not raw_make or not raw_model:
+        missing = " and ".join(n for n, v in (("Make", raw_make), ("Model", raw_model)) if not v)
+        raise ValueError(f"EXIF {missing} missing or empty (make={make!r}, model={model!r})")
+    canon = canonical_make(raw_make)
+    prefixes = {raw_make, canon, raw_make.split(" ")[0]}
+    prefixes |= {k for k, v in MAKE_ALIASES.items() if v == canon}
+    short = raw_model
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        if len(raw_model) > len(prefix) and raw_model[: len(prefix)].upper() == prefix.upper() \
+                and raw_model[len(prefix)] in " -_":
+            short = raw_model[len(prefix) + 1:].strip(" -_") or raw_model
+            break
+    safe_make, safe_model = _safe(canon), _safe(short)
+    if not safe_make or not safe_model:
+        raise ValueError(f"EXIF Make/Model empty after normalisation (make={make!r}, model={model!r})")
+    return f"{safe_make}_{safe_model}"
+
+
+def _safe(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return _UNSAFE.sub("_", ascii_text).strip("_.")
+
+
+def _exif_name(path: Path) -> tuple[str | None, str]:
+    """(camera-model name, "") or (None, reason): one file's EXIF grouping (worker-safe)."""
+    try:
+        make, model = read_exif_make_model(path, DEFAULT_MAX_PIXELS)
+    except ImageReadError as e:
+        return None, f"unreadable: {e.reason}"
+    try:
+        return camera_model_name(make, model), ""
+    except ValueError as e:
+        return None, str(e)
+
+
+class ExifSource:
+    """Images in one folder (sub-folders too with ``recursive=True``) grouped by EXIF
+    Make + Model, named by :func:`camera_model_name`.
+
+    Images without a usable Make and Model (or unreadable headers) are listed in
+    ``skipped`` with the reason. Names that differ only in letter case are one camera
+    model (named by the first spelling in sorted order, with a warning). Hidden files
+    and folders are ignored; other files and, unless recursive, sub-folders are listed
+    in ``skipped``. ``workers`` > 1 reads EXIF in worker processes.
+    """
+
+    def __init__(self, root: str | Path, extensions: Iterable[str] = IMAGE_EXTENSIONS, recursive: bool = False,
+                 min_images: int = 1, workers: int = 1) -> None:
+        self.root = Path(root).expanduser()
+        self.extensions = _normalise_extensions(extensions)
+        self.recursive = bool(recursive)
+        self.min_images = _check_min_images(min_images)
+        self.workers = int(workers)
+
+    def __repr__(self) -> str:
+        return (f"ExifSource(root={str(self.root)!r}, extensions={self.extensions!r}, "
+                f"recursive={self.recursive}, min_images={self.min_images})")
+
+    def _files(self, root: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+        files: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if not self.recursive:
+                skipped.extend((here / d, "sub-folder (ExifSource recursive=False)") for d in dirnames)
+                dirnames[:] = []
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                f = here / name
+                if f.suffix.lower() not in self.extensions:
+                    skipped.append((f, f"extension {f.suffix or '(none)'!r} not in {list(self.extensions)}"))
+                elif not f.is_file():
+                    skipped.append((f, "not a regular file (broken link?)"))
+                else:
+                    files.append(f)
+        return files
+
+    def index(self) -> ImageIndex:
+        root = _check_root("ExifSource", self.root)
+        skipped: list[tuple[Path, str]] = []
+        files = self._files(root, skipped)
+        if not files:
+            raise ValueError(f"{root}: no image files with extensions {list(self.extensions)}"
+                             + (" (sub-folders are not searched: recursive=False)" if not self.recursive else ""))
+        results = parallel_map(_exif_name, files, desc="reading EXIF", workers=self.workers)
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for f, (name, reason) in zip(files, results):
+            if name is None:
+                skipped.append((f, reason))
+            else:
+                groups[name].append(f)
+        models: dict[str, list[Path]] = {}
+        by_fold: dict[str, list[str]] = defaultdict(list)
+        for name in sorted(groups):
+            by_fold[name.casefold()].append(name)
+        for spellings in by_fold.values():
+            if len(spellings) > 1:
+                warnings.warn(f"{root}: camera-model names {spellings} differ only in letter case; "
+                              f"merged as {spellings[0]!r}", stacklevel=2)
+            models[spellings[0]] = [p for s in spellings for p in groups[s]]
+        models = _drop_small(models, skipped, self.min_images)
+        if not models:
+            no_exif = sum(1 for _, r in skipped if r.startswith("EXIF"))
+            raise ValueError(f"{root}: no camera model with at least {self.min_images} image(s) having EXIF "
+                             f"Make and Model ({len(files)} image file(s), {no_exif} without Make/Model)")
+        return ImageIndex(root=root, models=models, skipped=skipped)
+
+
+__all__ = ["IMAGE_EXTENSIONS", "MAKE_ALIASES", "ImageIndex", "ImageSource", "FolderSource", "ExifSource",
+           "camera_model_name", "canonical_make"]

@@ -1,0 +1,143 @@
+"""Camera-model sets A / B / C and the known subset of A; the per-model image split.
+
+method.md, "Camera-model sets": A trains the feature extractor (Phase A), B the similarity
+network (Phase B), C is never trained on (unknown); evaluation uses known models (⊂ A)
+and the models of C. Within every model, *images* (never patches) go to train/val/test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camsim.data.patches import stable_seed
+
+SUBSETS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SetSplit:
+    """Disjoint, non-empty camera-model sets; ``known`` ⊂ ``a``. Names are model names."""
+
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    c: tuple[str, ...]
+    known: tuple[str, ...]
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        return self.c
+
+    @property
+    def eval_models(self) -> tuple[str, ...]:
+        """Models of the evaluation: known first, then unknown."""
+        return self.known + self.c
+
+    def role(self, model: str) -> str:
+        for name in ("a", "b", "c"):
+            if model in getattr(self, name):
+                return name
+        raise KeyError(f"model {model!r} is in none of the sets A, B, C")
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"a": list(self.a), "b": list(self.b), "c": list(self.c), "known": list(self.known)}
+
+    def validate(self, models: Sequence[str]) -> None:
+        """Raise ValueError naming the offending models if the sets are not a valid split."""
+        available = set(models)
+        for name in ("a", "b", "c", "known"):
+            members = getattr(self, name)
+            if not members:
+                raise ValueError(f"set {name.upper() if name != 'known' else 'known'} is empty")
+            missing = [m for m in members if m not in available]
+            if missing:
+                raise ValueError(f"split.{name} names camera models the data source does not have: "
+                                 f"{missing}; available: {sorted(available)}")
+            dup = sorted({m for m in members if list(members).count(m) > 1})
+            if dup:
+                raise ValueError(f"split.{name} lists models more than once: {dup}")
+        for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
+            both = sorted(set(getattr(self, x)) & set(getattr(self, y)))
+            if both:
+                raise ValueError(f"sets {x.upper()} and {y.upper()} must be disjoint, both contain: {both}")
+        outside = sorted(set(self.known) - set(self.a))
+        if outside:
+            raise ValueError(f"split.known must be a subset of A; not in A: {outside}")
+
+
+def make_split(models: Sequence[str], a: Any, b: Any, c: Any, known: Any, seed: int,
+               c_seed: int | None = None) -> SetSplit:
+    """Resolve counts and explicit lists into a validated :class:`SetSplit`.
+
+    Explicit lists are taken as given. Counts are drawn without replacement from the
+    models not named explicitly: C first (``c_seed``, default ``seed``), then B and A
+    (``seed``); ``a="rest"`` takes every remaining model. ``known``: a count drawn from A
+    (``seed``) or an explicit list.
+    """
+    models = sorted(models)
+    explicit = {k: [str(m) for m in v] for k, v in (("a", a), ("b", b), ("c", c)) if _is_list(v)}
+    taken = {m for v in explicit.values() for m in v}
+    pool = [m for m in models if m not in taken]
+    sets: dict[str, list[str]] = dict(explicit)
+
+    def draw(name: str, count: Any, rng: np.random.Generator) -> None:
+        nonlocal pool
+        if name in sets:
+            return
+        if count == "rest":
+            sets[name] = list(pool)
+            pool = []
+            return
+        count = int(count)
+        if count > len(pool):
+            raise ValueError(
+                f"split.{name}={count} asks for more camera models than are left ({len(pool)} of "
+                f"{len(models)} after the other sets); the source has: {models}")
+        idx = rng.permutation(len(pool))[:count]
+        sets[name] = sorted(pool[i] for i in idx)
+        pool = [m for i, m in enumerate(pool) if i not in set(idx.tolist())]
+
+    draw("c", c, np.random.default_rng(stable_seed("split-c", seed if c_seed is None else c_seed)))
+    rng = np.random.default_rng(stable_seed("split-ab", seed))
+    draw("b", b, rng)
+    draw("a", a, rng)
+    if _is_list(known):
+        known_list = [str(m) for m in known]
+    else:
+        k = int(known)
+        if k > len(sets["a"]):
+            raise ValueError(f"split.known={k} is larger than set A ({len(sets['a'])} models)")
+        krng = np.random.default_rng(stable_seed("split-known", seed))
+        known_list = sorted(sets["a"][i] for i in krng.permutation(len(sets["a"]))[:k])
+    split = SetSplit(tuple(sets["a"]), tuple(sets["b"]), tuple(sets["c"]), tuple(known_list))
+    split.validate(models)
+    return split
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str) or type(v).__name__ == "ListConfig"
+
+
+def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -> dict[str, list[Path]]:
+    """Split one model's images into train / val / test by a seeded hash of the file *stem*.
+
+    Ordering by the stem (not the model) puts same-named images of different models into
+    the same subset: the simulator names its images by scene, so a scene never gives
+    patches to both training and test. Every subset gets ≥ 1 image when there are ≥ 3.
+    """
+    paths = sorted(paths, key=lambda p: (stable_seed("image-split", seed, Path(p).stem), str(p)))
+    n = len(paths)
+    if n < 3:
+        raise ValueError(f"{n} usable image(s) in {Path(paths[0]).parent if paths else '?'}: "
+                         "need at least 3 to split into train / val / test")
+    n_val = max(1, round(fractions[1] * n))
+    n_test = max(1, round(fractions[2] * n))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        n_train, n_test = 1, n - 1 - n_val
+    return {"train": sorted(paths[:n_train]), "val": sorted(paths[n_train:n_train + n_val]),
+            "test": sorted(paths[n_train + n_val:])}

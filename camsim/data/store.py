@@ -1,0 +1,174 @@
+"""PatchStore: uint8 green patches per (camera model, image subset), cut once and cached.
+
+Each patch set lives in ``<artefact_dir>/patches-<hash>/`` (``patches.npy`` memory-mapped,
+``index.npz`` with image ids / corners / entropies, ``info.json``), keyed by the files'
+identities and the patch settings, written atomically; later runs and every job of a
+sweep reuse it. Extraction runs per image in worker processes with a progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, file_identity, file_lock
+from camsim.data.patches import ImagePatches, extract_image_patches, stable_seed
+from camsim.progress import parallel_iter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PatchSettings:
+    size: int = 64
+    align: int = 8
+    min_entropy: float = 4.0
+    seed: int = 0
+    max_pixels: int = 200_000_000
+
+
+@dataclass
+class PatchSet:
+    """Patches of one camera model from one image subset (memory-mapped, read-only)."""
+
+    model: str
+    subset: str
+    path: Path
+    patches: np.ndarray  # [n, P, P] uint8
+    image_ids: np.ndarray  # [n] index into ``images``
+    positions: np.ndarray  # [n, 2] (y, x)
+    entropy: np.ndarray  # [n]
+    images: list[str]
+    info: dict
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    @classmethod
+    def load(cls, path: Path) -> PatchSet:
+        info = json.loads((path / "info.json").read_text())
+        idx = np.load(path / "index.npz")
+        return cls(info["model"], info["subset"], path, np.load(path / "patches.npy", mmap_mode="r"),
+                   idx["image_ids"], idx["positions"], idx["entropy"], info["images"], info)
+
+
+@dataclass(frozen=True)
+class PatchRequest:
+    """Up to ``count`` patches of ``model`` from ``images`` (one subset)."""
+
+    model: str
+    subset: str
+    images: tuple[Path, ...]
+    count: int
+
+    def key(self, settings: PatchSettings) -> dict:
+        return {"model": self.model, "subset": self.subset, "count": self.count,
+                "files": [file_identity(p) for p in self.images], "settings": settings.__dict__}
+
+
+def _extract_job(job: tuple) -> ImagePatches:
+    return extract_image_patches(*job)
+
+
+def _select_round_robin(per_image: list[ImagePatches], count: int) -> list[tuple[int, int]]:
+    """Pick ``count`` (image, patch) indices taking one patch per image in turn (balanced over images)."""
+    chosen: list[tuple[int, int]] = []
+    depth = 0
+    while len(chosen) < count:
+        added = False
+        for i, ip in enumerate(per_image):
+            if depth < len(ip.patches):
+                chosen.append((i, depth))
+                added = True
+                if len(chosen) == count:
+                    break
+        if not added:
+            break
+        depth += 1
+    return chosen
+
+
+class PatchStore:
+    """Builds and loads cached :class:`PatchSet` s under ``artefact_dir``."""
+
+    def __init__(self, artefact_dir: Path, settings: PatchSettings, workers: int | None = None):
+        self.root = Path(artefact_dir)
+        self.settings = settings
+        self.workers = workers
+
+    def path_for(self, req: PatchRequest) -> Path:
+        return self.root / f"patches-{content_hash(req.key(self.settings))}"
+
+    def get(self, requests: Sequence[PatchRequest]) -> dict[tuple[str, str], PatchSet]:
+        """Return the patch sets of ``requests``, extracting the missing ones (in parallel)."""
+        missing = [r for r in requests if not self.path_for(r).exists()]
+        if missing:
+            self._build(missing)
+        return {(r.model, r.subset): PatchSet.load(self.path_for(r)) for r in requests}
+
+    def _build(self, requests: Sequence[PatchRequest]) -> None:
+        s = self.settings
+        with file_lock(self.root / ".locks" / "patches.lock"):
+            requests = [r for r in requests if not self.path_for(r).exists()]  # built meanwhile?
+            if not requests:
+                return
+            jobs, owners = [], []
+            for ri, r in enumerate(requests):
+                for p in r.images:
+                    seed = stable_seed("patches", s.seed, r.model, Path(p).name)
+                    jobs.append((str(p), s.size, s.align, s.min_entropy, r.count, seed, s.max_pixels))
+                    owners.append(ri)
+            # results arrive in job order: write each patch set as soon as its images are done
+            done: list[ImagePatches] = []
+            results = parallel_iter(_extract_job, jobs, workers=self.workers,
+                                    desc=f"cutting patches: {len(requests)} sets from {len(jobs)} images")
+            for k, res in enumerate(results):
+                done.append(res)
+                if k + 1 == len(jobs) or owners[k + 1] != owners[k]:
+                    self._write(requests[owners[k]], done)
+                    done = []
+
+    def _write(self, req: PatchRequest, per_image: list[ImagePatches]) -> None:
+        s = self.settings
+        chosen = _select_round_robin(per_image, req.count)
+        patches = np.zeros((len(chosen), s.size, s.size), np.uint8)
+        image_ids = np.zeros(len(chosen), np.int64)
+        positions = np.zeros((len(chosen), 2), np.int64)
+        entropy = np.zeros(len(chosen))
+        for k, (i, j) in enumerate(chosen):
+            patches[k] = per_image[i].patches[j]
+            image_ids[k], positions[k], entropy[k] = i, per_image[i].positions[j], per_image[i].entropy[j]
+        skipped = [{"file": ip.path, "reason": ip.error} for ip in per_image if ip.error]
+        for sk in skipped:
+            log.warning("skipped %s: %s", sk["file"], sk["reason"])
+        low = int(sum(ip.low_entropy for ip in per_image))
+        info = {"model": req.model, "subset": req.subset, "requested": req.count, "count": len(chosen),
+                "images": [ip.path for ip in per_image], "low_entropy_dropped": low, "skipped": skipped,
+                "patch_size": s.size}
+        if len(chosen) < req.count:
+            log.warning("%s/%s: %d of %d patches asked for (%d images, %d skipped, %d low-entropy cells dropped)",
+                        req.model, req.subset, len(chosen), req.count, len(per_image), len(skipped), low)
+        final = self.path_for(req)
+        with atomic_dir(final) as tmp:
+            np.save(tmp / "patches.npy", patches)
+            np.savez(tmp / "index.npz", image_ids=image_ids, positions=positions, entropy=entropy)
+            atomic_write_json(tmp / "info.json", info)
+            atomic_write_json(tmp / "key.json", req.key(s))
+
+
+def summarise(sets: Iterable[PatchSet]) -> dict:
+    """Totals for logging: patches kept, low-entropy cells dropped, files skipped, shortfalls."""
+    sets = list(sets)
+    return {
+        "patch_sets": len(sets),
+        "patches": int(sum(len(p) for p in sets)),
+        "low_entropy_dropped": int(sum(p.info["low_entropy_dropped"] for p in sets)),
+        "skipped_files": sorted({sk["file"] for p in sets for sk in p.info["skipped"]}),
+        "short": {f"{p.model}/{p.subset}": [p.info["count"], p.info["requested"]]
+                  for p in sets if p.info["count"] < p.info["requested"]},
+    }

@@ -1,0 +1,132 @@
+"""Learning Phase B: the similarity network S(f(X1), f(X2)) on a frozen backbone (method.md).
+
+The backbone comes from a Phase A checkpoint and stays frozen: eval mode (batch-norm
+statistics do not move), ``requires_grad=False``, not in the optimiser. Batches are either
+cached features ``(f1, f2, same)`` (``phase_b.cache_features``) or uint8 patches
+``(x1, x2, same)``; both go through the same head. The checkpoint holds backbone + head +
+everything needed to rebuild them, so one file serves evaluation and localisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
+
+from camsim.lit.phase_a import build_backbone, load_classifier
+
+
+class ForensicSimilarity(L.LightningModule):
+    """Frozen Phase A backbone → ``feature_layer`` → similarity head → 1 logit; S = sigmoid."""
+
+    def __init__(self, phase_a: dict, head: dict, feature_layer: str, eta: float = 0.5,
+                 optimizer: dict | None = None, scheduler: dict | None = None):
+        """``phase_a``: the Phase A hyper-parameters (backbone config, class names, patch size),
+        as saved in its checkpoint; ``head``: the ``similarity`` config (a ``_target_`` dict)."""
+        super().__init__()
+        self.save_hyperparameters()
+        self.backbone = build_backbone(phase_a["backbone"], len(phase_a["class_names"]), phase_a["patch_size"])
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        dim = self.backbone.feature_dim(feature_layer)  # raises for an unknown layer, naming the valid ones
+        self.head = hydra.utils.instantiate(head, in_features=dim, _convert_="all")
+        self.val_acc = BinaryAccuracy(threshold=eta)
+        self.val_auc = BinaryAUROC()
+        self.train_acc = BinaryAccuracy(threshold=eta)
+
+    @classmethod
+    def from_phase_a(cls, phase_a_ckpt: str | Path, head: dict, feature_layer: str, **kwargs: Any) -> ForensicSimilarity:
+        """A new (untrained) similarity network on the frozen backbone of a Phase A checkpoint."""
+        clf = load_classifier(phase_a_ckpt)
+        phase_a = {k: clf.hparams[k] for k in ("backbone", "class_names", "patch_size")}
+        model = cls(phase_a, head, feature_layer, **kwargs)
+        model.backbone.load_state_dict(clf.backbone.state_dict())
+        model.backbone.eval()
+        return model
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.hparams.phase_a["patch_size"])
+
+    @property
+    def feature_layer(self) -> str:
+        return self.hparams.feature_layer
+
+    def train(self, mode: bool = True) -> ForensicSimilarity:
+        super().train(mode)
+        self.backbone.eval()  # frozen: batch-norm statistics must not move
+        return self
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f(X) of uint8 patches ``[B, 1, P, P]`` (or ``[B, P, P]``) at the configured layer."""
+        return self.backbone.features(x, self.feature_layer)
+
+    def _as_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x) if x.dtype == torch.uint8 else x
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Logit of "same camera model" for patches or features ``a``, ``b``; S = sigmoid(logit)."""
+        return self.head(self._as_features(a), self._as_features(b))
+
+    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+        a, b, same = batch
+        logits = self(a, b)
+        loss = F.binary_cross_entropy_with_logits(logits, same)
+        s = torch.sigmoid(logits)
+        n = len(same)
+        self.log(f"phase_b/{stage}/loss", loss, prog_bar=True, on_epoch=True, on_step=stage == "train",
+                 batch_size=n, sync_dist=stage != "train")
+        if stage == "train":
+            self.train_acc(s, same.int())
+            self.log("phase_b/train/acc", self.train_acc, on_epoch=True, on_step=False, batch_size=n)
+        else:
+            self.val_acc(s, same.int())
+            self.val_auc(s, same.int())
+            self.log("phase_b/val/acc", self.val_acc, prog_bar=True, on_epoch=True, batch_size=n)
+            self.log("phase_b/val/auc", self.val_auc, prog_bar=True, on_epoch=True, batch_size=n)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if hp.optimizer is None:
+            raise ValueError("phase_b.optimizer is not set")
+        opt = hydra.utils.instantiate(hp.optimizer, _convert_="all")(params=self.head.parameters())
+        if not hp.scheduler:
+            return opt
+        sched = hydra.utils.instantiate(hp.scheduler, _convert_="all")(optimizer=opt)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    @torch.no_grad()
+    def score_pairs(self, f: np.ndarray, i: np.ndarray, j: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """S for pairs (i, j) of rows of a feature matrix ``f`` [N, d], in batches (no backbone)."""
+        self.eval()
+        ft = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device)
+        out = []
+        for k in range(0, len(i), batch_size):
+            ii = torch.from_numpy(np.asarray(i[k:k + batch_size])).to(self.device)
+            jj = torch.from_numpy(np.asarray(j[k:k + batch_size])).to(self.device)
+            out.append(torch.sigmoid(self.head(ft[ii], ft[jj])).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def load_similarity(ckpt: str | Path, map_location: str = "cpu") -> ForensicSimilarity:
+    """Load a Phase B checkpoint (``weights_only=True``) in eval mode."""
+    path = Path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"similarity checkpoint not found: {path}")
+    model = ForensicSimilarity.load_from_checkpoint(str(path), map_location=map_location, weights_only=True)
+    model.eval()
+    return model

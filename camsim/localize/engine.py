@@ -1,0 +1,267 @@
+"""Splicing detection and localisation from patch similarities (issue 7).
+
+The engine knows no model: it receives two callables,
+
+* ``extract(patches uint8 [N, P, P]) -> float32 [N, d]`` — the features f(X) (Phase A),
+  called in batches, once per decidable patch;
+* ``score_matrix(F [N, d], G [M, d]) -> [N, M]`` — the similarity S in [0, 1] of every
+  pair (Phase B; higher = same camera model). The engine always passes ``G``.
+
+Two modes:
+
+* ``"reference"`` — the paper's splicing demonstration (method.md, "Splicing
+  demonstration"): one reference patch is scored against every decidable patch and the
+  patches with S ≤ eta are "different source". Per-patch ``scores`` = S(ref, patch);
+  ``suspicion`` = 1 − S. Image score = 1 − (the ``min_suspect``-th smallest S of the other
+  patches), decision: score ≥ 1 − eta, i.e. at least ``min_suspect`` patches differ from
+  the reference.
+* ``"graph"`` — forensic similarity graphs (Mayer & Stamm 2020): the symmetrised S of all
+  decidable patches is split by :func:`camsim.localize.graph.spectral_bipartition`; the
+  smaller community (or, when a reference pixel is given, the community without it) is
+  the suspected region. Per-patch ``scores`` = ``suspicion`` = 1 − mean S to the host
+  community; image score = ``clip(1 − λ₂, 0, 1)``, decision: score ≥
+  ``decision_threshold`` (default :data:`GRAPH_THRESHOLD`, not calibrated — the splicing
+  benchmark calibrates it).
+
+Pixel maps: ``heatmap`` is the mean ``suspicion`` of the decidable patches covering each
+pixel (NaN where none does); ``mask`` marks pixels where at least half of those patches
+are suspect. In graph mode the mask is the bipartition whatever the decision ("where, if
+spliced"); ``decision`` says whether.
+
+Bad input raises :class:`LocalizationError` (a ``ValueError``) with a message naming the
+field; batch callers write that message into the image's CSV row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from camsim.data.patches import cut_patches, patch_entropy
+from camsim.localize.graph import spectral_bipartition
+from camsim.localize.grid import LocalizationError, patch_grid, patch_map_to_pixels
+from camsim.progress import track
+
+Extract = Callable[[np.ndarray], np.ndarray]
+ScoreMatrix = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+
+#: Fewest decidable patches each mode accepts (reference: the reference and one other;
+#: graph: a bipartition with an eigengap needs λ₃, and two communities of ≥ 2 patches).
+MIN_DECIDABLE = {"reference": 2, "graph": 4}
+#: Default graph-mode decision threshold on clip(1 − λ₂, 0, 1) (uncalibrated).
+GRAPH_THRESHOLD = 0.25
+MODES = ("graph", "reference")
+
+
+@dataclass
+class LocalizationResult:
+    """Everything one localisation produced; per-patch arrays are ``[N]`` in grid order."""
+
+    mode: str
+    green: np.ndarray                      # uint8 [H, W], the analysed image (for the overlay)
+    shape: tuple[int, int]                 # (H, W) of the image
+    patch: int
+    stride: int
+    positions: np.ndarray                  # int64 [N, 2], top-left (y, x) of each patch
+    grid_shape: tuple[int, int]            # (rows, cols), rows * cols == N
+    entropy: np.ndarray                    # float64 [N], nats
+    decidable: np.ndarray                  # bool [N], entropy > min_entropy
+    scores: np.ndarray                     # float64 [N]; reference: S(ref, ·); graph: suspicion; NaN if undecidable
+    suspicion: np.ndarray                  # float64 [N] in [0, 1], higher = more suspect; NaN if undecidable
+    suspect: np.ndarray                    # bool [N], patch judged "different source" / in the spliced community
+    heatmap: np.ndarray                    # float64 [H, W], mean suspicion of covering decidable patches, NaN if none
+    mask: np.ndarray                       # bool [H, W], suspected pixels
+    score: float                           # image-level splice score, higher = more likely spliced
+    decision: bool                         # image judged spliced
+    threshold: float                       # decision: score >= threshold
+    reference: tuple[int, int] | None      # top-left (y, x) of the reference patch, if any
+    reference_index: int | None
+    message: str                           # one human-readable line
+    stats: dict[str, Any] = field(default_factory=dict)  # graph: lambda2, modularity, ...
+
+    @property
+    def n_decidable(self) -> int:
+        return int(self.decidable.sum())
+
+
+def _check_inputs(green: Any, mode: str, patch: Any, stride: Any, eta: float, batch: Any,
+                  min_entropy: float) -> np.ndarray:
+    arr = np.asarray(green)
+    if arr.ndim != 2:
+        hint = " (pass the green channel, image[..., 1])" if arr.ndim == 3 else ""
+        raise LocalizationError(f"green must be a 2-D [H, W] array{hint}; got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise LocalizationError(f"green must be uint8; got dtype {arr.dtype}")
+    if mode not in MODES:
+        raise LocalizationError(f"mode must be one of {MODES}; got {mode!r}")
+    for name, v in (("patch", patch), ("stride", stride), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise LocalizationError(f"{name} must be a positive integer; got {v!r}")
+    if not 0.0 <= float(eta) <= 1.0:
+        raise LocalizationError(f"eta must lie in [0, 1]; got {eta!r}")
+    if not np.isfinite(min_entropy):
+        raise LocalizationError(f"min_entropy must be finite; got {min_entropy!r}")
+    return arr
+
+
+def _features(green: np.ndarray, positions: np.ndarray, patch: int, extract: Extract, batch: int,
+              progress: bool) -> np.ndarray:
+    """Features of the patches at ``positions``, extracted in batches, checked."""
+    starts = range(0, len(positions), batch)
+    if progress:
+        starts = track(starts, desc="features", total=len(starts))
+    out = []
+    for a in starts:
+        patches = cut_patches(green, positions[a:a + batch], patch)
+        f = np.asarray(extract(patches))
+        if f.ndim != 2 or f.shape[0] != len(patches):
+            raise LocalizationError(
+                f"extract must return [N, d] for N={len(patches)} patches; got shape {f.shape}")
+        if not np.all(np.isfinite(f)):
+            raise LocalizationError("extract returned NaN or inf features")
+        out.append(f.astype(np.float32, copy=False))
+    return np.concatenate(out, axis=0)
+
+
+def _scores(score_matrix: ScoreMatrix, F: np.ndarray, G: np.ndarray, batch: int) -> np.ndarray:
+    """S(F_i, G_j) for all pairs, computed ``batch`` rows at a time, checked."""
+    out = []
+    for a in range(0, len(F), batch):
+        rows = F[a:a + batch]
+        s = np.asarray(score_matrix(rows, G), dtype=np.float64)
+        if s.shape != (len(rows), len(G)):
+            raise LocalizationError(
+                f"score_matrix must return [{len(rows)}, {len(G)}]; got shape {s.shape}")
+        if not np.all(np.isfinite(s)):
+            raise LocalizationError("score_matrix returned NaN or inf similarities")
+        out.append(s)
+    return np.concatenate(out, axis=0)
+
+
+def _pick_reference(reference: Any, positions: np.ndarray, dec_idx: np.ndarray, patch: int,
+                    shape: tuple[int, int]) -> tuple[int, str]:
+    """Index (into ``dec_idx``) of the decidable patch whose centre is nearest pixel ``reference``."""
+    try:
+        y, x = (int(v) for v in reference)
+    except (TypeError, ValueError):
+        raise LocalizationError(
+            f"reference must be None, 'auto' or a pixel (y, x); got {reference!r}") from None
+    if not (0 <= y < shape[0] and 0 <= x < shape[1]):
+        raise LocalizationError(f"reference pixel (y={y}, x={x}) lies outside the image {shape[0]}x{shape[1]}")
+    centres = positions[dec_idx] + (patch - 1) / 2.0
+    k = int(np.argmin(((centres - (y, x)) ** 2).sum(axis=1)))
+    py, px = positions[dec_idx[k]]
+    note = ""
+    if not (py <= y < py + patch and px <= x < px + patch):
+        note = f"reference pixel ({y}, {x}) lies in no decidable patch; using the nearest one at ({py}, {px}); "
+    return k, note
+
+
+def _auto_reference(score_matrix: ScoreMatrix, F: np.ndarray, batch: int, candidates: int) -> int:
+    """The candidate patch most similar to all the others (highest mean S): likely host."""
+    n = len(F)
+    cand = np.unique(np.linspace(0, n - 1, min(n, candidates)).round().astype(np.int64))
+    S = _scores(score_matrix, F[cand], F, batch)
+    S[np.arange(len(cand)), cand] = np.nan                      # no self-similarity
+    return int(cand[int(np.argmax(np.nanmean(S, axis=1)))])
+
+
+def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, patch: int,
+             stride: int | None = None, min_entropy: float = 4.0, mode: str = "graph",
+             reference: None | str | tuple[int, int] = None, eta: float = 0.5, batch: int = 256, *,
+             decision_threshold: float | None = None, min_suspect: int = 2,
+             graph_weights: str = "similarity", max_graph_nodes: int = 4096,
+             auto_candidates: int = 64, align: int = 8, cover_border: bool = True,
+             progress: bool = False) -> LocalizationResult:
+    """Localise regions of ``green`` (uint8 ``[H, W]``) from a different camera model.
+
+    ``stride`` defaults to ``patch // 2`` (50 % overlap). Patches with entropy
+    ≤ ``min_entropy`` nats are undecidable (method.md, "Patch entropy"). ``reference``:
+    ``None`` / ``"auto"`` (reference mode: the patch with the highest mean S to the
+    others, among ≤ ``auto_candidates`` evenly spread candidates; graph mode: none) or a
+    pixel ``(y, x)`` (the decidable patch whose centre is nearest; in graph mode its
+    community is the host). ``batch`` bounds the patches per ``extract`` call and the rows
+    per ``score_matrix`` call. See the module docstring for scores and decisions.
+    """
+    stride = patch // 2 if stride is None and isinstance(patch, (int, np.integer)) else stride
+    arr = _check_inputs(green, mode, patch, stride, eta, batch, min_entropy)
+    h, w = arr.shape
+    positions, grid_shape = patch_grid(h, w, patch, stride, align=align, cover_border=cover_border)
+    n = len(positions)
+
+    eb = max(1, min(batch, (1 << 22) // (patch * patch)))       # ≤ ~4 M pixels per entropy call
+    entropy = np.concatenate([patch_entropy(cut_patches(arr, positions[a:a + eb], patch))
+                              for a in range(0, n, eb)])
+    decidable = entropy > min_entropy
+    dec_idx = np.flatnonzero(decidable)
+    need = MIN_DECIDABLE[mode]
+    if len(dec_idx) < need:
+        raise LocalizationError(
+            f"too few decidable patches: {len(dec_idx)} of {n} have entropy > {min_entropy} nats; "
+            f"{mode} mode needs at least {need} (flat or saturated image? try a smaller patch or stride)")
+    if mode == "graph" and len(dec_idx) > max_graph_nodes:
+        raise LocalizationError(
+            f"graph mode: {len(dec_idx)} decidable patches exceed max_graph_nodes={max_graph_nodes} "
+            f"(the similarity matrix is N x N); use a larger stride or reference mode")
+
+    note = ""
+    ref_k: int | None = None                                     # index into dec_idx / F
+    if reference is not None and not (isinstance(reference, str) and reference == "auto"):
+        if isinstance(reference, str):
+            raise LocalizationError(f"reference must be None, 'auto' or a pixel (y, x); got {reference!r}")
+        ref_k, note = _pick_reference(reference, positions, dec_idx, patch, (h, w))
+    F = _features(arr, positions[dec_idx], patch, extract, batch, progress)
+    if ref_k is None and mode == "reference":
+        ref_k = _auto_reference(score_matrix, F, batch, auto_candidates)
+        note = "automatic reference; "
+
+    scores = np.full(n, np.nan)
+    suspicion = np.full(n, np.nan)
+    suspect = np.zeros(n, dtype=bool)
+    stats: dict[str, Any] = {}
+    if mode == "reference":
+        assert ref_k is not None
+        s = np.clip(_scores(score_matrix, F[ref_k:ref_k + 1], F, batch)[0], 0.0, 1.0)
+        flags = s <= eta
+        flags[ref_k] = False
+        others = np.delete(s, ref_k)
+        k = max(1, min(int(min_suspect), len(others)))
+        score = float(1.0 - np.sort(others)[k - 1])
+        threshold = 1.0 - eta if decision_threshold is None else float(decision_threshold)
+        scores[dec_idx], suspicion[dec_idx], suspect[dec_idx] = s, 1.0 - s, flags
+        stats = {"n_different": int(flags.sum()), "min_suspect": k}
+    else:
+        S = _scores(score_matrix, F, F, batch)
+        labels, info = spectral_bipartition(S, weights=graph_weights, eta=eta, host=ref_k)
+        W = np.clip((S + S.T) / 2.0, 0.0, 1.0)
+        np.fill_diagonal(W, 0.0)
+        host = labels == 0
+        n_host = host.sum() - host                                 # host patches other than i
+        mean_to_host = np.divide(W[:, host].sum(axis=1), n_host, out=np.zeros(len(host)),
+                                 where=n_host > 0)
+        forgery = 1.0 - mean_to_host                              # a lone host patch: 1
+        score = float(info["score"])
+        threshold = GRAPH_THRESHOLD if decision_threshold is None else float(decision_threshold)
+        scores[dec_idx], suspicion[dec_idx], suspect[dec_idx] = forgery, forgery, labels == 1
+        stats = {k: v for k, v in info.items() if k != "fiedler"}
+    decision = bool(score >= threshold)
+
+    flag_values = np.where(decidable, suspect.astype(np.float64), np.nan)
+    mask = patch_map_to_pixels(flag_values, positions, patch, (h, w)) >= 0.5   # NaN → False
+    heatmap = patch_map_to_pixels(suspicion, positions, patch, (h, w))
+    ref_pos = None if ref_k is None else (int(positions[dec_idx[ref_k]][0]), int(positions[dec_idx[ref_k]][1]))
+    verdict = "spliced" if decision else "not spliced"
+    message = (f"{mode} mode: {note}{len(dec_idx)} of {n} patches decidable; "
+               f"{int(suspect.sum())} suspect; {verdict} (score {score:.3f}, threshold {threshold:.3f})")
+    return LocalizationResult(
+        mode=mode, green=arr, shape=(h, w), patch=int(patch), stride=int(stride), positions=positions,
+        grid_shape=grid_shape, entropy=entropy, decidable=decidable, scores=scores,
+        suspicion=suspicion, suspect=suspect, heatmap=heatmap, mask=mask, score=score,
+        decision=decision, threshold=threshold, reference=ref_pos,
+        reference_index=None if ref_k is None else int(dec_idx[ref_k]), message=message, stats=stats)
+
+
+__all__ = ["LocalizationError", "LocalizationResult", "localize", "MIN_DECIDABLE", "GRAPH_THRESHOLD", "MODES"]

@@ -1,0 +1,179 @@
+"""Phase B similarity head S(f(X1), f(X2)) (method.md, "Learning Phase B").
+
+f1, f2 -> shared branch (fc_b1 = fc_b2: Linear + PReLU + dropout, widths ``branch``)
+-> combine -> hidden layers (fc_b3: Linear + PReLU, widths ``hidden``) -> 1 logit.
+sigmoid(logit) = S in [0, 1]; the decision is S > eta (eta = 0.5).
+
+``combine``:
+- ``concat``: [g1, g2] (the paper; not symmetric in its two inputs);
+- ``concat_mul``: [g1, g1 * g2, g2] (the authors' later code);
+- ``absdiff``: |g1 - g2| (symmetric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from camsim.models.backbone import _int, _plain, make_activation
+
+__all__ = ["COMBINE_MODES", "SimilarityNet"]
+
+COMBINE_MODES = ("concat", "concat_mul", "absdiff")
+_INITS = ("xavier", "torch")
+
+
+def _activation(name: str) -> nn.Module:
+    """prelu (one learned slope per layer) | tanh | relu | gelu."""
+    if str(name).lower() == "prelu":
+        return nn.PReLU()
+    return make_activation(name)
+
+
+class SimilarityNet(nn.Module):
+    """Similarity network of Phase B on top of frozen Phase A features.
+
+    Args (all but ``in_features`` come from ``conf/similarity/*.yaml``):
+        in_features: width of the feature f(X) (the backbone's ``feature_dim()``).
+        branch: widths of the shared branch layers (paper: [1024]); each is Linear ->
+            activation -> dropout.
+        activation: prelu (paper) | tanh | relu | gelu, for branch and hidden layers.
+        dropout: dropout probability on every branch layer's output (paper: 0.5).
+        combine: concat | concat_mul | absdiff (see module docstring).
+        hidden: widths of the layers after the combination (paper: [64]), each Linear
+            -> activation; a final Linear gives the single logit.
+        init: xavier (uniform, zero biases) | torch (PyTorch defaults).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        branch: Sequence[int] = (1024,),
+        activation: str = "prelu",
+        dropout: float = 0.5,
+        combine: str = "concat",
+        hidden: Sequence[int] = (64,),
+        init: str = "xavier",
+    ) -> None:
+        super().__init__()
+        branch, hidden = _plain(branch), _plain(hidden)
+        self.in_features = _int(in_features, "in_features", 1)
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"combine: unknown {combine!r}; choose one of {list(COMBINE_MODES)}")
+        if not (isinstance(dropout, (int, float)) and 0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout!r}")
+        if str(init).lower() not in _INITS:
+            raise ValueError(f"init: unknown {init!r}; choose one of {list(_INITS)}")
+        if not isinstance(branch, list) or not branch:
+            raise ValueError(f"branch: expected a non-empty list of widths, got {branch!r}")
+        if not isinstance(hidden, list):
+            raise ValueError(f"hidden: expected a list of widths, got {hidden!r}")
+        _activation(activation)  # validates the name
+        self.combine = combine
+        self.config = {
+            "branch": branch,
+            "activation": activation,
+            "dropout": float(dropout),
+            "combine": combine,
+            "hidden": hidden,
+            "init": init,
+        }
+
+        layers: list[nn.Module] = []
+        width = self.in_features
+        for i, w in enumerate(branch):
+            w = _int(w, f"branch[{i}]", 1)
+            layers += [nn.Linear(width, w), _activation(activation), nn.Dropout(float(dropout))]
+            width = w
+        self.branch = nn.Sequential(*layers)
+        self.branch_width = width
+
+        combined = {"concat": 2 * width, "concat_mul": 3 * width, "absdiff": width}[combine]
+        widths = [_int(w, f"hidden[{i}]", 1) for i, w in enumerate(hidden)] + [1]
+        # head_in is the first Linear after the combination (fc_b3, or the output layer if
+        # hidden is empty); score_matrix() relies on it being linear.
+        self.head_in = nn.Linear(combined, widths[0])
+        rest: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            rest += [_activation(activation), nn.Linear(a, b)]
+        self.head_rest = nn.Sequential(*rest)
+
+        if str(init).lower() == "xavier":
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------------ helpers
+    def _check(self, f: Tensor, name: str) -> None:
+        if f.dim() != 2 or f.shape[1] != self.in_features:
+            raise ValueError(
+                f"{name}: expected features [N, {self.in_features}], got shape {tuple(f.shape)}"
+            )
+
+    def _combine(self, g1: Tensor, g2: Tensor) -> Tensor:
+        if self.combine == "concat":
+            return torch.cat([g1, g2], dim=-1)
+        if self.combine == "concat_mul":
+            return torch.cat([g1, g1 * g2, g2], dim=-1)
+        return (g1 - g2).abs()
+
+    def _tail(self, z: Tensor) -> Tensor:
+        """head_rest on ``[..., H]`` pre-activations of head_in -> logits ``[...]``."""
+        shape = z.shape[:-1]
+        return self.head_rest(z.reshape(-1, z.shape[-1])).reshape(shape)
+
+    # ------------------------------------------------------------------ API
+    def forward(self, f1: Tensor, f2: Tensor) -> Tensor:
+        """Similarity logits ``[N]`` of feature pairs ``f1, f2: [N, in_features]``."""
+        self._check(f1, "f1")
+        self._check(f2, "f2")
+        if f1.shape[0] != f2.shape[0]:
+            raise ValueError(f"f1/f2: batch sizes differ ({f1.shape[0]} vs {f2.shape[0]})")
+        z = self.head_in(self._combine(self.branch(f1), self.branch(f2)))
+        return self._tail(z)
+
+    def score_matrix(
+        self, F: Tensor, G: Tensor | None = None, batch: int = 128, logits: bool = False
+    ) -> Tensor:
+        """S for every pair: ``out[i, j] = sigmoid(forward(F[i], G[j]))``, shape ``[N, M]``.
+
+        ``G=None`` scores F against itself. The branch runs once per patch; pairs are
+        combined in blocks of ``batch`` x ``batch`` patches (memory O(batch^2 * width)).
+        For concat and concat_mul the first layer after the combination is split into
+        per-patch terms (W [g1; g2] = W1 g1 + W2 g2), so a pair costs only the hidden
+        layers (plus one bilinear term for concat_mul). Call in eval mode (dropout off)
+        and under ``torch.no_grad()`` for splicing localisation. ``logits=True``
+        returns logits instead of S.
+        """
+        self._check(F, "F")
+        if G is not None:
+            self._check(G, "G")
+        batch = _int(batch, "batch", 1)
+        gf = self.branch(F)
+        gg = gf if G is None else self.branch(G)
+        n, m, b = gf.shape[0], gg.shape[0], self.branch_width
+        weight, bias = self.head_in.weight, self.head_in.bias
+        out = gf.new_empty(n, m)
+        if self.combine in ("concat", "concat_mul"):
+            w1, w2 = weight[:, :b], weight[:, -b:]
+            a = gf @ w1.T + bias  # [N, H], carries the bias once
+            c = gg @ w2.T  # [M, H]
+            wm = weight[:, b : 2 * b] if self.combine == "concat_mul" else None
+        for i0 in range(0, n, batch):
+            i1 = min(i0 + batch, n)
+            for j0 in range(0, m, batch):
+                j1 = min(j0 + batch, m)
+                if self.combine == "absdiff":
+                    z = self.head_in((gf[i0:i1, None, :] - gg[None, j0:j1, :]).abs())
+                else:
+                    z = a[i0:i1, None, :] + c[None, j0:j1, :]  # [bi, bj, H]
+                    if wm is not None:
+                        # sum_k gf[i,k] gg[j,k] wm[h,k] as one matmul: [bi*H, K] @ [K, bj]
+                        left = (gf[i0:i1, None, :] * wm[None, :, :]).reshape(-1, b)
+                        bil = (left @ gg[j0:j1].T).reshape(i1 - i0, -1, j1 - j0)
+                        z = z + bil.permute(0, 2, 1)
+                out[i0:i1, j0:j1] = self._tail(z)
+        return out if logits else torch.sigmoid(out)

@@ -1,0 +1,391 @@
+"""Camera-model parameter records, camera families ("manufacturers") and the seeded catalogue.
+
+A simulated camera model is a :class:`CameraParams` record: every number its pipeline
+(``camsim.synth.isp``) needs, JSON-serialisable, validated on construction. A
+:class:`CameraFamily` holds the "house style" that a manufacturer's models share; each model
+draws a few sensor / lens / firmware parameters of its own around it, so, like real
+same-brand cameras, some pairs are hard to tell apart (``../shared/method.md``, "Hard cases").
+
+Parameter ranges (each from real cameras; family = shared by the family's models):
+
+========================  =========================================  ===================
+field                     range                                      drawn per
+========================  =========================================  ===================
+cfa                       RGGB, BGGR, GRBG, GBRG                      family (10 % of
+                                                                      models differ)
+demosaic                  bilinear, malvar (He–Cutler gradient-       family (15 % of
+                          corrected), hamilton_adams (edge-directed)  models differ)
+blur_sigma                0.35–0.9 px Gaussian PSF (lens + OLPF)      model
+full_well                 phone 3 000–7 000 e⁻, compact 6 000–        family class,
+                          15 000, DSLR 20 000–45 000 (base ISO)        model ×0.8–1.25
+read_noise                1.5–6 e⁻ rms                                model
+adc_bits                  10 (phone), 12 (compact), 12/14 (DSLR)      family class
+iso_min / iso_max         50–100 / 800–6400                           family class
+wb_gains (R, G, B)        R 1.6–2.4, G 1, B 1.3–2.0 (daylight preset) family, model ±5 %
+colour_matrix             camera RGB → linear sRGB, rows sum to 1,    family, model ±0.03
+                          diagonal ≈ 1.25–1.9, negative off-diagonal
+exposure_ev               −0.3…+0.3 EV auto-exposure bias             family, model ±0.1
+denoise_luma              0–1 × noise σ (bilateral range weight)      family, model ±0.15
+denoise_chroma            0.5–2 px Gaussian on colour differences     family
+gamma                     2.0–2.5 (tone curve exponent, linear toe)   family, model ±0.05
+contrast                  0–0.35 (S-curve strength)                   family, model ±0.03
+sharpen_radius            0.6–1.6 px (unsharp-mask Gaussian σ)        family
+sharpen_amount            0.2–1.2                                     family, model ×0.8–1.25
+resample_scale            1 (none); else 0.625, 0.75, 0.8 (reduced     model (15 %)
+                          image size) or 1.25 (digital zoom)
+resample_kernel           bilinear, bicubic, lanczos                  model
+jpeg_quality              75–98 (IJG scale)                           family, 40 % of
+                                                                      models ±1–4
+jpeg_subsampling          444, 422, 420                               family
+========================  =========================================  ===================
+
+Model ``k`` of catalogue seed ``s`` depends only on ``(s, k, num_families)`` — never on
+``num_models`` —, so a larger catalogue extends a smaller one camera for camera.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CFA_PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
+DEMOSAIC_METHODS: tuple[str, ...] = ("bilinear", "malvar", "hamilton_adams")
+RESAMPLE_KERNELS: tuple[str, ...] = ("bilinear", "bicubic", "lanczos")
+JPEG_SUBSAMPLINGS: tuple[str, ...] = ("444", "422", "420")
+RESAMPLE_SCALES: tuple[float, ...] = (0.625, 0.75, 0.8, 1.25)
+"""The resampling factors the catalogue draws from (output size / sensor size)."""
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+# Seed-sequence tags, so that the family, model and scene streams never collide.
+TAG_FAMILY = 0x46414D  # "FAM"
+TAG_MODEL = 0x4D4F44  # "MOD"
+
+
+class CameraParamsError(ValueError):
+    """An invalid camera parameter; the message names the field and the reason."""
+
+
+@dataclass(frozen=True)
+class CameraParams:
+    """One simulated camera model: every parameter of its pipeline (see module docstring)."""
+
+    name: str
+    family: str
+    cfa: str = "RGGB"
+    demosaic: str = "malvar"
+    blur_sigma: float = 0.6
+    full_well: float = 8000.0
+    read_noise: float = 3.0
+    adc_bits: int = 12
+    iso_min: int = 100
+    iso_max: int = 1600
+    wb_gains: tuple[float, float, float] = (2.0, 1.0, 1.6)
+    colour_matrix: tuple[tuple[float, float, float], ...] = (
+        (1.6, -0.45, -0.15), (-0.25, 1.5, -0.25), (-0.05, -0.55, 1.6))
+    exposure_ev: float = 0.0
+    denoise_luma: float = 0.5
+    denoise_chroma: float = 1.0
+    gamma: float = 2.2
+    contrast: float = 0.15
+    sharpen_radius: float = 1.0
+    sharpen_amount: float = 0.6
+    resample_scale: float = 1.0
+    resample_kernel: str = "bicubic"
+    jpeg_quality: int = 92
+    jpeg_subsampling: str = "420"
+
+    def __post_init__(self) -> None:
+        # Normalise containers (JSON gives lists) before validating.
+        object.__setattr__(self, "wb_gains", _float_tuple(self.wb_gains, "wb_gains", 3))
+        object.__setattr__(self, "colour_matrix", _matrix(self.colour_matrix))
+        for name in ("adc_bits", "iso_min", "iso_max", "jpeg_quality"):
+            object.__setattr__(self, name, _int(getattr(self, name), name))
+        for f in dataclasses.fields(self):
+            if f.type in ("float",):
+                object.__setattr__(self, f.name, _float(getattr(self, f.name), f.name))
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`CameraParamsError` naming the first invalid field."""
+        for fname in ("name", "family"):
+            v = getattr(self, fname)
+            if not isinstance(v, str) or not _SAFE_NAME.match(v):
+                _bad(fname, f"must be a non-empty filesystem-safe name ([A-Za-z0-9._-]), got {v!r}")
+        _choice(self.cfa, "cfa", CFA_PATTERNS)
+        _choice(self.demosaic, "demosaic", DEMOSAIC_METHODS)
+        _choice(self.resample_kernel, "resample_kernel", RESAMPLE_KERNELS)
+        _choice(self.jpeg_subsampling, "jpeg_subsampling", JPEG_SUBSAMPLINGS)
+        _range(self.blur_sigma, "blur_sigma", 0.0, 5.0)
+        _range(self.full_well, "full_well", 100.0, 1e6)
+        _range(self.read_noise, "read_noise", 0.0, 100.0)
+        _range(self.adc_bits, "adc_bits", 8, 16)
+        _range(self.iso_min, "iso_min", 1, 1_000_000)
+        _range(self.iso_max, "iso_max", self.iso_min, 1_000_000, hint="at least iso_min")
+        for i, g in enumerate(self.wb_gains):
+            _range(g, f"wb_gains[{i}]", 0.1, 10.0)
+        m = np.asarray(self.colour_matrix, dtype=np.float64)
+        if abs(np.linalg.det(m)) < 1e-6 or np.linalg.cond(m) > 1e6:
+            _bad("colour_matrix", f"must be invertible (det={np.linalg.det(m):.3g})")
+        _range(self.exposure_ev, "exposure_ev", -3.0, 3.0)
+        _range(self.denoise_luma, "denoise_luma", 0.0, 5.0)
+        _range(self.denoise_chroma, "denoise_chroma", 0.0, 10.0)
+        _range(self.gamma, "gamma", 1.0, 4.0)
+        _range(self.contrast, "contrast", 0.0, 0.9)
+        _range(self.sharpen_radius, "sharpen_radius", 0.1, 10.0)
+        _range(self.sharpen_amount, "sharpen_amount", 0.0, 5.0)
+        _range(self.resample_scale, "resample_scale", 0.25, 4.0)
+        _range(self.jpeg_quality, "jpeg_quality", 1, 100)
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["wb_gains"] = list(self.wb_gains)
+        d["colour_matrix"] = [list(r) for r in self.colour_matrix]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CameraParams:
+        """Inverse of :meth:`to_dict`; unknown or missing keys are errors naming them."""
+        if not isinstance(d, dict):
+            raise CameraParamsError(f"CameraParams: expected a dict, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise CameraParamsError(f"CameraParams: unknown field(s) {unknown}")
+        missing = sorted(n for n in names if n not in d)
+        if missing:
+            raise CameraParamsError(f"CameraParams: missing field(s) {missing}")
+        return cls(**d)
+
+    @property
+    def sensor_scale(self) -> float:
+        """Sensor size / output size (> 1 for models that reduce their image size)."""
+        return 1.0 / self.resample_scale
+
+    def sensor_shape(self, out_shape: tuple[int, int]) -> tuple[int, int]:
+        """Even sensor (H, W) whose resampled output is ``out_shape``."""
+        if self.resample_scale == 1.0:
+            return (_even(out_shape[0]), _even(out_shape[1]))
+        return tuple(_even(round(s * self.sensor_scale)) for s in out_shape)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class CameraFamily:
+    """A manufacturer: the house style its models share (``style``: CameraParams fields)."""
+
+    name: str
+    index: int
+    sensor_class: str  # "phone", "compact" or "dslr"
+    style: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "sensor_class": self.sensor_class,
+                "style": _jsonable(self.style)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CameraFamily:
+        return cls(name=d["name"], index=int(d["index"]), sensor_class=d["sensor_class"],
+                   style=dict(d["style"]))
+
+
+# ---------------------------------------------------------------------- catalogue
+
+_SENSOR_CLASSES = {
+    # full well (e-) at base ISO, ADC bit depths, ISO range
+    "phone": dict(full_well=(3000.0, 7000.0), adc_bits=(10,), iso_min=(50, 64), iso_max=(800, 1600)),
+    "compact": dict(full_well=(6000.0, 15000.0), adc_bits=(12,), iso_min=(80, 100), iso_max=(1600, 3200)),
+    "dslr": dict(full_well=(20000.0, 45000.0), adc_bits=(12, 14), iso_min=(100,), iso_max=(3200, 6400)),
+}
+
+
+def family_name(f: int) -> str:
+    return f"F{f:02d}"
+
+
+def model_name(f: int, k: int) -> str:
+    return f"F{f:02d}_M{k:02d}"
+
+
+def make_family(f: int, seed: int) -> CameraFamily:
+    """Family ``f`` of catalogue seed ``seed`` (always the same)."""
+    rng = np.random.default_rng([seed, TAG_FAMILY, f])
+    sensor_class = str(rng.choice(list(_SENSOR_CLASSES)))
+    sc = _SENSOR_CLASSES[sensor_class]
+    # Colour "look": M = (1 + s) I - s P with P row-stochastic, so rows of M sum to 1
+    # (white stays white) and M is invertible (its eigenvalues have real part >= 1).
+    p = rng.dirichlet([6.0, 3.0, 1.0], size=3)
+    perm = [[0, 1, 2], [1, 0, 2], [2, 1, 0]]  # R mixes mostly with G, B mostly with G
+    mix = np.stack([np.array([p[i][perm[i].index(j)] for j in range(3)]) for i in range(3)])
+    style = dict(
+        cfa=str(rng.choice(CFA_PATTERNS)),
+        demosaic=str(rng.choice(DEMOSAIC_METHODS)),
+        full_well=float(np.exp(rng.uniform(*np.log(sc["full_well"])))),
+        adc_bits=int(rng.choice(sc["adc_bits"])),
+        iso_min=int(rng.choice(sc["iso_min"])),
+        iso_max=int(rng.choice(sc["iso_max"])),
+        wb_gains=(float(rng.uniform(1.6, 2.4)), 1.0, float(rng.uniform(1.3, 2.0))),
+        saturation=float(rng.uniform(0.3, 0.9)),
+        colour_mix=mix.tolist(),
+        exposure_ev=float(rng.uniform(-0.3, 0.3)),
+        denoise_luma=float(rng.uniform(0.0, 1.0)),
+        denoise_chroma=float(rng.uniform(0.5, 2.0)),
+        gamma=float(rng.uniform(2.0, 2.5)),
+        contrast=float(rng.uniform(0.0, 0.35)),
+        sharpen_radius=float(rng.uniform(0.6, 1.6)),
+        sharpen_amount=float(rng.uniform(0.2, 1.2)),
+        jpeg_quality=int(rng.integers(80, 98, endpoint=True)),
+        jpeg_subsampling=str(rng.choice(JPEG_SUBSAMPLINGS, p=[0.3, 0.3, 0.4])),
+    )
+    return CameraFamily(name=family_name(f), index=f, sensor_class=sensor_class, style=style)
+
+
+def make_model(k: int, family: CameraFamily, seed: int) -> CameraParams:
+    """Model ``k`` of catalogue seed ``seed``: its family's style plus its own sensor, lens
+    and firmware draws (see the module docstring for which fields vary)."""
+    rng = np.random.default_rng([seed, TAG_MODEL, k])
+    s = family.style
+    cfa = s["cfa"] if rng.random() >= 0.10 else str(rng.choice(CFA_PATTERNS))
+    demosaic = s["demosaic"] if rng.random() >= 0.15 else str(rng.choice(DEMOSAIC_METHODS))
+    sat = s["saturation"] + rng.uniform(-0.05, 0.05)
+    mix = np.asarray(s["colour_mix"]) + rng.uniform(-0.03, 0.03, size=(3, 3))
+    mix = np.clip(mix, 0.0, None)
+    mix /= mix.sum(axis=1, keepdims=True)
+    matrix = (1.0 + sat) * np.eye(3) - sat * mix
+    q = s["jpeg_quality"]
+    if rng.random() < 0.4:
+        q = q + int(rng.choice([-4, -3, -2, -1, 1, 2, 3, 4]))
+    q = int(np.clip(q, 75, 98))
+    if rng.random() < 0.15:
+        scale = float(rng.choice(RESAMPLE_SCALES))
+        kernel = str(rng.choice(RESAMPLE_KERNELS))
+    else:
+        scale, kernel = 1.0, "bicubic"
+    wb = s["wb_gains"]
+    return CameraParams(
+        name=model_name(family.index, k),
+        family=family.name,
+        cfa=cfa,
+        demosaic=demosaic,
+        blur_sigma=round(float(rng.uniform(0.35, 0.9)), 4),
+        full_well=round(float(s["full_well"] * rng.uniform(0.8, 1.25)), 1),
+        read_noise=round(float(rng.uniform(1.5, 6.0)), 3),
+        adc_bits=s["adc_bits"],
+        iso_min=s["iso_min"],
+        iso_max=s["iso_max"],
+        wb_gains=(round(wb[0] * rng.uniform(0.95, 1.05), 4), 1.0, round(wb[2] * rng.uniform(0.95, 1.05), 4)),
+        colour_matrix=tuple(tuple(round(float(v), 5) for v in row) for row in matrix),
+        exposure_ev=round(float(s["exposure_ev"] + rng.uniform(-0.1, 0.1)), 4),
+        denoise_luma=round(float(np.clip(s["denoise_luma"] + rng.uniform(-0.15, 0.15), 0.0, 1.2)), 4),
+        denoise_chroma=round(float(s["denoise_chroma"]), 4),
+        gamma=round(float(s["gamma"] + rng.uniform(-0.05, 0.05)), 4),
+        contrast=round(float(np.clip(s["contrast"] + rng.uniform(-0.03, 0.03), 0.0, 0.5)), 4),
+        sharpen_radius=round(float(s["sharpen_radius"]), 4),
+        sharpen_amount=round(float(s["sharpen_amount"] * rng.uniform(0.8, 1.25)), 4),
+        resample_scale=scale,
+        resample_kernel=kernel,
+        jpeg_quality=q,
+        jpeg_subsampling=s["jpeg_subsampling"],
+    )
+
+
+def family_of(k: int, num_families: int) -> int:
+    """Models are dealt to families round-robin: model k belongs to family k mod F."""
+    return k % num_families
+
+
+def make_catalogue(num_models: int, num_families: int, seed: int) -> list[CameraParams]:
+    """The first ``num_models`` camera models of seed ``seed`` spread over ``num_families``
+    families (model k is in family k mod num_families; names like ``F02_M07``)."""
+    num_models = _int(num_models, "num_models")
+    num_families = _int(num_families, "num_families")
+    if num_models < 1:
+        raise CameraParamsError(f"num_models: must be at least 1, got {num_models}")
+    if num_families < 1:
+        raise CameraParamsError(f"num_families: must be at least 1, got {num_families}")
+    if num_families > num_models:
+        raise CameraParamsError(
+            f"num_families: {num_families} families need at least as many models, got num_models={num_models}")
+    families = [make_family(f, seed) for f in range(num_families)]
+    return [make_model(k, families[family_of(k, num_families)], seed) for k in range(num_models)]
+
+
+def make_families(num_families: int, seed: int) -> list[CameraFamily]:
+    return [make_family(f, seed) for f in range(num_families)]
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _bad(fname: str, reason: str) -> None:
+    raise CameraParamsError(f"CameraParams.{fname}: {reason}")
+
+
+def _choice(v: Any, fname: str, options: tuple[str, ...]) -> None:
+    if v not in options:
+        _bad(fname, f"unknown value {v!r}; choose one of {list(options)}")
+
+
+def _range(v: float, fname: str, lo: float, hi: float, hint: str | None = None) -> None:
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and lo <= v <= hi):
+        _bad(fname, f"{v!r} is outside [{lo}, {hi}]" + (f" ({hint})" if hint else ""))
+
+
+def _float(v: Any, fname: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        _bad(fname, f"must be a number, got {v!r}")
+    return float(v)
+
+
+def _int(v: Any, fname: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float, np.floating)) or int(v) != v:
+        raise CameraParamsError(f"{'CameraParams.' if fname in _PARAM_FIELDS else ''}{fname}: "
+                                f"must be an integer, got {v!r}")
+    return int(v)
+
+
+def _float_tuple(v: Any, fname: str, n: int) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        _bad(fname, f"must be {n} numbers, got {v!r}")
+    if len(out) != n:
+        _bad(fname, f"must be {n} numbers, got {len(out)}")
+    return out
+
+
+def _matrix(v: Any) -> tuple[tuple[float, float, float], ...]:
+    try:
+        m = np.asarray(v, dtype=np.float64)
+    except (TypeError, ValueError):
+        _bad("colour_matrix", f"must be a 3x3 matrix of numbers, got {v!r}")
+    if m.size == 9:
+        m = m.reshape(3, 3)
+    if m.shape != (3, 3):
+        _bad("colour_matrix", f"must be 3x3, got shape {m.shape}")
+    if not np.all(np.isfinite(m)):
+        _bad("colour_matrix", "must be finite")
+    return tuple(tuple(float(x) for x in row) for row in m)  # type: ignore[return-value]
+
+
+def _even(n: int) -> int:
+    return int(n) + (int(n) % 2)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+_PARAM_FIELDS = {f.name for f in dataclasses.fields(CameraParams)}

@@ -1,0 +1,224 @@
+"""Render simulated cameras: one image (:func:`render_camera_image`) and a whole catalogue in the
+layout of a real photo folder (:func:`render_catalogue`).
+
+Folder layout written by :func:`render_catalogue`::
+
+    out_dir/
+      cameras.json                 # see below
+      F00_M00/scene00000.jpg       # every model shows every scene:
+      F00_M00/scene00001.jpg       #   <scene_id> is the same content for all models
+      F01_M01/scene00000.jpg
+      ...
+
+``cameras.json``: ``{"format": "camsim.synth/1", "seed", "num_models", "num_families",
+"images_per_model", "image_size": [H, W], "ext": "jpg" | "png", "scene_ids": [...],
+"cameras": {model_name: CameraParams.to_dict()}, "families": {family: [model names]},
+"family_records": {family: CameraFamily.to_dict()}}``.
+
+Scene ids are shared by all models (like the Dresden database, where every camera shot the
+same scenes), so a split of images by file stem that is the same for every model keeps test
+scenes out of training. Every model writes frames of exactly ``image_size``: a model that
+resamples its output (``resample_scale`` ≠ 1) has a sensor of ``image_size / resample_scale``
+(e.g. 1.33× larger for a 0.75 reduction), so the patch yield per frame is the same for every
+model even though its CFA traces no longer sit on a 2-px lattice (the JPEG grid still does:
+compression comes after resampling, on the output frame).
+
+Seeds: scene ``i`` depends on ``(seed, i)``; the noise of model ``m`` in scene ``i`` on
+``(seed, i, m's name)``; nothing depends on the number of workers.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from camsim.artefacts import atomic_dir, atomic_write_json
+from camsim.progress import parallel_map
+from camsim.synth import isp
+from camsim.synth.params import CameraParams, CameraParamsError, make_catalogue, make_families, family_of
+from camsim.synth.scenes import Scene, area_resize, render_scene, scene_id
+
+FORMAT = "camsim.synth/1"
+SUPERSAMPLE = 2.0  # scene canvas pixels per sensor pixel of the largest sensor
+AE_TARGET = 0.18  # auto-exposure: mean linear luminance of the frame at 0 EV bias
+TAG_NOISE = 0x4E4F53  # "NOS"
+
+
+def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) as ints; both even and at least 16 (CFA tiles must be whole)."""
+    try:
+        h, w = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size: must be (H, W), got {image_size!r}") from None
+    if h < 16 or w < 16 or h % 2 or w % 2:
+        raise ValueError(f"image_size: H and W must be even and >= 16, got {(h, w)}")
+    return h, w
+
+
+def canvas_factor(cameras: Sequence[CameraParams]) -> float:
+    """Scene canvas px per output px: SUPERSAMPLE × the largest sensor/output ratio."""
+    return SUPERSAMPLE * max([1.0] + [c.sensor_scale for c in cameras])
+
+
+def noise_rng(seed: int, scene_index: int, camera: CameraParams, namespace: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, TAG_NOISE, namespace, scene_index, zlib.crc32(camera.name.encode())])
+
+
+def render_camera_image(scene: Scene, camera: CameraParams, out_shape: tuple[int, int],
+                        rng: np.random.Generator, cache: dict | None = None) -> np.ndarray:
+    """The frame ``camera`` takes of ``scene``: [H, W, 3] uint8 before compression.
+
+    Stages in the order of ``camsim.synth.isp``'s docstring. ``scene.radiance`` is first
+    integrated over the camera's own sensor pixels (memoised in ``cache`` by sensor shape,
+    when given, for the next camera of the same scene).
+    """
+    sensor = camera.sensor_shape(out_shape)
+    if cache is not None and sensor in cache:
+        x = cache[sensor]
+    else:
+        x = area_resize(scene.radiance, sensor)  # planar [3, H, W]
+        if cache is not None:
+            cache[sensor] = x
+    m = np.asarray(camera.colour_matrix, dtype=np.float32)
+    x = isp.optics_blur(x, camera.blur_sigma)
+    cam_rgb = isp.apply_colour_matrix(x, np.linalg.inv(m))  # sensor response: M⁻¹ (all ≥ 0)
+    exposure = AE_TARGET * 2.0 ** camera.exposure_ev / max(float(isp.luma(x).mean()), 1e-4)
+    exposure = float(np.clip(exposure, 1 / 64, 64))
+    wb = np.asarray(camera.wb_gains, dtype=np.float32)
+    cmap = isp.cfa_channel_map(camera.cfa, sensor)
+    raw = isp.mosaic(cam_rgb, camera.cfa) * (np.float32(exposure) / wb)[cmap]
+    gain = isp.iso_gain(scene.darkness, camera.iso_min, camera.iso_max)
+    raw = isp.sensor_noise(raw, camera.full_well, camera.read_noise, gain, rng)
+    raw = isp.adc_quantise(raw, camera.adc_bits)
+    raw = isp.white_balance(raw, camera.cfa, camera.wb_gains)
+    rgb = isp.demosaic(raw, camera.cfa, camera.demosaic)
+    # noise σ of luma after white balance and colour matrix (what the denoiser is tuned to)
+    a = (isp.LUMA @ m) * wb
+    var_y = sum(float(a[c]) ** 2 * isp.noise_variance(rgb[c] / wb[c], camera.full_well, camera.read_noise, gain)
+                for c in range(3))
+    rgb = isp.apply_colour_matrix(rgb, m)
+    rgb = isp.denoise(rgb, camera.denoise_luma, camera.denoise_chroma, np.sqrt(var_y))
+    rgb = isp.tone_curve(rgb, camera.gamma, camera.contrast)
+    rgb = isp.sharpen(rgb, camera.sharpen_radius, camera.sharpen_amount)
+    if camera.resample_scale != 1.0:
+        rgb = isp.resample(rgb, out_shape, camera.resample_kernel)
+    return isp.to_uint8(rgb)
+
+
+def encode_image(img: np.ndarray, camera: CameraParams, jpeg: bool) -> bytes:
+    """The file a camera writes: JPEG with its quality and chroma subsampling, or, with
+    ``jpeg=False``, lossless PNG of the same frame."""
+    if jpeg:
+        return isp.encode_jpeg(img, camera.jpeg_quality, camera.jpeg_subsampling)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class _SceneJob:
+    index: int
+    seed: int
+    out_shape: tuple[int, int]
+    factor: float
+    cameras: tuple[dict, ...]
+    out_dir: str
+    jpeg: bool
+
+
+def _render_scene_job(job: _SceneJob) -> dict:
+    """Worker: one scene through every camera, files written straight into ``out_dir``."""
+    t0 = time.perf_counter()
+    scene = render_scene(job.index, job.seed, job.out_shape, job.factor)
+    t_scene = time.perf_counter() - t0
+    ext = "jpg" if job.jpeg else "png"
+    sid = scene_id(job.index)
+    nbytes = 0
+    cache: dict = {}
+    for cd in job.cameras:
+        cam = CameraParams.from_dict(cd)
+        img = render_camera_image(scene, cam, job.out_shape, noise_rng(job.seed, job.index, cam), cache)
+        data = encode_image(img, cam, job.jpeg)
+        (Path(job.out_dir) / cam.name / f"{sid}.{ext}").write_bytes(data)
+        nbytes += len(data)
+    return {"scene": sid, "kind": scene.kind, "seconds_scene": t_scene,
+            "seconds": time.perf_counter() - t0, "bytes": nbytes}
+
+
+def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_per_model: int,
+                     image_size: tuple[int, int], seed: int, workers: int | None = None,
+                     jpeg: bool = True) -> Path:
+    """Render ``num_models`` simulated cameras × ``images_per_model`` shared scenes to
+    ``out_dir/<model_name>/<scene_id>.jpg`` (``.png`` with ``jpeg=False``) plus
+    ``out_dir/cameras.json``; returns ``out_dir``.
+
+    ``out_dir`` may be an existing *empty* directory (e.g. the temp dir that
+    ``camsim.artefacts.cached_dir`` hands to its builder): it is filled in place. If it does
+    not exist it is built atomically (temp sibling, then rename). Scenes are rendered in
+    ``workers`` processes (default: all cores; 0/1 = in-process) with a progress bar.
+    """
+    out_dir = Path(out_dir)
+    cameras = make_catalogue(num_models, num_families, seed)
+    images_per_model = int(images_per_model)
+    if images_per_model < 1:
+        raise ValueError(f"images_per_model: must be at least 1, got {images_per_model}")
+    out_shape = check_image_size(image_size)
+    if out_dir.exists():
+        if not out_dir.is_dir() or any(out_dir.iterdir()):
+            raise ValueError(f"out_dir: {out_dir} exists and is not an empty directory")
+        _render_into(out_dir, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg)
+    else:
+        with atomic_dir(out_dir) as tmp:
+            _render_into(tmp, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg)
+    return out_dir
+
+
+def _render_into(out_dir: Path, cameras: list[CameraParams], num_families: int, images_per_model: int,
+                 out_shape: tuple[int, int], seed: int, workers: int | None, jpeg: bool) -> None:
+    for cam in cameras:
+        (out_dir / cam.name).mkdir(parents=True, exist_ok=False)
+    factor = canvas_factor(cameras)
+    cam_dicts = tuple(c.to_dict() for c in cameras)
+    jobs = [_SceneJob(i, int(seed), out_shape, factor, cam_dicts, str(out_dir), bool(jpeg))
+            for i in range(images_per_model)]
+    parallel_map(_render_scene_job, jobs, desc=f"synth: {len(cameras)} cameras × {images_per_model} scenes",
+                 workers=workers)
+    families = make_families(num_families, seed)
+    atomic_write_json(out_dir / "cameras.json", {
+        "format": FORMAT,
+        "seed": int(seed),
+        "num_models": len(cameras),
+        "num_families": int(num_families),
+        "images_per_model": images_per_model,
+        "image_size": list(out_shape),
+        "ext": "jpg" if jpeg else "png",
+        "scene_ids": [scene_id(i) for i in range(images_per_model)],
+        "cameras": {c.name: c.to_dict() for c in cameras},
+        "families": {f.name: [c.name for k, c in enumerate(cameras) if family_of(k, num_families) == f.index]
+                     for f in families},
+        "family_records": {f.name: f.to_dict() for f in families},
+    })
+
+
+def load_cameras(root: Path) -> dict[str, CameraParams]:
+    """The camera records of a rendered catalogue (``root/cameras.json``), by model name."""
+    import json
+
+    path = Path(root) / "cameras.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read a camsim.synth catalogue ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    try:
+        return {name: CameraParams.from_dict(d) for name, d in meta["cameras"].items()}
+    except CameraParamsError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

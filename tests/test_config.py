@@ -1,0 +1,114 @@
+"""Config composition: every recipe composes, every group's options override, bad input fails early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from camsim.cli import CONF_DIR
+from camsim.config import validate
+from tests.conftest import compose_cfg, run_cli
+
+CONF = Path(CONF_DIR)
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+@pytest.mark.parametrize("app", ["config", "train", "eval"])
+def test_every_experiment_composes_and_validates(experiment: str, app: str) -> None:
+    cfg = compose_cfg([f"experiment={experiment}"], config_name=app)
+    HydraConfig().set_config(cfg)
+    validate(cfg)
+    assert OmegaConf.select(cfg, "patches.size") > 0
+    # the objects a run builds from it can be built (nothing is rendered or trained here)
+    hydra.utils.instantiate(cfg.model, num_classes=len(cfg.split.a) if not isinstance(cfg.split.a, int) else cfg.split.a,
+                            patch_size=cfg.patches.size)
+    hydra.utils.instantiate(cfg.similarity, in_features=200)
+
+
+def test_paper_recipe_states_the_paper_numbers() -> None:
+    cfg = compose_cfg(["experiment=paper"])
+    assert (cfg.split.a, cfg.split.b, cfg.split.c, cfg.split.known) == (40, 20, 5, 5)
+    assert cfg.patches.size == 256 and cfg.patches.min_entropy == 4.0
+    assert cfg.patches.per_model.train_a == 50000 and cfg.patches.per_model.train_b == 20000
+    assert cfg.phase_a.max_epochs == 30 and cfg.phase_b.max_epochs == 60
+    assert cfg.phase_a.optimizer.lr == 0.001 and cfg.phase_a.optimizer.weight_decay == 0.0005
+    assert cfg.phase_a.scheduler.step_size == 3 and cfg.phase_a.scheduler.gamma == 0.5
+    assert cfg.phase_b.optimizer.lr == 0.0005 and list(cfg.phase_b.optimizer.betas) == [0.9, 0.99]
+    assert cfg.phase_b.train_pairs == 500000 and cfg.eval.eta == 0.5
+    assert cfg.model.feature_layer == "fc_a2.pre"
+
+
+@pytest.mark.parametrize("group", ["data", "split", "model", "similarity", "trainer", "logger", "callbacks"])
+def test_each_group_option_overrides(group: str) -> None:
+    for option in _options(group):
+        overrides = [f"{group}={option}"]
+        if group == "data" and option in ("folder", "exif"):
+            overrides.append("data.root=/some/photos")
+        cfg = compose_cfg(overrides)
+        HydraConfig().set_config(cfg)
+        validate(cfg)
+        choice = cfg.hydra.runtime.choices[group]
+        assert choice == option
+
+
+def test_key_overrides_reach_the_config() -> None:
+    cfg = compose_cfg(["patches.size=128", "split.a=[m1,m2]", "phase_a.optimizer.lr=0.1", "eval.eta=auto"])
+    assert cfg.patches.size == 128 and list(cfg.split.a) == ["m1", "m2"]
+    assert cfg.phase_a.optimizer.lr == 0.1 and cfg.eval.eta == "auto"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.num_modelz=3", "num_modelz"),
+    ("patches.sise=64", "sise"),
+    ("patches.size=big", "patches.size"),
+    ("trainer.devics=2", "devics"),
+])
+def test_unknown_key_or_wrong_type_fails_naming_it(override: str, message: str) -> None:
+    with pytest.raises(Exception, match=message):
+        compose_cfg([override])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("split.b=[]", "split.b"),
+    ("split.a=0", "split.a"),
+    ("split.image_fractions=[0.5,0.5,0.5]", "image_fractions"),
+    ("eval.eta=1.5", "eval.eta"),
+    ("patches.size=60", "patches.size"),
+])
+def test_validate_names_the_bad_key(override: str, message: str) -> None:
+    cfg = compose_cfg([override])
+    with pytest.raises(ValueError, match=message):
+        validate(cfg)
+
+
+def test_cli_prints_composed_config() -> None:
+    res = run_cli("camsim-run", "--cfg", "job", "patches.size=128")
+    assert res.returncode == 0, res.stderr
+    cfg = OmegaConf.create(res.stdout)
+    assert cfg.patches.size == 128 and "phase_a" in cfg and "model" in cfg
+
+
+def test_cli_unknown_group_option_lists_the_options() -> None:
+    res = run_cli("camsim-run", "model=mislnett")
+    assert res.returncode != 0
+    assert "model/mislnett" in res.stderr and "mislnet" in res.stderr and "Available options" in res.stderr
+
+
+def test_cli_unknown_key_fails_at_start(workdir: Path) -> None:
+    res = run_cli("camsim-run", "phase_a.max_epoch=3", cwd=workdir)
+    assert res.returncode != 0 and "max_epoch" in res.stderr
+    assert not (workdir / "outputs" / "artefacts").exists()  # nothing started
+
+
+def test_cli_invalid_split_is_one_clear_line(workdir: Path) -> None:
+    res = run_cli("camsim-run", "split.known=[nope]", "split.a=[also_nope]", cwd=workdir)
+    assert res.returncode == 2
+    assert "camsim: error:" in res.stderr and "Traceback" not in res.stderr

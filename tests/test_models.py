@@ -1,0 +1,403 @@
+"""Tests of the network parts: constrained conv, backbone, similarity head (method.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from camsim.models.backbone import Backbone, count_flops
+from camsim.models.constrained import (
+    ConstrainedConv2d,
+    constraint_violation,
+    project_constrained,
+    project_constrained_layers_,
+)
+from camsim.models.similarity import COMBINE_MODES, SimilarityNet
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
+SIM_FILES = sorted((CONF / "similarity").glob("*.yaml"))
+
+
+def load_model(name: str, patch_size: int, num_classes: int = 5) -> Backbone:
+    cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
+    return instantiate(cfg, num_classes=num_classes, patch_size=patch_size)
+
+
+def small_backbone(patch_size: int = 32, **kw) -> Backbone:
+    args = dict(
+        num_classes=4,
+        patch_size=patch_size,
+        constrained={"kernels": 3, "kernel_size": 5},
+        blocks=[
+            {"out_channels": 6, "kernel_size": 5, "stride": 2, "padding": "same",
+             "pool": {"type": "max", "kernel": 3, "stride": 2}},
+            {"out_channels": 8, "kernel_size": 1, "pool": {"type": "avg", "kernel": 3, "stride": 2}},
+        ],
+        fc=[16, 12],
+    )
+    args.update(kw)
+    return Backbone(**args)
+
+
+def patches(n: int, p: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, p, p), dtype=torch.uint8, generator=g)
+
+
+# ---------------------------------------------------------------- constrained conv
+def test_projection_hand_computed():
+    w = torch.zeros(1, 1, 3, 3)
+    w[0, 0] = torch.tensor([[1.0, 2.0, 0.0], [1.0, 5.0, 0.0], [0.0, 0.0, 4.0]])
+    p = project_constrained(w)
+    expected = torch.tensor([[0.125, 0.25, 0.0], [0.125, -1.0, 0.0], [0.0, 0.0, 0.5]])
+    assert torch.equal(p[0, 0], expected)
+    assert torch.equal(w[0, 0, 1, 1], torch.tensor(5.0))  # pure: input untouched
+
+
+def test_projection_divides_by_sum_not_mean_shift():
+    # negative sum: divided out (signs flip); a mean shift would not give these values
+    w = torch.tensor([[[[-1.0, 0.0, 0.0], [0.0, 9.0, 0.0], [0.0, 0.0, -3.0]]]])
+    p = project_constrained(w)
+    assert torch.allclose(p[0, 0, 0, 0], torch.tensor(0.25))
+    assert torch.allclose(p[0, 0, 2, 2], torch.tensor(0.75))
+    assert p[0, 0, 0, 1] == 0 and p[0, 0, 1, 1] == -1
+
+
+def test_projection_degenerate_sum_gives_uniform_predictor():
+    w = torch.zeros(2, 1, 3, 3)
+    w[0, 0, 0, 0], w[0, 0, 2, 2] = 1.0, -1.0  # off-centre sum exactly 0
+    # w[1] all zero: sum 0 as well
+    p = project_constrained(w)
+    for o in range(2):
+        off = p[o, 0].flatten()[[0, 1, 2, 3, 5, 6, 7, 8]]
+        assert torch.allclose(off, torch.full((8,), 1 / 8))
+        assert p[o, 0, 1, 1] == -1
+    assert torch.isfinite(p).all()
+
+
+def test_projection_idempotent_and_keeps_dtype():
+    w = torch.randn(4, 2, 7, 7, dtype=torch.float64)
+    p = project_constrained(w)
+    assert p.dtype == torch.float64 and p.shape == w.shape
+    assert torch.allclose(project_constrained(p), p, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 3), (3, 1, 5, 5), (6, 3, 5, 5), (2, 4, 7, 7)])
+def test_projection_satisfies_constraint_for_shapes(shape):
+    c, s = constraint_violation(project_constrained(torch.randn(*shape)))
+    assert c < 1e-6 and s < 1e-6
+
+
+def test_projection_sum_exact_in_float32_when_weights_get_large():
+    # small off-centre sums make the projected weights large; the residual of rounding
+    # them to float32 must not break the constraint
+    w = torch.randn(500, 2, 5, 5, generator=torch.Generator().manual_seed(3))
+    p = project_constrained(w)
+    assert p.dtype == torch.float32 and p.abs().max() > 100
+    c, s = constraint_violation(p)
+    assert c == 0 and s < 1e-9
+
+
+@pytest.mark.parametrize("bad", [(1, 1, 4, 4), (1, 1, 1, 1), (1, 1, 3, 5), (3, 5, 5)])
+def test_projection_bad_shapes_raise(bad):
+    with pytest.raises(ValueError, match="weight"):
+        project_constrained(torch.randn(*bad))
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+@pytest.mark.parametrize("out_ch,in_ch,k", [(3, 1, 5), (6, 1, 5), (4, 3, 3), (2, 2, 7)])
+def test_constraint_holds_after_optimiser_steps(opt_name, out_ch, in_ch, k):
+    torch.manual_seed(0)
+    layer = ConstrainedConv2d(in_ch, out_ch, k)
+    model = nn.Sequential(layer, nn.Tanh(), nn.Conv2d(out_ch, 2, 3), nn.Flatten(), nn.LazyLinear(1))
+    x = torch.randn(4, in_ch, 16, 16)
+    model(x)  # materialise the lazy layer
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)  # paper-like
+        if opt_name == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=1e-3)
+    )
+    before = layer.weight.detach().clone()
+    for _ in range(5):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+        assert project_constrained_layers_(model) == 1
+        c, s = constraint_violation(layer.weight)
+        assert c < 1e-6 and s < 1e-6
+    assert not torch.allclose(before, layer.weight)  # it did train
+
+
+def test_constrained_eval_mode_uses_constrained_weights():
+    torch.manual_seed(1)
+    layer = ConstrainedConv2d(1, 3, 5)
+    c, s = constraint_violation(layer.weight)  # projected at init
+    assert c < 1e-6 and s < 1e-6
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    x = torch.randn(2, 1, 12, 12)
+    layer(x).sum().backward()
+    opt.step()
+    layer.project_()
+    w = layer.weight.detach().clone()
+    layer.eval()
+    with torch.no_grad():
+        y = layer(x)
+    assert torch.equal(layer.weight, w)
+    assert torch.allclose(y, torch.nn.functional.conv2d(x, project_constrained(w)), atol=1e-6)
+
+
+def test_backbone_constraint_holds_after_training_step():
+    model = load_model("mislnet", 64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = patches(4, 64), torch.tensor([0, 1, 2, 3])
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        project_constrained_layers_(model)
+    c, s = constraint_violation(model.constrained.weight)
+    assert c < 1e-6 and s < 1e-6
+
+
+# ---------------------------------------------------------------- backbone geometry
+def _yaml_table(path: Path) -> tuple[list[str], list[list[int]]]:
+    header, rows = None, []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") or "|" not in line:
+            continue
+        cells = [c.strip() for c in line.lstrip("#").split("|")]
+        if cells[0] == "patch":
+            header = cells
+        elif cells[0].isdigit():
+            rows.append([int(c) for c in cells])
+    assert header is not None and rows, f"{path.name}: no spatial-size table"
+    return header, rows
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+def test_yaml_spatial_table_matches_model(path):
+    header, rows = _yaml_table(path)
+    assert sorted(r[0] for r in rows) == [64, 128, 256]
+    for row in rows:
+        p = row[0]
+        model = instantiate(OmegaConf.load(path), num_classes=3, patch_size=p)
+        # sizes actually produced by a forward pass, via hooks
+        seen: dict[str, int] = {}
+        hooks = []
+        if model.constrained is not None:
+            hooks.append(model.constrained.register_forward_hook(
+                lambda m, i, o: seen.__setitem__("constrained", o.shape[-1])))
+        for name, block in model.blocks.items():
+            hooks.append(block.conv.register_forward_hook(
+                lambda m, i, o, n=name: seen.__setitem__(n, o.shape[-1])))
+            hooks.append(block.pool.register_forward_hook(
+                lambda m, i, o, n=name: seen.__setitem__(f"{n}.pool", o.shape[-1])))
+        first_fc = next(iter(model.fcs.values()))
+        hooks.append(first_fc.register_forward_hook(
+            lambda m, i, o: seen.__setitem__("flatten", i[0].shape[-1])))
+        model.eval()
+        with torch.no_grad():
+            model(patches(1, p))
+        for h in hooks:
+            h.remove()
+        for col, value in zip(header[1:], row[1:]):
+            assert seen[col] == value, f"{path.name} @ {p}px: {col} is {seen[col]}, table says {value}"
+            computed = model.flat_features if col == "flatten" else model.shapes[col][1]
+            assert computed == value
+
+
+def test_mislnet_256_flattens_to_6x6x128():
+    model = load_model("mislnet", 256)
+    assert model.shapes["conv4.pool"] == (128, 6, 6)
+    assert model.fcs["fc_a1"].in_features == 4608
+
+
+@pytest.mark.parametrize("name", ["mislnet", "mislnet_small"])
+@pytest.mark.parametrize("p", [64, 128, 256])
+def test_output_shapes(name, p):
+    model = load_model(name, p, num_classes=7).eval()
+    with torch.no_grad():
+        assert model(patches(2, p)).shape == (2, 7)
+        assert model(patches(2, p).unsqueeze(1)).shape == (2, 7)  # [N, 1, P, P] too
+        assert model.features(patches(2, p)).shape == (2, model.feature_dim())
+
+
+def test_every_named_layer_has_its_width():
+    model = load_model("mislnet_small", 64, num_classes=6).eval()
+    names = model.layer_names()
+    assert names[0] == "constrained" and names[-1] == "logits"
+    assert {"conv1.pre", "conv4.pool", "fc_a1.post", "fc_a2.pre"} <= set(names)
+    x = patches(3, 64)
+    with torch.no_grad():
+        all_feats = model.forward_features(x, names)
+        for name in names:
+            f = model.features(x, name)
+            assert f.shape == (3, model.feature_dim(name)), name
+            assert torch.allclose(f, all_feats[name], atol=1e-6), name
+        assert torch.allclose(all_feats["logits"], model(x), atol=1e-6)
+    assert model.feature_layer == "fc_a2.pre" and model.feature_dim() == 128
+
+
+def test_feature_layer_is_pre_activation():
+    model = load_model("mislnet_small", 64).eval()
+    with torch.no_grad():
+        f = model.forward_features(patches(2, 64), ["fc_a2.pre", "fc_a2.post"])
+    assert torch.allclose(torch.tanh(f["fc_a2.pre"]), f["fc_a2.post"], atol=1e-6)
+
+
+def test_unknown_layer_raises_naming_it():
+    model = small_backbone()
+    with pytest.raises(ValueError, match="fc_a9.pre") as err:
+        model.features(patches(1, 32), "fc_a9.pre")
+    assert "fc_a1.pre" in str(err.value)  # lists the valid names
+    with pytest.raises(ValueError, match="conv7.post"):
+        model.feature_dim("conv7.post")
+    with pytest.raises(ValueError, match="nope"):
+        small_backbone(feature_layer="nope")
+
+
+def test_uint8_and_float_inputs_agree():
+    model = small_backbone().eval()
+    x = patches(2, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(x.float()), atol=1e-6)
+
+
+def test_bad_configs_raise_naming_the_field():
+    with pytest.raises(ValueError, match="kernal"):
+        small_backbone(blocks=[{"out_channels": 4, "kernal_size": 3}])
+    with pytest.raises(ValueError, match="activation"):
+        small_backbone(activation="swishy")
+    with pytest.raises(ValueError, match="conv2.pool"):
+        small_backbone(patch_size=16, fit_pools=False)
+    with pytest.raises(ValueError, match="x"):
+        small_backbone()(torch.zeros(2, 2, 1, 32, 32))
+
+
+def test_fit_pools_shrinks_only_windows_that_do_not_fit():
+    cfg = OmegaConf.load(CONF / "model" / "mislnet.yaml")
+    cfg.fit_pools = False
+    with pytest.raises(Exception, match="conv4.pool"):  # hydra wraps the ValueError
+        instantiate(cfg, num_classes=3, patch_size=64)
+    strict = instantiate(cfg, num_classes=3, patch_size=128)
+    fitted = load_model("mislnet", 128, num_classes=3)
+    assert str(strict) == str(fitted)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_other_activations_and_no_batch_norm(activation):
+    model = small_backbone(activation=activation, batch_norm=False, constrained=None).eval()
+    assert model.constrained is None and "constrained" not in model.layer_names()
+    with torch.no_grad():
+        assert model(patches(2, 32)).shape == (2, 4)
+
+
+def test_channels_last_matches_default_layout():
+    model = load_model("mislnet_small", 64).eval()
+    x = patches(3, 64).unsqueeze(1)
+    with torch.no_grad():
+        ref = model.forward_features(x, ["conv2.post", "fc_a2.pre", "logits"])
+        model_cl = model.to(memory_format=torch.channels_last)
+        out = model_cl.forward_features(x.contiguous(memory_format=torch.channels_last),
+                                        ["conv2.post", "fc_a2.pre", "logits"])
+    for k in ref:
+        assert torch.allclose(ref[k], out[k], atol=1e-5), k
+
+
+def test_forward_traces_without_graph_breaks():
+    torch._dynamo.reset()
+    model = small_backbone().eval()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    x = patches(2, 32)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-6)
+
+
+def test_count_flops_mislnet():
+    model = load_model("mislnet", 64)
+    model.train()
+    before = model.blocks["conv1"].bn.running_mean.clone()
+    flops = count_flops(model, 64)
+    assert model.training  # mode restored, BN stats untouched
+    assert torch.equal(before, model.blocks["conv1"].bn.running_mean)
+    # hand count at 64 px: 2 * MACs of the convs and linears
+    macs = (60 * 60 * 3 * 25 + 30 * 30 * 96 * 3 * 49 + 14 * 14 * 64 * 96 * 25 + 6 * 6 * 64 * 64 * 25
+            + 2 * 2 * 128 * 64 + 128 * 200 + 200 * 200 + 200 * 5)
+    assert flops == 2 * macs
+
+
+# ---------------------------------------------------------------- similarity head
+@pytest.mark.parametrize("path", SIM_FILES, ids=lambda p: p.stem)
+def test_similarity_yaml_instantiates(path):
+    net = instantiate(OmegaConf.load(path), in_features=20).eval()
+    f1, f2 = torch.randn(5, 20), torch.randn(5, 20)
+    assert net(f1, f2).shape == (5,)
+
+
+def test_paper_similarity_yaml_is_the_paper_head():
+    net = instantiate(OmegaConf.load(CONF / "similarity" / "paper.yaml"), in_features=200)
+    assert net.branch[0].in_features == 200 and net.branch[0].out_features == 1024
+    assert isinstance(net.branch[1], nn.PReLU) and net.branch[2].p == 0.5
+    assert net.head_in.in_features == 2048 and net.head_in.out_features == 64
+    assert net.combine == "concat"
+
+
+@pytest.mark.parametrize("combine", COMBINE_MODES)
+@pytest.mark.parametrize("hidden", [[8], [8, 6], []])
+def test_score_matrix_agrees_with_pairwise_forward(combine, hidden):
+    torch.manual_seed(0)
+    net = SimilarityNet(12, branch=[16], combine=combine, hidden=hidden).eval()
+    F, G = torch.randn(7, 12), torch.randn(5, 12)
+    with torch.no_grad():
+        S = net.score_matrix(F, G, batch=3)
+        ii, jj = torch.meshgrid(torch.arange(7), torch.arange(5), indexing="ij")
+        ref = torch.sigmoid(net(F[ii.flatten()], G[jj.flatten()])).reshape(7, 5)
+        assert S.shape == (7, 5)
+        assert torch.allclose(S, ref, atol=1e-5)
+        S_self = net.score_matrix(F, batch=4, logits=True)
+        ref_self = net(F.repeat_interleave(7, 0), F.repeat(7, 1)).reshape(7, 7)
+        assert torch.allclose(S_self, ref_self, atol=1e-5)
+
+
+def test_combine_modes_symmetry():
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(4, 10), torch.randn(4, 10)
+    sym = SimilarityNet(10, branch=[8], combine="absdiff").eval()
+    asym = SimilarityNet(10, branch=[8], combine="concat").eval()
+    with torch.no_grad():
+        assert torch.allclose(sym(f1, f2), sym(f2, f1))
+        assert not torch.allclose(asym(f1, f2), asym(f2, f1))
+
+
+def test_similarity_dropout_only_in_training():
+    torch.manual_seed(0)
+    net = SimilarityNet(10, branch=[64], dropout=0.5)
+    f1, f2 = torch.randn(8, 10), torch.randn(8, 10)
+    assert not torch.allclose(net(f1, f2), net(f1, f2))
+    net.eval()
+    assert torch.equal(net(f1, f2), net(f1, f2))
+
+
+def test_similarity_learns_and_bad_input_raises():
+    torch.manual_seed(0)
+    net = SimilarityNet(4, branch=[16], hidden=[8], dropout=0.0)
+    with pytest.raises(ValueError, match="f2"):
+        net(torch.randn(3, 4), torch.randn(3, 5))
+    with pytest.raises(ValueError, match="combine"):
+        SimilarityNet(4, combine="sum")
+    # toy: same iff the two features share their sign pattern in dim 0
+    f1, f2 = torch.randn(256, 4), torch.randn(256, 4)
+    y = ((f1[:, 0] > 0) == (f2[:, 0] > 0)).float()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(200):
+        opt.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(net(f1, f2), y)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3
