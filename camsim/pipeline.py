@@ -6,7 +6,7 @@ config parts that determine it, so a sweep's jobs that differ only downstream re
 - ``phase_a-<hash>``: data source, sets A, image split, patch settings, model (minus
   ``feature_layer``), ``phase_a`` optimisation, seed, precision.
 - ``phase_b-<hash>``: the Phase A artefact, set B, ``feature_layer``, ``similarity``,
-  ``phase_b`` optimisation, seed.
+  ``phase_b`` optimisation, seed (not η: a threshold sweep re-uses one trained network).
 
 A phase trains in ``<name>.partial/`` (last.ckpt every epoch, so an interrupted run
 resumes) under a lock, and is renamed into place when done.
@@ -45,6 +45,8 @@ class RunState:
     cfg: DictConfig
     out_dir: Path
     artefact_dir: Path
+    #: False (camsim-eval): use trained artefacts only, never train
+    train: bool = True
     data: Any = None
     phase_a_dir: Path | None = None
     phase_b_dir: Path | None = None
@@ -109,8 +111,8 @@ def backbone_config(cfg: DictConfig) -> dict:
 def stage_data(st: RunState) -> None:
     data = build_data(st.cfg)
     st.data = data
+    sp = data.split  # validated first: a bad split fails before any image is read or rendered
     counts = data.index.counts()
-    sp = data.split
     log.info("  source: %d camera models, %d images%s", len(counts), sum(counts.values()),
              f", {len(data.index.skipped)} files skipped" if data.index.skipped else "")
     log.info("  sets: A=%d (known %d) B=%d C=%d", len(sp.a), len(sp.known), len(sp.b), len(sp.c))
@@ -143,6 +145,7 @@ def stage_phase_a(st: RunState) -> None:
     if final.exists():
         log.info("  reusing %s", final)
         return
+    _require_training(st, final)
     dm = PhaseADataModule(st.data, cfg.phase_a.loader)
     module = CameraClassifier(backbone=backbone_config(cfg), class_names=list(st.data.split.a),
                               patch_size=int(cfg.patches.size), optimizer=to_plain(cfg.phase_a.optimizer),
@@ -157,8 +160,7 @@ def phase_b_key(st: RunState) -> dict:
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
             "feature_layer": str(cfg.model.feature_layer), "similarity": to_plain(cfg.similarity),
             "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in ("loader", "resume")},
-            "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed),
-            "eta": cfg.eval.eta if cfg.eval.eta != "auto" else 0.5}
+            "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
 
 
 def stage_phase_b(st: RunState) -> None:
@@ -173,6 +175,7 @@ def stage_phase_b(st: RunState) -> None:
     if final.exists():
         log.info("  reusing %s", final)
         return
+    _require_training(st, final)
     eta = 0.5 if cfg.eval.eta == "auto" else float(cfg.eval.eta)
     module = ForensicSimilarity.from_phase_a(st.phase_a_dir / "model.ckpt", head=to_plain(cfg.similarity),
                                              feature_layer=str(cfg.model.feature_layer), eta=eta,
@@ -185,6 +188,13 @@ def stage_phase_b(st: RunState) -> None:
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
                         seed=int(cfg.seed), resample=bool(cfg.phase_b.resample_pairs), features=features)
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
+
+
+def _require_training(st: RunState, final: Path) -> None:
+    if not st.train:
+        raise FileNotFoundError(
+            f"no trained artefact for this config: {final} does not exist. Train it first with "
+            "`camsim-train` and the same overrides, or pass ckpt=<similarity checkpoint>.")
 
 
 def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.LightningModule,
@@ -294,14 +304,18 @@ def _auto_eta(st: RunState, sim: Any, fs: Any, rule: str) -> float:
 # --------------------------------------------------------------------------- the job
 
 
-def run(cfg: DictConfig, upto: str = "eval") -> dict:
-    """Run the stages up to ``upto`` for one job; returns the run summary (also run.json)."""
+def run(cfg: DictConfig, upto: str = "eval", train: bool = True) -> dict:
+    """Run the stages up to ``upto`` for one job; returns the run summary (also run.json).
+
+    ``train=False`` (camsim-eval) uses existing Phase A/B artefacts and fails clearly when
+    they are missing; with ``ckpt=<path>`` the learning phases are skipped altogether.
+    """
     validate(cfg)
     if upto not in STAGES:
         raise ValueError(f"unknown stage {upto!r}; one of {STAGES}")
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    st = RunState(cfg, out_dir, Path(cfg.paths.artefact_dir).resolve())
+    st = RunState(cfg, out_dir, Path(cfg.paths.artefact_dir).resolve(), train=train)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     st.loggers = build_loggers(cfg)
     try:
@@ -309,7 +323,7 @@ def run(cfg: DictConfig, upto: str = "eval") -> dict:
         todo = STAGES[: STAGES.index(upto) + 1]
         with stage("data", st.summary):
             stage_data(st)
-        if "phase_a" in todo:
+        if "phase_a" in todo and not (cfg.get("ckpt") and upto == "eval"):
             with stage("Learning Phase A (camera-model classifier on set A)", st.summary):
                 stage_phase_a(st)
         if "phase_b" in todo and not cfg.get("ckpt"):

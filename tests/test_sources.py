@@ -83,12 +83,13 @@ def test_folder_source_layout_rules(tmp_path):
     small_jpeg(tmp_path / "CamB" / "b1.jpg", 5)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "CamB" / "b2.PNG")
     (tmp_path / ".cache").mkdir()
-    (tmp_path / "README.md").write_text("x")
+    (tmp_path / "README.md").write_text("x")  # collection metadata at the root: ignored
+    small_jpeg(tmp_path / "stray.jpg", 6)  # an image at the root: misplaced, listed
     idx = FolderSource(tmp_path).index()
     assert idx.counts() == {"CamA": 2, "CamB": 2}
     assert [p.name for p in idx.models["CamA"]] == ["a1.JPG", "a2.jpeg"]
     reasons = {p.relative_to(tmp_path).as_posix(): r for p, r in idx.skipped}
-    assert set(reasons) == {"CamA/nested", "CamA/notes.txt", "README.md"}
+    assert set(reasons) == {"CamA/nested", "CamA/notes.txt", "stray.jpg"}
     assert "does not recurse" in reasons["CamA/nested"] and "'.txt'" in reasons["CamA/notes.txt"]
     assert "skipped" in render(idx.describe_table())
     with pytest.raises(ValueError, match=f"{tmp_path / 'CamA'}: camera-model folder has no images"):

@@ -59,7 +59,10 @@ class CameraData:
     def split(self) -> SetSplit:
         if self._split is None:
             s = self.split_cfg
-            self._split = make_split(self.index.model_names(), s.a, s.b, s.c, s.known, int(s.seed),
+            # a source that knows its model names without reading images (simulated cameras)
+            # lets a bad split fail before anything is rendered
+            names = self.source.model_names() if hasattr(self.source, "model_names") else self.index.model_names()
+            self._split = make_split(names, s.a, s.b, s.c, s.known, int(s.seed),
                                      None if s.get("c_seed") is None else int(s.c_seed))
         return self._split
 

@@ -212,7 +212,7 @@ class FolderSource:
 
     Within a model folder only files directly inside are images (no recursion); names
     starting with "." are ignored; extensions match case-insensitively. Listed in
-    ``skipped``: files at the root, sub-folders of model folders, files with other
+    ``skipped``: image files at the root (other files there are metadata and ignored), sub-folders of model folders, files with other
     extensions, empty model folders (also warned) and models with fewer than
     ``min_images`` images (warned). Errors (ValueError naming the path): missing root,
     no model folders, a model folder whose files are none of them images.
@@ -233,7 +233,10 @@ class FolderSource:
         folders: dict[str, Path] = {}
         entries = [e for e in sorted(root.iterdir()) if not e.name.startswith(".")]
         model_dirs = [e for e in entries if e.is_dir()]
-        skipped.extend((e, "file at the root, not inside a camera-model folder") for e in entries if not e.is_dir())
+        # image files at the root are probably misplaced (listed); other files there are the
+        # collection's metadata (README, MANIFEST.tsv, cameras.json ...) and are ignored
+        skipped.extend((e, "image file at the root, not inside a camera-model folder") for e in entries
+                       if not e.is_dir() and e.suffix.lower() in self.extensions)
         if not model_dirs:
             raise ValueError(f"{root}: no camera-model folders (expected {root}/<camera_model>/<images>)")
         for folder in model_dirs:
@@ -440,5 +443,47 @@ class ExifSource:
         return ImageIndex(root=root, models=models, skipped=skipped)
 
 
+class SynthSource:
+    """Simulated cameras (:mod:`camsim.synth`) rendered once to the folder layout, then read
+    by :class:`FolderSource` — the rest of camsim cannot tell them from real photos.
+
+    The rendered catalogue is cached in ``<cache_dir>/synth-<hash>/`` (hash of these
+    arguments and the simulator's format version), built atomically under a lock.
+    """
+
+    def __init__(self, num_models: int, num_families: int, images_per_model: int, image_size: Iterable[int],
+                 seed: int = 0, workers: int | None = None, cache_dir: str | Path = "outputs/artefacts") -> None:
+        from camsim.synth.render import check_image_size
+
+        self.num_models, self.num_families = int(num_models), int(num_families)
+        self.images_per_model, self.seed, self.workers = int(images_per_model), int(seed), workers
+        self.image_size = check_image_size(list(image_size))
+        self.cache_dir = Path(cache_dir)
+
+    def __repr__(self) -> str:
+        return (f"SynthSource({self.num_models} models, {self.num_families} families, "
+                f"{self.images_per_model} images of {self.image_size[0]}x{self.image_size[1]}, seed {self.seed})")
+
+    def model_names(self) -> list[str]:
+        """The camera-model names, without rendering anything (for early split validation)."""
+        from camsim.synth.params import make_catalogue
+
+        return sorted(c.name for c in make_catalogue(self.num_models, self.num_families, self.seed))
+
+    def root(self) -> Path:
+        """The rendered catalogue's folder (rendered on first use)."""
+        from camsim.artefacts import cached_dir
+        from camsim.synth.render import FORMAT, render_catalogue
+
+        key = {"format": FORMAT, "num_models": self.num_models, "num_families": self.num_families,
+               "images_per_model": self.images_per_model, "image_size": list(self.image_size), "seed": self.seed}
+        return cached_dir(self.cache_dir, "synth", key, lambda tmp: render_catalogue(
+            tmp, self.num_models, self.num_families, self.images_per_model, self.image_size, self.seed,
+            workers=self.workers))
+
+    def index(self) -> ImageIndex:
+        return FolderSource(self.root()).index()
+
+
 __all__ = ["IMAGE_EXTENSIONS", "MAKE_ALIASES", "ImageIndex", "ImageSource", "FolderSource", "ExifSource",
-           "camera_model_name", "canonical_make"]
+           "SynthSource", "camera_model_name", "canonical_make"]

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from camsim.config import to_plain
 from camsim.models.constrained import project_constrained_layers_
 from camsim.progress import progress_bar
 
@@ -40,6 +41,10 @@ class CameraClassifier(L.LightningModule):
                  optimizer: dict | None = None, scheduler: dict | None = None,
                  channels_last: bool = False, compile: bool = False):
         super().__init__()
+        # plain containers in the checkpoint (a Hydra DictConfig there would not load with
+        # weights_only=True); save_hyperparameters reads these locals
+        backbone, optimizer, scheduler = to_plain(backbone), to_plain(optimizer), to_plain(scheduler)
+        class_names = [str(c) for c in class_names]
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.backbone = build_backbone(backbone, len(self.class_names), patch_size)
@@ -55,7 +60,7 @@ class CameraClassifier(L.LightningModule):
         self.confusion = torch.nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(k) for s in ("val", "test")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last:
+        if self.hparams.channels_last and x.dim() == 4:  # [N, P, P] batches are fine as they are
             x = x.contiguous(memory_format=torch.channels_last)
         return self._forward(x)
 
@@ -90,7 +95,7 @@ class CameraClassifier(L.LightningModule):
         for name, acc in zip(self.class_names, per_class.tolist()):
             self.log(f"phase_a/{stage}/acc_per_class/{name}", acc)
         self.last_confusion = {"stage": stage, "matrix": confusion, "per_class": per_class.cpu().numpy()}
-        if not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking and self.trainer.is_global_zero:  # one picture, not one per rank
             from camsim.eval.plots import plot_confusion
             from camsim.lit.logging import log_figure
 
@@ -136,24 +141,34 @@ def extract_features(backbone: torch.nn.Module, patches: np.ndarray, layer: str,
                      with_probs: bool = False, desc: str = "features") -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """f(X) of uint8 patches ``[N, P, P]`` at ``layer`` in batches, with a progress bar.
 
-    ``with_probs`` also returns the classifier's softmax outputs (for the Bray–Curtis baseline),
-    from the same forward pass.
+    ``backbone``: a :class:`~camsim.models.backbone.Backbone` or a :class:`CameraClassifier`
+    (its backbone is used). Runs in eval mode (batch-norm statistics, as evaluation uses
+    them) and restores the module's training flag afterwards. ``with_probs`` also returns
+    the classifier's softmax outputs ``[N, |A|]`` (for the Bray–Curtis baseline), from the
+    same forward pass.
     """
-    backbone.eval()
+    if isinstance(backbone, CameraClassifier):
+        backbone = backbone.backbone
+    backbone.feature_dim(layer)  # fail before any work, naming the valid layers
     feats, probs = [], []
     n = len(patches)
     device = next(backbone.parameters()).device
-    with progress_bar() as bar:
-        task = bar.add_task(desc, total=n)
-        for start in range(0, n, batch_size):
-            x = torch.from_numpy(np.array(patches[start:start + batch_size])).unsqueeze(1).to(device)
-            layers = [layer, "logits"] if with_probs else [layer]
-            out = backbone.forward_features(x, layers)
-            feats.append(out[layer].float().cpu().numpy())
-            if with_probs:
-                probs.append(torch.softmax(out["logits"].float(), dim=1).cpu().numpy())
-            bar.advance(task, len(x))
+    layers = [layer, "logits"] if with_probs else [layer]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(desc, total=n)
+            for start in range(0, n, batch_size):
+                x = torch.from_numpy(np.array(patches[start:start + batch_size])).unsqueeze(1).to(device)
+                out = backbone.forward_features(x, layers)
+                feats.append(out[layer].float().cpu().numpy())
+                if with_probs:
+                    probs.append(torch.softmax(out["logits"].float(), dim=1).cpu().numpy())
+                bar.advance(task, len(x))
+    finally:
+        backbone.train(was_training)
     f = np.concatenate(feats) if feats else np.zeros((0, backbone.feature_dim(layer)), np.float32)
     if not with_probs:
         return f
-    return f, (np.concatenate(probs) if probs else np.zeros((0, 0), np.float32))
+    return f, (np.concatenate(probs) if probs else np.zeros((0, backbone.feature_dim("logits")), np.float32))

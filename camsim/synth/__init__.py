@@ -1,1 +1,31 @@
+"""Simulated camera models: the embedded default data source (issue 3).
 
+Each simulated camera model is a seeded image pipeline (``params`` → ``isp`` stages) that
+renders shared scenes (``scenes``) into the folder layout of a real photo collection
+(``render``); ``splice`` makes spliced images with ground-truth masks, ``difficulty`` checks
+that the task is about camera traces rather than scene statistics.
+"""
+
+from __future__ import annotations
+
+from camsim.synth.params import (
+    CFA_PATTERNS,
+    DEMOSAIC_METHODS,
+    JPEG_SUBSAMPLINGS,
+    RESAMPLE_KERNELS,
+    CameraFamily,
+    CameraParams,
+    CameraParamsError,
+    make_catalogue,
+    make_families,
+)
+from camsim.synth.render import load_cameras, render_camera_image, render_catalogue
+from camsim.synth.scenes import PHOTO_NAMES, render_scene, scene_id
+from camsim.synth.splice import load_splices, make_splice, render_splices
+
+__all__ = [
+    "CFA_PATTERNS", "DEMOSAIC_METHODS", "JPEG_SUBSAMPLINGS", "RESAMPLE_KERNELS", "PHOTO_NAMES",
+    "CameraFamily", "CameraParams", "CameraParamsError", "make_catalogue", "make_families",
+    "render_catalogue", "render_camera_image", "load_cameras", "render_scene", "scene_id",
+    "make_splice", "render_splices", "load_splices",
+]

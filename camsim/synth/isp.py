@@ -25,6 +25,8 @@ Order used by :func:`camsim.synth.render.render_camera_image` (physically sensib
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import simplejpeg
 from PIL import Image
@@ -44,12 +46,24 @@ def _check_pattern(pattern: str) -> None:
 
 
 def cfa_channel_map(pattern: str, shape: tuple[int, int]) -> np.ndarray:
-    """[H, W] int8 map of which colour (0 R, 1 G, 2 B) each site samples. ``pattern`` lists
-    the 2×2 tile row by row: RGGB means R at (0, 0), G at (0, 1) and (1, 0), B at (1, 1)."""
+    """[H, W] int8 map of which colour (0 R, 1 G, 2 B) each site samples (read-only).
+    ``pattern`` lists the 2×2 tile row by row: RGGB means R at (0, 0), G at (0, 1) and
+    (1, 0), B at (1, 1)."""
     _check_pattern(pattern)
+    return _cfa_map(pattern, int(shape[0]), int(shape[1]))
+
+
+@functools.lru_cache(maxsize=64)
+def _cfa_map(pattern: str, h: int, w: int) -> np.ndarray:
     tile = np.array([[_CH[pattern[0]], _CH[pattern[1]]], [_CH[pattern[2]], _CH[pattern[3]]]], dtype=np.int8)
-    h, w = shape
-    return np.tile(tile, ((h + 1) // 2, (w + 1) // 2))[:h, :w]
+    out = np.tile(tile, ((h + 1) // 2, (w + 1) // 2))[:h, :w].copy()
+    out.flags.writeable = False
+    return out
+
+
+def _phases(pattern: str) -> list[tuple[int, int, int]]:
+    """(row phase, column phase, channel) of the four sites of the 2×2 tile."""
+    return [(i // 2, i % 2, _CH[pattern[i]]) for i in range(4)]
 
 
 def cfa_masks(pattern: str, shape: tuple[int, int]) -> np.ndarray:
@@ -60,8 +74,12 @@ def cfa_masks(pattern: str, shape: tuple[int, int]) -> np.ndarray:
 
 def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
     """Sample [3, H, W] through the colour filter array: [H, W], one colour per site."""
-    cmap = cfa_channel_map(pattern, rgb.shape[1:])
-    return np.choose(cmap, rgb).astype(np.float32, copy=False)
+    _check_pattern(pattern)
+    rgb = np.asarray(rgb, dtype=np.float32)
+    out = np.empty(rgb.shape[1:], dtype=np.float32)
+    for py, px, c in _phases(pattern):
+        out[py::2, px::2] = rgb[c, py::2, px::2]
+    return out
 
 
 # ---------------------------------------------------------------------- optics and sensor
@@ -110,8 +128,11 @@ def adc_quantise(raw: np.ndarray, bits: int) -> np.ndarray:
 
 def white_balance(raw: np.ndarray, pattern: str, gains: tuple[float, float, float]) -> np.ndarray:
     """Multiply each CFA site by the gain of its colour (digital gains on the raw mosaic)."""
-    cmap = cfa_channel_map(pattern, raw.shape)
-    return (raw * np.asarray(gains, dtype=np.float32)[cmap]).astype(np.float32)
+    _check_pattern(pattern)
+    out = np.array(raw, dtype=np.float32)
+    for py, px, c in _phases(pattern):
+        out[py::2, px::2] *= np.float32(gains[c])
+    return out
 
 
 # ---------------------------------------------------------------------- demosaicing
@@ -139,6 +160,28 @@ def _sep121(x: np.ndarray) -> np.ndarray:
     return ndimage.correlate1d(ndimage.correlate1d(x, k, axis=0, mode="mirror"), k, axis=1, mode="mirror")
 
 
+def _malvar_filters(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four Malvar–He–Cutler 5×5 filters applied to the whole mosaic, computed from
+    shared neighbour sums (same result as correlating with ``_K_MHC_*``, mirror borders)."""
+    p = np.pad(raw, 2, mode="reflect")
+    h, w = raw.shape
+
+    def sh(dy: int, dx: int) -> np.ndarray:
+        return p[2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
+
+    c = raw
+    h1 = sh(0, -1) + sh(0, 1)
+    v1 = sh(-1, 0) + sh(1, 0)
+    h2 = sh(0, -2) + sh(0, 2)
+    v2 = sh(-2, 0) + sh(2, 0)
+    d = sh(-1, -1) + sh(-1, 1) + sh(1, -1) + sh(1, 1)
+    k_g = (4 * c + 2 * (h1 + v1) - (h2 + v2)) * np.float32(1 / 8)
+    k_row = (5 * c + 4 * h1 - h2 - d + 0.5 * v2) * np.float32(1 / 8)
+    k_col = (5 * c + 4 * v1 - v2 - d + 0.5 * h2) * np.float32(1 / 8)
+    k_diag = (6 * c + 2 * d - 1.5 * (h2 + v2)) * np.float32(1 / 8)
+    return k_g, k_row, k_col, k_diag
+
+
 def demosaic(raw: np.ndarray, pattern: str, method: str) -> np.ndarray:
     """Reconstruct [3, H, W] from a Bayer mosaic [H, W] (H, W even).
 
@@ -161,7 +204,7 @@ def demosaic(raw: np.ndarray, pattern: str, method: str) -> np.ndarray:
         r_rows = np.zeros_like(is_g)
         r_rows[:] = is_r.any(axis=1, keepdims=True)  # rows that hold R sites
         g_in_r_row, g_in_b_row = is_g & r_rows, is_g & ~r_rows
-        k_g, k_row, k_col, k_diag = (_corr(raw, k) for k in (_K_MHC_G, _K_MHC_ROW, _K_MHC_COL, _K_MHC_DIAG))
+        k_g, k_row, k_col, k_diag = _malvar_filters(raw)
         g = np.where(is_g, raw, k_g)
         r = np.select([is_r, g_in_r_row, g_in_b_row], [raw, k_row, k_col], k_diag)
         b = np.select([is_b, g_in_b_row, g_in_r_row], [raw, k_row, k_col], k_diag)
@@ -190,42 +233,49 @@ def demosaic(raw: np.ndarray, pattern: str, method: str) -> np.ndarray:
 # ---------------------------------------------------------------------- colour and tone
 
 def apply_colour_matrix(rgb: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """out[i] = Σ_j matrix[i, j] · rgb[j] for planar [3, H, W]."""
+    """out[i] = Σ_j matrix[i, j] · rgb[j] for planar [3, H, W] (plain numpy, no BLAS threads)."""
     m = np.asarray(matrix, dtype=np.float32)
-    return (m @ rgb.reshape(3, -1)).reshape(rgb.shape)
+    out = np.empty(rgb.shape, dtype=np.float32)
+    for i in range(3):
+        np.multiply(rgb[0], m[i, 0], out=out[i])
+        out[i] += m[i, 1] * rgb[1]
+        out[i] += m[i, 2] * rgb[2]
+    return out
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
     """Rec. 709 weighted sum of the planes, [H, W]."""
-    return (LUMA @ rgb.reshape(3, -1)).reshape(rgb.shape[1:])
+    return LUMA[0] * rgb[0] + LUMA[1] * rgb[1] + LUMA[2] * rgb[2]
 
 
 def denoise(rgb: np.ndarray, luma_strength: float, chroma_sigma: float, luma_sigma: np.ndarray | float) -> np.ndarray:
     """Edge-preserving luma denoising and chroma smoothing, keeping luminance where only
     chroma is smoothed.
 
-    Luma: one pass of a 3×3 bilateral filter (spatial σ 1 px) whose range σ is
-    ``luma_strength`` × the local noise σ of luma (``luma_sigma``, scalar or [H, W]), the
-    correction added to all three channels. Chroma: the colour differences R−Y and B−Y are
+    Luma: one pass of a 3×3 bilateral-type filter (spatial weight exp(−|o|²/2), range weight
+    1 / (1 + d²/h²), a Cauchy kernel) whose range scale h is ``luma_strength`` × the local
+    noise σ of luma (``luma_sigma``, scalar or [H, W]), the correction added to all three
+    channels. Chroma: the colour differences R−Y and B−Y are
     Gaussian-blurred with σ ``chroma_sigma`` px and G is solved so that Y is unchanged.
     """
     rgb = np.array(rgb, dtype=np.float32)
     y = luma(rgb)
     if luma_strength > 0:
         h_r = np.maximum(np.float32(luma_strength) * np.asarray(luma_sigma, dtype=np.float32), np.float32(1e-6))
-        inv = np.float32(-0.5) / (h_r * h_r)
+        inv = np.float32(1.0) / (h_r * h_r)
         p = np.pad(y, 1, mode="reflect")
         hh, ww = y.shape
-        num = np.zeros_like(y)
-        den = np.zeros_like(y)
+        num = np.zeros_like(y)  # centre: weight 1, difference 0
+        den = np.ones_like(y)
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
-                nb = p[1 + dy:1 + dy + hh, 1 + dx:1 + dx + ww]
-                d = nb - y
-                wgt = np.exp(d * d * inv + np.float32(-0.5 * (dy * dy + dx * dx)))
-                num += wgt * nb
+                if dy == 0 and dx == 0:
+                    continue
+                d = p[1 + dy:1 + dy + hh, 1 + dx:1 + dx + ww] - y
+                wgt = np.float32(np.exp(-0.5 * (dy * dy + dx * dx))) / (1.0 + d * d * inv)
+                num += wgt * d
                 den += wgt
-        corr = num / den - y
+        corr = num / den
         rgb += corr[None]
         y = y + corr
     if chroma_sigma > 0:
@@ -239,6 +289,7 @@ def denoise(rgb: np.ndarray, luma_strength: float, chroma_sigma: float, luma_sig
 TONE_LUT_SIZE = 65536
 
 
+@functools.lru_cache(maxsize=128)
 def tone_lut(gamma: float, contrast: float, n: int = TONE_LUT_SIZE) -> np.ndarray:
     """Tone curve sampled on ``n`` evenly spaced points of [0, 1]: y = x^(1/gamma) above a
     toe at x = 0.004 (linear below it, as in sRGB), then the S-curve
@@ -247,7 +298,9 @@ def tone_lut(gamma: float, contrast: float, n: int = TONE_LUT_SIZE) -> np.ndarra
     toe = 0.004
     y = np.where(x < toe, x * toe ** (1.0 / gamma - 1.0), np.maximum(x, toe) ** (1.0 / gamma))
     y = y - contrast * np.sin(2 * np.pi * y) / (2 * np.pi)
-    return y.astype(np.float32)
+    y = y.astype(np.float32)
+    y.flags.writeable = False
+    return y
 
 
 def tone_curve(rgb: np.ndarray, gamma: float, contrast: float) -> np.ndarray:

@@ -1,0 +1,133 @@
+"""Compare the jobs of a sweep (a Hydra multirun dir) without a W&B dashboard.
+
+Each job dir holds ``.hydra/overrides.yaml`` (what the sweep set) and ``metrics.json``
+(the evaluation); the comparison is one row per job: the swept parameters, then metrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from camsim.eval.metrics import flatten
+
+DEFAULT_METRICS = ("eval/acc/overall", "eval/acc/known_known", "eval/acc/known_unknown",
+                   "eval/acc/unknown_unknown", "eval/auc", "baseline/acc/unknown_unknown")
+
+
+def find_jobs(root: Path) -> list[Path]:
+    """Job directories under ``root`` (any depth) that have Hydra's overrides file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"not a directory: {root}")
+    jobs = sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")},
+                  key=lambda p: (len(p.parts), _num(p.name), str(p)))
+    if not jobs:
+        raise FileNotFoundError(f"no Hydra job dirs (with .hydra/overrides.yaml) under {root}")
+    return jobs
+
+
+def _num(name: str) -> float:
+    try:
+        return float(name)
+    except ValueError:
+        return float("inf")
+
+
+def load_rows(root: Path, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[list[str], list[dict[str, Any]]]:
+    """Rows of (swept parameter values + metrics); the parameters that differ between jobs."""
+    rows = []
+    for job in find_jobs(root):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        params = dict(o.split("=", 1) for o in overrides if "=" in o)
+        mfile = job / "metrics.json"
+        flat = flatten(json.loads(mfile.read_text())) if mfile.exists() else {}
+        row: dict[str, Any] = {"job": job.name, **{k.lstrip("+~"): v for k, v in params.items()}}
+        row.update({m: flat.get(m) for m in metrics})
+        row["status"] = "ok" if mfile.exists() else "no metrics.json"
+        rows.append(row)
+    keys = sorted({k for r in rows for k in r} - set(metrics) - {"job", "status"})
+    swept = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or keys
+    return swept, rows
+
+
+def write_comparison(root: Path, out: Path | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
+                     x: str | None = None) -> tuple[Path, Path | None, list[str], list[dict]]:
+    """Write ``comparison.csv`` and ``comparison.png`` (metric vs the swept parameter ``x``)."""
+    swept, rows = load_rows(root, metrics)
+    out = Path(out) if out else Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["job", *swept, *metrics, "status"]
+    csv_path = out / "comparison.csv"
+    with open(csv_path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    png = _plot(rows, x or (swept[0] if swept else None), swept, metrics, out / "comparison.png")
+    return csv_path, png, columns, rows
+
+
+def _plot(rows: list[dict], x: str | None, swept: list[str], metrics: Sequence[str], path: Path) -> Path | None:
+    if x is None:
+        return None
+    if x not in swept:
+        raise ValueError(f"camsim-compare: --x {x!r} is not a swept parameter; swept: {swept}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    others = [k for k in swept if k != x]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(", ".join(f"{k}={r.get(k)}" for k in others) or "all jobs", []).append(r)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        for label, rs in groups.items():
+            xs = [r.get(x) for r in rs]
+            numeric = all(_is_number(v) for v in xs)
+            order = np.argsort([float(v) for v in xs]) if numeric else np.arange(len(xs))
+            xv = [float(xs[i]) if numeric else str(xs[i]) for i in order]
+            yv = [np.nan if rs[i].get(m) is None else float(rs[i][m]) for i in order]
+            ax.plot(xv, yv, marker="o", label=label)
+        ax.set_title(m, fontsize=8)
+        ax.set_xlabel(x, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    if len(groups) > 1:
+        axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def format_table(columns: list[str], rows: list[dict]) -> Any:
+    from rich.table import Table
+
+    t = Table(title="sweep comparison")
+    for c in columns:
+        t.add_column(c.replace("eval/acc/", "acc ").replace("eval/", ""), justify="right")
+    for r in rows:
+        t.add_row(*[_fmt(r.get(c)) for c in columns])
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "" if v is None else str(v)

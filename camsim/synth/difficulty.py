@@ -1,0 +1,280 @@
+"""How hard is a catalogue? Camera-model classifiers on hand-made patch statistics.
+
+The task must be about camera traces, not scene statistics (issue 3, "Difficulty"). Two
+feature sets of uint8 green patches ``[N, P, P]``:
+
+* :func:`global_stats_features` — mean, standard deviation and a histogram of the patch's
+  values: what a classifier sees if it ignores traces. On a good catalogue it stays close to
+  chance, because every camera model shows every scene.
+* :func:`residual_features` — simple trace statistics (Laplacian-residual energy by 2×2
+  CFA phase and by 8×8 JPEG-grid phase, residual histogram and autocorrelation). A weak
+  stand-in for the Phase A network, well above chance when the simulator leaves traces.
+
+Classifiers are plain numpy/scipy (no scikit-learn): multinomial logistic regression fitted
+by L-BFGS on standardised features, or nearest centroid. :func:`difficulty_report` gives
+accuracy over the models, per-model accuracy, the confusion matrix, and pairwise
+separability (a binary classifier per pair of models) summarised within families and across
+families; :func:`pairwise_from_confusion` gives the same summary from any classifier's
+confusion matrix (e.g. the Phase A network's), so both can be reported side by side.
+Every function is pure: arrays in, arrays/dataclasses out.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import optimize
+
+CLASSIFIERS: tuple[str, ...] = ("logistic", "centroid")
+FEATURE_SETS: tuple[str, ...] = ("global", "residual")
+
+
+# ---------------------------------------------------------------------- features
+
+def _check_patches(patches: np.ndarray) -> np.ndarray:
+    patches = np.asarray(patches)
+    if patches.ndim != 3 or patches.shape[1] < 8 or patches.shape[2] < 8:
+        raise ValueError(f"patches: must be [N, P, P] with P >= 8, got shape {patches.shape}")
+    if patches.dtype != np.uint8:
+        raise ValueError(f"patches: must be uint8 green patches, got dtype {patches.dtype}")
+    return patches
+
+
+def global_stats_features(patches: np.ndarray, bins: int = 16) -> np.ndarray:
+    """[N, 2 + bins]: mean/255, std/255 and the normalised histogram (``bins`` equal bins of
+    0–255) of each patch's values."""
+    p = _check_patches(patches)
+    n = p.shape[0]
+    flat = p.reshape(n, -1)
+    x = flat.astype(np.float32) / 255.0
+    idx = (flat.astype(np.int32) * bins) // 256
+    hist = np.zeros((n, bins), dtype=np.float32)
+    np.add.at(hist, (np.repeat(np.arange(n), flat.shape[1]), idx.ravel()), 1.0)
+    hist /= flat.shape[1]
+    return np.concatenate([x.mean(axis=1, keepdims=True), x.std(axis=1, keepdims=True), hist], axis=1)
+
+
+def residual_features(patches: np.ndarray) -> np.ndarray:
+    """[N, 31] trace statistics of each patch (grid-aligned patches assumed: position (0, 0)
+    of the patch on the 8-px JPEG grid and the 2-px CFA lattice):
+
+    log residual σ; residual σ in each of the 4 CFA phases and each of the 8 row and 8 column
+    JPEG phases (relative to the overall σ); the share of |residual| in 6 bins; residual
+    autocorrelation at lags 1 and 2, horizontally and vertically; residual kurtosis. The
+    residual is the 4-neighbour Laplacian prediction error r = x − mean(up, down, left, right).
+    """
+    p = _check_patches(patches).astype(np.float32)
+    r = p[:, 1:-1, 1:-1] - 0.25 * (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:])
+    n, h, w = r.shape
+    sd = np.sqrt((r * r).mean(axis=(1, 2))) + 1e-3
+    feats = [np.log(sd)[:, None]]
+    # interior pixel (i, j) of r is patch pixel (i + 1, j + 1)
+    rows = (np.arange(h) + 1)
+    cols = (np.arange(w) + 1)
+    for py in range(2):
+        for px in range(2):
+            sub = r[:, (rows % 2 == py)][:, :, (cols % 2 == px)]
+            feats.append((np.sqrt((sub * sub).mean(axis=(1, 2))) / sd)[:, None])
+    for ph in range(8):
+        feats.append((np.sqrt((r[:, rows % 8 == ph] ** 2).mean(axis=(1, 2))) / sd)[:, None])
+    for ph in range(8):
+        feats.append((np.sqrt((r[:, :, cols % 8 == ph] ** 2).mean(axis=(1, 2))) / sd)[:, None])
+    a = np.abs(r).reshape(n, -1)
+    edges = [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, np.inf]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        feats.append(((a >= lo) & (a < hi)).mean(axis=1, keepdims=True))
+    var = (r * r).mean(axis=(1, 2)) + 1e-6
+    for lag in (1, 2):
+        feats.append(((r[:, :, lag:] * r[:, :, :-lag]).mean(axis=(1, 2)) / var)[:, None])
+        feats.append(((r[:, lag:, :] * r[:, :-lag, :]).mean(axis=(1, 2)) / var)[:, None])
+    feats.append((((r ** 4).mean(axis=(1, 2)) / (var * var)))[:, None])
+    return np.concatenate(feats, axis=1).astype(np.float32)
+
+
+def features(patches: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "global":
+        return global_stats_features(patches)
+    if kind == "residual":
+        return residual_features(patches)
+    raise ValueError(f"features: unknown kind {kind!r}; choose one of {list(FEATURE_SETS)}")
+
+
+# ---------------------------------------------------------------------- classifiers
+
+def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Scale every column to zero mean, unit variance using the training set's statistics."""
+    mu = train.mean(axis=0)
+    sd = train.std(axis=0)
+    sd[sd < 1e-8] = 1.0
+    return [(a - mu) / sd for a in (train, *others)]
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float = 1e-3,
+                 max_iter: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression (softmax, mean cross-entropy + l2·|W|²/2) by L-BFGS.
+    Returns weights [D, K] and biases [K]."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    n, d = x.shape
+    onehot = np.zeros((n, num_classes))
+    onehot[np.arange(n), y] = 1.0
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = theta[: d * num_classes].reshape(d, num_classes)
+        b = theta[d * num_classes:]
+        z = x @ w + b
+        z -= z.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+        logp = z - lse
+        loss = -(onehot * logp).sum() / n + 0.5 * l2 * (w * w).sum()
+        g = (np.exp(logp) - onehot) / n
+        return loss, np.concatenate([(x.T @ g + l2 * w).ravel(), g.sum(axis=0)])
+
+    theta0 = np.zeros(d * num_classes + num_classes)
+    res = optimize.minimize(loss_grad, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return res.x[: d * num_classes].reshape(d, num_classes), res.x[d * num_classes:]
+
+
+def predict_logistic(w: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.argmax(np.asarray(x, dtype=np.float64) @ w + b, axis=1)
+
+
+def fit_centroids(x: np.ndarray, y: np.ndarray, num_classes: int) -> np.ndarray:
+    """Class means [K, D] (a class without samples gets +inf, so it is never predicted)."""
+    c = np.full((num_classes, x.shape[1]), np.inf)
+    for k in range(num_classes):
+        if np.any(y == k):
+            c[k] = x[y == k].mean(axis=0)
+    return c
+
+
+def predict_centroids(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
+    d = ((x[:, None, :] - centroids[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(d, axis=1)
+
+
+def fit_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, num_classes: int,
+                classifier: str = "logistic") -> np.ndarray:
+    """Standardise, fit ``classifier`` on the training features, predict the test ones."""
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"classifier: unknown {classifier!r}; choose one of {list(CLASSIFIERS)}")
+    tr, te = standardise(np.asarray(train_x, np.float64), np.asarray(test_x, np.float64))
+    if classifier == "logistic":
+        w, b = fit_logistic(tr, train_y, num_classes)
+        return predict_logistic(w, b, te)
+    return predict_centroids(fit_centroids(tr, train_y, num_classes), te)
+
+
+# ---------------------------------------------------------------------- reports
+
+@dataclass
+class DifficultyReport:
+    """Accuracy of one feature set + classifier over the models, and its pairwise summary."""
+
+    features: str
+    classifier: str
+    models: list[str]
+    accuracy: float
+    chance: float
+    per_model: dict[str, float]
+    confusion: np.ndarray  # [K, K] counts, rows = true model, columns = predicted
+    pairwise: dict[tuple[str, str], float] = field(default_factory=dict)
+    within_family: float | None = None
+    cross_family: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"features": self.features, "classifier": self.classifier, "models": self.models,
+                "accuracy": self.accuracy, "chance": self.chance, "per_model": self.per_model,
+                "confusion": np.asarray(self.confusion).tolist(),
+                "pairwise": {f"{a}|{b}": v for (a, b), v in self.pairwise.items()},
+                "within_family": self.within_family, "cross_family": self.cross_family}
+
+
+def _encode(names: Sequence[str], models: list[str], what: str) -> np.ndarray:
+    index = {m: i for i, m in enumerate(models)}
+    try:
+        return np.array([index[n] for n in names], dtype=np.int64)
+    except KeyError as exc:
+        raise ValueError(f"{what}: model {exc.args[0]!r} has no training patches") from None
+
+
+def pairwise_separability(train_x: np.ndarray, train_models: Sequence[str], test_x: np.ndarray,
+                          test_models: Sequence[str], classifier: str = "logistic",
+                          pairs: Sequence[tuple[str, str]] | None = None) -> dict[tuple[str, str], float]:
+    """Balanced accuracy of a binary classifier trained for each pair of models (0.5 =
+    inseparable, 1 = perfectly separable)."""
+    train_models = np.asarray(train_models)
+    test_models = np.asarray(test_models)
+    models = sorted(set(train_models.tolist()))
+    if pairs is None:
+        pairs = list(itertools.combinations(models, 2))
+    out: dict[tuple[str, str], float] = {}
+    for a, b in pairs:
+        tr = (train_models == a) | (train_models == b)
+        te = (test_models == a) | (test_models == b)
+        if not te.any():
+            continue
+        ytr = (train_models[tr] == b).astype(np.int64)
+        yte = (test_models[te] == b).astype(np.int64)
+        pred = fit_predict(train_x[tr], ytr, test_x[te], 2, classifier)
+        accs = [float((pred[yte == k] == k).mean()) for k in (0, 1) if np.any(yte == k)]
+        out[(a, b)] = float(np.mean(accs))
+    return out
+
+
+def family_summary(pairwise: Mapping[tuple[str, str], float], families: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """Mean pairwise separability over same-family pairs and over cross-family pairs
+    (``families``: model name → family name)."""
+    within = [v for (a, b), v in pairwise.items() if families.get(a) is not None and families.get(a) == families.get(b)]
+    cross = [v for (a, b), v in pairwise.items() if families.get(a) != families.get(b)]
+    return (float(np.mean(within)) if within else None, float(np.mean(cross)) if cross else None)
+
+
+def pairwise_from_confusion(confusion: np.ndarray, models: Sequence[str]) -> dict[tuple[str, str], float]:
+    """Pairwise separability read off a multi-class confusion matrix (rows true, columns
+    predicted): for models a, b, 1 − ½·(share of a's patches called b + share of b's called a),
+    i.e. 1 when the classifier never mixes them up."""
+    c = np.asarray(confusion, dtype=np.float64)
+    if c.shape != (len(models), len(models)):
+        raise ValueError(f"confusion: shape {c.shape} does not match {len(models)} models")
+    rows = c.sum(axis=1)
+    rows[rows == 0] = 1.0
+    rate = c / rows[:, None]
+    return {(a, b): float(1.0 - 0.5 * (rate[i, j] + rate[j, i]))
+            for (i, a), (j, b) in itertools.combinations(list(enumerate(models)), 2)}
+
+
+def difficulty_report(train_patches: np.ndarray, train_models: Sequence[str], test_patches: np.ndarray,
+                      test_models: Sequence[str], families: Mapping[str, str] | None = None,
+                      features_kind: str = "global", classifier: str = "logistic",
+                      pairwise: bool = True) -> DifficultyReport:
+    """Classify green patches into camera models with ``features_kind`` features
+    ("global" = the global-statistics baseline, "residual" = hand-made trace statistics).
+
+    ``families`` (model → family) adds the within-family / cross-family pairwise summary.
+    """
+    if len(train_patches) != len(train_models):
+        raise ValueError(f"train_models: {len(train_models)} labels for {len(train_patches)} patches")
+    if len(test_patches) != len(test_models):
+        raise ValueError(f"test_models: {len(test_models)} labels for {len(test_patches)} patches")
+    models = sorted(set(train_models))
+    ytr = _encode(train_models, models, "train_models")
+    yte = _encode(test_models, models, "test_models")
+    ftr = features(train_patches, features_kind)
+    fte = features(test_patches, features_kind)
+    pred = fit_predict(ftr, ytr, fte, len(models), classifier)
+    k = len(models)
+    conf = np.zeros((k, k), dtype=np.int64)
+    np.add.at(conf, (yte, pred), 1)
+    per_model = {m: float(conf[i, i] / conf[i].sum()) for i, m in enumerate(models) if conf[i].sum()}
+    report = DifficultyReport(features=features_kind, classifier=classifier, models=models,
+                              accuracy=float((pred == yte).mean()), chance=1.0 / k, per_model=per_model,
+                              confusion=conf)
+    if pairwise and k >= 2:
+        report.pairwise = pairwise_separability(ftr, train_models, fte, test_models, classifier)
+        if families is not None:
+            report.within_family, report.cross_family = family_summary(report.pairwise, families)
+    return report

@@ -1,0 +1,268 @@
+"""Data layer: patch entropy and grid, A/B/C splits, the image split, the patch store, pairs, DataModules."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from PIL import Image
+
+from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, PhaseADataModule
+from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
+from camsim.data.patches import cut_patches, extract_image_patches, grid_positions, patch_entropy
+from camsim.data.sources import FolderSource
+from camsim.data.splits import make_split, split_images
+from camsim.data.store import PatchRequest, PatchSettings, PatchStore
+
+# --------------------------------------------------------------------------- entropy
+
+
+def test_entropy_of_flat_patch_is_zero() -> None:
+    assert patch_entropy(np.full((1, 16, 16), 77, np.uint8))[0] == 0.0
+
+
+def test_entropy_uniform_over_256_values_is_ln256() -> None:
+    p = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    assert patch_entropy(p)[0] == pytest.approx(math.log(256))
+
+
+def test_entropy_two_values_half_half_is_ln2_and_batches_independently() -> None:
+    a = np.zeros((8, 8), np.uint8)
+    a[:4] = 200
+    b = np.full((8, 8), 3, np.uint8)
+    h = patch_entropy(np.stack([a, b, a]))
+    np.testing.assert_allclose(h, [math.log(2), 0.0, math.log(2)])
+
+
+def test_entropy_rejects_non_uint8() -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        patch_entropy(np.zeros((1, 4, 4), np.float32))
+
+
+# --------------------------------------------------------------------------- grid
+
+
+@pytest.mark.parametrize("h,w,size", [(384, 512, 64), (200, 333, 64), (1000, 700, 256), (64, 64, 64)])
+def test_grid_cells_do_not_overlap_are_aligned_and_inside(h: int, w: int, size: int) -> None:
+    for seed in range(5):
+        pos = grid_positions(h, w, size, 8, np.random.default_rng(seed))
+        assert len(pos) > 0
+        assert (pos % 8 == 0).all() and (pos >= 0).all()
+        assert (pos[:, 0] + size <= h).all() and (pos[:, 1] + size <= w).all()
+        cover = np.zeros((h, w), int)
+        for y, x in pos:
+            cover[y:y + size, x:x + size] += 1
+        assert cover.max() == 1  # non-overlapping
+        assert len(pos) == (h // size) * (w // size)
+
+
+def test_grid_of_too_small_image_is_empty() -> None:
+    assert len(grid_positions(50, 500, 64, 8, np.random.default_rng(0))) == 0
+
+
+def test_cut_patches_takes_the_right_pixels() -> None:
+    img = np.arange(100 * 120, dtype=np.int64).reshape(100, 120)
+    pos = np.array([[0, 0], [8, 16], [36, 56]])
+    got = cut_patches(img, pos, 32)
+    for (y, x), patch in zip(pos, got):
+        np.testing.assert_array_equal(patch, img[y:y + 32, x:x + 32])
+
+
+# --------------------------------------------------------------------------- splits
+
+MODELS = [f"M{i:02d}" for i in range(12)]
+
+
+def test_split_counts_are_disjoint_and_seeded() -> None:
+    s = make_split(MODELS, 5, 3, 2, 2, seed=1)
+    assert (len(s.a), len(s.b), len(s.c), len(s.known)) == (5, 3, 2, 2)
+    assert not (set(s.a) & set(s.b) or set(s.a) & set(s.c) or set(s.b) & set(s.c))
+    assert set(s.known) <= set(s.a)
+    assert s == make_split(MODELS, 5, 3, 2, 2, seed=1)
+    assert s != make_split(MODELS, 5, 3, 2, 2, seed=2)
+
+
+def test_split_c_seed_fixes_c_while_seed_varies_a_and_b() -> None:
+    s1 = make_split(MODELS, 4, 3, 2, 2, seed=1, c_seed=0)
+    s2 = make_split(MODELS, 8, 2, 2, 2, seed=2, c_seed=0)
+    assert s1.c == s2.c and s1.a != s2.a
+
+
+def test_split_explicit_lists_and_rest() -> None:
+    s = make_split(MODELS, "rest", ["M00", "M01"], ["M02"], 3, seed=0)
+    assert s.b == ("M00", "M01") and s.c == ("M02",) and len(s.a) == 9
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(a=["M00", "M01"], b=["M01"], c=["M02"], known=["M00"]), "disjoint.*M01"),
+    (dict(a=["M00", "X9"], b=["M01"], c=["M02"], known=["M00"]), "X9"),
+    (dict(a=["M00"], b=["M01"], c=["M02"], known=["M05"]), "subset of A.*M05"),
+    (dict(a=8, b=4, c=3, known=2), "more camera models than are left"),
+    (dict(a=["M00"], b=[], c=["M02"], known=["M00"]), "empty"),
+])
+def test_split_errors_name_the_offending_models(kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_split(MODELS, seed=0, **kw)
+
+
+def test_image_split_same_stems_go_to_the_same_subset_across_models(tmp_path: Path) -> None:
+    stems = [f"s{i:04d}" for i in range(20)]
+    a = [tmp_path / "A" / f"{s}.png" for s in stems]
+    b = [tmp_path / "B" / f"{s}.png" for s in stems]
+    sa, sb = split_images(a, [0.7, 0.1, 0.2], 3), split_images(b, [0.7, 0.1, 0.2], 3)
+    for subset in ("train", "val", "test"):
+        assert [p.stem for p in sa[subset]] == [p.stem for p in sb[subset]]
+    assert (len(sa["train"]), len(sa["val"]), len(sa["test"])) == (14, 2, 4)
+    assert not set(sa["train"]) & set(sa["test"])
+
+
+def test_image_split_needs_three_images(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least 3"):
+        split_images([tmp_path / "a.jpg", tmp_path / "b.jpg"], [0.7, 0.1, 0.2], 0)
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def test_balanced_pairs_are_half_same_and_labels_match() -> None:
+    labels = np.repeat(np.arange(5), [10, 20, 30, 5, 7])
+    i, j, same = sample_balanced_pairs(labels, 1000, seed=0)
+    assert same.sum() == 500
+    np.testing.assert_array_equal(labels[i] == labels[j], same)
+    assert (i[same] != j[same]).all()  # a same pair is two distinct patches
+    assert set(labels[i[~same]]) == set(range(5))  # every model takes part in different pairs
+
+
+def test_cell_pairs_fill_every_cell_equally() -> None:
+    labels = np.repeat(np.arange(4), 6)
+    i, j = sample_cell_pairs(labels, 10, seed=0)
+    cells = {}
+    for a, b in zip(labels[i], labels[j]):
+        assert a <= b
+        cells[(a, b)] = cells.get((a, b), 0) + 1
+    assert len(cells) == 4 * 5 // 2 and set(cells.values()) == {10}
+    selfp = labels[i] == labels[j]
+    assert (i[selfp] != j[selfp]).all()
+
+
+# --------------------------------------------------------------------------- extraction and the store
+
+
+def _textured(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _folder(root: Path, models: int = 4, images: int = 6, size=(256, 320)) -> Path:
+    for m in range(models):
+        d = root / f"cam{m}"
+        d.mkdir(parents=True)
+        for k in range(images):
+            Image.fromarray(_textured(*size, seed=100 * m + k)).save(d / f"s{k:03d}.png")
+    return root
+
+
+def test_extract_image_patches_drops_low_entropy_and_reports_bad_files(tmp_path: Path) -> None:
+    img = _textured(128, 256, 0)
+    img[:, :128] = 90  # left half flat: its cells have entropy 0
+    Image.fromarray(img).save(tmp_path / "half.png")
+    res = extract_image_patches(tmp_path / "half.png", 64, 8, 4.0, cap=100, seed=0, max_pixels=10**8)
+    assert res.error is None and len(res.patches) == 4 and res.low_entropy == 4
+    assert (res.positions[:, 1] >= 128).all() and (res.entropy > 4.0).all()
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    bad = extract_image_patches(tmp_path / "bad.jpg", 64, 8, 4.0, 100, 0, 10**8)
+    assert len(bad.patches) == 0 and bad.error
+    Image.fromarray(_textured(32, 32, 1)).save(tmp_path / "tiny.png")
+    tiny = extract_image_patches(tmp_path / "tiny.png", 64, 8, 4.0, 100, 0, 10**8)
+    assert "smaller than one 64x64 patch" in tiny.error
+
+
+def test_store_caches_balances_and_skips_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _folder(tmp_path / "photos", models=1, images=3)
+    img_paths = sorted((root / "cam0").glob("*.png"))
+    (root / "cam0" / "trunc.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    store = PatchStore(tmp_path / "art", PatchSettings(size=64, seed=0), workers=0)
+    req = PatchRequest("cam0", "train", tuple(img_paths + [root / "cam0" / "trunc.jpg"]), 40)
+    sets = store.get([req])
+    ps = sets[("cam0", "train")]
+    assert len(ps) == 40 and ps.patches.dtype == np.uint8 and ps.patches.shape[1:] == (64, 64)
+    assert np.bincount(ps.image_ids, minlength=4)[:3].tolist() == [14, 13, 13]  # round robin over images
+    assert ps.info["skipped"][0]["file"].endswith("trunc.jpg")
+    assert any("trunc.jpg" in r.message for r in caplog.records)
+    # the stored patches are the pixels at the stored positions
+    g = np.asarray(Image.open(img_paths[ps.image_ids[0]]))[..., 1]
+    y, x = ps.positions[0]
+    np.testing.assert_array_equal(ps.patches[0], g[y:y + 64, x:x + 64])
+    # second call reuses the cache (same directory, no rebuild)
+    mtime = (ps.path / "patches.npy").stat().st_mtime_ns
+    again = store.get([req])[("cam0", "train")]
+    assert again.path == ps.path and (again.path / "patches.npy").stat().st_mtime_ns == mtime
+    assert json.loads((ps.path / "key.json").read_text())["count"] == 40
+
+
+def test_store_reports_shortfall(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _folder(tmp_path / "photos", models=1, images=3, size=(128, 128))
+    store = PatchStore(tmp_path / "art", PatchSettings(size=64), workers=0)
+    ps = store.get([PatchRequest("cam0", "train", tuple(sorted((root / "cam0").glob("*.png"))), 50)])
+    assert len(ps[("cam0", "train")]) == 12
+    assert any("12 of 50 patches" in r.message for r in caplog.records)
+
+
+def _camera_data(tmp_path: Path, **patch_counts) -> CameraData:
+    root = _folder(tmp_path / "photos", models=6, images=6)
+    split = OmegaConf.create({"a": 3, "b": 2, "c": 1, "known": 2, "seed": 0, "c_seed": None,
+                              "image_fractions": [0.5, 0.17, 0.33], "image_seed": 0})
+    counts = {"train_a": 20, "val_a": 6, "train_b": 20, "val_b": 6, "test": 8, **patch_counts}
+    patches = OmegaConf.create({"size": 64, "align": 8, "min_entropy": 4.0, "seed": 0, "max_pixels": 10**8,
+                                "workers": 0, "per_model": counts})
+    return CameraData(FolderSource(root), split, patches, tmp_path / "art")
+
+
+def test_no_image_gives_patches_to_both_training_and_test(tmp_path: Path) -> None:
+    data = _camera_data(tmp_path)
+    data.prepare()
+    sets = {**data.patch_sets("phase_a"), **data.patch_sets("phase_b"), **data.patch_sets("eval")}
+    for model in data.split.a + data.split.b + data.split.c:
+        used = {sub: {ps.images[i] for i in np.unique(ps.image_ids)}
+                for (m, sub), ps in sets.items() if m == model}
+        assert not (used.get("train", set()) & used.get("test", set()))
+        assert not (used.get("val", set()) & used.get("test", set()))
+
+
+def test_datamodules_serve_labelled_batches_and_pairs(tmp_path: Path) -> None:
+    loader = OmegaConf.create({"batch_size": 8, "num_workers": 0, "pin_memory": False, "persistent_workers": False})
+    data = _camera_data(tmp_path)
+    dm = PhaseADataModule(data, loader)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.dtype.is_floating_point is False and tuple(x.shape) == (8, 1, 64, 64)
+    assert set(dm.sets["train"].labels.tolist()) == {0, 1, 2} and dm.classes == list(data.split.a)
+    pdm = PairDataModule(data, loader, train_pairs=40, val_pairs=10, seed=0)
+    pdm.setup()
+    a, b, same = next(iter(pdm.train_dataloader()))
+    assert a.shape == b.shape == (8, 1, 64, 64) and same.dtype.is_floating_point
+    assert int(pdm.train_set.same.sum()) == 20
+    edm = EvalPairDataModule(data, loader, pairs_per_cell=3, seed=0)
+    edm.setup()
+    pairs = edm.pairs
+    assert pairs.models == list(data.split.known) + list(data.split.c)
+    n_models = len(pairs.models)
+    assert len(pairs.i) == 3 * n_models * (n_models + 1) // 2
+    assert set(pairs.model_1) | set(pairs.model_2) == set(pairs.models)
+
+
+def test_real_folder_path_cuts_green_patches(tmp_path: Path, cameras: Path) -> None:
+    root = tmp_path / "cams"
+    for model in ("NIKON_D70", "NIKON_D70s"):
+        shutil.copytree(cameras / model, root / model)
+    src = FolderSource(root)
+    idx = src.index()
+    assert idx.counts() == {"NIKON_D70": 12, "NIKON_D70s": 12}
+    store = PatchStore(tmp_path / "art", PatchSettings(size=128, min_entropy=3.0), workers=0)
+    files = tuple(idx.models["NIKON_D70"][:2])
+    ps = store.get([PatchRequest("NIKON_D70", "train", files, 10)])[("NIKON_D70", "train")]
+    assert len(ps) == 10 and ps.patches.shape[1:] == (128, 128)

@@ -1,0 +1,78 @@
+"""The main job end to end (tiny simulated catalogue): outputs, artefact reuse, camsim-eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def shared_artefacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One artefact cache for the module: the tiny catalogue is rendered once."""
+    return tmp_path_factory.mktemp("artefacts")
+
+
+def _run(app: str, workdir: Path, artefacts: Path, *overrides: str):
+    res = run_cli(app, "debug=fast", f"paths.artefact_dir={artefacts}", *overrides, cwd=workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+def _run_dir(workdir: Path) -> Path:
+    dirs = sorted(p.parent for p in (workdir / "outputs").rglob("run.json"))
+    assert dirs, "no run dir with run.json"
+    return dirs[-1]
+
+
+def test_main_job_writes_every_output(workdir: Path, shared_artefacts: Path) -> None:
+    res = _run("camsim-run", workdir, shared_artefacts)
+    out = _run_dir(workdir)
+    for name in ("metrics.json", "report.md", "matrix.png", "matrix.csv", "roc.png", "matrix_baseline.png",
+                 "run.json", "scores.npz", ".hydra/config.yaml"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for system in ("eval", "baseline"):
+        assert set(metrics[system]["acc"]) == {"overall", "known_known", "known_unknown", "unknown_unknown"}
+        assert 0.0 <= metrics[system]["auc"] <= 1.0
+    run = json.loads((out / "run.json").read_text())
+    assert set(run["timings_s"]) >= {"data"} and len(run["timings_s"]) == 4
+    assert len(run["data"]["split"]["a"]) == 4 and len(run["data"]["split"]["c"]) == 2
+    report = (out / "report.md").read_text()
+    assert "unknown" in report and "matrix.png" in report
+    # one concise line per stage, with its timing
+    assert res.stderr.count("✔") + res.stdout.count("✔") >= 4
+
+
+def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shared_artefacts: Path) -> None:
+    _run("camsim-run", workdir, shared_artefacts)  # trains (or reuses the first test's artefacts)
+    res = _run("camsim-run", workdir, shared_artefacts, "eval.eta=0.3")
+    log = res.stdout + res.stderr
+    assert log.count("reusing") >= 2, log[-2000:]
+    assert len(list(shared_artefacts.glob("phase_a-*[!.partial]"))) == 1
+    metrics = json.loads((_run_dir(workdir) / "metrics.json").read_text())
+    assert metrics["eval"]["eta"] == pytest.approx(0.3)
+
+
+def test_camsim_eval_needs_a_trained_model(workdir: Path, shared_artefacts: Path) -> None:
+    res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "seed=12345", cwd=workdir)
+    assert res.returncode == 2
+    assert "no trained artefact" in res.stderr and "camsim-train" in res.stderr
+
+
+def test_camsim_eval_with_checkpoint_and_auto_eta(workdir: Path, shared_artefacts: Path) -> None:
+    _run("camsim-train", workdir, shared_artefacts)
+    ckpts = sorted(shared_artefacts.glob("phase_b-*/model.ckpt"))
+    assert ckpts
+    _run("camsim-eval", workdir, shared_artefacts, f"ckpt={ckpts[0]}", "eval.eta=auto")
+    metrics = json.loads((_run_dir(workdir) / "metrics.json").read_text())
+    assert 0.0 < metrics["eval"]["eta"] < 1.0
+
+
+def test_missing_checkpoint_is_a_clear_error(workdir: Path, shared_artefacts: Path) -> None:
+    res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}",
+                  f"ckpt={workdir / 'nope.ckpt'}", cwd=workdir)
+    assert res.returncode == 2 and "nope.ckpt" in res.stderr and "not found" in res.stderr
