@@ -210,19 +210,19 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             return
         work.mkdir(parents=True, exist_ok=True)
         ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor), mode="max",
-                                  save_last=True, auto_insert_metric_name=False)
-        trainer = build_trainer(cfg, int(pcfg.max_epochs), [ckpt_cb, *extra_callbacks], st.loggers)
+                                  auto_insert_metric_name=False, enable_version_counter=False)
+        # its own callback: since Lightning 2.6 `save_last` only writes when a top-k checkpoint is saved
+        last_cb = ModelCheckpoint(dirpath=work, filename="last", monitor=None, enable_version_counter=False)
+        trainer = build_trainer(cfg, int(pcfg.max_epochs), [ckpt_cb, last_cb, *extra_callbacks], st.loggers)
         resume = work / "last.ckpt"
         ckpt_path = str(resume) if pcfg.resume and resume.exists() else None
         if ckpt_path:
             log.info("  resuming %s from %s", name, resume)
-        trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=False) if _fit_takes_weights_only() \
-            else trainer.fit(module, dm, ckpt_path=ckpt_path)
+        trainer.fit(module, dm, ckpt_path=ckpt_path)
         best = ckpt_cb.best_model_path or str(work / "last.ckpt")
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if test:
-            tested = trainer.test(module, dm, ckpt_path=best, verbose=False,
-                                  **({"weights_only": False} if _fit_takes_weights_only() else {}))
+            tested = trainer.test(module, dm, ckpt_path=best, verbose=False)
             metrics.update(tested[0] if tested else {})
             conf = getattr(module, "last_confusion", None)
             if conf is not None and trainer.is_global_zero:
@@ -238,12 +238,6 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             os.replace(work, final)
         trainer.strategy.barrier()
     st.summary[name] = {"artefact": str(final), **{k: v for k, v in metrics.items() if k != "per_class_acc"}}
-
-
-def _fit_takes_weights_only() -> bool:
-    import inspect
-
-    return "weights_only" in inspect.signature(L.Trainer.fit).parameters
 
 
 def stage_eval(st: RunState) -> dict:

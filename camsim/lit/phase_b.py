@@ -9,6 +9,7 @@ everything needed to rebuild them, so one file serves evaluation and localisatio
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
+from camsim.config import to_plain
 from camsim.lit.phase_a import build_backbone, load_classifier
 
 
@@ -30,7 +33,12 @@ class ForensicSimilarity(L.LightningModule):
         """``phase_a``: the Phase A hyper-parameters (backbone config, class names, patch size),
         as saved in its checkpoint; ``head``: the ``similarity`` config (a ``_target_`` dict)."""
         super().__init__()
+        # plain containers in the checkpoint (a Hydra DictConfig there would not load with
+        # weights_only=True); save_hyperparameters reads these locals
+        phase_a, head = to_plain(phase_a), to_plain(head)
+        optimizer, scheduler = to_plain(optimizer), to_plain(scheduler)
         self.save_hyperparameters()
+        self._quiet: warnings.catch_warnings | None = None
         self.backbone = build_backbone(phase_a["backbone"], len(phase_a["class_names"]), phase_a["patch_size"])
         self.backbone.requires_grad_(False)
         self.backbone.eval()
@@ -62,6 +70,29 @@ class ForensicSimilarity(L.LightningModule):
         super().train(mode)
         self.backbone.eval()  # frozen: batch-norm statistics must not move
         return self
+
+    def on_fit_start(self) -> None:
+        # Lightning warns "Found N module(s) in eval mode at the start of training" when the
+        # fit loop starts (after the sanity check). The frozen backbone is in eval mode on
+        # purpose, so that warning is silenced for exactly its N modules (a head left in
+        # eval mode still warns), from here until on_train_start.
+        self._end_quiet()
+        n = sum(1 for _ in self.backbone.modules())
+        self._quiet = warnings.catch_warnings()
+        self._quiet.__enter__()
+        warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training",
+                                category=PossibleUserWarning)
+
+    def on_train_start(self) -> None:
+        self._end_quiet()
+
+    def on_fit_end(self) -> None:
+        self._end_quiet()  # when the fit loop never started (e.g. resumed from a finished run)
+
+    def _end_quiet(self) -> None:
+        if self._quiet is not None:
+            self._quiet.__exit__(None, None, None)
+            self._quiet = None
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,14 +142,23 @@ class ForensicSimilarity(L.LightningModule):
 
     @torch.no_grad()
     def score_pairs(self, f: np.ndarray, i: np.ndarray, j: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """S for pairs (i, j) of rows of a feature matrix ``f`` [N, d], in batches (no backbone)."""
-        self.eval()
-        ft = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device)
-        out = []
-        for k in range(0, len(i), batch_size):
-            ii = torch.from_numpy(np.asarray(i[k:k + batch_size])).to(self.device)
-            jj = torch.from_numpy(np.asarray(j[k:k + batch_size])).to(self.device)
-            out.append(torch.sigmoid(self.head(ft[ii], ft[jj])).cpu().numpy())
+        """S for pairs (i, j) of rows of a feature matrix ``f`` [N, d], in batches (no backbone).
+
+        The head runs in eval mode (no dropout); the module's training flags are restored after.
+        """
+        if len(i) != len(j):
+            raise ValueError(f"i/j: pair index arrays differ in length ({len(i)} vs {len(j)})")
+        was_training = self.head.training
+        self.head.eval()
+        try:
+            ft = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device)
+            out = []
+            for k in range(0, len(i), batch_size):
+                ii = torch.from_numpy(np.asarray(i[k:k + batch_size], dtype=np.int64)).to(self.device)
+                jj = torch.from_numpy(np.asarray(j[k:k + batch_size], dtype=np.int64)).to(self.device)
+                out.append(torch.sigmoid(self.head(ft[ii], ft[jj])).float().cpu().numpy())
+        finally:
+            self.head.train(was_training)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

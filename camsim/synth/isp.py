@@ -272,9 +272,13 @@ def denoise(rgb: np.ndarray, luma_strength: float, chroma_sigma: float, luma_sig
                 if dy == 0 and dx == 0:
                     continue
                 d = p[1 + dy:1 + dy + hh, 1 + dx:1 + dx + ww] - y
-                wgt = np.float32(np.exp(-0.5 * (dy * dy + dx * dx))) / (1.0 + d * d * inv)
-                num += wgt * d
+                wgt = d * d
+                wgt *= inv
+                wgt += np.float32(1.0)
+                np.divide(np.float32(np.exp(-0.5 * (dy * dy + dx * dx))), wgt, out=wgt)
                 den += wgt
+                wgt *= d
+                num += wgt
         corr = num / den
         rgb += corr[None]
         y = y + corr

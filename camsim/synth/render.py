@@ -46,7 +46,8 @@ from camsim.synth.params import CameraParams, CameraParamsError, make_catalogue,
 from camsim.synth.scenes import Scene, area_resize, render_scene, scene_id
 
 FORMAT = "camsim.synth/1"
-SUPERSAMPLE = 2.0  # scene canvas pixels per sensor pixel of the largest sensor
+SUPERSAMPLE = 2.0  # scene canvas pixels per output pixel
+MIN_SUPERSAMPLE = 1.5  # ... and at least this many per sensor pixel of the largest sensor
 AE_TARGET = 0.18  # auto-exposure: mean linear luminance of the frame at 0 EV bias
 TAG_NOISE = 0x4E4F53  # "NOS"
 
@@ -63,8 +64,9 @@ def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
 
 
 def canvas_factor(cameras: Sequence[CameraParams]) -> float:
-    """Scene canvas px per output px: SUPERSAMPLE × the largest sensor/output ratio."""
-    return SUPERSAMPLE * max([1.0] + [c.sensor_scale for c in cameras])
+    """Scene canvas px per output px: 2 (SUPERSAMPLE), or more so that the largest sensor
+    among ``cameras`` still gets at least 1.5 canvas px per sensor px."""
+    return max(SUPERSAMPLE, MIN_SUPERSAMPLE * max([1.0] + [c.sensor_scale for c in cameras]))
 
 
 def noise_rng(seed: int, scene_index: int, camera: CameraParams, namespace: int = 0) -> np.random.Generator:

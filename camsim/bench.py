@@ -1,0 +1,1081 @@
+"""Benchmarks against the hardware's limit (issue 9): ``python -m camsim.bench``.
+
+Measures, on the machine it runs on, the fp32 GEMM ceiling and camsim's hot paths —
+Phase A training / inference (method.md, "Learning Phase A"), the data layer (patch
+extraction, cached-patch loader, JPEG decoding, the simulator), Phase B head training,
+pair scoring and splicing localisation (method.md, "Learning Phase B", "Splicing
+demonstration") — prints a table with the achieved share of the ceiling and the issue's
+targets, and writes everything to JSON. ``benchmarks/README.md`` explains each row.
+
+Conventions (also written into the JSON's ``meta``):
+
+* throughput = items per second of the **fastest** timed call (best of several, like the
+  GEMM ceiling, so both sides of a ratio are measured the same way; the median is in the
+  JSON too);
+* FLOPs: ``count_flops`` (torch FlopCounterMode, 2 per multiply-add, conv/matmul only) of
+  one forward pass; a training step counts 3x the forward FLOPs (backward ~ 2x forward);
+* peak memory: every row runs in a fresh ``python -m camsim.bench`` subprocess and reports
+  that process's peak resident set size (``ru_maxrss``) plus its RSS when the row started
+  (imports only) and the peak of its own child processes (loader / extraction workers).
+  ``--in-process`` runs the rows in this process instead and resets the kernel's
+  high-water mark (``/proc/self/clear_refs``) before each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "build_plan", "run_plan", "compare_variant", "texture", "ROWS", "TARGETS"]
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+NUM_CLASSES = 10
+VARIANTS = ("eager", "channels_last", "compile", "bf16")
+VARIANT_LABEL = {"eager": "eager, default layout", "channels_last": "channels_last",
+                 "compile": "channels_last + torch.compile", "bf16": "bf16 autocast (eager)"}
+#: issue 9 targets (shares of the GEMM ceiling; loader / training ratio)
+TARGETS = {"inference_share": 0.70, "training_share": 0.45, "loader_ratio": 3.0}
+#: relative output difference below which a fast path "agrees" with the fp32 eager reference
+AGREE_RTOL = {"channels_last": 1e-3, "compile": 1e-3, "bf16": 5e-2}
+FLOP_CONVENTION = ("FLOPs = torch FlopCounterMode (2 per multiply-add; conv + matmul only) of one "
+                   "forward pass per item; a training step counts 3x forward")
+TIMING_CONVENTION = ("throughput of the fastest timed call (best of several, after warm-up); "
+                     "median in the JSON")
+
+# sizes of a full run and of --smoke (tiny: every row in a few seconds)
+FULL = dict(patch_sizes=[64, 256], gemm_n=4096, gemm_runs=5, batch=64, bf16_batch=16, min_time=3.0,
+            max_time=30.0, min_reps=3, extract_images=4, extract_size=[1536, 2048], loader_patches=15000,
+            loader_max_bytes=256 << 20, decode_size=[3000, 4000], decode_reps=5,
+            synth=dict(num_models=4, num_families=2, images_per_model=2, image_size=[768, 1024]),
+            pb_features=20000, pb_eval_pairs=1_000_000, pb_matrix_n=2000, loc_size=[3000, 4000], loc_patch=256)
+SMOKE = dict(patch_sizes=[32], gemm_n=256, gemm_runs=2, batch=4, bf16_batch=4, min_time=0.0, max_time=1.0,
+             min_reps=1, extract_images=2, extract_size=[192, 256], loader_patches=256,
+             loader_max_bytes=1 << 20, decode_size=[192, 256], decode_reps=1,
+             synth=dict(num_models=2, num_families=1, images_per_model=1, image_size=[64, 96]),
+             pb_features=400, pb_eval_pairs=4096, pb_matrix_n=128, loc_size=[192, 256], loc_patch=32)
+
+
+class SkipRow(Exception):
+    """A row that cannot run here (e.g. the simulator is not importable); the reason is shown."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def texture(height: int, width: int, seed: int) -> np.ndarray:
+    """A random-textured uint8 ``[H, W]`` image whose patches (≥ 32 px) have entropy > 4 nats.
+
+    Blocky noise at three scales plus per-pixel Gaussian noise, mid-grey centred.
+    """
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width), 128.0, np.float32)
+    for scale, amp in ((64, 40.0), (16, 25.0), (4, 15.0)):
+        small = rng.normal(0.0, amp, (height // scale + 1, width // scale + 1)).astype(np.float32)
+        img += np.repeat(np.repeat(small, scale, axis=0), scale, axis=1)[:height, :width]
+    img += rng.normal(0.0, 12.0, (height, width)).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def texture_rgb(height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: a shared :func:`texture` plus a little per-channel noise."""
+    base = texture(height, width, seed).astype(np.int16)
+    rng = np.random.default_rng(seed + 1)
+    out = np.empty((height, width, 3), np.uint8)
+    for c in range(3):
+        out[..., c] = np.clip(base + rng.integers(-6, 7, (height, width), dtype=np.int16), 0, 255)
+    return out
+
+
+def _time_calls(fn: Callable[[], Any], cfg: dict, warmup: int = 1) -> list[float]:
+    """Seconds per call of ``fn`` after ``warmup`` calls: at least ``min_reps`` calls and
+    ``min_time`` seconds, stopping early once ``max_time`` is spent (with ≥ 2 calls)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        spent = time.perf_counter() - start
+        if len(times) >= cfg["min_reps"] and spent >= cfg["min_time"]:
+            break
+        if spent >= cfg["max_time"] and len(times) >= min(2, cfg["min_reps"]):
+            break
+    return times
+
+
+def _rate(items: float, times: Sequence[float]) -> dict:
+    """``{"best", "median"}`` items per second of per-call ``times``."""
+    return {"best": items / min(times), "median": items / statistics.median(times), "calls": len(times)}
+
+
+def _line(metric: str, value: float | None, unit: str, flops: float | None = None, **extra: Any) -> dict:
+    """One display line of a row: ``value`` in ``unit``; ``flops`` per item gives GFLOP/s."""
+    return {"metric": metric, "value": value, "unit": unit, "flops": flops, **extra}
+
+
+def _status_kb(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux ≥ 4.0); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _model_cfg(group: str, name: str) -> dict:
+    """A ``conf/<group>/<name>.yaml`` as a plain dict (for ``hydra.utils.instantiate``)."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        raise ValueError(f"--{'model' if group == 'model' else 'head'}: no config {path}; choose one of {names}")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def _recipe(experiment: str) -> dict:
+    """The parts of a composed recipe (``experiment=...``) the benchmark uses, as plain data."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    import camsim.config  # noqa: F401  (registers the structured schema)
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    finally:
+        GlobalHydra.instance().clear()
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    return {"experiment": experiment, "model_name": str(cfg.hydra.runtime.choices.model),
+            "model": plain(cfg.model), "similarity_name": str(cfg.hydra.runtime.choices.similarity),
+            "patch": int(cfg.patches.size), "phase_a_loader": plain(cfg.phase_a.loader),
+            "phase_a_optimizer": plain(cfg.phase_a.optimizer), "phase_b_loader": plain(cfg.phase_b.loader),
+            "phase_b_optimizer": plain(cfg.phase_b.optimizer), "train_pairs": int(cfg.phase_b.train_pairs),
+            "channels_last": bool(cfg.phase_a.channels_last), "compile": bool(cfg.phase_a.compile)}
+
+
+@contextlib.contextmanager
+def _inductor_cache(mode: str) -> Iterator[None]:
+    """``fresh``: an empty temporary inductor cache (cold compile, as on a new machine);
+    ``default``: the user's cache (warm after the first run)."""
+    if mode == "default":
+        yield
+        return
+    from torch._inductor import utils
+
+    fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache
+    with fresh():
+        yield
+
+
+def _rel_diff(a: Any, b: Any, norm: bool = False) -> float:
+    """max |a − b| / max |b| (``norm``: ‖a − b‖ / ‖b‖); 0 for empty tensors."""
+    a, b = a.detach().float(), b.detach().float()
+    if not b.numel():
+        return 0.0
+    if norm:
+        return float((a - b).norm()) / max(float(b.norm()), 1e-12)
+    return float((a - b).abs().max()) / max(float(b.abs().max()), 1e-12)
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def row_gemm(p: dict) -> dict:
+    """fp32 GEMM ceiling: best of ``runs`` timed ``n x n @ n x n`` products (2 n^3 FLOPs)."""
+    import torch
+
+    n = int(p["n"])
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm-up (thread pool, packing buffers)
+    times = []
+    for _ in range(int(p["runs"])):
+        t = time.perf_counter()
+        torch.mm(a, b, out=c)
+        times.append(time.perf_counter() - t)
+    flops = 2.0 * n ** 3
+    best = flops / min(times) / 1e9
+    return {"lines": [_line(f"fp32 GEMM {n}x{n}, {torch.get_num_threads()} threads", best, "GFLOP/s")],
+            "gflops": best, "gflops_median": flops / statistics.median(times) / 1e9, "n": n,
+            "threads": torch.get_num_threads(), "runs": len(times)}
+
+
+def compare_variant(model_cfg: dict, patch: int, variant: str, batch: int = 4, seed: int = 0,
+                    clf: Any = None, x: Any = None) -> dict:
+    """Outputs of a Phase A fast path vs the fp32 eager reference with the same weights.
+
+    ``variant``: channels_last | compile | bf16 (or eager: 0 by construction). Returns
+    relative differences of eval-mode and train-mode logits (max |a − b| / max |b|) and of the
+    parameter gradients of one cross-entropy backward pass (‖a − b‖ / ‖b‖, worst tensor), and ``agree`` (all below
+    ``AGREE_RTOL[variant]``). ``clf`` / ``x``: an already built (e.g. compiled)
+    ``CameraClassifier`` and input batch to reuse.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from camsim.lit.phase_a import CameraClassifier, build_backbone
+
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: unknown {variant!r}; choose one of {list(VARIANTS)}")
+    if clf is None:
+        torch.manual_seed(seed)
+        clf = CameraClassifier(model_cfg, [f"model{k:02d}" for k in range(NUM_CLASSES)], patch,
+                               channels_last=variant in ("channels_last", "compile"), compile=variant == "compile")
+    if x is None:
+        x = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (batch, 1, patch, patch), dtype=np.uint8))
+    y = torch.arange(len(x)) % NUM_CLASSES
+    ref = build_backbone(model_cfg, NUM_CLASSES, patch)
+    ref.load_state_dict(clf.backbone.state_dict())
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant == "bf16" else contextlib.nullcontext
+    was_training = clf.training
+    out: dict[str, Any] = {"variant": variant}
+    clf.eval()
+    ref.eval()
+    with torch.no_grad():
+        with amp():
+            fast = clf(x)
+        out["eval_logits"] = _rel_diff(fast, ref(x))
+    clf.train()
+    ref.train()
+    grads = []
+    for model, ctx in ((clf, amp), (ref, contextlib.nullcontext)):
+        model.zero_grad(set_to_none=True)
+        with ctx():
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
+        params = model.backbone.parameters() if model is clf else model.parameters()
+        grads.append((logits.detach(), [q.grad.detach().clone() for q in params if q.grad is not None]))
+        model.zero_grad(set_to_none=True)
+    (fl, fg), (rl, rg) = grads
+    out["train_logits"] = _rel_diff(fl, rl)
+    out["grads"] = max((_rel_diff(a, b, norm=True) for a, b in zip(fg, rg)), default=0.0)
+    tol = AGREE_RTOL.get(variant, 0.0)
+    out["tolerance"] = tol
+    out["agree"] = bool(max(out["eval_logits"], out["train_logits"], out["grads"]) <= tol) if variant != "eager" else True
+    clf.train(was_training)
+    return out
+
+
+def row_phase_a(p: dict) -> dict:
+    """Phase A inference and training patches/s of one backbone, patch size and variant.
+
+    Inference: eval mode, ``no_grad``, ``CameraClassifier.forward`` (logits, as counted by
+    ``count_flops``). Training: forward, cross-entropy, backward, SGD step, constrained-layer
+    projection — the work of ``training_step`` + ``optimizer_step`` without logging.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from camsim.lit.phase_a import CameraClassifier
+    from camsim.models.backbone import count_flops
+    from camsim.models.constrained import project_constrained_layers_
+
+    variant, P = p["variant"], int(p["patch"])
+    B = int(p["batch"])
+    classes = [f"model{k:02d}" for k in range(NUM_CLASSES)]
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant == "bf16" else contextlib.nullcontext
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.integers(0, 256, (B, 1, P, P), dtype=np.uint8))
+    y = torch.from_numpy(rng.integers(0, NUM_CLASSES, B))
+    res: dict[str, Any] = {"model": p["model_name"], "patch": P, "batch": B, "variant": variant}
+    with _inductor_cache(p.get("compile_cache", "fresh") if variant == "compile" else "default"):
+        torch.manual_seed(0)
+        clf = CameraClassifier(p["model_cfg"], classes, P, channels_last=variant in ("channels_last", "compile"),
+                               compile=variant == "compile")
+        flops = float(count_flops(clf.backbone, P))
+        opt = torch.optim.SGD(clf.backbone.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+
+        def infer() -> None:
+            with torch.no_grad(), amp():
+                clf(x)
+
+        def train_step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with amp():
+                logits = clf(x)
+            F.cross_entropy(logits.float(), y).backward()
+            opt.step()
+            project_constrained_layers_(clf.backbone)
+
+        first: dict[str, float] = {}
+        clf.eval()
+        t = time.perf_counter()
+        infer()
+        first["infer"] = time.perf_counter() - t
+        t_inf = _time_calls(infer, p["timing"], warmup=0)
+        clf.train()
+        t = time.perf_counter()
+        train_step()
+        first["train"] = time.perf_counter() - t
+        t_tr = _time_calls(train_step, p["timing"], warmup=0)
+        res["first_call_s"] = first
+        if variant == "compile":
+            # a second compile of the same model after dynamo's in-memory caches are dropped:
+            # what a later run pays with the on-disk inductor cache filled by the first
+            import torch._dynamo
+
+            torch._dynamo.reset()
+            again = CameraClassifier(p["model_cfg"], classes, P, channels_last=True, compile=True)
+            again.load_state_dict(clf.state_dict())
+            again.eval()
+            t = time.perf_counter()
+            with torch.no_grad():
+                again(x)
+            warm_inf = time.perf_counter() - t
+            again.train()
+            t = time.perf_counter()
+            F.cross_entropy(again(x), y).backward()
+            warm_tr = time.perf_counter() - t
+            res["compile_s"] = {"infer_cold": first["infer"] - min(t_inf), "train_cold": first["train"] - min(t_tr),
+                                "infer_warm": warm_inf - min(t_inf), "train_warm": warm_tr - min(t_tr),
+                                "cache": p.get("compile_cache", "fresh")}
+        if variant != "eager":
+            res["agreement"] = compare_variant(p["model_cfg"], P, variant, clf=clf, x=x)
+    inf, tr = _rate(B, t_inf), _rate(B, t_tr)
+    res.update(flops_forward=flops, inference=inf, training=tr)
+    note = ""
+    if "agreement" in res:
+        a = res["agreement"]
+        note = (f"vs fp32 eager: rel diff {max(a['eval_logits'], a['train_logits'], a['grads']):.1e} "
+                f"({'agrees' if a['agree'] else 'DIFFERS'}, tol {a['tolerance']:.0e})")
+    lines = [_line("inference", inf["best"], "patches/s", flops, note=f"batch {B}; {note}".rstrip("; ")),
+             _line("training", tr["best"], "patches/s", 3 * flops, note=f"batch {B}; FLOPs 3x forward")]
+    if "compile_s" in res:
+        c = res["compile_s"]
+        lines.append(_line("compile time (paid once)", c["infer_cold"] + c["train_cold"], "s",
+                           note=f"cold: infer {c['infer_cold']:.1f} s + train {c['train_cold']:.1f} s; "
+                                f"warm cache: {c['infer_warm'] + c['train_warm']:.1f} s"))
+    res["lines"] = lines
+    return res
+
+
+def _write_images(folder: Path, n: int, size: Sequence[int], fmt: str, seed: int) -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(n):
+        path = folder / f"img{k:03d}.{fmt}"
+        im = Image.fromarray(texture_rgb(int(size[0]), int(size[1]), seed + k))
+        if fmt == "jpg":
+            im.save(path, quality=90)
+        else:
+            im.save(path, compress_level=6)
+        paths.append(path)
+    return paths
+
+
+def row_extract(p: dict) -> dict:
+    """Patch extraction from JPEG or PNG files: decode once, cut the grid, entropy filter.
+
+    ``in-process``: ``extract_image_patches`` per file, one core. ``PatchStore``: the cached
+    path camsim runs (worker processes, round-robin selection, atomic write), cold cache.
+    """
+    from camsim.data.patches import extract_image_patches
+    from camsim.data.store import PatchRequest, PatchSettings, PatchStore
+
+    fmt = p["format"]
+    lines, res = [], {"format": fmt, "images": p["images"], "image_size": p["image_size"]}
+    with tempfile.TemporaryDirectory(prefix="camsim-bench-") as tmp:
+        paths = _write_images(Path(tmp) / "img", p["images"], p["image_size"], fmt, seed=11)
+        mp = p["images"] * p["image_size"][0] * p["image_size"][1] / 1e6
+        for P in p["patch_sizes"]:
+            counts = {}
+
+            def one_pass() -> None:
+                kept = cells = 0
+                for k, path in enumerate(paths):
+                    r = extract_image_patches(path, P, 8, 4.0, 10 ** 9, k, 200_000_000)
+                    if r.error:
+                        raise RuntimeError(f"{path}: {r.error}")
+                    kept += len(r.patches)
+                    cells += len(r.patches) + r.low_entropy
+                counts.update(kept=kept, cells=cells)
+
+            times = _time_calls(one_pass, p["timing"], warmup=1)
+            rate = _rate(counts["kept"], times)
+            builds = []
+            for rep in range(max(1, min(2, p["timing"]["min_reps"]))):
+                store = PatchStore(Path(tmp) / f"store-{P}-{rep}", PatchSettings(size=P), workers=p.get("workers"))
+                req = PatchRequest("bench", "train", tuple(paths), 10 ** 9)
+                t = time.perf_counter()
+                got = store.get([req])[("bench", "train")]
+                builds.append(time.perf_counter() - t)
+            store_rate = _rate(len(got), builds)
+            res[str(P)] = {"patches": counts["kept"], "cells": counts["cells"], "in_process": rate,
+                           "mp_s": mp / min(times), "store": store_rate, "store_patches": len(got)}
+            lines.append(_line(f"{P} px, 1 core (extract_image_patches)", rate["best"], "patches/s",
+                               note=f"{mp / min(times):.0f} MP/s; {counts['kept']}/{counts['cells']} cells kept"))
+            lines.append(_line(f"{P} px, PatchStore (workers: {p.get('workers') or 'all cores'})",
+                               store_rate["best"], "patches/s", note="cold cache, incl. writing the patch set"))
+    res["lines"] = lines
+    return res
+
+
+def row_loader(p: dict) -> dict:
+    """Cached-patch loader: ``PatchDataset`` (batched ``__getitems__``) + ``_loader`` as camsim
+    builds them, one shuffled epoch per call; variants: worker processes, memory-mapped sets."""
+    from omegaconf import OmegaConf
+
+    from camsim.data import datamodules as dm
+    from camsim.data.store import PatchSet
+
+    P, n = int(p["patch"]), int(p["patches"])
+    n_sets = NUM_CLASSES
+    per_set = max(2, n // n_sets)
+    rng = np.random.default_rng(0)
+    lines, res = [], {"patch": P, "patches": per_set * n_sets, "loader": p["loader"]}
+    with tempfile.TemporaryDirectory(prefix="camsim-bench-") as tmp:
+        sets = []
+        for k in range(n_sets):
+            f = Path(tmp) / f"set{k}.npy"
+            np.save(f, rng.integers(0, 256, (per_set, P, P), dtype=np.uint8))
+            sets.append(PatchSet(f"model{k:02d}", "train", Path(tmp), np.load(f, mmap_mode="r"),
+                                 np.zeros(per_set, np.int64), np.zeros((per_set, 2), np.int64), np.zeros(per_set),
+                                 [], {}))
+        workers = p["loader"]["num_workers"]
+        variants = [("quick", f"recipe loader (workers {workers}, in memory)", workers, True)]
+        for w in p["extra_workers"]:
+            if w != workers:
+                variants.append((f"workers{w}", f"workers {w}, in memory", w, True))
+        variants.append(("mmap", f"memory-mapped sets (workers {workers})", workers, False))
+        saved = dm.IN_MEMORY_BYTES
+        for key, label, w, in_memory in variants:
+            try:
+                dm.IN_MEMORY_BYTES = saved if in_memory else -1
+                ds = dm.PatchDataset(sets, range(n_sets))
+            finally:
+                dm.IN_MEMORY_BYTES = saved
+            cfg = OmegaConf.create({**p["loader"], "num_workers": w})
+            loader = dm._loader(ds, cfg, shuffle=True)
+
+            def epoch() -> None:
+                seen = 0
+                for xb, yb in loader:
+                    seen += len(xb)
+                if seen != len(ds):
+                    raise RuntimeError(f"loader gave {seen} of {len(ds)} patches")
+
+            times = _time_calls(epoch, p["timing"], warmup=1 if w == 0 else 0)
+            rate = _rate(len(ds), times)
+            res[key] = rate
+            lines.append(_line(label, rate["best"], "patches/s",
+                               note=f"batch {p['loader']['batch_size']}, {len(ds)} patches/epoch"
+                                    + ("; worker start-up included" if w else "")))
+    res["lines"] = lines
+    return res
+
+
+def row_decode(p: dict) -> dict:
+    """``read_green`` of one large JPEG with the Pillow and simplejpeg decoders (pixels compared)."""
+    from PIL import Image
+
+    from camsim.data.io import read_green
+
+    h, w = p["image_size"]
+    res: dict[str, Any] = {"image_size": [h, w]}
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="camsim-bench-") as tmp:
+        path = Path(tmp) / "big.jpg"
+        Image.fromarray(texture_rgb(h, w, 5)).save(path, quality=90)
+        res["file_mb"] = path.stat().st_size / 1e6
+        out = {}
+        for dec in ("pillow", "simplejpeg", "auto"):
+            times = []
+            for _ in range(int(p["reps"]) + 1):
+                t = time.perf_counter()
+                out[dec] = read_green(path, decoder=dec)
+                times.append(time.perf_counter() - t)
+            times = times[1:] if len(times) > 1 else times
+            res[dec] = {"mp_s": h * w / 1e6 / min(times), "mp_s_median": h * w / 1e6 / statistics.median(times)}
+        res["identical"] = bool(np.array_equal(out["pillow"], out["simplejpeg"])
+                                and np.array_equal(out["pillow"], out["auto"]))
+    for dec in ("pillow", "simplejpeg", "auto"):
+        note = f"{h * w / 1e6:.0f} MP JPEG q90 ({res['file_mb']:.1f} MB)"
+        if dec == "simplejpeg":
+            note += f"; pixels {'identical to' if res['identical'] else 'DIFFER from'} Pillow"
+        lines.append(_line(f"read_green, decoder={dec}", res[dec]["mp_s"], "MP/s", note=note))
+    res["lines"] = lines
+    return res
+
+
+def row_synth(p: dict) -> dict:
+    """The camera simulator: ``render_catalogue`` of a small catalogue, images/s and MP/s."""
+    try:
+        import camsim.synth as synth
+
+        render = getattr(synth, "render_catalogue", None)
+        if render is None:
+            from camsim.synth.render import render_catalogue as render
+    except Exception as e:  # noqa: BLE001 - any import failure means "not available yet"
+        raise SkipRow(f"camsim.synth not importable ({type(e).__name__}: {e})") from e
+    s = p["synth"]
+    n_img = s["num_models"] * s["images_per_model"]
+    with tempfile.TemporaryDirectory(prefix="camsim-bench-") as tmp:
+        t = time.perf_counter()
+        render(Path(tmp) / "cat", s["num_models"], s["num_families"], s["images_per_model"], tuple(s["image_size"]),
+               0, workers=p.get("workers"))
+        dt = time.perf_counter() - t
+    mp = n_img * s["image_size"][0] * s["image_size"][1] / 1e6
+    label = f"render_catalogue ({n_img} images {s['image_size'][1]}x{s['image_size'][0]})"
+    return {"images_s": n_img / dt, "mp_s": mp / dt, "seconds": dt, **s,
+            "lines": [_line(label, n_img / dt, "images/s", note=f"{mp / dt:.2f} MP/s; workers: "
+                                                                  f"{p.get('workers') or 'all cores'}")]}
+
+
+def _similarity(p: dict, patch: int) -> Any:
+    """An untrained ForensicSimilarity (backbone ``p['model_cfg']``, head ``p['head_cfg']``)."""
+    import torch
+
+    from camsim.lit.phase_b import ForensicSimilarity
+
+    torch.manual_seed(0)
+    phase_a = {"backbone": p["model_cfg"], "class_names": [f"model{k:02d}" for k in range(NUM_CLASSES)],
+               "patch_size": patch}
+    return ForensicSimilarity(phase_a, p["head_cfg"], p["model_cfg"].get("feature_layer", "fc_a2.pre"))
+
+
+def _head_flops(head: Any, dim: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    f = torch.zeros(1, dim)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        head(f, f)
+    return float(counter.get_total_flops())
+
+
+def row_phase_b_train(p: dict) -> dict:
+    """Phase B head training from cached features: ``PairDataset`` over an [N, d] feature
+    matrix + ``_loader`` (recipe batch size), BCE on logits, the recipe's optimiser."""
+    import hydra
+    import torch
+    import torch.nn.functional as F
+    from omegaconf import OmegaConf
+
+    from camsim.data.datamodules import PairDataset, _loader
+
+    sim = _similarity(p, 64)
+    dim = sim.backbone.feature_dim(sim.feature_layer)
+    rng = np.random.default_rng(0)
+    feats = rng.normal(0, 1, (p["features"], dim)).astype(np.float32)
+    labels = np.arange(p["features"]) % NUM_CLASSES
+    ds = PairDataset(feats, labels, p["pairs"], seed=0)
+    loader = _loader(ds, OmegaConf.create(p["loader"]), shuffle=True)
+    opt = hydra.utils.instantiate(p["optimizer"], _convert_="all")(params=sim.head.parameters())
+    sim.train()
+
+    def epoch() -> None:
+        for a, b, same in loader:
+            opt.zero_grad(set_to_none=True)
+            F.binary_cross_entropy_with_logits(sim(a, b), same).backward()
+            opt.step()
+
+    times = _time_calls(epoch, p["timing"], warmup=1)
+    rate = _rate(len(ds), times)
+    flops = _head_flops(sim.head, dim)
+    return {"pairs_per_epoch": len(ds), "feature_dim": dim, "training": rate, "flops_forward": flops,
+            "lines": [_line("head training (cached features)", rate["best"], "pairs/s", 3 * flops,
+                            note=f"{dim}-d features, batch {p['loader']['batch_size']}, FLOPs 3x forward")]}
+
+
+def row_phase_b_eval(p: dict) -> dict:
+    """Evaluation pair scoring: ``score_pairs`` (gathered feature rows, batched) and the
+    all-pairs ``score_matrix`` (branch once per patch, pair terms split), cross-checked."""
+    import torch
+
+    sim = _similarity(p, 64)
+    sim.eval()
+    dim = sim.backbone.feature_dim(sim.feature_layer)
+    rng = np.random.default_rng(1)
+    feats = rng.normal(0, 1, (p["features"], dim)).astype(np.float32)
+    i = rng.integers(0, len(feats), p["pairs"])
+    j = rng.integers(0, len(feats), p["pairs"])
+    t_pairs = _time_calls(lambda: sim.score_pairs(feats, i, j), p["timing"], warmup=1)
+    fm = torch.from_numpy(feats[: p["matrix_n"]])
+
+    def matrix() -> Any:
+        with torch.no_grad():
+            return sim.head.score_matrix(fm)
+
+    t_mat = _time_calls(matrix, p["timing"], warmup=1)
+    # the two paths must agree with each other (and the head's own forward)
+    k = min(1000, p["pairs"])
+    ii, jj = i[:k] % len(fm), j[:k] % len(fm)
+    s_pairs = sim.score_pairs(feats[: p["matrix_n"]], ii, jj)
+    s_mat = matrix().numpy()[ii, jj]
+    diff = float(np.abs(s_pairs - s_mat).max())
+    flops = _head_flops(sim.head, dim)
+    n_mat = len(fm) ** 2
+    r1, r2 = _rate(p["pairs"], t_pairs), _rate(n_mat, t_mat)
+    return {"score_pairs": r1, "score_matrix": r2, "max_abs_diff": diff, "flops_forward": flops,
+            "lines": [_line("score_pairs (random pairs, batched)", r1["best"], "pairs/s", flops,
+                            note=f"{p['pairs']} pairs of {len(feats)} {dim}-d features"),
+                      _line("score_matrix (all pairs)", r2["best"], "pairs/s",
+                            note=f"{len(fm)}x{len(fm)}; max |diff| to score_pairs {diff:.1e}")]}
+
+
+def row_localize(p: dict) -> dict:
+    """Splicing localisation of one large image in graph mode: real backbone features (once
+    per patch) + ``SimilarityNet.score_matrix`` for all pairs, via ``camsim.localize``'s
+    ``Localizer`` callables; features and pair scoring timed separately."""
+    import torch
+
+    from camsim.localize.engine import localize
+    from camsim.localize.run import Localizer
+    from camsim.models.backbone import count_flops
+
+    P = int(p["patch"])
+    sim = _similarity(p, P)
+    loc = Localizer(sim)
+    h, w = p["image_size"]
+    green = texture(h, w, 3)
+    extract, compile_s = loc.extract, None
+    if p.get("variant", "eager") == "compile":
+        # experiment: channels_last + torch.compile of the feature pass, every batch padded to
+        # the full batch size (one static shape, no recompilation for the last batch)
+        bb = sim.backbone.to(memory_format=torch.channels_last)
+        layer = sim.feature_layer
+        feat = torch.compile(lambda x: bb.features(x.contiguous(memory_format=torch.channels_last), layer))
+
+        @torch.no_grad()
+        def extract(patches: np.ndarray) -> np.ndarray:
+            n = len(patches)
+            x = torch.zeros(loc.batch, 1, P, P, dtype=torch.uint8)
+            x[:n, 0] = torch.from_numpy(np.ascontiguousarray(patches))
+            return feat(x)[:n].float().numpy()
+
+        t = time.perf_counter()
+        extract(np.zeros((1, P, P), np.uint8))
+        compile_s = time.perf_counter() - t
+    spent = {"features": 0.0, "pairs": 0.0}
+    calls = {"features": 0, "pairs": 0}
+
+    def timed(key: str, fn: Callable) -> Callable:
+        def wrapper(*args: Any) -> Any:
+            t = time.perf_counter()
+            out = fn(*args)
+            spent[key] += time.perf_counter() - t
+            calls[key] += 1
+            return out
+        return wrapper
+
+    # warm-up on a small crop (code paths, thread pools, scipy) so the timed image is steady-state
+    crop = green[: min(h, 3 * P), : min(w, 4 * P)]
+    localize(crop, extract, loc.score_matrix, P, mode="graph", batch=loc.batch)
+    t = time.perf_counter()
+    result = localize(green, timed("features", extract), timed("pairs", loc.score_matrix), P, mode="graph",
+                      batch=loc.batch)
+    total = time.perf_counter() - t
+    n = result.n_decidable
+    flops = float(count_flops(sim.backbone, P))
+    other = total - spent["features"] - spent["pairs"]
+    res = {"seconds": total, "features_s": spent["features"], "pairs_s": spent["pairs"], "other_s": other,
+           "patches": len(result.positions), "decidable": n, "pairs": n * n, "image_size": [h, w], "patch": P,
+           "stride": result.stride, "batch": loc.batch, "variant": p.get("variant", "eager"),
+           "compile_s": compile_s, "flops_forward": flops}
+    mp = h * w / 1e6
+    res["lines"] = [
+        _line(f"total, {mp:.2g} MP image, {P} px / stride {result.stride}", total, "s",
+              note=f"{n} decidable of {len(result.positions)} patches; graph mode"),
+        _line("  feature extraction (once per patch)", spent["features"], "s",
+              note=f"{n / spent['features']:.1f} patches/s, {n * flops / spent['features'] / 1e9:.1f} GFLOP/s "
+                   f"(batch {loc.batch})"),
+        _line("  pair scoring (score_matrix, all pairs)", spent["pairs"], "s",
+              note=f"{n * n} pairs, {n * n / max(spent['pairs'], 1e-9):.3g} pairs/s"),
+        _line("  rest (grid, entropy, spectral cut, maps)", other, "s"),
+    ]
+    if compile_s is not None:
+        res["lines"].append(_line("  compile (before, not in total)", compile_s, "s",
+                                  note="channels_last + torch.compile, static batch (padded)"))
+    return res
+
+
+#: row kind -> function(params) -> result dict with "lines"
+ROWS: dict[str, Callable[[dict], dict]] = {
+    "gemm": row_gemm, "phase_a": row_phase_a, "extract": row_extract, "loader": row_loader,
+    "decode": row_decode, "synth": row_synth, "phase_b_train": row_phase_b_train,
+    "phase_b_eval": row_phase_b_eval, "localize": row_localize,
+}
+
+
+# --------------------------------------------------------------------------- plan and runner
+
+
+@dataclass
+class Spec:
+    """One row of the benchmark: ``name`` shown in the table, ``kind`` a key of :data:`ROWS`."""
+
+    name: str
+    kind: str
+    params: dict = field(default_factory=dict)
+
+
+def build_plan(args: argparse.Namespace) -> list[Spec]:
+    """The rows a run measures, from the parsed command line (``--only`` applied)."""
+    sizes = dict(SMOKE if args.smoke else FULL)
+    patch_sizes = list(args.patch_sizes or sizes["patch_sizes"])
+    timing = {k: sizes[k] for k in ("min_time", "max_time", "min_reps")}
+    batch = int(args.batch or sizes["batch"])
+    model_cfg = _model_cfg("model", args.model)
+    head_cfg = _model_cfg("similarity", args.head)
+    quick = _recipe("quick")
+    variants = list(args.variants)
+    plan = [Spec("gemm", "gemm", {"n": args.gemm_n or sizes["gemm_n"], "runs": sizes["gemm_runs"]})]
+    for P in patch_sizes:
+        for v in variants:
+            b = min(batch, sizes["bf16_batch"]) if v == "bf16" else batch
+            plan.append(Spec(f"phase_a/{args.model}/{P}/{v}", "phase_a", {
+                "model_name": args.model, "model_cfg": model_cfg, "patch": P, "batch": b, "variant": v,
+                "timing": timing, "compile_cache": args.compile_cache}))
+    q_patch = quick["patch"] if not args.smoke else patch_sizes[0]
+    q_batch = quick["phase_a_loader"]["batch_size"] if not args.smoke else batch
+    for v in ("eager", "compile"):
+        if v in variants:
+            plan.append(Spec(f"phase_a/quick/{v}", "phase_a", {
+                "model_name": quick["model_name"], "model_cfg": quick["model"], "patch": q_patch, "batch": q_batch,
+                "variant": v, "timing": timing, "compile_cache": args.compile_cache, "recipe": "quick"}))
+    for fmt in ("jpg", "png"):
+        plan.append(Spec(f"data/extract/{'jpeg' if fmt == 'jpg' else 'png'}", "extract", {
+            "format": fmt, "images": sizes["extract_images"], "image_size": sizes["extract_size"],
+            "patch_sizes": patch_sizes, "timing": timing, "workers": args.workers}))
+    for P in sorted(set(patch_sizes) | {q_patch}):
+        n = min(sizes["loader_patches"], max(64, sizes["loader_max_bytes"] // (P * P)))
+        plan.append(Spec(f"data/loader/{P}", "loader", {
+            "patch": P, "patches": n, "loader": quick["phase_a_loader"], "extra_workers": args.loader_workers,
+            "timing": timing, "recipe_patch": q_patch}))
+    plan.append(Spec("data/decode", "decode", {"image_size": sizes["decode_size"], "reps": sizes["decode_reps"]}))
+    plan.append(Spec("data/synth", "synth", {"synth": sizes["synth"], "workers": args.workers}))
+    common = {"model_cfg": model_cfg, "head_cfg": head_cfg, "timing": timing}
+    plan.append(Spec("phase_b/train", "phase_b_train", {
+        **common, "features": sizes["pb_features"], "pairs": quick["train_pairs"] if not args.smoke else 512,
+        "loader": quick["phase_b_loader"], "optimizer": quick["phase_b_optimizer"]}))
+    plan.append(Spec("phase_b/eval", "phase_b_eval", {
+        **common, "features": sizes["pb_features"], "pairs": sizes["pb_eval_pairs"], "matrix_n": sizes["pb_matrix_n"]}))
+    for v in args.localize_variants:
+        plan.append(Spec("phase_b/localize" + ("" if v == "eager" else f"/{v}"), "localize", {
+            **common, "patch": sizes["loc_patch"], "image_size": sizes["loc_size"], "variant": v}))
+    if args.only:
+        plan = [s for s in plan if any(_matches(s.name, pat) for pat in args.only)]
+    return plan
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """``--only`` patterns: a glob (``phase_a/*/64/*``) or a row-name prefix (``data``)."""
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(name, pattern) or name == pattern or name.startswith(pattern.rstrip("/") + "/")
+
+
+def _execute(kind: str, params: dict, threads: int | None, in_process: bool) -> dict:
+    """Run one row here; returns its result with status, wall time and peak memory."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    reset = _reset_peak_rss() if in_process else True
+    rss0 = _status_kb("VmRSS")
+    t = time.perf_counter()
+    try:
+        res = ROWS[kind](params)
+        res["status"] = "ok"
+    except SkipRow as e:
+        res = {"status": "skip", "reason": str(e), "lines": []}
+    except Exception as e:  # noqa: BLE001 - one failing row must not lose the others; reported
+        res = {"status": "error", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+               "lines": []}
+    res["wall_s"] = time.perf_counter() - t
+    peak = _status_kb("VmHWM") if in_process and reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res["memory"] = {
+        "peak_rss_mb": peak / 1024 if peak else None,
+        "start_rss_mb": rss0 / 1024 if rss0 else None,
+        "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "method": ("fresh subprocess: ru_maxrss" if not in_process else
+                   "in-process: VmHWM after reset" if reset else "in-process: cumulative ru_maxrss (no reset)"),
+    }
+    res["threads"] = torch.get_num_threads()
+    return res
+
+
+def _run_child(spec: Spec, threads: int | None, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="camsim-bench-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job.write_text(json.dumps({"kind": spec.kind, "params": spec.params, "threads": threads}))
+        env = {**os.environ, "CAMSIM_QUIET": "1"}
+        try:
+            proc = subprocess.run([sys.executable, "-m", "camsim.bench", "--_child", str(job), str(out)],
+                                  env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"status": "error", "reason": f"timed out after {timeout:.0f} s", "lines": []}
+        if out.is_file():
+            return json.loads(out.read_text())
+        tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+        return {"status": "error", "reason": f"subprocess exited {proc.returncode}: " + " | ".join(tail), "lines": []}
+
+
+def run_plan(plan: Sequence[Spec], threads: int | None = None, in_process: bool = False,
+             timeout: float = 3600.0, echo: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Run every row (each in a fresh subprocess unless ``in_process``); name -> result."""
+    results: dict[str, dict] = {}
+    for spec in plan:
+        if echo:
+            echo(f"[bench] {spec.name} ...")
+        res = (_execute(spec.kind, spec.params, threads, True) if in_process
+               else _run_child(spec, threads, timeout))
+        res["kind"] = spec.kind
+        results[spec.name] = res
+        if echo:
+            extra = f" ({res.get('reason')})" if res["status"] != "ok" else ""
+            echo(f"[bench] {spec.name}: {res['status']}{extra} in {res.get('wall_s', 0):.1f} s")
+    return results
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _ceiling(results: dict[str, dict]) -> float | None:
+    g = results.get("gemm", {})
+    return g.get("gflops") if g.get("status") == "ok" else None
+
+
+def annotate(results: dict[str, dict]) -> None:
+    """Add achieved GFLOP/s and share of the GEMM ceiling to every line that has FLOPs."""
+    ceiling = _ceiling(results)
+    for res in results.values():
+        for line in res.get("lines", []):
+            if line.get("flops") and line.get("value") is not None and line.get("unit", "").endswith("/s"):
+                line["gflops"] = line["value"] * line["flops"] / 1e9
+                line["share"] = line["gflops"] / ceiling if ceiling else None
+
+
+def targets(results: dict[str, dict]) -> list[dict]:
+    """The issue's ratios (measured in this run) with pass / miss."""
+    out: list[dict] = []
+    ceiling = _ceiling(results)
+
+    def add(name: str, value: float | None, goal: str, ok: bool | None, note: str = "") -> None:
+        out.append({"target": name, "value": value, "goal": goal, "pass": ok, "note": note})
+
+    for name, res in results.items():
+        if res.get("kind") != "phase_a" or res.get("status") != "ok" or res["variant"] == "bf16":
+            continue
+        if not ceiling:
+            continue
+        label = f"{name}: {VARIANT_LABEL[res['variant']]}"
+        for key, goal in (("inference", TARGETS["inference_share"]), ("training", TARGETS["training_share"])):
+            f = res["flops_forward"] * (3 if key == "training" else 1)
+            share = res[key]["best"] * f / 1e9 / ceiling
+            add(f"{label}, {key} share of GEMM ceiling", share, f">= {goal:.0%}", share >= goal)
+    quick = [r for n, r in results.items() if n.startswith("phase_a/quick/") and r.get("status") == "ok"]
+    loaders = [r for r in results.values() if r.get("kind") == "loader" and r.get("status") == "ok"]
+    if quick and loaders:
+        train = max(r["training"]["best"] for r in quick)
+        fastest = max(quick, key=lambda r: r["training"]["best"])
+        loader = next((r for r in loaders if r["patch"] == fastest["patch"]), None)
+        if loader is not None:
+            ratio = loader["quick"]["best"] / train
+            add(f"loader / quick-recipe training ({fastest['patch']} px)", ratio,
+                f">= {TARGETS['loader_ratio']:.0f}x", ratio >= TARGETS["loader_ratio"],
+                f"{loader['quick']['best']:.0f} vs {train:.0f} patches/s ({fastest['variant']}, fastest quick variant)")
+    for name, res in results.items():
+        if res.get("kind") == "localize" and res.get("status") == "ok":
+            add(f"{name}: pair scoring < feature extraction", res["pairs_s"] / max(res["features_s"], 1e-12),
+                "< 1 (ratio)", res["pairs_s"] < res["features_s"],
+                f"{res['pairs_s']:.2f} s vs {res['features_s']:.2f} s")
+    dec = results.get("data/decode", {})
+    if dec.get("status") == "ok":
+        ratio = dec["simplejpeg"]["mp_s"] / dec["pillow"]["mp_s"]
+        add("JPEG decode: simplejpeg / Pillow, identical pixels", ratio, "> 1 and identical",
+            ratio > 1 and dec["identical"], f"identical: {dec['identical']}")
+    for name, res in results.items():
+        a = res.get("agreement")
+        if a:
+            add(f"{name}: outputs agree with fp32 eager", max(a["eval_logits"], a["train_logits"], a["grads"]),
+                f"<= {a['tolerance']:.0e} (rel)", a["agree"])
+    return out
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if unit == "s":
+        return f"{v:.2f}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}"
+
+
+def render(report: dict, console: Any = None) -> None:
+    """Print the results table and the targets table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=None if sys.stdout.isatty() else 180)
+    meta = report["meta"]
+    table = Table(title=f"camsim bench — {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads"
+                        + (" (SMOKE: tiny sizes, numbers meaningless)" if meta["smoke"] else ""))
+    for col, just in (("row", "left"), ("metric", "left"), ("value", "right"), ("unit", "left"),
+                      ("GFLOP/s", "right"), ("% ceiling", "right"), ("peak RSS MB", "right"), ("notes", "left")):
+        table.add_column(col, justify=just, overflow="fold")
+    for name, res in report["rows"].items():
+        mem = res.get("memory", {})
+        peak = mem.get("peak_rss_mb")
+        rss = f"{peak:.0f}" if peak else "-"
+        if mem.get("children_peak_rss_mb") and res.get("kind") in ("loader", "extract", "synth"):
+            rss += f" (+{mem['children_peak_rss_mb']:.0f})"
+        if res["status"] != "ok":
+            table.add_row(name, res["status"].upper(), "-", "", "", "", rss, res.get("reason", ""))
+            continue
+        for k, line in enumerate(res["lines"]):
+            share = line.get("share")
+            table.add_row(name if k == 0 else "", line["metric"], _fmt(line["value"], line["unit"]), line["unit"],
+                          _fmt(line.get("gflops")), f"{share:.0%}" if share is not None else "",
+                          rss if k == 0 else "", line.get("note", ""))
+        table.add_section()
+    console.print(table)
+    tt = Table(title="targets (issue 9; ratios from this run)")
+    for col in ("target", "measured", "goal", "result", "notes"):
+        tt.add_column(col, overflow="fold")
+    for t in report["targets"]:
+        v = t["value"]
+        shown = f"{v:.0%}" if "share" in t["target"] else (f"{v:.2e}" if "agree" in t["target"] else f"{v:.2f}")
+        res = "[green]pass[/green]" if t["pass"] else "[red]miss[/red]"
+        tt.add_row(t["target"], shown, t["goal"], res, t.get("note", ""))
+    console.print(tt)
+    console.print(f"[dim]{meta['flops']}. {meta['timing']}. Peak RSS: {meta['memory']}.[/dim]")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _meta(args: argparse.Namespace, results: dict[str, dict]) -> dict:
+    import torch
+
+    threads = next((r["threads"] for r in results.values() if "threads" in r), torch.get_num_threads())
+    return {
+        "command": "python -m camsim.bench " + " ".join(args.argv), "smoke": bool(args.smoke),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpu": _cpu_name(),
+        "cores": len(os.sched_getaffinity(0)), "threads": threads, "torch": torch.__version__,
+        "python": platform.python_version(), "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "cuda": bool(torch.cuda.is_available()), "ceiling_gflops": _ceiling(results),
+        "flops": FLOP_CONVENTION, "timing": TIMING_CONVENTION,
+        "memory": ("each row in a fresh subprocess: peak = its ru_maxrss (imports included; "
+                   "'+N' = peak of its worker processes)" if not args.in_process else
+                   "rows in one process: peak = VmHWM after resetting it before the row"),
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m camsim.bench", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: every row in a few seconds (tests)")
+    ap.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON output (default bench.json)")
+    ap.add_argument("--only", nargs="+", metavar="ROWS",
+                    help="rows to run: globs or prefixes of row names, e.g. gemm 'phase_a/*/64/*' data")
+    ap.add_argument("--patch-sizes", nargs="+", type=int, help="Phase A patch sizes (default 64 256; smoke 32)")
+    ap.add_argument("--model", default="mislnet", help="conf/model/<name>.yaml for Phase A / B rows (mislnet)")
+    ap.add_argument("--head", default="paper", help="conf/similarity/<name>.yaml for Phase B rows (paper)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
+                    help="Phase A variants (default: all; compile = channels_last + torch.compile)")
+    ap.add_argument("--batch", type=int, help="Phase A batch size (default 64; smoke 4; bf16 capped at 16)")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads in every row (default: torch's)")
+    ap.add_argument("--workers", type=int, help="PatchStore / simulator worker processes (default: all cores)")
+    ap.add_argument("--loader-workers", nargs="*", type=int, default=[2],
+                    help="extra DataLoader num_workers to try besides the recipe's (default 2)")
+    ap.add_argument("--localize-variants", nargs="+", default=["eager"], choices=("eager", "compile"),
+                    help="feature extractor of the localisation row (compile: channels_last + torch.compile)")
+    ap.add_argument("--gemm-n", type=int, help="GEMM size (default 4096; smoke 256)")
+    ap.add_argument("--compile-cache", choices=("fresh", "default"),
+                    help="inductor cache for compile rows: fresh = cold compile (default), "
+                         "default = the user's cache (smoke default)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run rows in this process (faster start; peak RSS via VmHWM reset)")
+    ap.add_argument("--row-timeout", type=float, default=3600.0, help="seconds per row subprocess")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines, no table")
+    ap.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the benchmark; returns the report written to ``--out`` (``{meta, rows, targets}``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args._child:
+        job = json.loads(Path(args._child[0]).read_text())
+        res = _execute(job["kind"], job["params"], job.get("threads"), in_process=False)
+        Path(args._child[1]).write_text(json.dumps(res, default=float))
+        return res
+    args.argv = argv
+    if args.compile_cache is None:
+        args.compile_cache = "default" if args.smoke else "fresh"
+    for name, v in (("--batch", args.batch), ("--threads", args.threads), ("--gemm-n", args.gemm_n)):
+        if v is not None and v < 1:
+            raise SystemExit(f"{name}: must be a positive integer, got {v}")
+    if any(p < 8 for p in args.patch_sizes or []):
+        raise SystemExit(f"--patch-sizes: every size must be >= 8, got {args.patch_sizes}")
+    try:
+        plan = build_plan(args)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if not plan:
+        raise SystemExit(f"--only {args.only}: matches no row")
+    echo = None if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    results = run_plan(plan, args.threads, args.in_process, args.row_timeout, echo)
+    annotate(results)
+    report = {"meta": _meta(args, results), "rows": results}
+    report["targets"] = targets(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=float))
+    if not args.quiet:
+        render(report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Render-speed benchmark of the simulated cameras (prints numbers; asserts nothing).
+
+    python -m camsim.synth.bench                       # the quick recipe's catalogue
+    python -m camsim.synth.bench --images 8 --workers 1
+
+Reports wall time, images/s and output megapixels/s for a whole catalogue rendered into a
+temporary directory, plus a single-process breakdown: seconds per scene and per camera
+frame (CPU time, so other load on the machine does not inflate it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from camsim.synth.params import make_catalogue
+from camsim.synth.render import canvas_factor, encode_image, noise_rng, render_camera_image, render_catalogue
+from camsim.synth.scenes import render_scene
+
+QUICK = dict(models=20, families=6, images=60, size=(384, 512))
+
+
+def breakdown(num_models: int, num_families: int, size: tuple[int, int], scenes: int = 2, seed: int = 0) -> dict:
+    """CPU seconds per scene render and per camera frame (in-process)."""
+    cams = make_catalogue(num_models, num_families, seed)
+    factor = canvas_factor(cams)
+    t_scene = t_cams = 0.0
+    for i in range(scenes):
+        t0 = time.process_time()
+        scene = render_scene(i, seed, size, factor)
+        t1 = time.process_time()
+        cache: dict = {}
+        for c in cams:
+            encode_image(render_camera_image(scene, c, size, noise_rng(seed, i, c), cache), c, True)
+        t_scene += t1 - t0
+        t_cams += time.process_time() - t1
+    return {"canvas_factor": factor, "cpu_s_per_scene": t_scene / scenes,
+            "cpu_s_per_frame": t_cams / (scenes * len(cams))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=int, default=QUICK["models"])
+    ap.add_argument("--families", type=int, default=QUICK["families"])
+    ap.add_argument("--images", type=int, default=QUICK["images"])
+    ap.add_argument("--size", type=int, nargs=2, default=list(QUICK["size"]), metavar=("H", "W"))
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    size = (args.size[0], args.size[1])
+    b = breakdown(args.models, args.families, size, seed=args.seed)
+    mp = size[0] * size[1] / 1e6
+    print(f"single process: scene {b['cpu_s_per_scene']:.3f} s CPU (canvas factor {b['canvas_factor']:.2f}), "
+          f"frame {b['cpu_s_per_frame'] * 1000:.0f} ms CPU ({mp / b['cpu_s_per_frame']:.2f} MP/s per core)")
+    tmp = Path(tempfile.mkdtemp(prefix="camsim-bench-"))
+    try:
+        t0 = time.perf_counter()
+        render_catalogue(tmp / "cat", args.models, args.families, args.images, size, args.seed, workers=args.workers)
+        wall = time.perf_counter() - t0
+        n = args.models * args.images
+        nbytes = sum(f.stat().st_size for f in (tmp / "cat").rglob("*.jpg"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    workers = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
+    print(f"catalogue: {args.models} models x {args.images} images of {size[0]}x{size[1]} = {n} images, "
+          f"{workers} workers: {wall:.1f} s, {n / wall:.2f} images/s, {n * mp / wall:.2f} MP/s, "
+          f"{nbytes / 2**20:.0f} MiB; load average now {np.round(os.getloadavg(), 2).tolist()}")
+
+
+if __name__ == "__main__":
+    main()

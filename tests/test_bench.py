@@ -1,0 +1,173 @@
+"""camsim.bench: the smoke mode runs and writes the expected rows; the fast paths it measures
+give the reference results (correctness only — no timing asserts; speed is the benchmark's job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from camsim import bench
+from camsim.data.patches import patch_entropy
+from camsim.lit.phase_b import ForensicSimilarity
+from camsim.models.similarity import SimilarityNet
+
+CONF = Path(bench.__file__).resolve().parents[1] / "conf"
+
+
+def _cfg(group: str, name: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF / group / f"{name}.yaml"))
+
+
+# ----------------------------------------------------------------------------- smoke mode
+
+
+def test_smoke_runs_every_row_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    # compile rows need a C++ toolchain and ~1 min cold: covered by the slow test below
+    report = bench.main(["--smoke", "--in-process", "--quiet", "--out", str(out),
+                         "--variants", "eager", "channels_last", "bf16"])
+    on_disk = json.loads(out.read_text())
+    assert on_disk["rows"].keys() == report["rows"].keys()
+    expected = {"gemm", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
+                "phase_a/quick/eager", "data/extract/jpeg", "data/extract/png", "data/loader/32", "data/decode",
+                "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize"}
+    rows = on_disk["rows"]
+    assert set(rows) == expected
+    for name, row in rows.items():
+        if name == "data/synth" and row["status"] == "skip":  # simulator not importable here
+            assert "synth" in row["reason"]
+            continue
+        assert row["status"] == "ok", (name, row.get("reason"), row.get("traceback"))
+        assert row["lines"], name
+        assert all(line["value"] is not None and line["value"] >= 0 for line in row["lines"]), name
+        assert row["memory"]["peak_rss_mb"] > 0, name
+    assert on_disk["meta"]["smoke"] is True and on_disk["meta"]["ceiling_gflops"] > 0
+    # shares of the ceiling are filled in for every line with FLOPs
+    inf = rows["phase_a/mislnet/32/eager"]["lines"][0]
+    assert inf["share"] == pytest.approx(inf["gflops"] / on_disk["meta"]["ceiling_gflops"])
+    assert rows["phase_a/mislnet/32/channels_last"]["agreement"]["agree"] is True
+    assert rows["data/decode"]["identical"] is True
+    assert rows["phase_b/eval"]["max_abs_diff"] < 1e-5
+    loc = rows["phase_b/localize"]
+    assert loc["pairs"] == loc["decidable"] ** 2 and loc["features_s"] > 0 and loc["pairs_s"] > 0
+    names = [t["target"] for t in on_disk["targets"]]
+    assert any(n.startswith("loader / quick-recipe training") for n in names)
+    assert any("pair scoring < feature extraction" in n for n in names)
+    assert any("inference share" in n for n in names) and any("training share" in n for n in names)
+
+
+def test_rows_run_in_fresh_subprocesses(tmp_path):
+    out = tmp_path / "b.json"
+    report = bench.main(["--smoke", "--quiet", "--out", str(out), "--only", "gemm", "data/decode"])
+    assert list(report["rows"]) == ["gemm", "data/decode"]
+    for row in report["rows"].values():
+        assert row["status"] == "ok", row.get("reason")
+        assert row["memory"]["method"].startswith("fresh subprocess")
+        assert row["memory"]["peak_rss_mb"] >= row["memory"]["start_rss_mb"] > 0
+
+
+def test_only_that_matches_nothing_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="matches no row"):
+        bench.main(["--smoke", "--quiet", "--out", str(tmp_path / "x.json"), "--only", "no_such_row"])
+    with pytest.raises(SystemExit, match="--model"):
+        bench.main(["--smoke", "--quiet", "--out", str(tmp_path / "x.json"), "--model", "no_such_model"])
+
+
+@pytest.mark.slow
+def test_smoke_with_compile_rows(tmp_path):
+    report = bench.main(["--smoke", "--in-process", "--quiet", "--out", str(tmp_path / "c.json"),
+                         "--only", "phase_a/*/compile"])
+    assert set(report["rows"]) == {"phase_a/mislnet/32/compile", "phase_a/quick/compile"}
+    for row in report["rows"].values():
+        assert row["status"] == "ok", row.get("traceback")
+        assert row["agreement"]["agree"] is True
+        assert row["compile_s"]["infer_cold"] >= 0
+
+
+# ----------------------------------------------------------------------------- targets (pure)
+
+
+def test_targets_pass_and_miss_from_hand_made_results():
+    results = {
+        "gemm": {"status": "ok", "kind": "gemm", "gflops": 100.0, "lines": []},
+        # 800 patches/s x 0.1 GFLOP = 80 GFLOP/s = 80 % (pass); training 100 x 0.3 = 30 % (miss)
+        "phase_a/m/64/eager": {"status": "ok", "kind": "phase_a", "variant": "eager", "patch": 64,
+                               "flops_forward": 1e8, "inference": {"best": 800.0}, "training": {"best": 100.0},
+                               "lines": []},
+        "phase_a/quick/eager": {"status": "ok", "kind": "phase_a", "variant": "eager", "patch": 64,
+                                "flops_forward": 1e7, "inference": {"best": 5000.0}, "training": {"best": 1000.0},
+                                "lines": []},
+        "data/loader/64": {"status": "ok", "kind": "loader", "patch": 64, "quick": {"best": 2500.0}, "lines": []},
+        "phase_b/localize": {"status": "ok", "kind": "localize", "features_s": 2.0, "pairs_s": 3.0, "lines": []},
+    }
+    got = {t["target"]: t for t in bench.targets(results)}
+    inf = got["phase_a/m/64/eager: eager, default layout, inference share of GEMM ceiling"]
+    assert inf["value"] == pytest.approx(0.8) and inf["pass"] is True
+    tr = got["phase_a/m/64/eager: eager, default layout, training share of GEMM ceiling"]
+    assert tr["value"] == pytest.approx(0.3) and tr["pass"] is False
+    loader = got["loader / quick-recipe training (64 px)"]
+    assert loader["value"] == pytest.approx(2.5) and loader["pass"] is False
+    loc = got["phase_b/localize: pair scoring < feature extraction"]
+    assert loc["value"] == pytest.approx(1.5) and loc["pass"] is False
+
+
+def test_texture_patches_are_decidable():
+    img = bench.texture(256, 320, seed=0)
+    assert img.dtype == np.uint8 and img.shape == (256, 320)
+    cells = img[:256, :320].reshape(8, 32, 10, 32).swapaxes(1, 2).reshape(-1, 32, 32)
+    assert patch_entropy(cells).min() > 4.0
+    assert np.array_equal(img, bench.texture(256, 320, seed=0))
+
+
+# ----------------------------------------------------------------------------- fast paths agree
+
+
+def test_channels_last_matches_fp32_eager():
+    cmp = bench.compare_variant(_cfg("model", "mislnet"), 32, "channels_last", batch=4)
+    assert cmp["agree"] is True
+    assert max(cmp["eval_logits"], cmp["train_logits"], cmp["grads"]) <= 1e-3
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_matches_fp32_eager():
+    cmp = bench.compare_variant(_cfg("model", "mislnet_small"), 32, "compile", batch=4)
+    assert cmp["agree"] is True
+    assert max(cmp["eval_logits"], cmp["train_logits"], cmp["grads"]) <= 1e-3
+
+
+def test_compare_variant_rejects_unknown_variant():
+    with pytest.raises(ValueError, match="variant"):
+        bench.compare_variant(_cfg("model", "mislnet_small"), 32, "fp8")
+
+
+@pytest.mark.parametrize("combine", ["concat", "concat_mul", "absdiff"])
+def test_batched_pair_scoring_equals_pairwise(combine):
+    torch.manual_seed(0)
+    head = {**_cfg("similarity", "small"), "combine": combine}
+    phase_a = {"backbone": _cfg("model", "mislnet_small"), "class_names": ["a", "b"], "patch_size": 32}
+    sim = ForensicSimilarity(phase_a, head, "fc_a2.pre").eval()
+    rng = np.random.default_rng(0)
+    f = rng.normal(0, 1, (13, sim.backbone.feature_dim("fc_a2.pre"))).astype(np.float32)
+    i, j = rng.integers(0, 13, 50), rng.integers(0, 13, 50)
+    with torch.no_grad():
+        ft = torch.from_numpy(f)
+        pairwise = np.array([torch.sigmoid(sim.head(ft[a:a + 1], ft[b:b + 1]))[0].item() for a, b in zip(i, j)])
+        matrix = sim.head.score_matrix(ft, batch=4).numpy()  # blocks smaller than N
+    batched = sim.score_pairs(f, i, j, batch_size=7)  # several batches, one partial
+    np.testing.assert_allclose(batched, pairwise, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(matrix[i, j], pairwise, rtol=0, atol=1e-6)
+
+
+def test_score_matrix_cross_matrix_equals_pairwise():
+    torch.manual_seed(1)
+    head = SimilarityNet(16, branch=[8], hidden=[4], combine="concat").eval()
+    F_, G_ = torch.randn(5, 16), torch.randn(3, 16)
+    with torch.no_grad():
+        m = head.score_matrix(F_, G_, batch=2)
+        ref = torch.sigmoid(head(F_.repeat_interleave(3, 0), G_.repeat(5, 1))).reshape(5, 3)
+    torch.testing.assert_close(m, ref, rtol=0, atol=1e-6)
