@@ -79,12 +79,47 @@ def build_data(cfg: DictConfig):
     return CameraData(source, cfg.split, cfg.patches, cfg.paths.artefact_dir)
 
 
+def run_tags(cfg: DictConfig) -> list[str]:
+    """Tags that line runs up in W&B: recipe tags, split composition, model, feature layer."""
+    def size(v: Any) -> Any:
+        return v if isinstance(v, (int, str)) else len(v)
+
+    sp = cfg.split
+    choices = _hydra_choices()
+    return [*map(str, cfg.get("tags") or []), f"A{size(sp.a)}-B{size(sp.b)}-C{size(sp.c)}",
+            f"split_seed={sp.seed}", f"model={choices.get('model', '?')}", f"layer={cfg.model.feature_layer}",
+            f"patch={cfg.patches.size}"]
+
+
+def _hydra_choices() -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def _wandb_names() -> dict:
+    """W&B ``group`` = the sweep (multirun dir), ``name`` = this job's overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    group = "/".join(Path(hc.sweep.dir).parts[-2:]) if multirun else "single-runs"
+    return {"group": group, "name": hc.job.override_dirname or hc.job.name}
+
+
 def build_loggers(cfg: DictConfig) -> list:
+    """The configured loggers; W&B gets tags, a group per sweep and a name per job unless set."""
     os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks
     loggers = []
     for _, lg in (cfg.get("logger") or {}).items():
         if isinstance(lg, DictConfig) and "_target_" in lg:
-            loggers.append(hydra.utils.instantiate(lg, _convert_="all"))
+            extra = {}
+            if lg._target_.endswith("WandbLogger"):
+                extra = {k: v for k, v in {**_wandb_names(), "tags": run_tags(cfg)}.items() if lg.get(k) is None}
+            loggers.append(hydra.utils.instantiate(lg, _convert_="all", **extra))
     return loggers
 
 
@@ -272,7 +307,7 @@ def stage_eval(st: RunState) -> dict:
     flat = evaluate_scores(score, base, pairs.model_1, pairs.model_2, pairs.known, float(eta), st.out_dir,
                            list(cfg.eval.sweep_etas), extra_metrics=extra)
     np.savez_compressed(st.out_dir / "scores.npz", score=score, baseline=base if base is not None else np.zeros(0),
-                        model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str))
+                        model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str), i=pairs.i, j=pairs.j)
     log_to_loggers(st.loggers, flat, st.out_dir)
     log.info("  proposed: %s", scenario_line(flat))
     if base is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import hydra
 from omegaconf import DictConfig
 
 import camsim.config  # noqa: F401  (registers the structured configs)
+
+# noise from Lightning's own code under torch 2.13, nothing a user can act on
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 #: the config tree: <repo>/conf (camsim is installed in editable mode, see README)
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")

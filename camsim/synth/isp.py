@@ -11,12 +11,17 @@ Order used by :func:`camsim.synth.render.render_camera_image` (physically sensib
 3. CFA sampling (:func:`mosaic`) — the raw values carry the channel imbalance of the
    sensor under daylight (raw = camera RGB / white-balance gains);
 4. signal-dependent shot noise + read noise (:func:`sensor_noise`, Poisson–Gaussian,
-   variance = g·x/FW + (g·σ_read/FW)², g = ISO / base ISO);
+   variance = g·x/FW + (g·σ_read/FW)², g = ISO / base ISO; full well FW 3 000–45 000 e⁻,
+   read noise 1.5–6 e⁻, ISO 50–6400);
 5. ADC quantisation to 10–14 bits with a black-level pedestal (:func:`adc_quantise`);
-6. white balance on the raw mosaic (:func:`white_balance`, digital gains after the ADC);
+6. white balance on the raw mosaic (:func:`white_balance`). The issue lists white balance
+   before noise; here the *channel imbalance* it corrects is in the raw values before the
+   noise (step 3) and the gains are applied digitally after the ADC, as in real cameras —
+   so R and B noise is amplified by their gains, a camera-specific trace;
 7. demosaicing (:func:`demosaic`: bilinear, Malvar–He–Cutler, Hamilton–Adams);
 8. colour matrix camera RGB → linear sRGB (:func:`apply_colour_matrix`);
-9. denoising (:func:`denoise`: bilateral on luma scaled to the noise σ, Gaussian on chroma);
+9. denoising (:func:`denoise`: edge-preserving 3×3 filter on luma scaled to the noise σ,
+   Gaussian on chroma);
 10. tone curve (:func:`tone_curve`: gamma with a linear toe, then an S-curve);
 11. sharpening (:func:`sharpen`: unsharp mask on luma);
 12. optional resampling (:func:`resample`);
@@ -138,8 +143,9 @@ def white_balance(raw: np.ndarray, pattern: str, gains: tuple[float, float, floa
 # ---------------------------------------------------------------------- demosaicing
 
 _K_G_BIL = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=np.float32) / 4
-_K_RB_BIL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 4
+_K_RB_BIL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 4  # = _sep121
 # Malvar, He & Cutler (ICASSP 2004) gradient-corrected linear interpolation, gains /8.
+# Reference kernels: _malvar_filters computes the same from shared neighbour sums (tested).
 _K_MHC_G = np.array([[0, 0, -1, 0, 0], [0, 0, 2, 0, 0], [-1, 2, 4, 2, -1], [0, 0, 2, 0, 0], [0, 0, -1, 0, 0]],
                     dtype=np.float32) / 8
 _K_MHC_ROW = np.array([[0, 0, .5, 0, 0], [0, -1, 0, -1, 0], [-1, 4, 5, 4, -1], [0, -1, 0, -1, 0], [0, 0, .5, 0, 0]],

@@ -1,0 +1,94 @@
+"""Sweeps: every study composes; a multirun trains Phase A once; W&B runs per job; camsim-compare;
+submitit launchers; DDP on CPU evaluates the same pairs as a single process."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from camsim.config import validate
+from tests.conftest import REPO, compose_cfg, run_cli
+
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+
+
+def test_there_is_one_file_per_study() -> None:
+    assert {"set_composition", "thresholds", "architectures", "feature_layers"} <= set(SWEEPS)
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_composes_and_its_parameters_exist(name: str) -> None:
+    cfg = compose_cfg([f"+sweep={name}"])
+    HydraConfig().set_config(cfg)
+    validate(cfg)
+    params = cfg.hydra.sweeper.params
+    assert params, f"sweeps/{name}.yaml defines no hydra.sweeper.params"
+    for key, values in params.items():
+        for value in str(values).split(","):
+            # every point of the grid composes into a valid config
+            point = compose_cfg([f"+sweep={name}", f"{key}={value}"])
+            HydraConfig().set_config(point)
+            validate(point)
+
+
+def test_slurm_launcher_config_composes() -> None:
+    res = run_cli("camsim-run", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
+    assert res.returncode == 0, res.stderr
+    launcher = OmegaConf.create(res.stdout).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1 and launcher.mem_gb > 0
+
+
+def _jobs(workdir: Path) -> list[Path]:
+    return sorted(p.parent for p in (workdir / "outputs" / "multirun").rglob("metrics.json"))
+
+
+@pytest.mark.slow
+def test_two_job_multirun_trains_phase_a_once_and_logs_one_wandb_run_per_job(workdir: Path) -> None:
+    res = run_cli("camsim-run", "-m", "debug=fast", "logger=wandb", "eval.eta=0.4,0.6", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = _jobs(workdir)
+    assert len(jobs) == 2
+    art = workdir / "outputs" / "artefacts"
+    assert len([p for p in art.glob("phase_a-*") if p.is_dir() and not p.name.endswith(".partial")]) == 1
+    assert "reusing" in (jobs[1] / "run.log").read_text()
+    for job in jobs:
+        runs = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, f"{job}: expected one finished W&B run"
+        blob = runs[0].read_bytes()
+        assert b"A4-B2-C2" in blob and b"layer=fc_a2.pre" in blob  # tags
+        assert job.parent.name.encode() in blob  # grouped by sweep
+    # camsim-compare: a table and a plot of the two jobs
+    cmp = run_cli("camsim-compare", str(jobs[0].parent), cwd=workdir)
+    assert cmp.returncode == 0, cmp.stderr
+    rows = list(csv.DictReader(open(jobs[0].parent / "comparison.csv")))
+    assert [r["eval.eta"] for r in rows] == ["0.4", "0.6"] and all(r["eval/auc"] for r in rows)
+    assert (jobs[0].parent / "comparison.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_job_runs_through_submitits_local_executor(workdir: Path) -> None:
+    res = run_cli("camsim-run", "-m", "hydra/launcher=local", "debug=fast", "eval.eta=0.5", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = _jobs(workdir)
+    assert len(jobs) == 1 and (jobs[0] / "report.md").is_file()
+    assert list((jobs[0].parent / ".submitit").rglob("*_result.pkl"))
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_evaluates_the_same_pairs(workdir: Path) -> None:
+    single = run_cli("camsim-run", "debug=fast", "hydra.run.dir=outputs/single", cwd=workdir)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = run_cli("camsim-run", "debug=fast", "trainer=ddp_cpu", "hydra.run.dir=outputs/ddp",
+                  "paths.artefact_dir=outputs/artefacts_ddp", cwd=workdir)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = np.load(workdir / "outputs/single/scores.npz")
+    b = np.load(workdir / "outputs/ddp/scores.npz")
+    for key in ("i", "j", "model_1", "model_2"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert (workdir / "outputs/ddp/metrics.json").is_file()
