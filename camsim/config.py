@@ -180,6 +180,25 @@ class EvalConfig:
     sweep_etas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
 
 
+@dataclass
+class SplicingConfig:
+    """The splicing benchmark (``camsim-eval task=splicing``)."""
+
+    #: simulated spliced images from two different evaluation cameras (known and unknown)
+    num_images: int = 40
+    image_size: list[int] = field(default_factory=lambda: [384, 512])
+    #: share of unspliced controls (for the image-level detection AUC)
+    control_fraction: float = 0.25
+    seed: int = 0
+    modes: list[str] = field(default_factory=lambda: ["graph", "reference"])
+    #: patch stride (default half a patch: 50 % overlap)
+    stride: Optional[int] = None
+    #: pictures of this many spliced images per mode in the report
+    examples: int = 4
+    #: real forgeries: <real_dir>/images/* with <real_dir>/masks/<stem>_mask.png
+    real_dir: Optional[str] = None
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -230,6 +249,7 @@ class CamsimConfig:
     phase_a: PhaseAConfig = field(default_factory=PhaseAConfig)
     phase_b: PhaseBConfig = field(default_factory=PhaseBConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    splicing: SplicingConfig = field(default_factory=SplicingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None
     callbacks: Any = None
