@@ -38,7 +38,7 @@ class SynthDataConfig:
     _target_: str = "camsim.data.sources.SynthSource"
     num_models: int = 20
     num_families: int = 6
-    images_per_model: int = 30
+    images_per_model: int = 60
     image_size: list[int] = field(default_factory=lambda: [384, 512])  # H, W
     seed: int = 0
     workers: Optional[int] = None

@@ -305,6 +305,23 @@ def test_resampling_model_writes_the_same_frame_size():
     assert img.shape == (96, 128, 3)
 
 
+@pytest.mark.parametrize("method", DEMOSAIC_METHODS)
+def test_cfa_phase_trace_survives_on_the_2px_lattice_and_resampling_removes_it(method):
+    """Green residual energy differs between measured and interpolated G sites of the frame's
+    own 2-px lattice; a model that resamples its output loses that phase trace."""
+    scene = render_scene(1, 0, (128, 192), 2.0 / 0.75)
+
+    def g_site_ratio(scale):
+        cam = CameraParams(name="a", family="f", cfa="GRBG", demosaic=method, resample_scale=scale)
+        g = render_camera_image(scene, cam, (128, 192), np.random.default_rng(0)).astype(np.float32)[:, :, 1]
+        r = g[1:-1, 1:-1] - 0.25 * (g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:])
+        at_g = isp.cfa_channel_map("GRBG", (128, 192))[1:-1, 1:-1] == 1
+        return (r[at_g] ** 2).mean() / (r[~at_g] ** 2).mean()
+
+    assert abs(np.log(g_site_ratio(1.0))) > 0.3
+    assert abs(np.log(g_site_ratio(0.75))) < 0.05
+
+
 def _tree(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 

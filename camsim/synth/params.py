@@ -22,10 +22,13 @@ read_noise                1.5–6 e⁻ rms                                model
 adc_bits                  10 (phone), 12 (compact), 12/14 (DSLR)      family class
 iso_min / iso_max         50–100 / 800–6400                           family class
 wb_gains (R, G, B)        R 1.6–2.4, G 1, B 1.3–2.0 (daylight preset) family, model ±5 %
-colour_matrix             camera RGB → linear sRGB, rows sum to 1,    family, model ±0.03
-                          diagonal ≈ 1.25–1.9, negative off-diagonal
+colour_matrix             camera RGB → linear sRGB, rows sum to 1,    family, model
+                          diagonal R 1.4–2.1, G 1.2–1.8, B 1.3–2.1,   (±0.05 saturation
+                          off-diagonal ≤ 0 (non-negative inverse =    and mixing)
+                          the sensor's colour response)
 exposure_ev               −0.3…+0.3 EV auto-exposure bias             family, model ±0.1
-denoise_luma              0–1 × noise σ (bilateral range weight)      family, model ±0.15
+denoise_luma              0–1.2 × noise σ (edge-preserving range      family, model ±0.15
+                          scale of the luma filter)
 denoise_chroma            0.5–2 px Gaussian on colour differences     family
 gamma                     2.0–2.5 (tone curve exponent, linear toe)   family, model ±0.05
 contrast                  0–0.35 (S-curve strength)                   family, model ±0.03
@@ -34,8 +37,8 @@ sharpen_amount            0.2–1.2                                     family, 
 resample_scale            1 (none); else 0.625, 0.75, 0.8 (reduced     model (15 %)
                           image size) or 1.25 (digital zoom)
 resample_kernel           bilinear, bicubic, lanczos                  model
-jpeg_quality              75–98 (IJG scale)                           family, 40 % of
-                                                                      models ±1–4
+jpeg_quality              75–98 (IJG scale): family 80–98, 40 % of    family, model
+                          models ±1–4 (clipped to 75–98)
 jpeg_subsampling          444, 422, 420                               family
 ========================  =========================================  ===================
 
@@ -219,11 +222,16 @@ def make_family(f: int, seed: int) -> CameraFamily:
     rng = np.random.default_rng([seed, TAG_FAMILY, f])
     sensor_class = str(rng.choice(list(_SENSOR_CLASSES)))
     sc = _SENSOR_CLASSES[sensor_class]
-    # Colour "look": M = (1 + s) I - s P with P row-stochastic, so rows of M sum to 1
-    # (white stays white) and M is invertible (its eigenvalues have real part >= 1).
-    p = rng.dirichlet([6.0, 3.0, 1.0], size=3)
-    perm = [[0, 1, 2], [1, 0, 2], [2, 1, 0]]  # R mixes mostly with G, B mostly with G
-    mix = np.stack([np.array([p[i][perm[i].index(j)] for j in range(3)]) for i in range(3)])
+    sat = float(rng.uniform(0.4, 1.0))
+    # Colour matrix M = I + S (I - P): S = diag(saturation of each row), P row-stochastic
+    # with a zero diagonal (which other channels each one is decorrelated from). Rows of M
+    # sum to 1 (white stays white), the diagonal is 1 + S, and M is invertible with a
+    # non-negative inverse (the sensor's response): M = (I + S)(I - Q) with
+    # Q = (I + S)⁻¹ S P ≥ 0 of row sums < 1, so M⁻¹ = Σ Qᵏ (I + S)⁻¹ ≥ 0.
+    near = rng.dirichlet([3.0, 1.0], size=3)  # weight of the spectrally nearer channel first
+    mix = np.array([[0.0, near[0, 0], near[0, 1]],  # R: mostly G
+                    [near[1, 0], 0.0, near[1, 1]],  # G: mostly R (then B)
+                    [near[2, 1], near[2, 0], 0.0]])  # B: mostly G
     style = dict(
         cfa=str(rng.choice(CFA_PATTERNS)),
         demosaic=str(rng.choice(DEMOSAIC_METHODS)),
@@ -232,7 +240,8 @@ def make_family(f: int, seed: int) -> CameraFamily:
         iso_min=int(rng.choice(sc["iso_min"])),
         iso_max=int(rng.choice(sc["iso_max"])),
         wb_gains=(float(rng.uniform(1.6, 2.4)), 1.0, float(rng.uniform(1.3, 2.0))),
-        saturation=float(rng.uniform(0.3, 0.9)),
+        saturation=[float(rng.uniform(0.9, 1.2)) * sat, float(rng.uniform(0.5, 0.8)) * sat,
+                    float(rng.uniform(0.8, 1.1)) * sat],
         colour_mix=mix.tolist(),
         exposure_ev=float(rng.uniform(-0.3, 0.3)),
         denoise_luma=float(rng.uniform(0.0, 1.0)),
@@ -254,11 +263,11 @@ def make_model(k: int, family: CameraFamily, seed: int) -> CameraParams:
     s = family.style
     cfa = s["cfa"] if rng.random() >= 0.10 else str(rng.choice(CFA_PATTERNS))
     demosaic = s["demosaic"] if rng.random() >= 0.15 else str(rng.choice(DEMOSAIC_METHODS))
-    sat = s["saturation"] + rng.uniform(-0.05, 0.05)
-    mix = np.asarray(s["colour_mix"]) + rng.uniform(-0.03, 0.03, size=(3, 3))
-    mix = np.clip(mix, 0.0, None)
+    sat = np.asarray(s["saturation"]) + rng.uniform(-0.05, 0.05)
+    mix = np.clip(np.asarray(s["colour_mix"]) + rng.uniform(-0.05, 0.05, size=(3, 3)), 0.0, None)
+    np.fill_diagonal(mix, 0.0)
     mix /= mix.sum(axis=1, keepdims=True)
-    matrix = (1.0 + sat) * np.eye(3) - sat * mix
+    matrix = np.eye(3) + sat[:, None] * (np.eye(3) - mix)
     q = s["jpeg_quality"]
     if rng.random() < 0.4:
         q = q + int(rng.choice([-4, -3, -2, -1, 1, 2, 3, 4]))

@@ -10,7 +10,7 @@ Folder layout written by :func:`render_catalogue`::
       F01_M01/scene00000.jpg
       ...
 
-``cameras.json``: ``{"format": "camsim.synth/1", "seed", "num_models", "num_families",
+``cameras.json``: ``{"format": FORMAT ("camsim.synth/2"), "seed", "num_models", "num_families",
 "images_per_model", "image_size": [H, W], "ext": "jpg" | "png", "scene_ids": [...],
 "cameras": {model_name: CameraParams.to_dict()}, "families": {family: [model names]},
 "family_records": {family: CameraFamily.to_dict()}}``.
@@ -45,7 +45,7 @@ from camsim.synth import isp
 from camsim.synth.params import CameraParams, CameraParamsError, make_catalogue, make_families, family_of
 from camsim.synth.scenes import Scene, area_resize, render_scene, scene_id
 
-FORMAT = "camsim.synth/1"
+FORMAT = "camsim.synth/2"  # bump when the rendered images change for the same config
 SUPERSAMPLE = 2.0  # scene canvas pixels per output pixel
 MIN_SUPERSAMPLE = 1.5  # ... and at least this many per sensor pixel of the largest sensor
 AE_TARGET = 0.18  # auto-exposure: mean linear luminance of the frame at 0 EV bias
@@ -70,6 +70,8 @@ def canvas_factor(cameras: Sequence[CameraParams]) -> float:
 
 
 def noise_rng(seed: int, scene_index: int, camera: CameraParams, namespace: int = 0) -> np.random.Generator:
+    """The sensor-noise stream of ``camera`` in scene ``scene_index`` (by camera name, so it
+    does not depend on the camera's position in a catalogue or on the worker)."""
     return np.random.default_rng([seed, TAG_NOISE, namespace, scene_index, zlib.crc32(camera.name.encode())])
 
 
@@ -168,9 +170,10 @@ def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_p
     """
     out_dir = Path(out_dir)
     cameras = make_catalogue(num_models, num_families, seed)
+    if isinstance(images_per_model, bool) or not isinstance(images_per_model, (int, np.integer)) \
+            or images_per_model < 1:
+        raise ValueError(f"images_per_model: must be an integer >= 1, got {images_per_model!r}")
     images_per_model = int(images_per_model)
-    if images_per_model < 1:
-        raise ValueError(f"images_per_model: must be at least 1, got {images_per_model}")
     out_shape = check_image_size(image_size)
     if out_dir.exists():
         if not out_dir.is_dir() or any(out_dir.iterdir()):

@@ -20,7 +20,10 @@ Two kinds:
   grey photos given a random tint, with 0–40 large foreground leaves.
 
 Any trace of the source photo that survives is identical for every camera model, because
-every model renders every scene: scene content carries no camera-model information.
+every model renders every scene: scene content carries no camera-model information. For the
+same reason it is harmless that one photo appears (as different crops and textures) in
+several scenes, some of which may land in training and others in test: the split by scene
+id keeps each *scene* on one side, and content shared across scenes cannot carry the label.
 """
 
 from __future__ import annotations
