@@ -278,7 +278,7 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
 def stage_eval(st: RunState) -> dict:
     from camsim.data.datamodules import EvalPairDataModule
     from camsim.data.features import FeatureStore
-    from camsim.eval.evaluate import evaluate_scores, log_to_loggers, scenario_line
+    from camsim.eval.evaluate import difficulty_check, evaluate_scores, log_to_loggers, scenario_line
     from camsim.eval.metrics import bray_curtis_similarity, choose_eta
     from camsim.lit.phase_b import load_similarity
 
@@ -300,12 +300,20 @@ def stage_eval(st: RunState) -> dict:
         eta = _auto_eta(st, sim, fs, cfg.eval.eta_rule)
         log.info("  eta chosen on Phase B validation pairs (%s): %.3f", cfg.eval.eta_rule, eta)
     base = bray_curtis_similarity(probs[pairs.i], probs[pairs.j]) if cfg.eval.baseline else None
-    extra = {}
+    pa = {}
     if st.phase_a_dir is not None and (st.phase_a_dir / "metrics.json").exists():
         pa = json.loads((st.phase_a_dir / "metrics.json").read_text())
-        extra = {k: v for k, v in pa.items() if k.startswith("phase_a/test/") and "per_class" not in k}
+    extra = {k: v for k, v in pa.items() if k.startswith("phase_a/test/") and "per_class" not in k}
+    sections = []
+
+    def with_difficulty(flat: dict) -> None:
+        more, text = difficulty_check(st.data, pa, flat, pairs.models)
+        flat.update(more)
+        sections.append(("Difficulty check: camera traces, not scene statistics", text))
+
     flat = evaluate_scores(score, base, pairs.model_1, pairs.model_2, pairs.known, float(eta), st.out_dir,
-                           list(cfg.eval.sweep_etas), extra_metrics=extra)
+                           list(cfg.eval.sweep_etas), extra_metrics=extra, extra_sections=sections,
+                           before_report=with_difficulty)
     np.savez_compressed(st.out_dir / "scores.npz", score=score, baseline=base if base is not None else np.zeros(0),
                         model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str), i=pairs.i, j=pairs.j)
     log_to_loggers(st.loggers, flat, st.out_dir)

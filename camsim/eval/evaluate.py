@@ -10,7 +10,7 @@ false-alarm rate on the unknown cases (method.md, "Baseline").
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,13 @@ log = logging.getLogger(__name__)
 
 def evaluate_scores(score: np.ndarray, baseline_sim: np.ndarray | None, model_1: np.ndarray, model_2: np.ndarray,
                     known: Sequence[str], eta: float, out_dir: Path, sweep_etas: Sequence[float],
-                    extra_metrics: dict | None = None, extra_sections: Sequence[tuple[str, str]] = ()) -> dict:
+                    extra_metrics: dict | None = None, extra_sections: list[tuple[str, str]] | None = None,
+                    before_report: Callable[[dict], None] | None = None) -> dict:
     """Metrics of scored pairs (and of the baseline on the same pairs) → files in ``out_dir``.
 
     Writes ``metrics.json``, ``matrix.png``/``matrix.csv`` (Fig. 2), ``roc.png``,
-    ``sweep.png``, the baseline's matrix, and ``report.md``. Returns the flat metrics.
+    ``sweep.png``, the baseline's matrix, and ``report.md``. ``before_report(flat)`` may add
+    metrics (and append to ``extra_sections``) before they are written. Returns the flat metrics.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,9 +68,11 @@ def evaluate_scores(score: np.ndarray, baseline_sim: np.ndarray | None, model_1:
     figures["sweep"] = "sweep.png"
     if extra_metrics:
         flat.update(extra_metrics)
+    if before_report is not None:  # adds metrics / report sections computed from these results
+        before_report(flat)
     nested = M.nest(flat)
     atomic_write_json(out_dir / "metrics.json", nested)
-    write_report(out_dir, nested, models, known, figures, extra_sections=extra_sections, sweeps=sweeps)
+    write_report(out_dir, nested, models, known, figures, extra_sections=extra_sections or (), sweeps=sweeps)
     return flat
 
 
@@ -97,3 +101,64 @@ def log_to_loggers(loggers: Sequence[Any], flat: dict, out_dir: Path) -> None:
     log_images(loggers, images)
     rows = [[s, flat.get(f"eval/acc/{s}"), flat.get(f"baseline/acc/{s}")] for s in M.SCENARIOS]
     log_table(loggers, "eval/scenarios", ["scenario", "proposed", "baseline"], rows)
+
+
+def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Sequence[str],
+                     max_per_model: int = 400) -> tuple[dict, str]:
+    """Is the task about camera traces? (issue 3's check, on every run's own data)
+
+    A logistic classifier on *global* patch statistics (mean, std, histogram) of set A's
+    patches, next to the Phase A network's test accuracy on the same models; and, where the
+    source knows camera families (the simulator's ``cameras.json``), the evaluation's
+    "different" rates for same-family pairs vs cross-family pairs.
+    """
+    from camsim.eval.report import md_table
+    from camsim.synth.difficulty import difficulty_report
+
+    ps = data.patch_sets("phase_a")
+    rng = np.random.default_rng(0)
+
+    def take(subset: str) -> tuple[np.ndarray, list[str]]:
+        xs, ys = [], []
+        for m in data.split.a:
+            p = ps[(m, subset)]
+            idx = np.sort(rng.permutation(len(p))[:max_per_model])
+            xs.append(np.asarray(p.patches[idx]))
+            ys += [m] * len(idx)
+        return np.concatenate(xs), ys
+
+    (xtr, ytr), (xte, yte) = take("train"), take("test")
+    glob = difficulty_report(xtr, ytr, xte, yte, features_kind="global", pairwise=False)
+    out = {"difficulty/global_stats_acc": glob.accuracy, "difficulty/chance": glob.chance,
+           "difficulty/phase_a_test_acc": phase_a_metrics.get("phase_a/test/acc")}
+    rows = [["global patch statistics (mean, std, histogram), logistic", f"{glob.accuracy:.1%}"],
+            ["Phase A network (test images)", "n/a" if out["difficulty/phase_a_test_acc"] is None
+             else f"{out['difficulty/phase_a_test_acc']:.1%}"],
+            ["chance", f"{glob.chance:.1%}"]]
+    text = (f"Classifying the {len(data.split.a)} camera models of set A from patches of their test images:\n\n"
+            + md_table(["classifier", "accuracy"], rows))
+    families = _families(data)
+    if families:
+        within, cross = [], []
+        for key, rate in flat.items():
+            if key.startswith("eval/pairs/") and rate is not None:
+                a, b = key[len("eval/pairs/"):].split("|")
+                if a != b and a in families and b in families:
+                    (within if families[a] == families[b] else cross).append(rate)
+        if within and cross:
+            out["difficulty/within_family_diff_rate"] = float(np.mean(within))
+            out["difficulty/cross_family_diff_rate"] = float(np.mean(cross))
+            text += ("\n\nRate of correctly saying \"different\" (evaluation pairs, proposed system): "
+                     f"same-family pairs {np.mean(within):.1%} ({len(within)} model pairs), "
+                     f"cross-family pairs {np.mean(cross):.1%} ({len(cross)} model pairs).")
+    return out, text
+
+
+def _families(data: Any) -> dict[str, str]:
+    """model → family for a rendered simulator catalogue; {} for other sources."""
+    from camsim.synth.render import load_cameras
+
+    root = getattr(data.index, "root", None)
+    if root is None or not (Path(root) / "cameras.json").is_file():
+        return {}
+    return {name: cam.family for name, cam in load_cameras(root).items()}
