@@ -117,11 +117,11 @@ def test_targets_pass_and_miss_from_hand_made_results():
 
 
 def test_texture_patches_are_decidable():
-    img = bench.texture(256, 320, seed=0)
-    assert img.dtype == np.uint8 and img.shape == (256, 320)
-    cells = img[:256, :320].reshape(8, 32, 10, 32).swapaxes(1, 2).reshape(-1, 32, 32)
-    assert patch_entropy(cells).min() > 4.0
-    assert np.array_equal(img, bench.texture(256, 320, seed=0))
+    img = bench.texture(1024, 1280, seed=0)
+    assert img.dtype == np.uint8 and img.shape == (1024, 1280)
+    cells = img.reshape(32, 32, 40, 32).swapaxes(1, 2).reshape(-1, 32, 32)
+    assert (patch_entropy(cells) > 4.0).mean() >= 0.999
+    assert np.array_equal(img, bench.texture(1024, 1280, seed=0))
 
 
 # ----------------------------------------------------------------------------- fast paths agree

@@ -401,3 +401,18 @@ def test_similarity_learns_and_bad_input_raises():
         loss.backward()
         opt.step()
     assert loss.item() < 0.3
+
+
+@pytest.mark.parametrize("combine", ["concat", "concat_mul", "absdiff"])
+def test_score_pairs_equals_pairwise_forward(combine):
+    torch.manual_seed(0)
+    net = SimilarityNet(in_features=12, branch=[16], combine=combine, hidden=[8]).eval()
+    F = torch.randn(30, 12)
+    i = torch.randint(0, 30, (200,))
+    j = torch.randint(0, 30, (200,))
+    with torch.no_grad():
+        fast = net.score_pairs(F, i, j, batch=64)
+        ref = torch.sigmoid(net(F[i], F[j]))
+    torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="index vectors"):
+        net.score_pairs(F, i, j[:10])

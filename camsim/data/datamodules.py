@@ -199,10 +199,12 @@ class _EpochPairs(L.Callback):
 
 
 def _loader(dataset: Dataset, loader: Any, shuffle: bool) -> DataLoader:
+    """Training loaders (``shuffle``) drop the last partial batch: one batch shape per epoch,
+    so a compiled model (``phase_a.compile``) never recompiles for it."""
     workers = int(loader.num_workers)
     return DataLoader(dataset, batch_size=int(loader.batch_size), shuffle=shuffle, num_workers=workers,
                       pin_memory=bool(loader.pin_memory), persistent_workers=bool(loader.persistent_workers) and workers > 0,
-                      collate_fn=_already_batched, drop_last=False)
+                      collate_fn=_already_batched, drop_last=shuffle and len(dataset) > int(loader.batch_size))
 
 
 # --------------------------------------------------------------------------- datamodules

@@ -62,7 +62,9 @@ class CameraClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and x.dim() == 4:  # [N, P, P] batches are fine as they are
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._forward(x)
+        # the compiled graph serves training (one batch shape: the train loader drops its last
+        # partial batch); evaluation runs eager, so odd-sized last batches never recompile
+        return self._forward(x) if self.training else self.backbone(x)
 
     def _step(self, batch: Any, stage: str) -> torch.Tensor:
         x, y = batch

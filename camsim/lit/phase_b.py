@@ -142,7 +142,8 @@ class ForensicSimilarity(L.LightningModule):
 
     @torch.no_grad()
     def score_pairs(self, f: np.ndarray, i: np.ndarray, j: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """S for pairs (i, j) of rows of a feature matrix ``f`` [N, d], in batches (no backbone).
+        """S for pairs (i, j) of rows of a feature matrix ``f`` [N, d] (no backbone): the head's
+        branch runs once per row, not per pair (:meth:`SimilarityNet.score_pairs`).
 
         The head runs in eval mode (no dropout); the module's training flags are restored after.
         """
@@ -152,14 +153,11 @@ class ForensicSimilarity(L.LightningModule):
         self.head.eval()
         try:
             ft = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device)
-            out = []
-            for k in range(0, len(i), batch_size):
-                ii = torch.from_numpy(np.asarray(i[k:k + batch_size], dtype=np.int64)).to(self.device)
-                jj = torch.from_numpy(np.asarray(j[k:k + batch_size], dtype=np.int64)).to(self.device)
-                out.append(torch.sigmoid(self.head(ft[ii], ft[jj])).float().cpu().numpy())
+            ii = torch.from_numpy(np.asarray(i, dtype=np.int64)).to(self.device)
+            jj = torch.from_numpy(np.asarray(j, dtype=np.int64)).to(self.device)
+            return self.head.score_pairs(ft, ii, jj, batch=batch_size).float().cpu().numpy()
         finally:
             self.head.train(was_training)
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 def load_similarity(ckpt: str | Path, map_location: str = "cpu") -> ForensicSimilarity:

@@ -177,3 +177,33 @@ class SimilarityNet(nn.Module):
                         z = z + bil.permute(0, 2, 1)
                 out[i0:i1, j0:j1] = self._tail(z)
         return out if logits else torch.sigmoid(out)
+
+    def score_pairs(self, F: Tensor, i: Tensor, j: Tensor, batch: int = 65536, logits: bool = False) -> Tensor:
+        """S of the pairs ``(F[i[k]], F[j[k]])`` — the evaluation's pair scoring.
+
+        Like :meth:`score_matrix`, the branch runs once per row of ``F`` (not per pair) and,
+        for concat / concat_mul, the first layer after the combination is split into
+        per-row terms, so a pair costs only the layers after it (plus its product term
+        for concat_mul; absdiff combines per pair). Equals ``sigmoid(forward(F[i], F[j]))``
+        in eval mode. Call under ``torch.no_grad()``.
+        """
+        self._check(F, "F")
+        if i.shape != j.shape or i.dim() != 1:
+            raise ValueError(f"i, j: expected two index vectors of one length, got {tuple(i.shape)} and {tuple(j.shape)}")
+        g = self.branch(F)
+        b = self.branch_width
+        weight, bias = self.head_in.weight, self.head_in.bias
+        if self.combine in ("concat", "concat_mul"):
+            a = g @ weight[:, :b].T + bias  # [N, H]: the first input's term, with the bias
+            c = g @ weight[:, -b:].T  # [N, H]: the second input's term
+        out = g.new_empty(len(i))
+        for k in range(0, len(i), batch):
+            ii, jj = i[k:k + batch], j[k:k + batch]
+            if self.combine == "absdiff":
+                z = self.head_in((g[ii] - g[jj]).abs())
+            else:
+                z = a[ii] + c[jj]
+                if self.combine == "concat_mul":
+                    z = z + (g[ii] * g[jj]) @ weight[:, b:2 * b].T
+            out[k:k + batch] = self._tail(z)
+        return out if logits else torch.sigmoid(out)
