@@ -36,10 +36,10 @@ class SynthDataConfig:
     """Simulated cameras rendered to the folder layout (``camsim.synth``)."""
 
     _target_: str = "camsim.data.sources.SynthSource"
-    num_models: int = 20
+    num_models: int = 30
     num_families: int = 6
-    images_per_model: int = 60
-    image_size: list[int] = field(default_factory=lambda: [384, 512])  # H, W
+    images_per_model: int = 120
+    image_size: list[int] = field(default_factory=lambda: [256, 384])  # H, W
     seed: int = 0
     workers: Optional[int] = None
     cache_dir: str = "${paths.artefact_dir}"
@@ -78,7 +78,7 @@ class SplitConfig:
     """
 
     a: Any = 10
-    b: Any = 5
+    b: Any = 15
     c: Any = 5
     known: Any = 5
     seed: int = 0
