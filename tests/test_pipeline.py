@@ -77,3 +77,34 @@ def test_missing_checkpoint_is_a_clear_error(workdir: Path, shared_artefacts: Pa
     res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}",
                   f"ckpt={workdir / 'nope.ckpt'}", cwd=workdir)
     assert res.returncode == 2 and "nope.ckpt" in res.stderr and "not found" in res.stderr
+
+
+def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: Path) -> None:
+    """camsim-eval task=splicing: simulated splices from known/unknown cameras get a scenario and
+    scores per mode; a real forgery folder (images/ + masks/<stem>_mask.png) gets one row per mode."""
+    import numpy as np
+    from PIL import Image
+
+    real = workdir / "forgeries"
+    (real / "images").mkdir(parents=True)
+    (real / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (160, 224, 3), dtype=np.uint8)
+    mask = np.zeros((160, 224), np.uint8)
+    mask[40:120, 60:160] = 255
+    Image.fromarray(img).save(real / "images" / "fake.png")
+    Image.fromarray(mask).save(real / "masks" / "fake_mask.png")
+    _run("camsim-eval", workdir, shared_artefacts, "task=splicing", "splicing.num_images=4",
+         "splicing.image_size=[160,224]", "splicing.examples=1", f"splicing.real_dir={real}")
+    out = sorted(p.parent for p in (workdir / "outputs").rglob("splicing.json"))[-1]
+    res = json.loads((out / "splicing.json").read_text())
+    assert set(res["synthetic"]) == {"graph", "reference"}
+    for m in res["synthetic"].values():
+        assert m["n_spliced"] + m["n_controls"] + m["errors"] == 4
+        assert set(m["by_scenario"]) <= {"known_known", "known_unknown", "unknown_unknown"}
+        assert sum(v["n"] for v in m["by_scenario"].values()) == m["n_spliced"]
+    assert set(res["real"]) == {"fake/graph", "fake/reference"}
+    assert all(r["status"] == "ok" and 0.0 <= r["f1"] <= 1.0 for r in res["real"].values())
+    report = (out / "splicing.md").read_text()
+    assert "Real forgeries" in report and (out / "examples" / "fake_graph.png").is_file()
+    assert len((out / "splicing.csv").read_text().strip().splitlines()) == 1 + 2 * 4 + 2

@@ -55,18 +55,18 @@ def run_splicing(cfg: DictConfig) -> dict:
         with stage("splicing benchmark (simulated cameras)", st.summary):
             folder = _synthetic_splices(cfg, st)
             records = _load_manifest(folder)
-            rows += _localise_all(loc, cfg, folder, records, out, "synthetic")
+            rows += _localise_all(loc, cfg, folder, records, out, "synthetic", set(st.data.split.known))
             results["synthetic"] = summarise(rows, [r for r in records])
     else:
         log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir for real forgeries)")
     if sc.real_dir:
         with stage(f"splicing: real forgeries in {sc.real_dir}", st.summary):
             real_records = _real_records(Path(sc.real_dir))
-            real_rows = _localise_all(loc, cfg, Path(sc.real_dir), real_records, out, "real")
+            real_rows = _localise_all(loc, cfg, Path(sc.real_dir), real_records, out, "real", None)
             rows += real_rows
-            results["real"] = {r["image"]: {k: r[k] for k in ("mode", "decision", "score", "f1", "mcc", "f1_best",
-                                                                 "mcc_best", "status", "message")}
-                               for r in real_rows}
+            results["real"] = {f"{r['image']}/{r.get('mode', 'read')}": {
+                k: r.get(k) for k in ("image", "mode", "decision", "score", "f1", "mcc", "f1_best", "mcc_best",
+                                      "status", "message")} for r in real_rows}
     _write_csv(out / "splicing.csv", rows)
     atomic_write_json(out / "splicing.json", results)
     _write_report(out, results, rows)
@@ -113,10 +113,10 @@ def _real_records(folder: Path) -> list[dict]:
 
 
 def _localise_all(loc: Localizer, cfg: DictConfig, folder: Path, records: list[dict], out: Path,
-                  kind: str) -> list[dict]:
+                  kind: str, known: set | None) -> list[dict]:
+    """Localise every record in every mode; ``known``: the known (set A) models, for the scenario column."""
     sc = cfg.splicing
     eta = 0.5 if cfg.eval.eta == "auto" else float(cfg.eval.eta)
-    known = set(cfg.split.known) if not isinstance(cfg.split.known, int) else None
     rows = []
     n_examples = {m: 0 for m in sc.modes}
     for rec in track(records, desc=f"localising {len(records)} {kind} images × {len(sc.modes)} modes"):
