@@ -135,6 +135,14 @@ class SimilarityNet(nn.Module):
         z = self.head_in(self._combine(self.branch(f1), self.branch(f2)))
         return self._tail(z)
 
+    def _split_head_in(self, g1: Tensor, g2: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The first layer after a concat / concat_mul combination split into per-row terms:
+        W [g1; (g1*g2); g2] + bias = (W1 g1 + bias) + W2 g2 (+ Wm (g1*g2)).
+        Returns ``(W1 g1 + bias [N, H], W2 g2 [M, H], Wm [H, b] or None)``."""
+        b, weight = self.branch_width, self.head_in.weight
+        wm = weight[:, b : 2 * b] if self.combine == "concat_mul" else None
+        return g1 @ weight[:, :b].T + self.head_in.bias, g2 @ weight[:, -b:].T, wm
+
     def score_matrix(
         self, F: Tensor, G: Tensor | None = None, batch: int = 128, logits: bool = False
     ) -> Tensor:
@@ -155,13 +163,9 @@ class SimilarityNet(nn.Module):
         gf = self.branch(F)
         gg = gf if G is None else self.branch(G)
         n, m, b = gf.shape[0], gg.shape[0], self.branch_width
-        weight, bias = self.head_in.weight, self.head_in.bias
         out = gf.new_empty(n, m)
         if self.combine in ("concat", "concat_mul"):
-            w1, w2 = weight[:, :b], weight[:, -b:]
-            a = gf @ w1.T + bias  # [N, H], carries the bias once
-            c = gg @ w2.T  # [M, H]
-            wm = weight[:, b : 2 * b] if self.combine == "concat_mul" else None
+            a, c, wm = self._split_head_in(gf, gg)
         for i0 in range(0, n, batch):
             i1 = min(i0 + batch, n)
             for j0 in range(0, m, batch):
@@ -191,11 +195,8 @@ class SimilarityNet(nn.Module):
         if i.shape != j.shape or i.dim() != 1:
             raise ValueError(f"i, j: expected two index vectors of one length, got {tuple(i.shape)} and {tuple(j.shape)}")
         g = self.branch(F)
-        b = self.branch_width
-        weight, bias = self.head_in.weight, self.head_in.bias
         if self.combine in ("concat", "concat_mul"):
-            a = g @ weight[:, :b].T + bias  # [N, H]: the first input's term, with the bias
-            c = g @ weight[:, -b:].T  # [N, H]: the second input's term
+            a, c, wm = self._split_head_in(g, g)
         out = g.new_empty(len(i))
         for k in range(0, len(i), batch):
             ii, jj = i[k:k + batch], j[k:k + batch]
@@ -203,7 +204,7 @@ class SimilarityNet(nn.Module):
                 z = self.head_in((g[ii] - g[jj]).abs())
             else:
                 z = a[ii] + c[jj]
-                if self.combine == "concat_mul":
-                    z = z + (g[ii] * g[jj]) @ weight[:, b:2 * b].T
+                if wm is not None:
+                    z = z + (g[ii] * g[jj]) @ wm.T
             out[k:k + batch] = self._tail(z)
         return out if logits else torch.sigmoid(out)
