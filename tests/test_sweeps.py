@@ -66,6 +66,7 @@ def test_two_job_multirun_trains_phase_a_once_and_logs_one_wandb_run_per_job(wor
     # camsim-compare: a table and a plot of the two jobs
     cmp = run_cli("camsim-compare", str(jobs[0].parent), cwd=workdir)
     assert cmp.returncode == 0, cmp.stderr
+    assert "eval.eta" in cmp.stdout and "…" not in cmp.stdout  # piped: headers not cut
     rows = list(csv.DictReader(open(jobs[0].parent / "comparison.csv")))
     assert [r["eval.eta"] for r in rows] == ["0.4", "0.6"] and all(r["eval/auc"] for r in rows)
     assert (jobs[0].parent / "comparison.png").stat().st_size > 0

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as err:
         print(f"camsim-compare: error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
-    console = Console()
+    # piped or redirected output: wide enough that no column header is cut to "…"
+    console = Console() if sys.stdout.isatty() else Console(width=240)
     console.print(format_table(columns, rows))
     console.print(f"table: {csv_path}" + (f"\nplot: {png}" if png else ""))
 
