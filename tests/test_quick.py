@@ -25,9 +25,10 @@ def quick_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_quick_main_job_separates_unknown_models(quick_dir: Path) -> None:
-    run = json.loads(next((quick_dir / "outputs").rglob("run.json")).read_text())
+    run_dir = next((quick_dir / "outputs").rglob("run.json")).parent  # artefacts hold other metrics.json
+    run = json.loads((run_dir / "run.json").read_text())
     assert run["phase_a"]["phase_a/test/acc"] >= 0.70
-    metrics = json.loads(next((quick_dir / "outputs").rglob("metrics.json")).read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["eval"]["auc"] >= 0.88
     assert metrics["eval"]["acc"]["unknown_unknown"] >= 0.75
     assert metrics["eval"]["acc"]["overall"] >= 0.78
