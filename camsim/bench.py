@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from camsim.artefacts import atomic_write_json
+from camsim.progress import default_workers
 
 __all__ = ["main", "build_plan", "run_plan", "compare_variant", "agreement", "reference_outputs", "targets",
            "texture", "ROWS", "TARGETS"]
@@ -148,10 +149,6 @@ def _status_kb(key: str) -> int | None:
 def _maxrss_mb(who: int) -> float:
     """``ru_maxrss`` in MB (KiB on Linux, bytes on macOS)."""
     return resource.getrusage(who).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _reset_peak_rss() -> bool:
@@ -305,6 +302,8 @@ def agreement(fast: dict, refs: dict, variant: str) -> dict:
         flags[key] = all(e <= max(floor, 4.0 * r) for e, r in zip(fast_err, ref_err))
         out[key] = {"vs_fp64": max(fast_err, default=0.0), "fp32_eager_vs_fp64": max(ref_err, default=0.0),
                     "vs_fp32_eager": vs32}
+    # logits (eval and train mode) as one quantity: what features and scores depend on
+    out["forward"] = {k: max(out["eval_logits"][k], out["train_logits"][k]) for k in ("vs_fp64", "fp32_eager_vs_fp64")}
     out["forward_agree"] = bool(flags["eval_logits"] and flags["train_logits"])
     out["grads_agree"] = bool(flags["grads"])
     out["agree"] = out["forward_agree"] and out["grads_agree"]
@@ -446,8 +445,7 @@ def row_phase_a(p: dict) -> dict:
     inf, tr = _rate(B, t_inf), _rate(B, t_tr)
     res.update(flops_forward=flops, inference=inf, training=tr)
     a = res["agreement"]
-    fwd = max(a["eval_logits"]["vs_fp64"], a["train_logits"]["vs_fp64"])
-    fwd32 = max(a["eval_logits"]["fp32_eager_vs_fp64"], a["train_logits"]["fp32_eager_vs_fp64"])
+    fwd, fwd32 = a["forward"]["vs_fp64"], a["forward"]["fp32_eager_vs_fp64"]
     if variant == "eager":
         n_inf = f"logits vs fp64 {fwd32:.1e}"
         n_tr = f"grads vs fp64 {a['grads']['fp32_eager_vs_fp64']:.1e}"
@@ -1030,8 +1028,7 @@ def targets(results: dict[str, dict]) -> list[dict]:
         a = res.get("agreement")
         if a and a["variant"] != "eager":
             goal = f"<= max({a['tolerance']:.0e}, 4x fp32 eager)"
-            fwd = max(a["eval_logits"]["vs_fp64"], a["train_logits"]["vs_fp64"])
-            fwd32 = max(a["eval_logits"]["fp32_eager_vs_fp64"], a["train_logits"]["fp32_eager_vs_fp64"])
+            fwd, fwd32 = a["forward"]["vs_fp64"], a["forward"]["fp32_eager_vs_fp64"]
             add(f"{name}: logits as accurate as fp32 eager", fwd, goal, a["forward_agree"],
                 f"error vs fp64; fp32 eager's: {fwd32:.1e}")
             add(f"{name}: gradients as accurate as fp32 eager", a["grads"]["vs_fp64"], goal, a["grads_agree"],
@@ -1112,7 +1109,7 @@ def _meta(args: argparse.Namespace, results: dict[str, dict]) -> dict:
     return {
         "command": "python -m camsim.bench " + " ".join(args.argv), "smoke": bool(args.smoke),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(), "cpu": _cpu_name(),
-        "cores": _cores(), "threads": threads, "torch": torch.__version__,
+        "cores": default_workers(), "threads": threads, "torch": torch.__version__,
         "python": platform.python_version(), "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "cuda": bool(torch.cuda.is_available()), "ceiling_gflops": _ceiling(results),
         "flops": FLOP_CONVENTION, "timing": TIMING_CONVENTION,

@@ -27,7 +27,9 @@ def progress_bar() -> Progress:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+    """The cores this process may run on (all CPUs where affinity is unknown, e.g. macOS)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
 
 
 def parallel_iter(fn: Callable[[T], R], items: Sequence[T], desc: str, workers: int | None = None,

@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 
 # Before torch loads its OpenMP runtime: threads that wait passively instead of spinning.
 # On a quiet machine this costs little; on a busy one (other jobs, a sweep's parallel jobs)
 # spinning threads made small ops 10-20x slower in camsim's benchmarks.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from collections.abc import Callable
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig

@@ -56,7 +56,7 @@ def run_splicing(cfg: DictConfig) -> dict:
             folder = _synthetic_splices(cfg, st)
             records = _load_manifest(folder)
             rows += _localise_all(loc, cfg, folder, records, out, "synthetic", set(st.data.split.known))
-            results["synthetic"] = summarise(rows, [r for r in records])
+            results["synthetic"] = summarise(rows)
     else:
         log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir for real forgeries)")
     if sc.real_dir:
@@ -159,7 +159,7 @@ def _scenario(rec: dict, known: set | None) -> str:
     return "_".join(sorted([k(rec["host_model"]), k(rec["donor_model"])]))
 
 
-def summarise(rows: list[dict], records: list[dict]) -> dict:
+def summarise(rows: list[dict]) -> dict:
     """Per mode: mean pixel F1 / MCC over spliced images (and inverted-best), by scenario, detection AUC."""
     out: dict[str, Any] = {}
     for mode in sorted({r["mode"] for r in rows if "mode" in r}):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camsim.progress import default_workers
 from camsim.synth.params import make_catalogue
 from camsim.synth.render import canvas_factor, encode_image, noise_rng, render_camera_image, render_catalogue
 from camsim.synth.scenes import render_scene
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         nbytes = sum(f.stat().st_size for f in (tmp / "cat").rglob("*.jpg"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    workers = args.workers if args.workers is not None else len(os.sched_getaffinity(0))
+    workers = args.workers if args.workers is not None else default_workers()
     print(f"catalogue: {args.models} models x {args.images} images of {size[0]}x{size[1]} = {n} images, "
           f"{workers} workers: {wall:.1f} s, {n / wall:.2f} images/s, {n * mp / wall:.2f} MP/s, "
           f"{nbytes / 2**20:.0f} MiB; load average now {np.round(os.getloadavg(), 2).tolist()}")
