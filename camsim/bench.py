@@ -47,7 +47,7 @@ import numpy as np
 from camsim.artefacts import atomic_write_json
 from camsim.progress import default_workers
 
-__all__ = ["main", "build_plan", "run_plan", "compare_variant", "agreement", "reference_outputs", "targets",
+__all__ = ["main", "build_plan", "run_plan", "compare_variant", "agreement", "reference_outputs", "targets", "annotate",
            "texture", "ROWS", "TARGETS"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -367,6 +367,7 @@ def row_phase_a(p: dict) -> dict:
     import torch.nn.functional as F
 
     from camsim.artefacts import content_hash
+    from camsim.lit.phase_a import FeaturePass, feature_batch_size
     from camsim.models.backbone import count_flops
     from camsim.models.constrained import project_constrained_layers_
 
@@ -374,16 +375,27 @@ def row_phase_a(p: dict) -> dict:
     B = int(p["batch"])
     amp = _amp(variant)
     x, y = _inputs(B, P)
-    res: dict[str, Any] = {"model": p["model_name"], "patch": P, "batch": B, "variant": variant}
+    # inference = the product's frozen-backbone feature pass (FeaturePass: batch by pixel budget,
+    # channels_last / compile with inductor freezing as the variant says); bf16 = autocast eager
+    B_inf = int(p.get("infer_batch") or feature_batch_size(P))
+    x_inf = _inputs(B_inf, P, seed=1)[0]
+    res: dict[str, Any] = {"model": p["model_name"], "patch": P, "batch": B, "infer_batch": B_inf, "variant": variant}
     with _inductor_cache(p.get("compile_cache", "fresh") if variant == "compile" else "default"):
         clf = _classifier(p["model_cfg"], P, variant)
         init = copy.deepcopy(clf.state_dict())
         flops = float(count_flops(clf.backbone, P))
         opt = torch.optim.SGD(clf.backbone.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+        fp = None if variant == "bf16" else FeaturePass(
+            clf.backbone, ["logits"], B_inf, channels_last=variant in ("channels_last", "compile"),
+            compile=variant == "compile")
+        x_inf_np = x_inf.numpy()
 
         def infer() -> None:
+            if fp is not None:
+                fp(x_inf_np)
+                return
             with torch.no_grad(), amp():
-                clf(x)
+                clf(x_inf)
 
         def train_step() -> None:
             opt.zero_grad(set_to_none=True)
@@ -411,7 +423,13 @@ def row_phase_a(p: dict) -> dict:
         # correctness at the initial weights (same for every variant of this model / size / batch)
         clf.load_state_dict(init)
         opt.zero_grad(set_to_none=True)
+        # eval logits as the feature pass computes them (compiled graphs included), before
+        # _outputs' train-mode forward moves the batch-norm running statistics
+        fp_eval = None if fp is None else torch.from_numpy(np.concatenate(
+            [fp(x[i:i + B_inf].numpy())["logits"] for i in range(0, B, B_inf)])).double()
         fast = _outputs(clf, list(clf.backbone.parameters()), x, y, amp)
+        if fp_eval is not None:
+            fast["eval_logits"] = fp_eval
         state = {k[len("backbone."):]: v for k, v in init.items() if k.startswith("backbone.")}
         key = content_hash(p["model_cfg"], P, B, sorted((k, float(v.double().sum())) for k, v in state.items()))
         cache = Path(p["ref_cache"]) / f"ref-{key}.pt" if p.get("ref_cache") else None
@@ -430,10 +448,8 @@ def row_phase_a(p: dict) -> dict:
 
             torch._dynamo.reset()
             again = _classifier(p["model_cfg"], P, variant)
-            again.eval()
             t = time.perf_counter()
-            with torch.no_grad():
-                again(x)
+            FeaturePass(again.backbone, ["logits"], B_inf, compile=True)(x_inf_np)
             warm_inf = time.perf_counter() - t
             again.train()
             t = time.perf_counter()
@@ -442,7 +458,7 @@ def row_phase_a(p: dict) -> dict:
             res["compile_s"] = {"infer_cold": first["infer"] - min(t_inf), "train_cold": first["train"] - min(t_tr),
                                 "infer_warm": warm_inf - min(t_inf), "train_warm": warm_tr - min(t_tr),
                                 "cache": p.get("compile_cache", "fresh")}
-    inf, tr = _rate(B, t_inf), _rate(B, t_tr)
+    inf, tr = _rate(B_inf, t_inf), _rate(B, t_tr)
     res.update(flops_forward=flops, inference=inf, training=tr)
     a = res["agreement"]
     fwd, fwd32 = a["forward"]["vs_fp64"], a["forward"]["fp32_eager_vs_fp64"]
@@ -453,7 +469,7 @@ def row_phase_a(p: dict) -> dict:
         n_inf = f"logits vs fp64 {fwd:.1e} (eager {fwd32:.1e}): {'agree' if a['forward_agree'] else 'DIFFER'}"
         n_tr = (f"grads vs fp64 {a['grads']['vs_fp64']:.1e} (eager {a['grads']['fp32_eager_vs_fp64']:.1e}): "
                 f"{'agree' if a['grads_agree'] else 'DIFFER'}")
-    lines = [_line("inference", inf["best"], "patches/s", flops, note=f"batch {B}; {n_inf}"),
+    lines = [_line("inference", inf["best"], "patches/s", flops, note=f"batch {B_inf}; {n_inf}"),
              _line("training", tr["best"], "patches/s", 3 * flops, note=f"batch {B}, FLOPs 3x fwd; {n_tr}")]
     if "compile_s" in res:
         c = res["compile_s"]
@@ -748,24 +764,16 @@ def row_localize(p: dict) -> dict:
 
     P = int(p["patch"])
     sim = _similarity(p, P)
-    loc = Localizer(sim)
+    variant = p.get("variant", "eager")
+    if variant not in ("eager", "channels_last", "compile"):
+        raise ValueError(f"localize variant: unknown {variant!r}")
+    # the product's path: Localizer -> FeaturePass (channels_last / compile as camsim-localize's
+    # feature_pass config says); eager = the default layout
+    loc = Localizer(sim, channels_last=variant != "eager", compile=variant == "compile")
     h, w = p["image_size"]
     green = texture(h, w, 3)
     extract, compile_s = loc.extract, None
-    if p.get("variant", "eager") == "compile":
-        # experiment: channels_last + torch.compile of the feature pass, every batch padded to
-        # the full batch size (one static shape, no recompilation for the last batch)
-        bb = sim.backbone.to(memory_format=torch.channels_last)
-        layer = sim.feature_layer
-        feat = torch.compile(lambda x: bb.features(x.contiguous(memory_format=torch.channels_last), layer))
-
-        @torch.no_grad()
-        def extract(patches: np.ndarray) -> np.ndarray:
-            n = len(patches)
-            x = torch.zeros(loc.batch, 1, P, P, dtype=torch.uint8)
-            x[:n, 0] = torch.from_numpy(np.ascontiguousarray(patches))
-            return feat(x)[:n].float().numpy()
-
+    if variant == "compile":
         t = time.perf_counter()
         with _inductor_cache(p.get("compile_cache", "fresh")):
             extract(np.zeros((1, P, P), np.uint8))
@@ -794,7 +802,7 @@ def row_localize(p: dict) -> dict:
     other = total - spent["features"] - spent["pairs"]
     res = {"seconds": total, "features_s": spent["features"], "pairs_s": spent["pairs"], "other_s": other,
            "patches": len(result.positions), "decidable": n, "pairs": n * n, "image_size": [h, w], "patch": P,
-           "stride": result.stride, "batch": loc.batch, "variant": p.get("variant", "eager"),
+           "stride": result.stride, "batch": loc.feature_pass.batch_size, "variant": variant,
            "compile_s": compile_s, "flops_forward": flops}
     mp = h * w / 1e6
     res["lines"] = [
@@ -802,14 +810,14 @@ def row_localize(p: dict) -> dict:
               note=f"{n} decidable of {len(result.positions)} patches; graph mode"),
         _line("  feature extraction (once per patch)", spent["features"], "s",
               note=f"{n / spent['features']:.1f} patches/s, {n * flops / spent['features'] / 1e9:.1f} GFLOP/s "
-                   f"(batch {loc.batch})"),
+                   f"(batch {loc.feature_pass.batch_size}, {variant})"),
         _line("  pair scoring (score_matrix, all pairs)", spent["pairs"], "s",
               note=f"{n * n} pairs, {n * n / max(spent['pairs'], 1e-9):.3g} pairs/s"),
         _line("  rest (grid, entropy, spectral cut, maps)", other, "s"),
     ]
     if compile_s is not None:
         res["lines"].append(_line("  compile (before, not in total)", compile_s, "s",
-                                  note=f"channels_last + torch.compile, static batch (padded); "
+                                  note=f"FeaturePass compile (inductor freezing), static batch (padded); "
                                        f"{p.get('compile_cache', 'fresh')} inductor cache"))
     return res
 
@@ -851,6 +859,7 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
             b = max(2, min(batch, sizes["bf16_batch"] * 64 * 64 // (P * P))) if v == "bf16" else batch
             plan.append(Spec(f"phase_a/{args.model}/{P}/{v}", "phase_a", {
                 "model_name": args.model, "model_cfg": model_cfg, "patch": P, "batch": b, "variant": v,
+                "infer_batch": b if (args.batch or args.smoke or v == "bf16") else None,
                 "timing": timing, "compile_cache": args.compile_cache}))
     q_patch = quick["patch"] if not args.smoke else patch_sizes[0]
     q_batch = quick["phase_a_loader"]["batch_size"] if not args.smoke else batch
@@ -858,7 +867,7 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
         if v in variants:
             plan.append(Spec(f"phase_a/quick/{v}", "phase_a", {
                 "model_name": quick["model_name"], "model_cfg": quick["model"], "patch": q_patch, "batch": q_batch,
-                "variant": v, "timing": timing, "compile_cache": args.compile_cache, "recipe": "quick"}))
+                "infer_batch": batch if args.smoke else None, "variant": v, "timing": timing, "compile_cache": args.compile_cache, "recipe": "quick"}))
     for fmt in ("jpg", "png"):
         plan.append(Spec(f"data/extract/{'jpeg' if fmt == 'jpg' else 'png'}", "extract", {
             "format": fmt, "images": sizes["extract_images"], "image_size": sizes["extract_size"],
@@ -877,11 +886,16 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
     plan.append(Spec("phase_b/eval", "phase_b_eval", {
         **common, "features": sizes["pb_features"], "pairs": sizes["pb_eval_pairs"], "matrix_n": sizes["pb_matrix_n"]}))
     for v in args.localize_variants:
-        plan.append(Spec("phase_b/localize" + ("" if v == "eager" else f"/{v}"), "localize", {
+        plan.append(Spec("phase_b/localize" + ("" if v == "channels_last" else f"/{v}"), "localize", {
             **common, "patch": sizes["loc_patch"], "image_size": sizes["loc_size"], "variant": v,
             "compile_cache": args.compile_cache}))
+    # the ceiling again at the end: this VM's clock drifts (102-161 GFLOP/s in runs of one day),
+    # so the ceiling is the faster of the two and every share is conservative
+    plan.append(Spec("gemm/end", "gemm", dict(plan[0].params)))
     if args.only:
         plan = [s for s in plan if any(_matches(s.name, pat) for pat in args.only)]
+    if not any(s.kind != "gemm" for s in plan):  # only the ceiling asked for: measure it once
+        plan = plan[:1]
     return plan
 
 
@@ -971,8 +985,9 @@ def run_plan(plan: Sequence[Spec], threads: int | None = None, in_process: bool 
 
 
 def _ceiling(results: dict[str, dict]) -> float | None:
-    g = results.get("gemm", {})
-    return g.get("gflops") if g.get("status") == "ok" else None
+    """The GEMM ceiling: the faster of the run's GEMM rows (start and end of the run)."""
+    got = [r["gflops"] for r in results.values() if r.get("kind") == "gemm" and r.get("status") == "ok"]
+    return max(got) if got else None
 
 
 def annotate(results: dict[str, dict]) -> None:
@@ -1137,13 +1152,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--head", default="paper", help="conf/similarity/<name>.yaml for Phase B rows (paper)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                     help="Phase A variants (default: all; compile = channels_last + torch.compile)")
-    ap.add_argument("--batch", type=int, help="Phase A batch size (default 64; smoke 4; bf16 capped at 16)")
+    ap.add_argument("--batch", type=int, help="Phase A batch size (default: training 64, inference the feature "
+                    "pass's batch, 32 at 64 px / 16 at 256 px; smoke 4; bf16 capped at 16)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads in every row (default: torch's)")
     ap.add_argument("--workers", type=int, help="PatchStore / simulator worker processes (default: all cores)")
     ap.add_argument("--loader-workers", nargs="*", type=int, default=[2],
                     help="extra DataLoader num_workers to try besides the recipe's (default 2)")
-    ap.add_argument("--localize-variants", nargs="+", default=["eager"], choices=("eager", "compile"),
-                    help="feature extractor of the localisation row (compile: channels_last + torch.compile)")
+    ap.add_argument("--localize-variants", nargs="+", default=["channels_last"],
+                    choices=("eager", "channels_last", "compile"),
+                    help="feature pass of the localisation row (default channels_last, as camsim-localize; "
+                         "compile: + torch.compile with inductor freezing)")
     ap.add_argument("--gemm-n", type=int, help="GEMM size (default 4096; smoke 256)")
     ap.add_argument("--compile-cache", choices=("fresh", "default"),
                     help="inductor cache for compile rows: fresh = cold compile (default), "

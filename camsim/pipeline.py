@@ -194,7 +194,7 @@ def phase_b_key(st: RunState) -> dict:
     return {"kind": "phase_b", "phase_a": st.phase_a_dir.name,
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
             "feature_layer": str(cfg.model.feature_layer), "similarity": to_plain(cfg.similarity),
-            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in ("loader", "resume")},
+            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in ("loader", "resume", "feature_pass")},
             "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
 
 
@@ -218,7 +218,8 @@ def stage_phase_b(st: RunState) -> None:
                                              scheduler=to_plain(cfg.phase_b.scheduler))
     features = None
     if cfg.phase_b.cache_features:
-        fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, str(cfg.model.feature_layer))
+        fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, str(cfg.model.feature_layer),
+                          **to_plain(cfg.phase_b.feature_pass))
         features = fs.features
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
                         seed=int(cfg.seed), resample=bool(cfg.phase_b.resample_pairs), features=features)
@@ -286,7 +287,7 @@ def stage_eval(st: RunState) -> dict:
     ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else st.phase_b_dir / "model.ckpt"
     sim = load_similarity(ckpt)
     backbone_id = st.phase_a_dir.name if not cfg.get("ckpt") else content_hash(str(ckpt.resolve()), ckpt.stat().st_mtime_ns)
-    fs = FeatureStore(st.artefact_dir, sim.backbone, backbone_id, sim.feature_layer)
+    fs = FeatureStore(st.artefact_dir, sim.backbone, backbone_id, sim.feature_layer, **to_plain(cfg.phase_b.feature_pass))
     edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed))
     edm.setup()
     pairs = edm.pairs

@@ -13,15 +13,15 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def progress_bar() -> Progress:
-    """The one rich progress bar style used for data work (quiet when CAMSIM_QUIET=1)."""
+def progress_bar(disable: bool = False) -> Progress:
+    """The one rich progress bar style used for data work (quiet when CAMSIM_QUIET=1 or ``disable``)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        disable=os.environ.get("CAMSIM_QUIET") == "1",
+        disable=disable or os.environ.get("CAMSIM_QUIET") == "1",
         transient=False,
     )
 

@@ -33,7 +33,7 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
                          "--variants", "eager", "channels_last", "bf16"])
     on_disk = json.loads(out.read_text())
     assert on_disk["rows"].keys() == report["rows"].keys()
-    expected = {"gemm", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
+    expected = {"gemm", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
                 "phase_a/quick/eager", "data/extract/jpeg", "data/extract/png", "data/loader/32", "data/decode",
                 "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize"}
     rows = on_disk["rows"]
@@ -64,7 +64,8 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
 def test_rows_run_in_fresh_subprocesses(tmp_path):
     out = tmp_path / "b.json"
     report = bench.main(["--smoke", "--quiet", "--out", str(out), "--only", "gemm", "data/decode"])
-    assert list(report["rows"]) == ["gemm", "data/decode"]
+    # the ceiling is measured at the start and again at the end of a run
+    assert list(report["rows"]) == ["gemm", "data/decode", "gemm/end"]
     for row in report["rows"].values():
         assert row["status"] == "ok", row.get("reason")
         assert row["memory"]["method"].startswith("fresh subprocess")
@@ -90,6 +91,16 @@ def test_smoke_with_compile_rows(tmp_path):
 
 
 # ----------------------------------------------------------------------------- targets (pure)
+
+
+def test_ceiling_is_the_faster_of_the_start_and_end_gemm_rows():
+    gemm = {"gemm": {"status": "ok", "kind": "gemm", "gflops": 100.0},
+            "gemm/end": {"status": "ok", "kind": "gemm", "gflops": 125.0}}
+    line = {"value": 500.0, "unit": "patches/s", "flops": 2e8}
+    results = {**gemm, "phase_a/m/64/eager": {"status": "ok", "kind": "phase_a", "lines": [line]}}
+    bench.annotate(results)
+    assert line["share"] == pytest.approx(100.0 / 125.0)  # 100 GFLOP/s achieved / the faster ceiling
+    assert bench._ceiling({"gemm": gemm["gemm"], "gemm/end": {"status": "error", "kind": "gemm"}}) == 100.0
 
 
 def test_targets_pass_and_miss_from_hand_made_results():

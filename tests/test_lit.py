@@ -8,6 +8,7 @@ similarity head on a separable toy problem, and the confusion-matrix picture.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from camsim.cli import CONF_DIR
 from camsim.data.datamodules import PairDataset, PatchDataset, _already_batched
 from camsim.data.store import PatchSet
 from camsim.eval.metrics import roc_auc
-from camsim.lit.phase_a import CameraClassifier, extract_features, load_classifier
+from camsim.lit.phase_a import CameraClassifier, FeaturePass, extract_features, feature_batch_size, load_classifier
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.models.constrained import constraint_violation, project_constrained
 
@@ -246,6 +247,24 @@ def test_extract_features_shapes_and_probs(phase_a, data):
     assert empty_f.shape == (0, 16) and empty_p.shape == (0, len(CLASSES))
 
 
+def test_feature_pass_fast_paths_agree_with_eager(phase_a, data):
+    """channels_last and compiled (inductor freezing, padded static batch) feature passes give
+    the eager reference's features; a padded last batch returns only the real patches."""
+    bb = copy.deepcopy(phase_a["model"].backbone)
+    x = data["val"].take(np.arange(0, 22))  # 22 = 2 x 8 + 6: the last batch is padded
+    layers = ["fc_a2.pre", "logits"]
+    ref = FeaturePass(bb, layers, 8, channels_last=False).extract(x)
+    for fast in (FeaturePass(copy.deepcopy(bb), layers, 8, channels_last=True),
+                 FeaturePass(copy.deepcopy(bb), layers, 8, compile=True)):
+        out = fast.extract(x)
+        for k in layers:
+            assert out[k].shape == ref[k].shape == (22, bb.feature_dim(k))
+            np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size is 8"):
+        fast(x[:9])
+    assert feature_batch_size(64) == 32 and feature_batch_size(256) == 16 and feature_batch_size(10_000) == 1
+
+
 def test_mislnet_small_config_at_64_px():
     """The quick recipe's model file through CameraClassifier: logits and feature widths."""
     cfg = OmegaConf.load(Path(CONF_DIR) / "model" / "mislnet_small.yaml")
@@ -361,6 +380,19 @@ def test_missing_optimizer_is_named(data):
     model = CameraClassifier(TINY, CLASSES, P)
     with pytest.raises(ValueError, match="phase_a.optimizer"):
         model.configure_optimizers()
+
+
+def test_quick_recipe_swaps_the_scheduler_class():
+    """A recipe replaces the default StepLR by CosineAnnealingLR; its null keys drop StepLR's arguments."""
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg()
+    model = CameraClassifier(TINY, CLASSES, P, optimizer=OmegaConf.to_container(cfg.phase_a.optimizer, resolve=True),
+                             scheduler=OmegaConf.to_container(cfg.phase_a.scheduler, resolve=True))
+    conf = model.configure_optimizers()
+    sched = conf["lr_scheduler"]["scheduler"]
+    assert isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR) and sched.T_max == cfg.phase_a.max_epochs
+    assert conf["optimizer"].param_groups[0]["lr"] == cfg.phase_a.optimizer.lr
 
 
 # --------------------------------------------------------------------------- Phase B

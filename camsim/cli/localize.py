@@ -23,7 +23,8 @@ def main(cfg: DictConfig) -> None:
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
-    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch))
+    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch), channels_last=bool(cfg.feature_pass.channels_last),
+                    compile=bool(cfg.feature_pass.compile))
     out_dir = Path(cfg.paths.output_dir)
     if image.is_dir():
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))

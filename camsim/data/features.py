@@ -20,20 +20,20 @@ class FeatureStore:
     """Cached features of patch sets for one backbone (named by ``backbone_id``) and layer."""
 
     def __init__(self, artefact_dir: Path, backbone: torch.nn.Module, backbone_id: str, layer: str,
-                 batch_size: int = 512):
-        self.root, self.backbone, self.backbone_id = Path(artefact_dir), backbone, backbone_id
-        self.layer, self.batch_size = layer, batch_size
-        backbone.feature_dim(layer)  # fail early, naming the valid layers
+                 channels_last: bool = True, compile: bool = False):
+        from camsim.lit.phase_a import FeaturePass
+
+        self.root, self.backbone_id, self.layer = Path(artefact_dir), backbone_id, layer
+        # one pass for every patch set: a compiled pass compiles once
+        self.feature_pass = FeaturePass(backbone, [layer, "logits"], channels_last=channels_last, compile=compile)
 
     def get(self, ps: PatchSet) -> tuple[np.ndarray, np.ndarray]:
         """``(features [n, d] float32, softmax [n, |A|] float32)`` of a patch set."""
-        from camsim.lit.phase_a import extract_features
-
         def build(tmp: Path) -> None:
-            f, p = extract_features(self.backbone, ps.patches, self.layer, self.batch_size, with_probs=True,
-                                    desc=f"features {ps.model}/{ps.subset}")
-            np.save(tmp / "features.npy", f.astype(np.float32))
-            np.save(tmp / "probs.npy", p.astype(np.float32))
+            out = self.feature_pass.extract(ps.patches, desc=f"features {ps.model}/{ps.subset}")
+            probs = torch.softmax(torch.from_numpy(out["logits"]), dim=1).numpy()
+            np.save(tmp / "features.npy", out[self.layer].astype(np.float32))
+            np.save(tmp / "probs.npy", probs.astype(np.float32))
 
         key = {"backbone": self.backbone_id, "layer": self.layer, "patches": ps.path.name}
         d = cached_dir(self.root, "features", key, build)

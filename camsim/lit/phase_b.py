@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from camsim.config import to_plain
-from camsim.lit.phase_a import build_backbone, load_classifier
+from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_config
 
 
 class ForensicSimilarity(L.LightningModule):
@@ -131,14 +131,7 @@ class ForensicSimilarity(L.LightningModule):
         self._step(batch, "val")
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        if hp.optimizer is None:
-            raise ValueError("phase_b.optimizer is not set")
-        opt = hydra.utils.instantiate(hp.optimizer, _convert_="all")(params=self.head.parameters())
-        if not hp.scheduler:
-            return opt
-        sched = hydra.utils.instantiate(hp.scheduler, _convert_="all")(optimizer=opt)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return optimizers_from_config(self.head.parameters(), self.hparams.optimizer, self.hparams.scheduler, "phase_b")
 
     @torch.no_grad()
     def score_pairs(self, f: np.ndarray, i: np.ndarray, j: np.ndarray, batch_size: int = 65536) -> np.ndarray:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from camsim.artefacts import atomic_write_json, cached_dir
+from camsim.config import to_plain
 from camsim.data.io import read_green, read_rgb
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import best_of_inverted, detection_auc, overlay_image, pixel_f1, pixel_mcc
@@ -47,7 +48,7 @@ def run_splicing(cfg: DictConfig) -> dict:
         stage_phase_a(st)
         stage_phase_b(st)
         ckpt = st.phase_b_dir / "model.ckpt"
-    loc = Localizer(load_similarity(ckpt))
+    loc = Localizer(load_similarity(ckpt), **to_plain(cfg.phase_b.feature_pass))
     sc = cfg.splicing
     results: dict[str, Any] = {"checkpoint": str(ckpt)}
     rows: list[dict] = []

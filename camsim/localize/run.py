@@ -31,15 +31,18 @@ CSV_COLUMNS = ["image", "status", "decision", "score", "mode", "decidable_patche
 class Localizer:
     """A similarity checkpoint turned into the engine's ``extract`` / ``score_matrix`` callables."""
 
-    def __init__(self, sim: Any, batch: int = 256):
+    def __init__(self, sim: Any, batch: int = 256, channels_last: bool = True, compile: bool = False):
+        from camsim.lit.phase_a import FeaturePass
+
         self.sim = sim.eval()
         self.batch = batch
         self.patch = sim.patch_size
+        self.feature_pass = FeaturePass(sim.backbone, [sim.feature_layer], channels_last=channels_last,
+                                        compile=compile)
 
-    @torch.no_grad()
     def extract(self, patches: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(patches)).unsqueeze(1).to(self.sim.device)
-        return self.sim.features(x).float().cpu().numpy()
+        """f(X) of uint8 patches ``[N, P, P]`` (the frozen backbone's feature pass)."""
+        return self.feature_pass.extract(patches)[self.sim.feature_layer]
 
     @torch.no_grad()
     def score_matrix(self, F: np.ndarray, G: np.ndarray | None) -> np.ndarray:
