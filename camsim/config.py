@@ -176,6 +176,9 @@ class PhaseBConfig:
     cache_features: bool = True
     #: how those features are computed (also for evaluation and the splicing benchmark)
     feature_pass: FeaturePassConfig = field(default_factory=FeaturePassConfig)
+    #: Phase B's own seed (head initialisation, dropout, pair draws); null: the job's ``seed``.
+    #: ``-m phase_b.seed=1,2,3`` measures Phase B's spread on one Phase A network.
+    seed: Optional[int] = None
     resume: bool = True
 
 

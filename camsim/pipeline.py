@@ -6,7 +6,12 @@ config parts that determine it, so a sweep's jobs that differ only downstream re
 - ``phase_a-<hash>``: data source, sets A, image split, patch settings, model (minus
   ``feature_layer``), ``phase_a`` optimisation, seed, precision.
 - ``phase_b-<hash>``: the Phase A artefact, set B, ``feature_layer``, ``similarity``,
-  ``phase_b`` optimisation, seed (not η: a threshold sweep re-uses one trained network).
+  ``phase_b`` optimisation and ``phase_b.seed``, seed (not η: a threshold sweep re-uses one
+  trained network).
+
+Each learning phase seeds the random generators itself before it trains (``seed``; Phase B
+``phase_b.seed`` when set), so a phase comes out the same whether the phases before it were
+trained in the same process or reused from the cache.
 
 A phase trains in ``<name>.partial/`` (last.ckpt every epoch, so an interrupted run
 resumes) under a lock, and is renamed into place when done.
@@ -181,6 +186,9 @@ def stage_phase_a(st: RunState) -> None:
         log.info("  reusing %s", final)
         return
     _require_training(st, final)
+    # each phase starts from its own seed, so what it learns never depends on what ran
+    # before it in this process (e.g. whether the data stage drew random numbers)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = PhaseADataModule(st.data, cfg.phase_a.loader)
     module = CameraClassifier(backbone=backbone_config(cfg), class_names=list(st.data.split.a),
                               patch_size=int(cfg.patches.size), optimizer=to_plain(cfg.phase_a.optimizer),
@@ -198,6 +206,11 @@ def phase_b_key(st: RunState) -> dict:
             "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
 
 
+def phase_b_seed(cfg: DictConfig) -> int:
+    """Phase B's seed (head initialisation, dropout, pair draws): ``phase_b.seed``, else ``seed``."""
+    return int(cfg.seed if cfg.phase_b.get("seed") is None else cfg.phase_b.seed)
+
+
 def stage_phase_b(st: RunState) -> None:
     from camsim.data.datamodules import PairDataModule
     from camsim.data.features import FeatureStore
@@ -211,6 +224,10 @@ def stage_phase_b(st: RunState) -> None:
         log.info("  reusing %s", final)
         return
     _require_training(st, final)
+    # seeded here, not only at the start of the job: Phase B must come out the same whether
+    # Phase A was trained in this process or reused from the cache
+    seed = phase_b_seed(cfg)
+    L.seed_everything(seed, workers=True, verbose=False)
     eta = 0.5 if cfg.eval.eta == "auto" else float(cfg.eval.eta)
     module = ForensicSimilarity.from_phase_a(st.phase_a_dir / "model.ckpt", head=to_plain(cfg.similarity),
                                              feature_layer=str(cfg.model.feature_layer), eta=eta,
@@ -222,7 +239,7 @@ def stage_phase_b(st: RunState) -> None:
                           **to_plain(cfg.phase_b.feature_pass))
         features = fs.features
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
-                        seed=int(cfg.seed), resample=bool(cfg.phase_b.resample_pairs), features=features)
+                        seed=seed, resample=bool(cfg.phase_b.resample_pairs), features=features)
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
 
 
@@ -331,7 +348,7 @@ def _auto_eta(st: RunState, sim: Any, fs: Any, rule: str) -> float:
     from camsim.eval.metrics import choose_eta
 
     cfg = st.cfg
-    dm = PairDataModule(st.data, cfg.phase_b.loader, 2, int(cfg.phase_b.val_pairs), seed=int(cfg.seed),
+    dm = PairDataModule(st.data, cfg.phase_b.loader, 2, int(cfg.phase_b.val_pairs), seed=phase_b_seed(cfg),
                         features=fs.features)
     dm.setup()
     v = dm.val_set

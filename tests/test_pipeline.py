@@ -58,6 +58,33 @@ def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shar
     assert metrics["eval"]["eta"] == pytest.approx(0.3)
 
 
+def test_phase_b_is_the_same_whether_phase_a_was_trained_or_reused(tmp_path: Path, shared_artefacts: Path) -> None:
+    """Each phase seeds itself: Phase B trained right after Phase A in one process equals Phase B
+    trained in a later process that reuses the cached Phase A (same artefact key, same weights)."""
+    import shutil
+
+    import torch
+
+    arts = tmp_path / "artefacts"
+    shutil.copytree(shared_artefacts, arts, ignore=shutil.ignore_patterns("phase_a-*", "phase_b-*"))
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w2").mkdir()
+    _run("camsim-train", tmp_path / "w1", arts)  # trains Phase A, then Phase B, in one process
+    first = [d for d in arts.glob("phase_b-*") if not d.name.endswith(".partial")]
+    assert len(first) == 1
+    kept = tmp_path / "phase_b_first"
+    shutil.move(str(first[0]), kept)
+    res = _run("camsim-train", tmp_path / "w2", arts)  # reuses Phase A, trains Phase B again
+    assert "reusing" in res.stdout + res.stderr
+    again = arts / first[0].name
+    assert again.is_dir()  # the same artefact key
+    w1 = torch.load(kept / "model.ckpt", weights_only=True)["state_dict"]
+    w2 = torch.load(again / "model.ckpt", weights_only=True)["state_dict"]
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k
+
+
 def test_camsim_eval_needs_a_trained_model(workdir: Path, shared_artefacts: Path) -> None:
     res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "seed=12345", cwd=workdir)
     assert res.returncode == 2
