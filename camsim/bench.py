@@ -867,7 +867,8 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
         if v in variants:
             plan.append(Spec(f"phase_a/quick/{v}", "phase_a", {
                 "model_name": quick["model_name"], "model_cfg": quick["model"], "patch": q_patch, "batch": q_batch,
-                "infer_batch": batch if args.smoke else None, "variant": v, "timing": timing, "compile_cache": args.compile_cache, "recipe": "quick"}))
+                "infer_batch": batch if args.smoke else None, "variant": v, "timing": timing,
+                "compile_cache": args.compile_cache, "recipe": "quick"}))
     for fmt in ("jpg", "png"):
         plan.append(Spec(f"data/extract/{'jpeg' if fmt == 'jpg' else 'png'}", "extract", {
             "format": fmt, "images": sizes["extract_images"], "image_size": sizes["extract_size"],

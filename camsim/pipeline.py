@@ -208,7 +208,7 @@ def phase_b_key(st: RunState) -> dict:
 
 def phase_b_seed(cfg: DictConfig) -> int:
     """Phase B's seed (head initialisation, dropout, pair draws): ``phase_b.seed``, else ``seed``."""
-    return int(cfg.seed if cfg.phase_b.get("seed") is None else cfg.phase_b.seed)
+    return int(cfg.seed if cfg.phase_b.seed is None else cfg.phase_b.seed)
 
 
 def stage_phase_b(st: RunState) -> None:

@@ -16,6 +16,7 @@ log = logging.getLogger("camsim")
 
 @hydra_app("localize")
 def main(cfg: DictConfig) -> None:
+    from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
     from camsim.localize.run import Localizer, check_reference, localize_file, localize_folder
 
@@ -23,8 +24,7 @@ def main(cfg: DictConfig) -> None:
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
-    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch), channels_last=bool(cfg.feature_pass.channels_last),
-                    compile=bool(cfg.feature_pass.compile))
+    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch), **to_plain(cfg.feature_pass))
     out_dir = Path(cfg.paths.output_dir)
     if image.is_dir():
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))

@@ -165,7 +165,8 @@ class FeaturePass:
     """The frozen backbone's inference: ``{layer: float32 [n, d]}`` of uint8 patches, batch by batch.
 
     Used for Phase B's feature cache, evaluation and localisation — everywhere the backbone is
-    frozen. ``channels_last``: NHWC convolutions (same maths, ~1.3x on CPU). ``compile``: also
+    frozen. ``channels_last``: NHWC convolutions (same maths, ~1.3x on CPU; converts the
+    backbone's weights to channels_last in place — values unchanged). ``compile``: also
     ``torch.compile`` with inductor *freezing* (weights become constants and batch norm folds
     into the convolutions — valid only because the backbone no longer changes); each batch is
     padded to ``batch_size`` so one static shape compiles once (~15 s on 2 cores). Results agree
