@@ -128,15 +128,20 @@ def build_loggers(cfg: DictConfig) -> list:
     return loggers
 
 
-def build_callbacks(cfg: DictConfig) -> list:
-    return [hydra.utils.instantiate(cb) for _, cb in (cfg.get("callbacks") or {}).items()
-            if isinstance(cb, DictConfig) and "_target_" in cb]
+def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list:
+    """The ``callbacks`` group's callbacks; without a logger (``logger=none``) those that only
+    log (the learning-rate monitor, which Lightning refuses to run without one) are left out."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    built = [hydra.utils.instantiate(cb) for _, cb in (cfg.get("callbacks") or {}).items()
+             if isinstance(cb, DictConfig) and "_target_" in cb]
+    return [cb for cb in built if with_logger or not isinstance(cb, LearningRateMonitor)]
 
 
 def build_trainer(cfg: DictConfig, max_epochs: int, callbacks: list, loggers: list) -> L.Trainer:
     kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if v is not None}
     kwargs.pop("_target_")
-    return L.Trainer(max_epochs=max_epochs, callbacks=callbacks + build_callbacks(cfg),
+    return L.Trainer(max_epochs=max_epochs, callbacks=callbacks + build_callbacks(cfg, with_logger=bool(loggers)),
                      logger=loggers or False, **kwargs)
 
 

@@ -85,6 +85,14 @@ def test_phase_b_is_the_same_whether_phase_a_was_trained_or_reused(tmp_path: Pat
         assert torch.equal(w1[k], w2[k]), k
 
 
+def test_training_without_a_logger_keeps_the_default_callbacks(workdir: Path, shared_artefacts: Path) -> None:
+    """logger=none with the default callbacks (progress bar, learning-rate monitor) trains: the
+    monitor, which Lightning refuses without a logger, is left out instead of failing the run."""
+    res = _run("camsim-train", workdir, shared_artefacts, "task=phase_a", "logger=none", "callbacks=default",
+               "seed=4242")  # a seed of its own: Phase A is trained here, not reused
+    assert "reusing" not in res.stdout + res.stderr
+
+
 def test_camsim_eval_needs_a_trained_model(workdir: Path, shared_artefacts: Path) -> None:
     res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "seed=12345", cwd=workdir)
     assert res.returncode == 2
