@@ -310,6 +310,37 @@ def test_channels_last_matches_default_layout():
         assert torch.allclose(ref[k], out[k], atol=1e-5), k
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_pooling_before_a_monotone_activation_changes_nothing(activation):
+    """Max pooling commutes with tanh / ReLU: pooling first (the fast order) gives the values and
+    gradients of conv → bn → act → pool, in training mode (batch statistics) and in eval mode."""
+    import copy
+
+    model = load_model("mislnet_small", 64)
+    model = Backbone(**{**model.config, "activation": activation}, num_classes=5, patch_size=64)
+    assert [b.pool_first for b in model.blocks.values()] == [True, True, True, False]  # conv4: avg pool
+    slow = copy.deepcopy(model)
+    for b in slow.blocks.values():
+        b.pool_first = False
+    x, y = patches(8, 64).unsqueeze(1), torch.arange(8) % 5
+    for m in (model, slow):
+        m.train()
+        nn.functional.cross_entropy(m(x), y).backward()
+    for (name, p), q in zip(model.named_parameters(), slow.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
+    model.eval(), slow.eval()
+    with torch.no_grad():
+        for layer in ("conv1.pool", "conv3.pool", "fc_a2.pre", "logits"):
+            assert torch.allclose(model.features(x, layer), slow.features(x, layer), atol=1e-5), layer
+        # reading the un-pooled activation takes the original order
+        assert torch.allclose(model.features(x, "conv1.post"), slow.features(x, "conv1.post"), atol=1e-6)
+
+
+def test_gelu_is_not_pooled_first():
+    model = small_backbone(activation="gelu")
+    assert not any(b.pool_first for b in model.blocks.values())
+
+
 def test_forward_traces_without_graph_breaks():
     torch._dynamo.reset()
     model = small_backbone().eval()
