@@ -34,8 +34,8 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     on_disk = json.loads(out.read_text())
     assert on_disk["rows"].keys() == report["rows"].keys()
     expected = {"gemm", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
-                "phase_a/quick/eager", "data/extract/jpeg", "data/extract/png", "data/loader/32", "data/decode",
-                "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize"}
+                "phase_a/quick/eager", "phase_a/quick/channels_last", "data/extract/jpeg", "data/extract/png",
+                "data/loader/32", "data/decode", "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize"}
     rows = on_disk["rows"]
     assert set(rows) == expected
     for name, row in rows.items():
