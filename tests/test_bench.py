@@ -184,3 +184,16 @@ def test_score_matrix_cross_matrix_equals_pairwise():
         m = head.score_matrix(F_, G_, batch=2)
         ref = torch.sigmoid(head(F_.repeat_interleave(3, 0), G_.repeat(5, 1))).reshape(5, 3)
     torch.testing.assert_close(m, ref, rtol=0, atol=1e-6)
+
+
+def test_pool_order_ab_script_runs():
+    """benchmarks/pool_order.py (pool before vs after the activation) in a tiny configuration."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pool_order.py"
+    res = subprocess.run([sys.executable, str(script), "--models", "mislnet_small", "--batch", "2", "--rounds", "1",
+                          "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [line for line in res.stdout.splitlines() if line.startswith("mislnet_small")]
+    assert len(lines) == 2 and all("ratio" in line for line in lines)
