@@ -130,12 +130,13 @@ def build_loggers(cfg: DictConfig) -> list:
 
 def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list:
     """The ``callbacks`` group's callbacks; without a logger (``logger=none``) those that only
-    log (the learning-rate monitor, which Lightning refuses to run without one) are left out."""
-    from lightning.pytorch.callbacks import LearningRateMonitor
+    log (learning-rate and device-stats monitors, which Lightning refuses to run without one)
+    are left out."""
+    from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor
 
     built = [hydra.utils.instantiate(cb) for _, cb in (cfg.get("callbacks") or {}).items()
              if isinstance(cb, DictConfig) and "_target_" in cb]
-    return [cb for cb in built if with_logger or not isinstance(cb, LearningRateMonitor)]
+    return [cb for cb in built if with_logger or not isinstance(cb, (LearningRateMonitor, DeviceStatsMonitor))]
 
 
 def build_trainer(cfg: DictConfig, max_epochs: int, callbacks: list, loggers: list) -> L.Trainer:

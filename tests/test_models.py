@@ -316,8 +316,8 @@ def test_pooling_before_a_monotone_activation_changes_nothing(activation):
     gradients of conv → bn → act → pool, in training mode (batch statistics) and in eval mode."""
     import copy
 
-    model = load_model("mislnet_small", 64)
-    model = Backbone(**{**model.config, "activation": activation}, num_classes=5, patch_size=64)
+    model = instantiate(OmegaConf.load(CONF / "model" / "mislnet_small.yaml"), num_classes=5, patch_size=64,
+                        activation=activation)
     assert [b.pool_first for b in model.blocks.values()] == [True, True, True, False]  # conv4: avg pool
     slow = copy.deepcopy(model)
     for b in slow.blocks.values():
@@ -328,7 +328,8 @@ def test_pooling_before_a_monotone_activation_changes_nothing(activation):
         nn.functional.cross_entropy(m(x), y).backward()
     for (name, p), q in zip(model.named_parameters(), slow.parameters()):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6), name
-    model.eval(), slow.eval()
+    model.eval()
+    slow.eval()
     with torch.no_grad():
         for layer in ("conv1.pool", "conv3.pool", "fc_a2.pre", "logits"):
             assert torch.allclose(model.features(x, layer), slow.features(x, layer), atol=1e-5), layer
