@@ -15,22 +15,20 @@ import argparse
 import statistics
 import time
 
-import hydra
 import torch
 import torch.nn.functional as F
 
-from camsim.bench import _model_cfg
+from camsim.bench import _classifier, _inputs, _model_cfg
 from camsim.models.constrained import project_constrained_layers_
 
 
 def measure(model_name: str, patch: int, batch: int, rounds: int, steps: int) -> dict[str, dict[str, float]]:
     """patches/s (best and median over ``rounds``) of training steps and inference, per order."""
-    model = hydra.utils.instantiate(_model_cfg("model", model_name), num_classes=10, patch_size=patch)
-    model = model.to(memory_format=torch.channels_last)
+    clf = _classifier(_model_cfg("model", model_name), patch, "channels_last")  # the bench's rows build the same
+    model = clf.backbone
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch, 1, patch, patch), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    x, y = _inputs(batch, patch)
+    x = x.contiguous(memory_format=torch.channels_last)
     can_pool_first = {name: block.pool_first for name, block in model.blocks.items()}  # as the model decided
 
     def set_order(pool_first: bool) -> None:

@@ -102,8 +102,8 @@ class ConvBlock(nn.Module):
     With max pooling and a non-decreasing activation (tanh, ReLU) the block pools *before* the
     activation when nobody reads the un-pooled activation (``convK.post``): the same values and
     gradients (up to fp32 rounding), with the activation evaluated on a quarter of the elements
-    after a 3×3/2 pool (``benchmarks/pool_order.py``: training steps 1.05–1.18×, inference
-    1.2–1.4× on 2 CPU cores).
+    after a 3×3/2 pool (``benchmarks/pool_order.py``: training steps 1.0–1.2×, inference
+    1.1–1.4× on 2 CPU cores).
     """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.Module, act: nn.Module, pool: nn.Module) -> None:
