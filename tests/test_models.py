@@ -17,6 +17,7 @@ from camsim.models.constrained import (
     project_constrained,
     project_constrained_layers_,
 )
+from camsim.models.jpeg import DCTHistogram, dct_basis, soft_histogram, zigzag
 from camsim.models.similarity import COMBINE_MODES, SimilarityNet
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -342,9 +343,10 @@ def test_gelu_is_not_pooled_first():
     assert not any(b.pool_first for b in model.blocks.values())
 
 
-def test_forward_traces_without_graph_breaks():
+@pytest.mark.parametrize("jpeg", [None, {"coefficients": 9}])
+def test_forward_traces_without_graph_breaks(jpeg):
     torch._dynamo.reset()
-    model = small_backbone().eval()
+    model = small_backbone(jpeg=jpeg).eval()
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     x = patches(2, 32)
     with torch.no_grad():
@@ -448,3 +450,67 @@ def test_score_pairs_equals_pairwise_forward(combine):
     torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="index vectors"):
         net.score_pairs(F, i, j[:10])
+
+
+# --------------------------------------------------------------------------- JPEG branch
+
+
+def test_dct_basis_is_orthonormal_and_zigzag_is_jpegs():
+    basis = dct_basis().reshape(64, 64).double()
+    assert torch.allclose(basis @ basis.T, torch.eye(64, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(basis[0], torch.full((64,), 1 / 8, dtype=torch.float64), atol=1e-7)  # DC
+    # ITU T.81 figure 5, as row-major indices u*8 + v
+    assert zigzag()[:15] == [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4]
+    assert sorted(zigzag()) == list(range(64)) and zigzag()[-1] == 63
+
+
+def test_soft_histogram_hand_computed():
+    # bins -2..2; 0.25 splits 0.75 / 0.25 between bins 0 and 1; 5 is clipped into bin 2
+    h = soft_histogram(torch.tensor([[[0.0, 0.25, -2.0, 5.0]]]), half_range=2)
+    assert torch.allclose(h, torch.tensor([[[0.25, 0.0, 0.4375, 0.0625, 0.25]]]))
+
+
+def _jpeg_patch(quality: int, seed: int = 0) -> torch.Tensor:
+    """A 64-px grayscale patch of mild noise around mid-grey, JPEG-compressed and decoded."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.clip(128 + rng.normal(0, 6, (64, 64)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L")).copy())
+
+
+def test_jpeg_branch_sees_the_quantisation_lattice():
+    """At quality 50 the first AC coefficient (table step 11) sits on multiples of 11; at
+    quality 95 (step 1) it does not: the histograms a camera's JPEG settings leave."""
+    branch = DCTHistogram(coefficients=1, half_range=15)
+    on_lattice = [i + 15 for i in (-12, -11, -10, -1, 0, 1, 10, 11, 12)]
+    for quality, expect_lattice in ((50, True), (95, False)):
+        hist = branch(_jpeg_patch(quality).float().reshape(1, 1, 64, 64) / 255)
+        assert hist.shape == (1, 31) and torch.isclose(hist.sum(), torch.tensor(1.0))
+        share = float(hist[0, on_lattice].sum())
+        assert (share > 0.95) == expect_lattice, (quality, share)
+
+
+def test_backbone_with_jpeg_branch():
+    model = load_model("mislnet_small_jpeg", 64, num_classes=6).eval()
+    assert model.feature_dim("jpeg") == 27 * 31
+    assert model.fcs["fc_a1"].in_features == 128 + 27 * 31
+    x = patches(3, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x, ["jpeg", "fc_a2.pre"])
+        assert torch.allclose(feats["jpeg"].sum(1), torch.full((3,), 27.0))  # 27 histograms, each sums to 1
+        assert model(x).shape == (3, 6)
+        # the branch feeds fc_a1: changing the histograms changes the feature
+        model.fcs["fc_a1"].weight.data[:, 128:] = 0
+        assert not torch.allclose(model.features(x), feats["fc_a2.pre"])
+    with pytest.raises(ValueError, match="jpeg.*multiple of 8"):
+        small_backbone(patch_size=36, jpeg={"coefficients": 5})
+    with pytest.raises(ValueError, match="jpeg.*coeficients"):
+        small_backbone(jpeg={"coeficients": 5})
+    with pytest.raises(ValueError, match="jpeg.coefficients"):
+        small_backbone(jpeg={"coefficients": 64})

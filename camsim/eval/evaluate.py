@@ -107,8 +107,9 @@ def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Seque
                      max_per_model: int = 400) -> tuple[dict, str]:
     """Is the task about camera traces? (issue 3's check, on every run's own data)
 
-    A logistic classifier on *global* patch statistics (mean, std, histogram) of set A's
-    patches, next to the Phase A network's test accuracy on the same models; and, where the
+    Logistic classifiers on *global* patch statistics (mean, std, histogram) and on the JPEG
+    branch's block-DCT histograms of set A's patches, next to the Phase A network's test
+    accuracy on the same models; and, where the
     source knows camera families (the simulator's ``cameras.json``), the evaluation's
     "different" rates for same-family pairs vs cross-family pairs.
     """
@@ -129,9 +130,11 @@ def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Seque
 
     (xtr, ytr), (xte, yte) = take("train"), take("test")
     glob = difficulty_report(xtr, ytr, xte, yte, features_kind="global", pairwise=False)
-    out = {"difficulty/global_stats_acc": glob.accuracy, "difficulty/chance": glob.chance,
-           "difficulty/phase_a_test_acc": phase_a_metrics.get("phase_a/test/acc")}
+    jpeg = difficulty_report(xtr, ytr, xte, yte, features_kind="jpeg", pairwise=False)
+    out = {"difficulty/global_stats_acc": glob.accuracy, "difficulty/jpeg_stats_acc": jpeg.accuracy,
+           "difficulty/chance": glob.chance, "difficulty/phase_a_test_acc": phase_a_metrics.get("phase_a/test/acc")}
     rows = [["global patch statistics (mean, std, histogram), logistic", f"{glob.accuracy:.1%}"],
+            ["JPEG block-DCT histograms (the JPEG branch's features), logistic", f"{jpeg.accuracy:.1%}"],
             ["Phase A network (test images)", "n/a" if out["difficulty/phase_a_test_acc"] is None
              else f"{out['difficulty/phase_a_test_acc']:.1%}"],
             ["chance", f"{glob.chance:.1%}"]]

@@ -14,6 +14,7 @@ Named layers (``layer_names()``), usable as ``feature_layer``:
 - ``constrained``: constrained-conv output;
 - ``convK.pre`` (after batch norm, before the activation), ``convK.post`` (after the
   activation), ``convK.pool`` (after pooling), K = 1..number of blocks;
+- ``jpeg``: the JPEG branch's block-DCT histograms (``camsim.models.jpeg``), when configured;
 - ``fc_aJ.pre`` / ``fc_aJ.post`` (before / after the activation), J = 1..len(fc);
 - ``logits``.
 
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from camsim.models.constrained import ConstrainedConv2d
+from camsim.models.jpeg import DCTHistogram
 
 __all__ = ["Backbone", "count_flops", "make_activation"]
 
@@ -38,6 +40,7 @@ _INITS = ("xavier", "xavier_normal", "kaiming", "torch")
 _POOL_TYPES = ("max", "avg", "none")
 _BLOCK_KEYS = {"out_channels", "kernel_size", "stride", "padding", "pool"}
 _POOL_KEYS = {"type", "kernel", "stride", "padding"}
+_JPEG_KEYS = {"coefficients", "half_range"}
 _CONSTRAINED_KEYS = {"kernels", "kernel_size", "padding"}
 
 
@@ -137,6 +140,9 @@ class Backbone(nn.Module):
             patches, e.g. the 3x3 pool after conv4 at 64 px -- shrink the window to the
             input size instead of raising ValueError. Decided once at construction from
             ``patch_size``; sizes where every window fits are unaffected.
+        jpeg: None (the paper's network) or ``{coefficients=27, half_range=15}``: a fixed
+            branch of block-DCT coefficient histograms (:class:`~camsim.models.jpeg.DCTHistogram`,
+            layer ``jpeg``) that, batch-normalised, join the flattened conv output before ``fc_a1``.
     """
 
     def __init__(
@@ -152,9 +158,11 @@ class Backbone(nn.Module):
         init: str = "xavier",
         feature_layer: str = "fc_a2.pre",
         fit_pools: bool = False,
+        jpeg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         constrained = _plain(constrained)
+        jpeg = _plain(jpeg)
         blocks = _plain(blocks)
         fc = _plain(fc)
         self.num_classes = _int(num_classes, "num_classes", 1)
@@ -177,6 +185,7 @@ class Backbone(nn.Module):
             "init": init,
             "feature_layer": feature_layer,
             "fit_pools": bool(fit_pools),
+            "jpeg": jpeg,
         }
 
         # shapes[name] = (C, H, W) after that stage, computed here, checked by the tests
@@ -226,6 +235,20 @@ class Backbone(nn.Module):
                 dims[f"{name}.{part}"] = c
 
         self.flat_features = c * h * h
+        self.jpeg: DCTHistogram | None = None
+        if jpeg is not None:
+            if not isinstance(jpeg, dict):
+                raise ValueError(f"jpeg: expected null or a dict, got {jpeg!r}")
+            _unknown_keys(jpeg, _JPEG_KEYS, "jpeg")
+            if self.patch_size % 8:
+                raise ValueError(f"jpeg: needs a patch size that is a multiple of 8, got {self.patch_size}")
+            self.jpeg = DCTHistogram(self.in_channels, _int(jpeg.get("coefficients", 27), "jpeg.coefficients", 1),
+                                     _int(jpeg.get("half_range", 15), "jpeg.half_range", 1))
+            # histogram shares are tiny next to the conv features: standardised, the fc layers
+            # weigh both from the start (real-photo demo, Phase A: 73.8 % raw, 87.2 % standardised)
+            self.jpeg_norm = nn.BatchNorm1d(self.jpeg.out_features)
+            dims["jpeg"] = self.jpeg.out_features
+            self.flat_features += self.jpeg.out_features
         self.fcs = nn.ModuleDict()
         self.fc_acts = nn.ModuleDict()
         width = self.flat_features
@@ -336,6 +359,13 @@ class Backbone(nn.Module):
         out: dict[str, Tensor] = {}
         n_wanted = len(set(wanted))
         x = self._prepare(x)
+        hist = None
+        if self.jpeg is not None:
+            hist = self.jpeg(x)
+            if "jpeg" in wanted:
+                out["jpeg"] = hist
+                if len(out) == n_wanted:
+                    return out
         if self.constrained is not None:
             x = self.constrained(x)
             if "constrained" in wanted:
@@ -358,6 +388,8 @@ class Backbone(nn.Module):
             if len(out) == n_wanted:
                 return out
         x = torch.flatten(x, 1)
+        if hist is not None:
+            x = torch.cat([x, self.jpeg_norm(hist)], dim=1)
         for name, fc in self.fcs.items():
             x = fc(x)
             if f"{name}.pre" in wanted:

@@ -9,6 +9,9 @@ feature sets of uint8 green patches ``[N, P, P]``:
 * :func:`residual_features` — simple trace statistics (Laplacian-residual energy by 2×2
   CFA phase and by 8×8 JPEG-grid phase, residual histogram and autocorrelation). A weak
   stand-in for the Phase A network, well above chance when the simulator leaves traces.
+* :func:`jpeg_features` — the histograms of 8×8 block-DCT coefficients that the backbone's
+  JPEG branch computes (``camsim.models.jpeg``): how far JPEG and frequency statistics alone
+  tell the models apart.
 
 Classifiers are plain numpy/scipy (no scikit-learn): multinomial logistic regression fitted
 by L-BFGS on standardised features, or nearest centroid. :func:`difficulty_report` gives
@@ -29,7 +32,7 @@ import numpy as np
 from scipy import optimize
 
 CLASSIFIERS: tuple[str, ...] = ("logistic", "centroid")
-FEATURE_SETS: tuple[str, ...] = ("global", "residual")
+FEATURE_SETS: tuple[str, ...] = ("global", "residual", "jpeg")
 
 
 # ---------------------------------------------------------------------- features
@@ -94,11 +97,28 @@ def residual_features(patches: np.ndarray) -> np.ndarray:
     return np.concatenate(feats, axis=1).astype(np.float32)
 
 
+def jpeg_features(patches: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """[N, 27 · 31] block-DCT coefficient histograms of each patch: exactly the features of the
+    backbone's JPEG branch (:class:`camsim.models.jpeg.DCTHistogram`, default settings;
+    patches on the 8-px JPEG grid assumed)."""
+    import torch
+
+    from camsim.models.jpeg import DCTHistogram
+
+    p = _check_patches(patches)
+    branch = DCTHistogram()
+    with torch.no_grad():
+        return np.concatenate([branch(torch.from_numpy(p[i:i + batch]).float().unsqueeze(1) / 255).numpy()
+                               for i in range(0, len(p), batch)])
+
+
 def features(patches: np.ndarray, kind: str) -> np.ndarray:
     if kind == "global":
         return global_stats_features(patches)
     if kind == "residual":
         return residual_features(patches)
+    if kind == "jpeg":
+        return jpeg_features(patches)
     raise ValueError(f"features: unknown kind {kind!r}; choose one of {list(FEATURE_SETS)}")
 
 
@@ -252,7 +272,8 @@ def difficulty_report(train_patches: np.ndarray, train_models: Sequence[str], te
                       features_kind: str = "global", classifier: str = "logistic",
                       pairwise: bool = True) -> DifficultyReport:
     """Classify green patches into camera models with ``features_kind`` features
-    ("global" = the global-statistics baseline, "residual" = hand-made trace statistics).
+    ("global" = the global-statistics baseline, "residual" = hand-made trace statistics,
+    "jpeg" = the JPEG branch's block-DCT histograms).
 
     ``families`` (model → family) adds the within-family / cross-family pairwise summary.
     """
