@@ -1,9 +1,11 @@
-"""The Quickstart's main job, exactly as a user runs it (slow: 5-9 min on 2 cores), and the
-splicing benchmark on the quick model. The thresholds sit below the figures of README
-"Results" (measured 2026-11-25 and 2026-12-02 on two machines: AUC 0.92-0.93, unknown-unknown
-84-86 %, Phase A 81-82 %, graph-mode pixel F1 of map or inverse 0.72, detection AUC
-0.98-0.997) by a margin for run-to-run and machine-to-machine variation, so a regression in
-any stage fails here."""
+"""The Quickstart's main job, exactly as a user runs it (slow: 3-5 min on 2 cores), and the
+splicing benchmark on the quick model. The main job must meet the targets of issues 5 and 6
+(Phase A >= 85 %, overall >= 85 %, unknown-unknown >= 80 % and above the Bray-Curtis
+baseline at equal false-alarm rate, AUC >= 0.90); README "Results" (2026-12-02) measured
+99.3 %, 92.1 %, 98.8 % vs 81.8 %, 0.976, and 92.1-94.2 % overall over four Phase B seeds.
+The splicing thresholds sit below its figures (graph-mode pixel F1 of map or inverse 0.814,
+detection AUC 0.980 graph / 0.897 reference) by a margin for machine-to-machine variation,
+so a regression in any stage fails here."""
 
 from __future__ import annotations
 
@@ -28,16 +30,17 @@ def quick_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_quick_main_job_separates_unknown_models(quick_dir: Path) -> None:
     run_dir = next((quick_dir / "outputs").rglob("run.json")).parent  # artefacts hold other metrics.json
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["phase_a"]["phase_a/test/acc"] >= 0.75
+    assert run["phase_a"]["phase_a/test/acc"] >= 0.85
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["eval"]["auc"] >= 0.88
-    assert metrics["eval"]["acc"]["unknown_unknown"] >= 0.75
-    assert metrics["eval"]["acc"]["overall"] >= 0.78
+    assert metrics["eval"]["auc"] >= 0.90
+    assert metrics["eval"]["acc"]["unknown_unknown"] >= 0.80
+    assert metrics["eval"]["acc"]["unknown_unknown"] > metrics["baseline"]["acc"]["unknown_unknown"]
+    assert metrics["eval"]["acc"]["overall"] >= 0.85
 
 
 def test_quick_model_localises_simulated_splices(quick_dir: Path) -> None:
     res = run_cli("camsim-eval", "task=splicing", cwd=quick_dir, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(next((quick_dir / "outputs").rglob("splicing.json")).read_text())["synthetic"]
-    assert out["graph"]["f1_best"] >= 0.6 and out["graph"]["errors"] == 0
+    assert out["graph"]["f1_best"] >= 0.7 and out["graph"]["errors"] == 0
     assert out["graph"]["auc"] >= 0.9 and out["reference"]["auc"] >= 0.85
