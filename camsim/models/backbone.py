@@ -242,8 +242,7 @@ class Backbone(nn.Module):
             _unknown_keys(jpeg, _JPEG_KEYS, "jpeg")
             if self.patch_size % 8:
                 raise ValueError(f"jpeg: needs a patch size that is a multiple of 8, got {self.patch_size}")
-            self.jpeg = DCTHistogram(self.in_channels, _int(jpeg.get("coefficients", 27), "jpeg.coefficients", 1),
-                                     _int(jpeg.get("half_range", 15), "jpeg.half_range", 1))
+            self.jpeg = DCTHistogram(self.in_channels, **{k: _int(v, f"jpeg.{k}", 1) for k, v in jpeg.items()})
             # histogram shares are tiny next to the conv features: standardised, the fc layers
             # weigh both from the start (real-photo demo, Phase A: 73.8 % raw, 87.2 % standardised)
             self.jpeg_norm = nn.BatchNorm1d(self.jpeg.out_features)
