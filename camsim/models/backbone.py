@@ -357,14 +357,11 @@ class Backbone(nn.Module):
         """One pass; records the ``wanted`` layers and stops after the last of them."""
         out: dict[str, Tensor] = {}
         n_wanted = len(set(wanted))
-        x = self._prepare(x)
-        hist = None
-        if self.jpeg is not None:
-            hist = self.jpeg(x)
-            if "jpeg" in wanted:
-                out["jpeg"] = hist
-                if len(out) == n_wanted:
-                    return out
+        x = inp = self._prepare(x)
+        if self.jpeg is not None and "jpeg" in wanted:
+            out["jpeg"] = self.jpeg(inp)
+            if len(out) == n_wanted:
+                return out
         if self.constrained is not None:
             x = self.constrained(x)
             if "constrained" in wanted:
@@ -387,7 +384,8 @@ class Backbone(nn.Module):
             if len(out) == n_wanted:
                 return out
         x = torch.flatten(x, 1)
-        if hist is not None:
+        if self.jpeg is not None:  # the histograms only now, so conv-layer features never pay for them
+            hist = out["jpeg"] if "jpeg" in out else self.jpeg(inp)
             x = torch.cat([x, self.jpeg_norm(hist)], dim=1)
         for name, fc in self.fcs.items():
             x = fc(x)
