@@ -18,16 +18,17 @@ import time
 import torch
 import torch.nn.functional as F
 
-from camsim.bench import _classifier, _inputs, _model_cfg
+from camsim.bench.plan import recipe
+from camsim.bench.rows_model import make_classifier, random_batch
 from camsim.models.constrained import project_constrained_layers_
 
 
 def measure(model_name: str, patch: int, batch: int, rounds: int, steps: int) -> dict[str, dict[str, float]]:
     """patches/s (best and median over ``rounds``) of training steps and inference, per order."""
-    clf = _classifier(_model_cfg("model", model_name), patch, "channels_last")  # the bench's rows build the same
+    clf = make_classifier(recipe(model=model_name)["model"], patch, "channels_last")  # the bench's rows build the same
     model = clf.backbone
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    x, y = _inputs(batch, patch)
+    x, y = random_batch(batch, patch)
     x = x.contiguous(memory_format=torch.channels_last)
     can_pool_first = {name: block.pool_first for name, block in model.blocks.items()}  # as the model decided
 

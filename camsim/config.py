@@ -8,6 +8,7 @@ or ``_target_`` sub-configs (optimisers); :func:`validate` checks those by hand.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -64,12 +65,59 @@ class ExifDataConfig:
     recursive: bool = False
 
 
+@dataclass
+class DresdenDataConfig:
+    """The Dresden Image Database: one flat folder, model in the file name (``camsim.data.layouts``)."""
+
+    _target_: str = "camsim.data.layouts.DresdenSource"
+    root: str = MISSING
+    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".tif", ".tiff"])
+    min_images: int = 1
+
+
+@dataclass
+class VisionDataConfig:
+    """The VISION data set: ``Dxx_Make_Model/images/<variant>/`` (``camsim.data.layouts``)."""
+
+    _target_: str = "camsim.data.layouts.VisionSource"
+    root: str = MISSING
+    #: image folders to read: flat, nat (camera originals), natFBH, natFBL (Facebook), natWA (WhatsApp)
+    variants: list[str] = field(default_factory=lambda: ["flat", "nat"])
+    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".tif", ".tiff"])
+    min_images: int = 1
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class ModelConfig:
+    """The Phase A backbone (``camsim.models.backbone.Backbone``'s arguments; see its docstring
+    and ``conf/model/*.yaml``). The defaults are the Backbone's."""
+
+    _target_: str = "camsim.models.backbone.Backbone"
+    in_channels: int = 1
+    #: null (no constrained layer) or {kernels, kernel_size, padding}
+    constrained: Any = None
+    #: [{out_channels, kernel_size, stride, padding, pool}, ...]
+    blocks: Any = field(default_factory=list)
+    fc: Any = field(default_factory=lambda: [200, 200])
+    activation: str = "tanh"
+    batch_norm: bool = True
+    init: str = "xavier"
+    fit_pools: bool = False
+    #: null, or the JPEG branch's settings ({coefficients, half_range})
+    jpeg: Any = None
+    #: deprecated: the feature layer is Phase B's choice, ``phase_b.feature_layer``
+    feature_layer: Optional[str] = None
+
+
 # --------------------------------------------------------------------------- splits / patches
 
 
 @dataclass
 class SplitConfig:
-    """Camera-model sets (method.md, "Camera-model sets") and the per-model image split.
+    """Camera-model sets (docs/method.md, "Camera-model sets") and the per-model image split.
 
     ``a``, ``b``, ``c``: a count drawn with ``seed`` from the source's models, or an explicit
     list of model names; ``a`` may also be ``rest`` (every model not in B or C).
@@ -90,7 +138,7 @@ class SplitConfig:
 
 @dataclass
 class PatchCountsConfig:
-    """Patches per model and image subset (method.md: 50k for A, 20k for B, 10k for eval)."""
+    """Patches per model and image subset (docs/method.md: 50k for A, 20k for B, 10k for eval)."""
 
     train_a: int = 1500
     val_a: int = 200
@@ -105,7 +153,7 @@ class PatchConfig:
     size: int = 64
     #: patch corners are multiples of this (8 keeps the JPEG grid and the 2-px CFA phase)
     align: int = 8
-    #: h = −Σ p_k ln p_k in nats; patches with h ≤ min_entropy are dropped (method.md)
+    #: h = −Σ p_k ln p_k in nats; patches with h ≤ min_entropy are dropped (docs/method.md)
     min_entropy: float = 4.0
     per_model: PatchCountsConfig = field(default_factory=PatchCountsConfig)
     seed: int = 0
@@ -127,7 +175,7 @@ class LoaderConfig:
 
 @dataclass
 class PhaseAConfig:
-    """Learning Phase A: the camera-model classifier on set A (method.md)."""
+    """Learning Phase A: the camera-model classifier on set A (docs/method.md)."""
 
     max_epochs: int = 30
     optimizer: Any = field(default_factory=lambda: {
@@ -147,9 +195,9 @@ class PhaseAConfig:
 
 @dataclass
 class FeaturePassConfig:
-    """The frozen backbone's inference pass (``camsim.lit.phase_a.FeaturePass``): speed only."""
+    """The frozen backbone's inference pass (``camsim.models.feature_pass.FeaturePass``): speed only."""
 
-    #: NHWC convolutions (~1.3x on CPU, same maths)
+    #: NHWC convolutions (same maths, faster on CPU: README, "Performance")
     channels_last: bool = True
     #: torch.compile with inductor freezing (batch norm folded into the convs): ~15 s to compile,
     #: pays off on large patch sets (paper recipe, 256 px) and on many localised images
@@ -158,9 +206,12 @@ class FeaturePassConfig:
 
 @dataclass
 class PhaseBConfig:
-    """Learning Phase B: the similarity network on set B, backbone frozen (method.md)."""
+    """Learning Phase B: the similarity network on set B, backbone frozen (docs/method.md)."""
 
     max_epochs: int = 60
+    #: the backbone layer whose output is the feature f(X) (the paper: fc_a2 pre-activation);
+    #: ``camsim.models.backbone.Backbone.layer_names`` lists them
+    feature_layer: str = "fc_a2.pre"
     #: pairs per epoch, half same-model and half different-model (paper: 250k + 250k)
     train_pairs: int = 20000
     val_pairs: int = 4000
@@ -184,7 +235,7 @@ class PhaseBConfig:
 
 @dataclass
 class EvalConfig:
-    """Source-differentiation evaluation (method.md, "Evaluation") and the Bondi baseline."""
+    """Source-differentiation evaluation (docs/method.md, "Evaluation") and the Bondi baseline."""
 
     #: decision threshold η (C = 1 iff S > η), or "auto": chosen on Phase B validation pairs
     eta: Any = 0.5
@@ -260,7 +311,8 @@ class CamsimConfig:
     data: Any = MISSING
     split: SplitConfig = field(default_factory=SplitConfig)
     patches: PatchConfig = field(default_factory=PatchConfig)
-    model: Any = MISSING
+    #: the ``model`` group's file merges onto these defaults (unknown keys fail at start)
+    model: ModelConfig = field(default_factory=ModelConfig)
     similarity: Any = MISSING
     phase_a: PhaseAConfig = field(default_factory=PhaseAConfig)
     phase_b: PhaseBConfig = field(default_factory=PhaseBConfig)
@@ -269,6 +321,8 @@ class CamsimConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None
     callbacks: Any = None
+    #: start a run estimated at over 12 h on a machine without a GPU (camsim.guard refuses it otherwise)
+    allow_slow_cpu: bool = False
     #: checkpoint of a trained similarity network (camsim-eval / camsim-localize), or null
     #: to take the one the pipeline trains for this config
     ckpt: Optional[str] = None
@@ -283,13 +337,96 @@ class LocalizeConfig:
     mode: str = "graph"
     reference: Any = None
     stride: Optional[int] = None
-    min_entropy: float = 4.0
+    #: null: the checkpoint's training recipe (``patch_settings``), else 4.0
+    min_entropy: Optional[float] = None
     eta: float = 0.5
+    #: null: the uncalibrated default (graph 0.25, reference 1 - eta); calibrate_far sets one
     decision_threshold: Optional[float] = None
+    #: graph mode: "spectral" (1 - lambda2) or "modularity" (2Q) image score
+    graph_method: str = "spectral"
+    #: graph mode: patches solved exactly; above, this many landmark patches + Nystrom extension
+    max_graph_nodes: int = 2048
+    #: border patches aligned down to the 8-px grid (an uncovered margin < 8 px); false: dropped
+    cover_border: bool = True
+    #: scores.npy (float16 patch grid): null = for a single image yes, for a folder no
+    save_scores: Optional[bool] = None
+    #: batch mode on authentic images: print/write the threshold with this false-alarm rate
+    calibrate_far: Optional[float] = None
     batch: int = 256
     feature_pass: FeaturePassConfig = field(default_factory=FeaturePassConfig)
     max_pixels: int = 200_000_000
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+@dataclass
+class TransferPairsConfig:
+    """Patch-level pairs of the transfer evaluation, sampled per stratum (photo, photo pair, model pair)."""
+
+    #: pairs of two patches of one photo, per photo
+    per_photo: int = 50
+    #: pairs of patches of two photos of one model, per photo pair
+    per_photo_pair: int = 20
+    #: photo pairs per model at most (drawn with the seed), so a model with many photos does not swamp the figures
+    photo_pairs_per_model: int = 30
+    #: pairs of patches of two models, per model pair (a photo of each drawn uniformly, then a patch)
+    per_model_pair: int = 100
+
+
+@dataclass
+class TransferImageConfig:
+    """Image-level decisions: one per pair of photos (or of the two halves of one photo)."""
+
+    #: patch pairs behind one decision
+    patch_pairs: int = 64
+    #: "mean" or "median" of those patch-pair scores
+    aggregate: str = "mean"
+    #: different-model photo pairs per model pair
+    photo_pairs_per_model_pair: int = 4
+
+
+@dataclass
+class TransferBootstrapConfig:
+    """Bootstrap intervals, resampling camera models and, within each, its photos."""
+
+    reps: int = 500
+    level: float = 0.95
+
+
+@dataclass
+class TransferConfig:
+    """``camsim-eval task=transfer``: a Phase B checkpoint on every camera model of a source."""
+
+    #: patches cut per photo (at most; fewer where the entropy filter drops cells)
+    patches_per_image: int = 64
+    #: entropy filter override; null: the checkpoint's patch settings (else ``patches.min_entropy``)
+    min_entropy: Optional[float] = None
+    #: "eta": the fixed threshold ``eval.eta`` (auto: the checkpoint's); "best": per contrast,
+    #: the threshold of highest accuracy on the evaluated pairs themselves (optimistic, an oracle)
+    threshold: str = "eta"
+    pairs: TransferPairsConfig = field(default_factory=TransferPairsConfig)
+    image: TransferImageConfig = field(default_factory=TransferImageConfig)
+    bootstrap: TransferBootstrapConfig = field(default_factory=TransferBootstrapConfig)
+    #: makes from model names ("Make_Model": the part before the first "_"); false: makes unknown
+    makes_from_names: bool = True
+    seed: int = 0
+
+
+@dataclass
+class EvalJobConfig(CamsimConfig):
+    """``camsim-eval`` (conf/eval.yaml): the whole run plus the transfer evaluation's settings."""
+
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+
+
+def eval_job_schema() -> DictConfig:
+    """:class:`EvalJobConfig` with every field it inherits left unset (``???``), so conf/eval.yaml
+    can merge it *after* ``config``: unset values keep what the recipe composed, and the
+    result is typed :class:`EvalJobConfig` (its ``transfer`` node checked like any other)."""
+    node = OmegaConf.structured(EvalJobConfig)
+    for key in list(node.keys()):
+        if key != "transfer":
+            node[key] = MISSING
+    return node
 
 
 def register_configs() -> None:
@@ -299,6 +436,9 @@ def register_configs() -> None:
     cs.store(group="schema/data", name="synth", node=SynthDataConfig)
     cs.store(group="schema/data", name="folder", node=FolderDataConfig)
     cs.store(group="schema/data", name="exif", node=ExifDataConfig)
+    cs.store(group="schema/data", name="dresden", node=DresdenDataConfig)
+    cs.store(group="schema/data", name="vision", node=VisionDataConfig)
+    cs.store(name="camsim_eval_schema", node=eval_job_schema())
     cs.store(group="schema/trainer", name="trainer", node=TrainerConfig)
 
 
@@ -306,33 +446,41 @@ register_configs()
 
 
 def to_plain(node: Any) -> Any:
-    """A resolved plain-python copy of a config node (for hparams, hashes and JSON)."""
+    """A resolved plain-python copy of a config node, or of nested mappings and sequences
+    holding them (for hparams, hashes, JSON and constructors): dicts and lists all the way down."""
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, Mapping):
+        return {str(k): to_plain(v) for k, v in node.items()}
+    if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        return [to_plain(v) for v in node]
     return node
+
+
+def check_set_spec(key: str, value: Any) -> None:
+    """``split.<key>`` must be a count ≥ 1, a non-empty list of model names, or (``a`` only)
+    ``rest``; ValueError naming the key otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"split.{key} must be ≥ 1 (got {value}): every set must be non-empty")
+        return
+    if isinstance(value, str):
+        if key == "a" and value == "rest":
+            return
+        raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+    if isinstance(value, (list, tuple, ListConfig)):
+        if len(value) == 0:
+            raise ValueError(f"split.{key} is an empty list: every set must be non-empty")
+        return
+    raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express; raises ValueError naming the key."""
-    def _count_or_list(key: str, value: Any, allow_rest: bool = False) -> None:
-        if isinstance(value, bool) or value is None:
-            raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
-        if isinstance(value, int):
-            if value < 1:
-                raise ValueError(f"split.{key} must be ≥ 1 (got {value}): every set must be non-empty")
-            return
-        if isinstance(value, str):
-            if allow_rest and value == "rest":
-                return
-            raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
-        if isinstance(value, (list, ListConfig)):
-            if len(value) == 0:
-                raise ValueError(f"split.{key} is an empty list: every set must be non-empty")
-            return
-        raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
-
     for key in ("a", "b", "c", "known"):
-        _count_or_list(key, cfg.split[key], allow_rest=key == "a")
+        check_set_spec(key, cfg.split[key])
     fr = list(cfg.split.image_fractions)
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or min(fr) <= 0:
         raise ValueError(f"split.image_fractions must be three positive shares (train, val, test) summing to 1, got {fr}")

@@ -1,11 +1,13 @@
-"""The stages of ``camsim-run``: data → Phase A → Phase B → evaluation (→ report).
+"""The stages of a camsim job: data → Learning Phase A → Learning Phase B → evaluation and/or
+the splicing benchmark. ``camsim-run``, ``camsim-train`` and ``camsim-eval`` run a sequence of
+them through :func:`run`.
 
 Each learning phase is an artefact in ``paths.artefact_dir`` keyed by the hash of the
 config parts that determine it, so a sweep's jobs that differ only downstream reuse it:
 
-- ``phase_a-<hash>``: data source, sets A, image split, patch settings, model (minus
-  ``feature_layer``), ``phase_a`` optimisation, seed, precision.
-- ``phase_b-<hash>``: the Phase A artefact, set B, ``feature_layer``, ``similarity``,
+- ``phase_a-<hash>``: data source, sets A, image split, patch settings, model, ``phase_a``
+  optimisation, seed, precision.
+- ``phase_b-<hash>``: the Phase A artefact, set B, ``phase_b.feature_layer``, ``similarity``,
   ``phase_b`` optimisation and ``phase_b.seed``, seed (not η: a threshold sweep re-uses one
   trained network).
 
@@ -24,6 +26,8 @@ import logging
 import os
 import shutil
 import time
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +36,33 @@ from typing import Any
 import hydra
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
-from camsim.artefacts import atomic_write_json, content_hash, file_lock, lock_path
+from camsim.artefacts import atomic_write_json, cached_dir, content_hash, file_lock, lock_path
 from camsim.config import to_plain, validate
+from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, PhaseADataModule
+from camsim.data.features import FeatureStore
+from camsim.data.sources import SynthSource
+from camsim.data.store import log_skipped
+from camsim.eval.difficulty import difficulty_check
+from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
+from camsim.eval.metrics import bray_curtis_similarity, choose_eta
+from camsim.eval.splicing import ImageSet, real_records, splicing_benchmark
+from camsim.lit.phase_a import CameraClassifier, build_backbone
+from camsim.lit.phase_b import ForensicSimilarity, load_similarity
+from camsim.localize.run import Localizer
+from camsim.loggers import ConfusionFigures, build_loggers, finish_loggers, log_evaluation
+from camsim.plots import plot_confusion
+from camsim.synth.splice import load_splices, render_splices
 
 log = logging.getLogger("camsim")
 
-STAGES = ("data", "phase_a", "phase_b", "eval")
+STAGES = ("data", "phase_a", "phase_b", "eval", "splicing")
+#: what each entry point runs
+JOBS = {"run": ("data", "phase_a", "phase_b", "eval"), "phase_a": ("data", "phase_a"),
+        "phase_b": ("data", "phase_a", "phase_b"), "pairs": ("data", "phase_a", "phase_b", "eval"),
+        "splicing": ("data", "phase_a", "phase_b", "splicing")}
 
 
 @dataclass
@@ -55,12 +77,14 @@ class RunState:
     data: Any = None
     phase_a_dir: Path | None = None
     phase_b_dir: Path | None = None
+    #: η of this job's decisions, once resolved (:func:`resolve_eta`)
+    eta: float | None = None
     loggers: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
 
 
 @contextmanager
-def stage(name: str, summary: dict):
+def stage(name: str, summary: dict) -> Iterator[None]:
     """One concise console line per stage with its timing."""
     t0 = time.perf_counter()
     log.info("▶ %s", name)
@@ -74,66 +98,54 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
 
 
+# --------------------------------------------------------------------------- config
+
+
+def feature_layer(cfg: DictConfig) -> str:
+    """The backbone layer whose output is f(X) for Phase B: ``phase_b.feature_layer``
+    (``model.feature_layer``, where it was before, still wins, with a deprecation warning)."""
+    old = cfg.model.get("feature_layer")
+    if old is not None:
+        warnings.warn(f"model.feature_layer is deprecated: use phase_b.feature_layer={old}", FutureWarning,
+                      stacklevel=2)
+        return str(old)
+    return str(cfg.phase_b.feature_layer)
+
+
+def backbone_config(cfg: DictConfig) -> dict:
+    """The ``model`` config as the backbone takes it (without the deprecated ``feature_layer``)."""
+    return {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Everything that can be checked before any work: the schema's extra rules and that the
+    backbone builds and has the feature layer (a typo fails here, not after Phase A)."""
+    validate(cfg)
+    backbone = build_backbone(backbone_config(cfg), 2, int(cfg.patches.size))
+    layer = feature_layer(cfg)
+    try:
+        backbone.feature_dim(layer)
+    except (KeyError, ValueError) as err:
+        raise ValueError(f"phase_b.feature_layer={layer!r}: {err}") from err
+
+
+def configured_eta(cfg: DictConfig) -> float | None:
+    """``eval.eta`` as a number, or ``None`` for ``eta=auto`` (chosen by :func:`resolve_eta`)."""
+    return None if cfg.eval.eta == "auto" else float(cfg.eval.eta)
+
+
 # --------------------------------------------------------------------------- builders
 
 
-def build_data(cfg: DictConfig):
-    from camsim.data.datamodules import CameraData
-
+def build_data(cfg: DictConfig) -> CameraData:
     source = hydra.utils.instantiate(cfg.data, _convert_="all")
     return CameraData(source, cfg.split, cfg.patches, cfg.paths.artefact_dir)
-
-
-def run_tags(cfg: DictConfig) -> list[str]:
-    """Tags that line runs up in W&B: recipe tags, split composition, model, feature layer."""
-    def size(v: Any) -> Any:
-        return v if isinstance(v, (int, str)) else len(v)
-
-    sp = cfg.split
-    choices = _hydra_choices()
-    return [*map(str, cfg.get("tags") or []), f"A{size(sp.a)}-B{size(sp.b)}-C{size(sp.c)}",
-            f"split_seed={sp.seed}", f"model={choices.get('model', '?')}", f"layer={cfg.model.feature_layer}",
-            f"patch={cfg.patches.size}"]
-
-
-def _hydra_choices() -> dict:
-    from hydra.core.hydra_config import HydraConfig
-
-    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
-
-
-def _wandb_names() -> dict:
-    """W&B ``group`` = the sweep (multirun dir), ``name`` = this job's overrides."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return {}
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    group = "/".join(Path(hc.sweep.dir).parts[-2:]) if multirun else "single-runs"
-    return {"group": group, "name": hc.job.override_dirname or hc.job.name}
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    """The configured loggers; W&B gets tags, a group per sweep and a name per job unless set."""
-    os.environ.setdefault("WANDB_MODE", "offline")  # online only when the user asks
-    loggers = []
-    for _, lg in (cfg.get("logger") or {}).items():
-        if isinstance(lg, DictConfig) and "_target_" in lg:
-            extra = {}
-            if lg._target_.endswith("WandbLogger"):
-                extra = {k: v for k, v in {**_wandb_names(), "tags": run_tags(cfg)}.items() if lg.get(k) is None}
-            loggers.append(hydra.utils.instantiate(lg, _convert_="all", **extra))
-    return loggers
 
 
 def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list:
     """The ``callbacks`` group's callbacks; without a logger (``logger=none``) those that only
     log (learning-rate and device-stats monitors, which Lightning refuses to run without one)
     are left out."""
-    from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor
-
     built = [hydra.utils.instantiate(cb) for _, cb in (cfg.get("callbacks") or {}).items()
              if isinstance(cb, DictConfig) and "_target_" in cb]
     return [cb for cb in built if with_logger or not isinstance(cb, (LearningRateMonitor, DeviceStatsMonitor))]
@@ -146,29 +158,41 @@ def build_trainer(cfg: DictConfig, max_epochs: int, callbacks: list, loggers: li
                      logger=loggers or False, **kwargs)
 
 
-def backbone_config(cfg: DictConfig) -> dict:
-    """The ``model`` config without ``feature_layer`` (which only Phase B reads)."""
-    return {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
-
-
 # --------------------------------------------------------------------------- stages
 
 
-def stage_data(st: RunState) -> None:
+def stage_data(st: RunState, stages: Sequence[str]) -> None:
     data = build_data(st.cfg)
     st.data = data
     sp = data.split  # validated first: a bad split fails before any image is read or rendered
     counts = data.index.counts()
-    log.info("  source: %d camera models, %d images%s", len(counts), sum(counts.values()),
-             f", {len(data.index.skipped)} files skipped" if data.index.skipped else "")
+    log.info("  source: %d camera models, %d images", len(counts), sum(counts.values()))
     log.info("  sets: A=%d (known %d) B=%d C=%d", len(sp.a), len(sp.known), len(sp.b), len(sp.c))
-    roles = {"phase_a": ["phase_a"], "phase_b": ["phase_a", "phase_b"]}.get(st.cfg.task, ["phase_a", "phase_b", "eval"])
+    roles = [r for r in ("phase_a", "phase_b", "eval") if r in stages]
     summary = data.prepare(roles)
+    log_skipped(summary["skipped_files"], log)
     log.info("  patches: %d in %d sets (%d low-entropy cells dropped, %d files skipped)",
              summary["patches"], summary["patch_sets"], summary["low_entropy_dropped"], len(summary["skipped_files"]))
     for name, (got, asked) in summary["short"].items():
         log.warning("  %s: %d of %d patches asked for", name, got, asked)
     st.summary["data"] = {"split": sp.as_dict(), "models": counts, **summary}
+
+
+def _open_phase(st: RunState, kind: str, key: dict, seed: int) -> Path | None:
+    """A learning phase's artefact dir, set on ``st``; ``None`` when it exists (reused).
+    Otherwise training must be allowed, and the random generators start from ``seed`` — so
+    what a phase learns never depends on what ran before it in this process."""
+    final = st.artefact_dir / f"{kind}-{content_hash(key)}"
+    setattr(st, f"{kind}_dir", final)
+    if final.exists():
+        log.info("  reusing %s", final)
+        return None
+    if not st.train:
+        raise FileNotFoundError(
+            f"no trained artefact for this config: {final} does not exist. Train it first with "
+            "`camsim-train` and the same overrides, or pass ckpt=<similarity checkpoint>.")
+    L.seed_everything(seed, workers=True, verbose=False)
+    return final
 
 
 def phase_a_key(st: RunState) -> dict:
@@ -181,34 +205,26 @@ def phase_a_key(st: RunState) -> dict:
 
 
 def stage_phase_a(st: RunState) -> None:
-    from camsim.data.datamodules import PhaseADataModule
-    from camsim.lit.phase_a import CameraClassifier
-
     cfg = st.cfg
     key = phase_a_key(st)
-    final = st.artefact_dir / f"phase_a-{content_hash(key)}"
-    st.phase_a_dir = final
-    if final.exists():
-        log.info("  reusing %s", final)
+    final = _open_phase(st, "phase_a", key, int(cfg.seed))
+    if final is None:
         return
-    _require_training(st, final)
-    # each phase starts from its own seed, so what it learns never depends on what ran
-    # before it in this process (e.g. whether the data stage drew random numbers)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = PhaseADataModule(st.data, cfg.phase_a.loader)
     module = CameraClassifier(backbone=backbone_config(cfg), class_names=list(st.data.split.a),
                               patch_size=int(cfg.patches.size), optimizer=to_plain(cfg.phase_a.optimizer),
                               scheduler=to_plain(cfg.phase_a.scheduler), channels_last=bool(cfg.phase_a.channels_last),
                               compile=bool(cfg.phase_a.compile))
-    _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True)
+    _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()])
 
 
 def phase_b_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
+    skip = ("loader", "resume", "feature_pass", "feature_layer")
     return {"kind": "phase_b", "phase_a": st.phase_a_dir.name,
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
-            "feature_layer": str(cfg.model.feature_layer), "similarity": to_plain(cfg.similarity),
-            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in ("loader", "resume", "feature_pass")},
+            "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
+            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in skip},
             "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
 
 
@@ -217,31 +233,31 @@ def phase_b_seed(cfg: DictConfig) -> int:
     return int(cfg.seed if cfg.phase_b.seed is None else cfg.phase_b.seed)
 
 
-def stage_phase_b(st: RunState) -> None:
-    from camsim.data.datamodules import PairDataModule
-    from camsim.data.features import FeatureStore
-    from camsim.lit.phase_b import ForensicSimilarity
+def training_record(st: RunState) -> dict:
+    """What a similarity checkpoint keeps of its training: sets A and B, the data, the patch settings."""
+    cfg = st.cfg
+    data = {k: v for k, v in to_plain(cfg.data).items() if k not in ("workers", "cache_dir")}
+    return {"sets": {"a": list(st.data.split.a), "b": list(st.data.split.b)}, "data": data,
+            "patches": {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
+                        "min_entropy": float(cfg.patches.min_entropy)}}
 
+
+def stage_phase_b(st: RunState) -> None:
     cfg = st.cfg
     key = phase_b_key(st)
-    final = st.artefact_dir / f"phase_b-{content_hash(key)}"
-    st.phase_b_dir = final
-    if final.exists():
-        log.info("  reusing %s", final)
-        return
-    _require_training(st, final)
-    # seeded here, not only at the start of the job: Phase B must come out the same whether
-    # Phase A was trained in this process or reused from the cache
     seed = phase_b_seed(cfg)
-    L.seed_everything(seed, workers=True, verbose=False)
-    eta = 0.5 if cfg.eval.eta == "auto" else float(cfg.eval.eta)
+    final = _open_phase(st, "phase_b", key, seed)
+    if final is None:
+        return
+    layer = feature_layer(cfg)
+    eta = configured_eta(cfg)
     module = ForensicSimilarity.from_phase_a(st.phase_a_dir / "model.ckpt", head=to_plain(cfg.similarity),
-                                             feature_layer=str(cfg.model.feature_layer), eta=eta,
-                                             optimizer=to_plain(cfg.phase_b.optimizer),
-                                             scheduler=to_plain(cfg.phase_b.scheduler))
+                                             feature_layer=layer, optimizer=to_plain(cfg.phase_b.optimizer),
+                                             scheduler=to_plain(cfg.phase_b.scheduler), training=training_record(st),
+                                             **({} if eta is None else {"eta": eta}))
     features = None
     if cfg.phase_b.cache_features:
-        fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, str(cfg.model.feature_layer),
+        fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, layer,
                           **to_plain(cfg.phase_b.feature_pass))
         features = fs.features
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
@@ -249,15 +265,8 @@ def stage_phase_b(st: RunState) -> None:
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
 
 
-def _require_training(st: RunState, final: Path) -> None:
-    if not st.train:
-        raise FileNotFoundError(
-            f"no trained artefact for this config: {final} does not exist. Train it first with "
-            "`camsim-train` and the same overrides, or pass ckpt=<similarity checkpoint>.")
-
-
 def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.LightningModule,
-                 dm: L.LightningDataModule, pcfg: DictConfig, test: bool, extra_callbacks: list = ()) -> None:
+                 dm: L.LightningDataModule, pcfg: DictConfig, test: bool, extra_callbacks: Sequence = ()) -> None:
     """Fit in ``<final>.partial`` (resuming from its last.ckpt), test, then rename into place."""
     cfg = st.cfg
     work = final.with_name(final.name + ".partial")
@@ -285,8 +294,6 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             metrics.update(tested[0] if tested else {})
             conf = getattr(module, "last_confusion", None)
             if conf is not None and trainer.is_global_zero:
-                from camsim.eval.plots import plot_confusion
-
                 plot_confusion(conf["matrix"], module.class_names, work / "confusion.png",
                                title=f"{name} test confusion")
                 metrics["per_class_acc"] = dict(zip(module.class_names, conf["per_class"].tolist()))
@@ -299,18 +306,39 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
     st.summary[name] = {"artefact": str(final), **{k: v for k, v in metrics.items() if k != "per_class_acc"}}
 
 
-def stage_eval(st: RunState) -> dict:
-    from camsim.data.datamodules import EvalPairDataModule
-    from camsim.data.features import FeatureStore
-    from camsim.eval.evaluate import difficulty_check, evaluate_scores, log_to_loggers, scenario_line
-    from camsim.eval.metrics import bray_curtis_similarity, choose_eta
-    from camsim.lit.phase_b import load_similarity
+def similarity_checkpoint(st: RunState) -> Path:
+    """The similarity network of this job: ``ckpt=`` when given, else the one Phase B trained."""
+    return Path(st.cfg.ckpt) if st.cfg.get("ckpt") else st.phase_b_dir / "model.ckpt"
 
+
+def _feature_store(st: RunState, sim: ForensicSimilarity) -> FeatureStore:
+    ckpt = similarity_checkpoint(st)
+    backbone_id = content_hash(str(ckpt.resolve()), ckpt.stat().st_mtime_ns) if st.cfg.get("ckpt") \
+        else st.phase_a_dir.name
+    return FeatureStore(st.artefact_dir, sim.backbone, backbone_id, sim.feature_layer,
+                        **to_plain(st.cfg.phase_b.feature_pass))
+
+
+def resolve_eta(st: RunState, sim: ForensicSimilarity, fs: FeatureStore) -> float:
+    """η of this job's decisions: ``eval.eta``, or with ``eta=auto`` the η that maximises
+    accuracy (or gives the EER, ``eval.eta_rule``) on Phase B validation pairs (set B); once per job."""
+    if st.eta is None:
+        st.eta = configured_eta(st.cfg)
+    if st.eta is None:
+        cfg = st.cfg
+        dm = PairDataModule(st.data, cfg.phase_b.loader, 2, int(cfg.phase_b.val_pairs), seed=phase_b_seed(cfg),
+                            features=fs.features)
+        dm.setup()
+        v = dm.val_set
+        st.eta = float(choose_eta(sim.score_pairs(v.items, v.i, v.j), v.same, cfg.eval.eta_rule))
+        log.info("  eta chosen on Phase B validation pairs (%s): %.3f", cfg.eval.eta_rule, st.eta)
+    return st.eta
+
+
+def stage_eval(st: RunState) -> dict:
     cfg = st.cfg
-    ckpt = Path(cfg.ckpt) if cfg.get("ckpt") else st.phase_b_dir / "model.ckpt"
-    sim = load_similarity(ckpt)
-    backbone_id = st.phase_a_dir.name if not cfg.get("ckpt") else content_hash(str(ckpt.resolve()), ckpt.stat().st_mtime_ns)
-    fs = FeatureStore(st.artefact_dir, sim.backbone, backbone_id, sim.feature_layer, **to_plain(cfg.phase_b.feature_pass))
+    sim = load_similarity(similarity_checkpoint(st))
+    fs = _feature_store(st, sim)
     edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed))
     edm.setup()
     pairs = edm.pairs
@@ -319,28 +347,21 @@ def stage_eval(st: RunState) -> dict:
     feats = np.concatenate([g[0] for g in got])
     probs = np.concatenate([g[1] for g in got])
     score = sim.score_pairs(feats, pairs.i, pairs.j)
-    eta = cfg.eval.eta
-    if eta == "auto":
-        eta = _auto_eta(st, sim, fs, cfg.eval.eta_rule)
-        log.info("  eta chosen on Phase B validation pairs (%s): %.3f", cfg.eval.eta_rule, eta)
+    eta = resolve_eta(st, sim, fs)
     base = bray_curtis_similarity(probs[pairs.i], probs[pairs.j]) if cfg.eval.baseline else None
     pa = {}
     if st.phase_a_dir is not None and (st.phase_a_dir / "metrics.json").exists():
         pa = json.loads((st.phase_a_dir / "metrics.json").read_text())
-    extra = {k: v for k, v in pa.items() if k.startswith("phase_a/test/") and "per_class" not in k}
-    sections = []
-
-    def with_difficulty(flat: dict) -> None:
-        more, text = difficulty_check(st.data, pa, flat, pairs.models)
-        flat.update(more)
-        sections.append(("Difficulty check: camera traces, not scene statistics", text))
-
-    flat = evaluate_scores(score, base, pairs.model_1, pairs.model_2, pairs.known, float(eta), st.out_dir,
-                           list(cfg.eval.sweep_etas), extra_metrics=extra, extra_sections=sections,
-                           before_report=with_difficulty)
+    ev = evaluate_scores(score, base, pairs.model_1, pairs.model_2, pairs.known, float(eta), st.out_dir,
+                         list(cfg.eval.sweep_etas))
+    flat = ev.flat
+    flat.update({k: v for k, v in pa.items() if k.startswith("phase_a/test/") and "per_class" not in k})
+    more, text = difficulty_check(st.data, pa, flat, pairs.models)
+    flat.update(more)
+    write_evaluation(st.out_dir, ev, [("Difficulty check: camera traces, not scene statistics", text)])
     np.savez_compressed(st.out_dir / "scores.npz", score=score, baseline=base if base is not None else np.zeros(0),
                         model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str), i=pairs.i, j=pairs.j)
-    log_to_loggers(st.loggers, flat, st.out_dir)
+    log_evaluation(st.loggers, flat, st.out_dir, scenario_table(flat))
     log.info("  proposed: %s", scenario_line(flat))
     if base is not None:
         log.info("  baseline: %s", scenario_line(flat, "baseline"))
@@ -348,73 +369,83 @@ def stage_eval(st: RunState) -> dict:
     return flat
 
 
-def _auto_eta(st: RunState, sim: Any, fs: Any, rule: str) -> float:
-    """η that maximises accuracy (or gives the EER) on Phase B validation pairs (set B)."""
-    from camsim.data.datamodules import PairDataModule
-    from camsim.eval.metrics import choose_eta
+def _synthetic_splices(st: RunState, source: SynthSource) -> ImageSet:
+    """The simulated splices of the benchmark (cached): from two different evaluation cameras."""
+    sc, sp = st.cfg.splicing, st.data.split
+    models = list(sp.known) + list(sp.c)
+    key = {"num_images": int(sc.num_images), "image_size": list(sc.image_size), "seed": int(sc.seed),
+           "control_fraction": float(sc.control_fraction), "models": models,
+           "catalogue": {"num_models": source.num_models, "num_families": source.num_families, "seed": source.seed}}
+    folder = cached_dir(st.artefact_dir, "splices", key, lambda tmp: render_splices(
+        tmp, int(sc.num_images), tuple(sc.image_size), int(sc.seed), num_models=source.num_models,
+        num_families=source.num_families, models=models, control_fraction=float(sc.control_fraction),
+        workers=source.workers, catalogue_seed=source.seed))
+    return ImageSet("synthetic", folder, load_splices(folder), set(sp.known))
 
+
+def stage_splicing(st: RunState) -> dict:
+    """The splicing benchmark with this job's network: simulated splices (when the data is the
+    simulator) and ``splicing.real_dir``'s forgeries, at the job's η and patch settings."""
     cfg = st.cfg
-    dm = PairDataModule(st.data, cfg.phase_b.loader, 2, int(cfg.phase_b.val_pairs), seed=phase_b_seed(cfg),
-                        features=fs.features)
-    dm.setup()
-    v = dm.val_set
-    s = sim.score_pairs(v.items, v.i, v.j)
-    return float(choose_eta(s, v.same, rule))
+    ckpt = similarity_checkpoint(st)
+    sim = load_similarity(ckpt)
+    eta = resolve_eta(st, sim, _feature_store(st, sim))
+    sets = []
+    if isinstance(st.data.source, SynthSource):
+        sets.append(_synthetic_splices(st, st.data.source))
+    else:
+        log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir for real forgeries)")
+    if cfg.splicing.real_dir:
+        real = Path(cfg.splicing.real_dir)
+        sets.append(ImageSet("real", real, real_records(real)))
+    loc = Localizer(sim, **to_plain(cfg.phase_b.feature_pass))
+    results = splicing_benchmark(loc, sets, cfg.splicing, eta, float(cfg.patches.min_entropy), st.out_dir, str(ckpt))
+    for mode, m in results.get("synthetic", {}).items():
+        log.info("  %s mode: pixel F1 %.3f (inverted-best %.3f), MCC %.3f, detection AUC %s", mode, m["f1"],
+                 m["f1_best"], m["mcc"], "n/a" if m["auc"] is None else f"{m['auc']:.3f}")
+    st.summary["splicing"] = results.get("synthetic", {})
+    return results
 
 
 # --------------------------------------------------------------------------- the job
 
+_TITLES = {"data": "data", "phase_a": "Learning Phase A (camera-model classifier on set A)",
+           "phase_b": "Learning Phase B (similarity network on set B)",
+           "eval": "evaluation (known + unknown camera models)", "splicing": "splicing benchmark"}
 
-def run(cfg: DictConfig, upto: str = "eval", train: bool = True) -> dict:
-    """Run the stages up to ``upto`` for one job; returns the run summary (also run.json).
+
+def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
+    """Run one job's stages (:data:`JOBS`); returns the run summary (also run.json).
 
     ``train=False`` (camsim-eval) uses existing Phase A/B artefacts and fails clearly when
-    they are missing; with ``ckpt=<path>`` the learning phases are skipped altogether.
+    they are missing; with ``ckpt=<path>`` the learning phases are skipped where a later
+    stage only needs the similarity network.
     """
-    validate(cfg)
-    if upto not in STAGES:
-        raise ValueError(f"unknown stage {upto!r}; one of {STAGES}")
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}; one of {sorted(JOBS)}")
+    check_config(cfg)
+    stages = list(JOBS[job])
+    if cfg.get("ckpt") and stages[-1] in ("eval", "splicing"):
+        stages = [s for s in stages if s not in ("phase_a", "phase_b")]
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     st = RunState(cfg, out_dir, Path(cfg.paths.artefact_dir).resolve(), train=train)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    st.loggers = build_loggers(cfg)
+    st.loggers = build_loggers(cfg, feature_layer(cfg))
+    steps = {"data": lambda: stage_data(st, stages), "phase_a": lambda: stage_phase_a(st),
+             "phase_b": lambda: stage_phase_b(st), "eval": lambda: stage_eval(st),
+             "splicing": lambda: stage_splicing(st)}
     try:
-        _log_run_config(st)
-        todo = STAGES[: STAGES.index(upto) + 1]
-        with stage("data", st.summary):
-            stage_data(st)
-        if "phase_a" in todo and not (cfg.get("ckpt") and upto == "eval"):
-            with stage("Learning Phase A (camera-model classifier on set A)", st.summary):
-                stage_phase_a(st)
-        if "phase_b" in todo and not cfg.get("ckpt"):
-            with stage("Learning Phase B (similarity network on set B)", st.summary):
-                stage_phase_b(st)
-        if "eval" in todo and _rank() == 0:
-            with stage("evaluation (known + unknown camera models)", st.summary):
-                stage_eval(st)
+        for lg in st.loggers:
+            lg.log_hyperparams(to_plain(cfg))
+        for name in stages:
+            if name in ("eval", "splicing") and _rank() != 0:
+                continue  # evaluation scores every pair in one process, after training
+            with stage(_TITLES[name], st.summary):
+                steps[name]()
         if _rank() == 0:
             atomic_write_json(out_dir / "run.json", st.summary)
             log.info("outputs: %s", out_dir)
     finally:
-        _finish_loggers(st.loggers)
+        finish_loggers(st.loggers)
     return st.summary
-
-
-def _log_run_config(st: RunState) -> None:
-    """Resolved config and tags (split composition, model, feature layer) to every logger."""
-    cfg = st.cfg
-    for lg in st.loggers:
-        lg.log_hyperparams(to_plain(cfg))
-
-
-def _finish_loggers(loggers: list) -> None:
-    """Close each logger so every job of a multirun is its own, complete run (W&B: finish)."""
-    for lg in loggers:
-        try:
-            lg.finalize("success")
-        finally:
-            if type(lg).__name__ == "WandbLogger":
-                import wandb
-
-                wandb.finish()

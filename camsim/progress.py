@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -32,6 +37,68 @@ def default_workers() -> int:
     return max(1, cores or 1)
 
 
+#: Linux prctl option: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+#: how often a worker checks that its owner is still alive where prctl is not available
+_OWNER_POLL_S = 1.0
+
+
+def _owner_gone(owner: int, parent: int) -> bool:
+    """The process that owns the pool (``owner``) has died: this worker was re-parented
+    (its parent ``parent`` is gone) or ``owner`` no longer exists."""
+    if os.getppid() != parent:
+        return True
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def _watch_owner(owner: int, parent: int) -> None:
+    while not _owner_gone(owner, parent):
+        time.sleep(_OWNER_POLL_S)
+    os._exit(1)
+
+
+def worker_init(owner: int) -> None:
+    """Initializer of every pool worker: die with the process that started the pool.
+
+    Without it, a pool owner killed with SIGKILL (OOM killer, ``kill -9``, a cluster's
+    time limit) left its workers running (hundreds of MB each) for ever. On Linux the
+    kernel signals the worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere
+    a daemon thread also polls the owner every second (covering forkserver/spawn, whose
+    workers are not the owner's children). Ctrl-C is left to the owner, which stops the pool.
+    """
+    parent = os.getppid()
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if _owner_gone(owner, parent):  # the owner died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_owner, args=(owner, parent), name="camsim-owner-watch", daemon=True).start()
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool now (an exception or Ctrl-C in the owner): drop queued work and end
+    the running workers instead of waiting for every queued item to finish."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(timeout=5)
+
+
 def parallel_iter(fn: Callable[[T], R], items: Sequence[T], desc: str, workers: int | None = None,
                   chunksize: int = 1) -> Iterator[R]:
     """Yield ``fn(x)`` for each item, in order, computed in worker processes, with a progress bar.
@@ -47,10 +114,16 @@ def parallel_iter(fn: Callable[[T], R], items: Sequence[T], desc: str, workers: 
                 yield fn(x)
                 bar.advance(task)
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(items))) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=worker_init,
+                                       initargs=(os.getpid(),))
+            try:
                 for r in pool.map(fn, items, chunksize=chunksize):
                     yield r
                     bar.advance(task)
+            except BaseException:  # an error, Ctrl-C, or the consumer stopped early: stop now
+                _stop_pool(pool)
+                raise
+            pool.shutdown(wait=True)
 
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], desc: str, workers: int | None = None,
@@ -68,4 +141,4 @@ def track(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T
             bar.advance(task)
 
 
-__all__: list[Any] = ["progress_bar", "parallel_iter", "parallel_map", "track", "default_workers"]
+__all__: list[Any] = ["progress_bar", "parallel_iter", "parallel_map", "track", "default_workers", "worker_init"]

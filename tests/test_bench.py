@@ -9,18 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from camsim import bench
+from camsim.bench import synth
+from camsim.bench.ceiling import ceiling_gflops
+from camsim.bench.cli import main
+from camsim.bench.common import texture
+from camsim.bench.plan import recipe
+from camsim.bench.report import annotate, targets
+from camsim.bench.rows_model import compare_variant
 from camsim.data.patches import patch_entropy
 from camsim.lit.phase_b import ForensicSimilarity
 from camsim.models.similarity import SimilarityNet
 
-CONF = Path(bench.__file__).resolve().parents[1] / "conf"
-
 
 def _cfg(group: str, name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF / group / f"{name}.yaml"))
+    """A model / similarity config as camsim-run composes it (``model=name`` / ``similarity=name``)."""
+    if group == "model":
+        return recipe(model=name)["model"]
+    return recipe(head=name)["similarity"]
 
 
 # ----------------------------------------------------------------------------- smoke mode
@@ -29,7 +35,7 @@ def _cfg(group: str, name: str) -> dict:
 def test_smoke_runs_every_row_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     # compile rows need a C++ toolchain and ~1 min cold: covered by the slow test below
-    report = bench.main(["--smoke", "--in-process", "--quiet", "--out", str(out),
+    report = main(["--smoke", "--in-process", "--quiet", "--out", str(out),
                          "--variants", "eager", "channels_last", "bf16"])
     on_disk = json.loads(out.read_text())
     assert on_disk["rows"].keys() == report["rows"].keys()
@@ -63,7 +69,7 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
 
 def test_rows_run_in_fresh_subprocesses(tmp_path):
     out = tmp_path / "b.json"
-    report = bench.main(["--smoke", "--quiet", "--out", str(out), "--only", "gemm", "data/decode"])
+    report = main(["--smoke", "--quiet", "--out", str(out), "--only", "gemm", "data/decode"])
     # the ceiling is measured at the start and again at the end of a run
     assert list(report["rows"]) == ["gemm", "data/decode", "gemm/end"]
     for row in report["rows"].values():
@@ -74,14 +80,14 @@ def test_rows_run_in_fresh_subprocesses(tmp_path):
 
 def test_only_that_matches_nothing_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match="matches no row"):
-        bench.main(["--smoke", "--quiet", "--out", str(tmp_path / "x.json"), "--only", "no_such_row"])
+        main(["--smoke", "--quiet", "--out", str(tmp_path / "x.json"), "--only", "no_such_row"])
     with pytest.raises(SystemExit, match="--model"):
-        bench.main(["--smoke", "--quiet", "--out", str(tmp_path / "x.json"), "--model", "no_such_model"])
+        main(["--smoke", "--quiet", "--out", str(tmp_path / "x.json"), "--model", "no_such_model"])
 
 
 @pytest.mark.slow
 def test_smoke_with_compile_rows(tmp_path):
-    report = bench.main(["--smoke", "--in-process", "--quiet", "--out", str(tmp_path / "c.json"),
+    report = main(["--smoke", "--in-process", "--quiet", "--out", str(tmp_path / "c.json"),
                          "--only", "phase_a/*/compile"])
     assert set(report["rows"]) == {"phase_a/mislnet/32/compile", "phase_a/quick/compile"}
     for row in report["rows"].values():
@@ -98,9 +104,9 @@ def test_ceiling_is_the_faster_of_the_start_and_end_gemm_rows():
             "gemm/end": {"status": "ok", "kind": "gemm", "gflops": 125.0}}
     line = {"value": 500.0, "unit": "patches/s", "flops": 2e8}
     results = {**gemm, "phase_a/m/64/eager": {"status": "ok", "kind": "phase_a", "lines": [line]}}
-    bench.annotate(results)
+    annotate(results)
     assert line["share"] == pytest.approx(100.0 / 125.0)  # 100 GFLOP/s achieved / the faster ceiling
-    assert bench._ceiling({"gemm": gemm["gemm"], "gemm/end": {"status": "error", "kind": "gemm"}}) == 100.0
+    assert ceiling_gflops({"gemm": gemm["gemm"], "gemm/end": {"status": "error", "kind": "gemm"}}) == 100.0
 
 
 def test_targets_pass_and_miss_from_hand_made_results():
@@ -116,7 +122,7 @@ def test_targets_pass_and_miss_from_hand_made_results():
         "data/loader/64": {"status": "ok", "kind": "loader", "patch": 64, "quick": {"best": 2500.0}, "lines": []},
         "phase_b/localize": {"status": "ok", "kind": "localize", "features_s": 2.0, "pairs_s": 3.0, "lines": []},
     }
-    got = {t["target"]: t for t in bench.targets(results)}
+    got = {t["target"]: t for t in targets(results)}
     inf = got["phase_a/m/64/eager: eager, default layout, inference share of GEMM ceiling"]
     assert inf["value"] == pytest.approx(0.8) and inf["pass"] is True
     tr = got["phase_a/m/64/eager: eager, default layout, training share of GEMM ceiling"]
@@ -128,18 +134,18 @@ def test_targets_pass_and_miss_from_hand_made_results():
 
 
 def test_texture_patches_are_decidable():
-    img = bench.texture(1024, 1280, seed=0)
+    img = texture(1024, 1280, seed=0)
     assert img.dtype == np.uint8 and img.shape == (1024, 1280)
     cells = img.reshape(32, 32, 40, 32).swapaxes(1, 2).reshape(-1, 32, 32)
     assert (patch_entropy(cells) > 4.0).mean() >= 0.999
-    assert np.array_equal(img, bench.texture(1024, 1280, seed=0))
+    assert np.array_equal(img, texture(1024, 1280, seed=0))
 
 
 # ----------------------------------------------------------------------------- fast paths agree
 
 
 def test_channels_last_matches_fp32_eager():
-    cmp = bench.compare_variant(_cfg("model", "mislnet"), 32, "channels_last", batch=4)
+    cmp = compare_variant(_cfg("model", "mislnet"), 32, "channels_last", batch=4)
     assert cmp["agree"] is True
     assert cmp["worst_vs_fp64"] <= 1e-3
     assert cmp["eval_logits"]["vs_fp32_eager"] <= 1e-4
@@ -147,7 +153,7 @@ def test_channels_last_matches_fp32_eager():
 
 @pytest.mark.slow
 def test_compiled_channels_last_matches_fp32_eager():
-    cmp = bench.compare_variant(_cfg("model", "mislnet_small"), 32, "compile", batch=4)
+    cmp = compare_variant(_cfg("model", "mislnet_small"), 32, "compile", batch=4)
     assert cmp["agree"] is True
     assert cmp["worst_vs_fp64"] <= 1e-3
     assert cmp["eval_logits"]["vs_fp32_eager"] <= 1e-4
@@ -155,7 +161,7 @@ def test_compiled_channels_last_matches_fp32_eager():
 
 def test_compare_variant_rejects_unknown_variant():
     with pytest.raises(ValueError, match="variant"):
-        bench.compare_variant(_cfg("model", "mislnet_small"), 32, "fp8")
+        compare_variant(_cfg("model", "mislnet_small"), 32, "fp8")
 
 
 @pytest.mark.parametrize("combine", ["concat", "concat_mul", "absdiff"])
@@ -184,6 +190,16 @@ def test_score_matrix_cross_matrix_equals_pairwise():
         m = head.score_matrix(F_, G_, batch=2)
         ref = torch.sigmoid(head(F_.repeat_interleave(3, 0), G_.repeat(5, 1))).reshape(5, 3)
     torch.testing.assert_close(m, ref, rtol=0, atol=1e-6)
+
+
+def test_simulator_benchmark_prints_its_figures(capsys):
+    """python -m camsim.bench.synth (CPU per scene / frame, a whole catalogue) at a tiny size."""
+    synth.main(["--models", "2", "--families", "1", "--images", "1", "--size", "64", "96", "--workers", "1"])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3
+    assert out[0].startswith("single process: scene ") and "MP/s per core" in out[0]
+    assert out[1].startswith("catalogue: 2 models x 1 images of 64x96 = 2 images, 1 workers: ")
+    assert out[2].startswith("CPU time ")
 
 
 def test_pool_order_ab_script_runs():

@@ -43,14 +43,14 @@ def test_paper_recipe_states_the_paper_numbers() -> None:
     assert cfg.phase_a.scheduler.step_size == 3 and cfg.phase_a.scheduler.gamma == 0.5
     assert cfg.phase_b.optimizer.lr == 0.0005 and list(cfg.phase_b.optimizer.betas) == [0.9, 0.99]
     assert cfg.phase_b.train_pairs == 500000 and cfg.eval.eta == 0.5
-    assert cfg.model.feature_layer == "fc_a2.pre"
+    assert cfg.phase_b.feature_layer == "fc_a2.pre" and cfg.model.feature_layer is None
 
 
 @pytest.mark.parametrize("group", ["data", "split", "model", "similarity", "trainer", "logger", "callbacks"])
 def test_each_group_option_overrides(group: str) -> None:
     for option in _options(group):
         overrides = [f"{group}={option}"]
-        if group == "data" and option in ("folder", "exif"):
+        if group == "data" and OmegaConf.is_missing(compose_cfg([f"data={option}"]).data, "root"):
             overrides.append("data.root=/some/photos")
         cfg = compose_cfg(overrides)
         HydraConfig().set_config(cfg)
@@ -112,3 +112,24 @@ def test_cli_invalid_split_is_one_clear_line(workdir: Path) -> None:
     res = run_cli("camsim-run", "split.known=[nope]", "split.a=[also_nope]", cwd=workdir)
     assert res.returncode == 2
     assert "camsim: error:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_feature_layer_is_phase_b_and_model_feature_layer_is_deprecated() -> None:
+    from camsim.pipeline import feature_layer
+
+    assert feature_layer(compose_cfg(["phase_b.feature_layer=fc_a1.post"])) == "fc_a1.post"
+    with pytest.warns(FutureWarning, match="phase_b.feature_layer=conv4.pool"):
+        assert feature_layer(compose_cfg(["model.feature_layer=conv4.pool"])) == "conv4.pool"
+
+
+def test_model_keys_are_checked_at_start() -> None:
+    with pytest.raises(Exception, match="actvation"):
+        compose_cfg(["model.actvation=relu"])
+    cfg = compose_cfg(["model=mislnet_small", "+model.jpeg.coefficients=27"])  # the README's form still works
+    assert cfg.model.jpeg.coefficients == 27
+
+
+def test_cli_unknown_feature_layer_fails_before_training(workdir: Path) -> None:
+    res = run_cli("camsim-run", "debug=fast", "phase_b.feature_layer=nope", cwd=workdir)
+    assert res.returncode == 2 and "phase_b.feature_layer='nope'" in res.stderr and "valid names" in res.stderr
+    assert not (workdir / "outputs" / "artefacts").exists()  # nothing rendered or trained

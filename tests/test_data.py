@@ -185,7 +185,7 @@ def test_store_caches_balances_and_skips_bad_files(tmp_path: Path, caplog: pytes
     root = _folder(tmp_path / "photos", models=1, images=3)
     img_paths = sorted((root / "cam0").glob("*.png"))
     (root / "cam0" / "trunc.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    store = PatchStore(tmp_path / "art", PatchSettings(size=64, seed=0), workers=0)
+    store = PatchStore(tmp_path / "art", PatchSettings.from_config(size=64, seed=0), workers=0)
     req = PatchRequest("cam0", "train", tuple(img_paths + [root / "cam0" / "trunc.jpg"]), 40)
     sets = store.get([req])
     ps = sets[("cam0", "train")]
@@ -206,7 +206,7 @@ def test_store_caches_balances_and_skips_bad_files(tmp_path: Path, caplog: pytes
 
 def test_store_reports_shortfall(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = _folder(tmp_path / "photos", models=1, images=3, size=(128, 128))
-    store = PatchStore(tmp_path / "art", PatchSettings(size=64), workers=0)
+    store = PatchStore(tmp_path / "art", PatchSettings.from_config(size=64), workers=0)
     ps = store.get([PatchRequest("cam0", "train", tuple(sorted((root / "cam0").glob("*.png"))), 50)])
     assert len(ps[("cam0", "train")]) == 12
     assert any("12 of 50 patches" in r.message for r in caplog.records)
@@ -262,7 +262,7 @@ def test_real_folder_path_cuts_green_patches(tmp_path: Path, cameras: Path) -> N
     src = FolderSource(root)
     idx = src.index()
     assert idx.counts() == {"NIKON_D70": 12, "NIKON_D70s": 12}
-    store = PatchStore(tmp_path / "art", PatchSettings(size=128, min_entropy=3.0), workers=0)
+    store = PatchStore(tmp_path / "art", PatchSettings.from_config(size=128, min_entropy=3.0), workers=0)
     files = tuple(idx.models["NIKON_D70"][:2])
     ps = store.get([PatchRequest("NIKON_D70", "train", files, 10)])[("NIKON_D70", "train")]
     assert len(ps) == 10 and ps.patches.shape[1:] == (128, 128)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from camsim.eval import metrics as M
-from camsim.eval import plots as P
+from camsim import plots as P
 from camsim.eval.report import md_table, write_report
 
 # A tiny hand-scored set: known = {A, B}, unknown = {C}; eta = 0.5 (same iff S > 0.5).

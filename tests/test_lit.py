@@ -26,7 +26,9 @@ from camsim.cli import CONF_DIR
 from camsim.data.datamodules import PairDataset, PatchDataset, _already_batched
 from camsim.data.store import PatchSet
 from camsim.eval.metrics import roc_auc
-from camsim.lit.phase_a import CameraClassifier, FeaturePass, extract_features, feature_batch_size, load_classifier
+from camsim.lit.phase_a import CameraClassifier, checkpoint_kind, load_classifier
+from camsim.loggers import ConfusionFigures
+from camsim.models.feature_pass import FeaturePass, extract_features, feature_batch_size
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.models.constrained import constraint_violation, project_constrained
 
@@ -364,10 +366,11 @@ def test_confusion_matrix_logging(phase_a, data, tmp_path):
     assert conf["stage"] == "val" and conf["matrix"].shape == (3, 3)
     assert conf["matrix"].sum() == len(data["val"])  # the last validation epoch only
     assert set(phase_a["trainer"].callback_metrics) >= {f"phase_a/val/acc_per_class/{c}" for c in CLASSES}
-    # CSV logger: a PNG in the logger's directory, for validation and test
+    # CSV logger + the pipeline's ConfusionFigures callback: a PNG in the logger's directory,
+    # for validation and test
     logger = CSVLogger(tmp_path, name="csv", version="")
     model = classifier()
-    tr = trainer(max_epochs=1, limit_train_batches=2, logger=logger)
+    tr = trainer(max_epochs=1, limit_train_batches=2, logger=logger, callbacks=[ConfusionFigures()])
     seeded(tr.fit, model, loader(data["train"], 16), loader(data["val"], 16))
     png = Path(logger.log_dir) / "phase_a_val_confusion.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -523,6 +526,22 @@ def test_load_similarity_round_trip_and_score_pairs(phase_b, phase_a, data, tmp_
     assert loaded.score_pairs(vf, pairs.i[:0], pairs.j[:0]).shape == (0,)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_similarity(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_of_the_wrong_kind_or_truncated_is_one_clear_error(phase_a, tmp_path):
+    """A Phase A checkpoint where a similarity network is needed (and the reverse), a truncated
+    file and a file that is no checkpoint: ValueError naming the file and what is needed."""
+    with pytest.raises(ValueError, match="Phase A camera-model classifier checkpoint; a Phase B similarity"):
+        load_similarity(phase_a["last"])
+    assert checkpoint_kind(phase_a["last"]) == "phase_a"
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(Path(phase_a["last"]).read_bytes()[:5000])
+    with pytest.raises(ValueError, match="cut.ckpt: not a readable checkpoint .truncated or corrupt"):
+        load_classifier(cut)
+    junk = tmp_path / "junk.ckpt"
+    torch.save({"hyper_parameters": {"lr": 1}}, junk)
+    with pytest.raises(ValueError, match="junk.ckpt: not a camsim checkpoint"):
+        load_similarity(junk)
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")

@@ -4,17 +4,24 @@ patch's prediction residual (host sigma 2, planted region sigma 8)."""
 
 from __future__ import annotations
 
+import functools
+import tracemalloc
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from camsim.localize.engine import MIN_DECIDABLE, LocalizationError, localize
-from camsim.localize.graph import image_score, modularity, spectral_bipartition
+from camsim.localize.engine import (MAX_GRAPH_NODES, MIN_DECIDABLE, LocalizationError, calibrate_threshold,
+                                    localize)
+from camsim.localize.graph import extend_partition, image_score, modularity, spectral_bipartition, splice_side
 from camsim.data.patches import cut_patches, patch_entropy
 from camsim.localize.grid import patch_grid, patch_map_to_pixels
-from camsim.localize.outputs import (best_of_inverted, detection_auc, pixel_f1, pixel_mcc,
-                                     write_outputs)
+from camsim.localize.outputs import (PROTOCOL_BEST, PROTOCOL_FIXED, best_of_inverted, border_band,
+                                     detection_auc, image_confusions, metric_protocol, pixel_f1,
+                                     pixel_iou, pixel_mcc, pixel_metrics, protocol_name, write_outputs,
+                                     caption_lines, overlay_image)
 
 # ----------------------------------------------------------------------------- toys
 
@@ -103,26 +110,146 @@ def test_modularity_hand_cases():
     assert modularity(np.zeros((3, 3)), np.array([0, 1, 1])) == 0.0
 
 
+def _ring_of_grid(rows: int, cols: int) -> np.ndarray:
+    r, c = np.divmod(np.arange(rows * cols), cols)
+    return ((r == 0) | (r == rows - 1) | (c == 0) | (c == cols - 1)).astype(float)
+
+
+@functools.lru_cache
+def _control_score(n: int, method: str) -> float:
+    S = np.clip(0.8 + np.random.default_rng(8).normal(0.0, 0.15, (n, n)), 0.0, 1.0)
+    return spectral_bipartition(S, method=method)[1]["score"]
+
+
+@pytest.mark.parametrize("frac", [0.12, 0.35, 0.42, 0.45, 0.6])
+@pytest.mark.parametrize("method", ["spectral", "modularity"])
+def test_planted_splice_side_by_evidence_not_size(frac, method):
+    # a 24 x 32 patch grid with an interior rectangular splice of ~frac of the patches;
+    # 0.6: the splice is the *larger* community, still put on the planted side
+    rows, cols = 24, 32
+    h = int(round(np.sqrt(frac * rows * cols * rows / cols)))
+    w = int(round(frac * rows * cols / h))
+    truth = np.zeros((rows, cols), dtype=np.int64)
+    y0, x0 = (rows - h) // 2, (cols - w) // 2
+    truth[y0:y0 + h, x0:x0 + w] = 1
+    truth = truth.ravel()
+    assert abs(truth.mean() - frac) < 0.03
+    rng = np.random.default_rng(7)
+    S = np.where(truth[:, None] == truth[None, :], 0.8, 0.15)
+    S = np.clip(S + rng.normal(0.0, 0.15, S.shape), 0.0, 1.0)
+    labels, info = spectral_bipartition(S, host_prior=_ring_of_grid(rows, cols), method=method)
+    np.testing.assert_array_equal(labels, truth)
+    assert info["side_evidence"]["rule"] == "area+border"
+    assert info["side_evidence"]["host"] > info["side_evidence"]["splice"]
+    # an unspliced graph of the same size scores < 0.01 with either method
+    assert info["score"] > 0.05 > 5 * _control_score(rows * cols, method)
+    assert info["method"] == method
+    # without the border prior only the area is left: the 60 % splice is then taken as host
+    if frac > 0.5:
+        np.testing.assert_array_equal(spectral_bipartition(S, method=method)[0], 1 - truth)
+
+
+def test_splice_side_hand_cases():
+    labels = np.array([1, 1, 1, 0, 0])                               # side 1 is larger
+    out, ev = splice_side(labels)
+    np.testing.assert_array_equal(out, [0, 0, 0, 1, 1])
+    assert ev == {"host": 0.6, "splice": pytest.approx(0.4), "rule": "area"}
+    # the smaller side owns the whole ring: evidence ½·0.4 + ½·1 = 0.7 vs ½·0.6 = 0.3
+    out, ev = splice_side(labels, host_prior=np.array([0, 0, 0, 1, 1.0]))
+    np.testing.assert_array_equal(out, labels)
+    assert ev["host"] == pytest.approx(0.7) and ev["splice"] == pytest.approx(0.3)
+    with pytest.raises(LocalizationError, match="host_prior must have one value per node"):
+        splice_side(labels, host_prior=np.ones(3))
+
+
+def test_modularity_score_of_two_equal_blocks():
+    # two exact blocks of n (zero diagonal): Q = W_in / 2m − ½ → score 2Q; equals (a−b)/(a+b) as n → ∞
+    n, a, b = 40, 0.9, 0.1
+    truth = np.repeat([0, 1], n)
+    S = np.where(truth[:, None] == truth[None, :], a, b)
+    labels, info = spectral_bipartition(S, method="modularity")
+    assert (labels == truth).all() or (labels == 1 - truth).all()
+    w_in, w_all = 2 * n * (n - 1) * a, 2 * n * (n - 1) * a + 2 * n * n * b
+    assert info["modularity"] == pytest.approx(w_in / w_all - 0.5, abs=1e-12)
+    assert info["score"] == pytest.approx(2 * (w_in / w_all - 0.5), abs=1e-12)
+    assert info["score_spectral"] == pytest.approx(((n - 1) * a - n * b) / ((n - 1) * a + n * b), abs=1e-9)
+
+
+def test_nystrom_extension_reproduces_landmarks_and_labels_new_nodes():
+    S, truth = planted_similarity((300, 120), within=0.85, between=0.1, noise=0.1, seed=4)
+    W = np.clip((S + S.T) / 2, 0, 1)
+    lm = np.arange(0, 420, 3)                                          # every 3rd node is a landmark
+    labels_l, info = spectral_bipartition(S[np.ix_(lm, lm)])
+    self_index = np.full(420, -1)
+    self_index[lm] = np.arange(len(lm))
+    labels, y, mean_host = extend_partition(W[:, lm], info["fiedler"], info["lambda2"], info["cut_value"],
+                                            labels_l, self_index)
+    np.testing.assert_array_equal(labels[lm], labels_l)
+    np.testing.assert_allclose(y[lm], info["fiedler"], atol=1e-8)     # the extension is exact on landmarks
+    np.testing.assert_array_equal(labels, truth)
+    assert mean_host[truth == 0].min() > 0.7 and mean_host[truth == 1].max() < 0.25
+
+
+def test_calibrate_threshold_hand_cases():
+    s = [0.1, 0.5, 0.3, 0.9, 0.2]
+    # FAR 0: above the largest score; 0.2 of 5 → one false alarm allowed: above the 2nd largest
+    assert calibrate_threshold(s, 0.0) == np.nextafter(0.9, 1)
+    t = calibrate_threshold(s, 0.2)
+    assert t == np.nextafter(0.5, 1) and np.mean(np.array(s) >= t) == 0.2
+    assert calibrate_threshold(s, 0.39) == np.nextafter(0.5, 1)          # floor(0.39·5) = 1
+    assert calibrate_threshold(s, 0.4) == np.nextafter(0.3, 1)
+    assert calibrate_threshold([0.4, 0.4, 0.4, 0.1], 0.25) == np.nextafter(0.4, 1)  # ties stay below
+    for bad, msg in (([], "empty"), ([0.1, np.nan], "NaN"), ([0.1], "target_far")):
+        with pytest.raises(ValueError, match=msg):
+            calibrate_threshold(bad, 1.0 if msg == "target_far" else 0.1)
+
+
 # ----------------------------------------------------------------------------- grid
 
 def test_patch_grid_covers_and_aligns():
     pos, (rows, cols) = patch_grid(100, 75, patch=32, stride=16)
     ys, xs = np.unique(pos[:, 0]), np.unique(pos[:, 1])
-    np.testing.assert_array_equal(ys, [0, 16, 32, 48, 64, 68])     # 68 = 100 − 32 touches the border
-    np.testing.assert_array_equal(xs, [0, 16, 32, 43])             # 43 = 75 − 32
-    assert (rows, cols) == (6, 4) and len(pos) == 24
-    np.testing.assert_array_equal(pos[:4], [[0, 0], [0, 16], [0, 32], [0, 43]])   # row-major
+    np.testing.assert_array_equal(ys, [0, 16, 32, 48, 64])          # 100 − 32 = 68 → 64 (8-px grid)
+    np.testing.assert_array_equal(xs, [0, 16, 32, 40])              # 75 − 32 = 43 → 40
+    assert (rows, cols) == (5, 4) and len(pos) == 20
+    np.testing.assert_array_equal(pos[:4], [[0, 0], [0, 16], [0, 32], [0, 40]])   # row-major
     covered = np.zeros((100, 75), dtype=int)
     for y, x in pos:
         covered[y:y + 32, x:x + 32] += 1
-    assert covered.min() >= 1
+    assert covered[:96, :72].min() >= 1 and covered[96:].max() == 0 and covered[:, 72:].max() == 0
     # stride not a multiple of 8: regular starts are rounded down to the 8-pixel grid
     pos, _ = patch_grid(100, 100, patch=32, stride=12)
     starts = np.unique(pos[:, 0])
-    assert (starts[:-1] % 8 == 0).all() and starts[-1] == 68
-    # cover_border=False keeps only aligned patches (the last pixels stay uncovered)
+    assert (starts % 8 == 0).all() and starts[-1] == 64
+    # cover_border=False keeps only the regular starts (the last < stride pixels stay uncovered)
     pos, shape = patch_grid(100, 75, patch=32, stride=16, cover_border=False)
     assert (pos % 8 == 0).all() and shape == (5, 3)
+    # stride below the alignment: nothing aligned, the border patch touches the edge
+    pos, _ = patch_grid(37, 37, patch=16, stride=4)
+    assert pos[:, 0].max() == 21
+
+
+@pytest.mark.parametrize("rem", range(1, 8))
+@pytest.mark.parametrize("patch,stride", [(64, 32), (32, 16), (64, 24)])
+def test_border_patches_on_the_8px_grid_for_every_side_remainder(rem, patch, stride):
+    # issue 17: sides ≡ 1…7 (mod 8), e.g. 1836 px high photos — every patch keeps the JPEG phase
+    h, w = 8 * 41 + rem, 8 * 29 + (8 - rem)          # 329…335 × 233…239
+    pos, (rows, cols) = patch_grid(h, w, patch=patch, stride=stride)
+    assert (pos % 8 == 0).all()
+    ys, xs = np.unique(pos[:, 0]), np.unique(pos[:, 1])
+    assert rows * cols == len(pos)
+    # the uncovered margin is below 8 px on each side (the last aligned start is the largest one)
+    assert 0 <= h - (ys[-1] + patch) < 8 and 0 <= w - (xs[-1] + patch) < 8
+    assert ys[-1] == ((h - patch) // 8) * 8 and xs[-1] == ((w - patch) // 8) * 8
+    # the engine shows that margin as undecided (NaN), everything else is decided
+    green, _ = toy_scene(h, w, seed=rem, plant=False)
+    res = localize(green, toy_extract, toy_score_matrix, patch=patch, stride=stride, mode="graph",
+                   min_entropy=-1.0)                                # every patch decidable
+    assert (res.positions % 8 == 0).all()
+    covered = np.zeros((h, w), dtype=bool)
+    covered[:ys[-1] + patch, :xs[-1] + patch] = True
+    assert np.isnan(res.heatmap[~covered]).all() and not res.mask[~covered].any()
+    assert np.isfinite(res.heatmap[covered]).all()
 
 
 def test_patch_grid_rejects_image_smaller_than_patch():
@@ -151,7 +278,11 @@ def test_cut_patches_and_map_back_round_trip():
             total[y:y + p, x:x + p] += m
             count[y:y + p, x:x + p] += 1
             mx[y:y + p, x:x + p] = np.maximum(mx[y:y + p, x:x + p], m)
-    np.testing.assert_allclose(got, total / count, rtol=1e-12)
+    assert count[56:].sum() == 0 and count[:, 80:].sum() == 0       # 61, 83: margins < 8 px uncovered
+    expected = np.full((h, w), np.nan)
+    np.divide(total, count, out=expected, where=count > 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    mx[np.isinf(mx)] = np.nan
     np.testing.assert_allclose(patch_map_to_pixels(means, pos, p, (h, w), reduce="max"), mx)
     # pixels covered only by undecidable patches are NaN
     only_first = np.full(len(pos), np.nan)
@@ -201,7 +332,9 @@ def test_reference_inside_splice_lights_up_the_host(mode):
     y, x = res.reference
     assert gt[y:y + 32, x:x + 32].all()
     assert pixel_f1(res.mask, gt) < 0.2                        # the host is flagged, not the splice
-    assert best_of_inverted(pixel_f1, res.mask, gt) >= 0.6
+    # inverted among the decided pixels (the < 8 px uncovered margin stays undecided)
+    inv = pixel_metrics(res.mask, gt, {**PROTOCOL_FIXED, "inversion": True}, decided=np.isfinite(res.heatmap))
+    assert inv["f1"] >= 0.6
 
 
 @pytest.mark.parametrize("mode", ["graph", "reference"])
@@ -209,6 +342,62 @@ def test_unspliced_image_is_not_flagged(mode):
     green, _ = toy_scene(seed=5, plant=False)
     res = localize(green, toy_extract, toy_score_matrix, patch=32, mode=mode)
     assert not res.decision and res.score < res.threshold
+
+
+def test_large_splice_found_on_its_side_and_landmark_mode_agrees_with_exact():
+    # an interior splice of 55 % of the image — larger than the host, which owns the frame —
+    # is found on its side; with ~6 % of the patches as landmarks the cut matches the exact one
+    rng = np.random.default_rng(11)
+    h, w = 240, 320
+    base = gaussian_filter(rng.normal(0.0, 1.0, (h, w)), 6)
+    base = 128 + base / base.std() * 30
+    gt = np.zeros((h, w), bool)
+    gt[32:208, 40:280] = True                                     # 176 x 240 of 240 x 320 = 55 %
+    noise = np.where(gt, 8.0, 2.0) * rng.standard_normal((h, w))
+    green = np.clip(base + noise, 0, 255).round().astype(np.uint8)
+    exact = localize(green, toy_extract, toy_score_matrix, patch=16, stride=8, mode="graph", min_entropy=2.0)
+    assert exact.stats["approximation"] == "exact" and exact.stats["nodes"] > 1000
+    assert exact.decision and pixel_f1(exact.mask, gt) >= 0.9       # the larger community is the splice
+    assert exact.stats["side_evidence"]["rule"] == "area+border"
+    approx = localize(green, toy_extract, toy_score_matrix, patch=16, stride=8, mode="graph", min_entropy=2.0,
+                      max_graph_nodes=64)
+    assert approx.stats["landmarks"] == 64 and approx.stats["approximation"].startswith("landmarks")
+    assert approx.decision and pixel_f1(approx.mask, gt) >= 0.9
+    assert (approx.suspect == exact.suspect).mean() > 0.97
+    assert abs(approx.score - exact.score) < 0.1
+
+
+def test_24_megapixel_image_in_graph_mode_with_bounded_memory():
+    # 6000 x 4000 px, 64-px patches at stride 32: ~23,000 decidable patches. A dense N x N
+    # float64 similarity matrix alone would be 4.2 GB; the landmark graph (m = 2048) keeps the
+    # largest similarity block at m x m, the rest in blocks of <= batch x m, and the peak of
+    # traced allocations below 1 GiB (measured ~0.45 GiB: pixel maps ~0.3 GiB, graph ~0.15 GiB).
+    h, w = 4000, 6000
+    rng = np.random.default_rng(0)
+    green = rng.integers(96, 160, (h, w), dtype=np.uint8)           # entropy ~4.2 nats per patch
+    green[1200:2600, 2000:4400] = rng.integers(40, 216, (1400, 2400), dtype=np.uint8)   # planted: wider noise
+    gt = np.zeros((h, w), bool)
+    gt[1200:2600, 2000:4400] = True
+    blocks = []
+
+    def extract(p):                                                 # a cheap stand-in for the network
+        return np.log(p[:, ::4, ::4].std(axis=(1, 2)) + 1.0)[:, None].astype(np.float32)
+
+    def score_matrix(F, G):
+        blocks.append(len(F) * len(G))
+        return np.exp(-(F[:, None, 0] - G[None, :, 0]) ** 2 / 0.08)
+
+    tracemalloc.start()
+    try:
+        res = localize(green, extract, score_matrix, patch=64, mode="graph", min_entropy=3.0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    n = res.n_decidable
+    assert n > 20000 and res.stats["landmarks"] == MAX_GRAPH_NODES
+    assert max(blocks) <= MAX_GRAPH_NODES * 256 < n * n // 100
+    assert peak < 1 << 30, f"peak traced memory {peak / 2**20:.0f} MiB"
+    assert res.decision and pixel_f1(res.mask, gt) > 0.9
 
 
 def test_features_once_per_decidable_patch_in_batches_and_undecidable_nan():
@@ -273,15 +462,98 @@ def test_outputs_written_for_non_square_image_off_the_stride(tmp_path, mode):
     mask = np.asarray(Image.open(out / "mask.png"))
     assert mask.shape == (101, 157) and set(np.unique(mask)) <= {0, 255}
     np.testing.assert_array_equal(mask == 255, res.mask)
+    # overlay: the image on top (same size as the analysed image), a caption band below
     overlay = np.asarray(Image.open(out / "overlay.png"))
-    assert overlay.shape == (101, 157, 3)
+    assert overlay.shape[1:] == (157, 3) and overlay.shape[0] > 101
+    np.testing.assert_array_equal(overlay[:101], overlay_image(res, rgb if mode == "graph" else None))
+    band = overlay[101:]
+    assert (band == 255).mean() > 0.5 and (band < 128).any()             # white band with text
+    if res.decision:
+        assert ((band[..., 0] > 140) & (band[..., 1] < 60)).any()              # verdict line in red
+    lines = caption_lines(res)
+    assert lines[0].startswith("SPLICED" if res.decision else "NOT SPLICED")
+    assert f"score {res.score:.3f}" in lines[0] and f"threshold {res.threshold:.3f}" in lines[0]
+    assert f"{mode} mode" in lines[1]
+    # undecided pixels (the uncovered margin of 101 = 96 + 5, 157 = 152 + 5) are greyed
+    ov = overlay_image(res, rgb)
+    grey = np.isnan(res.heatmap)
+    assert grey[100, :].all() and not np.array_equal(ov[grey], rgb[grey])
+    # scores.npy: float16 per patch on the patch grid, NaN = undecidable
     scores = np.load(out / "scores.npy")
-    assert scores.shape == (101, 157)
-    np.testing.assert_allclose(scores, res.heatmap, rtol=1e-6, equal_nan=True)
+    assert scores.dtype == np.float16 and scores.shape == res.grid_shape
+    np.testing.assert_allclose(scores.ravel().astype(np.float64), res.suspicion, atol=1e-3, equal_nan=True)
     with np.load(out / "patches.npz") as z:
         np.testing.assert_array_equal(z["positions"], res.positions)
+    write_outputs(res, tmp_path / "noscores", save_scores=False)
+    assert not (tmp_path / "noscores" / "scores.npy").exists()
     with pytest.raises(ValueError, match="rgb must be uint8 with shape"):
         write_outputs(res, tmp_path / "bad", rgb=rgb[:, :100])
+
+
+class _ToyLocalizer:
+    """Stands in for run.Localizer (no network): the engine with the toy callables."""
+
+    def run(self, green, opts, progress=False):
+        return localize(green, toy_extract, toy_score_matrix, patch=32, mode=str(opts.mode),
+                        decision_threshold=opts.decision_threshold, max_graph_nodes=int(opts.max_graph_nodes),
+                        cover_border=bool(opts.cover_border), progress=progress)
+
+
+def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
+    from omegaconf import OmegaConf
+
+    from camsim.localize.run import CSV_COLUMNS, localize_folder
+
+    folder = tmp_path / "authentic"
+    folder.mkdir()
+    for i in range(3):
+        green, _ = toy_scene(96, 128, seed=20 + i, plant=False)
+        Image.fromarray(np.stack([green] * 3, axis=-1)).save(folder / f"img{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    Image.fromarray(np.full((20, 20, 3), 7, np.uint8)).save(folder / "tiny.png")     # smaller than a patch
+    opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
+                             "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True,
+                             "save_scores": None, "calibrate_far": 0.34})
+    out = tmp_path / "out"
+    csv_path = localize_folder(_ToyLocalizer(), folder, out, opts, max_pixels=10**8)
+    import csv
+    rows = list(csv.DictReader(open(csv_path)))
+    assert list(rows[0]) == CSV_COLUMNS and len(rows) == 4               # the .txt is not an image
+    ok = [r for r in rows if r["status"] == "ok"]
+    bad = [r for r in rows if r["status"] == "error"]
+    assert len(ok) == 3 and len(bad) == 1 and "smaller than one patch" in bad[0]["message"]
+    for r in ok:
+        assert float(r["seconds"]) >= float(r["features_s"]) >= 0.0
+        assert float(r["other_s"]) == pytest.approx(float(r["seconds"]) - float(r["features_s"]), abs=0.011)
+        assert not (Path(r["out_dir"]) / "scores.npy").exists()
+        assert (Path(r["out_dir"]) / "overlay.png").exists()
+    import json
+    cal = json.loads((out / "calibration.json").read_text())
+    scores = sorted(float(r["score"]) for r in ok)
+    assert cal["threshold"] == calibrate_threshold(scores, 0.34) == np.nextafter(scores[1], 1)
+    assert cal["n_images"] == 3 and cal["n_errors"] == 1 and cal["achieved_far"] == pytest.approx(1 / 3)
+
+
+def test_min_entropy_from_option_then_checkpoint_then_default():
+    from camsim.localize.run import resolve_min_entropy
+
+    assert resolve_min_entropy(2.5, {"size": 64, "align": 8, "min_entropy": 1.0}) == (2.5, "option min_entropy")
+    assert resolve_min_entropy(None, {"size": 64, "align": 8, "min_entropy": 1.0}) == (1.0, "checkpoint training recipe")
+    value, source = resolve_min_entropy(None, None)
+    assert value == 4.0 and "no patch settings" in source
+    assert resolve_min_entropy(None, {"size": 64, "align": 8, "min_entropy": None})[0] == 4.0
+
+
+def test_localize_config_exposes_issue17_keys():
+    from omegaconf import OmegaConf
+
+    from camsim.config import LocalizeConfig
+
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "localize.yaml")
+    schema = OmegaConf.structured(LocalizeConfig)
+    for key, default in (("cover_border", True), ("max_graph_nodes", MAX_GRAPH_NODES), ("min_entropy", None),
+                         ("graph_method", "spectral"), ("save_scores", None), ("calibrate_far", None)):
+        assert yaml[key] == default and schema[key] == default, key
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -300,6 +572,107 @@ def test_pixel_metrics_hand_cases():
     assert pixel_f1(np.where(pred, 255, 0).astype(np.uint8), gt) == pytest.approx(0.5)  # 0/255 masks
     with pytest.raises(ValueError, match="same shape"):
         pixel_f1(pred, gt[:, :2])
+
+
+def test_pixel_iou_and_border_band_hand_cases():
+    gt = np.array([[1, 1, 0], [0, 0, 0]], dtype=bool)
+    pred = np.array([[1, 0, 1], [0, 0, 0]], dtype=bool)          # TP 1, FP 1, FN 1
+    assert pixel_iou(pred, gt) == pytest.approx(1 / 3)
+    assert pixel_iou(np.zeros_like(gt), np.zeros_like(gt)) == 0.0
+    g = np.zeros((5, 6), bool)
+    g[1:4, 1:3] = True                                             # a 3 x 2 block
+    band = border_band(g, 1)
+    expected = np.zeros((5, 6), bool)
+    expected[0:5, 0:4] = True            # the block grown by 1 px, minus its 1-px erosion (empty for 3 x 2)
+    np.testing.assert_array_equal(band, expected)
+    g2 = np.zeros((7, 7), bool)
+    g2[:, :4] = True                                               # touches the image edge: not a boundary
+    b2 = border_band(g2, 1)
+    np.testing.assert_array_equal(b2, np.tile([0, 0, 0, 1, 1, 0, 0], (7, 1)).astype(bool))
+    assert not border_band(g2, 0).any()
+
+
+# one image, worked by hand: gt = 4 positives of 12 pixels; continuous map m
+GT12 = np.array([[1, 1, 0, 0],
+                 [1, 1, 0, 0],
+                 [0, 0, 0, 0]], dtype=bool)
+MAP12 = np.array([[0.9, 0.2, 0.8, 0.1],
+                  [0.7, np.nan, 0.1, 0.1],
+                  [0.1, 0.1, 0.3, 0.1]])
+MASK12 = MAP12 >= 0.5                                              # the decision: 0.9, 0.8, 0.7 → TP 2, FP 1, FN 2, TN 7
+
+
+def test_protocol_fixed_threshold_no_inversion():
+    out = pixel_metrics(MASK12, GT12, PROTOCOL_FIXED)
+    assert out["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))        # 4/7
+    assert out["iou"] == pytest.approx(2 / 5)
+    assert out["mcc"] == pytest.approx((2 * 7 - 1 * 2) / np.sqrt(3 * 4 * 9 * 8))
+    assert out["protocol"] == PROTOCOL_FIXED and out["n_images"] == 1
+    assert out["protocol_name"] == "fixed threshold, no inversion, all pixels, per-image mean"
+    assert out["f1"] == pytest.approx(pixel_f1(MASK12, GT12))          # the old functions agree
+
+
+def test_protocol_fixed_threshold_with_inversion_skips_undecided():
+    # inverted among the decided pixels (the NaN pixel stays negative): TP 1, FP 8, FN 3 → worse
+    p = metric_protocol("fixed", inversion=True)
+    dec = np.isfinite(MAP12)
+    c = image_confusions(MASK12, GT12, p, decided=dec)
+    assert c["f1"] == (2.0, 1.0, 2.0, 7.0)
+    inverted = image_confusions(~MASK12, GT12, p, decided=dec)       # the inverted mask gets the map back
+    assert inverted["f1"] == (2.0, 1.0, 2.0, 7.0)
+    assert pixel_metrics(~MASK12, GT12, p, decided=dec)["f1"] == pytest.approx(4 / 7)
+    # without `decided` every pixel is inverted (best_of_inverted's convention)
+    assert pixel_metrics(~MASK12, GT12, p)["f1"] == pytest.approx(best_of_inverted(pixel_f1, ~MASK12, GT12))
+
+
+def test_protocol_best_threshold_per_image():
+    # thresholds t over the decided values (descending 0.9, 0.8, 0.7, 0.3, 0.2, 0.1):
+    #   t=0.9: TP1 FP0 FN3 → F1 2/5; t=0.8: TP1 FP1 → 2/6; t=0.7: TP2 FP1 FN2 → 4/7;
+    #   t=0.3: TP2 FP2 → 4/8; t=0.2: TP3 FP2 FN1 → 6/9 = 2/3 (best); t=0.1: TP3 FP7 → 6/14.
+    # The NaN pixel (a positive) is a false negative at every t.
+    out = pixel_metrics(MAP12, GT12, metric_protocol("best"))
+    assert out["f1"] == pytest.approx(2 / 3)
+    assert out["iou"] == pytest.approx(3 / 6)                          # t=0.2: 3 / (3 + 2 + 1)
+    mccs = [(1 * 8 - 0 * 3) / np.sqrt(1 * 4 * 11 * 8), (2 * 7 - 1 * 2) / np.sqrt(3 * 4 * 9 * 8),
+            (3 * 6 - 2 * 1) / np.sqrt(5 * 4 * 7 * 8)]
+    assert out["mcc"] == pytest.approx(max(mccs))
+    # best of map / inverted map: the inverted map (low = suspect) only does worse here
+    both = pixel_metrics(MAP12, GT12, PROTOCOL_BEST)
+    assert both["f1"] == pytest.approx(2 / 3) and both["protocol"]["inversion"] is True
+    # … but on an inverted map it finds the same optimum
+    flipped = pixel_metrics(1.0 - MAP12, GT12, PROTOCOL_BEST)
+    assert flipped["f1"] == pytest.approx(2 / 3) and flipped["mcc"] == pytest.approx(max(mccs))
+    assert pixel_metrics(1.0 - MAP12, GT12, metric_protocol("best"))["f1"] < 2 / 3
+
+
+def test_protocol_border_band_and_pooled_averaging():
+    # border 1 px on a 3 x 4 image whose gt is the 2 x 2 top-left block: kept are (0, 0)
+    # (its clipped 3 x 3 neighbourhood is all gt: the image edge is no boundary; 0.9 → TP)
+    # and column 3 (all negative, predicted 0.1 → TN); everything else is within 1 px
+    p = metric_protocol("fixed", border_px=1)
+    c = image_confusions(MASK12, GT12, p)
+    assert c["f1"] == (1.0, 0.0, 0.0, 3.0)
+    # pooled: counts summed over images; per-image: mean of metrics
+    gt_b = np.array([[1, 0], [0, 0]], bool)
+    pred_b = np.array([[1, 1], [1, 1]], bool)                        # TP 1, FP 3 → F1 2/5
+    per_image = pixel_metrics([MASK12, pred_b], [GT12, gt_b], PROTOCOL_FIXED)
+    pooled = pixel_metrics([MASK12, pred_b], [GT12, gt_b], {**PROTOCOL_FIXED, "averaging": "pooled"})
+    assert per_image["f1"] == pytest.approx((4 / 7 + 2 / 5) / 2)
+    assert pooled["f1"] == pytest.approx(2 * 3 / (2 * 3 + 4 + 2))      # TP 3, FP 4, FN 2
+    assert pooled["iou"] == pytest.approx(3 / 9) and pooled["n_images"] == 2
+    assert protocol_name(pooled["protocol"]) == "fixed threshold, no inversion, all pixels, pooled over pixels"
+    assert "mask border ±3 px excluded" in protocol_name(metric_protocol("best", True, 3))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(threshold="otsu"), "threshold must be"), (dict(inversion="yes"), "inversion must be a bool"),
+    (dict(border_px=-1), "border_px must be"), (dict(averaging="macro"), "averaging must be"),
+])
+def test_protocol_rejects_bad_keys(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        metric_protocol(**kwargs)
+    with pytest.raises(ValueError, match="same shape"):
+        pixel_metrics(MASK12, GT12[:, :3], PROTOCOL_FIXED)
 
 
 def test_detection_auc_hand_cases():

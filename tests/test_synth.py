@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from camsim.artefacts import cached_dir
 from camsim.synth import isp
-from camsim.synth.difficulty import (
+from camsim.eval.difficulty import (
     difficulty_report,
     family_summary,
     fit_predict,

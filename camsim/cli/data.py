@@ -1,5 +1,12 @@
 """camsim-data: look at a data source before training.
 
+usage: camsim-data {describe,split,prepare} [group=option ...] [key=value ...]
+
+  describe   camera models and their readable images; every skipped file named with its reason
+  split      the sets A / B / C / known and each model's train / val / test images
+  prepare    cut (and cache) every patch set the run needs; the skipped files, once each
+
+examples:
     camsim-data describe data=folder data.root=/photos     # camera models and image counts
     camsim-data describe                                   # the simulated cameras (renders them once)
     camsim-data split data=cameras split=cameras           # the sets A / B / C / known and the image split
@@ -23,15 +30,18 @@ def _main(cfg: DictConfig) -> None:
     from rich.table import Table
 
     from camsim.config import validate
+    from camsim.data.store import merge_skipped
     from camsim.pipeline import build_data
 
     validate(cfg)
     console = Console()
     data = build_data(cfg)
     if cfg.task == "describe":
-        console.print(data.index.describe_table(title=f"{type(data.source).__name__}: {data.index.root}"))
-        for path, reason in data.index.skipped:
-            console.print(f"[yellow]skipped[/] {path}: {reason}")
+        # headers read: an empty or corrupt file is a skipped file, not an image
+        index = data.index.probe(workers=cfg.patches.get("workers"))
+        console.print(index.describe_table(title=f"{type(data.source).__name__}: {index.root}"))
+        for sk in merge_skipped(index.skipped):
+            console.print(f"[yellow]skipped[/] {sk['file']}: {sk['reason']}", soft_wrap=True)
         return
     sp = data.split
     if cfg.task == "split":
@@ -45,9 +55,12 @@ def _main(cfg: DictConfig) -> None:
         console.print(table)
         return
     summary = data.prepare()
+    skipped = merge_skipped(data.index.skipped, summary["skipped_files"])  # the source's own skips too
     console.print(f"{summary['patches']} patches in {summary['patch_sets']} sets; "
                   f"{summary['low_entropy_dropped']} low-entropy cells dropped; "
-                  f"{len(summary['skipped_files'])} files skipped")
+                  f"{len(skipped)} files skipped")
+    for sk in skipped:
+        console.print(f"[yellow]skipped[/] {sk['file']}: {sk['reason']}", soft_wrap=True)
     for name, (got, asked) in summary["short"].items():
         console.print(f"[yellow]{name}: {got} of {asked} patches[/]")
 

@@ -1,29 +1,54 @@
 """camsim-eval: evaluate a trained similarity network.
 
-    camsim-eval                          # source differentiation (task=pairs) with the models trained for this config
-    camsim-eval ckpt=path/to/model.ckpt  # ... with a given similarity checkpoint
-    camsim-eval task=splicing            # the splicing-localisation benchmark
+usage: camsim-eval [task=auto|transfer|pairs|splicing] [ckpt=<Phase B checkpoint>] [key=value ...]
+
+task=auto (default) is transfer when ckpt=... is given, else pairs:
+  transfer   the checkpoint on EVERY camera model of `data` (no split; known = trained on, from the
+             checkpoint): pairs by category (same photo / other photos / other models, by make),
+             image-level decisions, bootstrap intervals; transfer.md, metrics.json, scores.npz
+  pairs      the evaluation pairs of this config's split (sets A / C), with the network trained
+             for this config or the one given by ckpt=...
+  splicing   the splicing-localisation benchmark
+main options:
+  data=folder|dresden|vision|exif|cameras data.root=DIR   the photos (data.variants=[natWA]: VISION's WhatsApp copies)
+  eval.eta=0.5   transfer.threshold=eta|best   transfer.image.aggregate=mean|median
+  transfer.min_entropy=1.0 (default: the checkpoint's)   transfer.bootstrap.reps=500
+  transfer.pairs.per_photo / per_photo_pair / photo_pairs_per_model / per_model_pair
+examples:
+  camsim-eval ckpt=outputs/artefacts/phase_b-<hash>/model.ckpt data=cameras
+  camsim-eval ckpt=... data=dresden data.root=/data/dresden
+  camsim-eval ckpt=... data=vision data.root=/data/VISION data.variants=[natWA]
+  camsim-eval task=pairs ckpt=...   # the pairs of this config's split instead
+  camsim-eval task=splicing
 """
 
 from omegaconf import DictConfig
 
 from camsim.cli import hydra_app
 
-TASKS = ("pairs", "splicing")
+TASKS = ("auto", "transfer", "pairs", "splicing")
+
+
+def resolve_task(cfg: DictConfig) -> str:
+    """The task to run: ``task``, with ``auto`` = ``transfer`` if ``ckpt`` is given, else ``pairs``."""
+    if cfg.task not in TASKS:
+        raise ValueError(f"camsim-eval: task={cfg.task!r} is not one of {TASKS}")
+    if cfg.task == "auto":
+        return "transfer" if cfg.get("ckpt") else "pairs"
+    return str(cfg.task)
 
 
 @hydra_app("eval")
 def main(cfg: DictConfig) -> None:
-    if cfg.task not in TASKS:
-        raise ValueError(f"camsim-eval: task={cfg.task!r} is not one of {TASKS}")
-    if cfg.task == "pairs":
+    task = resolve_task(cfg)
+    if task == "transfer":
+        from camsim.eval.transfer import run_transfer
+
+        run_transfer(cfg)
+    else:
         from camsim.pipeline import run
 
-        run(cfg, upto="eval", train=False)
-    else:
-        from camsim.localize.benchmark import run_splicing
-
-        run_splicing(cfg)
+        run(cfg, job=task, train=False)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,13 @@
 
     camsim-localize image=suspect.jpg ckpt=outputs/artefacts/phase_b-<hash>/model.ckpt
     camsim-localize image=folder/ ckpt=... mode=reference reference=[512,768]
+    camsim-localize image=authentic_photos/ ckpt=... calibrate_far=0.05   # -> calibration.json
+    camsim-localize image=suspect.jpg ckpt=... decision_threshold=<calibrated>
+
+Patch size, 8-px alignment and (unless min_entropy=...) the entropy threshold come from
+the checkpoint's training recipe. Graph mode runs at any photo size: above
+max_graph_nodes decidable patches it solves a landmark graph and extends the cut.
+The image-level threshold is uncalibrated unless decision_threshold is given.
 """
 
 import logging
@@ -18,7 +25,7 @@ log = logging.getLogger("camsim")
 def main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
-    from camsim.localize.run import Localizer, check_reference, localize_file, localize_folder
+    from camsim.localize.run import Localizer, check_reference, localize_file, localize_folder, timing_line
 
     check_reference(cfg.reference)
     image = Path(cfg.image)
@@ -30,9 +37,12 @@ def main(cfg: DictConfig) -> None:
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))
         log.info("batch results: %s", csv_path)
     else:
-        _, line = localize_file(loc, image, out_dir, cfg, int(cfg.max_pixels))
+        save = True if cfg.save_scores is None else bool(cfg.save_scores)
+        result, line = localize_file(loc, image, out_dir, cfg, int(cfg.max_pixels), save_scores=save)
         log.info("%s", line)
         print(line)
+        print(timing_line(result))
+        log.info("%s", timing_line(result))
         log.info("outputs: %s", out_dir)
 
 

@@ -41,9 +41,7 @@ class CameraData:
         self.source = source
         self.split_cfg = split
         self.patch_cfg = patches
-        self.store = PatchStore(Path(artefact_dir), PatchSettings(
-            size=int(patches.size), align=int(patches.align), min_entropy=float(patches.min_entropy),
-            seed=int(patches.seed), max_pixels=int(patches.max_pixels)), workers=patches.workers)
+        self.store = PatchStore(Path(artefact_dir), PatchSettings.from_config(patches), workers=patches.workers)
         self._index = None
         self._split: SetSplit | None = None
         self._images: dict[str, dict[str, list[Path]]] | None = None
@@ -98,7 +96,13 @@ class CameraData:
         """Cut every patch set the given stages need in one parallel pass; return a summary."""
         reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
         sets = self.store.get(reqs)
-        return summarise(sets.values())
+        return summarise(sets.values(), self.index.skipped)
+
+    @property
+    def families(self) -> dict[str, str]:
+        """Camera model → family where the source knows families (the simulator), else {}."""
+        known = getattr(self.source, "families", None)
+        return known() if callable(known) else {}
 
     def describe(self) -> dict:
         return {"models": self.index.counts(), "split": self.split.as_dict()}
@@ -237,7 +241,7 @@ class PhaseADataModule(L.LightningDataModule):
 
 
 class PairDataModule(L.LightningDataModule):
-    """Balanced Phase B pairs over set B (method.md: 250k same + 250k different in the paper).
+    """Balanced Phase B pairs over set B (docs/method.md: 250k same + 250k different in the paper).
 
     ``features``: a function mapping a :class:`PatchSet` to its cached f(X) ``[n, d]``
     (``phase_b.cache_features``); without it the pairs carry uint8 patches.
@@ -294,7 +298,7 @@ class EvalPairs:
 
 
 class EvalPairDataModule(L.LightningDataModule):
-    """Evaluation pairs over known (⊂ A, test images) and unknown (C) models (method.md, Fig. 2)."""
+    """Evaluation pairs over known (⊂ A, test images) and unknown (C) models (docs/method.md, Fig. 2)."""
 
     def __init__(self, data: CameraData, loader: Any, pairs_per_cell: int, seed: int):
         super().__init__()

@@ -14,6 +14,7 @@ import torch
 
 from camsim.artefacts import cached_dir
 from camsim.data.store import PatchSet
+from camsim.models.feature_pass import FeaturePass
 
 
 class FeatureStore:
@@ -21,8 +22,6 @@ class FeatureStore:
 
     def __init__(self, artefact_dir: Path, backbone: torch.nn.Module, backbone_id: str, layer: str,
                  channels_last: bool = True, compile: bool = False):
-        from camsim.lit.phase_a import FeaturePass
-
         self.root, self.backbone_id, self.layer = Path(artefact_dir), backbone_id, layer
         # one pass for every patch set: a compiled pass compiles once
         self.feature_pass = FeaturePass(backbone, [layer, "logits"], channels_last=channels_last, compile=compile)

@@ -1,6 +1,6 @@
 """Image decoding: the green channel of camera photos, exact and guarded.
 
-The method works on the green channel of the camera's output (``../shared/method.md``,
+The method works on the green channel of the camera's output (``docs/method.md``,
 patches are green-channel uint8). This module is the one place that turns an image file
 into those pixels, for every source (folder, EXIF, simulated cameras).
 

@@ -10,7 +10,7 @@ import numpy as np
 
 
 def sample_balanced_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n_pairs`` pairs (i, j), half same-model and half different-model (method.md, Phase B).
+    """``n_pairs`` pairs (i, j), half same-model and half different-model (docs/method.md, Phase B).
 
     Same pairs: a model drawn uniformly, then two distinct patches of it. Different pairs:
     two distinct models drawn uniformly, then one patch of each. Returns ``(i, j, same)``.
@@ -51,7 +51,7 @@ def sample_balanced_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[
 
 
 def sample_cell_pairs(labels: np.ndarray, pairs_per_cell: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs for the model × model evaluation matrix (method.md, "Evaluation", Fig. 2).
+    """Pairs for the model × model evaluation matrix (docs/method.md, "Evaluation", Fig. 2).
 
     For every unordered pair of models (m1 < m2) and every model with itself, draw
     ``pairs_per_cell`` pairs of distinct patches, so every cell of the matrix — the

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from camsim.data.io import ImageReadError, read_green
+
 
 def patch_entropy(patches: np.ndarray) -> np.ndarray:
-    """Entropy h = −Σ_k p_k ln p_k (nats) of each uint8 patch (method.md, "Patch entropy").
+    """Entropy h = −Σ_k p_k ln p_k (nats) of each uint8 patch (docs/method.md, "Patch entropy").
 
     ``patches``: ``[N, P, P]`` (or ``[N, ...]``) uint8. A flat patch has h = 0; a patch whose
     pixels are spread uniformly over all 256 values has h = ln 256.
@@ -88,8 +90,6 @@ def extract_image_patches(path: str | Path, size: int, align: int, min_entropy: 
     A file that cannot be used (corrupt, truncated, too large, smaller than one patch)
     yields no patches and ``error`` naming the reason; it never raises.
     """
-    from camsim.data.io import ImageReadError, read_green
-
     path = str(path)
     empty = np.zeros((0, size, size), np.uint8)
     try:

@@ -29,9 +29,11 @@ from typing import Protocol
 
 from rich.table import Table
 
-from camsim.artefacts import file_identity
-from camsim.data.io import DEFAULT_MAX_PIXELS, ImageReadError, read_exif_make_model
+from camsim.artefacts import cached_dir, file_identity
+from camsim.data.io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_exif_make_model
 from camsim.progress import parallel_map
+from camsim.synth.params import make_catalogue
+from camsim.synth.render import FORMAT, check_image_size, render_catalogue
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -115,6 +117,26 @@ class ImageIndex:
                 " ..." if len(reasons) > 3 else "")
         return table
 
+    def probe(self, workers: int | None = 1) -> ImageIndex:
+        """A copy without the image files whose header cannot be read (empty, truncated before
+        the size, not an image), each moved to ``skipped`` with its reason; a model left with
+        no readable image is dropped (its folder listed). What ``camsim-data describe`` counts,
+        so it never counts an unreadable file as an image."""
+        paths = [p for ps in self.models.values() for p in ps]
+        reasons = dict(zip(paths, parallel_map(_probe_reason, paths, desc="reading image headers", workers=workers)))
+        skipped = list(self.skipped)
+        models: dict[str, list[Path]] = {}
+        for name, ps in self.models.items():
+            ok = [p for p in ps if not reasons[p]]
+            skipped.extend((p, reasons[p]) for p in ps if reasons[p])
+            if ok:
+                models[name] = ok
+            else:
+                skipped.append((ps[0].parent, f"camera model {name!r} has no readable image"))
+        if not models:
+            raise ValueError(f"{self.root}: no camera model has a readable image ({len(paths)} file(s) unreadable)")
+        return ImageIndex(root=self.root, models=models, skipped=skipped)
+
     def check_duplicates(self) -> list[tuple[Path, Path]]:
         """Find files with identical content (sha256 of the bytes).
 
@@ -145,6 +167,15 @@ class ImageIndex:
         for a, model, b, _ in same:
             warnings.warn(f"{b}: identical content to {a}, both under camera model {model!r}", stacklevel=2)
         return [(a, b) for a, _, b, _ in same]
+
+
+def _probe_reason(path: Path) -> str:
+    """"" if the image header of ``path`` reads, else why not (worker-safe)."""
+    try:
+        image_size(path)
+    except ImageReadError as e:
+        return f"unreadable: {e.reason}"
+    return ""
 
 
 def _sha256(path: Path) -> str:
@@ -453,8 +484,6 @@ class SynthSource:
 
     def __init__(self, num_models: int, num_families: int, images_per_model: int, image_size: Iterable[int],
                  seed: int = 0, workers: int | None = None, cache_dir: str | Path = "outputs/artefacts") -> None:
-        from camsim.synth.render import check_image_size
-
         self.num_models, self.num_families = int(num_models), int(num_families)
         self.images_per_model, self.seed, self.workers = int(images_per_model), int(seed), workers
         self.image_size = check_image_size(list(image_size))
@@ -466,15 +495,14 @@ class SynthSource:
 
     def model_names(self) -> list[str]:
         """The camera-model names, without rendering anything (for early split validation)."""
-        from camsim.synth.params import make_catalogue
+        return sorted(self.families())
 
-        return sorted(c.name for c in make_catalogue(self.num_models, self.num_families, self.seed))
+    def families(self) -> dict[str, str]:
+        """Camera model → family (models of one family share most traits), without rendering."""
+        return {c.name: c.family for c in make_catalogue(self.num_models, self.num_families, self.seed)}
 
     def root(self) -> Path:
         """The rendered catalogue's folder (rendered on first use)."""
-        from camsim.artefacts import cached_dir
-        from camsim.synth.render import FORMAT, render_catalogue
-
         key = {"format": FORMAT, "num_models": self.num_models, "num_families": self.num_families,
                "images_per_model": self.images_per_model, "image_size": list(self.image_size), "seed": self.seed}
         return cached_dir(self.cache_dir, "synth", key, lambda tmp: render_catalogue(

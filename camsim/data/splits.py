@@ -1,6 +1,6 @@
 """Camera-model sets A / B / C and the known subset of A; the per-model image split.
 
-method.md, "Camera-model sets": A trains the feature extractor (Phase A), B the similarity
+docs/method.md, "Camera-model sets": A trains the feature extractor (Phase A), B the similarity
 network (Phase B), C is never trained on (unknown); evaluation uses known models (⊂ A)
 and the models of C. Within every model, *images* (never patches) go to train/val/test.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from camsim.config import check_set_spec
 from camsim.data.patches import stable_seed
 
 SUBSETS = ("train", "val", "test")
@@ -78,6 +79,8 @@ def make_split(models: Sequence[str], a: Any, b: Any, c: Any, known: Any, seed: 
     (``seed``); ``a="rest"`` takes every remaining model. ``known``: a count drawn from A
     (``seed``) or an explicit list.
     """
+    for key, spec in (("a", a), ("b", b), ("c", c), ("known", known)):
+        check_set_spec(key, spec)
     models = sorted(models)
     explicit = {k: [str(m) for m in v] for k, v in (("a", a), ("b", b), ("c", c)) if _is_list(v)}
     taken = {m for v in explicit.values() for m in v}

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, file_identity, file_lock
+from camsim.config import PatchConfig
 from camsim.data.patches import ImagePatches, extract_image_patches, stable_seed
 from camsim.progress import parallel_iter
 
@@ -25,11 +27,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PatchSettings:
-    size: int = 64
-    align: int = 8
-    min_entropy: float = 4.0
-    seed: int = 0
-    max_pixels: int = 200_000_000
+    """The fields of the ``patches`` config node that decide what a patch set holds."""
+
+    size: int
+    align: int
+    min_entropy: float
+    seed: int
+    max_pixels: int
+
+    @classmethod
+    def from_config(cls, node: Any = None, **overrides: Any) -> PatchSettings:
+        """From a ``patches`` config node (default: the schema's defaults), ``overrides`` on top."""
+        node = PatchConfig() if node is None else node
+        return cls(**{f.name: type(getattr(PatchConfig, f.name))(overrides.get(f.name, getattr(node, f.name)))
+                      for f in fields(cls)})
 
 
 @dataclass
@@ -143,9 +154,9 @@ class PatchStore:
         for k, (i, j) in enumerate(chosen):
             patches[k] = per_image[i].patches[j]
             image_ids[k], positions[k], entropy[k] = i, per_image[i].positions[j], per_image[i].entropy[j]
+        # named in the log once per run, with the source's own skips (``log_skipped``), not here:
+        # here they were named only when the set was built, never when it was reused
         skipped = [{"file": ip.path, "reason": ip.error} for ip in per_image if ip.error]
-        for sk in skipped:
-            log.warning("skipped %s: %s", sk["file"], sk["reason"])
         low = int(sum(ip.low_entropy for ip in per_image))
         info = {"model": req.model, "subset": req.subset, "requested": req.count, "count": len(chosen),
                 "images": [ip.path for ip in per_image], "low_entropy_dropped": low, "skipped": skipped,
@@ -161,14 +172,35 @@ class PatchStore:
             atomic_write_json(tmp / "key.json", req.key(s))
 
 
-def summarise(sets: Iterable[PatchSet]) -> dict:
-    """Totals for logging: patches kept, low-entropy cells dropped, files skipped, shortfalls."""
+def merge_skipped(*groups: Iterable) -> list[dict]:
+    """Skipped files from several places — an index's ``(path, reason)`` pairs, patch sets'
+    ``{"file", "reason"}`` records — as one list of ``{"file", "reason"}``, each file once
+    (its first reason), sorted by file. Every count of skipped files is the length of this."""
+    out: dict[str, str] = {}
+    for group in groups:
+        for item in group or ():
+            path, reason = (item["file"], item["reason"]) if isinstance(item, dict) else item
+            out.setdefault(str(path), str(reason))
+    return [{"file": f, "reason": out[f]} for f in sorted(out)]
+
+
+def log_skipped(skipped_files: Sequence[dict], logger: logging.Logger | None = None) -> None:
+    """Name every skipped file once, with its reason (one warning line each)."""
+    logger = logger or log
+    for sk in skipped_files:
+        logger.warning("skipped %s: %s", sk["file"], sk["reason"])
+
+
+def summarise(sets: Iterable[PatchSet], listing_skipped: Iterable = ()) -> dict:
+    """Totals for logging and run.json: patches kept, low-entropy cells dropped, shortfalls and
+    ``skipped_files``: the files the source left out when listing (``listing_skipped``, an
+    :class:`ImageIndex`'s ``skipped``) and those unreadable when cut, each once with its reason."""
     sets = list(sets)
     return {
         "patch_sets": len(sets),
         "patches": int(sum(len(p) for p in sets)),
         "low_entropy_dropped": int(sum(p.info["low_entropy_dropped"] for p in sets)),
-        "skipped_files": sorted({sk["file"] for p in sets for sk in p.info["skipped"]}),
+        "skipped_files": merge_skipped(listing_skipped, *(p.info["skipped"] for p in sets)),
         "short": {f"{p.model}/{p.subset}": [p.info["count"], p.info["requested"]]
                   for p in sets if p.info["count"] < p.info["requested"]},
     }

@@ -1,6 +1,6 @@
 """Source-differentiation metrics: Fig. 2 pair matrix, scenario accuracies, ROC, baseline.
 
-Pure numpy maths on arrays of scored pairs (``../shared/method.md``, "Evaluation" and
+Pure numpy maths on arrays of scored pairs (``docs/method.md``, "Evaluation" and
 "Baseline"). A scored set of pairs is three arrays of equal length:
 
 - ``score``: similarity S in [0, 1] (higher = same camera model); the decision is
@@ -16,7 +16,7 @@ Scenarios (each accuracy is pair-weighted over the pairs that belong to it):
 - ``unknown_unknown``: both models unknown, their self pairs included;
 - ``overall``: every pair.
 
-"Unknown cases" (the baseline's matched false-alarm rate, method.md "Baseline"): the
+"Unknown cases" (the baseline's matched false-alarm rate, docs/method.md "Baseline"): the
 *different* pairs with at least one unknown model, i.e. the different pairs of
 ``known_unknown`` and ``unknown_unknown``. ``far_unknown`` is the share of them wrongly
 called "same".
@@ -338,7 +338,7 @@ def choose_eta(score: Any, same: Any, rule: str = "max_acc") -> float:
 # ---------------------------------------------------------------- Bray–Curtis baseline
 
 def bray_curtis(u: Any, v: Any) -> np.ndarray:
-    """Bray–Curtis distance per row: BC(u, v) = Σ|u_i − v_i| / Σ|u_i + v_i| (method.md "Baseline").
+    """Bray–Curtis distance per row: BC(u, v) = Σ|u_i − v_i| / Σ|u_i + v_i| (docs/method.md "Baseline").
 
     ``u``, ``v``: [N, K] (or [K], giving a 0-d array), e.g. softmax outputs of the Phase A
     classifier. A zero denominator (both rows all zero) gives 0 (identical rows).

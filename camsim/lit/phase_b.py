@@ -1,4 +1,4 @@
-"""Learning Phase B: the similarity network S(f(X1), f(X2)) on a frozen backbone (method.md).
+"""Learning Phase B: the similarity network S(f(X1), f(X2)) on a frozen backbone (docs/method.md).
 
 The backbone comes from a Phase A checkpoint and stays frozen: eval mode (batch-norm
 statistics do not move), ``requires_grad=False``, not in the optimiser. Batches are either
@@ -22,21 +22,24 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from camsim.config import to_plain
-from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_config
+from camsim.lit.phase_a import build_backbone, load_checkpoint, load_classifier, optimizers_from_config
 
 
 class ForensicSimilarity(L.LightningModule):
     """Frozen Phase A backbone → ``feature_layer`` → similarity head → 1 logit; S = sigmoid."""
 
     def __init__(self, phase_a: dict, head: dict, feature_layer: str, eta: float = 0.5,
-                 optimizer: dict | None = None, scheduler: dict | None = None):
+                 optimizer: dict | None = None, scheduler: dict | None = None, training: dict | None = None):
         """``phase_a``: the Phase A hyper-parameters (backbone config, class names, patch size),
-        as saved in its checkpoint; ``head``: the ``similarity`` config (a ``_target_`` dict)."""
+        as saved in its checkpoint; ``head``: the ``similarity`` config (a ``_target_`` dict);
+        ``training``: what the network was trained on, kept in the checkpoint for later
+        evaluations — ``{"sets": {"a": [...], "b": [...]}, "data": {...}, "patches": {...}}``
+        (see :attr:`training_sets`, :attr:`patch_settings`)."""
         super().__init__()
         # plain containers in the checkpoint (a Hydra DictConfig there would not load with
         # weights_only=True); save_hyperparameters reads these locals
         phase_a, head = to_plain(phase_a), to_plain(head)
-        optimizer, scheduler = to_plain(optimizer), to_plain(scheduler)
+        optimizer, scheduler, training = to_plain(optimizer), to_plain(scheduler), to_plain(training)
         self.save_hyperparameters()
         self._quiet: warnings.catch_warnings | None = None
         self.backbone = build_backbone(phase_a["backbone"], len(phase_a["class_names"]), phase_a["patch_size"])
@@ -65,6 +68,25 @@ class ForensicSimilarity(L.LightningModule):
     @property
     def feature_layer(self) -> str:
         return self.hparams.feature_layer
+
+    @property
+    def training_sets(self) -> dict:
+        """Camera models the network was trained on: ``{"a": [...], "b": [...] or None}`` (set A
+        from the Phase A classes; set B is ``None`` for checkpoints saved before it was recorded)."""
+        sets = (self.hparams.get("training") or {}).get("sets") or {}
+        return {"a": list(sets.get("a") or self.hparams.phase_a["class_names"]),
+                "b": None if sets.get("b") is None else list(sets["b"])}
+
+    @property
+    def patch_settings(self) -> dict | None:
+        """The training recipe's patch settings (``size``, ``align``, ``min_entropy``), or ``None``
+        for checkpoints saved before they were recorded."""
+        return (self.hparams.get("training") or {}).get("patches")
+
+    @property
+    def data_fingerprint(self) -> dict | None:
+        """What identifies the training data (source kind, root or simulator settings), or ``None``."""
+        return (self.hparams.get("training") or {}).get("data")
 
     def train(self, mode: bool = True) -> ForensicSimilarity:
         super().train(mode)
@@ -154,10 +176,5 @@ class ForensicSimilarity(L.LightningModule):
 
 
 def load_similarity(ckpt: str | Path, map_location: str = "cpu") -> ForensicSimilarity:
-    """Load a Phase B checkpoint (``weights_only=True``) in eval mode."""
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"similarity checkpoint not found: {path}")
-    model = ForensicSimilarity.load_from_checkpoint(str(path), map_location=map_location, weights_only=True)
-    model.eval()
-    return model
+    """Load a Phase B checkpoint in eval mode (:func:`~camsim.lit.phase_a.load_checkpoint`)."""
+    return load_checkpoint(ForensicSimilarity, ckpt, "phase_b", map_location)

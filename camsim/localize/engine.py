@@ -9,22 +9,33 @@ The engine knows no model: it receives two callables,
 
 Two modes:
 
-* ``"reference"`` — the paper's splicing demonstration (method.md, "Splicing
+* ``"reference"`` — the paper's splicing demonstration (docs/method.md, "Splicing
   demonstration"): one reference patch is scored against every decidable patch and the
   patches with S ≤ eta are "different source". Per-patch ``scores`` = S(ref, patch);
   ``suspicion`` = 1 − S. Image score = 1 − (the ``min_suspect``-th smallest S of the other
   patches), decision: score ≥ 1 − eta, i.e. at least ``min_suspect`` patches differ from
   the reference.
-* ``"graph"`` — forensic similarity graphs (Mayer & Stamm 2020): the symmetrised S of all
-  decidable patches is split by :func:`camsim.localize.graph.spectral_bipartition`; the
-  smaller community (or, when a reference pixel is given, the community without it) is
-  the suspected region. Per-patch ``scores`` = ``suspicion`` = 1 − mean S to the host
-  community; image score = ``clip(1 − λ₂, 0, 1)``, decision: score ≥
-  ``decision_threshold`` (default :data:`GRAPH_THRESHOLD`, not calibrated — the splicing
-  benchmark calibrates it).
+* ``"graph"`` — forensic similarity graphs (Mayer & Stamm 2020): the symmetrised S of the
+  decidable patches is split by :func:`camsim.localize.graph.spectral_bipartition`
+  (``graph_method``: ``"spectral"``, smallest normalised cut, score ``clip(1 − λ₂, 0, 1)``;
+  or ``"modularity"``, largest modularity, score ``clip(2Q, 0, 1)``). Up to
+  ``max_graph_nodes`` decidable patches the graph is exact; above, that many evenly spread
+  landmark patches form the graph and every other patch joins a side by the Nyström
+  extension of the Fiedler vector from its similarities to the landmarks
+  (:func:`camsim.localize.graph.extend_partition`): memory O(m² + batch·m), time O(N·m)
+  pair scores, so any photo up to the pixel cap runs. The splice side is chosen by
+  evidence (:func:`camsim.localize.graph.splice_side`: share of the patches and share of
+  the patches on the image's outer ring — the host owns the frame), or, when a reference
+  pixel is given, it is the community without it. Per-patch ``scores`` = ``suspicion`` =
+  1 − mean S to the host community (its landmarks above ``max_graph_nodes``); decision:
+  score ≥ ``decision_threshold``. The default :data:`GRAPH_THRESHOLD` is **not
+  calibrated**: calibrate it on authentic images with :func:`calibrate_threshold`
+  (scores of authentic images → the threshold with a target false-alarm rate) and pass
+  it as ``decision_threshold`` (``camsim-localize decision_threshold=…``).
 
 Pixel maps: ``heatmap`` is the mean ``suspicion`` of the decidable patches covering each
-pixel (NaN where none does); ``mask`` marks pixels where at least half of those patches
+pixel (float32, NaN where none does: flat patches and the < 8 px margin the 8-px aligned
+grid leaves uncovered, see :mod:`camsim.localize.grid`); ``mask`` marks pixels where at least half of those patches
 are suspect. In graph mode the mask is the bipartition whatever the decision ("where, if
 spliced"); ``decision`` says whether.
 
@@ -34,6 +45,7 @@ field; batch callers write that message into the image's CSV row.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from camsim.data.patches import cut_patches, patch_entropy
-from camsim.localize.graph import spectral_bipartition
+from camsim.localize.graph import METHODS, affinity, affinity_block, extend_partition, spectral_bipartition
 from camsim.localize.grid import LocalizationError, patch_grid, patch_map_to_pixels
 from camsim.progress import track
 
@@ -51,9 +63,33 @@ ScoreMatrix = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 #: Fewest decidable patches each mode accepts (reference: the reference and one other;
 #: graph: a bipartition with an eigengap needs λ₃, and two communities of ≥ 2 patches).
 MIN_DECIDABLE = {"reference": 2, "graph": 4}
-#: Default graph-mode decision threshold on clip(1 − λ₂, 0, 1) (uncalibrated).
+#: Default graph-mode decision threshold on the graph score (uncalibrated: see calibrate_threshold).
 GRAPH_THRESHOLD = 0.25
+#: Default number of nodes solved exactly in graph mode (landmarks above it).
+MAX_GRAPH_NODES = 2048
 MODES = ("graph", "reference")
+
+
+def calibrate_threshold(scores_of_authentic_images: Any, target_far: float) -> float:
+    """The smallest image-level threshold whose false-alarm rate on authentic images is at
+    most ``target_far``, for the rule "spliced if score ≥ threshold".
+
+    With n authentic scores, at most ``k = floor(target_far · n)`` of them may reach the
+    threshold; the threshold is the next float above the (k+1)-th largest score (ties at
+    that score are all below it). ``target_far`` in [0, 1). Pure; raises ``ValueError``
+    naming the argument for an empty list, NaN / inf scores or a rate outside [0, 1).
+    """
+    s = np.asarray(scores_of_authentic_images, dtype=np.float64).ravel()
+    if s.size == 0:
+        raise ValueError("scores_of_authentic_images is empty: calibration needs authentic images")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores_of_authentic_images contains NaN or inf")
+    far = float(target_far)
+    if not 0.0 <= far < 1.0:
+        raise ValueError(f"target_far must lie in [0, 1); got {target_far!r}")
+    k = int(np.floor(far * s.size + 1e-9))
+    kth = np.sort(s)[::-1][k]                                  # the (k+1)-th largest
+    return float(np.nextafter(kth, np.inf))
 
 
 @dataclass
@@ -169,23 +205,101 @@ def _auto_reference(score_matrix: ScoreMatrix, F: np.ndarray, batch: int, candid
     return int(cand[int(np.argmax(np.nanmean(S, axis=1)))])
 
 
+def _outer_ring(pos: np.ndarray) -> np.ndarray:
+    """1.0 for patches in the first / last row or column of the grid, else 0.0 (the host prior)."""
+    ys, xs = pos[:, 0], pos[:, 1]
+    return ((ys == ys.min()) | (ys == ys.max()) | (xs == xs.min()) | (xs == xs.max())).astype(np.float64)
+
+
+def _landmarks(n: int, m: int, must: int | None) -> np.ndarray:
+    """``m`` indices evenly spread over ``0..n-1`` (raster order → spread over the image),
+    always including ``must``; all of them when ``n <= m``."""
+    if n <= m:
+        return np.arange(n)
+    idx = np.unique(np.linspace(0, n - 1, m).round().astype(np.int64))
+    if must is not None and must not in idx:
+        idx[int(np.argmin(np.abs(idx - must)))] = must
+        idx = np.unique(idx)
+    return idx
+
+
+def _graph(F: np.ndarray, score_matrix: ScoreMatrix, batch: int, ref_k: int | None, ring: np.ndarray,
+           weights: str, eta: float, max_nodes: int, method: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Graph mode on the decidable patches' features ``F``: labels (1 = suspect), suspicion
+    (1 − mean affinity to the host), info. Exact up to ``max_nodes`` patches, landmarks above."""
+    n = len(F)
+    lm = _landmarks(n, max_nodes, ref_k)
+    host = None if ref_k is None else int(np.searchsorted(lm, ref_k))
+    S = _scores(score_matrix, F[lm], F[lm], batch)
+    labels_l, info = spectral_bipartition(S, weights=weights, eta=eta, host=host, host_prior=ring[lm],
+                                          method=method)
+    if len(lm) == n:                                          # exact: every patch is a node
+        W = affinity(S, weights=weights, eta=eta)
+        del S
+        is_host = labels_l == 0
+        n_host = is_host.sum() - is_host                       # host patches other than i
+        mean_to_host = np.divide(W[:, is_host].sum(axis=1), n_host, out=np.zeros(n), where=n_host > 0)
+        info.update(nodes=n, landmarks=n, approximation="exact")
+        return labels_l, 1.0 - mean_to_host, info             # a lone host patch: 1
+    del S
+    self_of = np.full(n, -1, dtype=np.int64)
+    self_of[lm] = np.arange(len(lm))
+    labels = np.empty(n, dtype=np.int64)
+    mean_to_host = np.empty(n)
+    rows = max(1, min(batch, (1 << 21) // len(lm)))            # ≤ ~2 M affinities per block
+    FL = F[lm]
+    for a in range(0, n, rows):
+        sl = slice(a, min(a + rows, n))
+        Wb = affinity_block(_scores(score_matrix, F[sl], FL, batch),
+                            _scores(score_matrix, FL, F[sl], batch).T, weights=weights, eta=eta)
+        labels[sl], _, mean_to_host[sl] = extend_partition(Wb, info["fiedler"], info["lambda2"],
+                                                           info["cut_value"], labels_l, self_of[sl])
+    info.update(nodes=n, landmarks=len(lm), approximation="landmarks (Nystrom extension)",
+                sizes=(int((labels == 0).sum()), int((labels == 1).sum())))
+    return labels, 1.0 - mean_to_host, info
+
+
 def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, patch: int,
              stride: int | None = None, min_entropy: float = 4.0, mode: str = "graph",
              reference: None | str | tuple[int, int] = None, eta: float = 0.5, batch: int = 256, *,
              decision_threshold: float | None = None, min_suspect: int = 2,
-             graph_weights: str = "similarity", max_graph_nodes: int = 4096,
-             auto_candidates: int = 64, align: int = 8, cover_border: bool = True,
-             progress: bool = False) -> LocalizationResult:
+             graph_weights: str = "similarity", max_graph_nodes: int = MAX_GRAPH_NODES,
+             graph_method: str = "spectral", auto_candidates: int = 64, align: int = 8,
+             cover_border: bool = True, progress: bool = False) -> LocalizationResult:
     """Localise regions of ``green`` (uint8 ``[H, W]``) from a different camera model.
 
     ``stride`` defaults to ``patch // 2`` (50 % overlap). Patches with entropy
-    ≤ ``min_entropy`` nats are undecidable (method.md, "Patch entropy"). ``reference``:
+    ≤ ``min_entropy`` nats are undecidable (docs/method.md, "Patch entropy"). ``reference``:
     ``None`` / ``"auto"`` (reference mode: the patch with the highest mean S to the
     others, among ≤ ``auto_candidates`` evenly spread candidates; graph mode: none) or a
     pixel ``(y, x)`` (the decidable patch whose centre is nearest; in graph mode its
     community is the host). ``batch`` bounds the patches per ``extract`` call and the rows
-    per ``score_matrix`` call. See the module docstring for scores and decisions.
+    per ``score_matrix`` call. ``align`` / ``cover_border``: the patch grid
+    (:func:`camsim.localize.grid.patch_grid`). ``max_graph_nodes``: patches solved exactly
+    in graph mode (landmarks above). See the module docstring for scores and decisions.
+    ``stats["timing"]`` holds seconds spent in ``extract`` (``features_s``), in
+    ``score_matrix`` (``scoring_s``) and in all (``total_s``).
     """
+    t_start = time.perf_counter()
+    spent = {"features_s": 0.0, "scoring_s": 0.0}
+
+    def _timed(fn: Callable, key: str) -> Callable:
+        def wrapper(*args: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[key] += time.perf_counter() - t
+        return wrapper
+
+    extract = _timed(extract, "features_s")
+    score_matrix = _timed(score_matrix, "scoring_s")
+    if isinstance(max_graph_nodes, bool) or not isinstance(max_graph_nodes, (int, np.integer)) \
+            or max_graph_nodes < MIN_DECIDABLE["graph"]:
+        raise LocalizationError(f"max_graph_nodes must be an integer >= {MIN_DECIDABLE['graph']}; "
+                                f"got {max_graph_nodes!r}")
+    if graph_method not in METHODS:
+        raise LocalizationError(f"graph_method must be one of {METHODS}; got {graph_method!r}")
     stride = patch // 2 if stride is None and isinstance(patch, (int, np.integer)) else stride
     arr = _check_inputs(green, mode, patch, stride, eta, batch, min_entropy)
     h, w = arr.shape
@@ -202,11 +316,6 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         raise LocalizationError(
             f"too few decidable patches: {len(dec_idx)} of {n} have entropy > {min_entropy} nats; "
             f"{mode} mode needs at least {need} (flat or saturated image? try a smaller patch or stride)")
-    if mode == "graph" and len(dec_idx) > max_graph_nodes:
-        raise LocalizationError(
-            f"graph mode: {len(dec_idx)} decidable patches exceed max_graph_nodes={max_graph_nodes} "
-            f"(the similarity matrix is N x N); use a larger stride or reference mode")
-
     note = ""
     ref_k: int | None = None                                     # index into dec_idx / F
     if reference is not None and not (isinstance(reference, str) and reference == "auto"):
@@ -234,26 +343,21 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         scores[dec_idx], suspicion[dec_idx], suspect[dec_idx] = s, 1.0 - s, flags
         stats = {"n_different": int(flags.sum()), "min_suspect": k}
     else:
-        S = _scores(score_matrix, F, F, batch)
-        labels, info = spectral_bipartition(S, weights=graph_weights, eta=eta, host=ref_k)
-        W = np.clip((S + S.T) / 2.0, 0.0, 1.0)
-        np.fill_diagonal(W, 0.0)
-        host = labels == 0
-        n_host = host.sum() - host                                 # host patches other than i
-        mean_to_host = np.divide(W[:, host].sum(axis=1), n_host, out=np.zeros(len(host)),
-                                 where=n_host > 0)
-        forgery = 1.0 - mean_to_host                              # a lone host patch: 1
+        ring = _outer_ring(positions[dec_idx])
+        labels, forgery, info = _graph(F, score_matrix, batch, ref_k, ring, graph_weights, eta,
+                                       int(max_graph_nodes), graph_method)
         score = float(info["score"])
         threshold = GRAPH_THRESHOLD if decision_threshold is None else float(decision_threshold)
         scores[dec_idx], suspicion[dec_idx], suspect[dec_idx] = forgery, forgery, labels == 1
-        stats = {k: v for k, v in info.items() if k != "fiedler"}
+        stats = {k: v for k, v in info.items() if k not in ("fiedler", "cut_value")}
     decision = bool(score >= threshold)
 
     flag_values = np.where(decidable, suspect.astype(np.float64), np.nan)
     mask = patch_map_to_pixels(flag_values, positions, patch, (h, w)) >= 0.5   # NaN → False
-    heatmap = patch_map_to_pixels(suspicion, positions, patch, (h, w))
+    heatmap = patch_map_to_pixels(suspicion, positions, patch, (h, w)).astype(np.float32)
     ref_pos = None if ref_k is None else (int(positions[dec_idx[ref_k]][0]), int(positions[dec_idx[ref_k]][1]))
     verdict = "spliced" if decision else "not spliced"
+    stats["timing"] = {**spent, "total_s": time.perf_counter() - t_start}
     message = (f"{mode} mode: {note}{len(dec_idx)} of {n} patches decidable; "
                f"{int(suspect.sum())} suspect; {verdict} (score {score:.3f}, threshold {threshold:.3f})")
     return LocalizationResult(
@@ -264,4 +368,5 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         reference_index=None if ref_k is None else int(dec_idx[ref_k]), message=message, stats=stats)
 
 
-__all__ = ["LocalizationError", "LocalizationResult", "localize", "MIN_DECIDABLE", "GRAPH_THRESHOLD", "MODES"]
+__all__ = ["LocalizationError", "LocalizationResult", "localize", "calibrate_threshold", "MIN_DECIDABLE",
+           "GRAPH_THRESHOLD", "MAX_GRAPH_NODES", "MODES"]

@@ -1,6 +1,6 @@
 """The patch grid of a suspect image and its mapping back to pixels.
 
-The splicing demonstration (method.md, "Splicing demonstration") cuts the image into
+The splicing demonstration (docs/method.md, "Splicing demonstration") cuts the image into
 ``patch``-sized squares with 50 % overlap (``stride = patch // 2``). Everything in
 ``camsim.localize`` refers to a patch by its top-left corner ``(y, x)`` in pixels.
 
@@ -12,12 +12,15 @@ Grid layout (per axis, rows and columns alike):
   When ``stride`` is not a multiple of ``align`` but at least ``align``, each start is
   rounded *down* to a multiple of ``align`` (duplicates dropped); below ``align`` no
   alignment is possible and the plain multiples of ``stride`` are used.
-* if the regular starts leave pixels at the bottom / right uncovered, one more start at
-  ``length - patch`` is added so that **every pixel is covered** (``cover_border=True``).
-  That border patch touches the image edge and is aligned to 8 only when
-  ``length - patch`` is; its JPEG / CFA phase may therefore differ from the others.
-  ``cover_border=False`` drops it instead: the last ``< stride`` pixels then stay
-  uncovered (NaN in the heatmap) but every patch keeps the aligned phase.
+* if the regular starts leave pixels at the bottom / right uncovered, one more start is
+  added at ``length - patch`` rounded *down* to a multiple of ``align`` (``cover_border=True``,
+  the default) — whenever the regular starts are aligned. Every patch then keeps the JPEG /
+  CFA phase of the training patches (issue 17: an off-grid border patch was called
+  "different" 57–71 % of the time on authentic photos); the last
+  ``(length - patch) mod align < align`` pixels stay uncovered (NaN in the heatmap,
+  shown as undecided). ``cover_border=False`` drops that patch: the last ``< stride``
+  pixels stay uncovered. Below ``align`` (``stride < align``) nothing is aligned and the
+  border start is ``length - patch`` exactly, covering every pixel.
 
 Positions are listed row-major (``y`` outer, ``x`` inner); ``grid_shape`` is
 ``(rows, cols)`` so ``values.reshape(grid_shape)`` lays per-patch values out as the grid.
@@ -41,10 +44,12 @@ def _axis_starts(length: int, patch: int, stride: int, align: int, cover_border:
     """Patch starts along one axis of ``length`` pixels (see module docstring)."""
     last = length - patch
     starts = np.arange(0, last + 1, stride, dtype=np.int64)
-    if align > 1 and stride >= align:
+    aligned = align > 1 and stride >= align
+    if aligned:
         starts = np.unique((starts // align) * align)
-    if cover_border and starts[-1] < last:
-        starts = np.append(starts, last)
+    border = (last // align) * align if aligned else last
+    if cover_border and starts[-1] < border:
+        starts = np.append(starts, border)
     return starts
 
 

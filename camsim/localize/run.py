@@ -1,13 +1,21 @@
 """Localisation with a trained similarity network: one image, or a folder in batch mode.
 
-Features are computed once per patch by the frozen backbone; every pair is scored from
-them by the similarity head (:meth:`SimilarityNet.score_matrix`).
+Features are computed once per patch by the frozen backbone; pairs are scored from them
+by the similarity head (:meth:`SimilarityNet.score_matrix`).
+
+Patch settings have one source of truth, the checkpoint's training recipe
+(``sim.patch_settings``: ``size``, ``align``, ``min_entropy``): the patch size and the
+8-px alignment always come from it, ``min_entropy`` unless ``opts.min_entropy`` is set
+(``null`` → the recipe's, or 4.0 for checkpoints saved before the recipe was recorded);
+which one was used is logged and kept in ``Localizer.min_entropy_source``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,29 +24,61 @@ import numpy as np
 import torch
 
 from camsim.data.io import ImageReadError, read_green, read_rgb
-from camsim.localize.engine import LocalizationResult, localize
+from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, localize
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import write_outputs
+from camsim.models.feature_pass import FeaturePass
 from camsim.progress import track
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-CSV_COLUMNS = ["image", "status", "decision", "score", "mode", "decidable_patches", "patches", "suspect_share",
-               "out_dir", "message"]
+CSV_COLUMNS = ["image", "status", "decision", "score", "threshold", "mode", "decidable_patches", "patches",
+               "suspect_share", "seconds", "features_s", "other_s", "out_dir", "message"]
+#: min_entropy when neither the options nor the checkpoint give one (method.md, "Patch entropy")
+DEFAULT_MIN_ENTROPY = 4.0
+
+
+def _opt(opts: Any, key: str, default: Any) -> Any:
+    """``opts.key`` or ``default`` when the options (a DictConfig, or any object) lack it."""
+    try:
+        v = getattr(opts, key)
+    except AttributeError:
+        return default
+    return default if v is None else v
+
+
+def resolve_min_entropy(option: float | None, patch_settings: dict | None) -> tuple[float, str]:
+    """``min_entropy`` and its source: the option when set, else the checkpoint's training
+    recipe (``patch_settings["min_entropy"]``), else :data:`DEFAULT_MIN_ENTROPY`."""
+    if option is not None:
+        return float(option), "option min_entropy"
+    if (patch_settings or {}).get("min_entropy") is not None:
+        return float(patch_settings["min_entropy"]), "checkpoint training recipe"
+    return DEFAULT_MIN_ENTROPY, "default 4.0 (checkpoint has no patch settings)"
 
 
 class Localizer:
     """A similarity checkpoint turned into the engine's ``extract`` / ``score_matrix`` callables."""
 
     def __init__(self, sim: Any, batch: int = 256, channels_last: bool = True, compile: bool = False):
-        from camsim.lit.phase_a import FeaturePass
-
         self.sim = sim.eval()
         self.batch = batch
         self.patch = sim.patch_size
+        self.patch_settings = getattr(sim, "patch_settings", None)
+        self.align = int((self.patch_settings or {}).get("align") or 8)
         self.feature_pass = FeaturePass(sim.backbone, [sim.feature_layer], channels_last=channels_last,
                                         compile=compile)
+        self._logged: set[str] = set()
+
+    def min_entropy(self, opts: Any) -> tuple[float, str]:
+        """The entropy threshold for ``opts`` and where it came from (logged once per source)."""
+        value, source = resolve_min_entropy(_opt(opts, "min_entropy", None), self.patch_settings)
+        if source not in self._logged:
+            self._logged.add(source)
+            log.info("min_entropy %.3g nats (%s); patch %d px, alignment %d px (checkpoint)", value, source,
+                     self.patch, self.align)
+        return value, source
 
     def extract(self, patches: np.ndarray) -> np.ndarray:
         """f(X) of uint8 patches ``[N, P, P]`` (the frozen backbone's feature pass)."""
@@ -51,38 +91,76 @@ class Localizer:
         return self.sim.head.score_matrix(f, g).cpu().numpy()
 
     def run(self, green: np.ndarray, opts: Any, progress: bool = False) -> LocalizationResult:
+        """Localise ``green`` with the options of ``opts`` (camsim-localize's config keys; the
+        keys added by issue 17 — ``cover_border``, ``max_graph_nodes``, ``graph_method`` —
+        may be absent and then take the engine's defaults)."""
         ref = opts.reference
         if ref is not None and not isinstance(ref, str):
             ref = (int(ref[0]), int(ref[1]))
-        return localize(green, self.extract, self.score_matrix, self.patch,
-                        stride=opts.stride, min_entropy=float(opts.min_entropy), mode=str(opts.mode),
-                        reference=ref, eta=float(opts.eta), batch=self.batch,
-                        decision_threshold=opts.decision_threshold, progress=progress)
+        min_entropy, source = self.min_entropy(opts)
+        result = localize(green, self.extract, self.score_matrix, self.patch,
+                          stride=opts.stride, min_entropy=min_entropy, mode=str(opts.mode),
+                          reference=ref, eta=float(opts.eta), batch=self.batch,
+                          decision_threshold=_opt(opts, "decision_threshold", None),
+                          max_graph_nodes=int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)),
+                          graph_method=str(_opt(opts, "graph_method", "spectral")),
+                          cover_border=bool(_opt(opts, "cover_border", True)), align=self.align,
+                          progress=progress)
+        result.stats.update(min_entropy=min_entropy, min_entropy_source=source)
+        return result
 
 
-def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixels: int) -> tuple[LocalizationResult, str]:
-    """Localise one image file; write overlay/heatmap/scores/mask into ``out_dir``."""
+def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixels: int,
+                  save_scores: bool = True) -> tuple[LocalizationResult, str]:
+    """Localise one image file; write overlay/heatmap/patches/mask (and scores) into ``out_dir``.
+
+    ``result.stats["timing"]`` gains ``read_s``, ``write_s`` and ``seconds`` (the whole
+    file: read, localise, write); ``features_s`` is the feature pass within it.
+    """
+    t0 = time.perf_counter()
     green = read_green(path, max_pixels=max_pixels)
+    t_read = time.perf_counter() - t0
     result = loc.run(green, opts, progress=True)
+    t1 = time.perf_counter()
     rgb = read_rgb(path, max_pixels=max_pixels)
-    line = write_outputs(result, out_dir, rgb=rgb)
+    line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores)
+    timing = result.stats["timing"]
+    timing.update(read_s=t_read, write_s=time.perf_counter() - t1, seconds=time.perf_counter() - t0)
     return result, f"{path.name}: {line}"
 
 
+def timing_line(result: LocalizationResult) -> str:
+    """``time 15.8 s: feature pass 9.4 s, everything else 6.4 s (…)`` for one file."""
+    t = result.stats["timing"]
+    other = t["seconds"] - t["features_s"]
+    graph = t["total_s"] - t["features_s"] - t["scoring_s"]
+    return (f"time {t['seconds']:.1f} s: feature pass {t['features_s']:.1f} s, everything else {other:.1f} s "
+            f"(read {t['read_s']:.1f} s, pair scoring {t['scoring_s']:.1f} s, grid/entropy/graph/maps "
+            f"{graph:.1f} s, writing outputs {t['write_s']:.1f} s)")
+
+
 def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_pixels: int) -> Path:
-    """Batch mode: every image of ``folder``; one CSV row per image (failures say why)."""
+    """Batch mode: every image of ``folder``; one CSV row per image (failures say why),
+    with the seconds per image (whole, feature pass, everything else). ``scores.npy`` only
+    with ``save_scores: true``. With ``calibrate_far`` (the folder holds authentic images)
+    the threshold with that false-alarm rate on the folder's scores is logged and written
+    to ``calibration.json``."""
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
     if not images:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    save_scores = bool(_opt(opts, "save_scores", False))
     rows = []
     for path in track(images, desc=f"localising {len(images)} images"):
         row = {"image": str(path), "out_dir": "", "mode": opts.mode}
         try:
-            result, _ = localize_file(loc, path, out_dir / path.stem, opts, max_pixels)
+            result, _ = localize_file(loc, path, out_dir / path.stem, opts, max_pixels, save_scores=save_scores)
+            t = result.stats["timing"]
             row.update(status="ok", decision="spliced" if result.decision else "not spliced",
-                       score=f"{result.score:.4f}", decidable_patches=result.n_decidable, patches=len(result.positions),
-                       suspect_share=f"{float(result.mask.mean()):.4f}", out_dir=str(out_dir / path.stem),
-                       message=result.message)
+                       score=f"{result.score:.4f}", threshold=f"{result.threshold:.4f}",
+                       decidable_patches=result.n_decidable, patches=len(result.positions),
+                       suspect_share=f"{float(result.mask.mean()):.4f}", seconds=f"{t['seconds']:.2f}",
+                       features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
+                       out_dir=str(out_dir / path.stem), message=result.message)
         except (ImageReadError, LocalizationError) as err:
             row.update(status="error", message=str(err))
             log.warning("%s: %s", path, err)
@@ -92,6 +170,21 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
         w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         w.writeheader()
         w.writerows(rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    n_err = len(rows) - len(ok)
+    log.info("%d images: %d spliced, %d not spliced, %d errors", len(rows),
+             sum(r["decision"] == "spliced" for r in ok), sum(r["decision"] == "not spliced" for r in ok), n_err)
+    far = _opt(opts, "calibrate_far", None)
+    if far is not None:
+        scores = [float(r["score"]) for r in ok]
+        thr = calibrate_threshold(scores, float(far))
+        cal = {"threshold": thr, "target_far": float(far), "mode": str(opts.mode),
+               "graph_method": str(_opt(opts, "graph_method", "spectral")), "n_images": len(scores),
+               "n_errors": n_err, "folder": str(folder),
+               "achieved_far": float(np.mean(np.asarray(scores) >= thr))}
+        (out_dir / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+        log.info("calibrated on %d authentic images: decision_threshold=%.6g (false-alarm rate %.3f <= %.3f); "
+                 "pass it as decision_threshold=%.6g", len(scores), thr, cal["achieved_far"], float(far), thr)
     return out
 
 

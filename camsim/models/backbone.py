@@ -1,6 +1,6 @@
 """Phase A backbone: constrained layer -> conv blocks -> fc_a* -> class logits.
 
-method.md, "Learning Phase A". The architecture is data (a ``model`` config file,
+docs/method.md, "Learning Phase A". The architecture is data (a ``model`` config file,
 ``conf/model/*.yaml``), not code: channel widths, depth, kernel sizes, strides,
 paddings, pooling, activation, batch norm and the constrained layer are all arguments.
 
@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from camsim.config import to_plain
 from camsim.models.constrained import ConstrainedConv2d
 from camsim.models.jpeg import DCTHistogram
 
@@ -54,15 +55,6 @@ def make_activation(name: str) -> nn.Module:
     if key == "gelu":
         return nn.GELU()
     raise ValueError(f"activation: unknown {name!r}; choose one of {list(_ACTIVATIONS)}")
-
-
-def _plain(obj: Any) -> Any:
-    """Nested Mapping/Sequence (e.g. OmegaConf DictConfig/ListConfig) -> dict/list."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
-        return [_plain(v) for v in obj]
-    return obj
 
 
 def _int(value: Any, field: str, minimum: int = 0) -> int:
@@ -135,7 +127,7 @@ class Backbone(nn.Module):
         batch_norm: BatchNorm2d after every block's conv (the conv then has no bias).
         init: xavier (uniform, as the authors' code) | xavier_normal | kaiming | torch
             (PyTorch defaults); biases start at 0 except with ``torch``.
-        feature_layer: default layer of ``features()``.
+        feature_layer: default layer of ``features()`` (None: fc_a2.pre, the paper's f(X)).
         fit_pools: when a pooling window is larger than its (padded) input -- small
             patches, e.g. the 3x3 pool after conv4 at 64 px -- shrink the window to the
             input size instead of raising ValueError. Decided once at construction from
@@ -156,15 +148,16 @@ class Backbone(nn.Module):
         activation: str = "tanh",
         batch_norm: bool = True,
         init: str = "xavier",
-        feature_layer: str = "fc_a2.pre",
+        feature_layer: str | None = "fc_a2.pre",
         fit_pools: bool = False,
         jpeg: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        constrained = _plain(constrained)
-        jpeg = _plain(jpeg)
-        blocks = _plain(blocks)
-        fc = _plain(fc)
+        feature_layer = feature_layer or "fc_a2.pre"
+        constrained = to_plain(constrained)
+        jpeg = to_plain(jpeg)
+        blocks = to_plain(blocks)
+        fc = to_plain(fc)
         self.num_classes = _int(num_classes, "num_classes", 1)
         self.patch_size = _int(patch_size, "patch_size", 1)
         self.in_channels = _int(in_channels, "in_channels", 1)
@@ -244,7 +237,7 @@ class Backbone(nn.Module):
                 raise ValueError(f"jpeg: needs a patch size that is a multiple of 8, got {self.patch_size}")
             self.jpeg = DCTHistogram(self.in_channels, **{k: _int(v, f"jpeg.{k}", 1) for k, v in jpeg.items()})
             # histogram shares are tiny next to the conv features: standardised, the fc layers
-            # weigh both from the start (real-photo demo, Phase A: 73.8 % raw, 87.2 % standardised)
+            # weigh both from the start (docs/experiments.md, "What the JPEG branch changed")
             self.jpeg_norm = nn.BatchNorm1d(self.jpeg.out_features)
             dims["jpeg"] = self.jpeg.out_features
             self.flat_features += self.jpeg.out_features

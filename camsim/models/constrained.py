@@ -1,4 +1,4 @@
-"""Constrained convolution of Bayar & Stamm (method.md, "Learning Phase A").
+"""Constrained convolution of Bayar & Stamm (docs/method.md, "Learning Phase A").
 
 Every 2-D kernel slice ``w = weight[o, i]`` is kept on the constraint set
 

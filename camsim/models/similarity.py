@@ -1,4 +1,4 @@
-"""Phase B similarity head S(f(X1), f(X2)) (method.md, "Learning Phase B").
+"""Phase B similarity head S(f(X1), f(X2)) (docs/method.md, "Learning Phase B").
 
 f1, f2 -> shared branch (fc_b1 = fc_b2: Linear + PReLU + dropout, widths ``branch``)
 -> combine -> hidden layers (fc_b3: Linear + PReLU, widths ``hidden``) -> 1 logit.
@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from camsim.models.backbone import _int, _plain, make_activation
+from camsim.config import to_plain
+from camsim.models.backbone import _int, make_activation
 
 __all__ = ["COMBINE_MODES", "SimilarityNet"]
 
@@ -58,7 +59,7 @@ class SimilarityNet(nn.Module):
         init: str = "xavier",
     ) -> None:
         super().__init__()
-        branch, hidden = _plain(branch), _plain(hidden)
+        branch, hidden = to_plain(branch), to_plain(hidden)
         self.in_features = _int(in_features, "in_features", 1)
         if combine not in COMBINE_MODES:
             raise ValueError(f"combine: unknown {combine!r}; choose one of {list(COMBINE_MODES)}")
@@ -135,13 +136,26 @@ class SimilarityNet(nn.Module):
         z = self.head_in(self._combine(self.branch(f1), self.branch(f2)))
         return self._tail(z)
 
-    def _split_head_in(self, g1: Tensor, g2: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _row_terms(self, g1: Tensor, g2: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The first layer after a concat / concat_mul combination split into per-row terms:
         W [g1; (g1*g2); g2] + bias = (W1 g1 + bias) + W2 g2 (+ Wm (g1*g2)).
-        Returns ``(W1 g1 + bias [N, H], W2 g2 [M, H], Wm [H, b] or None)``."""
+        Returns ``(W1 g1 + bias [N, H], W2 g2 [M, H], Wm [H, b] or None)``; ``(None, None, None)``
+        for absdiff, which combines per pair."""
+        if self.combine == "absdiff":
+            return None, None, None
         b, weight = self.branch_width, self.head_in.weight
         wm = weight[:, b : 2 * b] if self.combine == "concat_mul" else None
         return g1 @ weight[:, :b].T + self.head_in.bias, g2 @ weight[:, -b:].T, wm
+
+    def _pair_head_in(self, g1: Tensor, g2: Tensor, a1: Tensor | None, c2: Tensor | None,
+                      wm: Tensor | None) -> Tensor:
+        """head_in's output for pairs of branch outputs ``g1``, ``g2`` (aligned rows, or blocks
+        that broadcast to ``[bi, bj, b]``) from the per-row terms of :meth:`_row_terms` — the
+        same maths as ``head_in(_combine(g1, g2))``, a pair costing only what is not per row."""
+        if self.combine == "absdiff":
+            return self.head_in((g1 - g2).abs())
+        z = a1 + c2
+        return z if wm is None else z + (g1 * g2) @ wm.T
 
     def score_matrix(
         self, F: Tensor, G: Tensor | None = None, batch: int = 128, logits: bool = False
@@ -149,12 +163,10 @@ class SimilarityNet(nn.Module):
         """S for every pair: ``out[i, j] = sigmoid(forward(F[i], G[j]))``, shape ``[N, M]``.
 
         ``G=None`` scores F against itself. The branch runs once per patch; pairs are
-        combined in blocks of ``batch`` x ``batch`` patches (memory O(batch^2 * width)).
-        For concat and concat_mul the first layer after the combination is split into
-        per-patch terms (W [g1; g2] = W1 g1 + W2 g2), so a pair costs only the hidden
-        layers (plus one bilinear term for concat_mul). Call in eval mode (dropout off)
-        and under ``torch.no_grad()`` for splicing localisation. ``logits=True``
-        returns logits instead of S.
+        combined in blocks of ``batch`` x ``batch`` patches (memory O(batch^2 * width)) by
+        :meth:`_pair_head_in`, so a pair costs only the hidden layers (plus one bilinear term
+        for concat_mul). Call in eval mode (dropout off) and under ``torch.no_grad()`` for
+        splicing localisation. ``logits=True`` returns logits instead of S.
         """
         self._check(F, "F")
         if G is not None:
@@ -162,49 +174,34 @@ class SimilarityNet(nn.Module):
         batch = _int(batch, "batch", 1)
         gf = self.branch(F)
         gg = gf if G is None else self.branch(G)
-        n, m, b = gf.shape[0], gg.shape[0], self.branch_width
+        n, m = gf.shape[0], gg.shape[0]
         out = gf.new_empty(n, m)
-        if self.combine in ("concat", "concat_mul"):
-            a, c, wm = self._split_head_in(gf, gg)
+        a, c, wm = self._row_terms(gf, gg)
         for i0 in range(0, n, batch):
             i1 = min(i0 + batch, n)
             for j0 in range(0, m, batch):
                 j1 = min(j0 + batch, m)
-                if self.combine == "absdiff":
-                    z = self.head_in((gf[i0:i1, None, :] - gg[None, j0:j1, :]).abs())
-                else:
-                    z = a[i0:i1, None, :] + c[None, j0:j1, :]  # [bi, bj, H]
-                    if wm is not None:
-                        # sum_k gf[i,k] gg[j,k] wm[h,k] as one matmul: [bi*H, K] @ [K, bj]
-                        left = (gf[i0:i1, None, :] * wm[None, :, :]).reshape(-1, b)
-                        bil = (left @ gg[j0:j1].T).reshape(i1 - i0, -1, j1 - j0)
-                        z = z + bil.permute(0, 2, 1)
+                z = self._pair_head_in(gf[i0:i1, None, :], gg[None, j0:j1, :],
+                                       None if a is None else a[i0:i1, None, :],
+                                       None if c is None else c[None, j0:j1, :], wm)
                 out[i0:i1, j0:j1] = self._tail(z)
         return out if logits else torch.sigmoid(out)
 
     def score_pairs(self, F: Tensor, i: Tensor, j: Tensor, batch: int = 65536, logits: bool = False) -> Tensor:
         """S of the pairs ``(F[i[k]], F[j[k]])`` — the evaluation's pair scoring.
 
-        Like :meth:`score_matrix`, the branch runs once per row of ``F`` (not per pair) and,
-        for concat / concat_mul, the first layer after the combination is split into
-        per-row terms, so a pair costs only the layers after it (plus its product term
-        for concat_mul; absdiff combines per pair). Equals ``sigmoid(forward(F[i], F[j]))``
+        Like :meth:`score_matrix`, the branch runs once per row of ``F`` (not per pair) and the
+        pairs are combined by :meth:`_pair_head_in`. Equals ``sigmoid(forward(F[i], F[j]))``
         in eval mode. Call under ``torch.no_grad()``.
         """
         self._check(F, "F")
         if i.shape != j.shape or i.dim() != 1:
             raise ValueError(f"i, j: expected two index vectors of one length, got {tuple(i.shape)} and {tuple(j.shape)}")
         g = self.branch(F)
-        if self.combine in ("concat", "concat_mul"):
-            a, c, wm = self._split_head_in(g, g)
+        a, c, wm = self._row_terms(g, g)
         out = g.new_empty(len(i))
         for k in range(0, len(i), batch):
             ii, jj = i[k:k + batch], j[k:k + batch]
-            if self.combine == "absdiff":
-                z = self.head_in((g[ii] - g[jj]).abs())
-            else:
-                z = a[ii] + c[jj]
-                if wm is not None:
-                    z = z + (g[ii] * g[jj]) @ wm.T
+            z = self._pair_head_in(g[ii], g[jj], None if a is None else a[ii], None if c is None else c[jj], wm)
             out[k:k + batch] = self._tail(z)
         return out if logits else torch.sigmoid(out)

@@ -2,8 +2,8 @@
 
 Each simulated camera model is a seeded image pipeline (``params`` → ``isp`` stages) that
 renders shared scenes (``scenes``) into the folder layout of a real photo collection
-(``render``); ``splice`` makes spliced images with ground-truth masks, ``difficulty`` checks
-that the task is about camera traces rather than scene statistics.
+(``render``); ``splice`` makes spliced images with ground-truth masks. How hard a catalogue
+is (camera traces rather than scene statistics) is measured by ``camsim.eval.difficulty``.
 """
 
 from __future__ import annotations

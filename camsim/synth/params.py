@@ -4,7 +4,7 @@ A simulated camera model is a :class:`CameraParams` record: every number its pip
 (``camsim.synth.isp``) needs, JSON-serialisable, validated on construction. A
 :class:`CameraFamily` holds the "house style" that a manufacturer's models share; each model
 draws a few sensor / lens / firmware parameters of its own around it, so, like real
-same-brand cameras, some pairs are hard to tell apart (``../shared/method.md``, "Hard cases").
+same-brand cameras, some pairs are hard to tell apart (``docs/method.md``, "Hard cases").
 
 Parameter ranges (each from real cameras; family = shared by the family's models):
 
@@ -80,24 +80,30 @@ class CameraParams:
 
     name: str
     family: str
+    # sensor: colour filter array and its demosaicing, optical blur
     cfa: str = "RGGB"
     demosaic: str = "malvar"
     blur_sigma: float = 0.6
+    # sensor noise: photon (full well) and read noise, quantisation, ISO range
     full_well: float = 8000.0
     read_noise: float = 3.0
     adc_bits: int = 12
     iso_min: int = 100
     iso_max: int = 1600
+    # colour: white balance, camera-to-sRGB matrix, exposure
     wb_gains: tuple[float, float, float] = (2.0, 1.0, 1.6)
     colour_matrix: tuple[tuple[float, float, float], ...] = (
         (1.6, -0.45, -0.15), (-0.25, 1.5, -0.25), (-0.05, -0.55, 1.6))
     exposure_ev: float = 0.0
+    # processing: denoising
     denoise_luma: float = 0.5
     denoise_chroma: float = 1.0
+    # tone curve and sharpening
     gamma: float = 2.2
     contrast: float = 0.15
     sharpen_radius: float = 1.0
     sharpen_amount: float = 0.6
+    # output: in-camera resampling and JPEG
     resample_scale: float = 1.0
     resample_kernel: str = "bicubic"
     jpeg_quality: int = 92

@@ -1,7 +1,7 @@
 """Spliced images from two different simulated cameras, with ground-truth masks.
 
 :func:`make_splice` is the pure pixel operation; :func:`render_splices` makes a benchmark
-folder for splicing localisation (``../shared/method.md``, "Splicing demonstration")::
+folder for splicing localisation (``docs/method.md``, "Splicing demonstration")::
 
     out_dir/
       splices.json                 # manifest, see render_splices
@@ -34,7 +34,7 @@ from camsim.progress import parallel_map
 from camsim.synth.params import CameraParams, make_catalogue
 from camsim.synth import isp
 from camsim.synth.render import canvas_factor, check_image_size, noise_rng, render_camera_image
-from camsim.synth.scenes import render_scene
+from camsim.synth.scenes import pil_resize, powerlaw_noise, render_scene
 
 SPLICE_NAMESPACE = 1  # scene stream of splice hosts/donors (never the catalogue's scenes)
 TAG_SPLICE = 0x53504C  # "SPL"
@@ -75,8 +75,6 @@ def random_mask(shape: tuple[int, int], rng: np.random.Generator, area: tuple[fl
     frac = rng.uniform(*area)
     yy, xx = np.mgrid[0:h, 0:w]
     if kind == "blob":
-        from camsim.synth.scenes import pil_resize, powerlaw_noise
-
         small = powerlaw_noise((max(8, h // 16), max(8, w // 16)), 4.0, rng)
         field = pil_resize(small, (h, w), Image.Resampling.BICUBIC)
         # a bump in the middle keeps the blob away from the borders, threshold sets its area
@@ -150,10 +148,12 @@ def _render_splice_job(job: _SpliceJob) -> dict:
 
 def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], seed: int,
                    num_models: int = 20, num_families: int = 6, models: Sequence[str] | None = None,
-                   control_fraction: float = 0.25, workers: int | None = None) -> Path:
+                   control_fraction: float = 0.25, workers: int | None = None,
+                   catalogue_seed: int | None = None) -> Path:
     """Write ``num_images`` spliced images (a ``control_fraction`` of them unspliced controls)
-    made from the catalogue ``make_catalogue(num_models, num_families, seed)``, restricted to
-    ``models`` (names) when given — e.g. the known and unknown evaluation models.
+    made from the catalogue ``make_catalogue(num_models, num_families, catalogue_seed)``
+    (default: ``seed``), restricted to ``models`` (names) when given — e.g. the known and
+    unknown evaluation models. ``seed`` draws the scenes, cameras, masks and controls.
 
     Each spliced image: a host camera and a different donor camera drawn at random from those
     models, a random mask (rectangle, ellipse or blob, 5–30 % of the frame). Manifest
@@ -168,7 +168,7 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
         raise ValueError(f"num_images: must be at least 1, got {num_images}")
     if not 0.0 <= float(control_fraction) <= 1.0:
         raise ValueError(f"control_fraction: must be in [0, 1], got {control_fraction}")
-    cameras = make_catalogue(num_models, num_families, seed)
+    cameras = make_catalogue(num_models, num_families, seed if catalogue_seed is None else catalogue_seed)
     by_name = {c.name: c for c in cameras}
     if models is not None:
         unknown = [m for m in models if m not in by_name]

@@ -1,5 +1,8 @@
 """The splicing benchmark (``camsim-eval task=splicing``): localisation against ground truth.
 
+The pipeline's ``splicing`` stage (:func:`camsim.pipeline.stage_splicing`) hands it a trained
+network and the image sets; this module localises, scores and reports.
+
 Spliced images are made by the simulator from two different cameras of the evaluation
 models — known (⊂ A) and unknown (C) — on scenes no training image shows, plus unspliced
 controls. Each image is localised in every configured mode; reported per mode: pixel F1
@@ -12,16 +15,18 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from PIL import Image
 
-from camsim.artefacts import atomic_write_json, cached_dir
-from camsim.config import to_plain
+from camsim.artefacts import atomic_write_json
 from camsim.data.io import read_green, read_rgb
+from camsim.eval.report import md_table
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import best_of_inverted, detection_auc, overlay_image, pixel_f1, pixel_mcc
 from camsim.localize.run import Localizer
@@ -30,75 +35,45 @@ from camsim.progress import track
 log = logging.getLogger("camsim")
 
 
-def run_splicing(cfg: DictConfig) -> dict:
-    """Localise the benchmark's images with the similarity network of this config (or ``ckpt``)."""
-    from camsim.config import validate
-    from camsim.lit.phase_b import load_similarity
-    from camsim.pipeline import RunState, stage, stage_data, stage_phase_a, stage_phase_b
+def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, eta: float, min_entropy: float,
+                       out: Path, checkpoint: str) -> dict:
+    """Localise every image of ``image_sets`` in every mode of ``sc`` (the ``splicing`` node);
+    write ``splicing.csv`` / ``.json`` / ``.md`` into ``out`` and return the results.
 
-    validate(cfg)
-    out = Path(cfg.paths.output_dir)
+    ``eta``: the reference mode's decision threshold (the run's η); ``min_entropy``: patches
+    at or below it are undecidable (the network's training recipe).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    st = RunState(cfg, out, Path(cfg.paths.artefact_dir).resolve(), train=False)
-    with stage("data", st.summary):
-        stage_data(st)
-    if cfg.get("ckpt"):
-        ckpt = Path(cfg.ckpt)
-    else:
-        stage_phase_a(st)
-        stage_phase_b(st)
-        ckpt = st.phase_b_dir / "model.ckpt"
-    loc = Localizer(load_similarity(ckpt), **to_plain(cfg.phase_b.feature_pass))
-    sc = cfg.splicing
-    results: dict[str, Any] = {"checkpoint": str(ckpt)}
+    results: dict[str, Any] = {"checkpoint": checkpoint}
     rows: list[dict] = []
-    if str(cfg.data._target_).endswith("SynthSource"):
-        with stage("splicing benchmark (simulated cameras)", st.summary):
-            folder = _synthetic_splices(cfg, st)
-            records = _load_manifest(folder)
-            rows += _localise_all(loc, cfg, folder, records, out, "synthetic", set(st.data.split.known))
-            results["synthetic"] = summarise(rows)
-    else:
-        log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir for real forgeries)")
-    if sc.real_dir:
-        with stage(f"splicing: real forgeries in {sc.real_dir}", st.summary):
-            real_records = _real_records(Path(sc.real_dir))
-            real_rows = _localise_all(loc, cfg, Path(sc.real_dir), real_records, out, "real", None)
-            rows += real_rows
+    for s in image_sets:
+        set_rows = _localise_all(loc, sc, s, eta, min_entropy, out)
+        rows += set_rows
+        if s.kind == "synthetic":
+            results["synthetic"] = summarise(set_rows)
+        else:
             results["real"] = {f"{r['image']}/{r.get('mode', 'read')}": {
                 k: r.get(k) for k in ("image", "mode", "decision", "score", "f1", "mcc", "f1_best", "mcc_best",
-                                      "status", "message")} for r in real_rows}
+                                      "status", "message")} for r in set_rows}
     _write_csv(out / "splicing.csv", rows)
     atomic_write_json(out / "splicing.json", results)
     _write_report(out, results, rows)
-    for mode, m in results.get("synthetic", {}).items():
-        log.info("  %s mode: pixel F1 %.3f (inverted-best %.3f), MCC %.3f, detection AUC %s", mode, m["f1"],
-                 m["f1_best"], m["mcc"], "n/a" if m["auc"] is None else f"{m['auc']:.3f}")
-    log.info("outputs: %s", out)
     return results
 
 
-def _synthetic_splices(cfg: DictConfig, st: Any) -> Path:
-    from camsim.synth.splice import render_splices
+@dataclass
+class ImageSet:
+    """Images of the benchmark: ``records`` (manifest rows: name, image, mask, spliced, host/donor
+    model) relative to ``folder``; ``known``: the known (set A) models, for the scenario column."""
 
-    sc, d = cfg.splicing, cfg.data
-    models = list(st.data.split.known) + list(st.data.split.c)
-    key = {"num_images": int(sc.num_images), "image_size": list(sc.image_size), "seed": int(sc.seed),
-           "control_fraction": float(sc.control_fraction), "models": models,
-           "catalogue": {"num_models": int(d.num_models), "num_families": int(d.num_families), "seed": int(d.seed)}}
-    return cached_dir(st.artefact_dir, "splices", key, lambda tmp: render_splices(
-        tmp, int(sc.num_images), tuple(sc.image_size), int(d.seed), num_models=int(d.num_models),
-        num_families=int(d.num_families), models=models, control_fraction=float(sc.control_fraction),
-        workers=d.get("workers")))
+    kind: str  # "synthetic" | "real"
+    folder: Path
+    records: list[dict]
+    known: set | None = None
 
 
-def _load_manifest(folder: Path) -> list[dict]:
-    from camsim.synth.splice import load_splices
-
-    return load_splices(folder)
-
-
-def _real_records(folder: Path) -> list[dict]:
+def real_records(folder: Path) -> list[dict]:
+    """The records of a folder of real forgeries: ``images/*`` with ``masks/<stem>_mask.png``."""
     images = sorted(p for p in (folder / "images").iterdir() if not p.name.startswith(".")) \
         if (folder / "images").is_dir() else []
     if not images:
@@ -113,11 +88,10 @@ def _real_records(folder: Path) -> list[dict]:
     return recs
 
 
-def _localise_all(loc: Localizer, cfg: DictConfig, folder: Path, records: list[dict], out: Path,
-                  kind: str, known: set | None) -> list[dict]:
-    """Localise every record in every mode; ``known``: the known (set A) models, for the scenario column."""
-    sc = cfg.splicing
-    eta = 0.5 if cfg.eval.eta == "auto" else float(cfg.eval.eta)
+def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_entropy: float,
+                  out: Path) -> list[dict]:
+    """Localise every record of ``image_set`` in every mode of ``sc`` (the ``splicing`` node)."""
+    kind, folder, records, known = image_set.kind, image_set.folder, image_set.records, image_set.known
     rows = []
     n_examples = {m: 0 for m in sc.modes}
     for rec in track(records, desc=f"localising {len(records)} {kind} images × {len(sc.modes)} modes"):
@@ -130,7 +104,7 @@ def _localise_all(loc: Localizer, cfg: DictConfig, folder: Path, records: list[d
             continue
         for mode in sc.modes:
             opts = OmegaConf.create({"mode": mode, "reference": "auto" if mode == "reference" else None,
-                                     "stride": sc.stride, "min_entropy": float(cfg.patches.min_entropy), "eta": eta,
+                                     "stride": sc.stride, "min_entropy": float(min_entropy), "eta": float(eta),
                                      "decision_threshold": None})
             row = {"kind": kind, "image": rec["name"], "mode": mode, "spliced": bool(rec["spliced"]),
                    "host_model": rec.get("host_model"), "donor_model": rec.get("donor_model"),
@@ -200,8 +174,6 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
-    from camsim.eval.report import md_table
-
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["# Splicing localisation benchmark", "", f"Similarity network: `{results['checkpoint']}`", ""]
     if "synthetic" in results:

@@ -1,12 +1,13 @@
 """Render-speed benchmark of the simulated cameras (prints numbers; asserts nothing).
 
-    python -m camsim.synth.bench                       # the quick recipe's catalogue
-    python -m camsim.synth.bench --images 8 --workers 1
+    python -m camsim.bench.synth                       # the quick recipe's catalogue
+    python -m camsim.bench.synth --images 8 --workers 1
 
 Reports wall time, images/s and output megapixels/s for a whole catalogue rendered into a
 temporary directory, the CPU seconds it took (wall time on a shared machine overstates the
 cost; CPU time / workers is what otherwise idle cores would need), plus a single-process
-breakdown: CPU seconds per scene and per camera frame.
+breakdown: CPU seconds per scene and per camera frame. ``row_synth`` is the ``data/synth``
+row of ``python -m camsim.bench`` (a small catalogue, images/s and MP/s).
 """
 
 from __future__ import annotations
@@ -21,12 +22,31 @@ from pathlib import Path
 
 import numpy as np
 
+from camsim.bench.common import table_line
 from camsim.progress import default_workers
 from camsim.synth.params import make_catalogue
 from camsim.synth.render import canvas_factor, encode_image, noise_rng, render_camera_image, render_catalogue
 from camsim.synth.scenes import render_scene
 
+__all__ = ["row_synth", "breakdown", "main"]
+
 QUICK = dict(models=20, families=6, images=60, size=(384, 512))
+
+
+def row_synth(p: dict) -> dict:
+    """The camera simulator: ``render_catalogue`` of a small catalogue, images/s and MP/s."""
+    s = p["synth"]
+    n_img = s["num_models"] * s["images_per_model"]
+    with tempfile.TemporaryDirectory(prefix="camsim-bench-") as tmp:
+        t = time.perf_counter()
+        render_catalogue(Path(tmp) / "cat", s["num_models"], s["num_families"], s["images_per_model"],
+                         tuple(s["image_size"]), 0, workers=p.get("workers"))
+        dt = time.perf_counter() - t
+    mp = n_img * s["image_size"][0] * s["image_size"][1] / 1e6
+    label = f"render_catalogue ({n_img} images {s['image_size'][1]}x{s['image_size'][0]})"
+    return {"images_s": n_img / dt, "mp_s": mp / dt, "seconds": dt, **s,
+            "lines": [table_line(label, n_img / dt, "images/s", note=f"{mp / dt:.2f} MP/s; workers: "
+                                                                       f"{p.get('workers') or 'all cores'}")]}
 
 
 def breakdown(num_models: int, num_families: int, size: tuple[int, int], scenes: int = 2, seed: int = 0) -> dict:
@@ -48,7 +68,7 @@ def breakdown(num_models: int, num_families: int, size: tuple[int, int], scenes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m camsim.bench.synth", description=__doc__.splitlines()[0])
     ap.add_argument("--models", type=int, default=QUICK["models"])
     ap.add_argument("--families", type=int, default=QUICK["families"])
     ap.add_argument("--images", type=int, default=QUICK["images"])

@@ -27,9 +27,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import optimize
+
+from camsim.eval.report import md_table
+from camsim.models.jpeg import DCTHistogram
 
 CLASSIFIERS: tuple[str, ...] = ("logistic", "centroid")
 FEATURE_SETS: tuple[str, ...] = ("global", "residual", "jpeg")
@@ -102,8 +106,6 @@ def jpeg_features(patches: np.ndarray, batch: int = 1024) -> np.ndarray:
     backbone's JPEG branch (:class:`camsim.models.jpeg.DCTHistogram`, default settings;
     patches on the 8-px JPEG grid assumed)."""
     import torch
-
-    from camsim.models.jpeg import DCTHistogram
 
     p = _check_patches(patches)
     branch = DCTHistogram()
@@ -299,3 +301,57 @@ def difficulty_report(train_patches: np.ndarray, train_models: Sequence[str], te
         if families is not None:
             report.within_family, report.cross_family = family_summary(report.pairwise, families)
     return report
+
+
+# --------------------------------------------------------------------------- on a run's own data
+
+
+def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Sequence[str],
+                     max_per_model: int = 400) -> tuple[dict, str]:
+    """Is the task about camera traces? (issue 3's check, on every run's own data)
+
+    Logistic classifiers on *global* patch statistics (mean, std, histogram) and on the JPEG
+    branch's block-DCT histograms of set A's patches, next to the Phase A network's test
+    accuracy on the same models; and, where the
+    source knows camera families (the simulator), the evaluation's
+    "different" rates for same-family pairs vs cross-family pairs.
+    """
+    ps = data.patch_sets("phase_a")
+    rng = np.random.default_rng(0)
+
+    def take(subset: str) -> tuple[np.ndarray, list[str]]:
+        xs, ys = [], []
+        for m in data.split.a:
+            p = ps[(m, subset)]
+            idx = np.sort(rng.permutation(len(p))[:max_per_model])
+            xs.append(np.asarray(p.patches[idx]))
+            ys += [m] * len(idx)
+        return np.concatenate(xs), ys
+
+    (xtr, ytr), (xte, yte) = take("train"), take("test")
+    glob = difficulty_report(xtr, ytr, xte, yte, features_kind="global", pairwise=False)
+    jpeg = difficulty_report(xtr, ytr, xte, yte, features_kind="jpeg", pairwise=False)
+    out = {"difficulty/global_stats_acc": glob.accuracy, "difficulty/jpeg_stats_acc": jpeg.accuracy,
+           "difficulty/chance": glob.chance, "difficulty/phase_a_test_acc": phase_a_metrics.get("phase_a/test/acc")}
+    rows = [["global patch statistics (mean, std, histogram), logistic", f"{glob.accuracy:.1%}"],
+            ["JPEG block-DCT histograms (the JPEG branch's features), logistic", f"{jpeg.accuracy:.1%}"],
+            ["Phase A network (test images)", "n/a" if out["difficulty/phase_a_test_acc"] is None
+             else f"{out['difficulty/phase_a_test_acc']:.1%}"],
+            ["chance", f"{glob.chance:.1%}"]]
+    text = (f"Classifying the {len(data.split.a)} camera models of set A from patches of their test images:\n\n"
+            + md_table(["classifier", "accuracy"], rows))
+    families = data.families
+    if families:
+        within, cross = [], []
+        for key, rate in flat.items():
+            if key.startswith("eval/pairs/") and rate is not None:
+                a, b = key[len("eval/pairs/"):].split("|")
+                if a != b and a in families and b in families:
+                    (within if families[a] == families[b] else cross).append(rate)
+        if within and cross:
+            out["difficulty/within_family_diff_rate"] = float(np.mean(within))
+            out["difficulty/cross_family_diff_rate"] = float(np.mean(cross))
+            text += ("\n\nRate of correctly saying \"different\" (evaluation pairs, proposed system): "
+                     f"same-family pairs {np.mean(within):.1%} ({len(within)} model pairs), "
+                     f"cross-family pairs {np.mean(cross):.1%} ({len(cross)} model pairs).")
+    return out, text

@@ -1,0 +1,119 @@
+"""What every benchmark row shares: timing, result lines, memory readings, synthetic images.
+Light on purpose (numpy only): every row's process imports it before the row starts, so it
+counts in each row's start-up memory."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NUM_CLASSES", "VARIANTS", "SkipRow", "texture", "texture_rgb", "time_calls", "throughput",
+           "table_line", "status_kb", "maxrss_mb", "reset_peak_rss", "inductor_cache"]
+
+#: classes of the Phase A classifiers the rows build (and of their synthetic labels)
+NUM_CLASSES = 10
+#: Phase A variants: eager, channels_last, compile (= channels_last + torch.compile), bf16 autocast
+VARIANTS = ("eager", "channels_last", "compile", "bf16")
+
+
+class SkipRow(Exception):
+    """A row that cannot run here (e.g. the simulator is not importable); the reason is shown."""
+
+
+def texture(height: int, width: int, seed: int) -> np.ndarray:
+    """A random-textured uint8 ``[H, W]`` image: blocky noise at three scales plus per-pixel
+    Gaussian noise, mid-grey centred; ≥ 99.9 % of its 32-px patches have entropy > 4 nats
+    (a few touch clipped pixels)."""
+    rng = np.random.default_rng(seed)
+    img = np.full((height, width), 128.0, np.float32)
+    for scale, amp in ((64, 24.0), (16, 16.0), (4, 15.0)):
+        small = rng.normal(0.0, amp, (height // scale + 1, width // scale + 1)).astype(np.float32)
+        img += np.repeat(np.repeat(small, scale, axis=0), scale, axis=1)[:height, :width]
+    img += rng.normal(0.0, 12.0, (height, width)).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def texture_rgb(height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 ``[H, W, 3]``: a shared :func:`texture` plus a little per-channel noise."""
+    base = texture(height, width, seed).astype(np.int16)
+    rng = np.random.default_rng(seed + 1)
+    out = np.empty((height, width, 3), np.uint8)
+    for c in range(3):
+        out[..., c] = np.clip(base + rng.integers(-6, 7, (height, width), dtype=np.int16), 0, 255)
+    return out
+
+
+def time_calls(fn: Callable[[], Any], cfg: dict, warmup: int = 1) -> list[float]:
+    """Seconds per call of ``fn`` after ``warmup`` calls: at least ``min_reps`` calls and
+    ``min_time`` seconds, stopping early once ``max_time`` is spent (with ≥ 2 calls)."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        spent = time.perf_counter() - start
+        if len(times) >= cfg["min_reps"] and spent >= cfg["min_time"]:
+            break
+        if spent >= cfg["max_time"] and len(times) >= min(2, cfg["min_reps"]):
+            break
+    return times
+
+
+def throughput(items: float, times: Sequence[float]) -> dict:
+    """``{"best", "median"}`` items per second of per-call ``times``."""
+    return {"best": items / min(times), "median": items / statistics.median(times), "calls": len(times)}
+
+
+def table_line(metric: str, value: float | None, unit: str, flops: float | None = None, **extra: Any) -> dict:
+    """One display line of a row: ``value`` in ``unit``; ``flops`` per item gives GFLOP/s."""
+    return {"metric": metric, "value": value, "unit": unit, "flops": flops, **extra}
+
+
+def status_kb(key: str) -> int | None:
+    """A ``/proc/self/status`` field in KiB (``VmRSS``, ``VmHWM``); None where unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def maxrss_mb(who: int) -> float:
+    """``ru_maxrss`` in MB (KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(who).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux ≥ 4.0); False where not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def inductor_cache(mode: str) -> Iterator[None]:
+    """``fresh``: an empty temporary inductor cache (cold compile, as on a new machine);
+    ``default``: the user's cache (warm after the first run)."""
+    if mode == "default":
+        yield
+        return
+    from torch._inductor import utils  # deferred: inductor is heavy and only compile rows need it
+
+    fresh = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache
+    with fresh():
+        yield

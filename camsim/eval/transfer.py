@@ -1,0 +1,380 @@
+"""Transfer evaluation: a trained similarity network on every camera model of any source.
+
+``camsim-eval ckpt=<Phase B checkpoint> data=<source>`` (``task=transfer``; the default
+when ``ckpt`` is given). No split: every photo of every camera model is used, and a model
+with a single photo is accepted. Whether a model is *known* is decided by the checkpoint —
+it records the camera models of its training sets A and B (``ForensicSimilarity.training_sets``);
+every other model is *unknown*. Patches are cut with the checkpoint's own patch settings.
+
+Pairs by category (:mod:`camsim.eval.transfer_pairs`), at patch level and image level (one
+decision per pair of photos from the mean — or median — of its patch-pair scores); each
+same-model category is a *contrast* against the different-model pairs (also split into
+same make / different makes where the make is known), with ROC AUC, TPR / TNR / balanced
+accuracy at η, TPR at 1 % and 5 % false alarms, EER, the Bray–Curtis baseline (the
+checkpoint's own Phase A classifier, docs/method.md "Baseline") at the same false-alarm rate,
+and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstrap`).
+
+Outputs (in the run directory, written only once everything is computed): ``transfer.md``,
+``metrics.json``, ``scores.npz`` (every scored pair: both patches' model, photo and pixel
+corner, category, score, baseline), ``per_model.csv``, ``photo_pairs.csv``,
+``roc_<level>_<contrast>.png``, ``run.json``; a table on the console.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from camsim.artefacts import content_hash, file_identity
+from camsim.config import to_plain
+from camsim.eval.bootstrap import Contrast, bootstrap
+from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
+
+log = logging.getLogger("camsim")
+
+POSITIVES = {"patch": ("same_photo", "other_photo"), "image": ("halves", "other_photo")}
+
+
+# ------------------------------------------------------------------------- inputs
+
+
+def load_checkpoint(path: str | Path | None) -> tuple[Path, Any]:
+    """``(path, ForensicSimilarity)`` of a Learning Phase B checkpoint. A missing ``ckpt``, a
+    missing, truncated or corrupt file, or a checkpoint of another kind (Phase A) is one clear
+    error naming what was given and what is needed (:func:`camsim.lit.phase_a.checkpoint_kind`)."""
+    from camsim.lit.phase_b import load_similarity
+
+    if not path:
+        raise ValueError("ckpt: camsim-eval task=transfer needs ckpt=<Learning Phase B checkpoint> "
+                         "(outputs/artefacts/phase_b-<hash>/model.ckpt)")
+    p = Path(str(path)).expanduser()
+    return p, load_similarity(p)
+
+
+def read_index(data_cfg: DictConfig):
+    """``(source, index)``: the source and its :class:`~camsim.data.sources.ImageIndex` (identical
+    files under two model names refused); an unreadable folder is a ValueError naming it."""
+    source = hydra.utils.instantiate(data_cfg, _convert_="all")
+    try:
+        index = source.index()
+        index.check_duplicates()  # one picture under two model names would corrupt different-model pairs
+        return source, index
+    except PermissionError as err:
+        raise ValueError(f"data.root: {err.filename or data_cfg.get('root')}: cannot be read "
+                         f"({err.strerror or err})") from err
+
+
+def training_role(model: str, sets: dict) -> str:
+    """"A", "B", "A+B" for a model the checkpoint was trained on, else "" (unknown)."""
+    in_a, in_b = model in (sets.get("a") or []), model in (sets.get("b") or [])
+    return "A+B" if in_a and in_b else "A" if in_a else "B" if in_b else ""
+
+
+def data_fingerprint(data_cfg: DictConfig) -> dict:
+    """What identifies a source, as the pipeline records it in a checkpoint (roots resolved)."""
+    fp = {k: v for k, v in to_plain(data_cfg).items() if k not in ("workers", "cache_dir")}
+    return _resolved(fp)
+
+
+def _resolved(fp: dict | None) -> dict | None:
+    if fp is None:
+        return None
+    out = dict(fp)
+    if out.get("root"):
+        out["root"] = str(Path(str(out["root"])).expanduser().resolve())
+    return out
+
+
+def patch_settings(sim: Any, cfg: DictConfig):
+    """The checkpoint's patch settings (size, align, min_entropy), ``transfer.min_entropy`` overriding."""
+    from camsim.data.store import PatchSettings
+
+    rec = sim.patch_settings or {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
+                                  "min_entropy": float(cfg.patches.min_entropy)}
+    size = int(sim.patch_size)
+    if int(rec["size"]) != size:
+        log.warning("  patches.size=%s differs from the checkpoint's patch size %d: using %d", rec["size"], size, size)
+    ent = cfg.transfer.min_entropy
+    return PatchSettings(size=size, align=int(rec["align"]),
+                         min_entropy=float(rec["min_entropy"] if ent is None else ent),
+                         seed=int(cfg.patches.seed), max_pixels=int(cfg.patches.max_pixels))
+
+
+# ------------------------------------------------------------------------- the patch table
+
+
+@dataclass
+class PatchTable:
+    """Every evaluated patch (rows grouped by photo) with its features and classifier softmax."""
+
+    models: list[str]
+    photo_path: list[str]
+    photo_model: np.ndarray
+    photo_height: np.ndarray
+    photo: np.ndarray  # [N] photo id of each patch
+    yx: np.ndarray  # [N, 2]
+    features: np.ndarray
+    probs: np.ndarray
+    skipped: list[dict] = field(default_factory=list)
+    low_entropy_dropped: int = 0
+
+    def layout(self) -> PhotoLayout:
+        return PhotoLayout.from_patches(self.photo, self.photo_model)
+
+
+def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Path) -> PatchTable:
+    """Patches of every photo (through the patch cache), at most ``transfer.patches_per_image``
+    each, with f(X) and the softmax (through the feature cache, keyed by the checkpoint file)."""
+    from camsim.data.features import FeatureStore
+    from camsim.data.io import ImageReadError, image_size
+    from camsim.data.store import PatchRequest, PatchStore
+
+    ppi = int(cfg.transfer.patches_per_image)
+    if ppi < 1:
+        raise ValueError(f"transfer.patches_per_image: must be ≥ 1, got {ppi}")
+    store = PatchStore(Path(cfg.paths.artefact_dir), settings, workers=cfg.patches.workers)
+    reqs = [PatchRequest(m, "all", tuple(paths), ppi * len(paths)) for m, paths in index.models.items()]
+    sets = store.get(reqs)
+    backbone_id = "ckpt-" + content_hash(file_identity(ckpt))
+    fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, backbone_id, sim.feature_layer,
+                      **to_plain(cfg.phase_b.feature_pass))
+    models, paths, pmodel, heights, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], []
+    low = 0
+    for req in reqs:
+        ps = sets[(req.model, "all")]
+        skipped += ps.info.get("skipped", [])
+        low += int(ps.info.get("low_entropy_dropped", 0))
+        rows = [np.flatnonzero(ps.image_ids == k)[:ppi] for k in range(len(ps.images))]
+        if not sum(len(r) for r in rows):
+            log.warning("  %s: no usable patch in its %d photo(s); left out", req.model, len(ps.images))
+            continue
+        f, pr = fs.get(ps)
+        m = len(models)
+        models.append(req.model)
+        for k, r in enumerate(rows):
+            if not len(r):
+                continue
+            try:
+                h = image_size(ps.images[k])[0]
+            except ImageReadError:
+                h = 0
+            photo.append(np.full(len(r), len(paths)))
+            paths.append(str(ps.images[k]))
+            pmodel.append(m)
+            heights.append(h)
+            yx.append(np.asarray(ps.positions)[r])
+            feats.append(f[r])
+            probs.append(pr[r])
+    if not models:
+        raise ValueError(f"data: no patch could be cut from any photo of {index.root} ({len(skipped)} file(s) "
+                         f"unreadable, {low} low-entropy cells dropped at min_entropy={settings.min_entropy}; "
+                         "a lower transfer.min_entropy may help)")
+    return PatchTable(models, paths, np.asarray(pmodel, np.int64), np.asarray(heights, np.int64),
+                      np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
+                      np.concatenate(feats), np.concatenate(probs), skipped, low)
+
+
+# ------------------------------------------------------------------------- contrasts
+
+
+def make_relation(makes: list[str | None], model_1: np.ndarray, model_2: np.ndarray) -> np.ndarray:
+    """Per pair: 1 same make, 0 different makes, -1 a make unknown."""
+    mk = np.array([m or "" for m in makes], dtype=object)
+    a, b = mk[model_1], mk[model_2]
+    known = (a != "") & (b != "")
+    return np.where(known, (a == b).astype(np.int64), -1)
+
+
+@dataclass
+class LevelScores:
+    """Scored pairs of one level: category names per pair, photos, make relation, scores."""
+
+    level: str
+    category: np.ndarray  # names
+    photo_1: np.ndarray
+    photo_2: np.ndarray
+    make_rel: np.ndarray
+    score: np.ndarray
+    baseline: np.ndarray | None
+
+
+def contrasts_of(ls: LevelScores) -> tuple[dict[str, Contrast], dict[str, dict]]:
+    """The level's contrasts (each same-model category vs the different-model pairs; other-photo
+    pairs also vs same-make and vs different-make negatives when both exist) and their descriptions."""
+    neg = ls.category == "diff_model"
+    out, about = {}, {}
+    for pos_name in POSITIVES[ls.level]:
+        pos = ls.category == pos_name
+        if not pos.any():
+            about[f"{ls.level}/{pos_name}"] = {"positives": pos_name, "negatives": "diff_model", "n_pos": 0,
+                                              "n_neg": int(neg.sum()), "empty": True}
+            continue
+        negs = {"diff_model": neg}
+        if pos_name == "other_photo" and (neg & (ls.make_rel == 1)).any() and (neg & (ls.make_rel == 0)).any():
+            negs["diff_model_same_make"] = neg & (ls.make_rel == 1)
+            negs["diff_model_other_make"] = neg & (ls.make_rel == 0)
+        for neg_name, nmask in negs.items():
+            sel = pos | nmask
+            name = f"{ls.level}/{pos_name}" + ("" if neg_name == "diff_model" else f"~{neg_name[11:]}")
+            link = np.array([LINK[c] for c in ls.category[sel]], np.int64)
+            out[name] = Contrast(ls.score[sel], pos[sel], ls.photo_1[sel], ls.photo_2[sel], link,
+                                 None if ls.baseline is None else ls.baseline[sel])
+            about[name] = {"positives": pos_name, "negatives": neg_name, "n_pos": int(pos.sum()),
+                           "n_neg": int(nmask.sum()), "empty": False}
+    return out, about
+
+
+def choose_threshold(c: Contrast, eta: float, rule: str) -> float:
+    """``eta`` (rule "eta"), or the threshold of highest accuracy on the contrast itself ("best")."""
+    from camsim.eval.metrics import choose_eta
+
+    if rule == "eta" or c.positive.all() or not c.positive.any():
+        return float(eta)
+    return float(choose_eta(c.score, c.positive, "max_acc"))
+
+
+# ------------------------------------------------------------------------- the job
+
+
+def _check_transfer_cfg(t: DictConfig) -> None:
+    if t.threshold not in ("eta", "best"):
+        raise ValueError(f"transfer.threshold: {t.threshold!r} is not 'eta' or 'best'")
+    if t.image.aggregate not in ("mean", "median"):
+        raise ValueError(f"transfer.image.aggregate: {t.image.aggregate!r} is not 'mean' or 'median'")
+    for key in ("per_photo", "per_photo_pair", "photo_pairs_per_model", "per_model_pair"):
+        if int(t.pairs[key]) < 1:
+            raise ValueError(f"transfer.pairs.{key}: must be ≥ 1, got {t.pairs[key]}")
+    for key in ("patch_pairs", "photo_pairs_per_model_pair"):
+        if int(t.image[key]) < 1:
+            raise ValueError(f"transfer.image.{key}: must be ≥ 1, got {t.image[key]}")
+
+
+def run_transfer(cfg: DictConfig) -> dict:
+    """The transfer evaluation of ``cfg.ckpt`` on ``cfg.data`` (module docstring); returns metrics."""
+    from camsim.data.layouts import camera_make
+    from camsim.eval.metrics import bray_curtis_similarity
+    from camsim.eval.transfer_report import write_outputs
+    t0 = time.perf_counter()
+    t = cfg.transfer
+    _check_transfer_cfg(t)
+    ckpt, sim = load_checkpoint(cfg.get("ckpt"))
+    eta = cfg.eval.eta
+    if eta == "auto":
+        eta = float(sim.hparams.get("eta", 0.5))
+        log.info("  eval.eta=auto: the checkpoint's threshold eta = %.3f (no validation pairs here)", eta)
+    eta = float(eta)
+    source, index = read_index(cfg.data)
+    settings = patch_settings(sim, cfg)
+    sets = sim.training_sets
+    roles = {m: training_role(m, sets) for m in index.model_names()}
+    fp_ckpt, fp_here = _resolved(sim.data_fingerprint), data_fingerprint(cfg.data)
+    notes: list[str] = []
+    known_here = [m for m, r in roles.items() if r]
+    if sets.get("b") is None:
+        notes.append("This checkpoint does not record its set B: models of B cannot be recognised and count as unknown.")
+    if fp_ckpt is None:
+        notes.append("This checkpoint does not record its training data: whether a known name is the same camera "
+                     "cannot be checked.")
+    elif fp_ckpt != fp_here and known_here:
+        msg = (f"{', '.join(known_here)}: names of models the checkpoint was trained on, but this source is not its "
+               f"training data ({fp_ckpt}); the same name may be another device or other photos")
+        log.warning("  %s", msg)
+        notes.append(msg + ".")
+    elif fp_ckpt == fp_here and known_here:
+        notes.append("This source is the checkpoint's training data: photos of known models include photos it was "
+                     "trained on (the transfer evaluation has no split).")
+    log.info("  checkpoint %s: A=%d models, B=%s; feature layer %s; patches %d px, align %d, min_entropy %.2f",
+             ckpt, len(sets["a"]), "not recorded" if sets["b"] is None else len(sets["b"]), sim.feature_layer,
+             settings.size, settings.align, settings.min_entropy)
+    log.info("  source %s: %d camera models (%d known, %d unknown), %d photos", type(source).__name__,
+             len(roles), len(known_here), len(roles) - len(known_here), sum(index.counts().values()))
+
+    table = cut_and_embed(index, sim, settings, cfg, ckpt)
+    dropped = [m for m in index.model_names() if m not in table.models]
+    if dropped:
+        notes.append(f"No usable patch (unreadable or low-entropy photos), left out: {', '.join(dropped)}.")
+    makes = [camera_make(m) if t.makes_from_names else None for m in table.models]
+    layout = table.layout()
+    n_models = len(table.models)
+    rng = np.random.default_rng(int(t.seed))
+    pp = sample_patch_pairs(layout, n_models, int(t.pairs.per_photo), int(t.pairs.per_photo_pair),
+                            int(t.pairs.photo_pairs_per_model), int(t.pairs.per_model_pair), rng)
+    half = halves(table.yx[:, 0], settings.size, table.photo_height[table.photo])
+    ip = sample_image_pairs(layout, n_models, half, int(t.image.patch_pairs), int(t.pairs.photo_pairs_per_model),
+                            int(t.image.photo_pairs_per_model_pair), rng)
+    base_on = bool(cfg.eval.baseline)
+
+    def score(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        s = sim.score_pairs(table.features, i, j).astype(np.float64)
+        b = bray_curtis_similarity(table.probs[i], table.probs[j]).astype(np.float64) if base_on else None
+        return s, b
+
+    patch_s, patch_b = score(pp.i, pp.j)
+    img_patch_s, img_patch_b = score(ip.i, ip.j)
+    how = str(t.image.aggregate)
+    img_s = ip.aggregate(img_patch_s, how)
+    img_b = ip.aggregate(img_patch_b, how) if base_on else None
+    pm = table.photo_model
+    levels = {
+        "patch": LevelScores("patch", np.asarray(pp.categories)[pp.category], table.photo[pp.i], table.photo[pp.j],
+                             make_relation(makes, pm[table.photo[pp.i]], pm[table.photo[pp.j]]), patch_s, patch_b),
+        "image": LevelScores("image", np.asarray(ip.categories)[ip.category], ip.photo_1, ip.photo_2,
+                             make_relation(makes, pm[ip.photo_1], pm[ip.photo_2]), img_s, img_b),
+    }
+    if n_models == 1:
+        notes.append(f"One camera model ({table.models[0]}): no different-model pairs, so no ROC, TNR or EER; "
+                     "the same-model categories are reported.")
+    single = [m for k, m in enumerate(table.models) if (pm == k).sum() == 1]
+    if single:
+        notes.append(f"{len(single)} model(s) with one usable photo give no cross-photo pairs: {', '.join(single)}.")
+
+    results: dict[str, dict] = {}
+    for level, ls in levels.items():
+        contrasts, about = contrasts_of(ls)
+        etas = {name: choose_threshold(c, eta, str(t.threshold)) for name, c in contrasts.items()}
+        point = {name: c.figures(etas[name]) for name, c in contrasts.items()}
+        log.info("  %s level: %s; bootstrap %d reps", level,
+                 ", ".join(f"{k} {int((ls.category == k).sum())}" for k in dict.fromkeys(ls.category)) or "no pairs",
+                 int(t.bootstrap.reps))
+        ci = bootstrap(contrasts, etas, pm, int(t.bootstrap.reps), float(t.bootstrap.level), int(t.seed)) \
+            if contrasts else {}
+        for name, info in about.items():
+            results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
+                             "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
+    run = {"checkpoint": str(ckpt), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
+           "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
+           "aggregate": how, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
+    return write_outputs(Path(cfg.paths.output_dir), cfg, sim=sim, table=table, roles=roles, makes=makes,
+                         results=results, levels=levels, patch_pairs=pp, image_pairs=ip, patch_scores=(patch_s, patch_b),
+                         image_patch_scores=(img_patch_s, img_patch_b), notes=notes, fingerprints=(fp_ckpt, fp_here),
+                         settings=settings, run=run, dropped=dropped)
+
+
+def staged_outputs(out_dir: Path):
+    """A staging folder inside ``out_dir``; :func:`publish` moves its files into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".transfer-", dir=out_dir))
+
+
+def publish(stage: Path, out_dir: Path, last: tuple[str, ...] = ("metrics.json", "run.json")) -> list[Path]:
+    """Move every staged file into ``out_dir`` (``last`` ones at the end), then remove the stage."""
+    names = sorted(p.name for p in stage.iterdir())
+    names = [n for n in names if n not in last] + [n for n in last if n in names]
+    for n in names:
+        os.replace(stage / n, out_dir / n)
+    shutil.rmtree(stage, ignore_errors=True)
+    return [out_dir / n for n in names]
+
+
+__all__ = ["run_transfer", "load_checkpoint", "training_role", "contrasts_of", "make_relation",
+           "PatchTable", "LevelScores", "read_index", "patch_settings", "staged_outputs", "publish"]

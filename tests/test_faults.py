@@ -1,0 +1,359 @@
+"""Faults a user meets (issue 19): simultaneous runs, killed and interrupted renders, debug=fast,
+skipped files, long CPU runs, one-line errors, file modes, --help."""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from camsim.artefacts import atomic_dir, atomic_write_json, cached_dir, clean_artefact_dir, file_lock, lock_path
+from tests.conftest import REPO, compose_cfg, run_cli
+
+LINUX = sys.platform.startswith("linux")
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_for(cond, timeout: float = 60.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# --------------------------------------------------------------------------- 1. run dirs
+
+
+def test_runs_started_in_the_same_second_get_their_own_dirs() -> None:
+    cfgs = [compose_cfg([]) for _ in range(4)]
+    runs = [c.hydra.run.dir for c in cfgs]
+    sweeps = [c.hydra.sweep.dir for c in cfgs]
+    assert len(set(runs)) == len(runs), runs
+    assert len(set(sweeps)) == len(sweeps), sweeps
+    assert runs == sorted(runs)  # still sorts by start time
+    assert all(Path(r).parent.name.count("-") == 2 for r in runs)  # outputs/<date>/<time>
+
+
+# --------------------------------------------------------------------------- 3. killed render
+
+_KILLED_BUILDER = """
+import sys, time
+from pathlib import Path
+from camsim.artefacts import cached_dir
+from camsim.progress import parallel_map
+
+def build(tmp):
+    (tmp / "started").write_text("1")
+    parallel_map(time.sleep, [120] * 4, desc="sleeping", workers=2)
+
+cached_dir(Path(sys.argv[1]), "synth", {"k": 1}, build)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_sigkilled_parallel_build_leaves_no_workers_and_the_next_call_cleans_up(tmp_path: Path) -> None:
+    root = tmp_path / "artefacts"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_BUILDER, str(root)], cwd=REPO,
+                            env={**os.environ, "CAMSIM_QUIET": "1"})
+    try:
+        assert _wait_for(lambda: list(root.glob(".synth-*.tmp-*/started")) and len(_children(proc.pid)) >= 2)
+        workers = _children(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _wait_for(lambda: not any(_alive(w) for w in workers), timeout=30), "pool workers outlived their owner"
+    assert list(root.glob(".synth-*.tmp-*"))  # the dead builder's temp folder is still there ...
+    final = cached_dir(root, "synth", {"k": 1}, lambda tmp: (tmp / "ok").write_text("1"))
+    assert (final / "ok").is_file()
+    assert not list(root.glob(".synth-*.tmp-*"))  # ... until the next call
+
+
+def test_empty_partial_folders_are_removed_unless_in_use(tmp_path: Path) -> None:
+    empty, busy, resumable = (tmp_path / f"phase_a-{n}.partial" for n in ("aaa", "bbb", "ccc"))
+    for d in (empty, busy, resumable):
+        d.mkdir()
+    (resumable / "last.ckpt").write_bytes(b"x")
+    with file_lock(lock_path(tmp_path / "phase_a-bbb")):
+        removed = clean_artefact_dir(tmp_path)
+    assert removed == [empty] and not empty.exists() and busy.is_dir() and (resumable / "last.ckpt").is_file()
+
+
+# --------------------------------------------------------------------------- 5. debug=fast
+
+
+def test_debug_fast_keeps_the_experiments_data_and_split() -> None:
+    from camsim.cli import shrink_for_debug
+
+    cfg = compose_cfg(["experiment=cameras", "debug=fast"])
+    assert cfg.data.root.endswith("shared/data/cameras") and "FolderSource" in cfg.data._target_
+    assert list(cfg.split.a) == ["NIKON_D70", "LG_D605", "SAMSUNG_GT_I9300"]
+    assert cfg.patches.min_entropy == 1.0  # the recipe's, checked on its own photos
+    assert cfg.phase_a.max_epochs == 1 and cfg.patches.per_model.train_a == 40  # but shrunk
+    assert shrink_for_debug(cfg, dict(cfg.hydra.runtime.choices), set()) == []
+
+
+def test_debug_fast_shrinks_the_default_experiment_and_says_what_it_changed(caplog) -> None:
+    from camsim.cli import shrink_for_debug
+
+    cfg = compose_cfg(["debug=fast"])
+    with caplog.at_level(logging.INFO, logger="camsim"):
+        changes = shrink_for_debug(cfg, dict(cfg.hydra.runtime.choices), set())
+    assert cfg.data.num_models == 8 and cfg.data.images_per_model == 6 and cfg.split.a == 4 and cfg.split.c == 2
+    assert cfg.data.seed == 0 and "SynthSource" in cfg.data._target_  # still the experiment's simulator
+    assert any(c.startswith("data.num_models: 30 → 8") for c in changes)
+    assert "debug=fast changed" in caplog.text
+    kept = compose_cfg(["debug=fast", "data.num_models=12"])
+    shrink_for_debug(kept, dict(kept.hydra.runtime.choices), {"data.num_models"})
+    assert kept.data.num_models == 12  # a value given on the command line wins
+
+
+# --------------------------------------------------------------------------- 6. skipped files
+
+
+def _photo(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+    path.write_bytes(buf.getvalue())
+
+
+def _photo_folder(root: Path) -> Path:
+    for m, model in enumerate(("CamA", "CamB")):
+        d = root / model
+        d.mkdir(parents=True)
+        _photo(d / "1.jpg", m)
+        _photo(d / "2.jpg", m + 10)
+    (root / "CamA" / "empty.jpg").write_bytes(b"")  # unreadable: counted as an image before
+    (root / "CamA" / "notes.txt").write_text("x")  # listing-level skip
+    os.symlink(root / "nowhere.jpg", root / "CamB" / "broken.jpg")  # listing-level skip
+    return root
+
+
+def test_every_skipped_file_counted_once_the_same_in_describe_and_in_the_patch_summary(tmp_path: Path) -> None:
+    from camsim.data.sources import FolderSource
+    from camsim.data.store import PatchRequest, PatchSettings, PatchStore, summarise
+
+    root = _photo_folder(tmp_path / "photos")
+    index = FolderSource(root).index()
+    described = index.probe()
+    assert described.counts() == {"CamA": 2, "CamB": 2}  # the empty file is not an image
+    names = sorted(p.name for p, _ in described.skipped)
+    assert names == ["broken.jpg", "empty.jpg", "notes.txt"]
+    store = PatchStore(tmp_path / "artefacts", PatchSettings.from_config(size=64, min_entropy=0.0), workers=0)
+    sets = store.get([PatchRequest(m, "train", tuple(ps), 4) for m, ps in index.models.items()])
+    summary = summarise(sets.values(), index.skipped)
+    files = [Path(s["file"]).name for s in summary["skipped_files"]]
+    assert sorted(files) == names  # the same files, each once, each with its reason
+    assert all(s["reason"] for s in summary["skipped_files"])
+    res = run_cli("camsim-data", "describe", "data=folder", f"data.root={root}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    lines = [ln for ln in out.splitlines() if ln.startswith("skipped /")]
+    assert len(lines) == 3 and all(any(n in ln for ln in lines) for n in names), out
+
+
+# --------------------------------------------------------------------------- 8. long CPU runs, Ctrl-C
+
+
+def test_paper_recipe_on_a_cpu_is_refused_naming_the_override() -> None:
+    from camsim.guard import SlowRunRefused, check_run, estimate_seconds
+
+    cfg = compose_cfg(["experiment=paper"])
+    with pytest.raises(SlowRunRefused) as err:
+        check_run(cfg, has_gpu=False)
+    assert "allow_slow_cpu=true" in str(err.value) and "days" in str(err.value)
+    assert check_run(cfg, has_gpu=True) is None  # on a GPU it starts
+    allowed = compose_cfg(["experiment=paper", "+allow_slow_cpu=true"])
+    assert check_run(allowed, has_gpu=False).total > 86400
+    quick = compose_cfg([])
+    assert estimate_seconds(quick).total < estimate_seconds(cfg).total / 1000
+    assert check_run(quick, has_gpu=False) is not None  # minutes: not refused
+
+
+@pytest.mark.slow
+def test_paper_recipe_refused_from_the_command_line_in_one_line(tmp_path: Path) -> None:
+    res = run_cli("camsim-run", "experiment=paper", "trainer=cpu", f"paths.artefact_dir={tmp_path}/a", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "allow_slow_cpu=true" in res.stderr and not list(tmp_path.glob("a/synth-*"))  # nothing rendered
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_ctrl_c_during_the_render_stops_cleanly_in_one_line(tmp_path: Path) -> None:
+    art = tmp_path / "artefacts"
+    exe = Path(sys.executable).parent / "camsim-data"
+    proc = subprocess.Popen([str(exe), "describe", "data=synth", "data.workers=2", f"paths.artefact_dir={art}"],
+                            cwd=tmp_path, env={**os.environ, "CAMSIM_QUIET": "1"}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: list(art.glob(".synth-*.tmp-*")) and len(_children(proc.pid)) >= 2, timeout=120)
+        workers = _children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.startswith("camsim: interrupted") and len(err.strip().splitlines()) == 1, err
+    assert not list(art.glob(".synth-*.tmp-*"))
+    assert _wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
+
+
+# --------------------------------------------------------------------------- 9. one-line errors
+
+
+def test_missing_mandatory_value_is_one_line(tmp_path: Path) -> None:
+    res = run_cli("camsim-data", "describe", "data=folder", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "data.root is not set" in res.stderr and "data.root=<value>" in res.stderr
+
+
+def _app(task, tmp_path: Path, monkeypatch, *args: str):
+    """Run ``task`` under :func:`camsim.cli.hydra_app` in-process, as a user's command would."""
+    from camsim.cli import hydra_app
+
+    main = hydra_app("data")(task)
+    monkeypatch.setattr(sys, "argv", ["camsim-test", f"hydra.run.dir={tmp_path}/run", *args])
+    with pytest.raises(SystemExit) as ex:
+        main()
+    return ex.value.code
+
+
+def test_disk_full_is_one_line_and_leaves_no_temp_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    real_fdopen = os.fdopen
+
+    class Full(io.RawIOBase):
+        def __init__(self, fd: int):
+            self.fh = real_fdopen(fd, "wb")
+
+        def write(self, b):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):
+            self.fh.close()
+            super().close()
+
+    out = tmp_path / "out"
+
+    def task(cfg):
+        monkeypatch.setattr("camsim.artefacts.os.fdopen", lambda fd, mode: Full(fd))
+        atomic_write_json(out / "metrics.json", {"a": 1})
+
+    code = _app(task, tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code != 0 and "disk full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(out.iterdir())  # the temp file is gone too
+    monkeypatch.undo()
+    monkeypatch.setenv("CAMSIM_DEBUG", "1")  # the switch shows the real error
+
+    def task2(cfg):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    from camsim.cli import hydra_app
+
+    monkeypatch.setattr(sys, "argv", ["camsim-test", f"hydra.run.dir={tmp_path}/run2"])
+    with pytest.raises(OSError):
+        hydra_app("data")(task2)()
+
+
+def test_unwritable_run_dir_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    def refuse(self):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.baseFilename)
+
+    monkeypatch.setattr(logging.FileHandler, "_open", refuse)
+    code = _app(lambda cfg: None, tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and "hydra.run.dir" in err and "Permission denied" in err
+
+
+def test_gpu_trainer_without_a_gpu_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from camsim.cli import explain
+    from camsim.guard import check_run
+
+    def task(cfg):
+        raise MisconfigurationException("CUDAAccelerator can not run on your system since the accelerator is not "
+                                        "available. The following accelerator(s) is available and can be passed "
+                                        "into `accelerator` argument of `Trainer`: ['cpu'].")
+
+    code = _app(task, tmp_path, monkeypatch)
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err and "trainer=cpu" in err
+    with pytest.raises(ValueError, match="trainer=cpu"):
+        check_run(compose_cfg(["trainer=gpu"]), has_gpu=False)  # caught before any data work
+    assert explain(OSError(errno.ENOSPC, "No space left on device", "/x/last.ckpt"))[0].startswith("disk full (/x")
+
+
+# --------------------------------------------------------------------------- 10. file modes
+
+
+def test_written_files_and_artefact_folders_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "metrics.json", {"a": 1})
+        with atomic_dir(tmp_path / "patches-x") as tmp:
+            (tmp / "f").write_text("1")
+        built = cached_dir(tmp_path, "synth", {"k": 2}, lambda tmp: None)
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "private.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "patches-x").stat().st_mode & 0o777 == 0o755
+    assert built.stat().st_mode & 0o777 == 0o755 and (built / "key.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+
+
+# --------------------------------------------------------------------------- 11. --help
+
+
+@pytest.mark.parametrize("module,prog", [("run", "camsim-run"), ("train", "camsim-train"), ("data", "camsim-data"),
+                                         ("eval", "camsim-eval"), ("localize", "camsim-localize")])
+def test_help_says_what_the_command_does_with_an_example(module: str, prog: str, monkeypatch, capsys) -> None:
+    import importlib
+
+    mod = importlib.import_module(f"camsim.cli.{module}")
+    monkeypatch.setattr(sys, "argv", [prog, "--help"])
+    with pytest.raises(SystemExit) as ex:
+        mod.main()
+    out = capsys.readouterr().out
+    assert ex.value.code == 0
+    assert out.startswith(f"{prog}:") and f"{prog} " in out.split("\n", 2)[2]  # what it does, then examples
+    assert "schema" not in out and "$CONFIG" not in out and len(out.splitlines()) < 80
+    if module in ("run", "train", "data"):
+        assert "examples:" in out and "experiment:" in out
+    if module == "localize":
+        assert "experiment" not in out and "split:" not in out  # only the groups it uses

@@ -1,0 +1,410 @@
+"""Transfer evaluation (issue 16): any similarity checkpoint on every camera model of any source.
+
+A randomly initialised tiny similarity network (32-px patches) on small generated photo
+folders: categories and image-level pairs, known/unknown from the checkpoint, the scores
+file reproducing the figures, the bootstrap, the Dresden / VISION layouts, and bad input.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from camsim.cli import CONF_DIR
+from camsim.eval.bootstrap import Contrast, WeightedRoc, bootstrap
+from camsim.eval.metrics import equal_error_rate, roc_auc, threshold_at_far
+from camsim.eval.transfer_pairs import PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
+from tests.conftest import compose_cfg, run_cli
+
+P = 32
+TINY = {
+    "_target_": "camsim.models.backbone.Backbone",
+    "constrained": {"kernels": 3, "kernel_size": 5, "padding": "valid"},
+    "blocks": [
+        {"out_channels": 8, "kernel_size": 3, "stride": 2, "padding": "same", "pool": {"type": "max", "kernel": 2}},
+        {"out_channels": 8, "kernel_size": 3, "padding": "same", "pool": {"type": "avg", "kernel": 2}},
+    ],
+    "fc": [16, 16],
+}
+HEAD = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "similarity" / "small.yaml"))
+#: the generated folder: two makes, models with 1 and 3 photos
+FOLDER = {"Acme_One": 1, "Acme_Two": 3, "Bolt_Three": 3, "Bolt_Four": 1}
+TRAINED = {"a": ["Acme_Two", "Zed_X"], "b": ["Bolt_Three"]}
+
+
+def _save(module: L.LightningModule, path: Path) -> Path:
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": L.__version__}, path)
+    return path
+
+
+def make_folder(root: Path, models: dict[str, int], size: tuple[int, int] = (96, 128), seed: int = 0) -> Path:
+    """``root/<model>/<model>_<k>.png``: noisy photos (every cell passes the entropy filter)."""
+    rng = np.random.default_rng(seed)
+    for m, n in models.items():
+        (root / m).mkdir(parents=True)
+        level = rng.uniform(60, 190)
+        for k in range(n):
+            img = np.clip(level + rng.normal(0, 40, (*size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / m / f"{m}_{k}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    """A Phase B checkpoint (random head on a random tiny backbone) trained — on paper — on
+    ``TRAINED`` from another folder, and a Phase A checkpoint."""
+    from camsim.lit.phase_a import CameraClassifier
+    from camsim.lit.phase_b import ForensicSimilarity
+
+    d = tmp_path_factory.mktemp("ckpts")
+    torch.manual_seed(0)
+    phase_a = {"backbone": TINY, "class_names": TRAINED["a"], "patch_size": P}
+    training = {"sets": TRAINED, "data": {"_target_": "camsim.data.sources.FolderSource", "root": str(d / "elsewhere"),
+                                          "extensions": [".png"], "min_images": 1},
+                "patches": {"size": P, "align": 8, "min_entropy": 4.0}}
+    sim = ForensicSimilarity(phase_a, HEAD, "fc_a2.pre", training=training)
+    clf = CameraClassifier(TINY, TRAINED["a"], P)
+    return {"b": _save(sim, d / "phase_b.ckpt"), "a": _save(clf, d / "phase_a.ckpt")}
+
+
+def transfer_cfg(ckpt: Path, root: Path, tmp: Path, *extra: str):
+    return compose_cfg([f"ckpt={ckpt}", "data=folder", f"data.root={root}", f"paths.output_dir={tmp / 'run'}",
+                        f"paths.artefact_dir={tmp / 'artefacts'}", "patches.workers=0", "transfer.bootstrap.reps=60",
+                        "transfer.patches_per_image=12", "transfer.image.patch_pairs=16", *extra],
+                       config_name="eval")
+
+
+@pytest.fixture(scope="module")
+def folder_run(ckpts, tmp_path_factory) -> dict:
+    from camsim.eval.transfer import run_transfer
+
+    tmp = tmp_path_factory.mktemp("folder_run")
+    root = make_folder(tmp / "photos", FOLDER)
+    metrics = run_transfer(transfer_cfg(ckpts["b"], root, tmp))
+    return {"metrics": metrics["transfer"], "out": tmp / "run", "root": root, "tmp": tmp}
+
+
+# --------------------------------------------------------------------------- the job
+
+
+def test_folder_with_one_and_three_photo_models_gives_every_category(folder_run):
+    m, out = folder_run["metrics"], folder_run["out"]
+    for name in ("metrics.json", "transfer.md", "scores.npz", "per_model.csv", "photo_pairs.csv", "run.json",
+                 "roc_patch_other_photo.png", "roc_image_halves.png"):
+        assert (out / name).is_file(), name
+    assert not [p for p in out.iterdir() if p.name.startswith(".transfer-")], "staging folder left behind"
+    for level, keys in {"patch": ("same_photo", "other_photo", "other_photo~same_make", "other_photo~other_make"),
+                        "image": ("halves", "other_photo", "other_photo~same_make", "other_photo~other_make")}.items():
+        for key in keys:
+            row = m[level][key]
+            assert row["n_pos"] > 0 and row["n_neg"] > 0, (level, key)
+            assert 0.0 <= row["auc"]["value"] <= 1.0 and row["auc"]["lo"] is not None
+    # stratified: 3 photos -> 3 photo pairs per 3-photo model, 20 patch pairs each (2 models)
+    assert m["patch"]["other_photo"]["n_pos"] == 2 * 3 * 20
+    assert m["patch"]["same_photo"]["n_pos"] == 8 * 50  # 8 photos, 50 pairs each
+    assert m["patch"]["other_photo"]["n_neg"] == 6 * 100  # 6 model pairs
+    rows = {r["model"]: r for r in csv.DictReader((out / "per_model.csv").open())}
+    assert rows["Acme_One"]["patch_other_photo_tpr"] == "" and "no cross-photo pairs" in rows["Acme_One"]["note"]
+    assert rows["Acme_Two"]["patch_other_photo_tpr"] != ""
+    report = (out / "transfer.md").read_text()
+    assert "nan" not in report.lower()
+    assert json.loads((out / "metrics.json").read_text())["transfer"]["eta"] == 0.5
+
+
+def test_known_and_unknown_come_from_the_checkpoint(folder_run):
+    models = folder_run["metrics"]["models"]
+    assert {k: v["set"] for k, v in models.items()} == {"Acme_One": "unknown", "Acme_Two": "A", "Bolt_Three": "B",
+                                                        "Bolt_Four": "unknown"}
+    assert models["Acme_Two"]["make"] == "acme" and models["Bolt_Four"]["photos"] == 1
+    report = (folder_run["out"] / "transfer.md").read_text()
+    assert "Known models here (trained on): Acme_Two (A), Bolt_Three (B)." in report
+    assert "Unknown models here: Acme_One, Bolt_Four." in report
+    # trained on another folder: the shared names are flagged
+    assert any("Acme_Two, Bolt_Three: names of models the checkpoint was trained on" in n
+               for n in folder_run["metrics"]["notes"])
+
+
+def test_scores_file_reproduces_the_figures(folder_run, ckpts):
+    from camsim.data.io import read_green
+    from camsim.lit.phase_b import load_similarity
+
+    s = np.load(folder_run["out"] / "scores.npz")
+    m = folder_run["metrics"]
+    patch = s["level"] == "patch"
+    sel = patch & np.isin(s["category"], ["other_photo", "diff_model"])
+    auc = roc_auc(s["score"][sel], s["category"][sel] == "other_photo")
+    assert auc == pytest.approx(m["patch"]["other_photo"]["auc"]["value"], abs=1e-12)
+    base = roc_auc(s["baseline"][sel], s["category"][sel] == "other_photo")
+    assert base == pytest.approx(m["patch"]["other_photo"]["baseline_auc"]["value"], abs=1e-12)
+    # image level: the mean of each photo pair's patch-pair scores, then the ROC
+    img = ~patch
+    means = np.bincount(s["group"][img], weights=s["score"][img]) / np.bincount(s["group"][img])
+    np.testing.assert_allclose(means, s["image_score"], rtol=1e-12)
+    sel = np.isin(s["image_category"], ["halves", "diff_model"])
+    assert roc_auc(s["image_score"][sel], s["image_category"][sel] == "halves") == \
+        pytest.approx(m["image"]["halves"]["auc"]["value"], abs=1e-12)
+    # a pair re-scored from its photo paths and pixel corners
+    sim = load_similarity(ckpts["b"])
+    for k in (0, int(np.flatnonzero(s["category"] == "diff_model")[0])):
+        crops = []
+        for side in ("1", "2"):
+            y, x = s[f"yx_{side}"][k]
+            g = read_green(str(s["photo_path"][s[f"image_{side}"][k]]))
+            crops.append(torch.from_numpy(np.ascontiguousarray(g[y:y + P, x:x + P]))[None, None])
+        with torch.no_grad():
+            again = torch.sigmoid(sim(*crops)).item()
+        assert again == pytest.approx(s["score"][k], abs=1e-4)
+        assert s["model_1"][k] == s["models"][s["photo_model"][s["image_1"][k]]]
+
+
+def test_one_camera_model_reports_the_same_model_categories(ckpts, tmp_path, capsys):
+    from camsim.eval.transfer import run_transfer
+
+    root = make_folder(tmp_path / "photos", {"Solo_Cam": 2})
+    m = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path))["transfer"]
+    assert m["patch"]["other_photo"]["n_neg"] == 0 and m["patch"]["other_photo"]["auc"]["value"] is None
+    assert m["patch"]["same_photo"]["tpr"]["value"] is not None
+    assert any("One camera model" in n for n in m["notes"])
+    text = capsys.readouterr().out
+    assert "fixed η = 0.5" in text and "nan" not in text.lower()
+    assert "nan" not in (tmp_path / "run" / "transfer.md").read_text().lower()
+
+
+def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
+    from camsim.eval.transfer import run_transfer
+
+    m = run_transfer(transfer_cfg(ckpts["b"], folder_run["root"], tmp_path, "transfer.image.aggregate=median",
+                                  "transfer.threshold=best", "transfer.bootstrap.reps=5"))["transfer"]
+    s = np.load(tmp_path / "run" / "scores.npz")
+    img = s["level"] == "image"
+    g = s["group"][img]
+    med = [np.median(s["score"][img][g == k]) for k in range(len(s["image_score"]))]
+    np.testing.assert_allclose(med, s["image_score"])
+    assert m["threshold"] == "best" and m["patch"]["other_photo"]["eta"] != 0.5
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_wrong_kind_corrupt_or_missing_checkpoint(ckpts, tmp_path):
+    from camsim.eval.transfer import load_checkpoint
+
+    with pytest.raises(ValueError, match=r"Phase A .*Phase B"):
+        load_checkpoint(ckpts["a"])
+    bad = tmp_path / "cut.ckpt"
+    bad.write_bytes(ckpts["b"].read_bytes()[:2000])
+    with pytest.raises(ValueError, match="cut.ckpt"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    with pytest.raises(ValueError, match="ckpt"):
+        load_checkpoint(None)
+
+
+@pytest.mark.slow  # a console entry point: ~7 s of imports on 2 idle cores
+def test_cli_wrong_kind_is_one_line_and_writes_no_result(ckpts, tmp_path):
+    root = make_folder(tmp_path / "photos", {"Acme_One": 1})
+    res = run_cli("camsim-eval", f"ckpt={ckpts['a']}", "data=folder", f"data.root={root}",
+                  f"paths.artefact_dir={tmp_path / 'a'}", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("camsim: error:")]
+    assert len(errors) == 1 and "Phase A" in errors[0] and "Phase B" in errors[0]
+    assert "Traceback" not in res.stderr
+    assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_empty_or_unreadable_folder(ckpts, tmp_path):
+    from camsim.eval.transfer import run_transfer
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no camera-model folders"):
+        run_transfer(transfer_cfg(ckpts["b"], tmp_path / "empty", tmp_path))
+    with pytest.raises(ValueError, match="does not exist"):
+        run_transfer(transfer_cfg(ckpts["b"], tmp_path / "missing", tmp_path))
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o000)
+        try:
+            with pytest.raises(ValueError, match="cannot be read"):
+                run_transfer(transfer_cfg(ckpts["b"], locked, tmp_path))
+        finally:
+            locked.chmod(0o755)
+    # photos that give no patch: a clear error, nothing written
+    (tmp_path / "tiny" / "Acme_One").mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "tiny" / "Acme_One" / "a.png")
+    with pytest.raises(ValueError, match="no patch could be cut"):
+        run_transfer(transfer_cfg(ckpts["b"], tmp_path / "tiny", tmp_path))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_failure_while_writing_leaves_no_result(folder_run, ckpts, tmp_path, monkeypatch):
+    import camsim.plots
+    from camsim.eval.transfer import run_transfer
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(camsim.plots, "plot_roc", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_transfer(transfer_cfg(ckpts["b"], folder_run["root"], tmp_path, "transfer.bootstrap.reps=2"))
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_default_task_is_transfer_with_a_checkpoint():
+    from camsim.cli.eval import resolve_task
+
+    assert resolve_task(compose_cfg(["ckpt=x.ckpt"], config_name="eval")) == "transfer"
+    assert resolve_task(compose_cfg([], config_name="eval")) == "pairs"
+    assert resolve_task(compose_cfg(["ckpt=x.ckpt", "task=pairs"], config_name="eval")) == "pairs"
+    with pytest.raises(ValueError, match="task"):
+        resolve_task(compose_cfg(["task=nope"], config_name="eval"))
+
+
+# --------------------------------------------------------------------------- maths
+
+
+def test_weighted_roc_with_unit_weights_matches_the_metrics():
+    rng = np.random.default_rng(0)
+    s = np.round(rng.random(400), 2)  # ties
+    y = rng.random(400) < 0.4
+    f = WeightedRoc(s, y).figures(0.5)
+    assert f["auc"] == pytest.approx(roc_auc(s, y), abs=1e-12)
+    assert f["eer"] == pytest.approx(equal_error_rate(s, y), abs=1e-12)
+    for target, key in ((0.01, "tpr_far1"), (0.05, "tpr_far5")):
+        t = threshold_at_far(s[~y], target)
+        assert f[key] == pytest.approx((s[y] > t).mean(), abs=1e-12)
+    assert f["tpr"] == pytest.approx((s[y] > 0.5).mean()) and f["tnr"] == pytest.approx((s[~y] <= 0.5).mean())
+    # integer weights = repeating pairs
+    w = rng.integers(0, 3, 400)
+    rep = np.repeat(np.arange(400), w)
+    assert WeightedRoc(s, y).figures(0.5, w)["auc"] == pytest.approx(roc_auc(s[rep], y[rep]), abs=1e-12)
+
+
+def synthetic_contrast(n_models: int, seed: int) -> tuple[Contrast, np.ndarray]:
+    """3 photos per model; same-model pairs score by a per-model effect spread evenly from hard
+    (logit -1) to easy (+3), so the spread between models is the same at every size."""
+    rng = np.random.default_rng(seed)
+    mop = np.repeat(np.arange(n_models), 3)
+    photo = np.repeat(np.arange(len(mop)), 10)
+    layout = PhotoLayout.from_patches(photo, mop)
+    pp = sample_patch_pairs(layout, n_models, 5, 10, 30, 10, rng)
+    keep = pp.category != 0
+    i, j, cat = pp.i[keep], pp.j[keep], pp.category[keep]
+    pos = cat == 1
+    effect = rng.permutation(np.linspace(-1.0, 3.0, n_models))
+    logit = np.where(pos, effect[mop[photo[i]]], -1.0) + rng.normal(0, 1, len(i))
+    return Contrast(1 / (1 + np.exp(-logit)), pos, photo[i], photo[j], np.where(pos, 1, 2)), mop
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_models():
+    widths = []
+    for n_models in (5, 40):
+        c, mop = synthetic_contrast(n_models, seed=1)
+        point = c.figures(0.5)
+        ci = bootstrap({"c": c}, {"c": 0.5}, mop, reps=200, level=0.95, seed=0)["c"]
+        for k in ("auc", "tpr", "tnr"):
+            assert ci[k]["lo"] <= point[k] <= ci[k]["hi"], (n_models, k)
+        widths.append(ci["auc"]["hi"] - ci["auc"]["lo"])
+    assert widths[1] < 0.6 * widths[0], widths
+
+
+def test_pair_sampling_is_stratified():
+    rng = np.random.default_rng(0)
+    mop = np.array([0] * 10 + [1] * 2 + [2])  # 10, 2 and 1 photos
+    photo = np.repeat(np.arange(13), 4)
+    layout = PhotoLayout.from_patches(photo, mop)
+    pp = sample_patch_pairs(layout, 3, per_photo=5, per_photo_pair=3, photo_pairs_per_model=6, per_model_pair=7, rng=rng)
+    cats = np.asarray(pp.categories)[pp.category]
+    pi, pj = photo[pp.i], photo[pp.j]
+    assert (pi[cats == "same_photo"] == pj[cats == "same_photo"]).all() and (pp.i != pp.j).all()
+    other = cats == "other_photo"
+    assert (pi[other] != pj[other]).all() and (mop[pi[other]] == mop[pj[other]]).all()
+    assert (mop[pi[other]] == 0).sum() == 6 * 3 and (mop[pi[other]] == 1).sum() == 1 * 3  # capped, then all
+    diff = cats == "diff_model"
+    assert (mop[pi[diff]] != mop[pj[diff]]).sum() == diff.sum() == 3 * 7
+    assert (cats == "same_photo").sum() == 13 * 5
+    # image level: halves need patches in both halves of a photo
+    half = halves(np.tile([0, 8, 40, 64], 13), 32, np.full(52, 96))
+    assert half.tolist()[:4] == [0, 0, -1, 1]
+    ip = sample_image_pairs(layout, 3, half, 4, 6, 2, rng)
+    names = np.asarray(ip.categories)[ip.category]
+    assert (names == "halves").sum() == 13 and (names == "other_photo").sum() == 7
+    assert (names == "diff_model").sum() == 2 + 2 + 2  # 2 photo pairs per model pair (1 x 2 has exactly 2)
+    assert np.bincount(ip.group).tolist() == [4] * len(ip.photo_1)
+    assert (half[ip.i[np.repeat(ip.category == 0, 4)]] == 0).all()
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def _touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")
+
+
+def test_dresden_layout(tmp_path):
+    from hydra.utils import instantiate
+
+    from camsim.data.layouts import camera_make, dresden_model_name
+
+    for name in ("Canon_Ixus70_0_3215.JPG", "Canon_Ixus70_1_3300.JPG", "Olympus_mju_1050SW_0_1.JPG",
+                 "Nikon_D70s_0_19.jpg", "Nikon_D70_0_19.jpg", "notes.txt", "Broken_name.JPG"):
+        _touch(tmp_path / name)
+    cfg = compose_cfg(["data=dresden", f"data.root={tmp_path}"])
+    index = instantiate(cfg.data, _convert_="all").index()
+    assert index.counts() == {"Canon_Ixus70": 2, "Nikon_D70": 1, "Nikon_D70s": 1, "Olympus_mju_1050SW": 1}
+    assert {p.name for p, _ in index.skipped} == {"notes.txt", "Broken_name.JPG"}
+    assert dresden_model_name("Agfa_DC-504_0_7.JPG") == "Agfa_DC-504" and camera_make("Olympus_mju_1050SW") == "olympus"
+    with pytest.raises(ValueError, match="Dresden"):
+        dresden_model_name("Canon_Ixus70.JPG")
+
+
+def test_vision_layout(tmp_path):
+    from hydra.utils import instantiate
+
+    from camsim.data.layouts import VisionSource
+
+    for dev, model in (("D01", "Samsung_GalaxyS3Mini"), ("D26", "Samsung_GalaxyS3Mini"), ("D02", "Apple_iPhone4s")):
+        for variant in ("flat", "nat", "natWA"):
+            for k in range(2):
+                _touch(tmp_path / f"{dev}_{model}" / "images" / variant / f"{dev}_{variant}_{k}.jpg")
+    (tmp_path / "D03_Huawei_P9" / "videos").mkdir(parents=True)
+    cfg = compose_cfg(["data=vision", f"data.root={tmp_path}"])
+    index = instantiate(cfg.data, _convert_="all").index()
+    assert index.counts() == {"Apple_iPhone4s": 4, "Samsung_GalaxyS3Mini": 8}  # flat + nat, devices merged
+    cfg = compose_cfg(["data=vision", f"data.root={tmp_path}", "data.variants=[natWA]"])
+    index = instantiate(cfg.data, _convert_="all").index()
+    assert index.counts() == {"Apple_iPhone4s": 2, "Samsung_GalaxyS3Mini": 4}
+    assert all("natWA" in p.parts for paths in index.models.values() for p in paths)
+    with pytest.raises(ValueError, match="variants"):
+        VisionSource(tmp_path, variants=["whatsapp"])
+    with pytest.raises(ValueError, match="no images"):
+        VisionSource(tmp_path / "D03_Huawei_P9").index()
+
+
+def test_vision_tree_end_to_end(ckpts, tmp_path):
+    """A generated VISION tree through the whole transfer evaluation: model names without Dxx_."""
+    from camsim.eval.transfer import run_transfer
+
+    photos = make_folder(tmp_path / "gen", {"a": 2, "b": 2, "c": 1})
+    for src, dev in (("a", "D01_Acme_Two"), ("b", "D02_Acme_Two"), ("c", "D03_Bolt_X")):
+        for k, f in enumerate(sorted((photos / src).iterdir())):
+            dst = tmp_path / "vision" / dev / "images" / ("flat" if k == 0 else "nat") / f.name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            f.rename(dst)
+    cfg = compose_cfg([f"ckpt={ckpts['b']}", "data=vision", f"data.root={tmp_path / 'vision'}", "data.extensions=[.png]",
+                       f"paths.output_dir={tmp_path / 'run'}", f"paths.artefact_dir={tmp_path / 'arts'}",
+                       "patches.workers=0", "transfer.bootstrap.reps=5", "transfer.patches_per_image=8"],
+                      config_name="eval")
+    m = run_transfer(cfg)["transfer"]
+    assert {k: (v["photos"], v["set"]) for k, v in m["models"].items()} == {"Acme_Two": (4, "A"), "Bolt_X": (1, "unknown")}
