@@ -9,7 +9,7 @@ or ``_target_`` sub-configs (optimisers); :func:`validate` checks those by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -477,8 +477,35 @@ def check_set_spec(key: str, value: Any) -> None:
     raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
 
 
+def unknown_keys(node: Any, path: str = "") -> list[str]:
+    """Keys of schema'd nodes that their dataclass does not have — what ``+key=value`` slips past
+    Hydra's own check (e.g. ``+patches.sizee=64``)."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    names = {f.name for f in fields(schema)} if is_dataclass(schema) else None
+    out = []
+    for key in node.keys():
+        full = f"{path}{key}"
+        if names is not None and key not in names:
+            out.append(full)
+        elif isinstance(node._get_node(key), DictConfig):
+            out += unknown_keys(node[key], full + ".")
+    return out
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express; raises ValueError naming the key."""
+    extra = [k for k in unknown_keys(cfg) if k != "hydra" and not k.startswith("hydra.")]
+    if extra:
+        raise ValueError(f"unknown config key(s) {extra}: not in the schema (camsim/config.py) — a typo? "
+                         "`camsim-run --cfg job` prints every key")
+    for phase in ("phase_a", "phase_b"):
+        if int(cfg[phase].max_epochs) < 1:
+            raise ValueError(f"{phase}.max_epochs={cfg[phase].max_epochs}: a learning phase needs at least 1 epoch")
+    for key, count in cfg.patches.per_model.items():
+        if int(count) < 1:
+            raise ValueError(f"patches.per_model.{key}={count}: every patch set needs at least 1 patch")
     for key in ("a", "b", "c", "known"):
         check_set_spec(key, cfg.split[key])
     fr = list(cfg.split.image_fractions)

@@ -49,6 +49,7 @@ from camsim.eval.difficulty import difficulty_check
 from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.splicing import ImageSet, real_records, splicing_benchmark
+from camsim.lit.checkpoints import AtomicCheckpointIO, resume_from
 from camsim.lit.phase_a import CameraClassifier, build_backbone
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.localize.run import Localizer
@@ -155,7 +156,7 @@ def build_trainer(cfg: DictConfig, max_epochs: int, callbacks: list, loggers: li
     kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if v is not None}
     kwargs.pop("_target_")
     return L.Trainer(max_epochs=max_epochs, callbacks=callbacks + build_callbacks(cfg, with_logger=bool(loggers)),
-                     logger=loggers or False, **kwargs)
+                     logger=loggers or False, plugins=[AtomicCheckpointIO()], **kwargs)
 
 
 # --------------------------------------------------------------------------- stages
@@ -282,11 +283,10 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
         # its own callback: since Lightning 2.6 `save_last` only writes when a top-k checkpoint is saved
         last_cb = ModelCheckpoint(dirpath=work, filename="last", monitor=None, enable_version_counter=False)
         trainer = build_trainer(cfg, int(pcfg.max_epochs), [ckpt_cb, last_cb, *extra_callbacks], st.loggers)
-        resume = work / "last.ckpt"
-        ckpt_path = str(resume) if pcfg.resume and resume.exists() else None
-        if ckpt_path:
+        resume = resume_from([work / "last.ckpt", work / "best.ckpt"]) if pcfg.resume else None
+        if resume is not None:
             log.info("  resuming %s from %s", name, resume)
-        trainer.fit(module, dm, ckpt_path=ckpt_path)
+        trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume))
         best = ckpt_cb.best_model_path or str(work / "last.ckpt")
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if test:

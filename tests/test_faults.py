@@ -357,3 +357,87 @@ def test_help_says_what_the_command_does_with_an_example(module: str, prog: str,
         assert "examples:" in out and "experiment:" in out
     if module == "localize":
         assert "experiment" not in out and "split:" not in out  # only the groups it uses
+
+
+# ---------------------------------------------------------------------- item 2: checkpoints
+
+
+def test_resume_skips_a_truncated_checkpoint_naming_it(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A last.ckpt cut short by a full disk is not resumed from: the warning names it and the
+    previous good checkpoint (best.ckpt) is taken; with none left the phase starts afresh."""
+    import torch
+
+    from camsim.lit.checkpoints import resume_from
+
+    good = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "optimizer_states": [], "epoch": 2}, good)
+    last = tmp_path / "last.ckpt"
+    last.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with caplog.at_level(logging.WARNING, logger="camsim"):
+        assert resume_from([last, good]) == good
+    assert any("last.ckpt" in r.getMessage() and "trying the next" in r.getMessage() for r in caplog.records)
+    good.write_bytes(b"not a checkpoint")
+    with caplog.at_level(logging.WARNING, logger="camsim"):
+        assert resume_from([last, good]) is None
+    assert any("starting this phase afresh" in r.getMessage() for r in caplog.records)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that fails half-way (disk full) leaves the previous checkpoint whole and no temp file."""
+    import torch
+
+    from camsim.lit.checkpoints import AtomicCheckpointIO
+
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io_.save_checkpoint({"epoch": 1}, path)
+    before = path.read_bytes()
+
+    def full_disk(obj, fh, *a, **k):
+        fh.write(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError):
+        io_.save_checkpoint({"epoch": 2}, path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+# ---------------------------------------------------------------------- item 4: empty class
+
+
+def test_camera_model_without_usable_images_is_an_error_naming_it(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from camsim.data.datamodules import CameraData
+    from camsim.data.sources import FolderSource
+
+    rng = np.random.default_rng(0)
+    for m in ("cam0", "cam1", "cam2", "cam3"):
+        d = tmp_path / "photos" / m
+        d.mkdir(parents=True)
+        for k in range(4):
+            if m == "cam2":
+                (d / f"{k}.jpg").write_bytes(b"")  # zero bytes: every file unusable
+            else:
+                Image.fromarray(rng.integers(0, 256, (96, 96), dtype=np.uint8)).save(d / f"{k}.png")
+    cfg = compose_cfg(["split.a=[cam0,cam2]", "split.b=[cam1]", "split.c=[cam3]", "split.known=[cam0]",
+                       "patches.size=64", "patches.workers=0"])
+    data = CameraData(FolderSource(tmp_path / "photos"), cfg.split, cfg.patches, tmp_path / "art")
+    with pytest.raises(ValueError, match="camera model 'cam2' has no usable 64x64 patch"):
+        data.prepare(["phase_a"])
+
+
+# ---------------------------------------------------------------------- item 7: config errors
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+patches.sizee=64", "patches.sizee"),
+    ("phase_a.max_epochs=0", "phase_a.max_epochs=0"),
+    ("patches.per_model.train_a=0", "patches.per_model.train_a=0"),
+])
+def test_config_mistakes_name_the_setting(override: str, message: str) -> None:
+    from camsim.config import validate
+
+    with pytest.raises(ValueError, match=message):
+        validate(compose_cfg([override]))

@@ -26,7 +26,8 @@ from camsim.cli import CONF_DIR
 from camsim.data.datamodules import PairDataset, PatchDataset, _already_batched
 from camsim.data.store import PatchSet
 from camsim.eval.metrics import roc_auc
-from camsim.lit.phase_a import CameraClassifier, checkpoint_kind, load_classifier
+from camsim.lit.checkpoints import checkpoint_kind
+from camsim.lit.phase_a import CameraClassifier, load_classifier
 from camsim.loggers import ConfusionFigures
 from camsim.models.feature_pass import FeaturePass, extract_features, feature_batch_size
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity

@@ -432,6 +432,8 @@ def _constant(patches):
     (dict(mode="reference", reference=(500, 5)), "outside the image"),
     (dict(mode="reference", reference="centre"), "reference must be"),
     (dict(patch=0), "patch must be a positive integer"),
+    (dict(max_graph_nodes=3), "max_graph_nodes must be an integer >= 4"),
+    (dict(graph_method="louvain"), "graph_method must be one of"),
     (dict(extract=lambda p: np.zeros((3, 1), np.float32)), "extract must return"),
     (dict(score_matrix=lambda F, G: np.full((len(F), len(G)), np.nan)), "score_matrix returned NaN"),
 ])
@@ -529,9 +531,9 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
         assert (Path(r["out_dir"]) / "overlay.png").exists()
     import json
     cal = json.loads((out / "calibration.json").read_text())
-    scores = sorted(float(r["score"]) for r in ok)
-    assert cal["threshold"] == calibrate_threshold(scores, 0.34) == np.nextafter(scores[1], 1)
-    assert cal["n_images"] == 3 and cal["n_errors"] == 1 and cal["achieved_far"] == pytest.approx(1 / 3)
+    assert cal["n_images"] == 3 and cal["n_errors"] == 1 and cal["achieved_far"] <= 0.34
+    scores = sorted(float(r["score"]) for r in ok)                 # 4 decimals in the CSV
+    assert scores[1] <= round(cal["threshold"], 4) <= scores[2]
 
 
 def test_min_entropy_from_option_then_checkpoint_then_default():

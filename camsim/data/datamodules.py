@@ -93,9 +93,23 @@ class CameraData:
         return self.store.get(self.requests(role))
 
     def prepare(self, roles: Sequence[str] = ("phase_a", "phase_b", "eval")) -> dict:
-        """Cut every patch set the given stages need in one parallel pass; return a summary."""
+        """Cut every patch set the given stages need in one parallel pass; return a summary.
+
+        A camera model left without a single usable patch in a subset (all files unreadable,
+        images smaller than a patch, every patch below ``patches.min_entropy``) is an error
+        naming it — a class or an evaluation model must never silently drop out."""
         reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
         sets = self.store.get(reqs)
+        for (model, subset), ps in sets.items():
+            if len(ps) == 0:
+                s, info = self.store.settings, ps.info
+                why = "; ".join(sorted({sk["reason"] for sk in info["skipped"]})) or "none was skipped"
+                raise ValueError(
+                    f"camera model {model!r} has no usable {s.size}x{s.size} patch in its {subset} images "
+                    f"({len(info['images'])} images, {len(info['skipped'])} unusable: {why}; "
+                    f"{info['low_entropy_dropped']} cells at or below patches.min_entropy={s.min_entropy}). "
+                    "Fix or remove its files, lower patches.size or patches.min_entropy, or leave the model "
+                    "out of the split")
         return summarise(sets.values(), self.index.skipped)
 
     @property

@@ -281,7 +281,8 @@ def run_transfer(cfg: DictConfig) -> dict:
     notes: list[str] = []
     known_here = [m for m, r in roles.items() if r]
     if sets.get("b") is None:
-        notes.append("This checkpoint does not record its set B: models of B cannot be recognised and count as unknown.")
+        notes.append("This checkpoint does not record its set B: models of B cannot be recognised and count "
+                     "as unknown.")
     if fp_ckpt is None:
         notes.append("This checkpoint does not record its training data: whether a known name is the same camera "
                      "cannot be checked.")
@@ -355,7 +356,8 @@ def run_transfer(cfg: DictConfig) -> dict:
            "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
            "aggregate": how, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
     return write_outputs(Path(cfg.paths.output_dir), cfg, sim=sim, table=table, roles=roles, makes=makes,
-                         results=results, levels=levels, patch_pairs=pp, image_pairs=ip, patch_scores=(patch_s, patch_b),
+                         results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
+                         patch_scores=(patch_s, patch_b),
                          image_patch_scores=(img_patch_s, img_patch_b), notes=notes, fingerprints=(fp_ckpt, fp_here),
                          settings=settings, run=run, dropped=dropped)
 

@@ -76,7 +76,8 @@ def protocol_lines(cfg: DictConfig, run: dict, settings: Any) -> list[str]:
            "best η per row, chosen on these very pairs (optimistic: an oracle threshold)")
     return [
         f"Every photo of every camera model of the source (no split), patches {settings.size} px on a "
-        f"{settings.align}-px grid with entropy > {settings.min_entropy:g} nats, at most {t.patches_per_image} per photo.",
+        f"{settings.align}-px grid with entropy > {settings.min_entropy:g} nats, at most {t.patches_per_image} "
+        "per photo.",
         f"Patch level (pooled over patch pairs): same photo {t.pairs.per_photo} pairs per photo; different photos "
         f"of one model {t.pairs.per_photo_pair} per photo pair (at most {t.pairs.photo_pairs_per_model} photo pairs "
         f"per model); different models {t.pairs.per_model_pair} per model pair (a photo of each drawn uniformly, "

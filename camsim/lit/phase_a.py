@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from camsim.config import to_plain
+from camsim.lit.checkpoints import load_checkpoint
 from camsim.models.constrained import project_constrained_layers_
 
 
@@ -130,47 +131,6 @@ def optimizers_from_config(params: Any, optimizer: dict | None, scheduler: dict 
     if not scheduler:
         return opt
     return {"optimizer": opt, "lr_scheduler": {"scheduler": build(scheduler)(optimizer=opt), "interval": "epoch"}}
-
-
-#: what each kind of checkpoint holds in its hyper-parameters, to tell them apart
-CHECKPOINT_KINDS = {
-    "phase_b": ("Phase B similarity network", ("phase_a", "head", "feature_layer"),
-                "outputs/artefacts/phase_b-<hash>/model.ckpt"),
-    "phase_a": ("Phase A camera-model classifier", ("backbone", "class_names", "patch_size"),
-                "outputs/artefacts/phase_a-<hash>/model.ckpt"),
-}
-
-
-def checkpoint_kind(ckpt: str | Path) -> str:
-    """``"phase_a"`` or ``"phase_b"`` for a camsim checkpoint; ValueError naming the file for a
-    truncated, corrupt or foreign one (read with ``weights_only=True``)."""
-    path = Path(ckpt)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        hp = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
-    except Exception as err:  # zip/pickle errors of a truncated or foreign file
-        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(err).__name__}); "
-                         "restore it or train it again") from err
-    for kind, (_, keys, _) in CHECKPOINT_KINDS.items():
-        if all(k in hp for k in keys):
-            return kind
-    raise ValueError(f"{path}: not a camsim checkpoint (its hyper-parameters hold none of a Phase A or B network)")
-
-
-def load_checkpoint(cls: type[L.LightningModule], ckpt: str | Path, kind: str,
-                    map_location: str = "cpu") -> L.LightningModule:
-    """A checkpoint of ``kind`` loaded as ``cls`` (``weights_only=True``: tensors and plain
-    containers only) in eval mode; one clear line when the file is missing, unreadable or of
-    the other kind."""
-    got = checkpoint_kind(ckpt)
-    if got != kind:
-        what, _, example = CHECKPOINT_KINDS[kind]
-        raise ValueError(f"{ckpt} is a {CHECKPOINT_KINDS[got][0]} checkpoint; a {what} checkpoint is needed "
-                         f"(e.g. {example})")
-    model = cls.load_from_checkpoint(str(ckpt), map_location=map_location, weights_only=True)
-    model.eval()
-    return model
 
 
 def load_classifier(ckpt: str | Path, map_location: str = "cpu") -> CameraClassifier:

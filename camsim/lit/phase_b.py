@@ -22,7 +22,8 @@ from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from camsim.config import to_plain
-from camsim.lit.phase_a import build_backbone, load_checkpoint, load_classifier, optimizers_from_config
+from camsim.lit.checkpoints import load_checkpoint
+from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_config
 
 
 class ForensicSimilarity(L.LightningModule):
@@ -176,5 +177,5 @@ class ForensicSimilarity(L.LightningModule):
 
 
 def load_similarity(ckpt: str | Path, map_location: str = "cpu") -> ForensicSimilarity:
-    """Load a Phase B checkpoint in eval mode (:func:`~camsim.lit.phase_a.load_checkpoint`)."""
+    """Load a Phase B checkpoint in eval mode (:func:`~camsim.lit.checkpoints.load_checkpoint`)."""
     return load_checkpoint(ForensicSimilarity, ckpt, "phase_b", map_location)

@@ -108,7 +108,7 @@ class LocalizationResult:
     scores: np.ndarray                     # float64 [N]; reference: S(ref, ·); graph: suspicion; NaN if undecidable
     suspicion: np.ndarray                  # float64 [N] in [0, 1], higher = more suspect; NaN if undecidable
     suspect: np.ndarray                    # bool [N], patch judged "different source" / in the spliced community
-    heatmap: np.ndarray                    # float64 [H, W], mean suspicion of covering decidable patches, NaN if none
+    heatmap: np.ndarray                    # float32 [H, W], mean suspicion of covering decidable patches, NaN if none
     mask: np.ndarray                       # bool [H, W], suspected pixels
     score: float                           # image-level splice score, higher = more likely spliced
     decision: bool                         # image judged spliced
@@ -116,7 +116,7 @@ class LocalizationResult:
     reference: tuple[int, int] | None      # top-left (y, x) of the reference patch, if any
     reference_index: int | None
     message: str                           # one human-readable line
-    stats: dict[str, Any] = field(default_factory=dict)  # graph: lambda2, modularity, ...
+    stats: dict[str, Any] = field(default_factory=dict)  # graph: lambda2, modularity, ...; timing (seconds)
 
     @property
     def n_decidable(self) -> int:

@@ -150,6 +150,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     save_scores = bool(_opt(opts, "save_scores", False))
     rows = []
+    scores: list[float] = []                                     # full precision, for calibration
     for path in track(images, desc=f"localising {len(images)} images"):
         row = {"image": str(path), "out_dir": "", "mode": opts.mode}
         try:
@@ -161,6 +162,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                        suspect_share=f"{float(result.mask.mean()):.4f}", seconds=f"{t['seconds']:.2f}",
                        features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
                        out_dir=str(out_dir / path.stem), message=result.message)
+            scores.append(float(result.score))
         except (ImageReadError, LocalizationError) as err:
             row.update(status="error", message=str(err))
             log.warning("%s: %s", path, err)
@@ -176,7 +178,6 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
              sum(r["decision"] == "spliced" for r in ok), sum(r["decision"] == "not spliced" for r in ok), n_err)
     far = _opt(opts, "calibrate_far", None)
     if far is not None:
-        scores = [float(r["score"]) for r in ok]
         thr = calibrate_threshold(scores, float(far))
         cal = {"threshold": thr, "target_far": float(far), "mode": str(opts.mode),
                "graph_method": str(_opt(opts, "graph_method", "spectral")), "n_images": len(scores),

@@ -1,0 +1,103 @@
+"""Checkpoints of the learning phases: telling their kinds apart, loading them with one clear
+error, writing them atomically and choosing a sound one to resume from.
+
+A checkpoint cut short (disk full, a killed job) must never be taken for a good one: files are
+written to a temporary name beside the destination and renamed into place
+(:class:`AtomicCheckpointIO`), and :func:`resume_from` verifies a checkpoint before a phase
+resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+log = logging.getLogger("camsim")
+
+
+#: what each kind of checkpoint holds in its hyper-parameters, to tell them apart
+CHECKPOINT_KINDS = {
+    "phase_b": ("Phase B similarity network", ("phase_a", "head", "feature_layer"),
+                "outputs/artefacts/phase_b-<hash>/model.ckpt"),
+    "phase_a": ("Phase A camera-model classifier", ("backbone", "class_names", "patch_size"),
+                "outputs/artefacts/phase_a-<hash>/model.ckpt"),
+}
+
+
+def checkpoint_kind(ckpt: str | Path) -> str:
+    """``"phase_a"`` or ``"phase_b"`` for a camsim checkpoint; ValueError naming the file for a
+    truncated, corrupt or foreign one (read with ``weights_only=True``)."""
+    path = Path(ckpt)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        hp = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+    except Exception as err:  # zip/pickle errors of a truncated or foreign file
+        raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(err).__name__}); "
+                         "restore it or train it again") from err
+    for kind, (_, keys, _) in CHECKPOINT_KINDS.items():
+        if all(k in hp for k in keys):
+            return kind
+    raise ValueError(f"{path}: not a camsim checkpoint (its hyper-parameters hold none of a Phase A or B network)")
+
+
+def load_checkpoint(cls: type[L.LightningModule], ckpt: str | Path, kind: str,
+                    map_location: str = "cpu") -> L.LightningModule:
+    """A checkpoint of ``kind`` loaded as ``cls`` (``weights_only=True``: tensors and plain
+    containers only) in eval mode; one clear line when the file is missing, unreadable or of
+    the other kind."""
+    got = checkpoint_kind(ckpt)
+    if got != kind:
+        what, _, example = CHECKPOINT_KINDS[kind]
+        raise ValueError(f"{ckpt} is a {CHECKPOINT_KINDS[got][0]} checkpoint; a {what} checkpoint is needed "
+                         f"(e.g. {example})")
+    model = cls.load_from_checkpoint(str(ckpt), map_location=map_location, weights_only=True)
+    model.eval()
+    return model
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, atomic on the destination's file system: the checkpoint
+    goes to ``.<name>.tmp-<pid>`` in the same folder, is flushed to disk, then renamed over
+    ``<name>`` — a full disk or a killed job leaves the previous checkpoint intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO: storage_options are not supported")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def resume_from(candidates: Sequence[Path]) -> Path | None:
+    """The first of ``candidates`` (e.g. last.ckpt, then best.ckpt) that exists and reads as a
+    checkpoint with its training state; each unusable one is named in a warning. ``None``: start
+    the phase afresh."""
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not {"state_dict", "optimizer_states", "epoch"} <= set(state):
+                raise ValueError("no training state in it")
+        except Exception as err:  # a truncated zip, a foreign file
+            log.warning("  cannot resume from %s (%s: %s): %s", path, type(err).__name__, err,
+                        "trying the next checkpoint" if path != candidates[-1] else "starting this phase afresh")
+            continue
+        return path
+    return None
