@@ -26,7 +26,6 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor,
 from omegaconf import DictConfig
 
 from camsim.artefacts import atomic_write_json, cached_dir, content_hash, file_lock, lock_path
-from camsim.config import to_plain, validate
+from camsim.config import backbone_config, feature_layer, to_plain, validate
 from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, PhaseADataModule
 from camsim.data.features import FeatureStore
 from camsim.data.sources import SynthSource
@@ -48,7 +47,7 @@ from camsim.data.store import log_skipped
 from camsim.eval.difficulty import difficulty_check
 from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
-from camsim.eval.splicing import ImageSet, real_records, splicing_benchmark
+from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
 from camsim.lit.checkpoints import AtomicCheckpointIO, resume_from
 from camsim.lit.phase_a import CameraClassifier, build_backbone
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
@@ -100,22 +99,6 @@ def _rank() -> int:
 
 
 # --------------------------------------------------------------------------- config
-
-
-def feature_layer(cfg: DictConfig) -> str:
-    """The backbone layer whose output is f(X) for Phase B: ``phase_b.feature_layer``
-    (``model.feature_layer``, where it was before, still wins, with a deprecation warning)."""
-    old = cfg.model.get("feature_layer")
-    if old is not None:
-        warnings.warn(f"model.feature_layer is deprecated: use phase_b.feature_layer={old}", FutureWarning,
-                      stacklevel=2)
-        return str(old)
-    return str(cfg.phase_b.feature_layer)
-
-
-def backbone_config(cfg: DictConfig) -> dict:
-    """The ``model`` config as the backbone takes it (without the deprecated ``feature_layer``)."""
-    return {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -385,7 +368,8 @@ def _synthetic_splices(st: RunState, source: SynthSource) -> ImageSet:
 
 def stage_splicing(st: RunState) -> dict:
     """The splicing benchmark with this job's network: simulated splices (when the data is the
-    simulator) and ``splicing.real_dir``'s forgeries, at the job's η and patch settings."""
+    simulator), ``splicing.real_dir``'s forgeries and ``splicing.authentic_dir``'s authentic
+    photos, at the job's η and the network's patch settings."""
     cfg = st.cfg
     ckpt = similarity_checkpoint(st)
     sim = load_similarity(ckpt)
@@ -394,16 +378,24 @@ def stage_splicing(st: RunState) -> dict:
     if isinstance(st.data.source, SynthSource):
         sets.append(_synthetic_splices(st, st.data.source))
     else:
-        log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir for real forgeries)")
-    if cfg.splicing.real_dir:
-        real = Path(cfg.splicing.real_dir)
-        sets.append(ImageSet("real", real, real_records(real)))
+        log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir / authentic_dir)")
+    sc = cfg.splicing
+    real = [*(real_records(Path(sc.real_dir)) if sc.real_dir else []),
+            *(authentic_records(Path(sc.authentic_dir)) if sc.authentic_dir else [])]
+    if real:
+        sets.append(ImageSet("real", Path(), real))
     loc = Localizer(sim, **to_plain(cfg.phase_b.feature_pass))
-    results = splicing_benchmark(loc, sets, cfg.splicing, eta, float(cfg.patches.min_entropy), st.out_dir, str(ckpt))
-    for mode, m in results.get("synthetic", {}).items():
-        log.info("  %s mode: pixel F1 %.3f (inverted-best %.3f), MCC %.3f, detection AUC %s", mode, m["f1"],
-                 m["f1_best"], m["mcc"], "n/a" if m["auc"] is None else f"{m['auc']:.3f}")
-    st.summary["splicing"] = results.get("synthetic", {})
+    # the network's own patch settings when it recorded them, else this config's
+    min_entropy = None if sim.patch_settings else float(cfg.patches.min_entropy)
+    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, str(ckpt))
+    num = lambda v, fmt=".3f": "n/a" if v is None else format(v, fmt)  # noqa: E731
+    for kind in ("synthetic", "real"):
+        for mode, m in results.get(kind, {}).items():
+            log.info("  %s, %s mode: pixel F1 %s (fixed threshold, per image; best threshold + inversion %s), "
+                     "detection AUC %s, false alarms %s of %d controls, %d errors", kind, mode, num(m["f1"]),
+                     num(m["f1_best"]), num(m["auc"]), num(m["false_alarm_rate"], ".1%"), m["n_controls"],
+                     len(m["errors"]))
+    st.summary["splicing"] = {k: results[k] for k in ("synthetic", "real") if k in results}
     return results
 
 

@@ -115,7 +115,7 @@ def test_cli_invalid_split_is_one_clear_line(workdir: Path) -> None:
 
 
 def test_feature_layer_is_phase_b_and_model_feature_layer_is_deprecated() -> None:
-    from camsim.pipeline import feature_layer
+    from camsim.config import feature_layer
 
     assert feature_layer(compose_cfg(["phase_b.feature_layer=fc_a1.post"])) == "fc_a1.post"
     with pytest.warns(FutureWarning, match="phase_b.feature_layer=conv4.pool"):

@@ -407,7 +407,6 @@ def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_camera_model_without_usable_images_is_an_error_naming_it(tmp_path: Path) -> None:
-    from omegaconf import OmegaConf
 
     from camsim.data.datamodules import CameraData
     from camsim.data.sources import FolderSource

@@ -103,7 +103,7 @@ def test_camsim_eval_with_checkpoint_and_auto_eta(workdir: Path, shared_artefact
     _run("camsim-train", workdir, shared_artefacts)
     ckpts = sorted(shared_artefacts.glob("phase_b-*/model.ckpt"))
     assert ckpts
-    _run("camsim-eval", workdir, shared_artefacts, f"ckpt={ckpts[0]}", "eval.eta=auto")
+    _run("camsim-eval", workdir, shared_artefacts, "task=pairs", f"ckpt={ckpts[0]}", "eval.eta=auto")
     metrics = json.loads((_run_dir(workdir) / "metrics.json").read_text())
     assert 0.0 < metrics["eval"]["eta"] < 1.0
 
@@ -116,7 +116,9 @@ def test_missing_checkpoint_is_a_clear_error(workdir: Path, shared_artefacts: Pa
 
 def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: Path) -> None:
     """camsim-eval task=splicing: simulated splices from known/unknown cameras get a scenario and
-    scores per mode; a real forgery folder (images/ + masks/<stem>_mask.png) gets one row per mode."""
+    scores per mode; real forgeries (images/ + masks/<stem>_mask.png) and authentic photos (their
+    controls) give a real-data detection AUC and false-alarm rate; an unreadable authentic file
+    is listed as an error, never dropped; every pixel figure names its protocol."""
     import numpy as np
     from PIL import Image
 
@@ -129,17 +131,28 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     mask[40:120, 60:160] = 255
     Image.fromarray(img).save(real / "images" / "fake.png")
     Image.fromarray(mask).save(real / "masks" / "fake_mask.png")
+    authentic = workdir / "authentic" / "some_camera"
+    authentic.mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 256, (160, 224, 3), dtype=np.uint8)).save(authentic / "a.png")
+    (authentic / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     _run("camsim-eval", workdir, shared_artefacts, "task=splicing", "splicing.num_images=4",
-         "splicing.image_size=[160,224]", "splicing.examples=1", f"splicing.real_dir={real}")
+         "splicing.image_size=[160,224]", "splicing.examples=1", f"splicing.real_dir={real}",
+         f"splicing.authentic_dir={authentic.parent}")
     out = sorted(p.parent for p in (workdir / "outputs").rglob("splicing.json"))[-1]
     res = json.loads((out / "splicing.json").read_text())
+    assert res["protocols"]["fixed"]["threshold"] == "fixed" and res["protocols"]["best"]["inversion"] is True
     assert set(res["synthetic"]) == {"graph", "reference"}
     for m in res["synthetic"].values():
-        assert m["n_spliced"] + m["n_controls"] + m["errors"] == 4
+        assert m["n_spliced"] + m["n_controls"] + len(m["errors"]) == 4
         assert set(m["by_scenario"]) <= {"known_known", "known_unknown", "unknown_unknown"}
         assert sum(v["n"] for v in m["by_scenario"].values()) == m["n_spliced"]
-    assert set(res["real"]) == {"fake/graph", "fake/reference"}
-    assert all(r["status"] == "ok" and 0.0 <= r["f1"] <= 1.0 for r in res["real"].values())
+        assert set(m["pixel"]) == {"fixed", "best"} and set(m["pixel"]["fixed"]) == {"per_image", "pooled"}
+    assert set(res["real"]) == {"graph", "reference"}
+    for m in res["real"].values():
+        assert m["n_spliced"] == 1 and m["n_controls"] == 1 and m["auc"] is not None
+        assert 0.0 <= m["f1"] <= m["f1_best"] <= 1.0 and m["false_alarm_rate"] in (0.0, 1.0)
+        assert [e["image"] for e in m["errors"]] == ["some_camera__broken"]
     report = (out / "splicing.md").read_text()
-    assert "Real forgeries" in report and (out / "examples" / "fake_graph.png").is_file()
-    assert len((out / "splicing.csv").read_text().strip().splitlines()) == 1 + 2 * 4 + 2
+    assert "Real images" in report and "broken.jpg" in report and (out / "examples" / "fake_graph.png").is_file()
+    assert "fixed threshold, no inversion" in report and "best threshold, best of map/inverse" in report
+    assert len((out / "splicing.csv").read_text().strip().splitlines()) == 1 + 2 * 4 + 2 * 3

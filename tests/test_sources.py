@@ -14,7 +14,8 @@ from PIL import Image
 from rich.console import Console
 
 from camsim.artefacts import content_hash
-from camsim.data.sources import ExifSource, FolderSource, ImageIndex, camera_model_name, canonical_make
+from camsim.data.layouts import ExifSource, camera_model_name, canonical_make
+from camsim.data.sources import FolderSource, ImageIndex
 
 DATA = Path("/work/shared/data")
 for _cand in (Path(__file__).resolve().parents[2] / "shared" / "data", DATA):

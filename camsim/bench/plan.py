@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from camsim.config import to_plain  # also registers the structured schema the recipes compose with
+from camsim.config import backbone_config, feature_layer, to_plain  # also registers the structured schema
 
 __all__ = ["CONF_DIR", "FULL", "SMOKE", "Spec", "build_plan", "recipe"]
 
@@ -63,13 +63,8 @@ def recipe(experiment: str = "quick", model: str | None = None, head: str | None
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
-    # as camsim.pipeline's backbone_config / feature_layer read them; not imported from there:
-    # the pipeline pulls in Lightning, and every row process's ru_maxrss starts from this
-    # process's RSS at fork, so this process stays light
-    model = to_plain(cfg.model)
-    layer = model.pop("feature_layer", None) or cfg.phase_b.feature_layer
     return {"experiment": experiment, "model_name": str(cfg.hydra.runtime.choices.model),
-            "model": model, "feature_layer": str(layer),
+            "model": backbone_config(cfg), "feature_layer": feature_layer(cfg),
             "similarity_name": str(cfg.hydra.runtime.choices.similarity), "similarity": to_plain(cfg.similarity),
             "patch": int(cfg.patches.size), "phase_a_loader": to_plain(cfg.phase_a.loader),
             "phase_a_optimizer": to_plain(cfg.phase_a.optimizer), "phase_b_loader": to_plain(cfg.phase_b.loader),

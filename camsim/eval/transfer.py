@@ -23,9 +23,6 @@ corner, category, score, baseline), ``per_model.csv``, ``photo_pairs.csv``,
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +34,15 @@ from omegaconf import DictConfig
 
 from camsim.artefacts import content_hash, file_identity
 from camsim.config import to_plain
+from camsim.data.features import FeatureStore
+from camsim.data.io import ImageReadError, image_size
+from camsim.data.layouts import camera_make
+from camsim.data.store import PatchRequest, PatchSettings, PatchStore
 from camsim.eval.bootstrap import Contrast, bootstrap
+from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
+from camsim.eval.transfer_report import write_outputs
+from camsim.lit.phase_b import load_similarity
 
 log = logging.getLogger("camsim")
 
@@ -51,9 +55,7 @@ POSITIVES = {"patch": ("same_photo", "other_photo"), "image": ("halves", "other_
 def load_checkpoint(path: str | Path | None) -> tuple[Path, Any]:
     """``(path, ForensicSimilarity)`` of a Learning Phase B checkpoint. A missing ``ckpt``, a
     missing, truncated or corrupt file, or a checkpoint of another kind (Phase A) is one clear
-    error naming what was given and what is needed (:func:`camsim.lit.phase_a.checkpoint_kind`)."""
-    from camsim.lit.phase_b import load_similarity
-
+    error naming what was given and what is needed (:func:`camsim.lit.checkpoints.checkpoint_kind`)."""
     if not path:
         raise ValueError("ckpt: camsim-eval task=transfer needs ckpt=<Learning Phase B checkpoint> "
                          "(outputs/artefacts/phase_b-<hash>/model.ckpt)")
@@ -97,7 +99,6 @@ def _resolved(fp: dict | None) -> dict | None:
 
 def patch_settings(sim: Any, cfg: DictConfig):
     """The checkpoint's patch settings (size, align, min_entropy), ``transfer.min_entropy`` overriding."""
-    from camsim.data.store import PatchSettings
 
     rec = sim.patch_settings or {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
                                   "min_entropy": float(cfg.patches.min_entropy)}
@@ -135,9 +136,6 @@ class PatchTable:
 def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Path) -> PatchTable:
     """Patches of every photo (through the patch cache), at most ``transfer.patches_per_image``
     each, with f(X) and the softmax (through the feature cache, keyed by the checkpoint file)."""
-    from camsim.data.features import FeatureStore
-    from camsim.data.io import ImageReadError, image_size
-    from camsim.data.store import PatchRequest, PatchStore
 
     ppi = int(cfg.transfer.patches_per_image)
     if ppi < 1:
@@ -236,7 +234,6 @@ def contrasts_of(ls: LevelScores) -> tuple[dict[str, Contrast], dict[str, dict]]
 
 def choose_threshold(c: Contrast, eta: float, rule: str) -> float:
     """``eta`` (rule "eta"), or the threshold of highest accuracy on the contrast itself ("best")."""
-    from camsim.eval.metrics import choose_eta
 
     if rule == "eta" or c.positive.all() or not c.positive.any():
         return float(eta)
@@ -261,9 +258,6 @@ def _check_transfer_cfg(t: DictConfig) -> None:
 
 def run_transfer(cfg: DictConfig) -> dict:
     """The transfer evaluation of ``cfg.ckpt`` on ``cfg.data`` (module docstring); returns metrics."""
-    from camsim.data.layouts import camera_make
-    from camsim.eval.metrics import bray_curtis_similarity
-    from camsim.eval.transfer_report import write_outputs
     t0 = time.perf_counter()
     t = cfg.transfer
     _check_transfer_cfg(t)
@@ -362,21 +356,5 @@ def run_transfer(cfg: DictConfig) -> dict:
                          settings=settings, run=run, dropped=dropped)
 
 
-def staged_outputs(out_dir: Path):
-    """A staging folder inside ``out_dir``; :func:`publish` moves its files into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".transfer-", dir=out_dir))
-
-
-def publish(stage: Path, out_dir: Path, last: tuple[str, ...] = ("metrics.json", "run.json")) -> list[Path]:
-    """Move every staged file into ``out_dir`` (``last`` ones at the end), then remove the stage."""
-    names = sorted(p.name for p in stage.iterdir())
-    names = [n for n in names if n not in last] + [n for n in last if n in names]
-    for n in names:
-        os.replace(stage / n, out_dir / n)
-    shutil.rmtree(stage, ignore_errors=True)
-    return [out_dir / n for n in names]
-
-
 __all__ = ["run_transfer", "load_checkpoint", "training_role", "contrasts_of", "make_relation",
-           "PatchTable", "LevelScores", "read_index", "patch_settings", "staged_outputs", "publish"]
+           "PatchTable", "LevelScores", "read_index", "patch_settings"]

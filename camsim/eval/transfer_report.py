@@ -12,7 +12,9 @@ import io
 import json
 import logging
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,9 @@ import numpy as np
 from omegaconf import DictConfig
 
 from camsim.artefacts import atomic_write_bytes, atomic_write_json
+from camsim.eval.metrics import roc_curve
 from camsim.eval.report import md_table
+from camsim.plots import plot_roc
 
 log = logging.getLogger("camsim")
 
@@ -199,9 +203,6 @@ def write_outputs(out_dir: Path, cfg: DictConfig, *, sim: Any, table: Any, roles
     """Write every output to a staging folder, then move them into ``out_dir``; print the table."""
     from rich.console import Console
 
-    from camsim.eval.metrics import roc_curve
-    from camsim.plots import plot_roc
-    from camsim.eval.transfer import publish, staged_outputs
 
     stage = staged_outputs(out_dir)
     try:
@@ -362,3 +363,19 @@ def _markdown(cfg, sim, table, roles, makes, results, notes, fingerprints, run, 
 
 
 __all__ = ["write_outputs", "per_model_rows", "protocol_lines", "fmt", "console_table", "LABELS"]
+
+
+def staged_outputs(out_dir: Path):
+    """A staging folder inside ``out_dir``; :func:`publish` moves its files into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".transfer-", dir=out_dir))
+
+
+def publish(stage: Path, out_dir: Path, last: tuple[str, ...] = ("metrics.json", "run.json")) -> list[Path]:
+    """Move every staged file into ``out_dir`` (``last`` ones at the end), then remove the stage."""
+    names = sorted(p.name for p in stage.iterdir())
+    names = [n for n in names if n not in last] + [n for n in last if n in names]
+    for n in names:
+        os.replace(stage / n, out_dir / n)
+    shutil.rmtree(stage, ignore_errors=True)
+    return [out_dir / n for n in names]

@@ -343,7 +343,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         scores[dec_idx], suspicion[dec_idx], suspect[dec_idx] = s, 1.0 - s, flags
         stats = {"n_different": int(flags.sum()), "min_suspect": k}
     else:
-        ring = _outer_ring(positions[dec_idx])
+        ring = _outer_ring(positions)[dec_idx]                  # the frame of the whole grid
         labels, forgery, info = _graph(F, score_matrix, batch, ref_k, ring, graph_weights, eta,
                                        int(max_graph_nodes), graph_method)
         score = float(info["score"])

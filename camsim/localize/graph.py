@@ -121,15 +121,6 @@ def _sweep(W: np.ndarray, deg: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     return {"order": order, "ncut": ncut, "modularity": q}
 
 
-def _best_ncut_split(W: np.ndarray, deg: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Sweep the threshold along sorted ``y``; return the side mask with the smallest Ncut."""
-    sw = _sweep(W, deg, y)
-    k = int(np.argmin(sw["ncut"]))
-    side = np.zeros(W.shape[0], dtype=bool)
-    side[sw["order"][:k + 1]] = True
-    return side, float(sw["ncut"][k])
-
-
 def _top_eigs(M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The three largest eigenpairs of the symmetric ``M`` (ascending): exact up to
     :data:`EXACT_EIGH_NODES` nodes, ARPACK Lanczos with a fixed start vector above."""

@@ -1,0 +1,103 @@
+"""Checks and helpers on composed configs: what the schema cannot express, validated at start
+(:func:`validate`), and the few readings every stage shares (:func:`to_plain`,
+:func:`feature_layer`, :func:`backbone_config`)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-python copy of a config node, or of nested mappings and sequences
+    holding them (for hparams, hashes, JSON and constructors): dicts and lists all the way down."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, Mapping):
+        return {str(k): to_plain(v) for k, v in node.items()}
+    if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
+        return [to_plain(v) for v in node]
+    return node
+
+
+def feature_layer(cfg: DictConfig) -> str:
+    """The backbone layer whose output is f(X) for Phase B: ``phase_b.feature_layer``
+    (``model.feature_layer``, where it was before, still wins, with a deprecation warning)."""
+    old = cfg.model.get("feature_layer")
+    if old is not None:
+        warnings.warn(f"model.feature_layer is deprecated: use phase_b.feature_layer={old}", FutureWarning,
+                      stacklevel=2)
+        return str(old)
+    return str(cfg.phase_b.feature_layer)
+
+
+def backbone_config(cfg: DictConfig) -> dict:
+    """The ``model`` config as the backbone takes it (without the deprecated ``feature_layer``)."""
+    return {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
+
+
+def check_set_spec(key: str, value: Any) -> None:
+    """``split.<key>`` must be a count ≥ 1, a non-empty list of model names, or (``a`` only)
+    ``rest``; ValueError naming the key otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"split.{key} must be ≥ 1 (got {value}): every set must be non-empty")
+        return
+    if isinstance(value, str):
+        if key == "a" and value == "rest":
+            return
+        raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+    if isinstance(value, (list, tuple, ListConfig)):
+        if len(value) == 0:
+            raise ValueError(f"split.{key} is an empty list: every set must be non-empty")
+        return
+    raise ValueError(f"split.{key} must be a count or a list of model names, got {value!r}")
+
+
+def unknown_keys(node: Any, path: str = "") -> list[str]:
+    """Keys of schema'd nodes that their dataclass does not have — what ``+key=value`` slips past
+    Hydra's own check (e.g. ``+patches.sizee=64``)."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    names = {f.name for f in fields(schema)} if is_dataclass(schema) else None
+    out = []
+    for key in node.keys():
+        full = f"{path}{key}"
+        if names is not None and key not in names:
+            out.append(full)
+        elif isinstance(node._get_node(key), DictConfig):
+            out += unknown_keys(node[key], full + ".")
+    return out
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks the schema cannot express; raises ValueError naming the key."""
+    extra = [k for k in unknown_keys(cfg) if k != "hydra" and not k.startswith("hydra.")]
+    if extra:
+        raise ValueError(f"unknown config key(s) {extra}: not in the schema (camsim/config.py) — a typo? "
+                         "`camsim-run --cfg job` prints every key")
+    for phase in ("phase_a", "phase_b"):
+        if int(cfg[phase].max_epochs) < 1:
+            raise ValueError(f"{phase}.max_epochs={cfg[phase].max_epochs}: a learning phase needs at least 1 epoch")
+    for key, count in cfg.patches.per_model.items():
+        if int(count) < 1:
+            raise ValueError(f"patches.per_model.{key}={count}: every patch set needs at least 1 patch")
+    for key in ("a", "b", "c", "known"):
+        check_set_spec(key, cfg.split[key])
+    fr = list(cfg.split.image_fractions)
+    if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or min(fr) <= 0:
+        raise ValueError(f"split.image_fractions must be three positive shares (train, val, test) summing to 1, got {fr}")
+    if cfg.patches.size < 8 or cfg.patches.size % cfg.patches.align:
+        raise ValueError(f"patches.size={cfg.patches.size} must be ≥ 8 and a multiple of patches.align={cfg.patches.align}")
+    eta = cfg.eval.eta
+    if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 < eta < 1)):
+        raise ValueError(f"eval.eta must be a number in (0, 1) or 'auto', got {eta!r}")
+    if cfg.eval.eta_rule not in ("max_acc", "eer"):
+        raise ValueError(f"eval.eta_rule must be 'max_acc' or 'eer', got {cfg.eval.eta_rule!r}")
