@@ -43,6 +43,7 @@ from camsim.config import backbone_config, feature_layer, to_plain, validate
 from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, PhaseADataModule
 from camsim.data.features import FeatureStore
 from camsim.data.sources import SynthSource
+from camsim.data.patches import stable_seed
 from camsim.data.store import log_skipped
 from camsim.eval.difficulty import difficulty_check
 from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
@@ -352,18 +353,33 @@ def stage_eval(st: RunState) -> dict:
     return flat
 
 
-def _synthetic_splices(st: RunState, source: SynthSource) -> ImageSet:
-    """The simulated splices of the benchmark (cached): from two different evaluation cameras."""
+def _synthetic_splices(st: RunState, source: SynthSource, num_images: int, control_fraction: float,
+                       seed: int) -> ImageSet:
+    """Simulated splices (cached) from two different evaluation cameras, a ``control_fraction``
+    of them unspliced, on scenes drawn with ``seed``."""
     sc, sp = st.cfg.splicing, st.data.split
     models = list(sp.known) + list(sp.c)
-    key = {"num_images": int(sc.num_images), "image_size": list(sc.image_size), "seed": int(sc.seed),
-           "control_fraction": float(sc.control_fraction), "models": models,
+    key = {"num_images": int(num_images), "image_size": list(sc.image_size), "seed": int(seed),
+           "control_fraction": float(control_fraction), "models": models,
            "catalogue": {"num_models": source.num_models, "num_families": source.num_families, "seed": source.seed}}
     folder = cached_dir(st.artefact_dir, "splices", key, lambda tmp: render_splices(
-        tmp, int(sc.num_images), tuple(sc.image_size), int(sc.seed), num_models=source.num_models,
-        num_families=source.num_families, models=models, control_fraction=float(sc.control_fraction),
+        tmp, int(num_images), tuple(sc.image_size), int(seed), num_models=source.num_models,
+        num_families=source.num_families, models=models, control_fraction=float(control_fraction),
         workers=source.workers, catalogue_seed=source.seed))
     return ImageSet("synthetic", folder, load_splices(folder), set(sp.known))
+
+
+def _calibration_set(st: RunState) -> ImageSet | None:
+    """Authentic images for the splicing thresholds: ``splicing.calibration_dir``, else simulated
+    unspliced images on other scenes than the benchmark's (``splicing.calibration_images``)."""
+    sc, source = st.cfg.splicing, st.data.source
+    if sc.calibration_dir:
+        return ImageSet("real", Path(), authentic_records(Path(sc.calibration_dir)))
+    if int(sc.calibration_images) > 0 and isinstance(source, SynthSource):
+        seed = stable_seed("splicing-calibration", int(sc.seed)) % 2**31
+        return _synthetic_splices(st, source, int(sc.calibration_images), 1.0, seed)
+    log.info("  no calibration images (splicing.calibration_dir): the engine's default thresholds decide")
+    return None
 
 
 def stage_splicing(st: RunState) -> dict:
@@ -374,12 +390,12 @@ def stage_splicing(st: RunState) -> dict:
     ckpt = similarity_checkpoint(st)
     sim = load_similarity(ckpt)
     eta = resolve_eta(st, sim, _feature_store(st, sim))
-    sets = []
+    sets, sc = [], cfg.splicing
     if isinstance(st.data.source, SynthSource):
-        sets.append(_synthetic_splices(st, st.data.source))
+        sets.append(_synthetic_splices(st, st.data.source, int(sc.num_images), float(sc.control_fraction),
+                                       int(sc.seed)))
     else:
         log.info("  data is not the simulator: no synthetic splices (give splicing.real_dir / authentic_dir)")
-    sc = cfg.splicing
     real = [*(real_records(Path(sc.real_dir)) if sc.real_dir else []),
             *(authentic_records(Path(sc.authentic_dir)) if sc.authentic_dir else [])]
     if real:
@@ -387,7 +403,10 @@ def stage_splicing(st: RunState) -> dict:
     loc = Localizer(sim, **to_plain(cfg.phase_b.feature_pass))
     # the network's own patch settings when it recorded them, else this config's
     min_entropy = None if sim.patch_settings else float(cfg.patches.min_entropy)
-    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, str(ckpt))
+    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, str(ckpt), _calibration_set(st))
+    for mode, c in results["calibration"].items():
+        log.info("  %s mode: threshold %.4g, calibrated to %.0f%% false alarms on %d %s images", mode, c["threshold"],
+                 100 * c["target_far"], c["images"], c["on"])
     num = lambda v, fmt=".3f": "n/a" if v is None else format(v, fmt)  # noqa: E731
     for kind in ("synthetic", "real"):
         for mode, m in results.get(kind, {}).items():

@@ -195,7 +195,7 @@ def test_paper_recipe_on_a_cpu_is_refused_naming_the_override() -> None:
         check_run(cfg, has_gpu=False)
     assert "allow_slow_cpu=true" in str(err.value) and "days" in str(err.value)
     assert check_run(cfg, has_gpu=True) is None  # on a GPU it starts
-    allowed = compose_cfg(["experiment=paper", "+allow_slow_cpu=true"])
+    allowed = compose_cfg(["experiment=paper", "allow_slow_cpu=true"])
     assert check_run(allowed, has_gpu=False).total > 86400
     quick = compose_cfg([])
     assert estimate_seconds(quick).total < estimate_seconds(cfg).total / 1000

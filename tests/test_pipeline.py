@@ -156,3 +156,26 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     assert "Real images" in report and "broken.jpg" in report and (out / "examples" / "fake_graph.png").is_file()
     assert "fixed threshold, no inversion" in report and "best threshold, best of map/inverse" in report
     assert len((out / "splicing.csv").read_text().strip().splitlines()) == 1 + 2 * 4 + 2 * 3
+
+
+def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, shared_artefacts: Path) -> None:
+    """One network, one image: camsim-localize's options and the benchmark's give the same mask."""
+    import numpy as np
+    from PIL import Image
+
+    from camsim.config import to_plain
+    from camsim.eval.splicing import localize_options
+    from camsim.lit.phase_b import load_similarity
+    from camsim.localize.run import Localizer
+    from tests.conftest import compose_cfg
+
+    _run("camsim-train", workdir, shared_artefacts)
+    ckpt = sorted(shared_artefacts.glob("phase_b-*/model.ckpt"))[0]
+    green = np.asarray(Image.fromarray(np.random.default_rng(1).integers(0, 256, (200, 264), dtype=np.uint8)))
+    cli = compose_cfg([f"image={workdir}", f"ckpt={ckpt}"], config_name="localize")
+    loc = Localizer(load_similarity(ckpt), batch=int(cli.batch), **to_plain(cli.feature_pass))
+    for mode in ("graph", "reference"):
+        cli.mode, cli.reference = mode, ("auto" if mode == "reference" else None)
+        a = loc.run(green, cli)
+        b = loc.run(green, localize_options(mode, None, None, float(cli.eta), None))
+        assert np.array_equal(a.mask, b.mask) and a.score == b.score and a.threshold == b.threshold, mode

@@ -248,13 +248,13 @@ def test_empty_or_unreadable_folder(ckpts, tmp_path):
 
 
 def test_a_failure_while_writing_leaves_no_result(folder_run, ckpts, tmp_path, monkeypatch):
-    import camsim.plots
+    import camsim.eval.transfer_report
     from camsim.eval.transfer import run_transfer
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(camsim.plots, "plot_roc", boom)
+    monkeypatch.setattr(camsim.eval.transfer_report, "plot_roc", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         run_transfer(transfer_cfg(ckpts["b"], folder_run["root"], tmp_path, "transfer.bootstrap.reps=2"))
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -260,6 +260,13 @@ class SplicingConfig:
     real_dir: Optional[str] = None
     #: authentic photos (any layout, searched recursively), the real set's controls
     authentic_dir: Optional[str] = None
+    #: image-level thresholds calibrated on authentic images to this false-alarm rate, per mode
+    target_far: float = 0.05
+    #: the calibration set: this many simulated unspliced images from the evaluation cameras
+    #: (other scenes than the benchmark's; 0 = no calibration, the engine's defaults) …
+    calibration_images: int = 20
+    #: … or a folder of authentic images (any layout), when given
+    calibration_dir: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- trainer

@@ -9,6 +9,11 @@ of real forgeries with masks (``splicing.real_dir``: ``images/`` + ``masks/<stem
 and a folder of authentic photos (``splicing.authentic_dir``, searched recursively; no masks),
 the real set's controls. Every image is localised in every configured mode.
 
+Each mode's image-level threshold is calibrated first on authentic images that are not in the
+benchmark — simulated unspliced images from the evaluation cameras by default
+(``splicing.calibration_images``), any folder of authentic photos by override
+(``splicing.calibration_dir``) — to ``splicing.target_far`` false alarms.
+
 Reported per set and mode, each figure with its protocol named in the JSON and the report:
 
 - image level: detection AUC (image score, spliced vs controls) and the false-alarm rate at
@@ -39,6 +44,7 @@ from camsim.artefacts import atomic_write_json
 from camsim.data.io import ImageReadError, read_green, read_rgb
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.eval.report import md_table
+from camsim.localize.engine import calibrate_threshold
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import (
     METRICS,
@@ -71,19 +77,24 @@ class ImageSet:
 
 
 def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, eta: float,
-                       min_entropy: float | None, out: Path, checkpoint: str) -> dict:
+                       min_entropy: float | None, out: Path, checkpoint: str,
+                       calibration: ImageSet | None = None) -> dict:
     """Localise every image of ``image_sets`` in every mode of ``sc`` (the ``splicing`` node);
     write ``splicing.csv`` / ``.json`` / ``.md`` into ``out`` and return the results.
 
-    ``eta``: the reference mode's decision threshold (the run's η); ``min_entropy``: patches at
-    or below it are undecidable (``None``: the checkpoint's training recipe).
+    ``eta``: the reference mode's patch threshold (the run's η); ``min_entropy``: patches at
+    or below it are undecidable (``None``: the checkpoint's training recipe). ``calibration``:
+    authentic images on which each mode's image-level threshold is set to ``sc.target_far``
+    false alarms (:func:`calibrate`); without them the engine's uncalibrated defaults decide.
     """
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"checkpoint": checkpoint,
-                               "protocols": {k: {**p, "name": protocol_name(p)} for k, p in PROTOCOLS.items()}}
+                               "protocols": {k: {**p, "name": protocol_name(p)} for k, p in PROTOCOLS.items()},
+                               "calibration": calibrate(loc, sc, calibration, eta, min_entropy)}
+    thresholds = {m: c["threshold"] for m, c in results["calibration"].items()}
     rows: list[dict] = []
     for s in image_sets:
-        set_rows = _localise_all(loc, sc, s, eta, min_entropy, out)
+        set_rows = _localise_all(loc, sc, s, eta, min_entropy, out, thresholds)
         rows += set_rows
         results[s.kind] = summarise(set_rows)
     _write_csv(out / "splicing.csv", rows)
@@ -127,6 +138,34 @@ def authentic_records(folder: Path) -> list[dict]:
              "mask": None, "spliced": False, "host_model": None, "donor_model": None} for p in images]
 
 
+def calibrate(loc: Localizer, sc: Any, image_set: ImageSet | None, eta: float,
+              min_entropy: float | None) -> dict[str, dict]:
+    """Per mode, the image-level threshold with at most ``sc.target_far`` false alarms on the
+    authentic images of ``image_set`` (:func:`camsim.localize.engine.calibrate_threshold`), with
+    what it was set on; ``{}`` without a calibration set."""
+    if image_set is None:
+        return {}
+    rows = _localise_all(loc, sc, image_set, eta, min_entropy, None, {})
+    out = {}
+    for mode in sc.modes:
+        scores = [r["score"] for r in rows if r["mode"] == mode and r["status"] == "ok"]
+        if not scores:
+            raise ValueError(f"splicing calibration: no {image_set.kind} calibration image could be analysed in "
+                             f"{mode} mode ({len(rows) // len(sc.modes)} images)")
+        out[mode] = {"threshold": calibrate_threshold(scores, float(sc.target_far)), "target_far": float(sc.target_far),
+                     "images": len(scores), "on": image_set.kind,
+                     "errors": sum(1 for r in rows if r["mode"] == mode and r["status"] == "error")}
+    return out
+
+
+def localize_options(mode: str, stride: int | None, min_entropy: float | None, eta: float,
+                     decision_threshold: float | None) -> Any:
+    """The options the benchmark localises with — camsim-localize's keys (``conf/localize.yaml``)
+    with its defaults for the rest, so the two give the same map for the same network and image."""
+    return OmegaConf.create({"mode": mode, "reference": "auto" if mode == "reference" else None, "stride": stride,
+                             "min_entropy": min_entropy, "eta": float(eta), "decision_threshold": decision_threshold})
+
+
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     gt = np.asarray(Image.open(path).convert("L")) > 127
     if gt.shape != shape:
@@ -135,8 +174,9 @@ def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_entropy: float | None,
-                  out: Path) -> list[dict]:
-    """Localise every record of ``image_set`` in every mode of ``sc`` (the ``splicing`` node)."""
+                  out: Path | None, thresholds: dict[str, float]) -> list[dict]:
+    """Localise every record of ``image_set`` in every mode of ``sc`` (the ``splicing`` node),
+    each mode at its image-level threshold (default: the engine's); example pictures into ``out``."""
     kind, folder, records, known = image_set.kind, image_set.folder, image_set.records, image_set.known
     rows = []
     n_examples = {m: 0 for m in sc.modes}
@@ -152,9 +192,7 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
             rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {err}"} for mode in sc.modes]
             continue
         for mode in sc.modes:
-            opts = OmegaConf.create({"mode": mode, "reference": "auto" if mode == "reference" else None,
-                                     "stride": sc.stride, "min_entropy": min_entropy, "eta": float(eta),
-                                     "decision_threshold": None})
+            opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode))
             row = {**base, "mode": mode}
             try:
                 res = loc.run(green, opts)
@@ -170,7 +208,7 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
                     conf = image_confusions(pred, gt, protocol)
                     row[f"confusion_{key}"] = conf
                     row.update({f"{m}_{key}": float(fn(*conf[m])) for m, fn in METRICS.items()})
-                if n_examples[mode] < int(sc.examples) or kind == "real":
+                if out is not None and (n_examples[mode] < int(sc.examples) or kind == "real"):
                     n_examples[mode] += 1
                     row["example"] = _example(out, rec["name"], mode, res, read_rgb(path), gt)
             rows.append(row)
@@ -258,6 +296,11 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
              "Each also pooled over all pixels of the set (columns *pooled*). Image level: detection AUC of the "
              "image score, spliced vs controls; false alarms = controls called spliced at the operating threshold.",
              ""]
+    cal = results.get("calibration") or {}
+    lines += ["Operating thresholds (image score ≥ threshold: spliced): " + (
+        "; ".join(f"{m} {c['threshold']:.4g}, calibrated to {c['target_far']:.0%} false alarms on {c['images']} "
+                  f"{'simulated unspliced' if c['on'] == 'synthetic' else 'authentic'} images" for m, c in cal.items())
+        if cal else "the engine's uncalibrated defaults (graph 0.25, reference 1 − η)") + ".", ""]
     for kind, title in SET_TITLES.items():
         if kind not in results:
             continue
