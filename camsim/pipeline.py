@@ -361,11 +361,12 @@ def _synthetic_splices(st: RunState, source: SynthSource, num_images: int, contr
     models = list(sp.known) + list(sp.c)
     key = {"num_images": int(num_images), "image_size": list(sc.image_size), "seed": int(seed),
            "control_fraction": float(control_fraction), "models": models,
-           "catalogue": {"num_models": source.num_models, "num_families": source.num_families, "seed": source.seed}}
+           "catalogue": {"num_models": source.num_models, "num_families": source.num_families, "seed": source.seed,
+                         **({"jpeg_presets": source.jpeg_presets} if source.jpeg_presets != 1 else {})}}
     folder = cached_dir(st.artefact_dir, "splices", key, lambda tmp: render_splices(
         tmp, int(num_images), tuple(sc.image_size), int(seed), num_models=source.num_models,
         num_families=source.num_families, models=models, control_fraction=float(control_fraction),
-        workers=source.workers, catalogue_seed=source.seed))
+        workers=source.workers, catalogue_seed=source.seed, jpeg_presets=source.jpeg_presets))
     return ImageSet("synthetic", folder, load_splices(folder), set(sp.known))
 
 

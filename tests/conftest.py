@@ -57,3 +57,16 @@ def real_jpeg(tmp_path: Path, cameras: Path) -> Path:
     dst = tmp_path / src.name
     shutil.copyfile(src, dst)
     return dst
+
+
+#: a backbone small enough to train in seconds: constrained 3x5x5 -> 2 conv blocks -> fc 16, 16
+#: (32 px: 28 -> 14 -> 7 -> 7 -> 3)
+TINY = {
+    "_target_": "camsim.models.backbone.Backbone",
+    "constrained": {"kernels": 3, "kernel_size": 5, "padding": "valid"},
+    "blocks": [
+        {"out_channels": 8, "kernel_size": 3, "stride": 2, "padding": "same", "pool": {"type": "max", "kernel": 2}},
+        {"out_channels": 8, "kernel_size": 3, "padding": "same", "pool": {"type": "avg", "kernel": 2}},
+    ],
+    "fc": [16, 16],
+}

@@ -266,3 +266,29 @@ def test_real_folder_path_cuts_green_patches(tmp_path: Path, cameras: Path) -> N
     files = tuple(idx.models["NIKON_D70"][:2])
     ps = store.get([PatchRequest("NIKON_D70", "train", files, 10)])[("NIKON_D70", "train")]
     assert len(ps) == 10 and ps.patches.shape[1:] == (128, 128)
+
+
+def test_b_val_models_never_appear_in_phase_b_training_pairs(tmp_path: Path) -> None:
+    """split.b_val holds models of B out of Phase B's training: its training pairs come from the
+    other models of B only, its validation pairs from the held-out ones only."""
+    from camsim.data.sources import FolderSource
+    from tests.conftest import compose_cfg
+
+    root = _folder(tmp_path / "photos", models=8, images=5, size=(128, 128))
+    cfg = compose_cfg(["split.a=[cam0,cam1]", "split.known=[cam0]", "split.b=[cam2,cam3,cam4,cam5,cam6]",
+                       "split.c=[cam7]", "split.b_val=2", "patches.workers=0", "patches.per_model.train_b=20",
+                       "patches.per_model.val_b=8"])
+    data = CameraData(FolderSource(root), cfg.split, cfg.patches, tmp_path / "art")
+    sp = data.split
+    assert len(sp.b_val) == 2 and set(sp.b_val) <= set(sp.b) and not set(sp.b_val) & set(sp.b_train)
+    dm = PairDataModule(data, cfg.phase_b.loader, 200, 50, seed=0)
+    dm.setup()
+    names = {"train": dm.models["train"], "val": dm.models["val"]}
+    assert set(names["train"]) == set(sp.b_train) and set(names["val"]) == set(sp.b_val)
+    for subset, ds in (("train", dm.train_set), ("val", dm.val_set)):
+        used = {names[subset][k] for k in np.unique(ds.labels[np.r_[ds.i, ds.j]])}
+        assert used <= set(names[subset]) and (subset == "val" or not used & set(sp.b_val))
+    with pytest.raises(ValueError, match="split.b_val must be a subset of B"):
+        CameraData(FolderSource(root), compose_cfg(["split.a=[cam0,cam1]", "split.known=[cam0]",
+                   "split.b=[cam2,cam3,cam4]", "split.c=[cam7]", "split.b_val=[cam2,cam7]"]).split, cfg.patches,
+                   tmp_path / "art").split

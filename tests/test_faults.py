@@ -434,6 +434,7 @@ def test_camera_model_without_usable_images_is_an_error_naming_it(tmp_path: Path
     ("+patches.sizee=64", "patches.sizee"),
     ("phase_a.max_epochs=0", "phase_a.max_epochs=0"),
     ("patches.per_model.train_a=0", "patches.per_model.train_a=0"),
+    ("patches.size=8", "patches.size=8: a 8x8 patch has at most ln.64. = 4.16 nats"),
 ])
 def test_config_mistakes_name_the_setting(override: str, message: str) -> None:
     from camsim.config import validate

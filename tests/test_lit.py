@@ -32,20 +32,11 @@ from camsim.loggers import ConfusionFigures
 from camsim.models.feature_pass import FeaturePass, extract_features, feature_batch_size
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.models.constrained import constraint_violation, project_constrained
+from tests.conftest import TINY
 
 P = 32
 CLASSES = ["cam_a", "cam_b", "cam_c"]
 NOISE = (1.0, 5.0, 12.0)  # the "camera trace": sensor-noise level per camera model
-#: constrained 3x5x5 -> 2 conv blocks -> fc 16, 16 (32 px: 28 -> 14 -> 7 -> 7 -> 3)
-TINY = {
-    "_target_": "camsim.models.backbone.Backbone",
-    "constrained": {"kernels": 3, "kernel_size": 5, "padding": "valid"},
-    "blocks": [
-        {"out_channels": 8, "kernel_size": 3, "stride": 2, "padding": "same", "pool": {"type": "max", "kernel": 2}},
-        {"out_channels": 8, "kernel_size": 3, "padding": "same", "pool": {"type": "avg", "kernel": 2}},
-    ],
-    "fc": [16, 16],
-}
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.005}
 STEP_LR = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 1, "gamma": 0.5}

@@ -3,6 +3,7 @@ layout, determinism, splices and the difficulty statistics."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -503,3 +504,39 @@ def test_difficulty_global_stats_near_chance_traces_learnable_family_pairs_harde
     assert glob.accuracy < glob.chance + 0.15
     assert res.accuracy > glob.accuracy + 0.2
     assert res.within_family < res.cross_family
+
+
+def _catalogue_patches(out, size: int = 32):
+    """(train, test) = ([N, size, size] green patches, model names); every 4th scene is test."""
+    meta = json.loads((out / "cameras.json").read_text())
+    data = {"train": ([], []), "test": ([], [])}
+    for m in meta["cameras"]:
+        for i, stem in enumerate(meta["scene_ids"]):
+            g = np.asarray(Image.open(out / m / f"{stem}.jpg"))[:, :, 1]
+            split = "test" if i % 4 == 0 else "train"
+            for y in range(0, g.shape[0] - size + 1, size):
+                for x in range(0, g.shape[1] - size + 1, size):
+                    data[split][0].append(g[y:y + size, x:x + size])
+                    data[split][1].append(m)
+    return [(np.stack(a), b) for a, b in (data["train"], data["test"])]
+
+
+def test_jpeg_presets_vary_the_tables_per_photo_and_weaken_the_jpeg_shortcut(tmp_path):
+    """jpeg_presets=3: photos of one model carry different quantisation tables, every other
+    camera parameter stays as with one setting, and JPEG statistics alone tell the models apart
+    less well than with one fixed setting per model (the shortcut is measurable and switchable)."""
+    one = render_catalogue(tmp_path / "one", 6, 3, 16, (96, 128), seed=0, workers=2)
+    three = render_catalogue(tmp_path / "three", 6, 3, 16, (96, 128), seed=0, workers=2, jpeg_presets=3)
+    cams1, cams3 = load_cameras(one), load_cameras(three)
+    for name, cam in cams3.items():
+        assert len(cam.jpeg_presets) == 2 and dataclasses.replace(cam, jpeg_presets=()) == cams1[name]
+    tables = {m: {str(Image.open(p).quantization) for p in sorted((three / m).glob("*.jpg"))} for m in cams3}
+    assert max(len(t) for t in tables.values()) >= 2
+    assert all(len({str(Image.open(p).quantization) for p in (one / m).glob("*.jpg")}) == 1 for m in cams1)
+    acc = {}
+    for key, out in (("one", one), ("three", three)):
+        (xtr, ytr), (xte, yte) = _catalogue_patches(out)
+        acc[key] = difficulty_report(xtr, ytr, xte, yte, features_kind="jpeg", pairwise=False).accuracy
+    assert acc["one"] > acc["three"] + 0.05, acc
+    with pytest.raises(ValueError, match="jpeg_presets"):
+        make_catalogue(4, 2, 0, jpeg_presets=0)

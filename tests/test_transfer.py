@@ -23,18 +23,9 @@ from camsim.cli import CONF_DIR
 from camsim.eval.bootstrap import Contrast, WeightedRoc, bootstrap
 from camsim.eval.metrics import equal_error_rate, roc_auc, threshold_at_far
 from camsim.eval.transfer_pairs import PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
-from tests.conftest import compose_cfg, run_cli
+from tests.conftest import TINY, compose_cfg, run_cli
 
 P = 32
-TINY = {
-    "_target_": "camsim.models.backbone.Backbone",
-    "constrained": {"kernels": 3, "kernel_size": 5, "padding": "valid"},
-    "blocks": [
-        {"out_channels": 8, "kernel_size": 3, "stride": 2, "padding": "same", "pool": {"type": "max", "kernel": 2}},
-        {"out_channels": 8, "kernel_size": 3, "padding": "same", "pool": {"type": "avg", "kernel": 2}},
-    ],
-    "fc": [16, 16],
-}
 HEAD = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "similarity" / "small.yaml"))
 #: the generated folder: two makes, models with 1 and 3 photos
 FOLDER = {"Acme_One": 1, "Acme_Two": 3, "Bolt_Three": 3, "Bolt_Four": 1}

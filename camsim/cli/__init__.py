@@ -358,8 +358,8 @@ def _hydra_reraises():
             if show_tracebacks():
                 raise
 
-            def again():
-                raise ex
+            def again(exc: BaseException = ex) -> None:
+                raise exc
 
             return original(again)
 

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
@@ -86,11 +87,20 @@ def validate(cfg: DictConfig) -> None:
     for phase in ("phase_a", "phase_b"):
         if int(cfg[phase].max_epochs) < 1:
             raise ValueError(f"{phase}.max_epochs={cfg[phase].max_epochs}: a learning phase needs at least 1 epoch")
+    size, min_h = int(cfg.patches.size), float(cfg.patches.min_entropy)
+    if math.log(min(size * size, 256)) <= min_h + 0.5:
+        raise ValueError(f"patches.size={size}: a {size}x{size} patch has at most ln({min(size * size, 256)}) = "
+                         f"{math.log(min(size * size, 256)):.2f} nats of entropy, too close to patches.min_entropy="
+                         f"{min_h}: (almost) no patch would pass the filter; use larger patches or a lower min_entropy")
     for key, count in cfg.patches.per_model.items():
         if int(count) < 1:
             raise ValueError(f"patches.per_model.{key}={count}: every patch set needs at least 1 patch")
     for key in ("a", "b", "c", "known"):
         check_set_spec(key, cfg.split[key])
+    b_val = cfg.split.get("b_val", 0)
+    count_ok = isinstance(b_val, int) and not isinstance(b_val, bool) and (b_val == 0 or b_val >= 2)
+    if not (count_ok or (isinstance(b_val, (list, tuple, ListConfig)) and len(b_val) >= 2)):
+        raise ValueError(f"split.b_val={b_val!r}: 0 (validate on B itself), a count ≥ 2, or a list of ≥ 2 models of B")
     fr = list(cfg.split.image_fractions)
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or min(fr) <= 0:
         raise ValueError(f"split.image_fractions must be three positive shares (train, val, test) summing to 1, got {fr}")

@@ -44,6 +44,9 @@ class SynthDataConfig:
     seed: int = 0
     workers: Optional[int] = None
     cache_dir: str = "${paths.artefact_dir}"
+    #: JPEG qualities each model saves at, one drawn per photo (1: one fixed setting per model,
+    #: which makes JPEG statistics alone a camera-model label; real cameras have 2–3 presets)
+    jpeg_presets: int = 1
 
 
 @dataclass
@@ -123,6 +126,10 @@ class SplitConfig:
     b: Any = 15
     c: Any = 5
     known: Any = 5
+    #: models of B held out of Phase B's training and used for its validation (early stopping,
+    #: checkpoint choice, eval.eta=auto), so those see models Phase B never trained on: a count
+    #: drawn from B with ``seed``, or a list ⊂ B; 0: validate on B's own models (the paper)
+    b_val: Any = 0
     seed: int = 0
     c_seed: Optional[int] = None
     #: train / val / test shares of each model's images (images, never patches, are split)

@@ -61,7 +61,7 @@ class CameraData:
             # lets a bad split fail before anything is rendered
             names = self.source.model_names() if hasattr(self.source, "model_names") else self.index.model_names()
             self._split = make_split(names, s.a, s.b, s.c, s.known, int(s.seed),
-                                     None if s.get("c_seed") is None else int(s.c_seed))
+                                     None if s.get("c_seed") is None else int(s.c_seed), s.get("b_val") or 0)
         return self._split
 
     @property
@@ -81,7 +81,7 @@ class CameraData:
         sp = self.split
         plan: dict[str, list[tuple[Sequence[str], str, int]]] = {
             "phase_a": [(sp.a, "train", n.train_a), (sp.a, "val", n.val_a), (sp.a, "test", n.test)],
-            "phase_b": [(sp.b, "train", n.train_b), (sp.b, "val", n.val_b)],
+            "phase_b": [(sp.b_train, "train", n.train_b), (sp.b_val or sp.b, "val", n.val_b)],
             "eval": [(sp.eval_models, "test", n.test)],
         }
         if role not in plan:
@@ -95,17 +95,19 @@ class CameraData:
     def prepare(self, roles: Sequence[str] = ("phase_a", "phase_b", "eval")) -> dict:
         """Cut every patch set the given stages need in one parallel pass; return a summary.
 
-        A camera model left without a single usable patch in a subset (all files unreadable,
-        images smaller than a patch, every patch below ``patches.min_entropy``) is an error
-        naming it — a class or an evaluation model must never silently drop out."""
+        A camera model left with fewer than 2 usable patches in a subset (all files unreadable,
+        images smaller than a patch, every patch at or below ``patches.min_entropy``) is an
+        error naming it — a class or an evaluation model must never silently drop out, and
+        same-model pairs need two patches."""
         reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
         sets = self.store.get(reqs)
         for (model, subset), ps in sets.items():
-            if len(ps) == 0:
+            if len(ps) < 2:
                 s, info = self.store.settings, ps.info
                 why = "; ".join(sorted({sk["reason"] for sk in info["skipped"]})) or "none was skipped"
                 raise ValueError(
-                    f"camera model {model!r} has no usable {s.size}x{s.size} patch in its {subset} images "
+                    f"camera model {model!r} has {'no' if len(ps) == 0 else 'only 1'} usable {s.size}x{s.size} "
+                    f"patch in its {subset} images (2 are needed) "
                     f"({len(info['images'])} images, {len(info['skipped'])} unusable: {why}; "
                     f"{info['low_entropy_dropped']} cells at or below patches.min_entropy={s.min_entropy}). "
                     "Fix or remove its files, lower patches.size or patches.min_entropy, or leave the model "
@@ -266,13 +268,15 @@ class PairDataModule(L.LightningDataModule):
         super().__init__()
         self.data, self.loader, self.features = data, loader, features
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
-        self.models = list(data.split.b)
+        #: training pairs from B's training models; validation pairs from ``split.b_val`` (models
+        #: Phase B never trains on) when set, else from B's own models
+        self.models = {"train": list(data.split.b_train), "val": list(data.split.b_val or data.split.b)}
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
 
     def _pairs(self, subset: str, n: int, seed: int, resample: bool) -> PairDataset:
         ps = self.data.patch_sets("phase_b")
-        sets = [ps[(m, subset)] for m in self.models]
+        sets = [ps[(m, subset)] for m in self.models[subset]]
         patches = PatchDataset(sets, range(len(sets)))
         items = np.concatenate([self.features(s) for s in sets]) if self.features else patches
         return PairDataset(items, patches.labels, n, seed, resample)

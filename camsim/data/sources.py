@@ -306,14 +306,19 @@ class SynthSource:
 
     The rendered catalogue is cached in ``<cache_dir>/synth-<hash>/`` (hash of these
     arguments and the simulator's format version), built atomically under a lock.
+    ``jpeg_presets``: JPEG qualities per camera model, one drawn per photo
+    (:func:`camsim.synth.params.make_catalogue`; 1 = a fixed setting per model).
     """
 
     def __init__(self, num_models: int, num_families: int, images_per_model: int, image_size: Iterable[int],
-                 seed: int = 0, workers: int | None = None, cache_dir: str | Path = "outputs/artefacts") -> None:
+                 seed: int = 0, workers: int | None = None, cache_dir: str | Path = "outputs/artefacts",
+                 jpeg_presets: int = 1) -> None:
         self.num_models, self.num_families = int(num_models), int(num_families)
         self.images_per_model, self.seed, self.workers = int(images_per_model), int(seed), workers
         self.image_size = check_image_size(list(image_size))
         self.cache_dir = Path(cache_dir)
+        self.jpeg_presets = int(jpeg_presets)
+        make_catalogue(1, 1, 0, self.jpeg_presets)  # validates jpeg_presets before anything is rendered
 
     def __repr__(self) -> str:
         return (f"SynthSource({self.num_models} models, {self.num_families} families, "
@@ -330,10 +335,12 @@ class SynthSource:
     def root(self) -> Path:
         """The rendered catalogue's folder (rendered on first use)."""
         key = {"format": FORMAT, "num_models": self.num_models, "num_families": self.num_families,
-               "images_per_model": self.images_per_model, "image_size": list(self.image_size), "seed": self.seed}
+               "images_per_model": self.images_per_model, "image_size": list(self.image_size), "seed": self.seed,
+               # only when set: catalogues rendered before the setting existed keep their key
+               **({"jpeg_presets": self.jpeg_presets} if self.jpeg_presets != 1 else {})}
         return cached_dir(self.cache_dir, "synth", key, lambda tmp: render_catalogue(
             tmp, self.num_models, self.num_families, self.images_per_model, self.image_size, self.seed,
-            workers=self.workers))
+            workers=self.workers, jpeg_presets=self.jpeg_presets))
 
     def index(self) -> ImageIndex:
         return FolderSource(self.root()).index()

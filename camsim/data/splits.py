@@ -28,6 +28,13 @@ class SetSplit:
     b: tuple[str, ...]
     c: tuple[str, ...]
     known: tuple[str, ...]
+    #: models of B that Phase B validates on and never trains on (empty: it validates on B itself)
+    b_val: tuple[str, ...] = ()
+
+    @property
+    def b_train(self) -> tuple[str, ...]:
+        """The models of B whose pairs Phase B trains on."""
+        return tuple(m for m in self.b if m not in self.b_val)
 
     @property
     def unknown(self) -> tuple[str, ...]:
@@ -45,7 +52,8 @@ class SetSplit:
         raise KeyError(f"model {model!r} is in none of the sets A, B, C")
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {"a": list(self.a), "b": list(self.b), "c": list(self.c), "known": list(self.known)}
+        out = {"a": list(self.a), "b": list(self.b), "c": list(self.c), "known": list(self.known)}
+        return {**out, "b_val": list(self.b_val)} if self.b_val else out
 
     def validate(self, models: Sequence[str]) -> None:
         """Raise ValueError naming the offending models if the sets are not a valid split."""
@@ -68,16 +76,23 @@ class SetSplit:
         outside = sorted(set(self.known) - set(self.a))
         if outside:
             raise ValueError(f"split.known must be a subset of A; not in A: {outside}")
+        if self.b_val:
+            outside = sorted(set(self.b_val) - set(self.b))
+            if outside:
+                raise ValueError(f"split.b_val must be a subset of B; not in B: {outside}")
+            if len(self.b_val) < 2 or len(self.b_train) < 2:
+                raise ValueError(f"split.b_val: {len(self.b_val)} validation and {len(self.b_train)} training models of "
+                                 f"B; each side needs at least 2 (different-model pairs)")
 
 
 def make_split(models: Sequence[str], a: Any, b: Any, c: Any, known: Any, seed: int,
-               c_seed: int | None = None) -> SetSplit:
+               c_seed: int | None = None, b_val: Any = 0) -> SetSplit:
     """Resolve counts and explicit lists into a validated :class:`SetSplit`.
 
     Explicit lists are taken as given. Counts are drawn without replacement from the
     models not named explicitly: C first (``c_seed``, default ``seed``), then B and A
     (``seed``); ``a="rest"`` takes every remaining model. ``known``: a count drawn from A
-    (``seed``) or an explicit list.
+    (``seed``) or an explicit list; ``b_val``: likewise from B (0: none).
     """
     for key, spec in (("a", a), ("b", b), ("c", c), ("known", known)):
         check_set_spec(key, spec)
@@ -116,7 +131,14 @@ def make_split(models: Sequence[str], a: Any, b: Any, c: Any, known: Any, seed: 
             raise ValueError(f"split.known={k} is larger than set A ({len(sets['a'])} models)")
         krng = np.random.default_rng(stable_seed("split-known", seed))
         known_list = sorted(sets["a"][i] for i in krng.permutation(len(sets["a"]))[:k])
-    split = SetSplit(tuple(sets["a"]), tuple(sets["b"]), tuple(sets["c"]), tuple(known_list))
+    if _is_list(b_val):
+        b_val_list = [str(m) for m in b_val]
+    elif int(b_val) > len(sets["b"]):
+        raise ValueError(f"split.b_val={b_val} is larger than set B ({len(sets['b'])} models)")
+    else:
+        vrng = np.random.default_rng(stable_seed("split-b-val", seed))
+        b_val_list = sorted(sets["b"][i] for i in vrng.permutation(len(sets["b"]))[:int(b_val)])
+    split = SetSplit(tuple(sets["a"]), tuple(sets["b"]), tuple(sets["c"]), tuple(known_list), tuple(b_val_list))
     split.validate(models)
     return split
 

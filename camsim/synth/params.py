@@ -51,6 +51,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,10 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Seed-sequence tags, so that the family, model and scene streams never collide.
 TAG_FAMILY = 0x46414D  # "FAM"
 TAG_MODEL = 0x4D4F44  # "MOD"
+TAG_PRESETS = 0x4A5051  # "JPQ"
+#: JPEG qualities shared by many cameras' presets (scaled standard tables): where the further
+#: presets of ``make_catalogue(..., jpeg_presets > 1)`` come from
+SHARED_JPEG_PRESETS: tuple[int, ...] = (75, 80, 85, 90, 95)
 
 
 class CameraParamsError(ValueError):
@@ -108,11 +113,15 @@ class CameraParams:
     resample_kernel: str = "bicubic"
     jpeg_quality: int = 92
     jpeg_subsampling: str = "420"
+    #: further qualities the camera saves at (its quality presets, e.g. fine / normal): each
+    #: photo takes one of ``jpeg_quality`` and these (:func:`photo_jpeg_quality`); () = one setting
+    jpeg_presets: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise containers (JSON gives lists) before validating.
         object.__setattr__(self, "wb_gains", _float_tuple(self.wb_gains, "wb_gains", 3))
         object.__setattr__(self, "colour_matrix", _matrix(self.colour_matrix))
+        object.__setattr__(self, "jpeg_presets", tuple(_int(q, "jpeg_presets") for q in self.jpeg_presets))
         for name in ("adc_bits", "iso_min", "iso_max", "jpeg_quality"):
             object.__setattr__(self, name, _int(getattr(self, name), name))
         for f in dataclasses.fields(self):
@@ -151,6 +160,8 @@ class CameraParams:
         _range(self.sharpen_amount, "sharpen_amount", 0.0, 5.0)
         _range(self.resample_scale, "resample_scale", 0.25, 4.0)
         _range(self.jpeg_quality, "jpeg_quality", 1, 100)
+        for q in self.jpeg_presets:
+            _range(q, "jpeg_presets", 1, 100)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +169,7 @@ class CameraParams:
         d = dataclasses.asdict(self)
         d["wb_gains"] = list(self.wb_gains)
         d["colour_matrix"] = [list(r) for r in self.colour_matrix]
+        d["jpeg_presets"] = list(self.jpeg_presets)
         return d
 
     @classmethod
@@ -169,7 +181,7 @@ class CameraParams:
         unknown = sorted(set(d) - names)
         if unknown:
             raise CameraParamsError(f"CameraParams: unknown field(s) {unknown}")
-        missing = sorted(n for n in names if n not in d)
+        missing = sorted(n for n in names if n not in d and n != "jpeg_presets")  # older catalogues: one setting
         if missing:
             raise CameraParamsError(f"CameraParams: missing field(s) {missing}")
         return cls(**d)
@@ -316,9 +328,20 @@ def family_of(k: int, num_families: int) -> int:
     return k % num_families
 
 
-def make_catalogue(num_models: int, num_families: int, seed: int) -> list[CameraParams]:
+def make_catalogue(num_models: int, num_families: int, seed: int, jpeg_presets: int = 1) -> list[CameraParams]:
     """The first ``num_models`` camera models of seed ``seed`` spread over ``num_families``
-    families (model k is in family k mod num_families; names like ``F02_M07``)."""
+    families (model k is in family k mod num_families; names like ``F02_M07``).
+
+    ``jpeg_presets``: JPEG qualities each model saves at, one per photo — 1 (a fixed setting per
+    model, which makes JPEG statistics alone a camera-model label), or more, like real cameras'
+    quality presets: the model's own quality plus ``jpeg_presets - 1`` drawn from
+    :data:`SHARED_JPEG_PRESETS`, qualities many makes use, so photos of different models share
+    quantisation tables as real ones do. Drawn from their own stream: every other parameter is
+    the same whatever ``jpeg_presets`` is."""
+    if isinstance(jpeg_presets, bool) or not isinstance(jpeg_presets, (int, np.integer)) \
+            or not 1 <= jpeg_presets <= len(SHARED_JPEG_PRESETS):
+        raise CameraParamsError(f"jpeg_presets: must be an integer in 1..{len(SHARED_JPEG_PRESETS)}, "
+                                f"got {jpeg_presets!r}")
     num_models = _int(num_models, "num_models")
     num_families = _int(num_families, "num_families")
     if num_models < 1:
@@ -329,7 +352,26 @@ def make_catalogue(num_models: int, num_families: int, seed: int) -> list[Camera
         raise CameraParamsError(
             f"num_families: {num_families} families need at least as many models, got num_models={num_models}")
     families = [make_family(f, seed) for f in range(num_families)]
-    return [make_model(k, families[family_of(k, num_families)], seed) for k in range(num_models)]
+    models = [make_model(k, families[family_of(k, num_families)], seed) for k in range(num_models)]
+    if jpeg_presets == 1:
+        return models
+    out = []
+    for k, cam in enumerate(models):
+        rng = np.random.default_rng([seed, TAG_PRESETS, k])
+        others = [q for q in SHARED_JPEG_PRESETS if q != cam.jpeg_quality]
+        extra = sorted(int(q) for q in rng.choice(others, size=int(jpeg_presets) - 1, replace=False))
+        out.append(dataclasses.replace(cam, jpeg_presets=tuple(extra)))
+    return out
+
+
+def photo_jpeg_quality(camera: CameraParams, seed: int, scene_index: int, namespace: int = 0) -> int:
+    """The JPEG quality ``camera`` saves photo ``scene_index`` at: its one setting, or one of its
+    presets drawn per photo (by camera name, like the sensor noise)."""
+    if not camera.jpeg_presets:
+        return camera.jpeg_quality
+    choices = (camera.jpeg_quality, *camera.jpeg_presets)
+    rng = np.random.default_rng([seed, TAG_PRESETS, namespace, scene_index, zlib.crc32(camera.name.encode())])
+    return int(choices[int(rng.integers(len(choices)))])
 
 
 def make_families(num_families: int, seed: int) -> list[CameraFamily]:

@@ -42,7 +42,14 @@ from PIL import Image
 from camsim.artefacts import atomic_dir, atomic_write_json
 from camsim.progress import parallel_map
 from camsim.synth import isp
-from camsim.synth.params import CameraParams, CameraParamsError, make_catalogue, make_families, family_of
+from camsim.synth.params import (
+    CameraParams,
+    CameraParamsError,
+    family_of,
+    make_catalogue,
+    make_families,
+    photo_jpeg_quality,
+)
 from camsim.synth.scenes import Scene, area_resize, render_scene, scene_id
 
 FORMAT = "camsim.synth/2"  # bump when the rendered images change for the same config
@@ -116,11 +123,12 @@ def render_camera_image(scene: Scene, camera: CameraParams, out_shape: tuple[int
     return isp.to_uint8(rgb)
 
 
-def encode_image(img: np.ndarray, camera: CameraParams, jpeg: bool) -> bytes:
-    """The file a camera writes: JPEG with its quality and chroma subsampling, or, with
-    ``jpeg=False``, lossless PNG of the same frame."""
+def encode_image(img: np.ndarray, camera: CameraParams, jpeg: bool, quality: int | None = None) -> bytes:
+    """The file a camera writes: JPEG with its chroma subsampling at ``quality`` (default: its
+    one setting; :func:`~camsim.synth.params.photo_jpeg_quality` picks a photo's preset), or,
+    with ``jpeg=False``, lossless PNG of the same frame."""
     if jpeg:
-        return isp.encode_jpeg(img, camera.jpeg_quality, camera.jpeg_subsampling)
+        return isp.encode_jpeg(img, camera.jpeg_quality if quality is None else quality, camera.jpeg_subsampling)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -149,7 +157,7 @@ def _render_scene_job(job: _SceneJob) -> dict:
     for cd in job.cameras:
         cam = CameraParams.from_dict(cd)
         img = render_camera_image(scene, cam, job.out_shape, noise_rng(job.seed, job.index, cam), cache)
-        data = encode_image(img, cam, job.jpeg)
+        data = encode_image(img, cam, job.jpeg, photo_jpeg_quality(cam, job.seed, job.index))
         (Path(job.out_dir) / cam.name / f"{sid}.{ext}").write_bytes(data)
         nbytes += len(data)
     return {"scene": sid, "kind": scene.kind, "seconds_scene": t_scene,
@@ -158,7 +166,7 @@ def _render_scene_job(job: _SceneJob) -> dict:
 
 def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_per_model: int,
                      image_size: tuple[int, int], seed: int, workers: int | None = None,
-                     jpeg: bool = True) -> Path:
+                     jpeg: bool = True, jpeg_presets: int = 1) -> Path:
     """Render ``num_models`` simulated cameras × ``images_per_model`` shared scenes to
     ``out_dir/<model_name>/<scene_id>.jpg`` (``.png`` with ``jpeg=False``) plus
     ``out_dir/cameras.json``; returns ``out_dir``.
@@ -167,9 +175,10 @@ def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_p
     ``camsim.artefacts.cached_dir`` hands to its builder): it is filled in place. If it does
     not exist it is built atomically (temp sibling, then rename). Scenes are rendered in
     ``workers`` processes (default: all cores; 0/1 = in-process) with a progress bar.
+    ``jpeg_presets``: JPEG qualities per model, one drawn per photo (:func:`make_catalogue`).
     """
     out_dir = Path(out_dir)
-    cameras = make_catalogue(num_models, num_families, seed)
+    cameras = make_catalogue(num_models, num_families, seed, jpeg_presets)
     if isinstance(images_per_model, bool) or not isinstance(images_per_model, (int, np.integer)) \
             or images_per_model < 1:
         raise ValueError(f"images_per_model: must be an integer >= 1, got {images_per_model!r}")

@@ -31,7 +31,7 @@ from PIL import Image
 
 from camsim.artefacts import atomic_dir, atomic_write_json
 from camsim.progress import parallel_map
-from camsim.synth.params import CameraParams, make_catalogue
+from camsim.synth.params import CameraParams, make_catalogue, photo_jpeg_quality
 from camsim.synth import isp
 from camsim.synth.render import canvas_factor, check_image_size, noise_rng, render_camera_image
 from camsim.synth.scenes import pil_resize, powerlaw_noise, render_scene
@@ -98,7 +98,7 @@ def decoded_camera_image(scene_index: int, seed: int, camera: CameraParams, out_
     """The camera's JPEG of splice-scene ``scene_index``, decoded to [H, W, 3] uint8."""
     scene = render_scene(scene_index, seed, out_shape, factor, namespace=SPLICE_NAMESPACE)
     img = render_camera_image(scene, camera, out_shape, noise_rng(seed, scene_index, camera, SPLICE_NAMESPACE))
-    data = isp.encode_jpeg(img, camera.jpeg_quality, camera.jpeg_subsampling)
+    data = isp.encode_jpeg(img, photo_jpeg_quality(camera, seed, scene_index, SPLICE_NAMESPACE), camera.jpeg_subsampling)
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
 
 
@@ -149,11 +149,12 @@ def _render_splice_job(job: _SpliceJob) -> dict:
 def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], seed: int,
                    num_models: int = 20, num_families: int = 6, models: Sequence[str] | None = None,
                    control_fraction: float = 0.25, workers: int | None = None,
-                   catalogue_seed: int | None = None) -> Path:
+                   catalogue_seed: int | None = None, jpeg_presets: int = 1) -> Path:
     """Write ``num_images`` spliced images (a ``control_fraction`` of them unspliced controls)
     made from the catalogue ``make_catalogue(num_models, num_families, catalogue_seed)``
     (default: ``seed``), restricted to ``models`` (names) when given — e.g. the known and
-    unknown evaluation models. ``seed`` draws the scenes, cameras, masks and controls.
+    unknown evaluation models. ``seed`` draws the scenes, cameras, masks and controls;
+    ``jpeg_presets`` as the catalogue's (:func:`camsim.synth.params.make_catalogue`).
 
     Each spliced image: a host camera and a different donor camera drawn at random from those
     models, a random mask (rectangle, ellipse or blob, 5–30 % of the frame). Manifest
@@ -168,7 +169,7 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
         raise ValueError(f"num_images: must be at least 1, got {num_images}")
     if not 0.0 <= float(control_fraction) <= 1.0:
         raise ValueError(f"control_fraction: must be in [0, 1], got {control_fraction}")
-    cameras = make_catalogue(num_models, num_families, seed if catalogue_seed is None else catalogue_seed)
+    cameras = make_catalogue(num_models, num_families, seed if catalogue_seed is None else catalogue_seed, jpeg_presets)
     by_name = {c.name: c for c in cameras}
     if models is not None:
         unknown = [m for m in models if m not in by_name]
