@@ -3,9 +3,9 @@ splicing benchmark on the quick model. The main job must meet the targets of iss
 (Phase A >= 85 %, overall >= 85 %, unknown-unknown >= 80 % and above the Bray-Curtis
 baseline at equal false-alarm rate, AUC >= 0.90); README "Results" (2026-12-02) measured
 99.3 %, 92.1 %, 98.8 % vs 81.8 %, 0.976, and 92.1-94.2 % overall over four Phase B seeds.
-The splicing thresholds sit below its figures (graph-mode pixel F1 of map or inverse 0.814,
-detection AUC 0.980 graph / 0.897 reference) by a margin for machine-to-machine variation,
-so a regression in any stage fails here."""
+The splicing thresholds sit below its figures (graph-mode pixel F1 0.817 with the fixed
+threshold and no inversion, detection AUC 0.967 graph / 0.930 reference, 2026-12-03) by a
+margin for machine-to-machine variation, so a regression in any stage fails here."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def test_quick_model_localises_simulated_splices(quick_dir: Path) -> None:
     res = run_cli("camsim-eval", "task=splicing", cwd=quick_dir, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(next((quick_dir / "outputs").rglob("splicing.json")).read_text())["synthetic"]
-    assert out["graph"]["f1_best"] >= 0.7 and out["graph"]["errors"] == 0
+    # graph mode, fixed threshold (the map as decided), no inversion, per-image mean
+    assert out["graph"]["f1"] >= 0.7 and not out["graph"]["errors"]
     assert out["graph"]["auc"] >= 0.9 and out["reference"]["auc"] >= 0.85
 
 

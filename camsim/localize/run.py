@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from camsim.data.io import ImageReadError, read_green, read_rgb
+from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, localize
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import write_outputs
@@ -32,10 +33,9 @@ from camsim.progress import track
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 CSV_COLUMNS = ["image", "status", "decision", "score", "threshold", "mode", "decidable_patches", "patches",
                "suspect_share", "seconds", "features_s", "other_s", "out_dir", "message"]
-#: min_entropy when neither the options nor the checkpoint give one (method.md, "Patch entropy")
+#: min_entropy when neither the options nor the checkpoint give one (docs/method.md, "Patch entropy")
 DEFAULT_MIN_ENTROPY = 4.0
 
 
