@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,3 +311,30 @@ def test_write_report_has_scenario_table(tmp_path):
     assert "| 0.25 |" in text
     with pytest.raises(ValueError, match="eval"):
         write_report(tmp_path, {"baseline": {}}, ["A"], KNOWN)
+
+
+def test_splicing_inputs_fail_clearly(tmp_path: Path) -> None:
+    """Authentic folders with masks, masks of another size, forgeries without a mask: one clear
+    error each, naming the file."""
+    import numpy as np
+    from PIL import Image
+
+    from camsim.eval.splicing import _read_mask, authentic_records, real_records
+
+    auth = tmp_path / "authentic" / "cam"
+    auth.mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(auth / "a.png")
+    (auth / "notes.txt").write_text("not an image")
+    recs = authentic_records(auth.parent)
+    assert [r["name"] for r in recs] == ["cam__a"] and not recs[0]["spliced"] and recs[0]["mask"] is None
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(auth / "a_mask.png")
+    with pytest.raises(ValueError, match="holds ground-truth masks .*a_mask.png"):
+        authentic_records(auth.parent)
+    with pytest.raises(ValueError, match="mask m.png is 48x32, its image 40x30"):
+        Image.fromarray(np.zeros((32, 48), np.uint8)).save(tmp_path / "m.png")
+        _read_mask(tmp_path / "m.png", (30, 40))
+    forged = tmp_path / "forged"
+    (forged / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(forged / "images" / "x.png")
+    with pytest.raises(FileNotFoundError, match="no ground-truth mask for .*x.png"):
+        real_records(forged)
