@@ -219,10 +219,12 @@ def phase_b_seed(cfg: DictConfig) -> int:
 
 
 def training_record(st: RunState) -> dict:
-    """What a similarity checkpoint keeps of its training: sets A and B, the data, the patch settings."""
-    cfg = st.cfg
+    """What a similarity checkpoint keeps of its training: sets A and B (B's models it trained on;
+    ``split.b_val``'s, only validated on, apart), the data, the patch settings."""
+    cfg, sp = st.cfg, st.data.split
     data = {k: v for k, v in to_plain(cfg.data).items() if k not in ("workers", "cache_dir")}
-    return {"sets": {"a": list(st.data.split.a), "b": list(st.data.split.b)}, "data": data,
+    sets = {"a": list(sp.a), "b": list(sp.b_train), **({"b_val": list(sp.b_val)} if sp.b_val else {})}
+    return {"sets": sets, "data": data,
             "patches": {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
                         "min_entropy": float(cfg.patches.min_entropy)}}
 

@@ -8,7 +8,10 @@ task=auto (default) is transfer when ckpt=... is given, else pairs:
              image-level decisions, bootstrap intervals; transfer.md, metrics.json, scores.npz
   pairs      the evaluation pairs of this config's split (sets A / C), with the network trained
              for this config or the one given by ckpt=...
-  splicing   the splicing-localisation benchmark
+  splicing   the splicing-localisation benchmark: simulated splices (data=synth), real forgeries
+             (splicing.real_dir=DIR: images/ + masks/<stem>_mask.png), authentic photos as controls
+             (splicing.authentic_dir=DIR); thresholds calibrated to splicing.target_far on authentic
+             images (simulated, or splicing.calibration_dir=DIR)
 main options:
   data=folder|dresden|vision|exif|cameras data.root=DIR   the photos (data.variants=[natWA]: VISION's WhatsApp copies)
   eval.eta=0.5   transfer.threshold=eta|best   transfer.image.aggregate=mean|median
@@ -20,6 +23,7 @@ examples:
   camsim-eval ckpt=... data=vision data.root=/data/VISION data.variants=[natWA]
   camsim-eval task=pairs ckpt=...   # the pairs of this config's split instead
   camsim-eval task=splicing
+  camsim-eval task=splicing splicing.real_dir=../shared/data/splices splicing.authentic_dir=../shared/data/cameras
 """
 
 from omegaconf import DictConfig
