@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from camsim.bench import synth
-from camsim.bench.ceiling import ceiling_gflops
+from camsim.bench.ceiling import ceiling_gflops, roofline_gflops
 from camsim.bench.cli import main
 from camsim.bench.common import texture
 from camsim.bench.plan import recipe
@@ -39,7 +39,7 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
                          "--variants", "eager", "channels_last", "bf16"])
     on_disk = json.loads(out.read_text())
     assert on_disk["rows"].keys() == report["rows"].keys()
-    expected = {"gemm", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
+    expected = {"gemm", "stream", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
                 "phase_a/quick/eager", "phase_a/quick/channels_last", "data/extract/jpeg", "data/extract/png",
                 "data/loader/32", "data/decode", "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize"}
     rows = on_disk["rows"]
@@ -56,6 +56,9 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     # shares of the ceiling are filled in for every line with FLOPs
     inf = rows["phase_a/mislnet/32/eager"]["lines"][0]
     assert inf["share"] == pytest.approx(inf["gflops"] / on_disk["meta"]["ceiling_gflops"])
+    # ... and of the roofline bound, from the stream row's bandwidth and the row's bytes
+    assert rows["stream"]["gbs"] > 0 and inf["bytes"] > 0 and 0 < inf["roofline_gflops"] <= on_disk["meta"]["ceiling_gflops"]
+    assert inf["roofline_share"] == pytest.approx(inf["gflops"] / inf["roofline_gflops"])
     assert rows["phase_a/mislnet/32/channels_last"]["agreement"]["agree"] is True
     assert rows["data/decode"]["identical"] is True
     assert rows["phase_b/eval"]["max_abs_diff"] < 1e-5
@@ -107,6 +110,45 @@ def test_ceiling_is_the_faster_of_the_start_and_end_gemm_rows():
     annotate(results)
     assert line["share"] == pytest.approx(100.0 / 125.0)  # 100 GFLOP/s achieved / the faster ceiling
     assert ceiling_gflops({"gemm": gemm["gemm"], "gemm/end": {"status": "error", "kind": "gemm"}}) == 100.0
+
+
+def test_roofline_bound_and_share_by_hand():
+    """Bound = min(ceiling, bandwidth x intensity): 100 GFLOP/s ceiling, 20 GB/s; a line of 2e8
+    FLOPs and 1e8 bytes per patch (intensity 2) is bandwidth-bound at 40 GFLOP/s."""
+    yard = {"gemm": {"status": "ok", "kind": "gemm", "gflops": 100.0},
+            "stream": {"status": "ok", "kind": "stream", "gbs": 20.0}}
+    line = {"value": 100.0, "unit": "patches/s", "flops": 2e8, "bytes": 1e8}
+    compute = {"value": 100.0, "unit": "patches/s", "flops": 2e8, "bytes": 1e6}  # intensity 200: compute-bound
+    annotate({**yard, "r": {"status": "ok", "kind": "phase_a", "lines": [line, compute]}})
+    assert line["roofline_gflops"] == pytest.approx(40.0) and line["roofline_share"] == pytest.approx(20.0 / 40.0)
+    assert compute["roofline_gflops"] == pytest.approx(100.0) and compute["roofline_share"] == pytest.approx(0.2)
+    assert roofline_gflops(1.0, 1.0, 100.0, None) is None
+
+
+def test_count_bytes_of_a_hand_sized_conv_bn_pool_stack():
+    """Every leaf's inputs + outputs + parameters, fp32: conv 1->2 (3x3, no bias) on 8x8 -> 6x6,
+    batch norm, ReLU, 2x2 max pool -> 3x3; FLOPs from count_flops: 2 x 36 x 2 x 9."""
+    import torch.nn as nn
+
+    from camsim.models.backbone import count_bytes, count_flops
+
+    class Stack(nn.Module):
+        in_channels = 1
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, bias=False)
+            self.bn, self.act, self.pool = nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2)
+
+        def forward(self, x):
+            return self.pool(self.act(self.bn(self.conv(x.float()))))
+
+    x, y, z = 64, 2 * 36, 2 * 9  # elements: input 8x8, conv/bn/act output 2x6x6, pooled 2x3x3
+    conv = (x + y + 18) * 4  # + 18 weights
+    bn = (y + y + 2 + 2 + 2 + 2) * 4 + 8  # + weight, bias, running mean, var (fp32) + num_batches_tracked (int64)
+    act, pool = (y + y) * 4, (y + z) * 4
+    assert count_bytes(Stack(), 8) == conv + bn + act + pool
+    assert count_flops(Stack(), 8) == 2 * 36 * 2 * 9
 
 
 def test_targets_pass_and_miss_from_hand_made_results():

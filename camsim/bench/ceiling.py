@@ -1,4 +1,6 @@
-"""The yardstick of every share: the fp32 GEMM ceiling, measured (row ``gemm``) and read back."""
+"""The yardsticks of every share: the fp32 GEMM ceiling (row ``gemm``) and the memory bandwidth
+(row ``stream``, a STREAM-like triad), measured and read back; together the roofline bound
+min(ceiling, bandwidth × arithmetic intensity) of a row whose FLOPs and bytes are known."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch
 
 from camsim.bench.common import table_line
 
-__all__ = ["row_gemm", "ceiling_gflops"]
+__all__ = ["row_gemm", "row_stream", "ceiling_gflops", "bandwidth_gbs", "roofline_gflops"]
 
 
 def row_gemm(p: dict) -> dict:
@@ -35,3 +37,38 @@ def ceiling_gflops(results: dict[str, dict]) -> float | None:
     """The GEMM ceiling: the faster of the run's GEMM rows (start and end of the run)."""
     got = [r["gflops"] for r in results.values() if r.get("kind") == "gemm" and r.get("status") == "ok"]
     return max(got) if got else None
+
+
+def row_stream(p: dict) -> dict:
+    """Memory bandwidth: best of ``runs`` timed triads ``a = b + s·c`` on fp32 vectors of
+    ``n`` elements each (far larger than the caches), with the run's threads; 12 bytes per
+    element move (read b and c, write a)."""
+    n = int(p["n"])
+    g = torch.Generator().manual_seed(0)
+    b, c = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    a = torch.empty(n)
+    torch.add(b, c, alpha=3.0, out=a)  # warm-up: pages touched, threads up
+    times = []
+    for _ in range(int(p["runs"])):
+        t = time.perf_counter()
+        torch.add(b, c, alpha=3.0, out=a)
+        times.append(time.perf_counter() - t)
+    moved = 3.0 * 4 * n
+    best = moved / min(times) / 1e9
+    return {"lines": [table_line(f"memory bandwidth, triad of {n * 4 / 2**20:.0f} MiB vectors", best, "GB/s")],
+            "gbs": best, "gbs_median": moved / statistics.median(times) / 1e9, "n": n, "runs": len(times)}
+
+
+def bandwidth_gbs(results: dict[str, dict]) -> float | None:
+    """The memory bandwidth: the faster of the run's stream rows."""
+    got = [r["gbs"] for r in results.values() if r.get("kind") == "stream" and r.get("status") == "ok"]
+    return max(got) if got else None
+
+
+def roofline_gflops(flops: float, nbytes: float, ceiling: float | None, bandwidth: float | None) -> float | None:
+    """The roofline bound in GFLOP/s of work with ``flops`` per ``nbytes`` moved:
+    min(ceiling, bandwidth × intensity); None without both yardsticks."""
+    if not ceiling or not bandwidth or not flops or not nbytes:
+        return None
+    return min(ceiling, bandwidth * flops / nbytes)
+

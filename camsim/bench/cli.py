@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from camsim.artefacts import atomic_write_json
-from camsim.bench.ceiling import ceiling_gflops
+from camsim.bench.ceiling import bandwidth_gbs, ceiling_gflops
 from camsim.bench.common import VARIANTS
 from camsim.bench.plan import build_plan
 from camsim.bench.report import annotate, render, targets
@@ -29,7 +29,9 @@ from camsim.progress import default_workers
 __all__ = ["main"]
 
 FLOP_CONVENTION = ("FLOPs = torch FlopCounterMode (2 per multiply-add; conv + matmul only) of one "
-                   "forward pass per item; a training step counts 3x forward")
+                   "forward pass per item; bytes = every layer's inputs + outputs + parameters of that "
+                   "pass (count_bytes, unfused); a training step counts 3x forward for both; "
+                   "% roofline = achieved / min(GEMM ceiling, triad bandwidth x FLOPs/bytes)")
 TIMING_CONVENTION = ("throughput of the fastest timed call (best of several, after warm-up); "
                      "median in the JSON")
 
@@ -52,6 +54,7 @@ def _meta(args: argparse.Namespace, results: dict[str, dict]) -> dict:
         "cores": default_workers(), "threads": threads, "torch": torch.__version__,
         "python": platform.python_version(), "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "cuda": bool(torch.cuda.is_available()), "ceiling_gflops": ceiling_gflops(results),
+        "bandwidth_gbs": bandwidth_gbs(results),
         "flops": FLOP_CONVENTION, "timing": TIMING_CONVENTION,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
                                            "TORCHINDUCTOR_CACHE_DIR") if k in os.environ},

@@ -18,12 +18,12 @@ __all__ = ["CONF_DIR", "FULL", "SMOKE", "Spec", "build_plan", "recipe"]
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 # sizes of a full run and of --smoke (tiny: every row in a few seconds)
-FULL = dict(patch_sizes=[64, 256], gemm_n=4096, gemm_runs=5, batch=64, bf16_batch=16, min_time=3.0,
+FULL = dict(patch_sizes=[64, 256], gemm_n=4096, gemm_runs=5, stream_n=1 << 25, stream_runs=10, batch=64, bf16_batch=16, min_time=3.0,
             max_time=30.0, min_reps=3, extract_images=8, extract_size=[1536, 2048], loader_patches=15000,
             loader_max_bytes=256 << 20, decode_size=[3000, 4000], decode_reps=5,
             synth=dict(num_models=4, num_families=2, images_per_model=2, image_size=[768, 1024]),
             pb_features=20000, pb_eval_pairs=1_000_000, pb_matrix_n=2000, loc_size=[3000, 4000], loc_patch=256)
-SMOKE = dict(patch_sizes=[32], gemm_n=256, gemm_runs=2, batch=4, bf16_batch=4, min_time=0.0, max_time=1.0,
+SMOKE = dict(patch_sizes=[32], gemm_n=256, gemm_runs=2, stream_n=1 << 16, stream_runs=2, batch=4, bf16_batch=4, min_time=0.0, max_time=1.0,
              min_reps=1, extract_images=2, extract_size=[192, 256], loader_patches=256,
              loader_max_bytes=1 << 20, decode_size=[192, 256], decode_reps=1,
              synth=dict(num_models=2, num_families=1, images_per_model=1, image_size=[64, 96]),
@@ -88,7 +88,8 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
     chosen = recipe("quick", model=args.model, head=args.head)
     model_cfg, head_cfg = chosen["model"], chosen["similarity"]
     variants = list(args.variants)
-    plan = [Spec("gemm", "gemm", {"n": args.gemm_n or sizes["gemm_n"], "runs": sizes["gemm_runs"]})]
+    plan = [Spec("gemm", "gemm", {"n": args.gemm_n or sizes["gemm_n"], "runs": sizes["gemm_runs"]}),
+            Spec("stream", "stream", {"n": sizes["stream_n"], "runs": sizes["stream_runs"]})]
     for P in patch_sizes:
         for v in variants:
             # bf16 autocast is ~10-50x slower on CPUs without bf16 instructions: fewer patches
@@ -132,6 +133,6 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
     plan.append(Spec("gemm/end", "gemm", dict(plan[0].params)))
     if args.only:
         plan = [s for s in plan if any(_matches(s.name, pat) for pat in args.only)]
-    if not any(s.kind != "gemm" for s in plan):  # only the ceiling asked for: measure it once
-        plan = plan[:1]
+    if not any(s.kind not in ("gemm", "stream") for s in plan):  # only the yardsticks asked for: once each
+        plan = [s for s in plan if s.name in ("gemm", "stream")]
     return plan

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from camsim.bench.ceiling import ceiling_gflops
+from camsim.bench.ceiling import bandwidth_gbs, ceiling_gflops, roofline_gflops
 
 __all__ = ["TARGETS", "VARIANT_LABEL", "annotate", "targets", "render"]
 
@@ -21,13 +21,19 @@ VARIANT_LABEL = {"eager": "eager, default layout", "channels_last": "channels_la
 
 
 def annotate(results: dict[str, dict]) -> None:
-    """Add achieved GFLOP/s and share of the GEMM ceiling to every line that has FLOPs."""
-    ceiling = ceiling_gflops(results)
+    """Add achieved GFLOP/s and share of the GEMM ceiling to every line that has FLOPs, and,
+    where its bytes are known too, the share of its roofline bound (``ceiling.roofline_gflops``)."""
+    ceiling, bandwidth = ceiling_gflops(results), bandwidth_gbs(results)
     for res in results.values():
         for line in res.get("lines", []):
             if line.get("flops") and line.get("value") is not None and line.get("unit", "").endswith("/s"):
                 line["gflops"] = line["value"] * line["flops"] / 1e9
                 line["share"] = line["gflops"] / ceiling if ceiling else None
+                bound = roofline_gflops(line["flops"], line.get("bytes") or 0, ceiling, bandwidth)
+                if bound:
+                    line["intensity"] = line["flops"] / line["bytes"]
+                    line["roofline_gflops"] = bound
+                    line["roofline_share"] = line["gflops"] / bound
 
 
 def targets(results: dict[str, dict]) -> list[dict]:
@@ -98,7 +104,8 @@ def _rows_table(report: dict) -> Table:
     table = Table(title=f"camsim bench — {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads"
                         + (" (SMOKE: tiny sizes, numbers meaningless)" if meta["smoke"] else ""))
     for col, just in (("row", "left"), ("metric", "left"), ("value", "right"), ("unit", "left"),
-                      ("GFLOP/s", "right"), ("% ceiling", "right"), ("peak RSS MB", "right"), ("notes", "left")):
+                      ("GFLOP/s", "right"), ("% ceiling", "right"), ("% roofline", "right"), ("peak RSS MB", "right"),
+                      ("notes", "left")):
         table.add_column(col, justify=just, overflow="fold")
     for name, res in report["rows"].items():
         mem = res.get("memory", {})
@@ -107,13 +114,13 @@ def _rows_table(report: dict) -> Table:
         if mem.get("children_peak_rss_mb") and res.get("kind") in ("loader", "extract", "synth"):
             rss += f" (+{mem['children_peak_rss_mb']:.0f})"
         if res["status"] != "ok":
-            table.add_row(name, res["status"].upper(), "-", "", "", "", rss, res.get("reason", ""))
+            table.add_row(name, res["status"].upper(), "-", "", "", "", "", rss, res.get("reason", ""))
             continue
         for k, line in enumerate(res["lines"]):
-            share = line.get("share")
+            share, roof = line.get("share"), line.get("roofline_share")
             table.add_row(name if k == 0 else "", line["metric"], _fmt(line["value"], line["unit"]), line["unit"],
                           _fmt(line.get("gflops")), f"{share:.0%}" if share is not None else "",
-                          rss if k == 0 else "", line.get("note", ""))
+                          f"{roof:.0%}" if roof is not None else "", rss if k == 0 else "", line.get("note", ""))
         table.add_section()
     return table
 

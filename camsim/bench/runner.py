@@ -30,7 +30,8 @@ __all__ = ["ROWS", "row_function", "execute", "run_plan"]
 #: imported by the row's own process when the row starts (see ``row_function``), so that
 #: process's peak memory holds what that row needs, not Lightning and the simulator for all.
 ROWS: dict[str, str] = {
-    "gemm": "camsim.bench.ceiling:row_gemm", "phase_a": "camsim.bench.rows_model:row_phase_a",
+    "gemm": "camsim.bench.ceiling:row_gemm", "stream": "camsim.bench.ceiling:row_stream",
+    "phase_a": "camsim.bench.rows_model:row_phase_a",
     "extract": "camsim.bench.rows_data:row_extract", "loader": "camsim.bench.rows_data:row_loader",
     "decode": "camsim.bench.rows_data:row_decode", "synth": "camsim.bench.synth:row_synth",
     "phase_b_train": "camsim.bench.rows_similarity:row_phase_b_train",
