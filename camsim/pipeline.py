@@ -39,9 +39,9 @@ from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor,
 from omegaconf import DictConfig
 
 from camsim.artefacts import atomic_write_json, cached_dir, content_hash, file_lock, lock_path
-from camsim.config import backbone_config, feature_layer, to_plain, validate
+from camsim.config import backbone_config, data_fingerprint, feature_layer, to_plain, validate
 from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, PhaseADataModule
-from camsim.data.features import FeatureStore
+from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.sources import SynthSource
 from camsim.data.patches import stable_seed
 from camsim.data.store import log_skipped
@@ -222,9 +222,8 @@ def training_record(st: RunState) -> dict:
     """What a similarity checkpoint keeps of its training: sets A and B (B's models it trained on;
     ``split.b_val``'s, only validated on, apart), the data, the patch settings."""
     cfg, sp = st.cfg, st.data.split
-    data = {k: v for k, v in to_plain(cfg.data).items() if k not in ("workers", "cache_dir")}
     sets = {"a": list(sp.a), "b": list(sp.b_train), **({"b_val": list(sp.b_val)} if sp.b_val else {})}
-    return {"sets": sets, "data": data,
+    return {"sets": sets, "data": data_fingerprint(cfg.data),
             "patches": {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
                         "min_entropy": float(cfg.patches.min_entropy)}}
 
@@ -298,20 +297,22 @@ def similarity_checkpoint(st: RunState) -> Path:
 
 
 def _feature_store(st: RunState, sim: ForensicSimilarity) -> FeatureStore:
-    ckpt = similarity_checkpoint(st)
-    backbone_id = content_hash(str(ckpt.resolve()), ckpt.stat().st_mtime_ns) if st.cfg.get("ckpt") \
-        else st.phase_a_dir.name
+    """The feature cache of this job's frozen backbone: keyed by its Phase A artefact, or by the
+    ``ckpt=`` file it was loaded from."""
+    backbone_id = checkpoint_backbone_id(similarity_checkpoint(st)) if st.cfg.get("ckpt") else st.phase_a_dir.name
     return FeatureStore(st.artefact_dir, sim.backbone, backbone_id, sim.feature_layer,
                         **to_plain(st.cfg.phase_b.feature_pass))
 
 
-def resolve_eta(st: RunState, sim: ForensicSimilarity, fs: FeatureStore) -> float:
+def resolve_eta(st: RunState, sim: ForensicSimilarity, fs: FeatureStore | None = None) -> float:
     """η of this job's decisions: ``eval.eta``, or with ``eta=auto`` the η that maximises
-    accuracy (or gives the EER, ``eval.eta_rule``) on Phase B validation pairs (set B); once per job."""
+    accuracy (or gives the EER, ``eval.eta_rule``) on Phase B validation pairs (set B); once per job.
+    ``fs``: the job's feature cache, built here only when ``eta=auto`` needs it."""
     if st.eta is None:
         st.eta = configured_eta(st.cfg)
     if st.eta is None:
         cfg = st.cfg
+        fs = fs or _feature_store(st, sim)
         dm = PairDataModule(st.data, cfg.phase_b.loader, 2, int(cfg.phase_b.val_pairs), seed=phase_b_seed(cfg),
                             features=fs.features)
         dm.setup()
@@ -392,7 +393,7 @@ def stage_splicing(st: RunState) -> dict:
     cfg = st.cfg
     ckpt = similarity_checkpoint(st)
     sim = load_similarity(ckpt)
-    eta = resolve_eta(st, sim, _feature_store(st, sim))
+    eta = resolve_eta(st, sim)
     sets, sc = [], cfg.splicing
     if isinstance(st.data.source, SynthSource):
         sets.append(_synthetic_splices(st, st.data.source, int(sc.num_images), float(sc.control_fraction),

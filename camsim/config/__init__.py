@@ -5,6 +5,7 @@ registered in Hydra's ConfigStore on import) and the checks and readings shared 
 from camsim.config.checks import (
     backbone_config,
     check_set_spec,
+    data_fingerprint,
     feature_layer,
     to_plain,
     unknown_keys,
@@ -42,6 +43,7 @@ from camsim.config.schema import (
 __all__ = [
     "backbone_config",
     "check_set_spec",
+    "data_fingerprint",
     "feature_layer",
     "to_plain",
     "unknown_keys",

@@ -8,6 +8,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -39,6 +40,17 @@ def feature_layer(cfg: DictConfig) -> str:
 def backbone_config(cfg: DictConfig) -> dict:
     """The ``model`` config as the backbone takes it (without the deprecated ``feature_layer``)."""
     return {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
+
+
+def data_fingerprint(data: Any) -> dict:
+    """What identifies a data source: its ``data`` node (or a recorded copy of one) without the
+    settings that do not change its images (``workers``, ``cache_dir``), ``root`` resolved to an
+    absolute path — what a checkpoint records of its training data, and what a later evaluation
+    compares with it."""
+    fp = {k: v for k, v in to_plain(data).items() if k not in ("workers", "cache_dir")}
+    if fp.get("root"):
+        fp["root"] = str(Path(str(fp["root"])).expanduser().resolve())
+    return fp
 
 
 def check_set_spec(key: str, value: Any) -> None:

@@ -12,9 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from camsim.artefacts import cached_dir
+from camsim.artefacts import cached_dir, content_hash, file_identity
 from camsim.data.store import PatchSet
 from camsim.models.feature_pass import FeaturePass
+
+
+def checkpoint_backbone_id(ckpt: Path) -> str:
+    """The ``backbone_id`` of a backbone loaded from a checkpoint file (``ckpt=``): the file's
+    identity, so a retrained or replaced checkpoint never reads another's cached features."""
+    return "ckpt-" + content_hash(file_identity(ckpt))
 
 
 class FeatureStore:

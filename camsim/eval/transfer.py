@@ -32,9 +32,8 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from camsim.artefacts import content_hash, file_identity
-from camsim.config import to_plain
-from camsim.data.features import FeatureStore
+from camsim.config import data_fingerprint, to_plain
+from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size
 from camsim.data.layouts import camera_make
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore
@@ -82,21 +81,6 @@ def training_role(model: str, sets: dict) -> str:
     return "A+B" if in_a and in_b else "A" if in_a else "B" if in_b else ""
 
 
-def data_fingerprint(data_cfg: DictConfig) -> dict:
-    """What identifies a source, as the pipeline records it in a checkpoint (roots resolved)."""
-    fp = {k: v for k, v in to_plain(data_cfg).items() if k not in ("workers", "cache_dir")}
-    return _resolved(fp)
-
-
-def _resolved(fp: dict | None) -> dict | None:
-    if fp is None:
-        return None
-    out = dict(fp)
-    if out.get("root"):
-        out["root"] = str(Path(str(out["root"])).expanduser().resolve())
-    return out
-
-
 def patch_settings(sim: Any, cfg: DictConfig):
     """The checkpoint's patch settings (size, align, min_entropy), ``transfer.min_entropy`` overriding."""
 
@@ -106,9 +90,8 @@ def patch_settings(sim: Any, cfg: DictConfig):
     if int(rec["size"]) != size:
         log.warning("  patches.size=%s differs from the checkpoint's patch size %d: using %d", rec["size"], size, size)
     ent = cfg.transfer.min_entropy
-    return PatchSettings(size=size, align=int(rec["align"]),
-                         min_entropy=float(rec["min_entropy"] if ent is None else ent),
-                         seed=int(cfg.patches.seed), max_pixels=int(cfg.patches.max_pixels))
+    return PatchSettings.from_config(cfg.patches, size=size, align=rec["align"],
+                                     min_entropy=rec["min_entropy"] if ent is None else ent)
 
 
 # ------------------------------------------------------------------------- the patch table
@@ -143,8 +126,7 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
     store = PatchStore(Path(cfg.paths.artefact_dir), settings, workers=cfg.patches.workers)
     reqs = [PatchRequest(m, "all", tuple(paths), ppi * len(paths)) for m, paths in index.models.items()]
     sets = store.get(reqs)
-    backbone_id = "ckpt-" + content_hash(file_identity(ckpt))
-    fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, backbone_id, sim.feature_layer,
+    fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, checkpoint_backbone_id(ckpt), sim.feature_layer,
                       **to_plain(cfg.phase_b.feature_pass))
     models, paths, pmodel, heights, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], []
     low = 0
@@ -271,7 +253,8 @@ def run_transfer(cfg: DictConfig) -> dict:
     settings = patch_settings(sim, cfg)
     sets = sim.training_sets
     roles = {m: training_role(m, sets) for m in index.model_names()}
-    fp_ckpt, fp_here = _resolved(sim.data_fingerprint), data_fingerprint(cfg.data)
+    fp_here = data_fingerprint(cfg.data)
+    fp_ckpt = None if sim.data_fingerprint is None else data_fingerprint(sim.data_fingerprint)
     notes: list[str] = []
     known_here = [m for m, r in roles.items() if r]
     if sets.get("b") is None:
