@@ -9,7 +9,7 @@ config parts that determine it, so a sweep's jobs that differ only downstream re
   optimisation, seed, precision.
 - ``phase_b-<hash>``: the Phase A artefact, set B, ``phase_b.feature_layer``, ``similarity``,
   ``phase_b`` optimisation and ``phase_b.seed``, seed (not η: a threshold sweep re-uses one
-  trained network).
+  trained network); with ``phase_b.finetune.enabled``, a second one adds those settings.
 
 Each learning phase seeds the random generators itself before it trains (``seed``; Phase B
 ``phase_b.seed`` when set), so a phase comes out the same whether the phases before it were
@@ -36,7 +36,7 @@ import hydra
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from camsim.artefacts import atomic_write_json, cached_dir, content_hash, file_lock, lock_path
 from camsim.config import backbone_config, data_fingerprint, feature_layer, to_plain, validate
@@ -50,12 +50,13 @@ from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table,
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
 from camsim.lit.checkpoints import AtomicCheckpointIO, resume_from
-from camsim.lit.phase_a import CameraClassifier, build_backbone
-from camsim.lit.phase_b import ForensicSimilarity, load_similarity
+from camsim.lit.phase_a import CameraClassifier, build_backbone, load_classifier
+from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
 from camsim.localize.run import Localizer
 from camsim.loggers import ConfusionFigures, build_loggers, finish_loggers, log_evaluation
 from camsim.plots import plot_confusion
 from camsim.synth.splice import load_splices, render_splices
+from camsim.synth.settings import cache_key as synth_cache_key
 
 log = logging.getLogger("camsim")
 
@@ -90,8 +91,7 @@ def stage(name: str, summary: dict) -> Iterator[None]:
     t0 = time.perf_counter()
     log.info("▶ %s", name)
     yield
-    dt = time.perf_counter() - t0
-    summary.setdefault("timings_s", {})[name] = round(dt, 2)
+    summary.setdefault("timings_s", {})[name] = round(dt := time.perf_counter() - t0, 2)
     log.info("✔ %s (%.1f s)", name, dt)
 
 
@@ -112,6 +112,8 @@ def check_config(cfg: DictConfig) -> None:
         backbone.feature_dim(layer)
     except (KeyError, ValueError) as err:
         raise ValueError(f"phase_b.feature_layer={layer!r}: {err}") from err
+    if cfg.phase_b.finetune.enabled:
+        finetune_modules(backbone, cfg.phase_b.finetune.from_layer, layer)  # a bad from_layer fails here
 
 
 def configured_eta(cfg: DictConfig) -> float | None:
@@ -171,6 +173,7 @@ def _open_phase(st: RunState, kind: str, key: dict, seed: int) -> Path | None:
     setattr(st, f"{kind}_dir", final)
     if final.exists():
         log.info("  reusing %s", final)
+        st.summary[kind] = {"artefact": str(final), "reused": True}
         return None
     if not st.train:
         raise FileNotFoundError(
@@ -205,7 +208,7 @@ def stage_phase_a(st: RunState) -> None:
 
 def phase_b_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
-    skip = ("loader", "resume", "feature_pass", "feature_layer")
+    skip = ("loader", "resume", "feature_pass", "feature_layer", "finetune")
     return {"kind": "phase_b", "phase_a": st.phase_a_dir.name,
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
             "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
@@ -228,13 +231,37 @@ def training_record(st: RunState) -> dict:
                         "min_entropy": float(cfg.patches.min_entropy)}}
 
 
+def finetune_key(cfg: DictConfig, key: dict) -> dict | None:
+    """The fine-tuned network's artefact key: the frozen stage's ``key`` + ``phase_b.finetune``;
+    ``None`` when fine-tuning is off (the frozen network is then Phase B's artefact)."""
+    ft = cfg.phase_b.finetune
+    return {**key, "finetune": {k: v for k, v in to_plain(ft).items() if k not in ("enabled", "loader")},
+            "finetune_batch_size": int(ft.loader.batch_size)} if ft.enabled else None
+
+
 def stage_phase_b(st: RunState) -> None:
+    """The head on the frozen backbone's cached features; with ``phase_b.finetune.enabled`` then
+    fine-tuned end to end, an artefact of its own (the frozen one is shared by every setting)."""
     cfg = st.cfg
-    key = phase_b_key(st)
-    seed = phase_b_seed(cfg)
-    final = _open_phase(st, "phase_b", key, seed)
-    if final is None:
-        return
+    key, seed = phase_b_key(st), phase_b_seed(cfg)
+    ft_key = finetune_key(cfg, key)
+    if ft_key is None or not (st.artefact_dir / f"phase_b-{content_hash(ft_key)}").exists():
+        if (final := _open_phase(st, "phase_b", key, seed)) is not None:
+            _train_head(st, key, final, seed)
+    if ft_key is not None:
+        frozen, ft = st.phase_b_dir, cfg.phase_b.finetune
+        if (final := _open_phase(st, "phase_b", ft_key, seed)) is not None:
+            module = ForensicSimilarity.for_finetuning(frozen / "model.ckpt", to_plain(ft))
+            dm = PairDataModule(st.data, ft.loader, int(ft.train_pairs), int(cfg.phase_b.val_pairs),  # val: the head's
+                                seed=stable_seed("finetune", seed) % 2**31, resample=bool(cfg.phase_b.resample_pairs),
+                                val_seed=seed + 1)
+            pcfg = OmegaConf.create({"max_epochs": ft.max_epochs, "monitor": cfg.phase_b.monitor, "resume": cfg.phase_b.resume})
+            with stage("fine-tuning (backbone unfrozen)", st.summary):
+                _train_phase(st, "finetune", ft_key, final, module, dm, pcfg, False, dm.callbacks())
+
+
+def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
+    cfg = st.cfg
     layer = feature_layer(cfg)
     eta = configured_eta(cfg)
     module = ForensicSimilarity.from_phase_a(st.phase_a_dir / "model.ckpt", head=to_plain(cfg.similarity),
@@ -299,7 +326,8 @@ def similarity_checkpoint(st: RunState) -> Path:
 def _feature_store(st: RunState, sim: ForensicSimilarity) -> FeatureStore:
     """The feature cache of this job's frozen backbone: keyed by its Phase A artefact, or by the
     ``ckpt=`` file it was loaded from."""
-    backbone_id = checkpoint_backbone_id(similarity_checkpoint(st)) if st.cfg.get("ckpt") else st.phase_a_dir.name
+    by_file = st.cfg.get("ckpt") or sim.finetuning  # (a fine-tuned backbone is not Phase A's)
+    backbone_id = checkpoint_backbone_id(similarity_checkpoint(st)) if by_file else st.phase_a_dir.name
     return FeatureStore(st.artefact_dir, sim.backbone, backbone_id, sim.feature_layer,
                         **to_plain(st.cfg.phase_b.feature_pass))
 
@@ -333,6 +361,10 @@ def stage_eval(st: RunState) -> dict:
     got = [fs.get(ps[(m, "test")]) for m in pairs.models]
     feats = np.concatenate([g[0] for g in got])
     probs = np.concatenate([g[1] for g in got])
+    if sim.finetuning and st.phase_a_dir is not None:  # the baseline stays Phase A's classifier
+        pa_fs = FeatureStore(st.artefact_dir, load_classifier(st.phase_a_dir / "model.ckpt").backbone,
+                             st.phase_a_dir.name, sim.feature_layer, **to_plain(cfg.phase_b.feature_pass))
+        probs = np.concatenate([pa_fs.get(ps[(m, "test")])[1] for m in pairs.models])
     score = sim.score_pairs(feats, pairs.i, pairs.j)
     eta = resolve_eta(st, sim, fs)
     base = bray_curtis_similarity(probs[pairs.i], probs[pairs.j]) if cfg.eval.baseline else None
@@ -365,11 +397,12 @@ def _synthetic_splices(st: RunState, source: SynthSource, num_images: int, contr
     key = {"num_images": int(num_images), "image_size": list(sc.image_size), "seed": int(seed),
            "control_fraction": float(control_fraction), "models": models,
            "catalogue": {"num_models": source.num_models, "num_families": source.num_families, "seed": source.seed,
-                         **({"jpeg_presets": source.jpeg_presets} if source.jpeg_presets != 1 else {})}}
+                         **({"jpeg_presets": source.jpeg_presets} if source.jpeg_presets != 1 else {}),
+                         **synth_cache_key(source.synth)}}
     folder = cached_dir(st.artefact_dir, "splices", key, lambda tmp: render_splices(
         tmp, int(num_images), tuple(sc.image_size), int(seed), num_models=source.num_models,
         num_families=source.num_families, models=models, control_fraction=float(control_fraction),
-        workers=source.workers, catalogue_seed=source.seed, jpeg_presets=source.jpeg_presets))
+        workers=source.workers, catalogue_seed=source.seed, synth=source.synth))
     return ImageSet("synthetic", folder, load_splices(folder), set(sp.known))
 
 

@@ -41,7 +41,8 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     assert on_disk["rows"].keys() == report["rows"].keys()
     expected = {"gemm", "stream", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
                 "phase_a/quick/eager", "phase_a/quick/channels_last", "data/extract/jpeg", "data/extract/png",
-                "data/loader/32", "data/decode", "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize"}
+                "data/loader/32", "data/decode", "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize",
+                "phase_b/localize/photo"}
     rows = on_disk["rows"]
     assert set(rows) == expected
     for name, row in rows.items():
@@ -64,9 +65,18 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     assert rows["phase_b/eval"]["max_abs_diff"] < 1e-5
     loc = rows["phase_b/localize"]
     assert loc["pairs"] == loc["decidable"] ** 2 and loc["features_s"] > 0 and loc["pairs_s"] > 0
+    # camsim-localize end to end on a folder of two photos in its own process: the parts within each photo
+    photo = rows["phase_b/localize/photo"]
+    assert len(photo["photos"]) == 2 and photo["startup_s"] > 0 and photo["later_s"] == photo["photos"][1]["seconds"]
+    for ph in photo["photos"]:
+        parts = sum(ph[k] for k in ("read_s", "features_s", "scoring_s", "graph_s", "write_s"))
+        assert ph["features_s"] > 0 and parts <= ph["seconds"] + 0.02 and ph["patches"] > 0
+    assert {"overlay.png", "heatmap.png", "mask.png", "patches.npz"} <= set(photo["output_bytes"])
+    assert "scores.npy" not in photo["output_bytes"]                       # a folder: scores only on request
     names = [t["target"] for t in on_disk["targets"]]
     assert any(n.startswith("loader / quick-recipe training") for n in names)
     assert any("pair scoring < feature extraction" in n for n in names)
+    assert any(n.startswith("phase_b/localize/photo: later") for n in names)
     assert any("inference share" in n for n in names) and any("training share" in n for n in names)
 
 

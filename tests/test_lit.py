@@ -129,12 +129,8 @@ class EpochLosses(L.Callback):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core machine they lose a lot."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):  # conftest.one_thread, for every test here
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

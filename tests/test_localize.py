@@ -13,15 +13,15 @@ import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from camsim.localize.engine import (MAX_GRAPH_NODES, MIN_DECIDABLE, LocalizationError, calibrate_threshold,
-                                    localize)
+from camsim.localize.engine import (MAX_GRAPH_NODES, MIN_DECIDABLE, PAIR_BLOCK, LocalizationError,
+                                    calibrate_threshold, localize)
 from camsim.localize.graph import extend_partition, image_score, modularity, spectral_bipartition, splice_side
 from camsim.data.patches import cut_patches, patch_entropy
-from camsim.localize.grid import patch_grid, patch_map_to_pixels
+from camsim.localize.grid import patch_cell_map, patch_grid, patch_map_to_pixels
 from camsim.localize.outputs import (PROTOCOL_BEST, PROTOCOL_FIXED, best_of_inverted, border_band,
                                      detection_auc, image_confusions, metric_protocol, pixel_f1,
                                      pixel_iou, pixel_mcc, pixel_metrics, protocol_name, write_outputs,
-                                     caption_lines, overlay_image)
+                                     caption_lines, overlay_image, preview_shape)
 
 # ----------------------------------------------------------------------------- toys
 
@@ -289,6 +289,13 @@ def test_cut_patches_and_map_back_round_trip():
     only_first[0] = 1.0
     m = patch_map_to_pixels(only_first, pos, p, (h, w))
     assert np.isnan(m[p:, :]).all() and (m[:p, :p] == 1.0).all() and np.isnan(m[:, p:]).all()
+    # the per-cell form: the same map, read at any pixels without building it; its area mean
+    cells = patch_cell_map(means, pos, p, (h, w))
+    assert cells.shape == (h, w) and cells.values.size < h * w // 20
+    rows, cols = np.array([0, 7, 8, 30, 60]), np.array([82, 0, 15, 16, 40])
+    np.testing.assert_array_equal(cells.sample(rows, cols), got[np.ix_(rows, cols)])
+    flags = patch_cell_map((means > np.nanmedian(means)).astype(float), pos, p, (h, w))
+    assert flags.area_mean(lambda v: v >= 0.5) == pytest.approx((flags.pixels() >= 0.5).mean(), abs=1e-12)
 
 
 def test_patch_entropy_hand_cases():
@@ -369,9 +376,9 @@ def test_large_splice_found_on_its_side_and_landmark_mode_agrees_with_exact():
 
 def test_24_megapixel_image_in_graph_mode_with_bounded_memory():
     # 6000 x 4000 px, 64-px patches at stride 32: ~23,000 decidable patches. A dense N x N
-    # float64 similarity matrix alone would be 4.2 GB; the landmark graph (m = 2048) keeps the
-    # largest similarity block at m x m, the rest in blocks of <= batch x m, and the peak of
-    # traced allocations below 1 GiB (measured ~0.45 GiB: pixel maps ~0.3 GiB, graph ~0.15 GiB).
+    # float64 similarity matrix alone would be 4.2 GB; the landmark graph (m = 2048) keeps every
+    # similarity block at <= PAIR_BLOCK (m x m) pairs, the pixel maps stay per cell until read,
+    # and the peak of traced allocations stays below 1 GiB.
     h, w = 4000, 6000
     rng = np.random.default_rng(0)
     green = rng.integers(96, 160, (h, w), dtype=np.uint8)           # entropy ~4.2 nats per patch
@@ -395,7 +402,7 @@ def test_24_megapixel_image_in_graph_mode_with_bounded_memory():
         tracemalloc.stop()
     n = res.n_decidable
     assert n > 20000 and res.stats["landmarks"] == MAX_GRAPH_NODES
-    assert max(blocks) <= MAX_GRAPH_NODES * 256 < n * n // 100
+    assert max(blocks) <= PAIR_BLOCK < n * n // 100
     assert peak < 1 << 30, f"peak traced memory {peak / 2**20:.0f} MiB"
     assert res.decision and pixel_f1(res.mask, gt) > 0.9
 
@@ -488,8 +495,66 @@ def test_outputs_written_for_non_square_image_off_the_stride(tmp_path, mode):
         np.testing.assert_array_equal(z["positions"], res.positions)
     write_outputs(res, tmp_path / "noscores", save_scores=False)
     assert not (tmp_path / "noscores" / "scores.npy").exists()
+    assert res.suspect_share == pytest.approx(res.mask.mean(), abs=1e-12)
     with pytest.raises(ValueError, match="rgb must be uint8 with shape"):
         write_outputs(res, tmp_path / "bad", rgb=rgb[:, :100])
+
+
+def test_overlay_is_a_capped_preview_and_mask_stays_full_resolution(tmp_path):
+    green, _ = toy_scene(101, 157, seed=6)
+    rgb = np.stack([green, green // 2, green], axis=-1)
+    res = localize(green, toy_extract, toy_score_matrix, patch=32, stride=16, mode="reference",
+                   reference=(80, 120))
+    assert preview_shape((101, 157), 64) == (41, 64) and preview_shape((101, 157), None) == (101, 157)
+    write_outputs(res, tmp_path / "small", rgb=rgb, overlay_max_side=64)
+    overlay = np.asarray(Image.open(tmp_path / "small" / "overlay.png"))
+    assert overlay.shape[1] == 64 and overlay.shape[0] > 41          # preview + caption band
+    preview = overlay_image(res, rgb, max_side=64)
+    np.testing.assert_array_equal(overlay[:41], preview)
+    # the maps are read at the preview pixels' centres: the full-resolution overlay, subsampled
+    rows, cols = ((np.arange(41) + 0.5) * 101 / 41).astype(int), ((np.arange(64) + 0.5) * 157 / 64).astype(int)
+    tinted = res.mask[np.ix_(rows, cols)]
+    assert (preview[tinted][:, 0].astype(int) - preview[tinted][:, 1] > 30).mean() > 0.9     # red tint
+    assert (np.asarray(Image.open(tmp_path / "small" / "mask.png")) == 255).tolist() == res.mask.tolist()
+    write_outputs(res, tmp_path / "full", rgb=rgb, overlay_max_side=None)
+    full = np.asarray(Image.open(tmp_path / "full" / "overlay.png"))
+    np.testing.assert_array_equal(full[:101], overlay_image(res, rgb))
+
+
+def test_folded_feature_pass_equals_the_backbone_and_follows_weight_changes():
+    import copy
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from camsim.models.backbone import Backbone
+    from camsim.models.feature_pass import FeaturePass, fold_batch_norm
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / "mislnet_small_jpeg.yaml"))
+    cfg.pop("_target_")
+    torch.manual_seed(0)
+    bb = Backbone(num_classes=3, patch_size=64, **cfg).eval()
+    for m in bb.modules():                                 # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(-1.5, 1.5)
+    x = np.random.default_rng(0).integers(0, 256, (6, 64, 64), dtype=np.uint8)
+    with torch.no_grad():
+        ref = bb.forward_features(torch.from_numpy(x).unsqueeze(1), ["fc_a2.pre"])["fc_a2.pre"].numpy()
+    folded = fold_batch_norm(bb)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.blocks.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in bb.blocks.modules())     # the original untouched
+    fp = FeaturePass(copy.deepcopy(bb), ["fc_a2.pre"], 4)                     # channels_last: folded
+    np.testing.assert_allclose(fp.extract(x)["fc_a2.pre"], ref, rtol=1e-4, atol=1e-5)
+    exact = FeaturePass(copy.deepcopy(bb), ["fc_a2.pre"], 6, channels_last=False)  # the reference: unfolded
+    np.testing.assert_array_equal(exact.extract(x)["fc_a2.pre"], ref)
+    with torch.no_grad():                                  # an in-place change is seen: refolded
+        fp.backbone.blocks["conv2"].bn.running_mean.add_(0.3)
+        bb.blocks["conv2"].bn.running_mean.add_(0.3)
+        ref2 = bb.forward_features(torch.from_numpy(x).unsqueeze(1), ["fc_a2.pre"])["fc_a2.pre"].numpy()
+    assert np.abs(ref2 - ref).max() > 1e-3
+    np.testing.assert_allclose(fp.extract(x)["fc_a2.pre"], ref2, rtol=1e-4, atol=1e-5)
 
 
 class _ToyLocalizer:

@@ -24,6 +24,7 @@ from camsim.eval.difficulty import (
     residual_features,
 )
 from camsim.synth.params import (
+    ALL_DEMOSAIC_METHODS,
     CFA_PATTERNS,
     DEMOSAIC_METHODS,
     CameraParams,
@@ -60,7 +61,7 @@ def test_cfa_hand_example_rggb():
     assert isp.mosaic(rgb, "GBRG").tolist() == [[4, 9], [2, 7]]
 
 
-@pytest.mark.parametrize("method", DEMOSAIC_METHODS)
+@pytest.mark.parametrize("method", ALL_DEMOSAIC_METHODS)
 @pytest.mark.parametrize("pattern", CFA_PATTERNS)
 def test_mosaic_then_demosaic_of_flat_image_is_flat(method, pattern):
     out = isp.demosaic(isp.mosaic(flat_rgb(), pattern), pattern, method)
@@ -69,7 +70,7 @@ def test_mosaic_then_demosaic_of_flat_image_is_flat(method, pattern):
         np.testing.assert_allclose(out[c], RGB[c], atol=1e-6)
 
 
-@pytest.mark.parametrize("method", DEMOSAIC_METHODS)
+@pytest.mark.parametrize("method", ALL_DEMOSAIC_METHODS)
 def test_demosaic_reproduces_a_grey_linear_ramp_inside(method):
     ramp = np.linspace(0.1, 0.9, 24, dtype=np.float32)[None, None, :] + np.zeros((3, 16, 1), np.float32)
     out = isp.demosaic(isp.mosaic(ramp, "RGGB"), "RGGB", method)
@@ -526,7 +527,8 @@ def test_jpeg_presets_vary_the_tables_per_photo_and_weaken_the_jpeg_shortcut(tmp
     camera parameter stays as with one setting, and JPEG statistics alone tell the models apart
     less well than with one fixed setting per model (the shortcut is measurable and switchable)."""
     one = render_catalogue(tmp_path / "one", 6, 3, 16, (96, 128), seed=0, workers=2)
-    three = render_catalogue(tmp_path / "three", 6, 3, 16, (96, 128), seed=0, workers=2, jpeg_presets=3)
+    three = render_catalogue(tmp_path / "three", 6, 3, 16, (96, 128), seed=0, workers=2,
+                             synth={"jpeg": {"presets_per_model": 3}})
     cams1, cams3 = load_cameras(one), load_cameras(three)
     for name, cam in cams3.items():
         assert len(cam.jpeg_presets) == 2 and dataclasses.replace(cam, jpeg_presets=()) == cams1[name]

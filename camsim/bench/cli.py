@@ -87,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
                     choices=("eager", "channels_last", "compile"),
                     help="feature pass of the localisation row (default channels_last, as camsim-localize; "
                          "compile: + torch.compile with inductor freezing)")
+    ap.add_argument("--localize-ckpt", type=Path, metavar="CKPT",
+                    help="Phase B checkpoint for the camsim-localize photo row (default: an untrained network "
+                         "of the quick recipe: the same compute)")
+    ap.add_argument("--localize-folder", type=Path, metavar="DIR",
+                    help="photos for the camsim-localize photo row (default: 2 random-textured 12-MP JPEGs, q90)")
     ap.add_argument("--gemm-n", type=int, help="GEMM size (default 4096; smoke 256)")
     ap.add_argument("--compile-cache", choices=("fresh", "default"),
                     help="inductor cache for compile rows: fresh = cold compile (default), "

@@ -22,12 +22,14 @@ FULL = dict(patch_sizes=[64, 256], gemm_n=4096, gemm_runs=5, stream_n=1 << 25, s
             max_time=30.0, min_reps=3, extract_images=8, extract_size=[1536, 2048], loader_patches=15000,
             loader_max_bytes=256 << 20, decode_size=[3000, 4000], decode_reps=5,
             synth=dict(num_models=4, num_families=2, images_per_model=2, image_size=[768, 1024]),
-            pb_features=20000, pb_eval_pairs=1_000_000, pb_matrix_n=2000, loc_size=[3000, 4000], loc_patch=256)
+            pb_features=20000, pb_eval_pairs=1_000_000, pb_matrix_n=2000, loc_size=[3000, 4000], loc_patch=256,
+            photo_size=[3000, 4000], photos=2)
 SMOKE = dict(patch_sizes=[32], gemm_n=256, gemm_runs=2, stream_n=1 << 16, stream_runs=2, batch=4, bf16_batch=4, min_time=0.0, max_time=1.0,
              min_reps=1, extract_images=2, extract_size=[192, 256], loader_patches=256,
              loader_max_bytes=1 << 20, decode_size=[192, 256], decode_reps=1,
              synth=dict(num_models=2, num_families=1, images_per_model=1, image_size=[64, 96]),
-             pb_features=400, pb_eval_pairs=4096, pb_matrix_n=128, loc_size=[192, 256], loc_patch=32)
+             pb_features=400, pb_eval_pairs=4096, pb_matrix_n=128, loc_size=[192, 256], loc_patch=32,
+             photo_size=[192, 256], photos=2)
 
 
 @dataclass
@@ -66,7 +68,8 @@ def recipe(experiment: str = "quick", model: str | None = None, head: str | None
     return {"experiment": experiment, "model_name": str(cfg.hydra.runtime.choices.model),
             "model": backbone_config(cfg), "feature_layer": feature_layer(cfg),
             "similarity_name": str(cfg.hydra.runtime.choices.similarity), "similarity": to_plain(cfg.similarity),
-            "patch": int(cfg.patches.size), "phase_a_loader": to_plain(cfg.phase_a.loader),
+            "patch": int(cfg.patches.size), "align": int(cfg.patches.align),
+            "min_entropy": float(cfg.patches.min_entropy), "phase_a_loader": to_plain(cfg.phase_a.loader),
             "phase_a_optimizer": to_plain(cfg.phase_a.optimizer), "phase_b_loader": to_plain(cfg.phase_b.loader),
             "phase_b_optimizer": to_plain(cfg.phase_b.optimizer), "train_pairs": int(cfg.phase_b.train_pairs),
             "channels_last": bool(cfg.phase_a.channels_last), "compile": bool(cfg.phase_a.compile)}
@@ -128,6 +131,15 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
         plan.append(Spec("phase_b/localize" + ("" if v == "channels_last" else f"/{v}"), "localize", {
             **common, "patch": sizes["loc_patch"], "image_size": sizes["loc_size"], "variant": v,
             "compile_cache": args.compile_cache}))
+    # camsim-localize end to end as the analyst runs it: the quick recipe's network (or --localize-ckpt)
+    photo = {"model_cfg": quick["model"], "head_cfg": quick["similarity"], "feature_layer": quick["feature_layer"],
+             "patch": quick["patch"], "align": quick["align"], "min_entropy": quick["min_entropy"],
+             "image_size": sizes["photo_size"], "photos": sizes["photos"],
+             "ckpt": str(args.localize_ckpt) if args.localize_ckpt else None,
+             "folder": str(args.localize_folder) if args.localize_folder else None}
+    for v in args.localize_variants:
+        plan.append(Spec("phase_b/localize/photo" + ("" if v == "channels_last" else f"/{v}"), "localize_photo",
+                         {**photo, "variant": v}))
     # the ceiling again at the end: this VM's clock drifts (102-161 GFLOP/s in runs of one day),
     # so the ceiling is the faster of the two and every share is conservative
     plan.append(Spec("gemm/end", "gemm", dict(plan[0].params)))

@@ -37,6 +37,7 @@ ROWS: dict[str, str] = {
     "phase_b_train": "camsim.bench.rows_similarity:row_phase_b_train",
     "phase_b_eval": "camsim.bench.rows_similarity:row_phase_b_eval",
     "localize": "camsim.bench.rows_similarity:row_localize",
+    "localize_photo": "camsim.bench.rows_localize:row_localize_photo",
 }
 #: kinds whose module may be unimportable here (shown as SKIP with the reason): what they need
 OPTIONAL = {"synth": "camsim.synth"}

@@ -1,16 +1,22 @@
 """camsim-data: look at a data source before training.
 
-usage: camsim-data {describe,split,prepare} [group=option ...] [key=value ...]
+usage: camsim-data {describe,split,prepare,difficulty} [group=option ...] [key=value ...]
 
-  describe   camera models and their readable images; every skipped file named with its reason
-  split      the sets A / B / C / known and each model's train / val / test images
-  prepare    cut (and cache) every patch set the run needs; the skipped files, once each
+  describe    camera models and their readable images; every skipped file named with its reason
+  split       the sets A / B / C / known and each model's train / val / test images
+  prepare     cut (and cache) every patch set the run needs; the skipped files, once each
+  difficulty  how far hand-made statistics alone (global, residual, JPEG block-DCT) tell the
+              source's camera models apart: accuracy and mean pairwise separability, photos
+              alternately train / test (difficulty.max_models=6 compares sources at one model
+              count; difficulty.photos_per_model, difficulty.patches_per_photo, patches.min_entropy)
 
 examples:
     camsim-data describe data=folder data.root=/photos     # camera models and image counts
     camsim-data describe                                   # the simulated cameras (renders them once)
     camsim-data split data=cameras split=cameras           # the sets A / B / C / known and the image split
     camsim-data prepare                                    # cut (and cache) every patch set the run needs
+    camsim-data difficulty data=cameras patches.min_entropy=1.0   # real photos ...
+    camsim-data difficulty difficulty.max_models=6               # ... beside the simulator at 6 models
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from omegaconf import DictConfig
 
 from camsim.cli import hydra_app
 
-COMMANDS = ("describe", "split", "prepare")
+COMMANDS = ("describe", "split", "prepare", "difficulty")
 
 
 @hydra_app("data")
@@ -35,6 +41,9 @@ def _main(cfg: DictConfig) -> None:
 
     validate(cfg)
     console = Console()
+    if cfg.task == "difficulty":
+        _difficulty(cfg, console)
+        return
     data = build_data(cfg)
     if cfg.task == "describe":
         # headers read: an empty or corrupt file is a skipped file, not an image
@@ -63,6 +72,37 @@ def _main(cfg: DictConfig) -> None:
         console.print(f"[yellow]skipped[/] {sk['file']}: {sk['reason']}", soft_wrap=True)
     for name, (got, asked) in summary["short"].items():
         console.print(f"[yellow]{name}: {got} of {asked} patches[/]")
+
+
+def _difficulty(cfg: DictConfig, console) -> None:
+    """``camsim-data difficulty``: :func:`camsim.eval.difficulty.source_difficulty` on ``data``;
+    the table on screen, the figures in ``<run dir>/difficulty.json``."""
+    from pathlib import Path
+
+    import hydra
+
+    from camsim.artefacts import atomic_write_json
+    from camsim.config import to_plain
+    from camsim.data.layouts import camera_make
+    from camsim.data.store import PatchSettings
+    from camsim.eval.difficulty import source_difficulty
+
+    source = hydra.utils.instantiate(cfg.data, _convert_="all")
+    index = source.index()
+    # families: the simulator's; for real photos the make (the folder name's part before "_")
+    families = source.families() if hasattr(source, "families") else \
+        {m: mk for m in index.models if (mk := camera_make(m)) is not None} or None
+    d = cfg.difficulty
+    out, text = source_difficulty(index, PatchSettings.from_config(cfg.patches), Path(cfg.paths.artefact_dir),
+                                  max_models=d.max_models, photos_per_model=d.photos_per_model,
+                                  patches_per_photo=int(d.patches_per_photo), seed=int(d.seed),
+                                  workers=cfg.patches.get("workers"), families=families)
+    console.print(f"{type(source).__name__}: {index.root}")
+    console.print(text, soft_wrap=True)
+    path = Path(cfg.paths.output_dir) / "difficulty.json"
+    atomic_write_json(path, {"source": repr(source), "root": str(index.root), "settings": to_plain(d),
+                             "patches": to_plain(cfg.patches), **out})
+    console.print(f"figures: {path}")
 
 
 def main() -> None:

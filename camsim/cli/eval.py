@@ -1,6 +1,10 @@
 """camsim-eval: evaluate a trained similarity network.
 
-usage: camsim-eval [task=auto|transfer|pairs|splicing] [ckpt=<Phase B checkpoint>] [key=value ...]
+usage: camsim-eval [task=auto|transfer|pairs|splicing] [ckpt=<Phase B checkpoint> | model=DIR] [key=value ...]
+
+model=DIR: a folder written by camsim-export, used wherever ckpt= is (its checksums are checked).
+  model=NAME stays the backbone config group when NAME is one of its options (write model=./NAME
+  for a folder of that name).
 
 task=auto (default) is transfer when ckpt=... is given, else pairs:
   transfer   the checkpoint on EVERY camera model of `data` (no split; known = trained on, from the
@@ -20,6 +24,7 @@ main options:
 examples:
   camsim-eval ckpt=outputs/artefacts/phase_b-<hash>/model.ckpt data=cameras
   camsim-eval ckpt=... data=dresden data.root=/data/dresden
+  camsim-eval model=shared-model data=cameras   # a camsim-export folder
   camsim-eval ckpt=... data=vision data.root=/data/VISION data.variants=[natWA]
   camsim-eval task=pairs ckpt=...   # the pairs of this config's split instead
   camsim-eval task=splicing
@@ -29,6 +34,7 @@ examples:
 from omegaconf import DictConfig
 
 from camsim.cli import hydra_app
+from camsim.cli.export import run_with_model_dir
 
 TASKS = ("auto", "transfer", "pairs", "splicing")
 
@@ -43,7 +49,7 @@ def resolve_task(cfg: DictConfig) -> str:
 
 
 @hydra_app("eval")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     task = resolve_task(cfg)
     if task == "transfer":
         from camsim.eval.transfer import run_transfer
@@ -53,6 +59,11 @@ def main(cfg: DictConfig) -> None:
         from camsim.pipeline import run
 
         run(cfg, job=task, train=False)
+
+
+def main() -> None:
+    """``camsim-eval [overrides]``; ``model=DIR`` (a camsim-export folder) becomes ``ckpt=DIR``."""
+    run_with_model_dir(_main, group="model")
 
 
 if __name__ == "__main__":

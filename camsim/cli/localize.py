@@ -4,6 +4,9 @@
     camsim-localize image=folder/ ckpt=... mode=reference reference=[512,768]
     camsim-localize image=authentic_photos/ ckpt=... calibrate_far=0.05   # -> calibration.json
     camsim-localize image=suspect.jpg ckpt=... decision_threshold=<calibrated>
+    camsim-localize image=suspect.jpg model=shared-model   # a folder written by camsim-export
+
+model=DIR works wherever ckpt= does (checksums in its config.json are checked).
 
 Patch size, 8-px alignment and (unless min_entropy=...) the entropy threshold come from
 the checkpoint's training recipe. Graph mode runs at any photo size: above
@@ -17,12 +20,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from camsim.cli import hydra_app
+from camsim.cli.export import run_with_model_dir
 
 log = logging.getLogger("camsim")
 
 
 @hydra_app("localize")
-def main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
     from camsim.localize.run import Localizer, check_reference, localize_file, localize_folder, timing_line
@@ -44,6 +48,11 @@ def main(cfg: DictConfig) -> None:
         print(timing_line(result))
         log.info("%s", timing_line(result))
         log.info("outputs: %s", out_dir)
+
+
+def main() -> None:
+    """``camsim-localize [overrides]``; ``model=DIR`` (a camsim-export folder) becomes ``ckpt=DIR``."""
+    run_with_model_dir(_main, group=None)
 
 
 if __name__ == "__main__":

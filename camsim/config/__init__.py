@@ -7,10 +7,10 @@ from camsim.config.checks import (
     check_set_spec,
     data_fingerprint,
     feature_layer,
-    to_plain,
     unknown_keys,
     validate,
 )
+from camsim.plain import to_plain  # the one definition, below the config layer (no Hydra)
 from camsim.config.schema import (
     PathsConfig,
     SynthDataConfig,

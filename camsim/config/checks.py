@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-
-def to_plain(node: Any) -> Any:
-    """A resolved plain-python copy of a config node, or of nested mappings and sequences
-    holding them (for hparams, hashes, JSON and constructors): dicts and lists all the way down."""
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    if isinstance(node, Mapping):
-        return {str(k): to_plain(v) for k, v in node.items()}
-    if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
-        return [to_plain(v) for v in node]
-    return node
+from camsim.config.synth import SynthTraitsConfig
+from camsim.plain import to_plain
 
 
 def feature_layer(cfg: DictConfig) -> str:
@@ -48,6 +38,16 @@ def data_fingerprint(data: Any) -> dict:
     absolute path — what a checkpoint records of its training data, and what a later evaluation
     compares with it."""
     fp = {k: v for k, v in to_plain(data).items() if k not in ("workers", "cache_dir")}
+    if "synth" in fp or "jpeg_presets" in fp:
+        # one form for the simulator's settings: data.jpeg_presets (deprecated alias) folded into
+        # synth.jpeg.presets_per_model, synth left out while every trait is off (as before it existed)
+        default = asdict(SynthTraitsConfig())
+        synth = fp.pop("synth", None) or default
+        presets = fp.pop("jpeg_presets", 1)
+        if presets != 1 and synth["jpeg"]["presets_per_model"] == 1:
+            synth = {**synth, "jpeg": {**synth["jpeg"], "presets_per_model": presets}}
+        if synth != default:
+            fp["synth"] = synth
     if fp.get("root"):
         fp["root"] = str(Path(str(fp["root"])).expanduser().resolve())
     return fp
@@ -99,6 +99,15 @@ def validate(cfg: DictConfig) -> None:
     for phase in ("phase_a", "phase_b"):
         if int(cfg[phase].max_epochs) < 1:
             raise ValueError(f"{phase}.max_epochs={cfg[phase].max_epochs}: a learning phase needs at least 1 epoch")
+    ft = cfg.phase_b.get("finetune")
+    if ft is not None and ft.enabled:
+        if int(ft.max_epochs) < 1:
+            raise ValueError(f"phase_b.finetune.max_epochs={ft.max_epochs}: fine-tuning needs at least 1 epoch "
+                             "(or phase_b.finetune.enabled=false)")
+        if int(ft.train_pairs) < 2:
+            raise ValueError(f"phase_b.finetune.train_pairs={ft.train_pairs}: needs ≥ 2 (one same, one different pair)")
+        if ft.backbone_lr is not None and not float(ft.backbone_lr) > 0:
+            raise ValueError(f"phase_b.finetune.backbone_lr={ft.backbone_lr}: must be > 0 (null: the optimiser's lr)")
     size, min_h = int(cfg.patches.size), float(cfg.patches.min_entropy)
     if math.log(min(size * size, 256)) <= min_h + 0.5:
         raise ValueError(f"patches.size={size}: a {size}x{size} patch has at most ln({min(size * size, 256)}) = "

@@ -15,6 +15,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from camsim.config.synth import SynthTraitsConfig
+
 # --------------------------------------------------------------------------- paths
 
 
@@ -44,9 +46,8 @@ class SynthDataConfig:
     seed: int = 0
     workers: Optional[int] = None
     cache_dir: str = "${paths.artefact_dir}"
-    #: JPEG qualities each model saves at, one drawn per photo (1: one fixed setting per model,
-    #: which makes JPEG statistics alone a camera-model label; real cameras have 2–3 presets)
-    jpeg_presets: int = 1
+    jpeg_presets: int = 1  # deprecated alias of synth.jpeg.presets_per_model (FutureWarning)
+    synth: SynthTraitsConfig = field(default_factory=SynthTraitsConfig)  # realism traits, all off (config/synth.py)
 
 
 @dataclass
@@ -206,6 +207,31 @@ class FeaturePassConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """End-to-end fine-tuning after Phase B's frozen head stage (Mayer & Stamm, TIFS 2019): patch
+    pairs of B flow through the unfrozen backbone (camsim/lit/phase_b.py says how)."""
+
+    enabled: bool = False
+    #: null: the whole backbone (constrained layer included); else a stage or layer name of
+    #: ``Backbone.layer_names`` (``fc_a1``, ``fc_a1.pre``, ``conv3`` …): it and every stage after it
+    from_layer: Optional[str] = None
+    max_epochs: int = 3
+    #: patch pairs per epoch (redrawn per epoch with ``phase_b.resample_pairs``); validation: ``phase_b.val_pairs``
+    train_pairs: int = 10000
+    #: the head's optimiser for these epochs; the backbone gets the same one at ``backbone_lr``
+    optimizer: Any = field(default_factory=lambda: {
+        "_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.99], "eps": 1e-6})
+    #: the unfrozen backbone's own (smaller) learning rate; null: the optimiser's
+    backbone_lr: Optional[float] = 5e-5
+    scheduler: Any = field(default_factory=lambda: {
+        "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True,
+        "T_max": "${phase_b.finetune.max_epochs}"})
+    loader: LoaderConfig = field(default_factory=lambda: LoaderConfig(batch_size=64))
+    #: NHWC convolutions in the backbone while fine-tuning (speed only)
+    channels_last: bool = True
+
+
+@dataclass
 class PhaseBConfig:
     """Learning Phase B: the similarity network on set B, backbone frozen (docs/method.md)."""
 
@@ -232,6 +258,8 @@ class PhaseBConfig:
     #: ``-m phase_b.seed=1,2,3`` measures Phase B's spread on one Phase A network.
     seed: Optional[int] = None
     resume: bool = True
+    #: then train end to end (off by default: ``conf/sweep/finetune.yaml`` compares the settings)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
@@ -310,6 +338,18 @@ class TrainerConfig:
 
 
 @dataclass
+class DifficultyConfig:
+    """``camsim-data difficulty``: hand-made-statistics classifiers on any source's photos."""
+
+    #: camera models used (a seeded draw; null: all) — compare sources at the same count
+    max_models: Optional[int] = None
+    #: photos per model (null: all); alternate photos go to train and test
+    photos_per_model: Optional[int] = None
+    patches_per_photo: int = 20
+    seed: int = 0
+
+
+@dataclass
 class CamsimConfig:
     """The whole run. Groups with a schema of their own are typed ``Any`` here."""
 
@@ -328,6 +368,7 @@ class CamsimConfig:
     phase_b: PhaseBConfig = field(default_factory=PhaseBConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     splicing: SplicingConfig = field(default_factory=SplicingConfig)
+    difficulty: DifficultyConfig = field(default_factory=DifficultyConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: Any = None
     callbacks: Any = None
@@ -360,6 +401,8 @@ class LocalizeConfig:
     cover_border: bool = True
     #: scores.npy (float16 patch grid): null = for a single image yes, for a folder no
     save_scores: Optional[bool] = None
+    #: overlay.png: a preview of at most this many pixels per side; 0 = the image's full resolution
+    overlay_max_side: int = 2048
     #: batch mode on authentic images: print/write the threshold with this false-alarm rate
     calibrate_far: Optional[float] = None
     batch: int = 256

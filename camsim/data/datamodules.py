@@ -260,14 +260,18 @@ class PairDataModule(L.LightningDataModule):
     """Balanced Phase B pairs over set B (docs/method.md: 250k same + 250k different in the paper).
 
     ``features``: a function mapping a :class:`PatchSet` to its cached f(X) ``[n, d]``
-    (``phase_b.cache_features``); without it the pairs carry uint8 patches.
+    (``phase_b.cache_features``); without it the pairs carry uint8 patches (and so serve
+    end-to-end fine-tuning, ``phase_b.finetune``). Training pairs are drawn with ``seed``,
+    validation pairs with ``val_seed`` (default ``seed + 1``).
     """
 
     def __init__(self, data: CameraData, loader: Any, train_pairs: int, val_pairs: int, seed: int,
-                 resample: bool = False, features: Callable[[PatchSet], np.ndarray] | None = None):
+                 resample: bool = False, features: Callable[[PatchSet], np.ndarray] | None = None,
+                 val_seed: int | None = None):
         super().__init__()
         self.data, self.loader, self.features = data, loader, features
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
+        self.val_seed = seed + 1 if val_seed is None else val_seed
         #: training pairs from B's training models; validation pairs from ``split.b_val`` (models
         #: Phase B never trains on) when set, else from B's own models
         self.models = {"train": list(data.split.b_train), "val": list(data.split.b_val or data.split.b)}
@@ -284,7 +288,7 @@ class PairDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set = self._pairs("train", self.train_pairs, self.seed, self.resample)
-            self.val_set = self._pairs("val", self.val_pairs, self.seed + 1, False)
+            self.val_set = self._pairs("val", self.val_pairs, self.val_seed, False)
 
     def callbacks(self) -> list[L.Callback]:
         return [_EpochPairs()] if self.resample else []

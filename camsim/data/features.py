@@ -18,9 +18,11 @@ from camsim.models.feature_pass import FeaturePass
 
 
 def checkpoint_backbone_id(ckpt: Path) -> str:
-    """The ``backbone_id`` of a backbone loaded from a checkpoint file (``ckpt=``): the file's
-    identity, so a retrained or replaced checkpoint never reads another's cached features."""
-    return "ckpt-" + content_hash(file_identity(ckpt))
+    """The ``backbone_id`` of a backbone loaded from a checkpoint file or an exported model
+    folder (``ckpt=`` / ``model=DIR``: its ``model.safetensors``): the weights file's identity,
+    so a retrained or replaced network never reads another's cached features."""
+    ckpt = Path(ckpt)
+    return "ckpt-" + content_hash(file_identity(ckpt / "model.safetensors" if ckpt.is_dir() else ckpt))
 
 
 class FeatureStore:

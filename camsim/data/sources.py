@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,8 +29,9 @@ from rich.table import Table
 from camsim.artefacts import cached_dir, file_identity
 from camsim.data.io import ImageReadError, image_size
 from camsim.progress import parallel_map
-from camsim.synth.params import make_catalogue
 from camsim.synth.render import FORMAT, check_image_size, render_catalogue
+from camsim.synth.settings import cache_key, settings_dict, synth_settings
+from camsim.synth.traits import catalogue
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
@@ -305,20 +306,32 @@ class SynthSource:
     by :class:`FolderSource` — the rest of camsim cannot tell them from real photos.
 
     The rendered catalogue is cached in ``<cache_dir>/synth-<hash>/`` (hash of these
-    arguments and the simulator's format version), built atomically under a lock.
-    ``jpeg_presets``: JPEG qualities per camera model, one drawn per photo
-    (:func:`camsim.synth.params.make_catalogue`; 1 = a fixed setting per model).
+    arguments, every non-default ``synth`` setting and the simulator's format version), built
+    atomically under a lock. ``synth``: the realism traits (``data.synth``,
+    :mod:`camsim.config.synth`; validated here, at start). ``jpeg_presets``: deprecated alias of
+    ``synth.jpeg.presets_per_model`` (FutureWarning); ``self.jpeg_presets`` is the effective count.
     """
 
     def __init__(self, num_models: int, num_families: int, images_per_model: int, image_size: Iterable[int],
                  seed: int = 0, workers: int | None = None, cache_dir: str | Path = "outputs/artefacts",
-                 jpeg_presets: int = 1) -> None:
+                 jpeg_presets: int = 1, synth: Mapping | None = None) -> None:
         self.num_models, self.num_families = int(num_models), int(num_families)
         self.images_per_model, self.seed, self.workers = int(images_per_model), int(seed), workers
         self.image_size = check_image_size(list(image_size))
         self.cache_dir = Path(cache_dir)
-        self.jpeg_presets = int(jpeg_presets)
-        make_catalogue(1, 1, 0, self.jpeg_presets)  # validates jpeg_presets before anything is rendered
+        self.synth = synth_settings(synth, prefix="data.synth")
+        if jpeg_presets != 1:
+            per_model = self.synth.jpeg.presets_per_model
+            if per_model not in (1, jpeg_presets):
+                raise ValueError(f"data.jpeg_presets={jpeg_presets} and data.synth.jpeg.presets_per_model={per_model}: "
+                                 "two values for one setting; set only data.synth.jpeg.presets_per_model")
+            warnings.warn(f"data.jpeg_presets is deprecated: use data.synth.jpeg.presets_per_model={jpeg_presets}",
+                          FutureWarning, stacklevel=2)
+            plain = settings_dict(self.synth)
+            plain["jpeg"]["presets_per_model"] = jpeg_presets
+            self.synth = synth_settings(plain, prefix="data.synth (from data.jpeg_presets)")
+        self.jpeg_presets = self.synth.jpeg.presets_per_model
+        catalogue(1, 1, 0, self.synth)  # checks the settings against a catalogue before anything is rendered
 
     def __repr__(self) -> str:
         return (f"SynthSource({self.num_models} models, {self.num_families} families, "
@@ -330,17 +343,21 @@ class SynthSource:
 
     def families(self) -> dict[str, str]:
         """Camera model → family (models of one family share most traits), without rendering."""
-        return {c.name: c.family for c in make_catalogue(self.num_models, self.num_families, self.seed)}
+        return {c.name: c.family for c in catalogue(self.num_models, self.num_families, self.seed, self.synth)}
+
+    def cache_key(self) -> dict:
+        """What the rendered catalogue depends on: the arguments, every ``synth`` setting (only
+        when set, so catalogues rendered before the settings existed keep their key) and the
+        simulator's format version."""
+        return {"format": FORMAT, "num_models": self.num_models, "num_families": self.num_families,
+                "images_per_model": self.images_per_model, "image_size": list(self.image_size), "seed": self.seed,
+                **({"jpeg_presets": self.jpeg_presets} if self.jpeg_presets != 1 else {}), **cache_key(self.synth)}
 
     def root(self) -> Path:
         """The rendered catalogue's folder (rendered on first use)."""
-        key = {"format": FORMAT, "num_models": self.num_models, "num_families": self.num_families,
-               "images_per_model": self.images_per_model, "image_size": list(self.image_size), "seed": self.seed,
-               # only when set: catalogues rendered before the setting existed keep their key
-               **({"jpeg_presets": self.jpeg_presets} if self.jpeg_presets != 1 else {})}
-        return cached_dir(self.cache_dir, "synth", key, lambda tmp: render_catalogue(
+        return cached_dir(self.cache_dir, "synth", self.cache_key(), lambda tmp: render_catalogue(
             tmp, self.num_models, self.num_families, self.images_per_model, self.image_size, self.seed,
-            workers=self.workers, jpeg_presets=self.jpeg_presets))
+            workers=self.workers, synth=self.synth))
 
     def index(self) -> ImageIndex:
         return FolderSource(self.root()).index()

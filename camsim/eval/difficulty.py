@@ -19,6 +19,8 @@ accuracy over the models, per-model accuracy, the confusion matrix, and pairwise
 separability (a binary classifier per pair of models) summarised within families and across
 families; :func:`pairwise_from_confusion` gives the same summary from any classifier's
 confusion matrix (e.g. the Phase A network's), so both can be reported side by side.
+:func:`source_difficulty` runs the three feature sets on any source's photos (``camsim-data
+difficulty``), so a simulated catalogue and real photos can be compared side by side.
 Every function is pure: arrays in, arrays/dataclasses out.
 """
 
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
+from camsim.data.store import PatchRequest, PatchSettings, PatchStore
 from camsim.eval.report import md_table
 from camsim.models.jpeg import DCTHistogram
 
@@ -354,4 +357,78 @@ def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Seque
             text += ("\n\nRate of correctly saying \"different\" (evaluation pairs, proposed system): "
                      f"same-family pairs {np.mean(within):.1%} ({len(within)} model pairs), "
                      f"cross-family pairs {np.mean(cross):.1%} ({len(cross)} model pairs).")
+    return out, text
+
+
+# --------------------------------------------------------------------------- on any source
+
+
+def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, max_models: int | None = None,
+                      photos_per_model: int | None = None, patches_per_photo: int = 20, seed: int = 0,
+                      workers: int | None = None, families: Mapping[str, str] | None = None) -> tuple[dict, str]:
+    """How far hand-made statistics alone tell a source's camera models apart (``camsim-data
+    difficulty``): the global, residual and JPEG feature sets, each with a logistic classifier.
+
+    Protocol: ``max_models`` models (a draw with ``seed``; all when None) and up to
+    ``photos_per_model`` photos each; each model's photos, sorted, go alternately to training
+    and test (no photo on both sides); up to ``patches_per_photo`` patches per photo, cut with
+    ``settings`` (entropy filter included). Reported per feature set: accuracy over the models
+    (with chance = 1/K) and the mean pairwise separability (balanced accuracy of a binary
+    classifier per pair of models; 0.5 = inseparable), which, unlike accuracy, compares sources
+    with different numbers of models. ``families`` (model → family) adds its within- and
+    cross-family means.
+    """
+    names = sorted(index.models)
+    if max_models is not None:
+        if int(max_models) < 2:
+            raise ValueError(f"difficulty.max_models={max_models}: at least 2 camera models are needed")
+        rng = np.random.default_rng(seed)
+        names = sorted(rng.permutation(names)[:int(max_models)].tolist())
+    if photos_per_model is not None and int(photos_per_model) < 2:
+        raise ValueError(f"difficulty.photos_per_model={photos_per_model}: at least 2 (one to train on, one to test)")
+    if int(patches_per_photo) < 1:
+        raise ValueError(f"difficulty.patches_per_photo={patches_per_photo}: must be at least 1")
+    reqs = []
+    for m in names:
+        photos = list(index.models[m])[:photos_per_model]
+        if len(photos) < 2:
+            raise ValueError(f"{m}: {len(photos)} photo(s); the difficulty check needs 2 or more per model")
+        for subset, part in (("difficulty-train", photos[0::2]), ("difficulty-test", photos[1::2])):
+            reqs.append(PatchRequest(m, subset, tuple(part), int(patches_per_photo) * len(part)))
+    sets = PatchStore(artefact_dir, settings, workers=workers).get(reqs)
+
+    def take(subset: str) -> tuple[np.ndarray, list[str]]:
+        xs, ys = [], []
+        for m in names:
+            ps = sets[(m, subset)]
+            if len(ps):
+                xs.append(np.asarray(ps.patches))
+                ys += [m] * len(ps)
+        return (np.concatenate(xs) if xs else np.zeros((0, settings.size, settings.size), np.uint8)), ys
+
+    (xtr, ytr), (xte, yte) = take("difficulty-train"), take("difficulty-test")
+    empty = sorted({m for m in names if m not in ytr or m not in yte})
+    if empty:
+        raise ValueError(f"no usable patch (entropy > {settings.min_entropy} nats) in the training or test photos "
+                         f"of {empty}; lower patches.min_entropy or add photos")
+    out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/chance": 1.0 / len(names),
+                           "difficulty/train_patches": len(ytr), "difficulty/test_patches": len(yte)}
+    rows = []
+    for kind, label in (("global", "global patch statistics (mean, std, histogram)"),
+                        ("residual", "residual trace statistics (CFA / JPEG-grid phases)"),
+                        ("jpeg", "JPEG block-DCT histograms (the JPEG branch's features)")):
+        rep = difficulty_report(xtr, ytr, xte, yte, families=families, features_kind=kind)
+        pair = float(np.mean(list(rep.pairwise.values())))
+        out[f"difficulty/{kind}/acc"] = rep.accuracy
+        out[f"difficulty/{kind}/pairwise"] = pair
+        extra = ""
+        if rep.within_family is not None and rep.cross_family is not None:
+            out[f"difficulty/{kind}/pairwise_within_family"] = rep.within_family
+            out[f"difficulty/{kind}/pairwise_cross_family"] = rep.cross_family
+            extra = f"{rep.within_family:.3f} / {rep.cross_family:.3f}"
+        rows.append([label, f"{rep.accuracy:.1%}", f"{pair:.3f}", extra or "n/a"])
+    text = (f"{len(names)} camera models, photos alternately train / test, {len(ytr)} / {len(yte)} patches of "
+            f"{settings.size} px (entropy > {settings.min_entropy} nats), logistic classifiers; chance "
+            f"{1 / len(names):.1%}, pairwise 0.5 = inseparable:\n\n"
+            + md_table(["features", "accuracy", "mean pairwise separability", "within / cross family"], rows))
     return out, text

@@ -42,6 +42,7 @@ from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
 from camsim.lit.phase_b import load_similarity
+from camsim.models.portable import WEIGHTS
 
 log = logging.getLogger("camsim")
 
@@ -52,14 +53,17 @@ POSITIVES = {"patch": ("same_photo", "other_photo"), "image": ("halves", "other_
 
 
 def load_checkpoint(path: str | Path | None) -> tuple[Path, Any]:
-    """``(path, ForensicSimilarity)`` of a Learning Phase B checkpoint. A missing ``ckpt``, a
-    missing, truncated or corrupt file, or a checkpoint of another kind (Phase A) is one clear
-    error naming what was given and what is needed (:func:`camsim.lit.checkpoints.checkpoint_kind`)."""
+    """``(path, ForensicSimilarity)`` of a Learning Phase B checkpoint or a ``camsim-export`` folder
+    (``model=DIR``; the path returned is then its weights file, whose identity keys the feature
+    cache). A missing ``ckpt``, a missing, truncated or corrupt file, or a checkpoint of another
+    kind (Phase A) is one clear error naming what was given and what is needed
+    (:func:`camsim.lit.checkpoints.checkpoint_kind`, :func:`camsim.models.portable.read_exported`)."""
     if not path:
         raise ValueError("ckpt: camsim-eval task=transfer needs ckpt=<Learning Phase B checkpoint> "
-                         "(outputs/artefacts/phase_b-<hash>/model.ckpt)")
+                         "(outputs/artefacts/phase_b-<hash>/model.ckpt) or model=<camsim-export folder>")
     p = Path(str(path)).expanduser()
-    return p, load_similarity(p)
+    sim = load_similarity(p)
+    return (p / WEIGHTS if p.is_dir() else p), sim
 
 
 def read_index(data_cfg: DictConfig):

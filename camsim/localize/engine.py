@@ -36,7 +36,8 @@ Two modes:
 Pixel maps: ``heatmap`` is the mean ``suspicion`` of the decidable patches covering each
 pixel (float32, NaN where none does: flat patches and the < 8 px margin the 8-px aligned
 grid leaves uncovered, see :mod:`camsim.localize.grid`); ``mask`` marks pixels where at least half of those patches
-are suspect. In graph mode the mask is the bipartition whatever the decision ("where, if
+are suspect. Both are kept per cell of the patch grid (:class:`camsim.localize.grid.CellMap`)
+and expanded to pixels only when read, so writing a preview never builds a 12-MP map. In graph mode the mask is the bipartition whatever the decision ("where, if
 spliced"); ``decision`` says whether.
 
 Bad input raises :class:`LocalizationError` (a ``ValueError``) with a message naming the
@@ -48,13 +49,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from camsim.data.patches import cut_patches, patch_entropy
 from camsim.localize.graph import METHODS, affinity, affinity_block, extend_partition, spectral_bipartition
-from camsim.localize.grid import LocalizationError, patch_grid, patch_map_to_pixels
+from camsim.localize.grid import CellMap, LocalizationError, patch_cell_map, patch_grid
 from camsim.progress import track
 
 Extract = Callable[[np.ndarray], np.ndarray]
@@ -67,6 +69,10 @@ MIN_DECIDABLE = {"reference": 2, "graph": 4}
 GRAPH_THRESHOLD = 0.25
 #: Default number of nodes solved exactly in graph mode (landmarks above it).
 MAX_GRAPH_NODES = 2048
+#: Most pairs per ``score_matrix`` call (~4 M: 16 MB of float32 scores): rows per call are
+#: ``max(batch, PAIR_BLOCK // len(G))``, so a head whose per-call cost includes its columns
+#: (the branch of every G row) pays it once per 2048 rows against 2048 landmarks, not per 256.
+PAIR_BLOCK = 1 << 22
 MODES = ("graph", "reference")
 
 
@@ -108,8 +114,8 @@ class LocalizationResult:
     scores: np.ndarray                     # float64 [N]; reference: S(ref, ·); graph: suspicion; NaN if undecidable
     suspicion: np.ndarray                  # float64 [N] in [0, 1], higher = more suspect; NaN if undecidable
     suspect: np.ndarray                    # bool [N], patch judged "different source" / in the spliced community
-    heatmap: np.ndarray                    # float32 [H, W], mean suspicion of covering decidable patches, NaN if none
-    mask: np.ndarray                       # bool [H, W], suspected pixels
+    heatmap_cells: CellMap                 # mean suspicion of the covering decidable patches (NaN if none), per cell
+    mask_cells: CellMap                    # share of the covering decidable patches that are suspect, per cell
     score: float                           # image-level splice score, higher = more likely spliced
     decision: bool                         # image judged spliced
     threshold: float                       # decision: score >= threshold
@@ -121,6 +127,23 @@ class LocalizationResult:
     @property
     def n_decidable(self) -> int:
         return int(self.decidable.sum())
+
+    @cached_property
+    def heatmap(self) -> np.ndarray:
+        """float32 ``[H, W]``: mean suspicion of the decidable patches covering each pixel, NaN
+        where none does (built from :attr:`heatmap_cells` on first use)."""
+        return self.heatmap_cells.pixels().astype(np.float32)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """bool ``[H, W]``: suspected pixels — at least half of the covering decidable patches
+        are suspect (built from :attr:`mask_cells` on first use)."""
+        return self.mask_cells.pixels() >= 0.5
+
+    @property
+    def suspect_share(self) -> float:
+        """Share of the image's pixels in :attr:`mask`, without building it."""
+        return self.mask_cells.area_mean(lambda v: v >= 0.5)
 
 
 def _check_inputs(green: Any, mode: str, patch: Any, stride: Any, eta: float, batch: Any,
@@ -163,10 +186,11 @@ def _features(green: np.ndarray, positions: np.ndarray, patch: int, extract: Ext
 
 
 def _scores(score_matrix: ScoreMatrix, F: np.ndarray, G: np.ndarray, batch: int) -> np.ndarray:
-    """S(F_i, G_j) for all pairs, computed ``batch`` rows at a time, checked."""
+    """S(F_i, G_j) for all pairs, ``max(batch, PAIR_BLOCK // len(G))`` rows per call, checked."""
     out = []
-    for a in range(0, len(F), batch):
-        rows = F[a:a + batch]
+    step = max(int(batch), PAIR_BLOCK // max(1, len(G)))
+    for a in range(0, len(F), step):
+        rows = F[a:a + step]
         s = np.asarray(score_matrix(rows, G), dtype=np.float64)
         if s.shape != (len(rows), len(G)):
             raise LocalizationError(
@@ -174,7 +198,7 @@ def _scores(score_matrix: ScoreMatrix, F: np.ndarray, G: np.ndarray, batch: int)
         if not np.all(np.isfinite(s)):
             raise LocalizationError("score_matrix returned NaN or inf similarities")
         out.append(s)
-    return np.concatenate(out, axis=0)
+    return out[0] if len(out) == 1 else np.concatenate(out, axis=0)
 
 
 def _pick_reference(reference: Any, positions: np.ndarray, dec_idx: np.ndarray, patch: int,
@@ -246,7 +270,7 @@ def _graph(F: np.ndarray, score_matrix: ScoreMatrix, batch: int, ref_k: int | No
     self_of[lm] = np.arange(len(lm))
     labels = np.empty(n, dtype=np.int64)
     mean_to_host = np.empty(n)
-    rows = max(1, min(batch, (1 << 21) // len(lm)))            # ≤ ~2 M affinities per block
+    rows = max(1, PAIR_BLOCK // len(lm))                       # ≤ ~4 M affinities per block
     FL = F[lm]
     for a in range(0, n, rows):
         sl = slice(a, min(a + rows, n))
@@ -273,8 +297,8 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     ``None`` / ``"auto"`` (reference mode: the patch with the highest mean S to the
     others, among ≤ ``auto_candidates`` evenly spread candidates; graph mode: none) or a
     pixel ``(y, x)`` (the decidable patch whose centre is nearest; in graph mode its
-    community is the host). ``batch`` bounds the patches per ``extract`` call and the rows
-    per ``score_matrix`` call. ``align`` / ``cover_border``: the patch grid
+    community is the host). ``batch`` bounds the patches per ``extract`` call; ``score_matrix``
+    gets ``max(batch, PAIR_BLOCK // len(G))`` rows per call. ``align`` / ``cover_border``: the patch grid
     (:func:`camsim.localize.grid.patch_grid`). ``max_graph_nodes``: patches solved exactly
     in graph mode (landmarks above). See the module docstring for scores and decisions.
     ``stats["timing"]`` holds seconds spent in ``extract`` (``features_s``), in
@@ -353,8 +377,8 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     decision = bool(score >= threshold)
 
     flag_values = np.where(decidable, suspect.astype(np.float64), np.nan)
-    mask = patch_map_to_pixels(flag_values, positions, patch, (h, w)) >= 0.5   # NaN → False
-    heatmap = patch_map_to_pixels(suspicion, positions, patch, (h, w)).astype(np.float32)
+    mask_cells = patch_cell_map(flag_values, positions, patch, (h, w))     # pixels: >= 0.5 (NaN → False)
+    heatmap_cells = patch_cell_map(suspicion, positions, patch, (h, w))
     ref_pos = None if ref_k is None else (int(positions[dec_idx[ref_k]][0]), int(positions[dec_idx[ref_k]][1]))
     verdict = "spliced" if decision else "not spliced"
     stats["timing"] = {**spent, "total_s": time.perf_counter() - t_start}
@@ -363,10 +387,10 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     return LocalizationResult(
         mode=mode, green=arr, shape=(h, w), patch=int(patch), stride=int(stride), positions=positions,
         grid_shape=grid_shape, entropy=entropy, decidable=decidable, scores=scores,
-        suspicion=suspicion, suspect=suspect, heatmap=heatmap, mask=mask, score=score,
+        suspicion=suspicion, suspect=suspect, heatmap_cells=heatmap_cells, mask_cells=mask_cells, score=score,
         decision=decision, threshold=threshold, reference=ref_pos,
         reference_index=None if ref_k is None else int(dec_idx[ref_k]), message=message, stats=stats)
 
 
 __all__ = ["LocalizationError", "LocalizationResult", "localize", "calibrate_threshold", "MIN_DECIDABLE",
-           "GRAPH_THRESHOLD", "MAX_GRAPH_NODES", "MODES"]
+           "GRAPH_THRESHOLD", "MAX_GRAPH_NODES", "PAIR_BLOCK", "MODES"]

@@ -58,7 +58,9 @@ def affinity(S: np.ndarray, weights: str = "similarity", eta: float = 0.5) -> np
         raise LocalizationError(f"similarity matrix S must be square [N, N]; got shape {S.shape}")
     if not np.all(np.isfinite(S)):
         raise LocalizationError("similarity matrix S contains NaN or inf")
-    W = np.clip((S + S.T) / 2.0, 0.0, 1.0)
+    W = S + S.T                                        # (S + Sᵀ)/2 clipped, in place: one N×N temporary
+    W *= 0.5
+    np.clip(W, 0.0, 1.0, out=W)
     if weights == "threshold":
         W = (W > eta).astype(np.float64)
     elif weights != "similarity":
@@ -284,7 +286,9 @@ def affinity_block(S_xl: np.ndarray, S_lx_t: np.ndarray, weights: str = "similar
     a, c = np.asarray(S_xl, dtype=np.float64), np.asarray(S_lx_t, dtype=np.float64)
     if a.shape != c.shape or a.ndim != 2:
         raise LocalizationError(f"similarity blocks must both be [b, m]; got {a.shape} and {c.shape}")
-    W = np.clip((a + c) / 2.0, 0.0, 1.0)
+    W = a + c                                          # (a + c)/2 clipped, in place
+    W *= 0.5
+    np.clip(W, 0.0, 1.0, out=W)
     if weights == "threshold":
         return (W > eta).astype(np.float64)
     if weights != "similarity":

@@ -5,7 +5,10 @@
 * ``overlay.png`` — the image (RGB if given, else the green channel as grey) with the
   suspected pixels tinted red (faintly when the verdict is "not spliced"), undecided
   pixels (flat patches, the < 8 px uncovered margin) greyed, the reference patch (if any)
-  outlined in green, and a caption band below: verdict, score, threshold, mode, legend;
+  outlined in green, and a caption band below: verdict, score, threshold, mode, legend.
+  A preview: at most ``overlay_max_side`` pixels per side (default
+  :data:`OVERLAY_MAX_SIDE`; ``None`` / 0: the image's full resolution) — a full-resolution
+  12-MP PNG took longer to write than the analysis of the quick model;
 * ``heatmap.png`` — the pixel heatmap (suspicion in [0, 1], grey = undecidable) with a
   colour bar, verdict and threshold in the title, the reference patch outlined;
 * ``scores.npy`` (only with ``save_scores=True``) — per-patch suspicion on the patch grid,
@@ -13,7 +16,9 @@
   ``patches.npz["positions"][i * cols + j]``): a few kB instead of a float32 per pixel;
 * ``patches.npz`` — per-patch ``positions``, ``entropy``, ``decidable``, ``scores``,
   ``suspicion``, ``suspect``, ``grid_shape``, ``patch``;
-* ``mask.png`` — the suspected pixels, 8-bit, 255 = suspected, 0 = not.
+* ``mask.png`` — the suspected pixels at full resolution, 8-bit, 255 = suspected, 0 = not.
+
+PNGs are written with zlib level 1 (fast; the pictures are few MB at most).
 
 Metrics follow the splicing literature: pixel F1, MCC and IoU of a binary mask against
 the ground truth, and the image-level detection AUC. Because published numbers differ
@@ -50,6 +55,7 @@ UNDECIDED = np.array([128.0, 128.0, 128.0])
 UNDECIDED_ALPHA = 0.55
 OUTLINE = (0, 255, 0)                     # reference patch
 HEATMAP_MAX_SIDE = 1600                   # heatmap.png is drawn from at most this many pixels per side
+OVERLAY_MAX_SIDE = 2048                   # overlay.png: a preview of at most this many pixels per side
 
 
 def _png_bytes(img: Image.Image, compress_level: int = 6) -> bytes:
@@ -67,25 +73,45 @@ def _blend(base: np.ndarray, where: np.ndarray, colour: np.ndarray, alpha: float
     base[where] = np.clip(((1.0 - alpha) * px + alpha * colour.astype(np.float32)).round(), 0, 255).astype(np.uint8)
 
 
-def overlay_image(result: LocalizationResult, rgb: np.ndarray | None = None) -> np.ndarray:
-    """uint8 ``[H, W, 3]``: the image with the suspect mask tinted (faintly when the
-    verdict is "not spliced"), undecided pixels greyed and the reference outlined."""
-    if rgb is None:
-        base = np.repeat(np.asarray(result.green, dtype=np.uint8)[..., None], 3, axis=2)
-    else:
+def preview_shape(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``(h, w)`` of a picture of an image of ``shape`` with at most ``max_side`` pixels per side
+    (the aspect kept; ``None`` / 0: ``shape`` itself)."""
+    h, w = int(shape[0]), int(shape[1])
+    if not max_side or max(h, w) <= int(max_side):
+        return h, w
+    scale = int(max_side) / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def overlay_image(result: LocalizationResult, rgb: np.ndarray | None = None,
+                  max_side: int | None = None) -> np.ndarray:
+    """uint8 ``[h, w, 3]``: the image with the suspect mask tinted (faintly when the
+    verdict is "not spliced"), undecided pixels greyed and the reference outlined; at
+    :func:`preview_shape` (full resolution unless ``max_side`` is smaller than the image:
+    then the image is resized bilinearly and the maps read at the preview pixels' centres)."""
+    H, W = result.shape
+    if rgb is not None:
         rgb = np.asarray(rgb)
-        if rgb.shape != (*result.shape, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f"rgb must be uint8 with shape {(*result.shape, 3)} like the analysed image; "
+        if rgb.shape != (H, W, 3) or rgb.dtype != np.uint8:
+            raise ValueError(f"rgb must be uint8 with shape {(H, W, 3)} like the analysed image; "
                              f"got {rgb.dtype} {rgb.shape}")
-        base = rgb.copy()
-    _blend(base, np.isnan(result.heatmap), UNDECIDED, UNDECIDED_ALPHA)
-    _blend(base, result.mask, TINT, TINT_ALPHA if result.decision else TINT_ALPHA_WEAK)
+    h, w = preview_shape((H, W), max_side)
+    src = Image.fromarray(np.asarray(result.green, dtype=np.uint8) if rgb is None else rgb)
+    if (h, w) != (H, W):
+        src = src.resize((w, h), Image.BILINEAR, reducing_gap=2.0)
+    base = np.array(src.convert("RGB"))
+    rows = np.minimum(((np.arange(h) + 0.5) * (H / h)).astype(np.int64), H - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * (W / w)).astype(np.int64), W - 1)
+    _blend(base, np.isnan(result.heatmap_cells.sample(rows, cols)), UNDECIDED, UNDECIDED_ALPHA)
+    _blend(base, result.mask_cells.sample(rows, cols) >= 0.5, TINT,
+           TINT_ALPHA if result.decision else TINT_ALPHA_WEAK)
     img = Image.fromarray(base)
     if result.reference is not None:
         y, x = result.reference
+        sy, sx = h / H, w / W
         p = result.patch
-        ImageDraw.Draw(img).rectangle([x, y, x + p - 1, y + p - 1], outline=OUTLINE,
-                                      width=_outline_width(result.shape))
+        ImageDraw.Draw(img).rectangle([int(x * sx), int(y * sy), int((x + p) * sx) - 1, int((y + p) * sy) - 1],
+                                      outline=OUTLINE, width=_outline_width((h, w)))
     return np.asarray(img)
 
 
@@ -104,12 +130,13 @@ def caption_lines(result: LocalizationResult) -> list[str]:
             f"{int(result.suspect.sum())} suspect, {result.patch} px patches, stride {result.stride}"]
 
 
-def annotated_overlay(result: LocalizationResult, rgb: np.ndarray | None = None) -> np.ndarray:
+def annotated_overlay(result: LocalizationResult, rgb: np.ndarray | None = None,
+                      max_side: int | None = None) -> np.ndarray:
     """:func:`overlay_image` with a caption band below it: verdict, score, threshold,
     mode and a legend (red = suspected / faint red = below threshold, grey = undecided,
-    green = reference patch). uint8 ``[H + band, W, 3]``."""
-    ov = overlay_image(result, rgb)
-    h, w = result.shape
+    green = reference patch). uint8 ``[h + band, w, 3]``."""
+    ov = overlay_image(result, rgb, max_side)
+    h, w = ov.shape[:2]
     fs = int(np.clip(w // 60, 11, 64))
     font = ImageFont.load_default(size=fs)
     lines = caption_lines(result)
@@ -144,7 +171,8 @@ def heatmap_png(result: LocalizationResult) -> bytes:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     cmap = matplotlib.colormaps["magma"].with_extremes(bad="0.6")
-    im = ax.imshow(np.ma.masked_invalid(result.heatmap[::k, ::k]), cmap=cmap, vmin=0.0, vmax=1.0,
+    shown = result.heatmap_cells.sample(np.arange(0, h, k), np.arange(0, w, k)).astype(np.float32)
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, vmin=0.0, vmax=1.0,
                    interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     if result.reference is not None:
         y, x = result.reference
@@ -177,14 +205,15 @@ def scores_grid(result: LocalizationResult) -> np.ndarray:
 
 
 def write_outputs(result: LocalizationResult, out_dir: str | Path, rgb: np.ndarray | None = None,
-                  save_scores: bool = True) -> str:
-    """Write overlay.png, heatmap.png, patches.npz, mask.png and (``save_scores``)
-    scores.npy into ``out_dir`` (created if missing; each file written atomically) and
-    return :func:`summary_line`. See the module docstring for the files."""
+                  save_scores: bool = True, overlay_max_side: int | None = OVERLAY_MAX_SIDE) -> str:
+    """Write overlay.png (at most ``overlay_max_side`` pixels per side; ``None`` / 0: full
+    resolution), heatmap.png, patches.npz, mask.png and (``save_scores``) scores.npy into
+    ``out_dir`` (created if missing; each file written atomically) and return
+    :func:`summary_line`. See the module docstring for the files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "overlay.png", _png_bytes(Image.fromarray(annotated_overlay(result, rgb)),
-                                                       compress_level=1))
+    overlay = annotated_overlay(result, rgb, overlay_max_side)
+    atomic_write_bytes(out / "overlay.png", _png_bytes(Image.fromarray(overlay), compress_level=1))
     atomic_write_bytes(out / "heatmap.png", heatmap_png(result))
     if save_scores:
         buf = io.BytesIO()
@@ -429,7 +458,7 @@ def detection_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-__all__ = ["write_outputs", "overlay_image", "annotated_overlay", "heatmap_png", "summary_line", "pixel_f1",
+__all__ = ["write_outputs", "preview_shape", "OVERLAY_MAX_SIDE", "overlay_image", "annotated_overlay", "heatmap_png", "summary_line", "pixel_f1",
            "pixel_mcc", "pixel_iou", "best_of_inverted", "detection_auc", "metric_protocol", "protocol_name",
            "border_band", "image_confusions", "pixel_metrics", "f1_from_counts", "mcc_from_counts",
            "iou_from_counts", "PROTOCOL_FIXED", "PROTOCOL_BEST"]

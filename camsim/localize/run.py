@@ -23,18 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from camsim.data.io import ImageReadError, read_green, read_rgb
+from camsim.data.io import ImageReadError, read_rgb
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, localize
 from camsim.localize.grid import LocalizationError
-from camsim.localize.outputs import write_outputs
-from camsim.models.feature_pass import FeaturePass
+from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
+from camsim.models.feature_pass import FeaturePass, feature_batch_size
 from camsim.progress import track
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["image", "status", "decision", "score", "threshold", "mode", "decidable_patches", "patches",
-               "suspect_share", "seconds", "features_s", "other_s", "out_dir", "message"]
+               "suspect_share", "seconds", "cpu_s", "features_s", "other_s", "read_s", "scoring_s", "graph_s", "write_s",
+               "out_dir", "message"]
 #: min_entropy when neither the options nor the checkpoint give one (docs/method.md, "Patch entropy")
 DEFAULT_MIN_ENTROPY = 4.0
 
@@ -59,7 +60,15 @@ def resolve_min_entropy(option: float | None, patch_settings: dict | None) -> tu
 
 
 class Localizer:
-    """A similarity checkpoint turned into the engine's ``extract`` / ``score_matrix`` callables."""
+    """A similarity checkpoint turned into the engine's ``extract`` / ``score_matrix`` callables.
+
+    The uncompiled feature pass runs ``batch`` patches per forward where its pixel budget
+    allows (:func:`~camsim.models.feature_pass.feature_batch_size` with cap ``batch``: 256 at
+    64 px, 16 at 256 px): the engine hands it ``batch`` patches at a time anyway, and the quick
+    recipe's small network did ~1.15× more patches per CPU-second in batches of 128–256 than
+    of 32 (``FeaturePass`` A/B in one process, 2 shared cores of an AMD EPYC, 2026-12-03). A
+    compiled pass keeps its default batch (its static shape; measured best at 32 for 64 px).
+    """
 
     def __init__(self, sim: Any, batch: int = 256, channels_last: bool = True, compile: bool = False):
         self.sim = sim.eval()
@@ -67,8 +76,9 @@ class Localizer:
         self.patch = sim.patch_size
         self.patch_settings = getattr(sim, "patch_settings", None)
         self.align = int((self.patch_settings or {}).get("align") or 8)
-        self.feature_pass = FeaturePass(sim.backbone, [sim.feature_layer], channels_last=channels_last,
-                                        compile=compile)
+        self.feature_pass = FeaturePass(sim.backbone, [sim.feature_layer],
+                                        None if compile else feature_batch_size(self.patch, cap=batch),
+                                        channels_last=channels_last, compile=compile)
         self._logged: set[str] = set()
 
     def min_entropy(self, opts: Any) -> tuple[float, str]:
@@ -114,18 +124,27 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
                   save_scores: bool = True) -> tuple[LocalizationResult, str]:
     """Localise one image file; write overlay/heatmap/patches/mask (and scores) into ``out_dir``.
 
-    ``result.stats["timing"]`` gains ``read_s``, ``write_s`` and ``seconds`` (the whole
-    file: read, localise, write); ``features_s`` is the feature pass within it.
+    The file is decoded once (RGB; the analysis reads its green channel, which is what
+    ``read_green`` returns). The overlay is a preview of at most ``opts.overlay_max_side``
+    pixels per side (default :data:`~camsim.localize.outputs.OVERLAY_MAX_SIDE`; 0: full
+    resolution). ``result.stats["timing"]`` gains ``read_s`` (decode), ``graph_s`` (grid,
+    entropy, graph, maps: the engine's time outside features and pair scoring),
+    ``write_s``, ``seconds`` (the whole file) and ``cpu_s`` (this process's CPU seconds in it,
+    all threads: on a shared machine, what the photo cost apart from waiting); ``features_s`` / ``scoring_s`` are the
+    feature pass and the pair scoring within it.
     """
-    t0 = time.perf_counter()
-    green = read_green(path, max_pixels=max_pixels)
+    t0, c0 = time.perf_counter(), time.process_time()
+    rgb = read_rgb(path, max_pixels=max_pixels)
+    green = np.ascontiguousarray(rgb[..., 1])
     t_read = time.perf_counter() - t0
     result = loc.run(green, opts, progress=True)
     t1 = time.perf_counter()
-    rgb = read_rgb(path, max_pixels=max_pixels)
-    line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores)
+    max_side = _opt(opts, "overlay_max_side", OVERLAY_MAX_SIDE)
+    line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores, overlay_max_side=int(max_side) or None)
     timing = result.stats["timing"]
-    timing.update(read_s=t_read, write_s=time.perf_counter() - t1, seconds=time.perf_counter() - t0)
+    timing.update(read_s=t_read, graph_s=timing["total_s"] - timing["features_s"] - timing["scoring_s"],
+                  write_s=time.perf_counter() - t1, seconds=time.perf_counter() - t0,
+                  cpu_s=time.process_time() - c0)
     return result, f"{path.name}: {line}"
 
 
@@ -133,15 +152,16 @@ def timing_line(result: LocalizationResult) -> str:
     """``time 15.8 s: feature pass 9.4 s, everything else 6.4 s (…)`` for one file."""
     t = result.stats["timing"]
     other = t["seconds"] - t["features_s"]
-    graph = t["total_s"] - t["features_s"] - t["scoring_s"]
     return (f"time {t['seconds']:.1f} s: feature pass {t['features_s']:.1f} s, everything else {other:.1f} s "
             f"(read {t['read_s']:.1f} s, pair scoring {t['scoring_s']:.1f} s, grid/entropy/graph/maps "
-            f"{graph:.1f} s, writing outputs {t['write_s']:.1f} s)")
+            f"{t['graph_s']:.1f} s, writing outputs {t['write_s']:.1f} s)")
 
 
 def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_pixels: int) -> Path:
     """Batch mode: every image of ``folder``; one CSV row per image (failures say why),
-    with the seconds per image (whole, feature pass, everything else). ``scores.npy`` only
+    with the seconds per image (whole, feature pass, everything else; and its parts: decode,
+    pair scoring, grid/entropy/graph/maps, writing). One process and one feature pass
+    (compiled once with ``feature_pass.compile=true``) serve the whole folder. ``scores.npy`` only
     with ``save_scores: true``. With ``calibrate_far`` (the folder holds authentic images)
     the threshold with that false-alarm rate on the folder's scores is logged and written
     to ``calibration.json``."""
@@ -159,8 +179,9 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
             row.update(status="ok", decision="spliced" if result.decision else "not spliced",
                        score=f"{result.score:.4f}", threshold=f"{result.threshold:.4f}",
                        decidable_patches=result.n_decidable, patches=len(result.positions),
-                       suspect_share=f"{float(result.mask.mean()):.4f}", seconds=f"{t['seconds']:.2f}",
+                       suspect_share=f"{result.suspect_share:.4f}", seconds=f"{t['seconds']:.2f}",
                        features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
+                       **{k: f"{t[k]:.2f}" for k in ("cpu_s", "read_s", "scoring_s", "graph_s", "write_s")},
                        out_dir=str(out_dir / path.stem), message=result.message)
             scores.append(float(result.score))
         except (ImageReadError, LocalizationError) as err:

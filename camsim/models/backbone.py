@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from camsim.config import to_plain
+from camsim.plain import to_plain
 from camsim.models.constrained import ConstrainedConv2d
 from camsim.models.jpeg import DCTHistogram
 

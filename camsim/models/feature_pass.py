@@ -7,10 +7,13 @@ freezing) and batch sizing are decided here once.
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from camsim.progress import progress_bar
 
@@ -26,12 +29,39 @@ def feature_batch_size(patch_size: int, pixels: int = FEATURE_BATCH_PIXELS, cap:
     return max(1, min(int(cap), int(pixels) // (int(patch_size) ** 2)))
 
 
+def fold_batch_norm(backbone: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``backbone`` whose conv blocks have their batch norm folded into the
+    convolution: ``bn(conv(x)) = conv'(x)`` with ``w' = w·γ/√(σ²+ε)``, ``b' = (b − μ)·γ/√(σ²+ε) + β``
+    (running statistics, as evaluation uses them) — the same affine map up to fp32 rounding,
+    one pass over the activations fewer. ``backbone`` itself is not changed."""
+    folded = copy.deepcopy(backbone).eval()
+    for block in getattr(folded, "blocks", {}).values():
+        bn, conv = getattr(block, "bn", None), getattr(block, "conv", None)
+        if not (isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d)) or bn.running_var is None:
+            continue
+        with torch.no_grad():
+            scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(bn.running_var + bn.eps)
+            shift = (bn.bias if bn.affine else torch.zeros_like(bn.running_mean)) - bn.running_mean * scale
+            bias = shift if conv.bias is None else conv.bias * scale + shift
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            conv.bias = nn.Parameter(bias.clone(), requires_grad=False)
+        block.bn = nn.Identity()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    return folded
+
+
 class FeaturePass:
     """The frozen backbone's inference: ``{layer: float32 [n, d]}`` of uint8 patches, batch by batch.
 
     Used for Phase B's feature cache, evaluation and localisation — everywhere the backbone is
-    frozen. ``channels_last``: NHWC convolutions (same maths, faster on CPU; converts the
-    backbone's weights to channels_last in place — values unchanged). ``compile``: also
+    frozen. ``channels_last=False`` (and no compile) is the exact reference: the backbone's own
+    forward. ``channels_last``: NHWC convolutions (same maths, faster on CPU; converts the
+    backbone's weights to channels_last in place — values unchanged) on
+    :func:`fold_batch_norm`'s copy of the backbone (batch norm folded into the convolutions: one
+    pass over the activations fewer, ~1.1× on the quick model), refolded whenever a parameter
+    or buffer of the backbone changed in place since (``Tensor._version``), so it never reads
+    stale weights. ``compile``: also
     ``torch.compile`` with inductor *freezing* (weights become constants and batch norm folds
     into the convolutions — valid only because the backbone no longer changes); each batch is
     padded to ``batch_size`` so one static shape compiles once (~15 s on 2 cores). Results agree
@@ -49,12 +79,24 @@ class FeaturePass:
         self.compile = bool(compile)
         if self.channels_last:
             backbone.to(memory_format=torch.channels_last)
-        self._fn = self._forward
+        self._fold: tuple[tuple, nn.Module] | None = None
+        self._fn = self._forward_folded if self.channels_last else self._forward
         if self.compile:
             self._fn = torch.compile(self._forward, options={"freezing": True})
 
     def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.backbone.forward_features(x, self.layers)
+
+    def _folded(self) -> nn.Module:
+        """:func:`fold_batch_norm` of the backbone, rebuilt when any of its tensors changed."""
+        stamp = tuple((id(t), t._version) for t in itertools.chain(self.backbone.parameters(),
+                                                                    self.backbone.buffers()))
+        if self._fold is None or self._fold[0] != stamp:
+            self._fold = (stamp, fold_batch_norm(self.backbone))
+        return self._fold[1]
+
+    def _forward_folded(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._folded().forward_features(x, self.layers)
 
     @torch.no_grad()
     def __call__(self, patches: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from camsim.config import to_plain
+from camsim.plain import to_plain
 from camsim.models.backbone import _int, make_activation
 
 __all__ = ["COMBINE_MODES", "SimilarityNet"]

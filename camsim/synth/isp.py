@@ -18,7 +18,7 @@ Order used by :func:`camsim.synth.render.render_camera_image` (physically sensib
    before noise; here the *channel imbalance* it corrects is in the raw values before the
    noise (step 3) and the gains are applied digitally after the ADC, as in real cameras —
    so R and B noise is amplified by their gains, a camera-specific trace;
-7. demosaicing (:func:`demosaic`: bilinear, Malvar–He–Cutler, Hamilton–Adams);
+7. demosaicing (:func:`demosaic`: bilinear, Malvar–He–Cutler, Hamilton–Adams, AHD, frequency-domain);
 8. colour matrix camera RGB → linear sRGB (:func:`apply_colour_matrix`);
 9. denoising (:func:`denoise`: edge-preserving 3×3 filter on luma scaled to the noise σ,
    Gaussian on chroma);
@@ -37,7 +37,8 @@ import simplejpeg
 from PIL import Image
 from scipy import ndimage
 
-from camsim.synth.params import CFA_PATTERNS, DEMOSAIC_METHODS, JPEG_SUBSAMPLINGS, RESAMPLE_KERNELS
+from camsim.synth import demosaic as demosaic_more
+from camsim.synth.params import ALL_DEMOSAIC_METHODS, CFA_PATTERNS, JPEG_SUBSAMPLINGS, RESAMPLE_KERNELS
 
 _CH = {"R": 0, "G": 1, "B": 2}
 LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 (linear sRGB) luminance
@@ -142,7 +143,7 @@ def white_balance(raw: np.ndarray, pattern: str, gains: tuple[float, float, floa
 
 # ---------------------------------------------------------------------- demosaicing
 
-_K_G_BIL = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=np.float32) / 4
+_K_G_BIL = demosaic_more.K_G_BIL
 _K_RB_BIL = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float32) / 4  # = _sep121
 # Malvar, He & Cutler (ICASSP 2004) gradient-corrected linear interpolation, gains /8.
 # Reference kernels: _malvar_filters computes the same from shared neighbour sums (tested).
@@ -160,10 +161,7 @@ def _corr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     return ndimage.correlate(x, k, mode="mirror")
 
 
-def _sep121(x: np.ndarray) -> np.ndarray:
-    """Separable [1 2 1]/2 ⊗ [1 2 1]/2 (the bilinear R/B kernel) with mirror borders."""
-    k = np.array([0.5, 1.0, 0.5], dtype=np.float32)
-    return ndimage.correlate1d(ndimage.correlate1d(x, k, axis=0, mode="mirror"), k, axis=1, mode="mirror")
+_sep121 = demosaic_more.sep121  # the bilinear R/B kernel, mirror borders
 
 
 def _malvar_filters(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -194,11 +192,13 @@ def demosaic(raw: np.ndarray, pattern: str, method: str) -> np.ndarray:
     ``bilinear``: each colour averaged from its nearest samples. ``malvar``: Malvar–He–Cutler
     gradient-corrected linear filters (5×5). ``hamilton_adams``: edge-directed — green
     interpolated along the direction (horizontal or vertical) of the smaller gradient with a
-    Laplacian correction, red and blue as bilinear colour differences to green.
+    Laplacian correction, red and blue as bilinear colour differences to green. ``ahd``
+    (adaptive homogeneity-directed) and ``frequency`` (Alleysson's luminance / chrominance
+    demultiplexing): :mod:`camsim.synth.demosaic`.
     """
     _check_pattern(pattern)
-    if method not in DEMOSAIC_METHODS:
-        raise ValueError(f"demosaic: unknown method {method!r}; choose one of {list(DEMOSAIC_METHODS)}")
+    if method not in ALL_DEMOSAIC_METHODS:
+        raise ValueError(f"demosaic: unknown method {method!r}; choose one of {list(ALL_DEMOSAIC_METHODS)}")
     raw = np.asarray(raw, dtype=np.float32)
     if raw.ndim != 2 or raw.shape[0] % 2 or raw.shape[1] % 2:
         raise ValueError(f"raw: must be a 2-D mosaic with even sides, got shape {raw.shape}")
@@ -215,25 +215,9 @@ def demosaic(raw: np.ndarray, pattern: str, method: str) -> np.ndarray:
         r = np.select([is_r, g_in_r_row, g_in_b_row], [raw, k_row, k_col], k_diag)
         b = np.select([is_b, g_in_b_row, g_in_r_row], [raw, k_row, k_col], k_diag)
         return np.stack([r, g, b]).astype(np.float32, copy=False)
-    # hamilton_adams
-    p = np.pad(raw, 2, mode="reflect")  # numpy 'reflect' == scipy 'mirror' (keeps CFA phase)
-    h, w = raw.shape
-    c = raw
-
-    def sh(dy: int, dx: int) -> np.ndarray:
-        return p[2 + dy:2 + dy + h, 2 + dx:2 + dx + w]
-
-    lap_h = 2 * c - sh(0, -2) - sh(0, 2)
-    lap_v = 2 * c - sh(-2, 0) - sh(2, 0)
-    g_h = 0.5 * (sh(0, -1) + sh(0, 1)) + 0.25 * lap_h
-    g_v = 0.5 * (sh(-1, 0) + sh(1, 0)) + 0.25 * lap_v
-    d_h = np.abs(sh(0, -1) - sh(0, 1)) + np.abs(lap_h)
-    d_v = np.abs(sh(-1, 0) - sh(1, 0)) + np.abs(lap_v)
-    g_est = np.where(d_h < d_v, g_h, np.where(d_v < d_h, g_v, 0.5 * (g_h + g_v)))
-    g = np.where(is_g, raw, g_est).astype(np.float32)
-    r = g + _sep121((raw - g) * is_r)
-    b = g + _sep121((raw - g) * is_b)
-    return np.stack([r, g, b]).astype(np.float32, copy=False)
+    if method == "hamilton_adams":
+        return demosaic_more.hamilton_adams(raw, is_r, is_g, is_b)
+    return demosaic_more.METHODS[method](raw, is_r, is_g, is_b)
 
 
 # ---------------------------------------------------------------------- colour and tone

@@ -42,6 +42,8 @@ jpeg_quality              75–98 (IJG scale): family 80–98, 40 % of    family
 jpeg_subsampling          444, 422, 420                               family
 ========================  =========================================  ===================
 
+The realism traits of ``data.synth`` (lens, sensor patterns, per-photo conditions, JPEG tables,
+siblings; all off by default) are drawn in :mod:`camsim.synth.traits`.
 Model ``k`` of catalogue seed ``s`` depends only on ``(s, k, num_families)`` — never on
 ``num_models`` —, so a larger catalogue extends a smaller one camera for camera.
 """
@@ -51,7 +53,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,9 @@ import numpy as np
 
 CFA_PATTERNS: tuple[str, ...] = ("RGGB", "BGGR", "GRBG", "GBRG")
 DEMOSAIC_METHODS: tuple[str, ...] = ("bilinear", "malvar", "hamilton_adams")
+"""The demosaicing algorithms the catalogue draws from by default."""
+ALL_DEMOSAIC_METHODS: tuple[str, ...] = (*DEMOSAIC_METHODS, "ahd", "frequency")
+"""Every algorithm :func:`camsim.synth.isp.demosaic` implements (``synth.demosaic.methods``)."""
 RESAMPLE_KERNELS: tuple[str, ...] = ("bilinear", "bicubic", "lanczos")
 JPEG_SUBSAMPLINGS: tuple[str, ...] = ("444", "422", "420")
 RESAMPLE_SCALES: tuple[float, ...] = (0.625, 0.75, 0.8, 1.25)
@@ -73,6 +77,17 @@ TAG_PRESETS = 0x4A5051  # "JPQ"
 #: JPEG qualities shared by many cameras' presets (scaled standard tables): where the further
 #: presets of ``make_catalogue(..., jpeg_presets > 1)`` come from
 SHARED_JPEG_PRESETS: tuple[int, ...] = (75, 80, 85, 90, 95)
+#: trait groups in which a sibling may differ from its family's reference model
+#: (``data.synth.family.differ_in``; camsim.synth.traits) and the fields each one holds
+SIBLING_TRAITS: dict[str, tuple[str, ...]] = {
+    "cfa": ("cfa",), "demosaic": ("demosaic",), "lens": ("blur_sigma", "vignetting", "lateral_ca"),
+    "sensor": ("full_well", "read_noise", "row_noise", "column_noise", "prnu"),
+    "colour": ("wb_gains", "colour_matrix", "awb_strength"),
+    "tone": ("gamma", "contrast", "exposure_ev", "ae_sigma", "iso_sigma"),
+    "processing": ("denoise_luma", "denoise_chroma", "sharpen_radius", "sharpen_amount"),
+    "resample": ("resample_scale", "resample_kernel", "downscale_share", "downscale_scale"),
+    "jpeg": ("jpeg_quality", "jpeg_presets", "jpeg_adaptive"),
+}
 
 
 class CameraParamsError(ValueError):
@@ -116,13 +131,32 @@ class CameraParams:
     #: further qualities the camera saves at (its quality presets, e.g. fine / normal): each
     #: photo takes one of ``jpeg_quality`` and these (:func:`photo_jpeg_quality`); () = one setting
     jpeg_presets: tuple[int, ...] = ()
+    # realism traits (camsim.synth.traits; ``data.synth``): off at these defaults, and then left
+    # out of to_dict, so catalogues without them read and write as before
+    vignetting: float = 0.0  # relative illumination lost at the frame corner
+    lateral_ca: tuple[float, float] = (0.0, 0.0)  # R, B radial shift against G at the corner, sensor px
+    row_noise: float = 0.0  # row fixed-pattern offset σ, e⁻ (read-out chain, like read_noise)
+    column_noise: float = 0.0  # column fixed-pattern offset σ, e⁻
+    prnu: float = 0.0  # σ of the per-pixel gain pattern (photo-response non-uniformity)
+    sensor_seed: int = 0  # this device's fixed patterns (row / column / PRNU)
+    ae_sigma: float = 0.0  # auto-exposure error per photo, σ EV
+    iso_sigma: float = 0.0  # ISO per photo around auto-ISO, σ stops
+    awb_strength: float = 0.0  # auto white balance: 0 preset gains, 1 the photo's grey-world gains
+    downscale_share: float = 0.0  # share of photos saved at the reduced image size ...
+    downscale_scale: float = 1.0  # ... of this scale (output / full size)
+    jpeg_adaptive: tuple[int, ...] = ()  # (lo, hi): quality chosen per photo by its content
+    jpeg_tables: int = 0  # quantisation-table family (0: IJG standard tables)
+    differs_in: tuple[str, ...] = ()  # trait groups in which a sibling differs from its family's reference
 
     def __post_init__(self) -> None:
         # Normalise containers (JSON gives lists) before validating.
         object.__setattr__(self, "wb_gains", _float_tuple(self.wb_gains, "wb_gains", 3))
         object.__setattr__(self, "colour_matrix", _matrix(self.colour_matrix))
         object.__setattr__(self, "jpeg_presets", tuple(_int(q, "jpeg_presets") for q in self.jpeg_presets))
-        for name in ("adc_bits", "iso_min", "iso_max", "jpeg_quality"):
+        object.__setattr__(self, "jpeg_adaptive", tuple(_int(q, "jpeg_adaptive") for q in self.jpeg_adaptive))
+        object.__setattr__(self, "lateral_ca", _float_tuple(self.lateral_ca, "lateral_ca", 2))
+        object.__setattr__(self, "differs_in", tuple(str(t) for t in self.differs_in))
+        for name in ("adc_bits", "iso_min", "iso_max", "jpeg_quality", "sensor_seed", "jpeg_tables"):
             object.__setattr__(self, name, _int(getattr(self, name), name))
         for f in dataclasses.fields(self):
             if f.type in ("float",):
@@ -137,7 +171,7 @@ class CameraParams:
             if not isinstance(v, str) or not _SAFE_NAME.match(v):
                 _bad(fname, f"must be a non-empty filesystem-safe name ([A-Za-z0-9._-]), got {v!r}")
         _choice(self.cfa, "cfa", CFA_PATTERNS)
-        _choice(self.demosaic, "demosaic", DEMOSAIC_METHODS)
+        _choice(self.demosaic, "demosaic", ALL_DEMOSAIC_METHODS)
         _choice(self.resample_kernel, "resample_kernel", RESAMPLE_KERNELS)
         _choice(self.jpeg_subsampling, "jpeg_subsampling", JPEG_SUBSAMPLINGS)
         _range(self.blur_sigma, "blur_sigma", 0.0, 5.0)
@@ -162,6 +196,15 @@ class CameraParams:
         _range(self.jpeg_quality, "jpeg_quality", 1, 100)
         for q in self.jpeg_presets:
             _range(q, "jpeg_presets", 1, 100)
+        for fname, (lo, hi) in _TRAIT_RANGES.items():
+            _range(getattr(self, fname), fname, lo, hi)
+        for v in self.lateral_ca:
+            _range(v, "lateral_ca", -8.0, 8.0)
+        if self.jpeg_adaptive and (len(self.jpeg_adaptive) != 2 or not 1 <= self.jpeg_adaptive[0]
+                                   <= self.jpeg_adaptive[1] <= 100):
+            _bad("jpeg_adaptive", f"must be () or (lo, hi) with 1 <= lo <= hi <= 100, got {self.jpeg_adaptive}")
+        for t in self.differs_in:
+            _choice(t, "differs_in", tuple(SIBLING_TRAITS))
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -170,6 +213,11 @@ class CameraParams:
         d["wb_gains"] = list(self.wb_gains)
         d["colour_matrix"] = [list(r) for r in self.colour_matrix]
         d["jpeg_presets"] = list(self.jpeg_presets)
+        for name, default in _TRAIT_DEFAULTS.items():
+            if getattr(self, name) == default:
+                del d[name]
+            elif isinstance(default, tuple):
+                d[name] = list(d[name])
         return d
 
     @classmethod
@@ -181,7 +229,7 @@ class CameraParams:
         unknown = sorted(set(d) - names)
         if unknown:
             raise CameraParamsError(f"CameraParams: unknown field(s) {unknown}")
-        missing = sorted(n for n in names if n not in d and n != "jpeg_presets")  # older catalogues: one setting
+        missing = sorted(n for n in names if n not in d and n != "jpeg_presets" and n not in _TRAIT_DEFAULTS)
         if missing:
             raise CameraParamsError(f"CameraParams: missing field(s) {missing}")
         return cls(**d)
@@ -190,6 +238,11 @@ class CameraParams:
     def sensor_scale(self) -> float:
         """Sensor size / output size (> 1 for models that reduce their image size)."""
         return 1.0 / self.resample_scale
+
+    @property
+    def max_sensor_scale(self) -> float:
+        """The largest sensor / output size of any of its photos (reduced-size photos included)."""
+        return self.sensor_scale / (self.downscale_scale if self.downscale_share > 0 else 1.0)
 
     def sensor_shape(self, out_shape: tuple[int, int]) -> tuple[int, int]:
         """Even sensor (H, W) whose resampled output is ``out_shape``."""
@@ -328,20 +381,21 @@ def family_of(k: int, num_families: int) -> int:
     return k % num_families
 
 
-def make_catalogue(num_models: int, num_families: int, seed: int, jpeg_presets: int = 1) -> list[CameraParams]:
+def make_catalogue(num_models: int, num_families: int, seed: int, jpeg_presets: int = 1,
+                   shared_qualities: tuple[int, ...] = SHARED_JPEG_PRESETS) -> list[CameraParams]:
     """The first ``num_models`` camera models of seed ``seed`` spread over ``num_families``
     families (model k is in family k mod num_families; names like ``F02_M07``).
 
     ``jpeg_presets``: JPEG qualities each model saves at, one per photo — 1 (a fixed setting per
     model, which makes JPEG statistics alone a camera-model label), or more, like real cameras'
     quality presets: the model's own quality plus ``jpeg_presets - 1`` drawn from
-    :data:`SHARED_JPEG_PRESETS`, qualities many makes use, so photos of different models share
-    quantisation tables as real ones do. Drawn from their own stream: every other parameter is
-    the same whatever ``jpeg_presets`` is."""
+    ``shared_qualities`` (default :data:`SHARED_JPEG_PRESETS`), qualities many makes use, so photos
+    of different models share quantisation tables as real ones do. Drawn from their own stream:
+    every other parameter is the same whatever ``jpeg_presets`` is."""
     if isinstance(jpeg_presets, bool) or not isinstance(jpeg_presets, (int, np.integer)) \
-            or not 1 <= jpeg_presets <= len(SHARED_JPEG_PRESETS):
-        raise CameraParamsError(f"jpeg_presets: must be an integer in 1..{len(SHARED_JPEG_PRESETS)}, "
-                                f"got {jpeg_presets!r}")
+            or not 1 <= jpeg_presets <= len(shared_qualities):
+        raise CameraParamsError(f"jpeg_presets: must be an integer in 1..{len(shared_qualities)} "
+                                f"(the shared qualities), got {jpeg_presets!r}")
     num_models = _int(num_models, "num_models")
     num_families = _int(num_families, "num_families")
     if num_models < 1:
@@ -358,20 +412,10 @@ def make_catalogue(num_models: int, num_families: int, seed: int, jpeg_presets: 
     out = []
     for k, cam in enumerate(models):
         rng = np.random.default_rng([seed, TAG_PRESETS, k])
-        others = [q for q in SHARED_JPEG_PRESETS if q != cam.jpeg_quality]
+        others = [q for q in shared_qualities if q != cam.jpeg_quality]
         extra = sorted(int(q) for q in rng.choice(others, size=int(jpeg_presets) - 1, replace=False))
         out.append(dataclasses.replace(cam, jpeg_presets=tuple(extra)))
     return out
-
-
-def photo_jpeg_quality(camera: CameraParams, seed: int, scene_index: int, namespace: int = 0) -> int:
-    """The JPEG quality ``camera`` saves photo ``scene_index`` at: its one setting, or one of its
-    presets drawn per photo (by camera name, like the sensor noise)."""
-    if not camera.jpeg_presets:
-        return camera.jpeg_quality
-    choices = (camera.jpeg_quality, *camera.jpeg_presets)
-    rng = np.random.default_rng([seed, TAG_PRESETS, namespace, scene_index, zlib.crc32(camera.name.encode())])
-    return int(choices[int(rng.integers(len(choices)))])
 
 
 def make_families(num_families: int, seed: int) -> list[CameraFamily]:
@@ -446,3 +490,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 _PARAM_FIELDS = {f.name for f in dataclasses.fields(CameraParams)}
+_TRAIT_RANGES = {"vignetting": (0.0, 0.9), "row_noise": (0.0, 100.0), "column_noise": (0.0, 100.0),
+                 "prnu": (0.0, 0.2), "sensor_seed": (0, 2 ** 63), "ae_sigma": (0.0, 3.0), "iso_sigma": (0.0, 4.0),
+                 "awb_strength": (0.0, 1.0), "downscale_share": (0.0, 1.0), "downscale_scale": (0.25, 1.0),
+                 "jpeg_tables": (0, 2 ** 63)}
+_TRAIT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CameraParams)
+                   if f.name in _TRAIT_RANGES or f.name in ("lateral_ca", "jpeg_adaptive", "differs_in")}

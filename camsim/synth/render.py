@@ -24,15 +24,17 @@ model even though its CFA traces no longer sit on a 2-px lattice (the JPEG grid 
 compression comes after resampling, on the output frame).
 
 Seeds: scene ``i`` depends on ``(seed, i)``; the noise of model ``m`` in scene ``i`` on
-``(seed, i, m's name)``; nothing depends on the number of workers.
+``(seed, i, m's name)``, and so do its per-photo conditions and JPEG preset
+(:mod:`camsim.synth.photo`, each from a stream of its own); nothing depends on the number of workers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,17 +42,15 @@ import numpy as np
 from PIL import Image
 
 from camsim.artefacts import atomic_dir, atomic_write_json
+from camsim.config.synth import SynthTraitsConfig
 from camsim.progress import parallel_map
-from camsim.synth import isp
-from camsim.synth.params import (
-    CameraParams,
-    CameraParamsError,
-    family_of,
-    make_catalogue,
-    make_families,
-    photo_jpeg_quality,
-)
-from camsim.synth.scenes import Scene, area_resize, render_scene, scene_id
+from camsim.synth import isp, stages
+from camsim.synth.params import CameraParams, CameraParamsError, family_of, make_families
+from camsim.synth.photo import Photo, encode_photo, photo_conditions, photo_jpeg_quality
+from camsim.synth.scenes import Scene, area_resize, scene_id
+from camsim.synth.settings import is_default, settings_dict, synth_settings
+from camsim.synth.textures import make_scene
+from camsim.synth.traits import catalogue
 
 FORMAT = "camsim.synth/2"  # bump when the rendered images change for the same config
 SUPERSAMPLE = 2.0  # scene canvas pixels per output pixel
@@ -73,7 +73,7 @@ def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
 def canvas_factor(cameras: Sequence[CameraParams]) -> float:
     """Scene canvas px per output px: 2 (SUPERSAMPLE), or more so that the largest sensor
     among ``cameras`` still gets at least 1.5 canvas px per sensor px."""
-    return max(SUPERSAMPLE, MIN_SUPERSAMPLE * max([1.0] + [c.sensor_scale for c in cameras]))
+    return max(SUPERSAMPLE, MIN_SUPERSAMPLE * max([1.0] + [c.max_sensor_scale for c in cameras]))
 
 
 def noise_rng(seed: int, scene_index: int, camera: CameraParams, namespace: int = 0) -> np.random.Generator:
@@ -83,13 +83,20 @@ def noise_rng(seed: int, scene_index: int, camera: CameraParams, namespace: int 
 
 
 def render_camera_image(scene: Scene, camera: CameraParams, out_shape: tuple[int, int],
-                        rng: np.random.Generator, cache: dict | None = None) -> np.ndarray:
+                        rng: np.random.Generator, cache: dict | None = None, photo: Photo | None = None) -> np.ndarray:
     """The frame ``camera`` takes of ``scene``: [H, W, 3] uint8 before compression.
 
-    Stages in the order of ``camsim.synth.isp``'s docstring. ``scene.radiance`` is first
-    integrated over the camera's own sensor pixels (memoised in ``cache`` by sensor shape,
+    Stages in the order of ``camsim.synth.isp``'s docstring, with the realism traits
+    (:mod:`camsim.synth.stages`) where the camera has them: lateral CA and vignetting before the
+    optics blur, PRNU before and row / column patterns after the temporal noise, auto white
+    balance instead of the preset gains. ``photo``: this photo's conditions (AE error, ISO
+    offset, reduced size; :func:`camsim.synth.photo.photo_conditions`). ``scene.radiance`` is
+    first integrated over the camera's own sensor pixels (memoised in ``cache`` by sensor shape,
     when given, for the next camera of the same scene).
     """
+    photo = photo if photo is not None else Photo()
+    if photo.scale != 1.0:
+        camera = dataclasses.replace(camera, resample_scale=camera.resample_scale * photo.scale)
     sensor = camera.sensor_shape(out_shape)
     if cache is not None and sensor in cache:
         x = cache[sensor]
@@ -98,19 +105,28 @@ def render_camera_image(scene: Scene, camera: CameraParams, out_shape: tuple[int
         if cache is not None:
             cache[sensor] = x
     m = np.asarray(camera.colour_matrix, dtype=np.float32)
+    x = stages.vignette(stages.lateral_ca(x, *camera.lateral_ca), camera.vignetting)
     x = isp.optics_blur(x, camera.blur_sigma)
     cam_rgb = isp.apply_colour_matrix(x, np.linalg.inv(m))  # sensor response: M⁻¹ (all ≥ 0)
-    exposure = AE_TARGET * 2.0 ** camera.exposure_ev / max(float(isp.luma(x).mean()), 1e-4)
+    ev = camera.exposure_ev + photo.ev if photo.ev else camera.exposure_ev
+    exposure = AE_TARGET * 2.0 ** ev / max(float(isp.luma(x).mean()), 1e-4)
     exposure = float(np.clip(exposure, 1 / 64, 64))
     wb = np.asarray(camera.wb_gains, dtype=np.float32)
     cmap = isp.cfa_channel_map(camera.cfa, sensor)
     raw = isp.mosaic(cam_rgb, camera.cfa) * (np.float32(exposure) / wb)[cmap]
     gain = isp.iso_gain(scene.darkness, camera.iso_min, camera.iso_max)
+    if photo.iso_ev:
+        gain = float(np.clip(gain * 2.0 ** photo.iso_ev, 1.0, camera.iso_max / camera.iso_min))
+    raw = stages.prnu(raw, camera.prnu, camera.sensor_seed)
     raw = isp.sensor_noise(raw, camera.full_well, camera.read_noise, gain, rng)
+    raw = stages.fixed_pattern(raw, camera.row_noise, camera.column_noise, camera.sensor_seed, camera.full_well, gain)
     raw = isp.adc_quantise(raw, camera.adc_bits)
-    raw = isp.white_balance(raw, camera.cfa, camera.wb_gains)
+    gains = stages.auto_wb_gains(raw, cmap, camera.wb_gains, camera.awb_strength) if camera.awb_strength \
+        else camera.wb_gains
+    raw = isp.white_balance(raw, camera.cfa, gains)
     rgb = isp.demosaic(raw, camera.cfa, camera.demosaic)
     # noise σ of luma after white balance and colour matrix (what the denoiser is tuned to)
+    wb = np.asarray(gains, dtype=np.float32)
     a = (isp.LUMA @ m) * wb
     var_y = sum(float(a[c]) ** 2 * isp.noise_variance(rgb[c] / wb[c], camera.full_well, camera.read_noise, gain)
                 for c in range(3))
@@ -124,14 +140,24 @@ def render_camera_image(scene: Scene, camera: CameraParams, out_shape: tuple[int
 
 
 def encode_image(img: np.ndarray, camera: CameraParams, jpeg: bool, quality: int | None = None) -> bytes:
-    """The file a camera writes: JPEG with its chroma subsampling at ``quality`` (default: its
-    one setting; :func:`~camsim.synth.params.photo_jpeg_quality` picks a photo's preset), or,
-    with ``jpeg=False``, lossless PNG of the same frame."""
+    """The file a camera writes: JPEG with its chroma subsampling and tables at ``quality``
+    (default: its one setting; :func:`~camsim.synth.photo.photo_jpeg_quality` picks a photo's),
+    or, with ``jpeg=False``, lossless PNG of the same frame."""
     if jpeg:
-        return isp.encode_jpeg(img, camera.jpeg_quality if quality is None else quality, camera.jpeg_subsampling)
+        return encode_photo(img, camera, camera.jpeg_quality if quality is None else quality)
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+def camera_file(scene: Scene, camera: CameraParams, seed: int, out_shape: tuple[int, int], jpeg: bool = True,
+                namespace: int = 0, cache: dict | None = None) -> bytes:
+    """The file ``camera`` writes of ``scene`` (scene ``scene.index`` of ``seed``): this photo's
+    conditions and sensor noise drawn by camera name, scene and ``namespace``, then
+    :func:`render_camera_image` and :func:`encode_image` at the photo's JPEG quality."""
+    photo = photo_conditions(camera, seed, scene.index, namespace)
+    img = render_camera_image(scene, camera, out_shape, noise_rng(seed, scene.index, camera, namespace), cache, photo)
+    return encode_image(img, camera, jpeg, photo_jpeg_quality(camera, seed, scene.index, namespace, img) if jpeg else None)
 
 
 @dataclass(frozen=True)
@@ -143,12 +169,13 @@ class _SceneJob:
     cameras: tuple[dict, ...]
     out_dir: str
     jpeg: bool
+    texture_share: float = 0.0
 
 
 def _render_scene_job(job: _SceneJob) -> dict:
     """Worker: one scene through every camera, files written straight into ``out_dir``."""
     t0 = time.perf_counter()
-    scene = render_scene(job.index, job.seed, job.out_shape, job.factor)
+    scene = make_scene(job.index, job.seed, job.out_shape, job.factor, texture_share=job.texture_share)
     t_scene = time.perf_counter() - t0
     ext = "jpg" if job.jpeg else "png"
     sid = scene_id(job.index)
@@ -156,8 +183,7 @@ def _render_scene_job(job: _SceneJob) -> dict:
     cache: dict = {}
     for cd in job.cameras:
         cam = CameraParams.from_dict(cd)
-        img = render_camera_image(scene, cam, job.out_shape, noise_rng(job.seed, job.index, cam), cache)
-        data = encode_image(img, cam, job.jpeg, photo_jpeg_quality(cam, job.seed, job.index))
+        data = camera_file(scene, cam, job.seed, job.out_shape, job.jpeg, cache=cache)
         (Path(job.out_dir) / cam.name / f"{sid}.{ext}").write_bytes(data)
         nbytes += len(data)
     return {"scene": sid, "kind": scene.kind, "seconds_scene": t_scene,
@@ -166,7 +192,7 @@ def _render_scene_job(job: _SceneJob) -> dict:
 
 def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_per_model: int,
                      image_size: tuple[int, int], seed: int, workers: int | None = None,
-                     jpeg: bool = True, jpeg_presets: int = 1) -> Path:
+                     jpeg: bool = True, synth: SynthTraitsConfig | Mapping | None = None) -> Path:
     """Render ``num_models`` simulated cameras × ``images_per_model`` shared scenes to
     ``out_dir/<model_name>/<scene_id>.jpg`` (``.png`` with ``jpeg=False``) plus
     ``out_dir/cameras.json``; returns ``out_dir``.
@@ -175,10 +201,13 @@ def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_p
     ``camsim.artefacts.cached_dir`` hands to its builder): it is filled in place. If it does
     not exist it is built atomically (temp sibling, then rename). Scenes are rendered in
     ``workers`` processes (default: all cores; 0/1 = in-process) with a progress bar.
-    ``jpeg_presets``: JPEG qualities per model, one drawn per photo (:func:`make_catalogue`).
+    ``synth``: the realism traits (``data.synth``; :func:`camsim.synth.traits.catalogue`,
+    :mod:`camsim.config.synth`), default all off. ``cameras.json`` records them under ``"synth"``
+    when any is on.
     """
     out_dir = Path(out_dir)
-    cameras = make_catalogue(num_models, num_families, seed, jpeg_presets)
+    synth = synth_settings(synth)
+    cameras = catalogue(num_models, num_families, seed, synth)
     if isinstance(images_per_model, bool) or not isinstance(images_per_model, (int, np.integer)) \
             or images_per_model < 1:
         raise ValueError(f"images_per_model: must be an integer >= 1, got {images_per_model!r}")
@@ -187,20 +216,21 @@ def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_p
     if out_dir.exists():
         if not out_dir.is_dir() or any(out_dir.iterdir()):
             raise ValueError(f"out_dir: {out_dir} exists and is not an empty directory")
-        _render_into(out_dir, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg)
+        _render_into(out_dir, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg, synth)
     else:
         with atomic_dir(out_dir) as tmp:
-            _render_into(tmp, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg)
+            _render_into(tmp, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg, synth)
     return out_dir
 
 
 def _render_into(out_dir: Path, cameras: list[CameraParams], num_families: int, images_per_model: int,
-                 out_shape: tuple[int, int], seed: int, workers: int | None, jpeg: bool) -> None:
+                 out_shape: tuple[int, int], seed: int, workers: int | None, jpeg: bool,
+                 synth: SynthTraitsConfig) -> None:
     for cam in cameras:
         (out_dir / cam.name).mkdir(parents=True, exist_ok=False)
     factor = canvas_factor(cameras)
     cam_dicts = tuple(c.to_dict() for c in cameras)
-    jobs = [_SceneJob(i, int(seed), out_shape, factor, cam_dicts, str(out_dir), bool(jpeg))
+    jobs = [_SceneJob(i, int(seed), out_shape, factor, cam_dicts, str(out_dir), bool(jpeg), synth.scenes.texture_share)
             for i in range(images_per_model)]
     parallel_map(_render_scene_job, jobs, desc=f"synth: {len(cameras)} cameras × {images_per_model} scenes",
                  workers=workers)
@@ -218,6 +248,7 @@ def _render_into(out_dir: Path, cameras: list[CameraParams], num_families: int, 
         "families": {f.name: [c.name for k, c in enumerate(cameras) if family_of(k, num_families) == f.index]
                      for f in families},
         "family_records": {f.name: f.to_dict() for f in families},
+        **({} if is_default(synth, ignore_presets=True) else {"synth": settings_dict(synth)}),
     })
 
 

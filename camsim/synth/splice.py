@@ -19,9 +19,10 @@ phase; host and donor show different scenes.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,13 @@ from PIL import Image
 
 from camsim.artefacts import atomic_dir, atomic_write_json
 from camsim.progress import parallel_map
-from camsim.synth.params import CameraParams, make_catalogue, photo_jpeg_quality
-from camsim.synth import isp
-from camsim.synth.render import canvas_factor, check_image_size, noise_rng, render_camera_image
-from camsim.synth.scenes import pil_resize, powerlaw_noise, render_scene
+from camsim.config.synth import SynthTraitsConfig
+from camsim.synth.params import CameraParams
+from camsim.synth.render import camera_file, canvas_factor, check_image_size
+from camsim.synth.scenes import pil_resize, powerlaw_noise
+from camsim.synth.settings import synth_settings
+from camsim.synth.textures import make_scene
+from camsim.synth.traits import catalogue
 
 SPLICE_NAMESPACE = 1  # scene stream of splice hosts/donors (never the catalogue's scenes)
 TAG_SPLICE = 0x53504C  # "SPL"
@@ -94,11 +98,10 @@ def random_mask(shape: tuple[int, int], rng: np.random.Generator, area: tuple[fl
 
 
 def decoded_camera_image(scene_index: int, seed: int, camera: CameraParams, out_shape: tuple[int, int],
-                         factor: float) -> np.ndarray:
+                         factor: float, texture_share: float = 0.0) -> np.ndarray:
     """The camera's JPEG of splice-scene ``scene_index``, decoded to [H, W, 3] uint8."""
-    scene = render_scene(scene_index, seed, out_shape, factor, namespace=SPLICE_NAMESPACE)
-    img = render_camera_image(scene, camera, out_shape, noise_rng(seed, scene_index, camera, SPLICE_NAMESPACE))
-    data = isp.encode_jpeg(img, photo_jpeg_quality(camera, seed, scene_index, SPLICE_NAMESPACE), camera.jpeg_subsampling)
+    scene = make_scene(scene_index, seed, out_shape, factor, SPLICE_NAMESPACE, texture_share)
+    data = camera_file(scene, camera, seed, out_shape, namespace=SPLICE_NAMESPACE)
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
 
 
@@ -111,6 +114,7 @@ class _SpliceJob:
     host: dict
     donor: dict | None
     out_dir: str
+    texture_share: float = 0.0
 
 
 def _splice_name(i: int) -> str:
@@ -126,13 +130,13 @@ def _png(img: np.ndarray) -> bytes:
 def _render_splice_job(job: _SpliceJob) -> dict:
     host_cam = CameraParams.from_dict(job.host)
     host_scene, donor_scene = 2 * job.index, 2 * job.index + 1
-    host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor)
+    host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor, job.texture_share)
     rng = np.random.default_rng([job.seed, TAG_SPLICE, job.index])
     if job.donor is None:
         image, mask, donor_name = host, np.zeros(job.out_shape, dtype=bool), None
     else:
         donor_cam = CameraParams.from_dict(job.donor)
-        donor = decoded_camera_image(donor_scene, job.seed, donor_cam, job.out_shape, job.factor)
+        donor = decoded_camera_image(donor_scene, job.seed, donor_cam, job.out_shape, job.factor, job.texture_share)
         mask = random_mask(job.out_shape, rng)
         image, donor_name = make_splice(host, donor, mask), donor_cam.name
     name = _splice_name(job.index)
@@ -149,12 +153,13 @@ def _render_splice_job(job: _SpliceJob) -> dict:
 def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], seed: int,
                    num_models: int = 20, num_families: int = 6, models: Sequence[str] | None = None,
                    control_fraction: float = 0.25, workers: int | None = None,
-                   catalogue_seed: int | None = None, jpeg_presets: int = 1) -> Path:
+                   catalogue_seed: int | None = None,
+                   synth: SynthTraitsConfig | Mapping | None = None) -> Path:
     """Write ``num_images`` spliced images (a ``control_fraction`` of them unspliced controls)
-    made from the catalogue ``make_catalogue(num_models, num_families, catalogue_seed)``
-    (default: ``seed``), restricted to ``models`` (names) when given — e.g. the known and
+    made from the catalogue ``catalogue(num_models, num_families, catalogue_seed, synth)``
+    (default seed: ``seed``), restricted to ``models`` (names) when given — e.g. the known and
     unknown evaluation models. ``seed`` draws the scenes, cameras, masks and controls;
-    ``jpeg_presets`` as the catalogue's (:func:`camsim.synth.params.make_catalogue`).
+    ``synth``: the catalogue's realism traits (:func:`camsim.synth.traits.catalogue`).
 
     Each spliced image: a host camera and a different donor camera drawn at random from those
     models, a random mask (rectangle, ellipse or blob, 5–30 % of the frame). Manifest
@@ -169,7 +174,8 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
         raise ValueError(f"num_images: must be at least 1, got {num_images}")
     if not 0.0 <= float(control_fraction) <= 1.0:
         raise ValueError(f"control_fraction: must be in [0, 1], got {control_fraction}")
-    cameras = make_catalogue(num_models, num_families, seed if catalogue_seed is None else catalogue_seed, jpeg_presets)
+    synth = synth_settings(synth)
+    cameras = catalogue(num_models, num_families, seed if catalogue_seed is None else catalogue_seed, synth)
     by_name = {c.name: c for c in cameras}
     if models is not None:
         unknown = [m for m in models if m not in by_name]
@@ -189,10 +195,10 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
     for i in range(int(num_images)):
         h, d = rng.choice(len(pool), size=2, replace=False) if len(pool) >= 2 else (0, 0)
         jobs.append(_SpliceJob(i, int(seed), out_shape, factor, pool[h].to_dict(),
-                               None if is_control[i] else pool[d].to_dict(), ""))
+                               None if is_control[i] else pool[d].to_dict(), "", synth.scenes.texture_share))
 
     def build(tmp: Path) -> None:
-        jobs_here = [_SpliceJob(j.index, j.seed, j.out_shape, j.factor, j.host, j.donor, str(tmp)) for j in jobs]
+        jobs_here = [dataclasses.replace(j, out_dir=str(tmp)) for j in jobs]
         records = parallel_map(_render_splice_job, jobs_here, desc=f"synth: {len(jobs)} splices", workers=workers)
         used = sorted({r["host_model"] for r in records} | {r["donor_model"] for r in records if r["donor_model"]})
         atomic_write_json(tmp / "splices.json", {

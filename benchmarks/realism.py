@@ -1,0 +1,138 @@
+"""Simulator realism ablation (issue 18): which simulator trait moves which figure.
+
+For each variant — the quick recipe with one family of simulator traits switched on (or all
+of them, ``data=synth_real``) — this trains the main job from its own render and then runs the
+transfer evaluation of its network on a folder of real photos of camera models it never saw
+(default ``../shared/data/cameras``), under the network's own patch settings (entropy > 4
+nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). It prints one markdown row per
+variant and writes ``realism.json``:
+
+    python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
+    python benchmarks/realism.py default synth_real      # some of them
+    python benchmarks/realism.py --list
+
+Protocol of the transfer columns: AUC, patch pairs pooled (same photo / two photos of one model,
+negatives = different models), and image level for two photos (mean of 64 patch-pair scores),
+as ``camsim-eval``'s transfer.md states it. Simulated columns: the main job's evaluation
+(η = 0.5) and the report's JPEG-statistics difficulty check on set A.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+_JPEG = ["data.synth.jpeg.presets_per_model=3", "data.synth.jpeg.adaptive_share=0.25",
+         "data.synth.jpeg.table_families=2"]
+_PHOTO = ["data.synth.exposure.ev_sigma=0.3", "data.synth.exposure.iso_sigma=0.5",
+          "data.synth.white_balance.per_photo=true", "data.synth.resample.downscale_share=0.15"]
+_PIXEL = ["data.synth.noise.fixed_pattern=0.3", "data.synth.noise.prnu=0.01", "data.synth.lens.vignetting=0.4",
+          "data.synth.lens.chromatic_aberration=1.0",
+          "data.synth.demosaic.methods=[bilinear,malvar,hamilton_adams,ahd,frequency]",
+          "data.synth.family.differ_in=2"]
+
+#: name → (what changes, overrides of the quick recipe)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "default": ("today's simulator (data=synth)", []),
+    "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),
+    "photo": ("per-photo exposure, ISO, auto white balance, 15 % reduced size", _PHOTO),
+    "pixel": ("fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency demosaicing, siblings "
+              "differing in 2 traits", _PIXEL),
+    "scenes": ("30 % photo-like texture scenes (sky, foliage, text, skin)", ["data.synth.scenes.texture_share=0.3"]),
+    "synth_real": ("all of the above (data=synth_real)", ["data=synth_real"]),
+    "synth_real_nojpeg": ("all, backbone without the JPEG branch (model=mislnet_small)",
+                          ["data=synth_real", "model=mislnet_small"]),
+}
+
+
+def _run(args: list[str], log: Path) -> None:
+    with open(log, "w") as fh:
+        res = subprocess.run(args, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    if res.returncode:
+        raise SystemExit(f"{' '.join(args)} failed (exit {res.returncode}); see {log}")
+
+
+def _auc(m: dict, level: str, row: str) -> float | None:
+    got = m.get("transfer", {}).get(level, {}).get(row, {}).get("auc", {})
+    return got.get("value")
+
+
+def run_variant(name: str, out: Path, real: Path) -> dict:
+    what, overrides = VARIANTS[name]
+    d = out / name
+    d.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    _run([str(BIN / "camsim-run"), "experiment=quick", *overrides, f"hydra.run.dir={d / 'run'}"], d / "run.log")
+    train_s = time.time() - t0
+    summary = json.loads((d / "run" / "run.json").read_text())
+    ckpt = Path(summary.get("finetune", summary["phase_b"])["artefact"]) / "model.ckpt"  # the network evaluated
+    ev = summary.get("eval", {})
+    row = {"variant": name, "what": what, "overrides": overrides, "train_seconds": round(train_s),
+           "phase_a_acc": json.loads((Path(summary["phase_a"]["artefact"]) / "metrics.json").read_text())
+           .get("phase_a/test/acc"),  # also when the phase was reused
+           "overall": ev.get("eval/acc/overall"), "known_known": ev.get("eval/acc/known_known"),
+           "unknown_unknown": ev.get("eval/acc/unknown_unknown"),
+           "auc": ev.get("eval/auc"), "jpeg_stats_acc": ev.get("difficulty/jpeg_stats_acc"), "checkpoint": str(ckpt)}
+    for tag, extra in (("4nat", []), ("1nat", ["transfer.min_entropy=1.0"])):
+        rd = d / f"transfer-{tag}"
+        _run([str(BIN / "camsim-eval"), f"ckpt={ckpt}", "data=folder", f"data.root={real}", *extra,
+              f"hydra.run.dir={rd}"], d / f"transfer-{tag}.log")
+        m = json.loads((rd / "metrics.json").read_text())
+        row[f"same_photo_{tag}"] = _auc(m, "patch", "same_photo")
+        row[f"two_photos_{tag}"] = _auc(m, "patch", "other_photo")
+        row[f"image_two_photos_{tag}"] = _auc(m, "image", "other_photo")
+    return row
+
+
+def _f(v: float | None, pct: bool = False) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| variant | Phase A | sim overall | sim KK | sim UU | sim AUC | JPEG-stats on A | real same photo 4/1 nat "
+            "| real two photos 4/1 nat | real image two photos 4/1 nat |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {_f(r['phase_a_acc'], True)} | {_f(r['overall'], True)} | "
+                     f"{_f(r['known_known'], True)} | {_f(r['unknown_unknown'], True)} | {_f(r['auc'])} | {_f(r['jpeg_stats_acc'], True)} | "
+                     f"{_f(r['same_photo_4nat'])} / {_f(r['same_photo_1nat'])} | "
+                     f"{_f(r['two_photos_4nat'])} / {_f(r['two_photos_1nat'])} | "
+                     f"{_f(r['image_two_photos_4nat'])} / {_f(r['image_two_photos_1nat'])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variants", nargs="*", help=f"default: all of {list(VARIANTS)}")
+    ap.add_argument("--real", default=str(REPO.parent / "shared" / "data" / "cameras"),
+                    help="folder of real photos, one sub-folder per camera model")
+    ap.add_argument("--out", default=str(REPO / "outputs" / "realism"))
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        for k, (what, ov) in VARIANTS.items():
+            print(f"{k:20s} {what}\n{'':20s} {' '.join(ov) or '(no override)'}")
+        return
+    unknown = [v for v in a.variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    if not Path(a.real).is_dir():
+        raise SystemExit(f"--real {a.real}: not a folder of camera-model sub-folders")
+    out = Path(a.out)
+    rows = []
+    for name in a.variants or list(VARIANTS):
+        rows.append(run_variant(name, out, Path(a.real)))
+        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        (out / "realism.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()

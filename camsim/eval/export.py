@@ -1,0 +1,300 @@
+"""``camsim-export``: a trained similarity network as a portable, self-describing folder.
+
+:func:`export_network` writes ``model.safetensors``, ``config.json`` (read back by
+:mod:`camsim.models.portable`) and ``README.md``, the model card: intended use and limits, the
+training data, and the evaluation figures with their protocol — Phase B validation from
+``metrics.json`` beside the checkpoint, a pairs evaluation and a transfer evaluation from the
+``metrics.json`` of ``camsim-eval`` runs given as ``metrics=`` — or "not measured".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import torch
+from safetensors.torch import load_file
+
+import camsim
+from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, honour_umask
+from camsim.config import to_plain
+from camsim.eval.metrics import flatten
+from camsim.eval.report import SCENARIO_ROWS, md_table
+from camsim.lit.phase_b import ForensicSimilarity, load_similarity
+from camsim.models.portable import CARD, CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, PortableSimilarity, export_onnx, \
+    file_sha256, load_state, save_weights
+
+#: the loading snippet of the model card and of README "Share a trained network" (tests/test_export.py
+#: runs the README's copy and checks that the two agree); MODEL_DIR, PHOTO_1, PHOTO_2 are placeholders
+SNIPPET = '''\
+import numpy as np
+from PIL import Image
+from camsim.models.portable import load_exported  # torch + safetensors: no Lightning, no Hydra
+
+net = load_exported("MODEL_DIR")  # checks the weights against config.json's sha256
+p = net.patch_size
+green_1 = np.asarray(Image.open("PHOTO_1").convert("RGB"))[:, :, 1]  # green channel, as stored
+green_2 = np.asarray(Image.open("PHOTO_2").convert("RGB"))[:, :, 1]
+a, b = green_1[None, :p, :p], green_2[None, :p, :p]  # one patch each, on the 8-px JPEG grid
+s = net.score(a, b)  # S in [0, 1]
+print(f"S = {float(s[0]):.4f}:", "same camera model" if s[0] > net.eta else "different camera models")
+'''
+
+
+# ----------------------------------------------------------------------------- config.json
+
+
+def eta_record(hparams: Mapping[str, Any]) -> dict:
+    """η of the exported network: the checkpoint's (``hparams.eta``), else the default 0.5 — and which."""
+    if hparams.get("eta") is not None:
+        return {"value": float(hparams["eta"]), "source": "checkpoint"}
+    return {"value": 0.5, "source": "default (the checkpoint records none)"}
+
+
+def export_config(sim: ForensicSimilarity, ckpt: Path, files: Mapping[str, dict]) -> dict:
+    """``config.json`` of the exported network (the layout :func:`camsim.models.portable.read_config` reads)."""
+    hp = sim.hparams
+    backbone = to_plain(hp.phase_a["backbone"])
+    training = to_plain(hp.get("training")) or {}
+    patches = sim.patch_settings or {}
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.is_file() else {}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "architecture": {"backbone": backbone, "class_names": list(hp.phase_a["class_names"]),
+                         "patch_size": sim.patch_size, "head": to_plain(hp.head), "feature_layer": sim.feature_layer},
+        "eta": eta_record(hp),
+        "input": {"channel": "green", "dtype": "uint8", "range": [0, 255],
+                  "shape": ["N", sim.backbone.in_channels, sim.patch_size, sim.patch_size],
+                  "align": patches.get("align"), "min_entropy": patches.get("min_entropy"),
+                  "jpeg_branch": backbone.get("jpeg")},
+        "training": {**training, "sets": {**training.get("sets", {}), **sim.training_sets}},
+        "training_data_fingerprint": None if sim.data_fingerprint is None else content_hash(sim.data_fingerprint),
+        "finetune": to_plain(hp.get("finetune")),
+        "versions": {"camsim": camsim.__version__, "python": platform.python_version(), "torch": torch.__version__,
+                     "safetensors": safetensors.__version__, "numpy": np.__version__,
+                     "lightning (trained with)": raw.get("pytorch-lightning_version")},
+        "source": {"checkpoint": ckpt.name, "sha256": file_sha256(ckpt) if ckpt.is_file() else None},
+        "files": dict(files),
+    }
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def read_metrics(paths: Sequence[Path], ckpt: Path) -> dict[str, list[tuple[Path, dict]]]:
+    """Evaluation figures of the network by kind: ``validation`` (Phase B's ``metrics.json`` beside
+    the checkpoint), ``pairs`` (a ``camsim-eval`` pairs run: an ``eval`` section), ``transfer``.
+    ``paths``: metrics.json files or run folders holding one; a missing or unreadable one is an error."""
+    found: dict[str, list[tuple[Path, dict]]] = {"validation": [], "pairs": [], "transfer": []}
+    beside = ckpt.parent / "metrics.json" if ckpt.is_file() else None
+    given = [p / "metrics.json" if p.is_dir() else p for p in paths]
+    for path in ([beside] if beside is not None and beside.is_file() else []) + given:
+        if not path.is_file():
+            raise FileNotFoundError(f"metrics: {path} not found (give metrics.json files or the run folders holding them)")
+        try:
+            m = json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"metrics: {path} is not valid JSON ({err})") from err
+        if isinstance(m.get("transfer"), Mapping):
+            found["transfer"].append((path, m["transfer"]))
+        if isinstance(m.get("eval"), Mapping):
+            found["pairs"].append((path, m))
+        if any(str(k).startswith("phase_b/val/") for k in m):
+            found["validation"].append((path, m))
+        if path != beside and not any(path == p for v in found.values() for p, _ in v):
+            raise ValueError(f"metrics: {path} holds no evaluation of a similarity network "
+                             "(expected camsim-eval's metrics.json: an 'eval' or 'transfer' section)")
+    return found
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * float(v):.1f} %"
+
+
+def _num(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{float(v):.3f}"
+
+
+def _ci(fig: Any) -> str:
+    if not isinstance(fig, Mapping):
+        return _num(fig)
+    lo, hi = fig.get("lo"), fig.get("hi")
+    return _num(fig.get("value")) + ("" if lo is None or hi is None else f" [{_num(lo)}, {_num(hi)}]")
+
+
+def validation_section(found: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["### Phase B validation (during training)", ""]
+    if not found:
+        return lines + ["Not measured (no metrics.json beside the checkpoint).", ""]
+    path, m = found[0]
+    return lines + [f"From `{path.name}` beside the checkpoint: the last training epoch's figures (the exported "
+                    "weights are the epoch with the best validation figure). Protocol: patch pairs from the "
+                    "validation photos of the set-B models (the held-out `b_val` models where the training record "
+                    "lists them), half of them same-model; accuracy at η.", "",
+                    md_table(["figure", "value"], [["accuracy at η", _pct(m.get("phase_b/val/acc"))],
+                                                   ["ROC AUC", _num(m.get("phase_b/val/auc"))],
+                                                   ["loss", _num(m.get("phase_b/val/loss"))]]), ""]
+
+
+def pairs_section(found: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["### Source differentiation (camsim-eval task=pairs)", ""]
+    if not found:
+        return lines + ["Not measured (give the run's metrics.json with metrics=...).", ""]
+    for path, m in found:
+        systems = [("proposed", flatten(m["eval"]))] + ([("baseline (Bray–Curtis)", flatten(m["baseline"]))]
+                                                         if isinstance(m.get("baseline"), Mapping) else [])
+        ev = systems[0][1]
+        rows = [[label, str(ev.get(n_key, "–")), *[_pct(f.get(f"acc/{key}")) for _, f in systems]]
+                for key, label, n_key in SCENARIO_ROWS]
+        lines += [f"From `{path}`. Protocol (docs/method.md, Mayer & Stamm 2018): patch pairs of the test photos; "
+                  "*known* = camera models of set A (seen in Phase A), *unknown* = set C (never trained on); "
+                  f"\"same camera model\" iff S > η = {_num(ev.get('eta'))}; the baseline thresholds the "
+                  "Bray–Curtis similarity of the Phase A classifier's outputs at the same false-alarm rate.", "",
+                  md_table(["accuracy", "pairs", *[s for s, _ in systems]], rows), "",
+                  f"ROC AUC {_num(ev.get('auc'))}, EER {_pct(ev.get('eer'))}, false alarms {_pct(ev.get('far'))}, "
+                  f"false rejections {_pct(ev.get('frr'))} at η.", ""]
+    return lines
+
+
+def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
+    lines = ["### Transfer to other photos and cameras (camsim-eval task=transfer)", ""]
+    if not found:
+        return lines + ["Not measured (give a transfer run's metrics.json with metrics=...).", ""]
+    for path, t in found:
+        lines += [f"From `{path}` (network `{t.get('checkpoint', '?')}`): source `{t.get('source', '?')}`, "
+                  f"η = {_num(t.get('eta'))}.", "",
+                  "Protocol:", "", *[f"- {p}" for p in t.get("protocol") or []], ""]
+        rows = [[level, key, t[level][key].get("n_pos", "–"), t[level][key].get("n_neg", "–"),
+                 _ci(t[level][key].get("auc")), _ci(t[level][key].get("tpr")), _ci(t[level][key].get("tnr")),
+                 _ci(t[level][key].get("eer"))]
+                for level in ("patch", "image") if isinstance(t.get(level), Mapping) for key in t[level]]
+        lines += [md_table(["level", "same-model pairs vs different", "n same", "n different", "ROC AUC [95 % CI]",
+                            "TPR at η", "TNR at η", "EER"], rows, align="llrrrrrr"), ""]
+    return lines
+
+
+def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> str:
+    """``README.md`` of an exported network (the model card)."""
+    arch, tr, eta = cfg["architecture"], cfg["training"], cfg["eta"]
+    sets = tr.get("sets") or {}
+    head = arch["head"]
+    fp = tr.get("data")
+    lines = [
+        f"# {name}: forensic camera-model similarity network (camsim)", "",
+        "Given two image patches, the network gives S in [0, 1]: the similarity of their camera models' traces "
+        "(Mayer & Stamm, \"Learned forensic source similarity for unknown camera models\", ICASSP 2018). "
+        f"The decision is \"same camera model\" iff S > η = {eta['value']:g} (η from the {eta['source']}).", "",
+        "## Intended use", "",
+        "- Deciding whether two patches come from the same camera model, including models the network never saw.",
+        "- Splicing localisation (`camsim-localize model=<this folder> image=...`): regions whose patches do not "
+        "match the rest of the image.",
+        "- A forensic *indication* for an analyst, with the figures below as its known error rates; not proof, and "
+        "not a device identifier (it tells camera models apart, not two devices of one model).", "",
+        "## Limits", "",
+        f"- Input: the green channel of the image as stored (uint8, no EXIF rotation, no resizing), "
+        f"{arch['patch_size']} x {arch['patch_size']} patches"
+        + (f" on the {cfg['input']['align']}-px JPEG grid" if cfg["input"].get("align") else "")
+        + (f"; patches of entropy ≤ {cfg['input']['min_entropy']:g} nats (flat regions) are undecidable"
+           if cfg["input"].get("min_entropy") is not None else "") + ".",
+        "- Resizing, rotation, re-compression (e.g. by messaging apps or social networks) and heavy editing change "
+        "the traces the network reads; figures measured on camera originals do not carry over to them.",
+        "- Accuracy depends on the camera models and the photos; data unlike the training data (below) can do "
+        "worse: see the transfer figures, or measure them with `camsim-eval model=<this folder> data=...`.",
+        f"- η = {eta['value']:g} is not calibrated to a false-alarm rate on your data.", "",
+        "## Architecture", "",
+        md_table(["part", "setting"], [
+            ["backbone", f"`{json.dumps(arch['backbone'])}`"],
+            ["patch size", arch["patch_size"]], ["feature f(X)", f"`{arch['feature_layer']}`"],
+            ["similarity head", f"`{json.dumps(head)}`"],
+            ["JPEG branch", "none" if not cfg["input"].get("jpeg_branch") else f"`{json.dumps(cfg['input']['jpeg_branch'])}`"],
+            ["fine-tuned end to end", "no" if not cfg.get("finetune") else f"`{json.dumps(cfg['finetune'])}`"]],
+            align="ll"), "",
+        "## Training data", "",
+        f"- Set A (Phase A, the feature extractor; {len(sets.get('a') or [])} camera models): "
+        f"{', '.join(sets.get('a') or []) or 'not recorded'}.",
+        f"- Set B (Phase B, the similarity head): "
+        f"{'not recorded' if sets.get('b') is None else ', '.join(sets['b']) or 'none'}"
+        + (f"; validated on {', '.join(sets['b_val'])}" if sets.get("b_val") else "") + ".",
+        f"- Data: {'not recorded' if fp is None else f'`{json.dumps(fp)}`'}"
+        + (f" (fingerprint {cfg['training_data_fingerprint']})" if cfg.get("training_data_fingerprint") else "") + ".",
+        "- Patches: " + ("not recorded" if not tr.get("patches") else f"`{json.dumps(tr['patches'])}`") + ".", "",
+        "## Evaluation", "",
+        *validation_section(found["validation"]), *pairs_section(found["pairs"]), *transfer_section(found["transfer"]),
+        "## Load it", "",
+        "With the camsim package installed (no GPU needed); loading and scoring import torch, numpy and "
+        "safetensors, not Lightning or Hydra:", "",
+        "```python", SNIPPET.replace("MODEL_DIR", name).rstrip("\n"), "```", "",
+        "Or `camsim-localize model=<this folder> image=...`, `camsim-eval model=<this folder> data=...`.", "",
+        "## Files", "",
+        md_table(["file", "sha256", "bytes"], [[f, v["sha256"], v["bytes"]] for f, v in sorted(cfg["files"].items())]
+                 + [[CONFIG, "(this record)", "–"]], align="llr"), "",
+        f"Library versions: {', '.join(f'{k} {v}' for k, v in cfg['versions'].items() if v)}. "
+        f"Exported from `{cfg['source']['checkpoint']}`"
+        + (f" (sha256 {cfg['source']['sha256']})" if cfg["source"].get("sha256") else "") + ".", "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the export
+
+
+def check_out(out: Path, ckpt: Path, overwrite: bool) -> None:
+    """``out`` may be written: new, empty, or (``overwrite``) replaced — never a folder holding ``ckpt``."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"out={out}: the folder exists and is not empty; choose a new folder or pass "
+                             "overwrite=true (replaces everything in it)")
+        if out.resolve() in ckpt.resolve().parents or out.resolve() == ckpt.resolve():
+            raise ValueError(f"out={out}: holds the checkpoint {ckpt}, which overwrite=true would delete; "
+                             "choose another folder")
+
+
+def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, metrics: Sequence[Path],
+                 name: str) -> dict:
+    """Every file of the export into ``tmp``; returns the config."""
+    files = {WEIGHTS: save_weights(sim.state_dict(), tmp / WEIGHTS)}
+    cfg = export_config(sim, ckpt, files)
+    if onnx:  # from the very tensors written: the portable network, loaded back
+        net = PortableSimilarity(cfg)
+        load_state(net, load_file(str(tmp / WEIGHTS)), tmp / WEIGHTS)
+        cfg["files"].update(export_onnx(net, tmp))
+    found = read_metrics(metrics, ckpt)
+    atomic_write_json(tmp / CONFIG, cfg)
+    (tmp / CARD).write_text(model_card(cfg, found, name))
+    for f in cfg["files"]:
+        honour_umask(tmp / f)
+    return cfg
+
+
+def export_network(ckpt: Path, out: Path, overwrite: bool = False, onnx: bool = False,
+                   metrics: Sequence[Path] = ()) -> Path:
+    """Write the network of Phase B checkpoint ``ckpt`` to folder ``out`` (module docstring). The
+    folder appears complete or not at all; with ``overwrite`` an existing one is replaced only
+    once the new one is written."""
+    ckpt, out = Path(ckpt).expanduser(), Path(out).expanduser()
+    check_out(out, ckpt, overwrite)
+    sim = load_similarity(ckpt)
+    read_metrics(metrics, ckpt)  # bad metrics= paths fail before any work
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        with atomic_dir(out) as tmp:
+            write_export(tmp, sim, ckpt, onnx, metrics, out.name)
+    except BaseException:
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+    return out

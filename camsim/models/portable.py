@@ -1,0 +1,235 @@
+"""An exported similarity network, loaded with torch alone (``camsim-export``'s folder).
+
+A folder written by ``camsim-export`` holds ``model.safetensors`` (the backbone's and the head's
+tensors, the names of a Phase B checkpoint's ``state_dict``), ``config.json`` (everything that
+rebuilds them, the decision threshold η, the input convention, the training record, library
+versions and a sha256 of every other file) and ``README.md`` (the model card). Optionally
+``features.onnx`` and ``head.onnx`` (:func:`export_onnx`).
+
+This module imports torch, numpy, safetensors and :mod:`camsim.models` only — no Lightning, no
+Hydra — so a trained network scores patches anywhere torch runs::
+
+    net = load_exported("my-model")      # checksums verified
+    s = net.score(patches_1, patches_2)  # S in [0, 1]; "same camera model" when S > net.eta
+
+Patches are green-channel uint8 ``[N, P, P]`` (or ``[N, 1, P, P]``), cut as in training (the
+training record's ``patches``: size, 8-px alignment to the JPEG grid, entropy threshold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from camsim.models.backbone import Backbone
+from camsim.models.similarity import SimilarityNet
+
+__all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "export_onnx", "file_sha256",
+           "load_exported", "read_config", "read_exported", "save_weights"]
+
+#: what ``config.json`` declares itself to be; a newer layout raises its version
+FORMAT, FORMAT_VERSION = "camsim-similarity", 1
+CONFIG, WEIGHTS, CARD = "config.json", "model.safetensors", "README.md"
+ONNX_FILES = ("features.onnx", "head.onnx")
+#: the networks a config may name (``_target_``): an allow-list, nothing else is imported
+NETWORKS: dict[str, type[nn.Module]] = {"camsim.models.backbone.Backbone": Backbone,
+                                        "camsim.models.similarity.SimilarityNet": SimilarityNet}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(state_dict: Mapping[str, Tensor], path: str | Path) -> dict:
+    """Write ``state_dict`` as safetensors (contiguous CPU copies); returns ``{"sha256", "bytes"}``."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={"format": FORMAT})
+    return {"sha256": file_sha256(path), "bytes": Path(path).stat().st_size}
+
+
+def read_config(folder: str | Path) -> dict:
+    """``config.json`` of an exported folder, its format checked; one clear error naming the file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder} (camsim-export ckpt=... out={folder} writes one)")
+    path = folder / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing — {folder} is not a camsim-export folder "
+                                f"(it needs {CONFIG} and {WEIGHTS})")
+    try:
+        cfg = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); export the network again with camsim-export") from err
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a camsim-export config (format is {cfg.get('format') if isinstance(cfg, dict) else None!r}, "
+                         f"expected {FORMAT!r})")
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {cfg.get('format_version')!r} is not {FORMAT_VERSION} "
+                         "(written by another camsim version: upgrade camsim or export again)")
+    for key in ("architecture", "files"):
+        if not isinstance(cfg.get(key), dict):
+            raise ValueError(f"{path}: no {key!r} section (truncated or edited by hand?)")
+    return cfg
+
+
+def verify_file(folder: str | Path, name: str, cfg: dict) -> Path:
+    """``folder/name`` after checking it exists and matches the sha256 that ``config.json`` records."""
+    path = Path(folder) / name
+    want = (cfg["files"].get(name) or {}).get("sha256")
+    if want is None:
+        raise ValueError(f"{Path(folder) / CONFIG}: records no checksum for {name}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (config.json lists it); copy the whole exported folder")
+    got = file_sha256(path)
+    if got != want:
+        raise ValueError(f"{path}: sha256 {got[:16]}… does not match config.json's {want[:16]}… "
+                         "(changed, truncated or from another export); copy or export it again")
+    return path
+
+
+def read_exported(folder: str | Path) -> tuple[dict, dict[str, Tensor]]:
+    """``(config, state_dict)`` of an exported folder, the weights' checksum verified."""
+    cfg = read_config(folder)
+    path = verify_file(folder, WEIGHTS, cfg)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+    return cfg, state
+
+
+def build_network(spec: Mapping[str, Any], field: str, **kwargs: Any) -> nn.Module:
+    """A network from a ``_target_`` config (the allow-list :data:`NETWORKS`) and extra arguments."""
+    target = spec.get("_target_")
+    if target not in NETWORKS:
+        raise ValueError(f"{field}._target_: {target!r} is not a camsim network (known: {sorted(NETWORKS)})")
+    args = {k: v for k, v in spec.items() if k != "_target_"}
+    return NETWORKS[target](**args, **kwargs)
+
+
+def load_state(module: nn.Module, state: Mapping[str, Tensor], where: str | Path) -> None:
+    """``module.load_state_dict(state)`` (strict) with one clear error naming ``where``."""
+    try:
+        module.load_state_dict(dict(state), strict=True)
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:300]
+        raise ValueError(f"{where}: its tensors do not fit the architecture in {CONFIG} ({first})") from None
+
+
+class PortableSimilarity(nn.Module):
+    """Backbone → ``feature_layer`` → similarity head, rebuilt from ``config.json``'s
+    ``architecture`` (the Phase B network of docs/method.md without its training machinery).
+
+    ``forward(a, b)``: logits of "same camera model" for uint8 patches; :meth:`score`: S = sigmoid(logit);
+    the decision is S > :attr:`eta`."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        super().__init__()
+        arch = config["architecture"]
+        self.patch_size = int(arch["patch_size"])
+        self.feature_layer = str(arch["feature_layer"])
+        self.eta = float(config.get("eta", {}).get("value", 0.5))
+        self.backbone = build_network(arch["backbone"], "architecture.backbone",
+                                      num_classes=len(arch["class_names"]), patch_size=self.patch_size)
+        self.head = build_network(arch["head"], "architecture.head",
+                                  in_features=self.backbone.feature_dim(self.feature_layer))
+        self.eval()
+
+    def _patches(self, x: Tensor | np.ndarray, name: str) -> Tensor:
+        x = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+        if x.dtype != torch.uint8 or x.dim() not in (3, 4) or tuple(x.shape[-2:]) != (self.patch_size,) * 2:
+            raise ValueError(f"{name}: expected uint8 patches [N, {self.patch_size}, {self.patch_size}] "
+                             f"(green channel, 0..255), got {x.dtype} {tuple(x.shape)}")
+        return (x.unsqueeze(1) if x.dim() == 3 else x).to(next(self.parameters()).device)
+
+    def features(self, x: Tensor | np.ndarray) -> Tensor:
+        """f(X) of uint8 patches at the feature layer, ``[N, d]``."""
+        return self.backbone.features(self._patches(x, "x"), self.feature_layer)
+
+    def forward(self, a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor:
+        """Logits ``[N]`` of "same camera model" for two batches of N uint8 patches."""
+        return self.head(self.backbone.features(self._patches(a, "a"), self.feature_layer),
+                         self.backbone.features(self._patches(b, "b"), self.feature_layer))
+
+    @torch.no_grad()
+    def score(self, a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> Tensor:
+        """S = sigmoid(logit) in [0, 1] for each pair (eval mode: no dropout)."""
+        was_training = self.training
+        self.eval()
+        try:
+            return torch.sigmoid(self(a, b))
+        finally:
+            self.train(was_training)
+
+
+def load_exported(folder: str | Path, map_location: str = "cpu") -> PortableSimilarity:
+    """The network of a ``camsim-export`` folder in eval mode, its files checked against ``config.json``."""
+    cfg, state = read_exported(folder)
+    net = PortableSimilarity(cfg)
+    load_state(net, state, Path(folder) / WEIGHTS)
+    return net.to(map_location).eval()
+
+
+class _Features(nn.Module):
+    def __init__(self, net: PortableSimilarity):
+        super().__init__()
+        self.backbone, self.layer = net.backbone, net.feature_layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone.features(x, self.layer)
+
+
+def export_onnx(net: PortableSimilarity, folder: str | Path, opset: int = 18) -> dict[str, dict]:
+    """``features.onnx`` (uint8 ``[N, 1, P, P]`` → f(X) ``[N, d]``) and ``head.onnx`` (f1, f2 → logits
+    ``[N]``) of ``net`` in ``folder``, batch size dynamic; returns ``{name: {"sha256", "bytes"}}``.
+    Needs the ``onnx`` extra (``pip install camsim[onnx]``: onnx, onnxscript)."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; say so before torch does)
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ValueError(f"onnx=true needs the onnx extra ({err.name} is not installed): "
+                         "pip install 'camsim[onnx]'") from None
+    folder = Path(folder)
+    net = net.eval().to("cpu")
+    p = net.patch_size
+    x = torch.zeros(2, 1, p, p, dtype=torch.uint8)
+    f = _Features(net)(x)
+    batch = torch.export.Dim("batch", min=1)
+    jobs = {"features.onnx": (_Features(net), (x,), ("patches",), ("features",), {"x": {0: batch}}),
+            "head.onnx": (net.head, (f, f.clone()), ("f1", "f2"), ("logits",), {"f1": {0: batch}, "f2": {0: batch}})}
+    out = {}
+    # the exporter's own chatter (skipped torchvision ops, graph passes) is no news to a user
+    loggers = {n: logging.getLogger(n) for n in ("torch.onnx", "onnx_ir", "onnxscript")}
+    levels = {n: lg.level for n, lg in loggers.items()}
+    try:
+        for lg in loggers.values():
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, (module, args, inputs, outputs, shapes) in jobs.items():
+                path = folder / name
+                program = torch.onnx.export(module, args, dynamo=True, input_names=list(inputs),
+                                            output_names=list(outputs), dynamic_shapes=shapes, opset_version=opset,
+                                            verbose=False)
+                program.save(str(path))
+                out[name] = {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+    finally:
+        for n, lg in loggers.items():
+            lg.setLevel(levels[n])
+    return out

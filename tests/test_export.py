@@ -1,0 +1,305 @@
+"""Sharing a trained network (camsim-export): the exported folder gives the very scores of its
+checkpoint — through camsim (load_similarity, the feature pass, the transfer evaluation,
+camsim-localize) and through the README's plain-PyTorch snippet, which imports neither
+Lightning nor Hydra — its files are checked on load, and bad input is one clear error.
+
+A tiny Phase B network (32-px patches) with random weights and random batch-norm statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from camsim.cli import CONF_DIR
+from camsim.cli.export import model_dir_argv
+from camsim.eval.export import SNIPPET, export_network
+from camsim.eval.metrics import nest
+from camsim.lit.phase_b import ForensicSimilarity, load_similarity
+from camsim.models.feature_pass import extract_features
+from camsim.models.portable import CONFIG, WEIGHTS, load_exported, read_exported
+from tests.conftest import REPO, TINY, run_cli
+
+P = 32
+HEAD = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "similarity" / "small.yaml"))
+TRAINING = {"sets": {"a": ["Acme_Two", "Zed_X"], "b": ["Bolt_Three"], "b_val": ["Bolt_Four"]},
+            "data": {"_target_": "camsim.data.sources.FolderSource", "root": "/photos/elsewhere",
+                     "extensions": [".png"], "min_images": 1},
+            "patches": {"size": P, "align": 8, "min_entropy": 4.0}}
+VALIDATION = {"phase_b/val/acc": 0.8125, "phase_b/val/auc": 0.875, "phase_b/val/loss": 0.5}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """``phase_b-x/model.ckpt`` (every tensor random, batch-norm statistics included) with the
+    Phase B validation figures beside it, as the pipeline leaves them."""
+    torch.manual_seed(0)
+    sim = ForensicSimilarity({"backbone": TINY, "class_names": TRAINING["sets"]["a"], "patch_size": P}, HEAD,
+                             "fc_a2.pre", eta=0.4, training=TRAINING)
+    with torch.no_grad():
+        for name, t in sim.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(0.5 + torch.rand_like(t) if name.endswith("running_var") else t + 0.1 * torch.randn_like(t))
+    d = tmp_path_factory.mktemp("artefacts") / "phase_b-x"
+    d.mkdir()
+    torch.save({"state_dict": sim.state_dict(), "hyper_parameters": dict(sim.hparams),
+                "pytorch-lightning_version": L.__version__}, d / "model.ckpt")
+    (d / "metrics.json").write_text(json.dumps(VALIDATION))
+    return d / "model.ckpt"
+
+
+@pytest.fixture(scope="module")
+def exported(ckpt, tmp_path_factory) -> Path:
+    return export_network(ckpt, tmp_path_factory.mktemp("share") / "my-model")
+
+
+def patches(n: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 1, P, P), dtype=np.uint8))
+
+
+def write_photo(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(np.clip(rng.uniform(60, 190) + rng.normal(0, 40, (48, 64, 3)), 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def test_folder_holds_weights_config_and_model_card(exported, ckpt):
+    assert sorted(p.name for p in exported.iterdir()) == ["README.md", CONFIG, WEIGHTS]
+    cfg = json.loads((exported / CONFIG).read_text())
+    assert cfg["architecture"]["backbone"] == TINY and cfg["architecture"]["head"] == HEAD
+    assert cfg["architecture"]["patch_size"] == P and cfg["architecture"]["feature_layer"] == "fc_a2.pre"
+    assert cfg["eta"] == {"value": 0.4, "source": "checkpoint"}
+    assert cfg["training"]["sets"] == TRAINING["sets"] and cfg["training"]["data"] == TRAINING["data"]
+    assert cfg["input"]["channel"] == "green" and cfg["input"]["align"] == 8 and cfg["input"]["min_entropy"] == 4.0
+    assert re.fullmatch(r"[0-9a-f]{12}", cfg["training_data_fingerprint"])
+    assert cfg["versions"]["torch"] == torch.__version__ and cfg["versions"]["safetensors"]
+    import hashlib
+    assert cfg["files"][WEIGHTS]["sha256"] == hashlib.sha256((exported / WEIGHTS).read_bytes()).hexdigest()
+    assert cfg["source"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    card = (exported / "README.md").read_text()
+    for heading in ("## Intended use", "## Limits", "## Training data", "## Evaluation", "## Load it", "## Files"):
+        assert heading in card, heading
+    assert f"{100 * VALIDATION['phase_b/val/acc']:.1f} %" in card  # the figure beside the checkpoint
+    assert card.count("Not measured") == 2  # pairs and transfer: no run given
+    assert "Acme_Two, Zed_X" in card and "validated on Bolt_Four" in card
+    assert SNIPPET.replace("MODEL_DIR", "my-model").strip() in card
+
+
+def test_model_card_shows_pairs_and_transfer_figures_with_protocol(ckpt, tmp_path):
+    pairs = nest({"eval/acc/overall": 0.75, "eval/acc/known_known": 0.875, "eval/auc": 0.8125, "eval/eta": 0.4,
+                  "eval/n_pairs": 40, "baseline/acc/overall": 0.625})
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "metrics.json").write_text(json.dumps(pairs))
+    transfer = {"transfer": {"source": "FolderSource(/x)", "eta": 0.4, "protocol": ["one protocol line"],
+                             "patch": {"other_photo": {"n_pos": 12, "n_neg": 30, "auc": {"value": 0.6875, "lo": 0.5,
+                                                                                         "hi": 0.8125}}}}}
+    (tmp_path / "transfer.json").write_text(json.dumps(transfer))
+    out = export_network(ckpt, tmp_path / "m", metrics=[tmp_path / "pairs", tmp_path / "transfer.json"])
+    card = (out / "README.md").read_text()
+    assert "Not measured" not in card
+    assert "87.5 %" in card and "62.5 %" in card and "0.812" in card  # pairs: known-known, baseline, AUC
+    assert "one protocol line" in card and "0.688 [0.500, 0.812]" in card  # transfer with its interval
+
+
+def test_bad_metrics_path_is_one_clear_error(ckpt, tmp_path):
+    with pytest.raises(FileNotFoundError, match="metrics: .*nowhere.*not found"):
+        export_network(ckpt, tmp_path / "m", metrics=[tmp_path / "nowhere"])
+    (tmp_path / "other.json").write_text(json.dumps({"phase_a": {"acc": 1.0}}))
+    with pytest.raises(ValueError, match="other.json holds no evaluation"):
+        export_network(ckpt, tmp_path / "m", metrics=[tmp_path / "other.json"])
+    assert not (tmp_path / "m").exists()
+
+
+# --------------------------------------------------------------------------- same scores
+
+
+def test_folder_gives_the_checkpoints_scores_bit_for_bit(exported, ckpt):
+    from_ckpt, from_dir, portable = load_similarity(ckpt), load_similarity(exported), load_exported(exported)
+    a, b = patches(24, 1), patches(24, 2)
+    with torch.no_grad():
+        ref = torch.sigmoid(from_ckpt(a, b))
+        assert torch.equal(torch.sigmoid(from_dir(a, b)), ref)
+    assert torch.equal(portable.score(a, b), ref)
+    assert torch.equal(portable.score(a[:, 0].numpy(), b[:, 0].numpy()), ref)  # numpy [N, P, P] too
+    # camsim's own path: the channels-last feature pass, then pairs scored on the features
+    f_ck = extract_features(from_ckpt, a[:, 0].numpy(), "fc_a2.pre", desc=None)
+    f_dir = extract_features(from_dir, a[:, 0].numpy(), "fc_a2.pre", desc=None)
+    assert np.array_equal(f_ck, f_dir)
+    i, j = np.arange(24), np.arange(24)[::-1].copy()
+    assert np.array_equal(from_ckpt.score_pairs(f_ck, i, j), from_dir.score_pairs(f_dir, i, j))
+    # what evaluation and localisation read from the network
+    assert from_dir.training_sets == from_ckpt.training_sets and from_dir.patch_settings == from_ckpt.patch_settings
+    assert from_dir.data_fingerprint == from_ckpt.data_fingerprint and from_dir.hparams.eta == 0.4 == portable.eta
+
+
+def _readme_snippet() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Share a trained network")
+    return re.search(r"```python\n(.*?)```", readme[start:], re.S).group(1)
+
+
+def test_readme_snippet_scores_like_the_checkpoint_without_lightning_or_hydra(exported, ckpt, tmp_path):
+    code = _readme_snippet()
+    assert code == SNIPPET, "README's snippet and the model card's (camsim.eval.export.SNIPPET) differ"
+    photos = [write_photo(tmp_path / f"photo_{k}.png", k) for k in (1, 2)]
+    code = code.replace("MODEL_DIR", str(exported)).replace("PHOTO_1", str(photos[0])).replace("PHOTO_2", str(photos[1]))
+    code += ("import json, sys\n"
+             "print(json.dumps({'loaded': sorted({m.split('.')[0] for m in sys.modules} & "
+             "{'lightning', 'pytorch_lightning', 'hydra', 'omegaconf'}), 's': s.numpy().tobytes().hex()}))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("S = ") and ("same camera model" in lines[0] or "different" in lines[0])
+    out = json.loads(lines[-1])
+    assert out["loaded"] == []
+    green = [np.asarray(Image.open(p))[:, :, 1] for p in photos]
+    with torch.no_grad():
+        ref = torch.sigmoid(load_similarity(ckpt)(torch.from_numpy(green[0][None, None, :P, :P].copy()),
+                                                  torch.from_numpy(green[1][None, None, :P, :P].copy())))
+    assert out["s"] == ref.numpy().tobytes().hex()
+
+
+def test_transfer_evaluation_of_the_folder_equals_the_checkpoints(exported, ckpt, tmp_path):
+    from camsim.eval.transfer import run_transfer
+    from tests.test_transfer import make_folder, transfer_cfg
+
+    root = make_folder(tmp_path / "photos", {"Acme_Two": 2, "Bolt_Three": 2, "Other_One": 1})
+    runs = {}
+    for name, model in (("ckpt", ckpt), ("dir", exported)):
+        run_transfer(transfer_cfg(model, root, tmp_path / name, "transfer.bootstrap.reps=20"))
+        runs[name] = np.load(tmp_path / name / "run" / "scores.npz")
+    assert len(runs["ckpt"]["score"]) > 0 and np.array_equal(runs["ckpt"]["score"], runs["dir"]["score"])
+    run = json.loads((tmp_path / "dir" / "run" / "run.json").read_text())
+    assert run["checkpoint"].endswith(WEIGHTS)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing weights", r"model.safetensors: missing"),
+    ("changed weights", r"model.safetensors: sha256 [0-9a-f]+… does not match config.json's"),
+    ("missing config", r"config.json: missing .* not a camsim-export folder"),
+    ("bad json", r"config.json: not valid JSON"),
+    ("newer format", r"format_version 99 is not 1"),
+])
+def test_damaged_folder_is_one_clear_error(exported, tmp_path, damage, message):
+    import shutil
+
+    d = shutil.copytree(exported, tmp_path / "copy")
+    if damage == "missing weights":
+        (d / WEIGHTS).unlink()
+    elif damage == "changed weights":
+        blob = bytearray((d / WEIGHTS).read_bytes())
+        blob[-1] ^= 1
+        (d / WEIGHTS).write_bytes(bytes(blob))
+    elif damage == "missing config":
+        (d / CONFIG).unlink()
+    elif damage == "bad json":
+        (d / CONFIG).write_text("{not json")
+    else:
+        cfg = json.loads((d / CONFIG).read_text())
+        (d / CONFIG).write_text(json.dumps({**cfg, "format_version": 99}))
+    for load in (load_exported, load_similarity, read_exported):
+        with pytest.raises((ValueError, FileNotFoundError), match=message) as err:
+            load(d)
+        assert "\n" not in str(err.value)
+
+
+def test_export_refuses_a_non_empty_folder_unless_overwrite(ckpt, tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"out=.*m: the folder exists and is not empty.*overwrite=true"):
+        export_network(ckpt, out)
+    assert (out / "notes.txt").read_text() == "mine"
+    export_network(ckpt, out, overwrite=True)
+    assert not (out / "notes.txt").exists() and (out / WEIGHTS).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging folder left behind
+    with pytest.raises(ValueError, match="holds the checkpoint"):
+        export_network(ckpt, ckpt.parent, overwrite=True)
+    assert ckpt.is_file()
+
+
+def test_model_dir_argument(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mislnet").mkdir()
+    (tmp_path / "shared").mkdir()
+    options = {"mislnet", "plain_cnn"}
+    # camsim-eval: a folder becomes ckpt=, a config-group option stays the backbone choice
+    assert model_dir_argv(["model=shared", "data=cameras"], options) == ["ckpt=shared", "data=cameras"]
+    assert model_dir_argv(["model=mislnet"], options) == ["model=mislnet"]
+    assert model_dir_argv(["model=./mislnet"], options) == ["ckpt=./mislnet"]
+    assert model_dir_argv(["model=not_a_folder"], options) == ["model=not_a_folder"]
+    # camsim-localize has no model group: every model= names the network
+    assert model_dir_argv(["model=anything"], None) == ["ckpt=anything"]
+    with pytest.raises(ValueError, match="model=shared and ckpt=... both name the network"):
+        model_dir_argv(["model=shared", "ckpt=x.ckpt"], options)
+
+
+def test_to_plain_has_one_definition_below_the_config_layer():
+    import camsim.config
+    import camsim.plain
+
+    assert camsim.config.to_plain is camsim.plain.to_plain
+    node = OmegaConf.create({"a": [1, {"b": "${c}"}], "c": 2})
+    assert camsim.plain.to_plain(node) == {"a": [1, {"b": 2}], "c": 2}
+    assert camsim.plain.to_plain({"x": (1, node.a)}) == {"x": [1, [1, {"b": 2}]]}
+
+
+# --------------------------------------------------------------------------- ONNX and the CLI
+
+
+def test_onnx_export_matches_pytorch_within_fp32_rounding(ckpt, tmp_path):
+    for pkg in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(pkg, reason=f"{pkg} is not installed: the onnx extra (pip install -e '.[onnx]')")
+    import onnxruntime as ort
+
+    out = export_network(ckpt, tmp_path / "m", onnx=True)
+    cfg = json.loads((out / CONFIG).read_text())
+    assert {"features.onnx", "head.onnx"} <= set(cfg["files"])
+    net = load_exported(out)
+    a, b = patches(5, 3).numpy(), patches(5, 4).numpy()  # another batch size than the export's
+    feats = ort.InferenceSession(str(out / "features.onnx"))
+    head = ort.InferenceSession(str(out / "head.onnx"))
+    fa, fb = (feats.run(None, {"patches": x})[0] for x in (a, b))
+    logits = head.run(None, {"f1": fa, "f2": fb})[0]
+    with torch.no_grad():
+        ref_f, ref = net.features(a).numpy(), net(a, b).numpy()
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(fa, ref_f, rtol=64 * eps, atol=64 * eps * np.abs(ref_f).max())
+    np.testing.assert_allclose(logits, ref, rtol=64 * eps, atol=64 * eps * np.abs(ref).max())
+
+
+def test_cli_export_refuses_a_non_empty_folder_in_one_line(ckpt, tmp_path):
+    out = tmp_path / "m"
+    first = run_cli("camsim-export", f"ckpt={ckpt}", f"out={out}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (out / WEIGHTS).is_file() and "exported to" in first.stdout
+    again = run_cli("camsim-export", f"ckpt={ckpt}", f"out={out}", cwd=tmp_path)
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "overwrite=true" in again.stderr
+
+
+@pytest.mark.slow
+def test_cli_localize_with_model_dir_gives_the_checkpoints_scores(exported, ckpt, tmp_path):
+    photo = write_photo(tmp_path / "photo.png", 5)
+    runs = {}
+    for name, arg in (("ckpt", f"ckpt={ckpt}"), ("dir", f"model={exported}")):
+        res = run_cli("camsim-localize", f"image={photo}", arg, f"hydra.run.dir={tmp_path / name}", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        runs[name] = np.load(tmp_path / name / "scores.npy")
+    assert np.array_equal(runs["ckpt"], runs["dir"], equal_nan=True)

@@ -1,0 +1,266 @@
+"""The simulator's realism traits (``data.synth``, issue items 1, 2 and 5): off by default, each
+switchable alone, per-photo variation within a model, sibling structure, richer pipeline stages,
+validation at start, deterministic and cached renders."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from camsim.config import data_fingerprint
+from camsim.data.patches import patch_entropy
+from camsim.data.sources import SynthSource
+from camsim.synth import isp, stages
+from camsim.synth.params import ALL_DEMOSAIC_METHODS, CFA_PATTERNS, SIBLING_TRAITS, CameraParams, make_catalogue
+from camsim.synth.photo import Photo, adaptive_quality, photo_jpeg_quality, quant_tables
+from camsim.synth.render import render_camera_image, render_catalogue
+from camsim.synth.scenes import Scene, render_scene
+from camsim.synth.settings import SynthSettingsError, cache_key, synth_settings
+from camsim.synth.textures import TEXTURE_KINDS, make_scene, texture_scene
+from camsim.synth.traits import catalogue
+
+REAL = yaml.safe_load(open("conf/data/synth_real.yaml"))["synth"]
+DEVICE = {"name", "sensor_seed", "differs_in"}  # what is always a model's own
+
+
+def _diff(a: CameraParams, b: CameraParams) -> set[str]:
+    return {f.name for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)}
+
+
+# ---------------------------------------------------------------------- defaults and switches
+
+def test_default_settings_are_the_original_catalogue_and_records():
+    base = make_catalogue(12, 4, 3)
+    assert catalogue(12, 4, 3) == base == catalogue(12, 4, 3, {}) == catalogue(12, 4, 3, synth_settings())
+    d = base[0].to_dict()
+    assert not {"vignetting", "prnu", "jpeg_tables", "differs_in"} & set(d)  # cameras.json as before
+    assert CameraParams.from_dict(d) == base[0]
+    assert cache_key(synth_settings({"jpeg": {"presets_per_model": 3}})) == {}  # its own, older key
+
+
+@pytest.mark.parametrize("setting, fields", [
+    ({"jpeg": {"adaptive_share": 1.0}}, {"jpeg_adaptive"}),
+    ({"jpeg": {"table_families": 2}}, {"jpeg_tables"}),
+    ({"exposure": {"ev_sigma": 0.3}}, {"ae_sigma"}),
+    ({"exposure": {"iso_sigma": 0.5}}, {"iso_sigma"}),
+    ({"white_balance": {"per_photo": True}}, {"awb_strength"}),
+    ({"noise": {"fixed_pattern": 0.3}}, {"row_noise", "column_noise", "sensor_seed"}),
+    ({"noise": {"prnu": 0.01}}, {"prnu", "sensor_seed"}),
+    ({"lens": {"vignetting": 0.4}}, {"vignetting"}),
+    ({"lens": {"chromatic_aberration": 1.0}}, {"lateral_ca"}),
+    ({"demosaic": {"methods": ["ahd", "frequency"]}}, {"demosaic"}),
+    ({"resample": {"downscale_share": 0.2}}, {"downscale_share", "downscale_scale"}),
+])
+def test_each_trait_switches_alone_and_changes_only_its_own_fields(setting, fields):
+    base, one = make_catalogue(12, 4, 0), catalogue(12, 4, 0, setting)
+    changed = set().union(*(_diff(a, b) for a, b in zip(base, one)))
+    assert changed and changed <= fields, changed
+    key = SynthSource(12, 4, 2, (32, 32), synth=setting).cache_key()
+    assert key != SynthSource(12, 4, 2, (32, 32)).cache_key() and "synth" in key
+
+
+def test_siblings_differ_only_in_their_declared_traits():
+    cams = catalogue(24, 4, 0, {**REAL, "family": {"differ_in": 2}})
+    for k, cam in enumerate(cams):
+        ref = cams[k % 4]
+        if cam is ref:
+            assert cam.differs_in == ()
+            continue
+        assert len(cam.differs_in) == 2 and cam.family == ref.family
+        declared = set().union(*(SIBLING_TRAITS[g] for g in cam.differs_in))
+        assert _diff(cam, ref) - DEVICE <= declared, (cam.name, _diff(cam, ref) - DEVICE - declared)
+        for g in cam.differs_in:  # each declared trait group really differs
+            assert _diff(cam, ref) & set(SIBLING_TRAITS[g]), (cam.name, g)
+    # without the sibling structure, models of a family differ in many fields
+    free = catalogue(24, 4, 0, {**REAL, "family": {"differ_in": 0}})
+    assert np.mean([len(_diff(free[k], free[k % 4]) - DEVICE) for k in range(4, 24)]) > 8
+
+
+# ---------------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("bad, key, reason", [
+    ({"jpeg": {"shared_qualities": []}}, "synth.jpeg.shared_qualities", "non-empty"),
+    ({"jpeg": {"shared_qualities": [80, 101]}}, "synth.jpeg.shared_qualities", "1..100"),
+    ({"jpeg": {"presets_per_model": 4, "shared_qualities": [80, 90]}}, "synth.jpeg.presets_per_model", "shared"),
+    ({"noise": {"prnu": -0.01}}, "synth.noise.prnu", "negative"),
+    ({"noise": {"fixed_pattern": -1}}, "synth.noise.fixed_pattern", "negative"),
+    ({"lens": {"vignetting": 1.5}}, "synth.lens.vignetting", "outside"),
+    ({"demosaic": {"methods": ["ahd", "magic"]}}, "synth.demosaic.methods", "magic"),
+    ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
+    ({"lens": {"vignettig": 0.1}}, "synth.lens.vignettig", "unknown key"),
+    ({"optics": {}}, "synth.optics", "unknown node"),
+])
+def test_invalid_settings_name_the_key_and_the_reason_in_one_line(bad, key, reason):
+    with pytest.raises(SynthSettingsError) as e:
+        synth_settings(bad)
+    msg = str(e.value)
+    assert msg.startswith(key + ":") and reason in msg and "\n" not in msg
+    with pytest.raises(ValueError, match="^data." + key.replace(".", r"\.")):  # at start, before rendering
+        SynthSource(4, 2, 2, (32, 32), synth=bad)
+
+
+def test_jpeg_presets_alias_warns_and_maps_to_presets_per_model():
+    with pytest.warns(FutureWarning, match="data.synth.jpeg.presets_per_model=3"):
+        old = SynthSource(6, 3, 4, (32, 32), jpeg_presets=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        new = SynthSource(6, 3, 4, (32, 32), synth={"jpeg": {"presets_per_model": 3}})
+    assert old.cache_key() == new.cache_key() and old.jpeg_presets == new.jpeg_presets == 3
+    assert "jpeg_presets" in new.cache_key() and "synth" not in new.cache_key()  # the older key
+    with pytest.raises(ValueError, match="two values"):
+        SynthSource(6, 3, 4, (32, 32), jpeg_presets=2, synth={"jpeg": {"presets_per_model": 3}})
+    base = {"_target_": "camsim.data.sources.SynthSource", "num_models": 6, "seed": 0}
+    fp_old = data_fingerprint({**base, "jpeg_presets": 3})
+    fp_new = data_fingerprint({**base, "jpeg_presets": 1, "synth": dataclasses.asdict(new.synth)})
+    assert fp_old == fp_new
+    assert data_fingerprint({**base, "synth": dataclasses.asdict(synth_settings())}) == base  # as before
+
+
+# ---------------------------------------------------------------------- per-photo variation
+
+def test_photos_of_one_model_carry_different_quantisation_tables(tmp_path):
+    """Presets, adaptive quality and makers' table families: two photos of one model can have
+    different tables, a table family's tables are its own, and an adaptive model picks lower
+    quality for a busier photo."""
+    synth = {"jpeg": {"presets_per_model": 3, "adaptive_share": 0.5, "table_families": 2}}
+    out = render_catalogue(tmp_path / "cat", 6, 3, 6, (64, 96), seed=0, workers=1, synth=synth)
+    meta = json.loads((out / "cameras.json").read_text())
+    assert meta["synth"]["jpeg"]["table_families"] == 2
+    cams = {n: CameraParams.from_dict(d) for n, d in meta["cameras"].items()}
+    tables = {m: [Image.open(p).quantization for p in sorted((out / m).glob("*.jpg"))] for m in cams}
+    assert sum(len({str(t) for t in ts}) >= 2 for ts in tables.values()) >= len(cams) - 1  # (one may draw one preset 6 times)
+    ijg = [quant_tables(0, q)[0] for q in range(1, 101)]
+    assert {bool(c.jpeg_tables) for c in cams.values()} == {True, False}  # makers' tables and the IJG ones
+    for m, cam in cams.items():
+        own = [quant_tables(cam.jpeg_tables, q)[0] for q in range(1, 101)]
+        assert all(tuple(t[0]) in own and (tuple(t[0]) not in ijg) == bool(cam.jpeg_tables) for t in tables[m])
+    flat = np.full((64, 64, 3), 128, np.uint8)
+    busy = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    assert adaptive_quality(flat, 70, 90) == 90 and 70 <= adaptive_quality(busy, 70, 90) < 80
+    adaptive = dataclasses.replace(next(iter(cams.values())), jpeg_adaptive=(70, 90))
+    with pytest.raises(ValueError, match="needs the image"):
+        photo_jpeg_quality(adaptive, 0, 0)
+
+
+def _flat_scene(level: float = 0.3, shape=(64, 64)) -> Scene:
+    return Scene(index=0, kind="flat", radiance=np.full((3, *shape), level, np.float32), darkness=0.5)
+
+
+def test_iso_exposure_and_reduced_size_act_per_photo():
+    cam = dataclasses.replace(make_catalogue(1, 1, 0)[0], denoise_luma=0.0, sharpen_amount=0.0)
+    scene = _flat_scene()
+
+    def shot(photo: Photo) -> np.ndarray:
+        return render_camera_image(scene, cam, (64, 64), np.random.default_rng(0), photo=photo).astype(np.float32)
+
+    base, high_iso, bright = shot(Photo()), shot(Photo(iso_ev=2.0)), shot(Photo(ev=1.0))
+    assert high_iso[8:-8, 8:-8].std() > 1.5 * base[8:-8, 8:-8].std()  # signal-dependent noise level
+    assert abs(high_iso.mean() - base.mean()) < 2 and bright.mean() > base.mean() + 15
+    assert shot(Photo(scale=0.7)).shape == base.shape  # same frame from a larger sensor
+
+
+def test_auto_white_balance_moves_gains_towards_grey_world():
+    cmap = isp.cfa_channel_map("RGGB", (8, 8))
+    raw = np.where(cmap == 0, 0.2, np.where(cmap == 1, 0.4, 0.1)).astype(np.float32)
+    preset = (1.5, 1.0, 2.0)
+    assert stages.auto_wb_gains(raw, cmap, preset, 0.0) == preset
+    g = stages.auto_wb_gains(raw, cmap, preset, 1.0)  # grey world: R·g_R = G = B·g_B (within ×/÷ 1.5)
+    np.testing.assert_allclose([0.2 * g[0], 0.1 * g[2]], [0.2 * 2.0, 0.1 * 3.0], rtol=1e-6)
+    half = stages.auto_wb_gains(raw, cmap, preset, 0.5)
+    assert preset[0] < half[0] < g[0] and preset[2] < half[2] < g[2]
+
+
+# ---------------------------------------------------------------------- pipeline stages
+
+def test_vignetting_and_lateral_chromatic_aberration():
+    flat = np.ones((3, 33, 49), np.float32)
+    v = stages.vignette(flat, 0.4)
+    assert v[:, 16, 24] == pytest.approx(1.0) and v[:, 0, 0] == pytest.approx(0.6, abs=1e-5)
+    dot = np.zeros((3, 65, 65), np.float32)
+    dot[:, 58, 58] = 1.0  # near the corner: radial shift ≈ shift × r / r_corner
+    out = stages.lateral_ca(dot, 1.5, -1.0)
+    r0, r_corner = np.hypot(26, 26), np.hypot(32, 32)
+    for c, shift in ((0, 1.5), (2, -1.0)):
+        yy, xx = np.mgrid[0:65, 0:65]
+        cy, cx = (out[c] * yy).sum() / out[c].sum(), (out[c] * xx).sum() / out[c].sum()
+        assert np.hypot(cy - 32, cx - 32) - r0 == pytest.approx(shift * r0 / r_corner, abs=0.05)
+    np.testing.assert_array_equal(out[1], dot[1])
+
+
+def test_fixed_patterns_belong_to_the_device_and_show_as_row_and_column_offsets():
+    raw = np.full((64, 96), 0.2, np.float32)
+    a = stages.fixed_pattern(raw, 3.0, 2.0, seed=7, full_well=5000.0, gain=4.0)
+    assert np.array_equal(a, stages.fixed_pattern(raw, 3.0, 2.0, seed=7, full_well=5000.0, gain=4.0))
+    assert not np.array_equal(a, stages.fixed_pattern(raw, 3.0, 2.0, seed=8, full_well=5000.0, gain=4.0))
+    d = (a - raw) * 5000.0 / 4.0  # back to electrons: rank-2 row + column structure
+    resid = d - d.mean(1, keepdims=True) - d.mean(0, keepdims=True) + d.mean()
+    assert np.abs(resid).max() < 1e-3 and d.mean(1).std() == pytest.approx(3.0, rel=0.35)
+    p = stages.prnu(raw, 0.01, seed=7)
+    assert (p / raw - 1).std() == pytest.approx(0.01, rel=0.05)
+    assert stages.prnu(raw, 0.0, 7) is raw and stages.fixed_pattern(raw, 0.0, 0.0, 7, 5000.0, 1.0) is raw
+
+
+@pytest.mark.parametrize("method", ALL_DEMOSAIC_METHODS)
+def test_each_demosaicing_algorithm_reconstructs_a_smooth_image_within_2_percent(method):
+    """A smooth colour image (independent sinusoids per channel, amplitude 0.25–0.3): every
+    algorithm within RMS 0.02 of the truth away from the border, for every CFA phase."""
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
+    img = np.stack([0.5 + 0.3 * np.sin(2 * np.pi * (xx / 40 + yy / 55)), 0.5 + 0.3 * np.cos(2 * np.pi * (xx / 50 - yy / 35)),
+                    0.4 + 0.25 * np.sin(2 * np.pi * yy / 30 + 1)]).astype(np.float32)
+    for pattern in CFA_PATTERNS:
+        out = isp.demosaic(isp.mosaic(img, pattern), pattern, method)
+        assert float(np.sqrt(((out - img)[:, 4:-4, 4:-4] ** 2).mean())) < 0.02
+
+
+def test_new_demosaicing_algorithms_are_their_own():
+    img = render_scene(3, 0, (64, 96), 2.0).radiance[:, ::2, ::2]
+    raw = isp.mosaic(img / img.max(), "GRBG")
+    outs = {m: isp.demosaic(raw, "GRBG", m) for m in ALL_DEMOSAIC_METHODS}
+    for new in ("ahd", "frequency"):
+        assert all(np.abs(outs[new] - outs[m]).mean() > 1e-4 for m in outs if m != new)
+
+
+# ---------------------------------------------------------------------- scenes
+
+def test_texture_scenes_are_seeded_and_off_by_default():
+    a = make_scene(5, 0, (64, 96), 2.0)
+    assert np.array_equal(a.radiance, render_scene(5, 0, (64, 96), 2.0).radiance)
+    kinds = {make_scene(i, 0, (64, 96), 2.0, texture_share=1.0).kind for i in range(12)}
+    assert kinds <= set(TEXTURE_KINDS) and len(kinds) >= 3
+    for kind in TEXTURE_KINDS:
+        s1, s2 = texture_scene(1, 0, (64, 96), 2.0, 0, kind), texture_scene(1, 0, (64, 96), 2.0, 0, kind)
+        assert np.array_equal(s1.radiance, s2.radiance) and np.isfinite(s1.radiance).all() and s1.radiance.min() > 0
+
+
+def test_sky_and_text_scenes_hold_lower_entropy_patches_than_dead_leaves():
+    """Through a camera, 64-px patches of sky and text scenes have lower entropy (more of them
+    near the filter's threshold, like clear sky and blank paper) than dead leaves; foliage is busy."""
+    cam = make_catalogue(1, 1, 0)[0]
+
+    def mean_entropy(scenes) -> float:
+        out = []
+        for scene in scenes:
+            g = render_camera_image(scene, cam, (128, 192), np.random.default_rng(0))[:, :, 1]
+            out.append(patch_entropy(g.reshape(2, 64, 3, 64).transpose(0, 2, 1, 3).reshape(-1, 64, 64)))
+        return float(np.concatenate(out).mean())
+
+    h = {kind: mean_entropy(texture_scene(i, 0, (128, 192), 2.0, 0, kind) for i in range(4)) for kind in TEXTURE_KINDS}
+    leaves = mean_entropy(s for s in (render_scene(i, 0, (128, 192), 2.0) for i in range(8)) if s.kind == "dead_leaves")
+    assert h["sky"] < leaves and h["text"] < leaves and h["foliage"] > h["sky"], (h, leaves)
+
+
+# ---------------------------------------------------------------------- renders
+
+def test_realistic_render_is_deterministic_across_workers(tmp_path):
+    a = render_catalogue(tmp_path / "a", 4, 2, 4, (64, 96), seed=1, workers=1, synth=REAL)
+    b = render_catalogue(tmp_path / "b", 4, 2, 4, (64, 96), seed=1, workers=2, synth=REAL)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and len(files) == 17
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert {Image.open(a / f).size for f in files if f.suffix == ".jpg"} == {(96, 64)}  # reduced-size photos too
