@@ -47,6 +47,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
               "differing in 2 traits", _PIXEL),
     "scenes": ("30 % photo-like texture scenes (sky, foliage, text, skin)", ["data.synth.scenes.texture_share=0.3"]),
     "synth_real": ("all of the above (data=synth_real)", ["data=synth_real"]),
+    "synth_real_fixed_jpeg": ("all but the per-photo JPEG traits (one JPEG setting per model)",
+                              ["data=synth_real", "data.synth.jpeg.presets_per_model=1", "data.synth.jpeg.adaptive_share=0",
+                               "data.synth.jpeg.table_families=0"]),
     "synth_real_nojpeg": ("all, backbone without the JPEG branch (model=mislnet_small)",
                           ["data=synth_real", "model=mislnet_small"]),
 }
@@ -64,9 +67,10 @@ def _auc(m: dict, level: str, row: str) -> float | None:
     return got.get("value")
 
 
-def run_variant(name: str, out: Path, real: Path) -> dict:
+def run_variant(name: str, out: Path, real: Path, extra: list[str] = ()) -> dict:
     what, overrides = VARIANTS[name]
-    d = out / name
+    overrides = [*overrides, *extra]
+    d = out / "_".join([name, *extra]).replace("=", "-")
     d.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     _run([str(BIN / "camsim-run"), "experiment=quick", *overrides, f"hydra.run.dir={d / 'run'}"], d / "run.log")
@@ -74,7 +78,7 @@ def run_variant(name: str, out: Path, real: Path) -> dict:
     summary = json.loads((d / "run" / "run.json").read_text())
     ckpt = Path(summary.get("finetune", summary["phase_b"])["artefact"]) / "model.ckpt"  # the network evaluated
     ev = summary.get("eval", {})
-    row = {"variant": name, "what": what, "overrides": overrides, "train_seconds": round(train_s),
+    row = {"variant": " ".join([name, *extra]), "what": what, "overrides": overrides, "train_seconds": round(train_s),
            "phase_a_acc": json.loads((Path(summary["phase_a"]["artefact"]) / "metrics.json").read_text())
            .get("phase_a/test/acc"),  # also when the phase was reused
            "overall": ev.get("eval/acc/overall"), "known_known": ev.get("eval/acc/known_known"),
@@ -114,6 +118,8 @@ def main() -> None:
     ap.add_argument("--real", default=str(REPO.parent / "shared" / "data" / "cameras"),
                     help="folder of real photos, one sub-folder per camera model")
     ap.add_argument("--out", default=str(REPO / "outputs" / "realism"))
+    ap.add_argument("--extra", nargs="*", default=[],
+                    help="overrides added to every variant, e.g. --extra seed=1 (a second draw of the whole run)")
     ap.add_argument("--list", action="store_true")
     a = ap.parse_args()
     if a.list:
@@ -128,7 +134,7 @@ def main() -> None:
     out = Path(a.out)
     rows = []
     for name in a.variants or list(VARIANTS):
-        rows.append(run_variant(name, out, Path(a.real)))
+        rows.append(run_variant(name, out, Path(a.real), a.extra))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
         (out / "realism.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))

@@ -134,8 +134,14 @@ def estimate_seconds(cfg: DictConfig, upto: str = "eval", cores: int | None = No
         features = n_b * (int(n.train_b) + int(n.val_b)) * FORWARD_SHARE * per_patch
         pairs = epochs_b * (int(cfg.phase_b.train_pairs) + FORWARD_SHARE * int(cfg.phase_b.val_pairs))
         phase_b = features + pairs * PAIR_SHARE * per_patch
+        ft = cfg.phase_b.get("finetune")
+        if ft is not None and ft.get("enabled"):  # both patches of a pair through the backbone (whole: an upper bound)
+            ft_pairs = int(ft.max_epochs) * (int(ft.train_pairs) + FORWARD_SHARE * int(cfg.phase_b.val_pairs))
+            phase_b += 2 * ft_pairs * per_patch
+    ft_note = ", fine-tuned end to end" if cfg.phase_b.get("finetune") is not None and \
+        cfg.phase_b.finetune.get("enabled") and upto != "phase_a" else ""
     detail = (f"Phase A: {n_a} models × {int(n.train_a):,} patches × {epochs_a} epochs, "
-              f"Phase B: {int(cfg.phase_b.train_pairs):,} pairs × {epochs_b} epochs, "
+              f"Phase B: {int(cfg.phase_b.train_pairs):,} pairs × {epochs_b} epochs{ft_note}, "
               f"{int(cfg.patches.size)}-px patches, {cores} CPU core(s)")
     return Estimate(phase_a, phase_b, detail)
 

@@ -200,6 +200,9 @@ def test_paper_recipe_on_a_cpu_is_refused_naming_the_override() -> None:
     quick = compose_cfg([])
     assert estimate_seconds(quick).total < estimate_seconds(cfg).total / 1000
     assert check_run(quick, has_gpu=False) is not None  # minutes: not refused
+    tuned = compose_cfg(["phase_b.finetune.enabled=true"])  # patch pairs through the backbone: counted
+    assert estimate_seconds(tuned).phase_b > estimate_seconds(quick).phase_b + 10
+    assert "fine-tuned end to end" in estimate_seconds(tuned).detail
 
 
 @pytest.mark.slow
