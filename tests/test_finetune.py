@@ -163,5 +163,7 @@ def test_fine_tuned_job_reuses_the_frozen_head_and_evaluates_its_own_backbone(tm
     assert (tuned / "model.ckpt").is_file()
     runs = sorted((tmp_path / "outputs").rglob("run.json"), key=lambda p: p.stat().st_mtime)
     last = json.loads(runs[-1].read_text())
-    assert last["finetune"]["artefact"] == str(tuned) and "phase_b" not in last  # head stage reused
+    frozen = next(d for d in dirs if d != tuned)
+    assert last["finetune"]["artefact"] == str(tuned)
+    assert last["phase_b"] == {"artefact": str(frozen), "reused": True}  # head stage reused, recorded as such
     assert "fine-tuning (backbone unfrozen)" in last["timings_s"] and last["eval"]
