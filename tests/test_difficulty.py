@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from camsim.data.sources import FolderSource
+from camsim.data.datamodules import families_of
+from camsim.data.sources import FolderSource, SynthSource
 from camsim.data.store import PatchSettings
 from camsim.eval.difficulty import source_difficulty
 from tests.conftest import run_cli
@@ -59,6 +60,15 @@ def test_model_subsample_is_seeded_and_bad_settings_name_the_key(tmp_path: Path)
         p.unlink()
     with pytest.raises(ValueError, match="Y_2: 1 photo"):
         source_difficulty(FolderSource(str(one)).index(), s, tmp_path / "art")
+
+
+def test_families_are_the_simulators_else_the_makes_when_models_are_given(tmp_path: Path) -> None:
+    synth = SynthSource(4, 2, 1, (32, 32))
+    assert families_of(synth, ["Acme_A"]) == synth.families() and len(set(synth.families().values())) == 2
+    folder = FolderSource(str(_folder(tmp_path / "photos", {"Acme_A": 80, "acme_B": 90, "Plain": 70}, 1, 32)))
+    models = folder.index().models
+    assert families_of(folder, models) == {"Acme_A": "acme", "acme_B": "acme"}  # "Plain": no make
+    assert families_of(folder) == {}  # CameraData.families: makes are no families there
 
 
 def test_cli_prints_the_table_and_writes_the_figures(tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ from camsim.eval.export import SNIPPET, export_network
 from camsim.eval.metrics import nest
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.models.feature_pass import extract_features
-from camsim.models.portable import CONFIG, WEIGHTS, load_exported, read_exported
+from camsim.data.features import checkpoint_backbone_id
+from camsim.models.portable import CONFIG, WEIGHTS, load_exported, read_exported, weights_file
 from tests.conftest import REPO, TINY, run_cli
 
 P = 32
@@ -184,6 +185,11 @@ def test_transfer_evaluation_of_the_folder_equals_the_checkpoints(exported, ckpt
     assert len(runs["ckpt"]["score"]) > 0 and np.array_equal(runs["ckpt"]["score"], runs["dir"]["score"])
     run = json.loads((tmp_path / "dir" / "run" / "run.json").read_text())
     assert run["checkpoint"].endswith(WEIGHTS)
+
+
+def test_folder_and_its_weights_file_share_one_feature_cache_id(exported, ckpt):
+    assert weights_file(exported) == exported / WEIGHTS and weights_file(ckpt) == ckpt
+    assert checkpoint_backbone_id(exported) == checkpoint_backbone_id(exported / WEIGHTS) != checkpoint_backbone_id(ckpt)
 
 
 # --------------------------------------------------------------------------- bad input

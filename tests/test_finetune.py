@@ -16,7 +16,8 @@ import torch
 from camsim.artefacts import content_hash
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules
 from camsim.models.constrained import constraint_violation
-from camsim.pipeline import check_config, finetune_key
+from camsim.phases import finetune_key
+from camsim.pipeline import check_config
 from tests.conftest import compose_cfg, run_cli
 from tests.test_lit import (ADAM, HEAD_ADAM, SIMILARITY, EpochLosses, StartState, camera_patches, checkpoints,
                             classifier, loader, pair_loaders, seeded, state_copy, trainer)

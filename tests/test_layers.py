@@ -2,7 +2,8 @@
 own package), there is no import cycle, and no import is hidden in a function to dodge one.
 
 A newcomer reads the layers bottom-up: foundations → maths and the simulator → data,
-Lightning modules and loggers → localisation → evaluation → the pipeline → entry points.
+Lightning modules and loggers → localisation → evaluation → the learning phases → the pipeline →
+entry points.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ LAYERS = [
     ("camsim.loggers", "camsim.data", "camsim.lit"),
     ("camsim.localize",),
     ("camsim.eval",),
+    ("camsim.phases",),  # the learning phases and the job's RunState, run by the pipeline
     ("camsim.pipeline", "camsim.compare", "camsim.guard"),
     ("camsim.bench", "camsim.cli"),
 ]

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from camsim.phases import RunState, record_phase
 from tests.conftest import run_cli
 
 
@@ -45,6 +47,14 @@ def test_main_job_writes_every_output(workdir: Path, shared_artefacts: Path) -> 
     assert "unknown" in report and "matrix.png" in report
     # one concise line per stage, with its timing
     assert res.stderr.count("✔") + res.stdout.count("✔") >= 4
+
+
+def test_run_json_names_each_phases_artefact_with_its_metrics_or_reused() -> None:
+    st = RunState(OmegaConf.create({}), Path("out"), Path("art"))
+    record_phase(st, "phase_a", Path("art/phase_a-1"), {"phase_a/test/acc": 0.5, "per_class_acc": {"m": 1.0}})
+    record_phase(st, "phase_b", Path("art/phase_b-2"))
+    assert st.summary == {"phase_a": {"artefact": str(Path("art/phase_a-1")), "phase_a/test/acc": 0.5},
+                          "phase_b": {"artefact": str(Path("art/phase_b-2")), "reused": True}}
 
 
 def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shared_artefacts: Path) -> None:

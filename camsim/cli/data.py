@@ -83,15 +83,14 @@ def _difficulty(cfg: DictConfig, console) -> None:
 
     from camsim.artefacts import atomic_write_json
     from camsim.config import to_plain
-    from camsim.data.layouts import camera_make
+    from camsim.data.datamodules import families_of
     from camsim.data.store import PatchSettings
     from camsim.eval.difficulty import source_difficulty
 
     source = hydra.utils.instantiate(cfg.data, _convert_="all")
     index = source.index()
-    # families: the simulator's; for real photos the make (the folder name's part before "_")
-    families = source.families() if hasattr(source, "families") else \
-        {m: mk for m in index.models if (mk := camera_make(m)) is not None} or None
+    # families: the simulator's; for real photos the make (the model name's part before "_")
+    families = families_of(source, index.models) or None
     d = cfg.difficulty
     out, text = source_difficulty(index, PatchSettings.from_config(cfg.patches), Path(cfg.paths.artefact_dir),
                                   max_models=d.max_models, photos_per_model=d.photos_per_model,

@@ -1,6 +1,6 @@
-"""camsim's configuration: the schema of every config node (:mod:`camsim.config.schema`,
-registered in Hydra's ConfigStore on import) and the checks and readings shared by every stage
-(:mod:`camsim.config.checks`)."""
+"""camsim's configuration: the schema of every config node (:mod:`camsim.config.schema` and
+:mod:`camsim.config.schema_data`, registered in Hydra's ConfigStore on import) and the checks
+and readings shared by every stage (:mod:`camsim.config.checks`)."""
 
 from camsim.config.checks import (
     backbone_config,
@@ -11,17 +11,19 @@ from camsim.config.checks import (
     validate,
 )
 from camsim.plain import to_plain  # the one definition, below the config layer (no Hydra)
-from camsim.config.schema import (
-    PathsConfig,
+from camsim.config.schema_data import (
     SynthDataConfig,
     FolderDataConfig,
     ExifDataConfig,
     DresdenDataConfig,
     VisionDataConfig,
-    ModelConfig,
     SplitConfig,
     PatchCountsConfig,
     PatchConfig,
+)
+from camsim.config.schema import (
+    PathsConfig,
+    ModelConfig,
     LoaderConfig,
     PhaseAConfig,
     FeaturePassConfig,

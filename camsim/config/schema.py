@@ -4,7 +4,8 @@ Each YAML file of a group starts from its schema (``defaults: [/schema/<group>/<
 so Hydra rejects an unknown key or a wrong type at start, naming it. Fields typed ``Any``
 hold values that are either a number or a list (e.g. ``split.a: 10`` or ``split.a: [m1, m2]``)
 or ``_target_`` sub-configs (optimisers); :func:`camsim.config.checks.validate` checks those
-by hand.
+by hand. The data's nodes (sources, split, patches, ``difficulty``) are
+:mod:`camsim.config.schema_data`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from camsim.config.synth import SynthTraitsConfig
+from camsim.config.schema_data import (
+    DifficultyConfig,
+    DresdenDataConfig,
+    ExifDataConfig,
+    FolderDataConfig,
+    PatchConfig,
+    SplitConfig,
+    SynthDataConfig,
+    VisionDataConfig,
+)
 
 # --------------------------------------------------------------------------- paths
 
@@ -29,60 +39,6 @@ class PathsConfig:
     #: patch sets, Phase A/B checkpoints, features)
     artefact_dir: str = "${paths.root}/outputs/artefacts"
     log_dir: str = "${paths.root}/outputs"
-
-
-# --------------------------------------------------------------------------- data sources
-
-
-@dataclass
-class SynthDataConfig:
-    """Simulated cameras rendered to the folder layout (``camsim.synth``)."""
-
-    _target_: str = "camsim.data.sources.SynthSource"
-    num_models: int = 30
-    num_families: int = 6
-    images_per_model: int = 120
-    image_size: list[int] = field(default_factory=lambda: [256, 384])  # H, W
-    seed: int = 0
-    workers: Optional[int] = None
-    cache_dir: str = "${paths.artefact_dir}"
-    jpeg_presets: int = 1  # deprecated alias of synth.jpeg.presets_per_model (FutureWarning)
-    synth: SynthTraitsConfig = field(default_factory=SynthTraitsConfig)  # realism traits, all off (config/synth.py)
-
-
-@dataclass
-class FolderDataConfig:
-    """``root/<camera_model>/*`` photo folders (Dresden / VISION layout)."""
-
-    _target_: str = "camsim.data.sources.FolderSource"
-    root: str = MISSING
-    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".tif", ".tiff"])
-    min_images: int = 1
-
-
-@dataclass
-class ExifDataConfig:
-    """A flat folder grouped by EXIF Make + Model."""
-
-    _target_: str = "camsim.data.layouts.ExifSource"
-    root: str = MISSING
-    recursive: bool = False
-
-
-@dataclass
-class DresdenDataConfig(FolderDataConfig):
-    """The Dresden Image Database: one flat folder, model in the file name (``camsim.data.layouts``)."""
-
-    _target_: str = "camsim.data.layouts.DresdenSource"
-
-
-@dataclass
-class VisionDataConfig(FolderDataConfig):
-    """The VISION data set: ``Dxx_Make_Model/images/<variant>/`` (``camsim.data.layouts``)."""
-
-    _target_: str = "camsim.data.layouts.VisionSource"
-    #: image folders to read: flat, nat (camera originals), natFBH, natFBL (Facebook), natWA (WhatsApp)
-    variants: list[str] = field(default_factory=lambda: ["flat", "nat"])
 
 
 # --------------------------------------------------------------------------- model
@@ -110,58 +66,7 @@ class ModelConfig:
     feature_layer: Optional[str] = None
 
 
-# --------------------------------------------------------------------------- splits / patches
-
-
-@dataclass
-class SplitConfig:
-    """Camera-model sets (docs/method.md, "Camera-model sets") and the per-model image split.
-
-    ``a``, ``b``, ``c``: a count drawn with ``seed`` from the source's models, or an explicit
-    list of model names; ``a`` may also be ``rest`` (every model not in B or C).
-    ``known``: a count drawn from A, or a list (⊂ A). C is drawn first, with ``c_seed``
-    (default: ``seed``), so a sweep over ``seed`` can vary A and B at a fixed C.
-    """
-
-    a: Any = 10
-    b: Any = 15
-    c: Any = 5
-    known: Any = 5
-    #: models of B held out of Phase B's training and used for its validation (early stopping,
-    #: checkpoint choice, eval.eta=auto), so those see models Phase B never trained on: a count
-    #: drawn from B with ``seed``, or a list ⊂ B; 0: validate on B's own models (the paper)
-    b_val: Any = 0
-    seed: int = 0
-    c_seed: Optional[int] = None
-    #: train / val / test shares of each model's images (images, never patches, are split)
-    image_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
-    image_seed: int = 0
-
-
-@dataclass
-class PatchCountsConfig:
-    """Patches per model and image subset (docs/method.md: 50k for A, 20k for B, 10k for eval)."""
-
-    train_a: int = 1500
-    val_a: int = 200
-    train_b: int = 1500
-    val_b: int = 200
-    #: from test images: Phase A test accuracy (A) and the evaluation (known ⊂ A, and C)
-    test: int = 300
-
-
-@dataclass
-class PatchConfig:
-    size: int = 64
-    #: patch corners are multiples of this (8 keeps the JPEG grid and the 2-px CFA phase)
-    align: int = 8
-    #: h = −Σ p_k ln p_k in nats; patches with h ≤ min_entropy are dropped (docs/method.md)
-    min_entropy: float = 4.0
-    per_model: PatchCountsConfig = field(default_factory=PatchCountsConfig)
-    seed: int = 0
-    #: images with more pixels are refused (decompression-bomb guard)
-    max_pixels: int = 200_000_000
-    workers: Optional[int] = None
+# --------------------------------------------------------------------------- learning phases
 
 
 @dataclass
@@ -170,9 +75,6 @@ class LoaderConfig:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
-
-
-# --------------------------------------------------------------------------- learning phases
 
 
 @dataclass
@@ -335,18 +237,6 @@ class TrainerConfig:
 
 
 # --------------------------------------------------------------------------- top level
-
-
-@dataclass
-class DifficultyConfig:
-    """``camsim-data difficulty``: hand-made-statistics classifiers on any source's photos."""
-
-    #: camera models used (a seeded draw; null: all) — compare sources at the same count
-    max_models: Optional[int] = None
-    #: photos per model (null: all); alternate photos go to train and test
-    photos_per_model: Optional[int] = None
-    patches_per_photo: int = 20
-    seed: int = 0
 
 
 @dataclass

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from camsim.data.layouts import camera_make
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
 from camsim.data.splits import SUBSETS, SetSplit, make_split, split_images
 from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
@@ -28,6 +29,16 @@ log = logging.getLogger(__name__)
 
 #: patch sets smaller than this are read into memory; larger ones stay memory-mapped
 IN_MEMORY_BYTES = 2 << 30
+
+
+def families_of(source: Any, models: Iterable[str] | None = None) -> dict[str, str]:
+    """Camera model → family: the source's own where it knows them (the simulator); else, given
+    ``models``, each one's make (:func:`~camsim.data.layouts.camera_make`; a model without one is
+    left out); else {}."""
+    known = getattr(source, "families", None)
+    if callable(known):
+        return known()
+    return {m: mk for m in models or () if (mk := camera_make(m)) is not None}
 
 
 class CameraData:
@@ -116,9 +127,9 @@ class CameraData:
 
     @property
     def families(self) -> dict[str, str]:
-        """Camera model → family where the source knows families (the simulator), else {}."""
-        known = getattr(self.source, "families", None)
-        return known() if callable(known) else {}
+        """Camera model → family where the source knows families (the simulator), else {}
+        (:func:`families_of` without models: makes do not count as families here)."""
+        return families_of(self.source)
 
     def describe(self) -> dict:
         return {"models": self.index.counts(), "split": self.split.as_dict()}

@@ -15,14 +15,14 @@ import torch
 from camsim.artefacts import cached_dir, content_hash, file_identity
 from camsim.data.store import PatchSet
 from camsim.models.feature_pass import FeaturePass
+from camsim.models.portable import weights_file
 
 
 def checkpoint_backbone_id(ckpt: Path) -> str:
     """The ``backbone_id`` of a backbone loaded from a checkpoint file or an exported model
-    folder (``ckpt=`` / ``model=DIR``: its ``model.safetensors``): the weights file's identity,
+    folder (``ckpt=`` / ``model=DIR``): the identity of its :func:`~camsim.models.portable.weights_file`,
     so a retrained or replaced network never reads another's cached features."""
-    ckpt = Path(ckpt)
-    return "ckpt-" + content_hash(file_identity(ckpt / "model.safetensors" if ckpt.is_dir() else ckpt))
+    return "ckpt-" + content_hash(file_identity(weights_file(ckpt)))
 
 
 class FeatureStore:

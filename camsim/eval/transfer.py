@@ -42,7 +42,7 @@ from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
 from camsim.lit.phase_b import load_similarity
-from camsim.models.portable import WEIGHTS
+from camsim.models.portable import weights_file
 
 log = logging.getLogger("camsim")
 
@@ -63,7 +63,7 @@ def load_checkpoint(path: str | Path | None) -> tuple[Path, Any]:
                          "(outputs/artefacts/phase_b-<hash>/model.ckpt) or model=<camsim-export folder>")
     p = Path(str(path)).expanduser()
     sim = load_similarity(p)
-    return (p / WEIGHTS if p.is_dir() else p), sim
+    return weights_file(p), sim
 
 
 def read_index(data_cfg: DictConfig):

@@ -36,7 +36,7 @@ from camsim.models.backbone import Backbone
 from camsim.models.similarity import SimilarityNet
 
 __all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "export_onnx", "file_sha256",
-           "load_exported", "read_config", "read_exported", "save_weights"]
+           "load_exported", "read_config", "read_exported", "save_weights", "weights_file"]
 
 #: what ``config.json`` declares itself to be; a newer layout raises its version
 FORMAT, FORMAT_VERSION = "camsim-similarity", 1
@@ -54,6 +54,13 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights file behind a network path: an exported folder's :data:`WEIGHTS`, a checkpoint
+    file itself (its identity keys the feature cache)."""
+    path = Path(path)
+    return path / WEIGHTS if path.is_dir() else path
 
 
 def save_weights(state_dict: Mapping[str, Tensor], path: str | Path) -> dict:

@@ -1,0 +1,266 @@
+"""The learning phases of a camsim job — Phase A, Phase B and its optional fine-tuning — and
+:class:`RunState`, what a job's stages hand each other (:mod:`camsim.pipeline` runs them).
+
+Each learning phase is an artefact in ``paths.artefact_dir`` keyed by the hash of the
+config parts that determine it, so a sweep's jobs that differ only downstream reuse it:
+
+- ``phase_a-<hash>``: data source, sets A, image split, patch settings, model, ``phase_a``
+  optimisation, seed, precision.
+- ``phase_b-<hash>``: the Phase A artefact, set B, ``phase_b.feature_layer``, ``similarity``,
+  ``phase_b`` optimisation and ``phase_b.seed``, seed (not η: a threshold sweep re-uses one
+  trained network); with ``phase_b.finetune.enabled``, a second one adds those settings.
+
+Each learning phase seeds the random generators itself before it trains (``seed``; Phase B
+``phase_b.seed`` when set), so a phase comes out the same whether the phases before it were
+trained in the same process or reused from the cache.
+
+A phase trains in ``<name>.partial/`` (last.ckpt every epoch, so an interrupted run
+resumes) under a lock, and is renamed into place when done. Its entry in run.json, trained or
+reused, is written by :func:`record_phase`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from camsim.artefacts import atomic_write_json, content_hash, file_lock, lock_path
+from camsim.config import backbone_config, data_fingerprint, feature_layer, to_plain
+from camsim.data.datamodules import PairDataModule, PhaseADataModule
+from camsim.data.features import FeatureStore
+from camsim.data.patches import stable_seed
+from camsim.lit.checkpoints import AtomicCheckpointIO, resume_from
+from camsim.lit.phase_a import CameraClassifier
+from camsim.lit.phase_b import ForensicSimilarity
+from camsim.loggers import ConfusionFigures
+from camsim.plots import plot_confusion
+
+log = logging.getLogger("camsim")
+
+
+@dataclass
+class RunState:
+    """What the stages hand each other within one job."""
+
+    cfg: DictConfig
+    out_dir: Path
+    artefact_dir: Path
+    #: False (camsim-eval): use trained artefacts only, never train
+    train: bool = True
+    data: Any = None
+    phase_a_dir: Path | None = None
+    phase_b_dir: Path | None = None
+    #: η of this job's decisions, once resolved (:func:`camsim.pipeline.resolve_eta`)
+    eta: float | None = None
+    loggers: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+@contextmanager
+def stage(name: str, summary: dict) -> Iterator[None]:
+    """One concise console line per stage with its timing."""
+    t0 = time.perf_counter()
+    log.info("▶ %s", name)
+    yield
+    summary.setdefault("timings_s", {})[name] = round(dt := time.perf_counter() - t0, 2)
+    log.info("✔ %s (%.1f s)", name, dt)
+
+
+def rank() -> int:
+    """This process's rank in a multi-process (DDP / SLURM) job; 0 alone."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
+
+
+def configured_eta(cfg: DictConfig) -> float | None:
+    """``eval.eta`` as a number, or ``None`` for ``eta=auto`` (chosen by
+    :func:`camsim.pipeline.resolve_eta`)."""
+    return None if cfg.eval.eta == "auto" else float(cfg.eval.eta)
+
+
+def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list:
+    """The ``callbacks`` group's callbacks; without a logger (``logger=none``) those that only
+    log (learning-rate and device-stats monitors, which Lightning refuses to run without one)
+    are left out."""
+    built = [hydra.utils.instantiate(cb) for _, cb in (cfg.get("callbacks") or {}).items()
+             if isinstance(cb, DictConfig) and "_target_" in cb]
+    return [cb for cb in built if with_logger or not isinstance(cb, (LearningRateMonitor, DeviceStatsMonitor))]
+
+
+def build_trainer(cfg: DictConfig, max_epochs: int, callbacks: list, loggers: list) -> L.Trainer:
+    kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if v is not None}
+    kwargs.pop("_target_")
+    return L.Trainer(max_epochs=max_epochs, callbacks=callbacks + build_callbacks(cfg, with_logger=bool(loggers)),
+                     logger=loggers or False, plugins=[AtomicCheckpointIO()], **kwargs)
+
+
+def record_phase(st: RunState, name: str, artefact: Path, metrics: dict | None = None) -> None:
+    """A learning phase's entry in run.json: its artefact, then what it trained to (``metrics``,
+    per-class accuracies left in its metrics.json), or ``reused: true`` when none was trained."""
+    tail = {"reused": True} if metrics is None else {k: v for k, v in metrics.items() if k != "per_class_acc"}
+    st.summary[name] = {"artefact": str(artefact), **tail}
+
+
+def _open_phase(st: RunState, kind: str, key: dict, seed: int) -> Path | None:
+    """A learning phase's artefact dir, set on ``st``; ``None`` when it exists (reused).
+    Otherwise training must be allowed, and the random generators start from ``seed`` — so
+    what a phase learns never depends on what ran before it in this process."""
+    final = st.artefact_dir / f"{kind}-{content_hash(key)}"
+    setattr(st, f"{kind}_dir", final)
+    if final.exists():
+        log.info("  reusing %s", final)
+        record_phase(st, kind, final)
+        return None
+    if not st.train:
+        raise FileNotFoundError(
+            f"no trained artefact for this config: {final} does not exist. Train it first with "
+            "`camsim-train` and the same overrides, or pass ckpt=<similarity checkpoint>.")
+    L.seed_everything(seed, workers=True, verbose=False)
+    return final
+
+
+def phase_a_key(st: RunState) -> dict:
+    cfg, data = st.cfg, st.data
+    return {"kind": "phase_a", "requests": [r.key(data.store.settings) for r in data.requests("phase_a")],
+            "classes": list(data.split.a), "model": backbone_config(cfg),
+            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in ("loader", "resume", "compile")},
+            "batch_size": int(cfg.phase_a.loader.batch_size), "seed": int(cfg.seed),
+            "precision": str(cfg.trainer.precision)}
+
+
+def stage_phase_a(st: RunState) -> None:
+    cfg = st.cfg
+    key = phase_a_key(st)
+    final = _open_phase(st, "phase_a", key, int(cfg.seed))
+    if final is None:
+        return
+    dm = PhaseADataModule(st.data, cfg.phase_a.loader)
+    module = CameraClassifier(backbone=backbone_config(cfg), class_names=list(st.data.split.a),
+                              patch_size=int(cfg.patches.size), optimizer=to_plain(cfg.phase_a.optimizer),
+                              scheduler=to_plain(cfg.phase_a.scheduler), channels_last=bool(cfg.phase_a.channels_last),
+                              compile=bool(cfg.phase_a.compile))
+    _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()])
+
+
+def phase_b_key(st: RunState) -> dict:
+    cfg, data = st.cfg, st.data
+    skip = ("loader", "resume", "feature_pass", "feature_layer", "finetune")
+    return {"kind": "phase_b", "phase_a": st.phase_a_dir.name,
+            "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
+            "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
+            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in skip},
+            "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
+
+
+def phase_b_seed(cfg: DictConfig) -> int:
+    """Phase B's seed (head initialisation, dropout, pair draws): ``phase_b.seed``, else ``seed``."""
+    return int(cfg.seed if cfg.phase_b.seed is None else cfg.phase_b.seed)
+
+
+def training_record(st: RunState) -> dict:
+    """What a similarity checkpoint keeps of its training: sets A and B (B's models it trained on;
+    ``split.b_val``'s, only validated on, apart), the data, the patch settings."""
+    cfg, sp = st.cfg, st.data.split
+    sets = {"a": list(sp.a), "b": list(sp.b_train), **({"b_val": list(sp.b_val)} if sp.b_val else {})}
+    return {"sets": sets, "data": data_fingerprint(cfg.data),
+            "patches": {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
+                        "min_entropy": float(cfg.patches.min_entropy)}}
+
+
+def finetune_key(cfg: DictConfig, key: dict) -> dict | None:
+    """The fine-tuned network's artefact key: the frozen stage's ``key`` + ``phase_b.finetune``;
+    ``None`` when fine-tuning is off (the frozen network is then Phase B's artefact)."""
+    ft = cfg.phase_b.finetune
+    return {**key, "finetune": {k: v for k, v in to_plain(ft).items() if k not in ("enabled", "loader")},
+            "finetune_batch_size": int(ft.loader.batch_size)} if ft.enabled else None
+
+
+def stage_phase_b(st: RunState) -> None:
+    """The head on the frozen backbone's cached features; with ``phase_b.finetune.enabled`` then
+    fine-tuned end to end, an artefact of its own (the frozen one is shared by every setting)."""
+    cfg = st.cfg
+    key, seed = phase_b_key(st), phase_b_seed(cfg)
+    ft_key = finetune_key(cfg, key)
+    if ft_key is None or not (st.artefact_dir / f"phase_b-{content_hash(ft_key)}").exists():
+        if (final := _open_phase(st, "phase_b", key, seed)) is not None:
+            _train_head(st, key, final, seed)
+    if ft_key is not None:
+        frozen, ft = st.phase_b_dir, cfg.phase_b.finetune
+        if (final := _open_phase(st, "phase_b", ft_key, seed)) is not None:
+            module = ForensicSimilarity.for_finetuning(frozen / "model.ckpt", to_plain(ft))
+            dm = PairDataModule(st.data, ft.loader, int(ft.train_pairs), int(cfg.phase_b.val_pairs),  # val: the head's
+                                seed=stable_seed("finetune", seed) % 2**31, resample=bool(cfg.phase_b.resample_pairs),
+                                val_seed=seed + 1)
+            pcfg = OmegaConf.create({"max_epochs": ft.max_epochs, "monitor": cfg.phase_b.monitor, "resume": cfg.phase_b.resume})
+            with stage("fine-tuning (backbone unfrozen)", st.summary):
+                _train_phase(st, "finetune", ft_key, final, module, dm, pcfg, False, dm.callbacks())
+
+
+def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
+    cfg = st.cfg
+    layer = feature_layer(cfg)
+    eta = configured_eta(cfg)
+    module = ForensicSimilarity.from_phase_a(st.phase_a_dir / "model.ckpt", head=to_plain(cfg.similarity),
+                                             feature_layer=layer, optimizer=to_plain(cfg.phase_b.optimizer),
+                                             scheduler=to_plain(cfg.phase_b.scheduler), training=training_record(st),
+                                             **({} if eta is None else {"eta": eta}))
+    features = None
+    if cfg.phase_b.cache_features:
+        fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, layer,
+                          **to_plain(cfg.phase_b.feature_pass))
+        features = fs.features
+    dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
+                        seed=seed, resample=bool(cfg.phase_b.resample_pairs), features=features)
+    _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
+
+
+def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.LightningModule,
+                 dm: L.LightningDataModule, pcfg: DictConfig, test: bool, extra_callbacks: Sequence = ()) -> None:
+    """Fit in ``<final>.partial`` (resuming from its last.ckpt), test, then rename into place."""
+    cfg = st.cfg
+    work = final.with_name(final.name + ".partial")
+    with ExitStack() as stack:
+        if rank() == 0:  # other DDP ranks join the fit that rank 0 started; they must not wait on the lock
+            stack.enter_context(file_lock(lock_path(final)))
+        if final.exists():  # another job finished it while we waited
+            log.info("  reusing %s", final)
+            record_phase(st, name, final)
+            return
+        work.mkdir(parents=True, exist_ok=True)
+        ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor), mode="max",
+                                  auto_insert_metric_name=False, enable_version_counter=False)
+        # its own callback: since Lightning 2.6 `save_last` only writes when a top-k checkpoint is saved
+        last_cb = ModelCheckpoint(dirpath=work, filename="last", monitor=None, enable_version_counter=False)
+        trainer = build_trainer(cfg, int(pcfg.max_epochs), [ckpt_cb, last_cb, *extra_callbacks], st.loggers)
+        resume = resume_from([work / "last.ckpt", work / "best.ckpt"]) if pcfg.resume else None
+        if resume is not None:
+            log.info("  resuming %s from %s", name, resume)
+        trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume))
+        best = ckpt_cb.best_model_path or str(work / "last.ckpt")
+        metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if test:
+            tested = trainer.test(module, dm, ckpt_path=best, verbose=False)
+            metrics.update(tested[0] if tested else {})
+            conf = getattr(module, "last_confusion", None)
+            if conf is not None and trainer.is_global_zero:
+                plot_confusion(conf["matrix"], module.class_names, work / "confusion.png",
+                               title=f"{name} test confusion")
+                metrics["per_class_acc"] = dict(zip(module.class_names, conf["per_class"].tolist()))
+        if trainer.is_global_zero:
+            shutil.copyfile(best, work / "model.ckpt")
+            atomic_write_json(work / "metrics.json", metrics)
+            atomic_write_json(work / "key.json", key)
+            os.replace(work, final)
+        trainer.strategy.barrier()
+    record_phase(st, name, final, metrics)
