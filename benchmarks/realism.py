@@ -10,11 +10,20 @@ variant and writes ``realism.json``:
     python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
     python benchmarks/realism.py default synth_real      # some of them
     python benchmarks/realism.py --list
+    python benchmarks/realism.py --paired                # no training: each variant already in --out
+                                                         # against --reference (default: OUT/default)
 
 Protocol of the transfer columns: AUC, patch pairs pooled (same photo / two photos of one model,
 negatives = different models), and image level for two photos (mean of 64 patch-pair scores),
 as ``camsim-eval``'s transfer.md states it. Simulated columns: the main job's evaluation
 (η = 0.5) and the report's JPEG-statistics difficulty check on set A.
+
+``--paired`` (also printed after a run that includes the reference): for each variant, the
+difference of its two-photo AUC from the reference's, with a 95 % interval from a paired
+bootstrap over camera models and photos (``camsim-compare --paired``, camsim/eval/paired.py):
+both networks weighed by the same draws, so the interval is the photos' luck once, not twice.
+A training seed's spread is not in it: compare the reference with itself under ``--extra seed=1``
+(``--reference OUT_SEED1/default_seed-1``) to see that.
 """
 
 from __future__ import annotations
@@ -112,6 +121,31 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_rows(out: Path, reference: Path, reps: int = 1000) -> str:
+    """Markdown: every variant dir under ``out`` against ``reference``, two photos of one model,
+    patch and image level, at 4 and 1 nat (paired bootstrap, camsim.eval.paired)."""
+    from camsim.eval.paired import paired_bootstrap, read_scores
+
+    lines = [f"Paired against {reference.name} (Δ AUC, two photos of one model vs different models; 95 % paired "
+             f"bootstrap over models and photos, {reps} replicates; P = share of replicates where the variant is better)",
+             "", "| variant | patch 4 nat | patch 1 nat | image 4 nat | image 1 nat |", "|---|---:|---:|---:|---:|"]
+    for d in sorted(p for p in out.iterdir() if (p / "transfer-4nat" / "scores.npz").is_file()):
+        if d.resolve() == reference.resolve():
+            continue
+        cells = []
+        for key in ("patch/other_photo", "image/other_photo"):
+            for tag in ("4nat", "1nat"):
+                if not (reference / f"transfer-{tag}" / "scores.npz").is_file() or \
+                        not (d / f"transfer-{tag}" / "scores.npz").is_file():
+                    cells.append("n/a")
+                    continue
+                r = paired_bootstrap(read_scores(reference / f"transfer-{tag}"), read_scores(d / f"transfer-{tag}"),
+                                     reps)[key]["auc"]
+                cells.append(f"{r['delta']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] P {100 * r['p_b_better']:.0f} %")
+        lines.append(f"| {d.name} | " + " | ".join(cells[i] for i in (0, 1, 2, 3)) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variants", nargs="*", help=f"default: all of {list(VARIANTS)}")
@@ -121,6 +155,9 @@ def main() -> None:
     ap.add_argument("--extra", nargs="*", default=[],
                     help="overrides added to every variant, e.g. --extra seed=1 (a second draw of the whole run)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--paired", action="store_true", help="no training: compare the variants already in --out "
+                    "with --reference (paired bootstrap)")
+    ap.add_argument("--reference", default=None, help="a variant dir to compare against (default: OUT/default)")
     a = ap.parse_args()
     if a.list:
         for k, (what, ov) in VARIANTS.items():
@@ -132,12 +169,21 @@ def main() -> None:
     if not Path(a.real).is_dir():
         raise SystemExit(f"--real {a.real}: not a folder of camera-model sub-folders")
     out = Path(a.out)
+    reference = Path(a.reference) if a.reference else out / "_".join(["default", *a.extra]).replace("=", "-")
+    if a.paired:
+        if not (reference / "transfer-4nat" / "scores.npz").is_file():
+            raise SystemExit(f"--reference {reference}: no transfer-4nat/scores.npz (run that variant first)")
+        print(paired_rows(out, reference))
+        return
     rows = []
     for name in a.variants or list(VARIANTS):
         rows.append(run_variant(name, out, Path(a.real), a.extra))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
         (out / "realism.json").write_text(json.dumps(rows, indent=1))
     print(table(rows))
+    if (reference / "transfer-4nat" / "scores.npz").is_file():
+        print()
+        print(paired_rows(out, reference))
 
 
 if __name__ == "__main__":

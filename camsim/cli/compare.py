@@ -1,7 +1,12 @@
-"""camsim-compare: one table (and plot) of a sweep's jobs — swept parameters vs metrics.
+"""camsim-compare: a sweep's jobs side by side, or two transfer evaluations compared paired.
+
+A multirun dir: one table (and plot), swept parameters vs metrics. ``--paired``: two transfer
+evaluations on the same photos, with paired bootstrap intervals of their difference.
 
     camsim-compare outputs/multirun/2026-11-25/14-02-11
     camsim-compare <dir> --x split.a --metrics eval/acc/unknown_unknown eval/auc
+    camsim-compare --paired <transfer run A> <transfer run B> [--reps 1000] [--out DIR]
+    camsim-compare --paired <run>:baseline <run>      # the head against its own Bray–Curtis baseline
 """
 
 from __future__ import annotations
@@ -12,25 +17,62 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="camsim-compare", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[5:]))
+    p.add_argument("multirun_dir", type=Path, nargs="?", help="a Hydra multirun dir (or any dir holding job dirs)")
+    p.add_argument("--metrics", nargs="+", default=None, help="metric keys (as in metrics.json, '/'-joined)")
+    p.add_argument("--x", default=None, help="swept parameter on the plot's x axis (default: the first swept one)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where comparison.csv/.png go (default: the multirun dir); with --paired: where "
+                        "paired.md/.json go (default: print only)")
+    p.add_argument("--paired", nargs=2, metavar=("RUN_A", "RUN_B"), default=None,
+                   help="two transfer evaluation run dirs (camsim-eval ckpt=… data=…) on the same photos; "
+                        "RUN:baseline for a run's Bray–Curtis baseline")
+    p.add_argument("--reps", type=int, default=1000, help="paired bootstrap replicates (--paired)")
+    p.add_argument("--level", type=float, default=0.95, help="interval level (--paired)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (--paired)")
+    args = p.parse_args(argv)
+    if (args.paired is None) == (args.multirun_dir is None):
+        p.error("give either a multirun dir or --paired RUN_A RUN_B")
+    try:
+        if args.paired:
+            _paired(args)
+        else:
+            _sweep(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"camsim-compare: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
+
+
+def _sweep(args: argparse.Namespace) -> None:
     from rich.console import Console
 
     from camsim.compare import DEFAULT_METRICS, format_table, write_comparison
 
-    p = argparse.ArgumentParser(prog="camsim-compare", description=__doc__.splitlines()[0])
-    p.add_argument("multirun_dir", type=Path, help="a Hydra multirun dir (or any dir holding job dirs)")
-    p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS), help="metric keys (as in metrics.json, '/'-joined)")
-    p.add_argument("--x", default=None, help="swept parameter on the plot's x axis (default: the first swept one)")
-    p.add_argument("--out", type=Path, default=None, help="where comparison.csv/.png go (default: the multirun dir)")
-    args = p.parse_args(argv)
-    try:
-        csv_path, png, columns, rows = write_comparison(args.multirun_dir, args.out, args.metrics, args.x)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"camsim-compare: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
+    csv_path, png, columns, rows = write_comparison(args.multirun_dir, args.out, args.metrics or list(DEFAULT_METRICS),
+                                                    args.x)
     # piped or redirected output: wide enough that no column header is cut to "…"
     console = Console() if sys.stdout.isatty() else Console(width=240)
     console.print(format_table(columns, rows))
     console.print(f"table: {csv_path}" + (f"\nplot: {png}" if png else ""))
+
+
+def _paired(args: argparse.Namespace) -> None:
+    from camsim.artefacts import atomic_write_bytes, atomic_write_json
+    from camsim.eval.paired import markdown, paired_bootstrap, read_scores
+
+    a, b = (read_scores(s) for s in args.paired)
+    result = paired_bootstrap(a, b, args.reps, args.level, args.seed)
+    text = markdown(a, b, result, args.reps, args.level)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(args.out / "paired.md", (text + "\n").encode())
+        atomic_write_json(args.out / "paired.json", {"a": str(args.paired[0]), "b": str(args.paired[1]),
+                                                     "reps": args.reps, "level": args.level, "seed": args.seed,
+                                                     "contrasts": result})
+        print(f"written: {args.out / 'paired.md'}, {args.out / 'paired.json'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""Paired comparison of two transfer evaluations on one photo set: did network B move a figure
+beyond what the luck of the photos explains?
+
+Each run's ``scores.npz`` (``camsim-eval ckpt=… data=<folder>``) holds every scored pair. The
+two runs need not share their pairs (their networks may cut patches differently, e.g. 64 and
+128 px), only their photos: every bootstrap replicate draws camera models and photos once
+(:func:`camsim.eval.bootstrap.resample_counts`) and weighs *both* runs' pairs by that one draw,
+so the difference B − A of a figure is taken under the same sampling luck. What stays is the
+difference of the two networks on these photos; a different training seed is *another* source
+of spread, which this comparison does not see (compare two seeds of one recipe to see it).
+
+Figures are threshold-free (ROC AUC, EER) per contrast: a same-model category (patch level:
+two patches of one photo, of two photos; image level: the two halves of one photo, two
+photos — mean of 64 patch-pair scores) against the different-model pairs of the same level.
+``RUN:baseline`` stands for the run's Bray–Curtis baseline on the same pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from camsim.eval.bootstrap import Contrast, pair_weights, resample_counts
+from camsim.eval.transfer import LevelScores, contrasts_of, make_relation
+
+FIGURES = ("auc", "eer")
+SCORES = "scores.npz"
+_NEEDED = ("models", "makes", "photo_path", "photo_model", "level", "category", "image_1", "image_2", "score",
+           "baseline", "image_category", "image_photo_1", "image_photo_2", "image_score", "image_baseline")
+
+
+@dataclass
+class TransferScores:
+    """One side of a comparison: a transfer run's contrasts, photos named by path."""
+
+    label: str
+    photo_path: np.ndarray  # [photos] str
+    photo_model: np.ndarray  # [photos] camera-model name
+    contrasts: dict[str, Contrast]
+
+
+def read_scores(spec: str | Path) -> TransferScores:
+    """``RUN_DIR`` (a transfer evaluation's run directory, or its ``scores.npz``) or ``RUN_DIR:baseline``."""
+    text = str(spec)
+    use_baseline = text.endswith(":baseline")
+    path = Path(text[: -len(":baseline")] if use_baseline else text)
+    f = path / SCORES if path.is_dir() else path
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no {SCORES} — give the run directory of a transfer evaluation "
+                                "(camsim-eval ckpt=… data=…)")
+    try:
+        z = np.load(f, allow_pickle=False)
+        d = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - a broken file is reported with its name
+        raise ValueError(f"{f}: cannot read ({type(e).__name__}: {e})") from e
+    missing = [k for k in _NEEDED if k not in d]
+    if missing:
+        raise ValueError(f"{f}: not a transfer evaluation's scores (missing {', '.join(missing)})")
+    if use_baseline and not (len(d["baseline"]) and len(d["image_baseline"])):
+        raise ValueError(f"{f}: the run has no Bray–Curtis baseline scores (its checkpoint had no classifier)")
+    models, pm = d["models"], d["photo_model"]
+    makes = [m or None for m in d["makes"].tolist()]
+    patch = d["level"] == "patch"
+    m1, m2 = pm[d["image_1"][patch]], pm[d["image_2"][patch]]
+    levels = [
+        LevelScores("patch", d["category"][patch], d["image_1"][patch], d["image_2"][patch],
+                    make_relation(makes, m1, m2), (d["baseline"] if use_baseline else d["score"])[patch], None),
+        LevelScores("image", d["image_category"], d["image_photo_1"], d["image_photo_2"],
+                    make_relation(makes, pm[d["image_photo_1"]], pm[d["image_photo_2"]]),
+                    d["image_baseline"] if use_baseline else d["image_score"], None),
+    ]
+    contrasts: dict[str, Contrast] = {}
+    for ls in levels:
+        contrasts.update(contrasts_of(ls)[0])
+    label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
+    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts)
+
+
+def _common_photos(a: TransferScores, b: TransferScores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One photo index for both runs: ``(model_of_photo, a's photo → common, b's photo → common)``."""
+    names = sorted(set(a.photo_path.tolist()) | set(b.photo_path.tolist()))
+    index = {p: k for k, p in enumerate(names)}
+    model_of = {}
+    for side in (a, b):
+        for p, m in zip(side.photo_path.tolist(), side.photo_model.tolist()):
+            if model_of.setdefault(p, m) != m:
+                raise ValueError(f"{p}: camera model {model_of[p]!r} in one run and {m!r} in the other")
+    models = sorted(set(model_of.values()))
+    mop = np.array([models.index(model_of[p]) for p in names], np.int64)
+    return (mop, np.array([index[p] for p in a.photo_path.tolist()], np.int64),
+            np.array([index[p] for p in b.photo_path.tolist()], np.int64))
+
+
+def _remap(c: Contrast, to_common: np.ndarray) -> Contrast:
+    return Contrast(c.score, c.positive, to_common[c.photo_1], to_common[c.photo_2], c.link)
+
+
+def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """For every contrast both runs have: ``{contrast: {figure: {a, b, delta, lo, hi, p_b_better, n}}}``.
+
+    ``a`` / ``b`` / ``delta`` are the point estimates (all pairs once); ``lo``/``hi`` the
+    percentile interval of B − A over replicates that give the figure in both runs (``n``);
+    ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
+    if reps < 1:
+        raise ValueError(f"reps: must be ≥ 1, got {reps}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: must be in (0, 1), got {level}")
+    shared = [k for k in a.contrasts if k in b.contrasts]
+    if not shared:
+        raise ValueError(f"{a.label} and {b.label} have no contrast in common")
+    mop, to_a, to_b = _common_photos(a, b)
+    ca = {k: _remap(a.contrasts[k], to_a) for k in shared}
+    cb = {k: _remap(b.contrasts[k], to_b) for k in shared}
+    point = {k: (ca[k].roc.figures(0.5), cb[k].roc.figures(0.5)) for k in shared}
+    rng = np.random.default_rng(seed)
+    deltas: dict[str, dict[str, list[float]]] = {k: {f: [] for f in FIGURES} for k in shared}
+    for _ in range(reps):
+        total, per_copy = resample_counts(mop, rng)
+        for k in shared:
+            fa = ca[k].roc.figures(0.5, pair_weights(ca[k].link, ca[k].photo_1, ca[k].photo_2, total, per_copy))
+            fb = cb[k].roc.figures(0.5, pair_weights(cb[k].link, cb[k].photo_1, cb[k].photo_2, total, per_copy))
+            for f in FIGURES:
+                deltas[k][f].append(fb[f] - fa[f])
+    alpha = (1.0 - level) / 2.0
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for k in shared:
+        out[k] = {}
+        for f in FIGURES:
+            v = np.asarray(deltas[k][f], np.float64)
+            v = v[~np.isnan(v)]
+            va, vb = point[k][0][f], point[k][1][f]
+            row = {"a": va, "b": vb, "delta": vb - va, "n": int(len(v))}
+            if len(v) >= max(1, reps // 2):
+                lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
+                better = v > 0 if f == "auc" else v < 0
+                row.update(lo=float(lo), hi=float(hi), p_b_better=float(better.mean()))
+            else:
+                row.update(lo=np.nan, hi=np.nan, p_b_better=np.nan)
+            out[k][f] = row
+    return out
+
+
+_NAMES = {"patch/same_photo": "patch, two patches of one photo", "patch/other_photo": "patch, two photos of one model",
+          "image/halves": "image, two halves of one photo", "image/other_photo": "image, two photos of one model"}
+
+
+def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, level: float) -> str:
+    """The comparison as a markdown table with its protocol."""
+    lines = [
+        f"Paired comparison: A = {a.label}, B = {b.label}.",
+        f"Protocol: each row is a same-model category against the different-model pairs of its level "
+        f"(image level: mean of the photo pair's patch-pair scores); threshold-free (ROC AUC; EER, lower is "
+        f"better); pairs pooled; {100 * level:g} % interval of B − A from {reps} paired bootstrap replicates over "
+        f"camera models and photos (both runs weighted by the same draw; a training seed's spread is not in it).",
+        "", "| contrast | AUC A | AUC B | Δ AUC [interval] | P(B better) | EER A | EER B | Δ EER [interval] |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k, figs in result.items():
+        au, ee = figs["auc"], figs["eer"]
+        lines.append(f"| {_NAMES.get(k, k)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
+                     f"{_pct(au['p_b_better'])} | {ee['a']:.3f} | {ee['b']:.3f} | {_delta(ee)} |")
+    return "\n".join(lines)
+
+
+def _delta(r: dict) -> str:
+    if np.isnan(r["lo"]):
+        return f"{r['delta']:+.3f} [n/a]"
+    return f"{r['delta']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+
+
+def _pct(v: float) -> str:
+    return "n/a" if np.isnan(v) else f"{100 * v:.0f} %"
+
+
+__all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "FIGURES"]

@@ -1,0 +1,105 @@
+"""Paired comparison of two transfer evaluations (``camsim-compare --paired``): both runs are
+weighed by the same bootstrap draws of camera models and photos, so the interval of their
+difference is not the photos' luck twice over."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap
+from camsim.eval.paired import TransferScores, paired_bootstrap, read_scores
+from tests.conftest import run_cli
+from tests.test_transfer import ckpts, folder_run, transfer_cfg  # noqa: F401 - fixtures
+
+
+def test_a_run_against_itself_differs_by_nothing(folder_run):  # noqa: F811
+    out = folder_run["out"]
+    res = paired_bootstrap(read_scores(out), read_scores(out), reps=50)
+    m = folder_run["metrics"]
+    assert set(res) >= {"patch/same_photo", "patch/other_photo", "image/halves", "image/other_photo"}
+    for name, figs in res.items():
+        level, _, key = name.partition("/")
+        assert figs["auc"]["a"] == pytest.approx(m[level][key]["auc"]["value"], abs=1e-12), name
+        assert figs["auc"]["delta"] == 0.0 and figs["auc"]["lo"] == 0.0 and figs["auc"]["hi"] == 0.0
+        assert figs["auc"]["p_b_better"] == 0.0
+
+
+def test_baseline_side_reads_the_runs_bray_curtis_scores(folder_run):  # noqa: F811
+    out = folder_run["out"]
+    res = paired_bootstrap(read_scores(f"{out}:baseline"), read_scores(out), reps=50)
+    m = folder_run["metrics"]
+    for name in ("patch/other_photo", "image/halves"):
+        level, _, key = name.partition("/")
+        assert res[name]["auc"]["a"] == pytest.approx(m[level][key]["baseline_auc"]["value"], abs=1e-12)
+        assert res[name]["auc"]["b"] == pytest.approx(m[level][key]["auc"]["value"], abs=1e-12)
+        r = res[name]["auc"]
+        assert r["lo"] <= r["delta"] <= r["hi"]
+
+
+def test_runs_with_other_pairs_on_the_same_photos_compare(folder_run, ckpts, tmp_path):  # noqa: F811
+    from camsim.eval.transfer import run_transfer
+
+    run_transfer(transfer_cfg(ckpts["b"], folder_run["root"], tmp_path, "transfer.patches_per_image=8"))
+    a, b = read_scores(folder_run["out"]), read_scores(tmp_path / "run")
+    assert not np.array_equal(a.contrasts["patch/other_photo"].score, b.contrasts["patch/other_photo"].score)
+    res = paired_bootstrap(a, b, reps=40)
+    assert res["patch/other_photo"]["auc"]["n"] > 0
+
+
+def _side(score: np.ndarray, positive: np.ndarray, photo_1: np.ndarray, photo_2: np.ndarray, link: np.ndarray,
+          photo_model: np.ndarray, label: str) -> TransferScores:
+    paths = np.array([f"p{k}.jpg" for k in range(len(photo_model))])
+    return TransferScores(label, paths, np.array([f"m{m}" for m in photo_model]),
+                          {"patch/other_photo": Contrast(score, positive, photo_1, photo_2, link)})
+
+
+def test_pairing_cancels_the_photos_luck():
+    """B = A plus a small, steady gain: the paired interval of B − A is far narrower than either
+    run's own interval, lies above zero, and the unpaired intervals overlap."""
+    rng = np.random.default_rng(0)
+    models, photos_per = 12, 4
+    photo_model = np.repeat(np.arange(models), photos_per)
+    n = 6000
+    p1 = rng.integers(0, len(photo_model), n)
+    p2 = rng.integers(0, len(photo_model), n)
+    same = photo_model[p1] == photo_model[p2]
+    link = np.where(p1 == p2, SAME_PHOTO, np.where(same, SAME_MODEL, 2))
+    # hard and easy models: the photos' luck moves a run's AUC a lot
+    hard = rng.uniform(0.0, 1.5, models)[photo_model[p1]]
+    base = rng.normal(0, 1, n) + same * (1.5 - hard)
+    a = _side(base, same, p1, p2, link, photo_model, "A")
+    b = _side(base + 0.25 * same, same, p1, p2, link, photo_model, "B")
+    res = paired_bootstrap(a, b, reps=300, seed=1)["patch/other_photo"]["auc"]
+    assert res["delta"] > 0 and res["lo"] > 0 and res["p_b_better"] == 1.0
+    own = bootstrap({"a": a.contrasts["patch/other_photo"]}, {"a": 0.5}, photo_model, 300, 0.95, 1)["a"]["auc"]
+    assert (res["hi"] - res["lo"]) < 0.5 * (own["hi"] - own["lo"])
+    assert own["hi"] > res["b"]  # unpaired, A's interval reaches B's estimate: no verdict without pairing
+
+
+def test_photo_labelled_differently_is_refused():
+    photo_model = np.array([0, 0, 1, 1])
+    p1, p2 = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3])
+    same = photo_model[p1] == photo_model[p2]
+    link = np.where(same, SAME_MODEL, 2)
+    a = _side(np.arange(4.0), same, p1, p2, link, photo_model, "A")
+    b = _side(np.arange(4.0), same, p1, p2, link, np.array([0, 0, 1, 0]), "B")
+    with pytest.raises(ValueError, match=r"p3.jpg: camera model 'm1' in one run and 'm0' in the other"):
+        paired_bootstrap(a, b, reps=5)
+
+
+def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: F811
+    out = folder_run["out"]
+    r = run_cli("camsim-compare", "--paired", f"{out}:baseline", str(out), "--reps", "30", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "paired.md").read_text()
+    assert "Protocol:" in text and "paired bootstrap" in text and "two photos of one model" in text
+    record = json.loads((tmp_path / "paired.json").read_text())
+    assert record["reps"] == 30 and "patch/other_photo" in record["contrasts"]
+    # bad input: one line naming the file
+    r = run_cli("camsim-compare", "--paired", str(tmp_path / "nowhere"), str(out))
+    assert r.returncode == 2 and "nowhere: no scores.npz" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("camsim-compare")
+    assert r.returncode == 2 and "either a multirun dir or --paired" in r.stderr
