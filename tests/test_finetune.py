@@ -168,3 +168,18 @@ def test_fine_tuned_job_reuses_the_frozen_head_and_evaluates_its_own_backbone(tm
     assert last["finetune"]["artefact"] == str(tuned)
     assert last["phase_b"] == {"artefact": str(frozen), "reused": True}  # head stage reused, recorded as such
     assert "fine-tuning (backbone unfrozen)" in last["timings_s"] and last["eval"]
+
+
+def test_transfer_report_says_a_fine_tuned_networks_baseline_is_not_phase_as(frozen, tmp_path):
+    """The classifier layer is not fine-tuned, so the baseline through a fine-tuned backbone is another
+    baseline than Phase A's: the transfer report says so (and says nothing for the frozen network)."""
+    from camsim.eval.transfer import run_transfer
+    from tests.test_transfer import _save, make_folder, transfer_cfg
+
+    tuned = ForensicSimilarity.for_finetuning(frozen["ckpt"], {**FINETUNE, "enabled": True})
+    root = make_folder(tmp_path / "photos", {"Acme_One": 2, "Bolt_Two": 2})
+    notes = {}
+    for name, ckpt in (("frozen", frozen["ckpt"]), ("tuned", _save(tuned, tmp_path / "tuned.ckpt"))):
+        notes[name] = run_transfer(transfer_cfg(ckpt, root, tmp_path / name, "transfer.bootstrap.reps=5"))["transfer"]["notes"]
+    assert any("Fine-tuned network" in n for n in notes["tuned"])
+    assert not any("Fine-tuned network" in n for n in notes["frozen"])

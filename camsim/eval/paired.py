@@ -160,9 +160,15 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
     ]
     for k, figs in result.items():
         au, ee = figs["auc"], figs["eer"]
-        lines.append(f"| {_NAMES.get(k, k)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
+        lines.append(f"| {_name(k)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
                      f"{_pct(au['p_b_better'])} | {ee['a']:.3f} | {ee['b']:.3f} | {_delta(ee)} |")
     return "\n".join(lines)
+
+
+def _name(contrast: str) -> str:
+    base, _, negatives = contrast.partition("~")
+    return _NAMES.get(base, base) + {"": "", "same_make": " (negatives: other models of the same make)",
+                                     "other_make": " (negatives: models of other makes)"}.get(negatives, f" ~{negatives}")
 
 
 def _delta(r: dict) -> str:

@@ -275,6 +275,10 @@ def run_transfer(cfg: DictConfig) -> dict:
     elif fp_ckpt == fp_here and known_here:
         notes.append("This source is the checkpoint's training data: photos of known models include photos it was "
                      "trained on (the transfer evaluation has no split).")
+    if getattr(sim, "finetuning", False) and bool(cfg.eval.baseline):
+        notes.append("Fine-tuned network: its Bray–Curtis baseline runs Phase A's classifier layer, which fine-tuning "
+                     "left as it was, on the fine-tuned features — not Phase A's own baseline; the frozen network's "
+                     "transfer run has that one.")
     log.info("  checkpoint %s: A=%d models, B=%s; feature layer %s; patches %d px, align %d, min_entropy %.2f",
              ckpt, len(sets["a"]), "not recorded" if sets["b"] is None else len(sets["b"]), sim.feature_layer,
              settings.size, settings.align, settings.min_entropy)
