@@ -115,8 +115,9 @@ def row_localize(p: dict) -> dict:
     if variant not in ("eager", "channels_last", "compile"):
         raise ValueError(f"localize variant: unknown {variant!r}")
     # the product's path: Localizer -> FeaturePass (channels_last / compile as camsim-localize's
-    # feature_pass config says); eager = the default layout
-    loc = Localizer(sim, channels_last=variant != "eager", compile=variant == "compile")
+    # feature_pass config says; eager = the default layout), pairs by the compiled kernel as for a
+    # folder (compile_scoring; compiled in the warm-up below)
+    loc = Localizer(sim, channels_last=variant != "eager", compile=variant == "compile", compile_scoring=True)
     h, w = p["image_size"]
     green = texture(h, w, 3)
     extract, compile_s = loc.extract, None
@@ -162,7 +163,8 @@ def row_localize(p: dict) -> dict:
                    note=f"{n / spent['features']:.1f} patches/s, {n * flops / spent['features'] / 1e9:.1f} GFLOP/s "
                         f"(batch {loc.feature_pass.batch_size}, {variant})"),
         table_line("  pair scoring (score_matrix)", spent["pairs"], "s",
-                   note=f"{scored[0]} pairs scored, {scored[0] / max(spent['pairs'], 1e-9):.3g} pairs/s"),
+                   note=f"{scored[0]} pairs scored, {scored[0] / max(spent['pairs'], 1e-9):.3g} pairs/s "
+                        f"(compiled kernel: {'yes' if loc.sim.head.fusable() else 'no, eager'})"),
         table_line("  rest (grid, entropy, spectral cut, maps)", other, "s"),
     ]
     if compile_s is not None:

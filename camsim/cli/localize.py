@@ -35,7 +35,9 @@ def _main(cfg: DictConfig) -> None:
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
-    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch), **to_plain(cfg.feature_pass))
+    compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
+    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch), compile_scoring=compiled,
+                    **to_plain(cfg.feature_pass))
     out_dir = Path(cfg.paths.output_dir)
     if image.is_dir():
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))

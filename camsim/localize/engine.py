@@ -2,7 +2,9 @@
 
 The engine knows no model: it receives two callables,
 
-* ``extract(patches uint8 [N, P, P]) -> float32 [N, d]`` — the features f(X) (Phase A),
+* ``extract(patches uint8 [N, P, P]) -> float32 [N, d]`` — one vector per patch for
+  ``score_matrix`` to compare: the features f(X) (Phase A), or what the similarity head
+  computes of them once per patch (``camsim.localize.run.Localizer``: the head's row terms);
   called in batches, once per decidable patch;
 * ``score_matrix(F [N, d], G [M, d]) -> [N, M]`` — the similarity S in [0, 1] of every
   pair (Phase B; higher = same camera model). The engine always passes ``G``.

@@ -47,6 +47,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from camsim.artefacts import atomic_write_bytes
 from camsim.localize.engine import LocalizationResult
+from camsim.localize.grid import CellMap
 
 TINT = np.array([255.0, 0.0, 0.0])       # suspected region
 TINT_ALPHA = 0.45                         # verdict "spliced"
@@ -224,7 +225,8 @@ def write_outputs(result: LocalizationResult, out_dir: str | Path, rgb: np.ndarr
              scores=result.scores, suspicion=result.suspicion, suspect=result.suspect,
              grid_shape=np.asarray(result.grid_shape), patch=np.asarray(result.patch))
     atomic_write_bytes(out / "patches.npz", buf.getvalue())
-    mask = np.where(result.mask, 255, 0).astype(np.uint8)
+    cells = result.mask_cells                          # 0 / 255 per cell, then pixels: no float 12-MP map
+    mask = CellMap(np.where(cells.values >= 0.5, 255, 0).astype(np.uint8), cells.ys, cells.xs).pixels()
     atomic_write_bytes(out / "mask.png", _png_bytes(Image.fromarray(mask), compress_level=1))
     return summary_line(result)
 

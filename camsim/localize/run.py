@@ -1,7 +1,8 @@
 """Localisation with a trained similarity network: one image, or a folder in batch mode.
 
-Features are computed once per patch by the frozen backbone; pairs are scored from them
-by the similarity head (:meth:`SimilarityNet.score_matrix`).
+Features are computed once per patch by the frozen backbone, and the similarity head's
+per-patch part of them (:meth:`SimilarityNet.row_terms`) once per patch too; pairs are scored
+from those rows (:meth:`SimilarityNet.score_rows`).
 
 Patch settings have one source of truth, the checkpoint's training recipe
 (``sim.patch_settings``: ``size``, ``align``, ``min_entropy``): the patch size and the
@@ -62,15 +63,25 @@ def resolve_min_entropy(option: float | None, patch_settings: dict | None) -> tu
 class Localizer:
     """A similarity checkpoint turned into the engine's ``extract`` / ``score_matrix`` callables.
 
+    ``extract`` gives each patch's row terms of the similarity head
+    (:meth:`~camsim.models.similarity.SimilarityNet.row_terms` of f(X)): the head's branch runs
+    once per patch, not once per ``score_matrix`` call, and ``score_matrix`` pairs them
+    (:meth:`~camsim.models.similarity.SimilarityNet.score_rows`).
+
     The uncompiled feature pass runs ``batch`` patches per forward where its pixel budget
     allows (:func:`~camsim.models.feature_pass.feature_batch_size` with cap ``batch``: 256 at
     64 px, 16 at 256 px): the engine hands it ``batch`` patches at a time anyway, and the quick
     recipe's small network did ~1.15× more patches per CPU-second in batches of 128–256 than
     of 32 (``FeaturePass`` A/B in one process, 2 shared cores of an AMD EPYC, 2026-12-03). A
     compiled pass keeps its default batch (its static shape; measured best at 32 for 64 px).
+
+    ``compile_scoring``: the head's fused pair kernel (``score_rows(compile=True)``: ~3× faster
+    pair scoring of a concat head with one hidden layer; compiled once per process, ~2–8 s, so
+    ``camsim-localize`` turns it on for a folder and off for one image unless told).
     """
 
-    def __init__(self, sim: Any, batch: int = 256, channels_last: bool = True, compile: bool = False):
+    def __init__(self, sim: Any, batch: int = 256, channels_last: bool = True, compile: bool = False,
+                 compile_scoring: bool = False):
         self.sim = sim.eval()
         self.batch = batch
         self.patch = sim.patch_size
@@ -79,6 +90,7 @@ class Localizer:
         self.feature_pass = FeaturePass(sim.backbone, [sim.feature_layer],
                                         None if compile else feature_batch_size(self.patch, cap=batch),
                                         channels_last=channels_last, compile=compile)
+        self.compile_scoring = bool(compile_scoring)
         self._logged: set[str] = set()
 
     def min_entropy(self, opts: Any) -> tuple[float, str]:
@@ -90,15 +102,19 @@ class Localizer:
                      self.patch, self.align)
         return value, source
 
+    @torch.no_grad()
     def extract(self, patches: np.ndarray) -> np.ndarray:
-        """f(X) of uint8 patches ``[N, P, P]`` (the frozen backbone's feature pass)."""
-        return self.feature_pass.extract(patches)[self.sim.feature_layer]
+        """The head's row terms ``[N, k]`` of uint8 patches ``[N, P, P]``: the frozen backbone's
+        feature pass f(X), then the head's branch and first-layer terms (once per patch)."""
+        f = self.feature_pass.extract(patches)[self.sim.feature_layer]
+        return self.sim.head.row_terms(torch.from_numpy(f).to(self.sim.device)).cpu().numpy()
 
     @torch.no_grad()
-    def score_matrix(self, F: np.ndarray, G: np.ndarray | None) -> np.ndarray:
-        f = torch.from_numpy(F).to(self.sim.device)
-        g = None if G is None else torch.from_numpy(G).to(self.sim.device)
-        return self.sim.head.score_matrix(f, g).cpu().numpy()
+    def score_matrix(self, R1: np.ndarray, R2: np.ndarray | None) -> np.ndarray:
+        """S ``[N, M]`` of every pair of row terms (``R2=None``: ``R1`` against itself)."""
+        r1 = torch.from_numpy(R1).to(self.sim.device)
+        r2 = r1 if R2 is None else torch.from_numpy(R2).to(self.sim.device)
+        return self.sim.head.score_rows(r1, r2, compile=self.compile_scoring).cpu().numpy()
 
     def run(self, green: np.ndarray, opts: Any, progress: bool = False) -> LocalizationResult:
         """Localise ``green`` with the options of ``opts`` (camsim-localize's config keys; the
