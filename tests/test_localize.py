@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -555,6 +556,11 @@ def test_folded_feature_pass_equals_the_backbone_and_follows_weight_changes():
         ref2 = bb.forward_features(torch.from_numpy(x).unsqueeze(1), ["fc_a2.pre"])["fc_a2.pre"].numpy()
     assert np.abs(ref2 - ref).max() > 1e-3
     np.testing.assert_allclose(fp.extract(x)["fc_a2.pre"], ref2, rtol=1e-4, atol=1e-5)
+    ro = x.copy()
+    ro.flags.writeable = False                             # a memory-mapped patch set: same result, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(exact.extract(ro)["fc_a2.pre"], exact.extract(x)["fc_a2.pre"])
 
 
 class _ToyLocalizer:

@@ -104,7 +104,10 @@ class FeaturePass:
         n = len(patches)
         if n > self.batch_size:
             raise ValueError(f"FeaturePass: {n} patches in one call, batch_size is {self.batch_size}")
-        x = torch.from_numpy(np.ascontiguousarray(patches))
+        arr = np.ascontiguousarray(patches)
+        if not arr.flags.writeable:  # a read-only (e.g. memory-mapped) set: torch wants to own writable memory
+            arr = arr.copy()         # one batch, a few MB at most
+        x = torch.from_numpy(arr)
         if x.dim() == 3:
             x = x.unsqueeze(1)
         if self.compile and n < self.batch_size:  # one static shape: pad, drop the padding after
