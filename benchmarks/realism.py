@@ -129,20 +129,20 @@ def paired_rows(out: Path, reference: Path, reps: int = 1000) -> str:
     lines = [f"Paired against {reference.name} (Δ AUC, two photos of one model vs different models; 95 % paired "
              f"bootstrap over models and photos, {reps} replicates; P = share of replicates where the variant is better)",
              "", "| variant | patch 4 nat | patch 1 nat | image 4 nat | image 1 nat |", "|---|---:|---:|---:|---:|"]
+    tags, keys = ("4nat", "1nat"), ("patch/other_photo", "image/other_photo")
+    ref = {t: read_scores(reference / f"transfer-{t}") for t in tags
+           if (reference / f"transfer-{t}" / "scores.npz").is_file()}
     for d in sorted(p for p in out.iterdir() if (p / "transfer-4nat" / "scores.npz").is_file()):
         if d.resolve() == reference.resolve():
             continue
-        cells = []
-        for key in ("patch/other_photo", "image/other_photo"):
-            for tag in ("4nat", "1nat"):
-                if not (reference / f"transfer-{tag}" / "scores.npz").is_file() or \
-                        not (d / f"transfer-{tag}" / "scores.npz").is_file():
-                    cells.append("n/a")
-                    continue
-                r = paired_bootstrap(read_scores(reference / f"transfer-{tag}"), read_scores(d / f"transfer-{tag}"),
-                                     reps)[key]["auc"]
-                cells.append(f"{r['delta']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] P {100 * r['p_b_better']:.0f} %")
-        lines.append(f"| {d.name} | " + " | ".join(cells[i] for i in (0, 1, 2, 3)) + " |")
+        cell = {}
+        for t in tags:
+            if t in ref and (d / f"transfer-{t}" / "scores.npz").is_file():
+                res = paired_bootstrap(ref[t], read_scores(d / f"transfer-{t}"), reps)  # every contrast at once
+                for k in keys:
+                    r = res[k]["auc"]
+                    cell[k, t] = f"{r['delta']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] P {100 * r['p_b_better']:.0f} %"
+        lines.append(f"| {d.name} | " + " | ".join(cell.get((k, t), "n/a") for k in keys for t in tags) + " |")
     return "\n".join(lines)
 
 

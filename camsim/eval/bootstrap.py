@@ -175,15 +175,32 @@ class Contrast:
         return out
 
 
+def check_reps_level(reps: int, level: float, prefix: str = "") -> None:
+    """Bootstrap replicates ≥ 1 and an interval level in (0, 1); the error names ``prefix + key``."""
+    if reps < 1:
+        raise ValueError(f"{prefix}reps: must be ≥ 1, got {reps}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"{prefix}level: must be in (0, 1), got {level}")
+
+
+def percentile_interval(values: Sequence[float], reps: int, level: float) -> dict[str, float]:
+    """``{"lo", "hi", "n"}``: the percentile interval of the replicates' values that exist (NaN
+    dropped, ``n`` of them); ``lo``/``hi`` NaN when fewer than half of ``reps`` give the value."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if len(v) < max(1, reps // 2):
+        return {"lo": np.nan, "hi": np.nan, "n": int(len(v))}
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
+    return {"lo": float(lo), "hi": float(hi), "n": int(len(v))}
+
+
 def bootstrap(contrasts: Mapping[str, Contrast], etas: Mapping[str, float], model_of_photo: np.ndarray,
               reps: int, level: float, seed: int) -> dict[str, dict[str, dict[str, float]]]:
     """Percentile intervals of every figure of every contrast: ``{name: {figure: {"lo", "hi", "n"}}}``,
     all contrasts from the same resamples; ``lo``/``hi`` NaN when fewer than half the replicates
     give the figure."""
-    if reps < 1:
-        raise ValueError(f"transfer.bootstrap.reps: must be ≥ 1, got {reps}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"transfer.bootstrap.level: must be in (0, 1), got {level}")
+    check_reps_level(reps, level, "transfer.bootstrap.")
     rng = np.random.default_rng(seed)
     draws: dict[str, dict[str, list[float]]] = {name: {} for name in contrasts}
     for _ in range(reps):
@@ -192,20 +209,9 @@ def bootstrap(contrasts: Mapping[str, Contrast], etas: Mapping[str, float], mode
             w = pair_weights(c.link, c.photo_1, c.photo_2, total, per_copy)
             for k, v in c.figures(etas[name], w).items():
                 draws[name].setdefault(k, []).append(v)
-    alpha = (1.0 - level) / 2.0
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, figs in draws.items():
-        out[name] = {}
-        for k, values in figs.items():
-            v = np.asarray(values, dtype=np.float64)
-            v = v[~np.isnan(v)]
-            if len(v) < max(1, reps // 2):
-                out[name][k] = {"lo": np.nan, "hi": np.nan, "n": int(len(v))}
-            else:
-                lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-                out[name][k] = {"lo": float(lo), "hi": float(hi), "n": int(len(v))}
-    return out
+    return {name: {k: percentile_interval(values, reps, level) for k, values in figs.items()}
+            for name, figs in draws.items()}
 
 
-__all__ = ["WeightedRoc", "Contrast", "bootstrap", "resample_counts", "pair_weights", "SAME_PHOTO", "SAME_MODEL",
+__all__ = ["WeightedRoc", "Contrast", "bootstrap", "check_reps_level", "percentile_interval", "resample_counts", "pair_weights", "SAME_PHOTO", "SAME_MODEL",
            "DIFF_MODEL", "FIGURES"]

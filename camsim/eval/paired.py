@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camsim.eval.bootstrap import Contrast, pair_weights, resample_counts
+from camsim.eval.bootstrap import Contrast, check_reps_level, pair_weights, percentile_interval, resample_counts
 from camsim.eval.transfer import LevelScores, contrasts_of, make_relation
 
 FIGURES = ("auc", "eer")
@@ -104,10 +104,7 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     ``a`` / ``b`` / ``delta`` are the point estimates (all pairs once); ``lo``/``hi`` the
     percentile interval of B − A over replicates that give the figure in both runs (``n``);
     ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
-    if reps < 1:
-        raise ValueError(f"reps: must be ≥ 1, got {reps}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level: must be in (0, 1), got {level}")
+    check_reps_level(reps, level)
     shared = [k for k in a.contrasts if k in b.contrasts]
     if not shared:
         raise ValueError(f"{a.label} and {b.label} have no contrast in common")
@@ -124,21 +121,16 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
             fb = cb[k].roc.figures(0.5, pair_weights(cb[k].link, cb[k].photo_1, cb[k].photo_2, total, per_copy))
             for f in FIGURES:
                 deltas[k][f].append(fb[f] - fa[f])
-    alpha = (1.0 - level) / 2.0
     out: dict[str, dict[str, dict[str, float]]] = {}
     for k in shared:
         out[k] = {}
         for f in FIGURES:
+            va, vb = point[k][0][f], point[k][1][f]
+            row = {"a": va, "b": vb, "delta": vb - va, **percentile_interval(deltas[k][f], reps, level)}
             v = np.asarray(deltas[k][f], np.float64)
             v = v[~np.isnan(v)]
-            va, vb = point[k][0][f], point[k][1][f]
-            row = {"a": va, "b": vb, "delta": vb - va, "n": int(len(v))}
-            if len(v) >= max(1, reps // 2):
-                lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-                better = v > 0 if f == "auc" else v < 0
-                row.update(lo=float(lo), hi=float(hi), p_b_better=float(better.mean()))
-            else:
-                row.update(lo=np.nan, hi=np.nan, p_b_better=np.nan)
+            better = v > 0 if f == "auc" else v < 0
+            row["p_b_better"] = np.nan if np.isnan(row["lo"]) else float(better.mean())
             out[k][f] = row
     return out
 
