@@ -57,7 +57,8 @@ from typing import Any
 import numpy as np
 
 from camsim.data.patches import cut_patches, patch_entropy
-from camsim.localize.graph import METHODS, affinity, affinity_block, extend_partition, spectral_bipartition
+from camsim.localize.graph import (METHODS, affinity, affinity_block, extend_partition, single_blas_thread,
+                                   spectral_bipartition)
 from camsim.localize.grid import CellMap, LocalizationError, patch_cell_map, patch_grid
 from camsim.progress import track
 
@@ -188,12 +189,16 @@ def _features(green: np.ndarray, positions: np.ndarray, patch: int, extract: Ext
 
 
 def _scores(score_matrix: ScoreMatrix, F: np.ndarray, G: np.ndarray, batch: int) -> np.ndarray:
-    """S(F_i, G_j) for all pairs, ``max(batch, PAIR_BLOCK // len(G))`` rows per call, checked."""
+    """S(F_i, G_j) for all pairs, ``max(batch, PAIR_BLOCK // len(G))`` rows per call, checked; in
+    the scorer's float dtype (float32 from a network: callers widen to float64 where they compute,
+    exactly, so no float64 copy of every block is made), float64 for any other dtype."""
     out = []
     step = max(int(batch), PAIR_BLOCK // max(1, len(G)))
     for a in range(0, len(F), step):
         rows = F[a:a + step]
-        s = np.asarray(score_matrix(rows, G), dtype=np.float64)
+        s = np.asarray(score_matrix(rows, G))
+        if s.dtype.kind != "f":
+            s = s.astype(np.float64)
         if s.shape != (len(rows), len(G)):
             raise LocalizationError(
                 f"score_matrix must return [{len(rows)}, {len(G)}]; got shape {s.shape}")
@@ -226,7 +231,7 @@ def _auto_reference(score_matrix: ScoreMatrix, F: np.ndarray, batch: int, candid
     """The candidate patch most similar to all the others (highest mean S): likely host."""
     n = len(F)
     cand = np.unique(np.linspace(0, n - 1, min(n, candidates)).round().astype(np.int64))
-    S = _scores(score_matrix, F[cand], F, batch)
+    S = _scores(score_matrix, F[cand], F, batch).astype(np.float64)
     S[np.arange(len(cand)), cand] = np.nan                      # no self-similarity
     return int(cand[int(np.argmax(np.nanmean(S, axis=1)))])
 
@@ -249,6 +254,7 @@ def _landmarks(n: int, m: int, must: int | None) -> np.ndarray:
     return idx
 
 
+@single_blas_thread()                                          # matvecs: one BLAS thread is faster and steadier
 def _graph(F: np.ndarray, score_matrix: ScoreMatrix, batch: int, ref_k: int | None, ring: np.ndarray,
            weights: str, eta: float, max_nodes: int, method: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """Graph mode on the decidable patches' features ``F``: labels (1 = suspect), suspicion
@@ -359,7 +365,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     stats: dict[str, Any] = {}
     if mode == "reference":
         assert ref_k is not None
-        s = np.clip(_scores(score_matrix, F[ref_k:ref_k + 1], F, batch)[0], 0.0, 1.0)
+        s = np.clip(_scores(score_matrix, F[ref_k:ref_k + 1], F, batch)[0].astype(np.float64), 0.0, 1.0)
         flags = s <= eta
         flags[ref_k] = False
         others = np.delete(s, ref_k)

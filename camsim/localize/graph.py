@@ -38,13 +38,59 @@ O(N·m) pair scores.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy
 import scipy.linalg
 import scipy.sparse.linalg
 
 from camsim.localize.grid import LocalizationError
+
+
+@functools.cache
+def _openblas_thread_setters() -> tuple[Any, ...]:
+    """``openblas_set_num_threads_local`` of the OpenBLAS copies that numpy's and scipy's wheels
+    ship (``numpy.libs/``, ``scipy.libs/``, loaded by the imports above); empty elsewhere (other
+    BLAS builds, older OpenBLAS): :func:`single_blas_thread` then changes nothing."""
+    setters = []
+    for pkg in (np, scipy):
+        for path in sorted((Path(pkg.__file__).parent.parent / f"{pkg.__name__}.libs").glob("*openblas*.so*")):
+            try:
+                fn = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            setters.append(fn)
+    return tuple(setters)
+
+
+@contextlib.contextmanager
+def single_blas_thread() -> Iterator[None]:
+    """numpy's and scipy's OpenBLAS run one thread in the calling thread for the block.
+
+    The graph's BLAS calls are matrix-vector products on ≤ 2048 × 2048 (the Nyström extension,
+    ARPACK's matvecs): memory-bound, and on a 2-core machine shared with other work each call
+    waited for the second OpenBLAS thread (one 2048 × 2048 product 8.8 ms with two threads, 1.4 ms
+    with one), whose spinning afterwards also slowed the pair scoring between the calls: "graph +
+    maps" of a 12-MP photo varied 1.0–3.9 s (median 1.74 s against 1.10 s with one thread, pair
+    scoring 0.62 s against 0.32 s, alternated in one process). A matrix-vector product's outputs
+    are the same dot products (bitwise); LAPACK's
+    ``eigh`` (≤ 1024 nodes) and ARPACK may round the last bit differently with another thread
+    count (λ₂ within 1e-16; the cut the same: tests/test_localize_speed_paths.py) — as the
+    results already did between machines with different core counts."""
+    setters = _openblas_thread_setters()
+    previous = [fn(1) for fn in setters]
+    try:
+        yield
+    finally:
+        for fn, n in zip(setters, previous):
+            fn(n)
 
 
 def affinity(S: np.ndarray, weights: str = "similarity", eta: float = 0.5) -> np.ndarray:
@@ -194,7 +240,8 @@ def spectral_bipartition(S: np.ndarray, weights: str = "similarity", eta: float 
     deg = W.sum(axis=1)
     dis = np.zeros(n)
     np.divide(1.0, np.sqrt(deg), out=dis, where=deg > 0)  # isolated nodes: D^{-1/2} := 0
-    M = dis[:, None] * W * dis[None, :]
+    M = dis[:, None] * W                               # D^{-1/2} W D^{-1/2}: one N×N temporary
+    M *= dis[None, :]
     mu, vec = _top_eigs(M)
     del M
     lam = 1.0 - mu[::-1]                               # λ₁ ≤ λ₂ ≤ λ₃ of L = I − M
@@ -283,10 +330,10 @@ def affinity_block(S_xl: np.ndarray, S_lx_t: np.ndarray, weights: str = "similar
                    eta: float = 0.5) -> np.ndarray:
     """Edge weights between b nodes and m landmarks: ``clip((S(x, l) + S(l, x)ᵀ)/2, 0, 1)``
     from the two scoring directions ([b, m] each), as :func:`affinity` does for a square S."""
-    a, c = np.asarray(S_xl, dtype=np.float64), np.asarray(S_lx_t, dtype=np.float64)
+    a, c = np.asarray(S_xl), np.asarray(S_lx_t)
     if a.shape != c.shape or a.ndim != 2:
         raise LocalizationError(f"similarity blocks must both be [b, m]; got {a.shape} and {c.shape}")
-    W = a + c                                          # (a + c)/2 clipped, in place
+    W = np.add(a, c, dtype=np.float64)                 # widened exactly inside the add: no float64 copies
     W *= 0.5
     np.clip(W, 0.0, 1.0, out=W)
     if weights == "threshold":
@@ -297,4 +344,4 @@ def affinity_block(S_xl: np.ndarray, S_lx_t: np.ndarray, weights: str = "similar
 
 
 __all__ = ["affinity", "affinity_block", "modularity", "image_score", "splice_side",
-           "spectral_bipartition", "extend_partition", "EXACT_EIGH_NODES", "METHODS"]
+           "spectral_bipartition", "extend_partition", "single_blas_thread", "EXACT_EIGH_NODES", "METHODS"]

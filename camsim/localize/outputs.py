@@ -18,7 +18,8 @@
   ``suspicion``, ``suspect``, ``grid_shape``, ``patch``;
 * ``mask.png`` — the suspected pixels at full resolution, 8-bit, 255 = suspected, 0 = not.
 
-PNGs are written with zlib level 1 (fast; the pictures are few MB at most).
+PNGs are written with zlib level 1 (fast; the pictures are few MB at most); the overlay in a
+second thread while the heatmap and the rest are written (~0.2 s less per 12-MP photo, same bytes).
 
 Metrics follow the splicing literature: pixel F1, MCC and IoU of a binary mask against
 the ground truth, and the image-level detection AUC. Because published numbers differ
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +72,14 @@ def _outline_width(shape: tuple[int, int]) -> int:
 
 
 def _blend(base: np.ndarray, where: np.ndarray, colour: np.ndarray, alpha: float) -> None:
-    px = base[where].astype(np.float32)
-    base[where] = np.clip(((1.0 - alpha) * px + alpha * colour.astype(np.float32)).round(), 0, 255).astype(np.uint8)
+    """Blend ``colour`` into the uint8 RGB ``base`` at ``where``, in place: ``round((1 − alpha)·v +
+    alpha·colour)`` in float32, tabulated for the 256 values of each channel (no float copy of
+    the picture)."""
+    v = np.arange(256, dtype=np.float32)[:, None]
+    lut = np.clip(((1.0 - alpha) * v + alpha * colour.astype(np.float32)).round(), 0, 255).astype(np.uint8)
+    for c in range(base.shape[2]):
+        channel = base[..., c]
+        np.copyto(channel, lut[:, c][channel], where=where)
 
 
 def preview_shape(shape: tuple[int, int], max_side: int | None) -> tuple[int, int]:
@@ -213,8 +221,21 @@ def write_outputs(result: LocalizationResult, out_dir: str | Path, rgb: np.ndarr
     :func:`summary_line`. See the module docstring for the files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    overlay = annotated_overlay(result, rgb, overlay_max_side)
-    atomic_write_bytes(out / "overlay.png", _png_bytes(Image.fromarray(overlay), compress_level=1))
+    # the overlay is drawn and encoded (resize, blend, zlib: mostly without the GIL) beside the rest
+    with ThreadPoolExecutor(1) as pool:
+        overlay = pool.submit(_write_overlay, result, rgb, overlay_max_side, out / "overlay.png")
+        _write_rest(result, out, save_scores)
+        overlay.result()
+    return summary_line(result)
+
+
+def _write_overlay(result: LocalizationResult, rgb: np.ndarray | None, max_side: int | None, path: Path) -> None:
+    overlay = annotated_overlay(result, rgb, max_side)
+    atomic_write_bytes(path, _png_bytes(Image.fromarray(overlay), compress_level=1))
+
+
+def _write_rest(result: LocalizationResult, out: Path, save_scores: bool) -> None:
+    """heatmap.png, scores.npy (``save_scores``), patches.npz and mask.png into ``out``."""
     atomic_write_bytes(out / "heatmap.png", heatmap_png(result))
     if save_scores:
         buf = io.BytesIO()
@@ -228,7 +249,6 @@ def write_outputs(result: LocalizationResult, out_dir: str | Path, rgb: np.ndarr
     cells = result.mask_cells                          # 0 / 255 per cell, then pixels: no float 12-MP map
     mask = CellMap(np.where(cells.values >= 0.5, 255, 0).astype(np.uint8), cells.ys, cells.xs).pixels()
     atomic_write_bytes(out / "mask.png", _png_bytes(Image.fromarray(mask), compress_level=1))
-    return summary_line(result)
 
 
 # --------------------------------------------------------------------------- metrics
