@@ -159,7 +159,8 @@ def phase_b_key(st: RunState) -> dict:
     return {"kind": "phase_b", "phase_a": st.phase_a_dir.name,
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
             "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
-            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items() if k not in skip},
+            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items()
+                        if k not in skip and not (k == "with_a" and not v)},  # off: the hash it always had
             "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
 
 
@@ -172,7 +173,8 @@ def training_record(st: RunState) -> dict:
     """What a similarity checkpoint keeps of its training: sets A and B (B's models it trained on;
     ``split.b_val``'s, only validated on, apart), the data, the patch settings."""
     cfg, sp = st.cfg, st.data.split
-    sets = {"a": list(sp.a), "b": list(sp.b_train), **({"b_val": list(sp.b_val)} if sp.b_val else {})}
+    sets = {"a": list(sp.a), "b": list(sp.b_train), **({"b_val": list(sp.b_val)} if sp.b_val else {}),
+            **({"b_with_a": True} if cfg.phase_b.with_a else {})}  # the head's pairs also from A's models
     return {"sets": sets, "data": data_fingerprint(cfg.data),
             "patches": {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
                         "min_entropy": float(cfg.patches.min_entropy)}}
@@ -182,7 +184,8 @@ def finetune_key(cfg: DictConfig, key: dict) -> dict | None:
     """The fine-tuned network's artefact key: the frozen stage's ``key`` + ``phase_b.finetune``;
     ``None`` when fine-tuning is off (the frozen network is then Phase B's artefact)."""
     ft = cfg.phase_b.finetune
-    return {**key, "finetune": {k: v for k, v in to_plain(ft).items() if k not in ("enabled", "loader")},
+    return {**key, "finetune": {k: v for k, v in to_plain(ft).items()
+                                if k not in ("enabled", "loader") and not (k == "with_a" and not v)},
             "finetune_batch_size": int(ft.loader.batch_size)} if ft.enabled else None
 
 
@@ -201,7 +204,7 @@ def stage_phase_b(st: RunState) -> None:
             module = ForensicSimilarity.for_finetuning(frozen / "model.ckpt", to_plain(ft))
             dm = PairDataModule(st.data, ft.loader, int(ft.train_pairs), int(cfg.phase_b.val_pairs),  # val: the head's
                                 seed=stable_seed("finetune", seed) % 2**31, resample=bool(cfg.phase_b.resample_pairs),
-                                val_seed=seed + 1)
+                                val_seed=seed + 1, with_a=bool(ft.with_a))
             pcfg = OmegaConf.create({"max_epochs": ft.max_epochs, "monitor": cfg.phase_b.monitor, "resume": cfg.phase_b.resume})
             with stage("fine-tuning (backbone unfrozen)", st.summary):
                 _train_phase(st, "finetune", ft_key, final, module, dm, pcfg, False, dm.callbacks())
@@ -221,7 +224,8 @@ def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
                           **to_plain(cfg.phase_b.feature_pass))
         features = fs.features
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
-                        seed=seed, resample=bool(cfg.phase_b.resample_pairs), features=features)
+                        seed=seed, resample=bool(cfg.phase_b.resample_pairs), features=features,
+                        with_a=bool(cfg.phase_b.with_a))
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
 
 

@@ -292,3 +292,30 @@ def test_b_val_models_never_appear_in_phase_b_training_pairs(tmp_path: Path) -> 
         CameraData(FolderSource(root), compose_cfg(["split.a=[cam0,cam1]", "split.known=[cam0]",
                    "split.b=[cam2,cam3,cam4]", "split.c=[cam7]", "split.b_val=[cam2,cam7]"]).split, cfg.patches,
                    tmp_path / "art").split
+
+
+def test_with_a_draws_phase_b_training_pairs_from_a_training_images_only(tmp_path: Path) -> None:
+    """phase_b.with_a: training pairs come from B's and A's models — A's from its Phase A
+    training images, never the test images the known-model evaluation uses; validation stays on B."""
+    from camsim.data.sources import FolderSource
+    from tests.conftest import compose_cfg
+
+    root = _folder(tmp_path / "photos", models=6, images=6, size=(128, 128))
+    cfg = compose_cfg(["split.a=[cam0,cam1]", "split.known=[cam0]", "split.b=[cam2,cam3,cam4]", "split.c=[cam5]",
+                       "patches.workers=0", "patches.per_model.train_b=20", "patches.per_model.val_b=8",
+                       "patches.per_model.train_a=20", "patches.per_model.val_a=8", "patches.per_model.test=8"])
+    data = CameraData(FolderSource(root), cfg.split, cfg.patches, tmp_path / "art")
+    plain = PairDataModule(data, cfg.phase_b.loader, 300, 50, seed=0)
+    dm = PairDataModule(data, cfg.phase_b.loader, 300, 50, seed=0, with_a=True)
+    plain.setup()
+    dm.setup()
+    assert plain.models["train"] == ["cam2", "cam3", "cam4"]
+    assert dm.models == {"train": ["cam2", "cam3", "cam4", "cam0", "cam1"], "val": ["cam2", "cam3", "cam4"]}
+    ds = dm.train_set
+    used = {dm.models["train"][k] for k in np.unique(ds.labels[np.r_[ds.i, ds.j]])}
+    assert used == {"cam0", "cam1", "cam2", "cam3", "cam4"}
+    sets = {**data.patch_sets("phase_a"), **data.patch_sets("phase_b")}
+    for m in ("cam0", "cam1"):  # A's pair patches are its training patches, bit for bit
+        rows = np.flatnonzero(ds.items.labels == dm.models["train"].index(m))
+        assert np.array_equal(ds.items.take(rows), np.asarray(sets[(m, "train")].patches))
+        assert not set(sets[(m, "train")].images) & set(sets[(m, "test")].images)

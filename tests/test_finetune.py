@@ -146,6 +146,10 @@ def test_finetune_settings_key_their_own_artefact_only_when_enabled() -> None:
     whole = finetune_key(compose_cfg(["phase_b.finetune.enabled=true"]), key)
     assert len({content_hash(key), content_hash(fc), content_hash(whole)}) == 3
     assert whole["finetune"]["scheduler"]["T_max"] == whole["finetune"]["max_epochs"]  # interpolation resolved
+    # with_a keys an artefact of its own when on; off, the key is the one it had before the option existed
+    with_a = finetune_key(compose_cfg(["phase_b.finetune.enabled=true", "phase_b.finetune.with_a=true"]), key)
+    assert "with_a" not in whole["finetune"] and with_a["finetune"]["with_a"] is True
+    assert content_hash(with_a) != content_hash(whole)
 
 
 @pytest.mark.slow

@@ -120,6 +120,8 @@ class FinetuneConfig:
     max_epochs: int = 3
     #: patch pairs per epoch (redrawn per epoch with ``phase_b.resample_pairs``); validation: ``phase_b.val_pairs``
     train_pairs: int = 10000
+    #: draw these pairs from set A's models too (their Phase A training images), as ``phase_b.with_a``
+    with_a: bool = False
     #: the head's optimiser for these epochs; the backbone gets the same one at ``backbone_lr``
     optimizer: Any = field(default_factory=lambda: {
         "_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.99], "eps": 1e-6})
@@ -144,6 +146,10 @@ class PhaseBConfig:
     #: pairs per epoch, half same-model and half different-model (paper: 250k + 250k)
     train_pairs: int = 20000
     val_pairs: int = 4000
+    #: also draw training pairs from set A's models (their Phase A training images): A's models
+    #: are the known ones, so this trades nothing unseen away — C stays unseen — but leaves the
+    #: paper's disjoint A / B (docs/method.md); validation stays on B (or ``split.b_val``)
+    with_a: bool = False
     #: draw fresh training pairs every epoch (seeded by epoch) instead of one fixed set
     resample_pairs: bool = False
     optimizer: Any = field(default_factory=lambda: {
@@ -233,6 +239,9 @@ class TrainerConfig:
     deterministic: Any = False
     benchmark: Optional[bool] = None
     enable_model_summary: bool = False
+    #: null, "simple" or "advanced": Lightning's time per hook (training step, optimiser step,
+    #: loaders, validation), printed when a phase ends; ``debug=profile`` sets it
+    profiler: Optional[str] = None
     default_root_dir: str = "${paths.output_dir}"
 
 

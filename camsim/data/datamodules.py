@@ -278,19 +278,23 @@ class PairDataModule(L.LightningDataModule):
 
     def __init__(self, data: CameraData, loader: Any, train_pairs: int, val_pairs: int, seed: int,
                  resample: bool = False, features: Callable[[PatchSet], np.ndarray] | None = None,
-                 val_seed: int | None = None):
+                 val_seed: int | None = None, with_a: bool = False):
         super().__init__()
         self.data, self.loader, self.features = data, loader, features
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
         self.val_seed = seed + 1 if val_seed is None else val_seed
-        #: training pairs from B's training models; validation pairs from ``split.b_val`` (models
-        #: Phase B never trains on) when set, else from B's own models
-        self.models = {"train": list(data.split.b_train), "val": list(data.split.b_val or data.split.b)}
+        sp = data.split
+        #: training pairs from B's training models (``with_a``: and from A's models, their Phase A
+        #: training images — A's models are the known ones, C stays unseen); validation pairs from
+        #: ``split.b_val`` (models Phase B never trains on) when set, else from B's own models
+        self.models = {"train": list(sp.b_train) + (list(sp.a) if with_a else []), "val": list(sp.b_val or sp.b)}
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
 
     def _pairs(self, subset: str, n: int, seed: int, resample: bool) -> PairDataset:
         ps = self.data.patch_sets("phase_b")
+        if subset == "train" and set(self.models["train"]) & set(self.data.split.a):
+            ps = {**ps, **self.data.patch_sets("phase_a")}
         sets = [ps[(m, subset)] for m in self.models[subset]]
         patches = PatchDataset(sets, range(len(sets)))
         items = np.concatenate([self.features(s) for s in sets]) if self.features else patches

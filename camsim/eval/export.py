@@ -221,7 +221,8 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         f"{', '.join(sets.get('a') or []) or 'not recorded'}.",
         f"- Set B (Phase B, the similarity head): "
         f"{'not recorded' if sets.get('b') is None else ', '.join(sets['b']) or 'none'}"
-        + (f"; validated on {', '.join(sets['b_val'])}" if sets.get("b_val") else "") + ".",
+        + (f"; validated on {', '.join(sets['b_val'])}" if sets.get("b_val") else "")
+        + ("; its training pairs also from set A's models (`phase_b.with_a`)" if sets.get("b_with_a") else "") + ".",
         f"- Data: {'not recorded' if fp is None else f'`{json.dumps(fp)}`'}"
         + (f" (fingerprint {cfg['training_data_fingerprint']})" if cfg.get("training_data_fingerprint") else "") + ".",
         "- Patches: " + ("not recorded" if not tr.get("patches") else f"`{json.dumps(tr['patches'])}`") + ".", "",
