@@ -59,6 +59,21 @@ def test_each_group_option_overrides(group: str) -> None:
         assert choice == option
 
 
+def test_debug_profile_profiles_one_epoch_of_each_phase_at_full_size(tmp_path: Path) -> None:
+    """``debug=profile``: Lightning's simple profiler on one epoch per phase; the recipe's data stay."""
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    quick = compose_cfg(["experiment=quick"])
+    cfg = compose_cfg(["experiment=quick", "debug=profile"])
+    HydraConfig().set_config(cfg)
+    validate(cfg)
+    assert cfg.phase_a.max_epochs == cfg.phase_b.max_epochs == 1
+    assert cfg.patches.per_model == quick.patches.per_model and cfg.patches.size == quick.patches.size
+    trainer = hydra.utils.instantiate(cfg.trainer, default_root_dir=str(tmp_path), enable_progress_bar=False,
+                                      logger=False)
+    assert isinstance(trainer.profiler, SimpleProfiler)
+
+
 def test_key_overrides_reach_the_config() -> None:
     cfg = compose_cfg(["patches.size=128", "split.a=[m1,m2]", "phase_a.optimizer.lr=0.1", "eval.eta=auto"])
     assert cfg.patches.size == 128 and list(cfg.split.a) == ["m1", "m2"]
