@@ -153,14 +153,19 @@ def stage_phase_a(st: RunState) -> None:
     _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()])
 
 
+def _key_settings(node: DictConfig, skip: tuple[str, ...]) -> dict:
+    """A phase's settings as its artefact key holds them: without ``skip``, and without ``with_a``
+    while it is off (the key every artefact had before the option existed)."""
+    return {k: v for k, v in to_plain(node).items() if k not in skip and not (k == "with_a" and not v)}
+
+
 def phase_b_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
     skip = ("loader", "resume", "feature_pass", "feature_layer", "finetune")
     return {"kind": "phase_b", "phase_a": st.phase_a_dir.name,
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
             "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
-            "phase_b": {k: v for k, v in to_plain(cfg.phase_b).items()
-                        if k not in skip and not (k == "with_a" and not v)},  # off: the hash it always had
+            "phase_b": _key_settings(cfg.phase_b, skip),
             "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
 
 
@@ -184,8 +189,7 @@ def finetune_key(cfg: DictConfig, key: dict) -> dict | None:
     """The fine-tuned network's artefact key: the frozen stage's ``key`` + ``phase_b.finetune``;
     ``None`` when fine-tuning is off (the frozen network is then Phase B's artefact)."""
     ft = cfg.phase_b.finetune
-    return {**key, "finetune": {k: v for k, v in to_plain(ft).items()
-                                if k not in ("enabled", "loader") and not (k == "with_a" and not v)},
+    return {**key, "finetune": _key_settings(ft, ("enabled", "loader")),
             "finetune_batch_size": int(ft.loader.batch_size)} if ft.enabled else None
 
 
