@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,22 @@ __all__ = ["row_localize_photo", "PARTS"]
 #: the parts of one photo's time, as camsim-localize's localize.csv names them
 PARTS = (("read_s", "decode (JPEG, once)"), ("features_s", "feature pass"), ("scoring_s", "pair scoring"),
          ("graph_s", "grid, entropy, graph, maps"), ("write_s", "writing outputs"))
+
+
+def _machine_busy_s() -> float | None:
+    """CPU-seconds the whole machine has been busy so far (``/proc/stat``: user, nice, system,
+    irq, softirq and steal — the hypervisor's other guests); None without ``/proc/stat``."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _untrained_checkpoint(p: dict, path: Path) -> Path:
@@ -63,7 +80,10 @@ def _photos(p: dict, folder: Path) -> list[Path]:
 def row_localize_photo(p: dict) -> dict:
     """``python -m camsim.cli.localize image=<folder> ckpt=…`` in a fresh process, timed from
     outside; the per-photo parts come from its ``localize.csv``. Start-up (imports, config,
-    checkpoint load, exit) = wall time − the photos' seconds."""
+    checkpoint load, exit) = wall time − the photos' seconds. ``others_cores``: the CPU the rest of
+    the machine used meanwhile (busy CPU-seconds minus camsim-localize's, per second of the run;
+    None without ``/proc/stat``) — on a shared machine the photo times are not a quiet machine's
+    (2 cores, 2026-12-03: one other busy process made the feature pass 1.7× slower)."""
     variant = p.get("variant", "channels_last")
     with tempfile.TemporaryDirectory(prefix="camsim-bench-photo-") as tmp:
         tmp_dir = Path(tmp)
@@ -75,9 +95,12 @@ def row_localize_photo(p: dict) -> dict:
                f"hydra.run.dir={out}", f"feature_pass.channels_last={variant != 'eager'}",
                f"feature_pass.compile={variant == 'compile'}"]
         env = {**os.environ, "CAMSIM_QUIET": "1"}
-        t = time.perf_counter()
+        busy, kids, t = _machine_busy_s(), _children_cpu_s(), time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t
+        busy_end = _machine_busy_s()
+        others = None if busy is None or busy_end is None else \
+            max(0.0, busy_end - busy - (_children_cpu_s() - kids)) / wall
         if proc.returncode != 0:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
             raise RuntimeError(f"camsim-localize exited {proc.returncode}: {tail}")
@@ -95,6 +118,7 @@ def row_localize_photo(p: dict) -> dict:
     res: dict[str, Any] = {"wall_s": wall, "startup_s": startup, "photos": photos, "variant": variant,
                            "megapixels": mp, "later_s": later["seconds"], "first_s": first["seconds"],
                            "write_share": later["write_s"] / later["seconds"], "output_bytes": sizes,
+                           "others_cores": others,
                            "ckpt": str(p["ckpt"]) if p.get("ckpt") else "untrained (recipe's network)"}
     lines = [table_line("start-up and exit (imports, config, checkpoint load)", startup, "s",
                         note=f"{len(photos)} photos in one process; wall {wall:.1f} s"),
@@ -102,11 +126,13 @@ def row_localize_photo(p: dict) -> dict:
                         note=f"{first['patches']} patches; feature_pass {variant}"),
              table_line(f"later photo (#{len(photos)} of the folder), end to end", later["seconds"], "s",
                         note=f"the analyst's time per photo after the first; CPU {later['cpu_s']:.1f} s "
-                             f"(all threads)")]
+                             f"(all threads: {later['cpu_s'] / later['seconds']:.1f} cores)")]
     lines += [table_line(f"  {label}", later[key], "s", note=f"{later[key] / later['seconds']:.0%} of the photo")
               for key, label in PARTS]
     lines.append(table_line("  outputs of one photo", sum(sizes.values()) / 1e6, "MB",
                             note=", ".join(f"{k} {v / 1e6:.2f}" for k, v in sorted(sizes.items()))))
+    lines.append(table_line("other processes' CPU use during the run", others, "cores",
+                            note="~0 on a quiet machine: only then are the photo times a quiet machine's"))
     res["lines"] = lines
     return res
 
