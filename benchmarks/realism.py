@@ -4,7 +4,9 @@ For each variant — the quick recipe with one family of simulator traits switch
 of them, ``data=synth_real``) — this trains the main job from its own render and then runs the
 transfer evaluation of its network on a folder of real photos of camera models it never saw
 (default ``../shared/data/cameras``), under the network's own patch settings (entropy > 4
-nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). It prints one markdown row per
+nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants change Phase B
+instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
+too; ``b25``: ten more unseen models in B, its control). It prints one markdown row per
 variant and writes ``realism.json``:
 
     python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
@@ -47,6 +49,16 @@ _PIXEL = ["data.synth.noise.fixed_pattern=0.3", "data.synth.noise.prnu=0.01", "d
           "data.synth.demosaic.methods=[bilinear,malvar,hamilton_adams,ahd,frequency]",
           "data.synth.family.differ_in=2"]
 
+# The recipe's sets (split=counts, seed 0, drawn from the 30-model catalogue), written out so that
+# a 40-model catalogue — which extends the 30 camera for camera, camsim/synth/params.py — can
+# keep A, C and the known models (so Phase A, bit for bit) and give B ten more models.
+_A = "[F00_M12,F00_M18,F01_M13,F01_M19,F01_M25,F02_M20,F02_M26,F03_M15,F04_M16,F04_M28]"
+_B = ("F00_M00,F00_M06,F01_M01,F01_M07,F02_M02,F02_M08,F02_M14,F03_M09,F03_M21,F03_M27,F04_M04,"
+      "F05_M05,F05_M11,F05_M23,F05_M29")
+_B_MORE = "F00_M30,F01_M31,F02_M32,F03_M33,F04_M34,F05_M35,F00_M36,F01_M37,F02_M38,F03_M39"
+_SETS_40 = ["data.num_models=40", f"split.a={_A}", f"split.b=[{_B},{_B_MORE}]",
+            "split.c=[F00_M24,F03_M03,F04_M10,F04_M22,F05_M17]", "split.known=[F01_M13,F01_M19,F01_M25,F02_M26,F04_M28]"]
+
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default": ("today's simulator (data=synth)", []),
@@ -61,6 +73,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                "data.synth.jpeg.table_families=0"]),
     "synth_real_nojpeg": ("all, backbone without the JPEG branch (model=mislnet_small)",
                           ["data=synth_real", "model=mislnet_small"]),
+    # Not simulator changes: how many models stand behind Phase B's pairs (today's simulator)
+    "head_with_a": ("the head's pairs also from A's 10 models (25 models; phase_b.with_a)", ["phase_b.with_a=true"]),
+    "b25": ("set B of 25 models: B + 10 models of a 40-model catalogue, A and C unchanged (the control "
+            "for head_with_a)", _SETS_40),
 }
 
 

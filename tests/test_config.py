@@ -148,3 +148,38 @@ def test_cli_unknown_feature_layer_fails_before_training(workdir: Path) -> None:
     res = run_cli("camsim-run", "debug=fast", "phase_b.feature_layer=nope", cwd=workdir)
     assert res.returncode == 2 and "phase_b.feature_layer='nope'" in res.stderr and "valid names" in res.stderr
     assert not (workdir / "outputs" / "artefacts").exists()  # nothing rendered or trained
+
+
+def _realism_variants() -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("realism", Path(__file__).resolve().parents[1] / "benchmarks" / "realism.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.VARIANTS
+
+
+@pytest.mark.parametrize("variant", sorted(_realism_variants()))
+def test_every_realism_variant_composes_with_the_quick_recipe(variant: str) -> None:
+    cfg = compose_cfg(["experiment=quick", *_realism_variants()[variant][1]])
+    HydraConfig().set_config(cfg)
+    validate(cfg)
+
+
+def test_realism_b25_keeps_the_recipes_a_c_and_known_models_and_adds_ten_to_b() -> None:
+    """The control for the head with A's pairs: Phase A must be the recipe's (same A, same images),
+    so its lists must be the recipe's draw, and its ten extra B models must exist in 40 models."""
+    from camsim.data.splits import make_split
+    from camsim.synth.traits import catalogue
+
+    recipe = compose_cfg(["experiment=quick"])
+    names = [c.name for c in catalogue(int(recipe.data.num_models), int(recipe.data.num_families), int(recipe.data.seed))]
+    sp = recipe.split
+    drawn = make_split(names, sp.a, sp.b, sp.c, sp.known, int(sp.seed), sp.c_seed)
+    cfg = compose_cfg(["experiment=quick", *_realism_variants()["b25"][1]])
+    more = [c.name for c in catalogue(int(cfg.data.num_models), int(cfg.data.num_families), int(cfg.data.seed))]
+    assert more[:len(names)] == names  # a larger catalogue extends the smaller one
+    sets = make_split(more, list(cfg.split.a), list(cfg.split.b), list(cfg.split.c), list(cfg.split.known), 0)
+    assert (sets.a, sets.c, sets.known) == (drawn.a, drawn.c, drawn.known)
+    assert set(drawn.b) < set(sets.b) and len(sets.b) == len(drawn.b) + 10
+    assert set(sets.b) - set(drawn.b) == set(more[len(names):])
