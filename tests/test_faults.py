@@ -444,3 +444,37 @@ def test_config_mistakes_name_the_setting(override: str, message: str) -> None:
 
     with pytest.raises(ValueError, match=message):
         validate(compose_cfg([override]))
+
+
+# --------------------------------------------------------------------------- a shared machine
+
+
+@pytest.mark.skipif(not (LINUX and Path("/proc/stat").is_file()), reason="reads /proc/stat")
+def test_another_busy_process_is_seen_on_this_process_cpus() -> None:
+    from camsim.machine import busy_cpu_seconds, others_busy_cores
+
+    assert busy_cpu_seconds() is not None and busy_cpu_seconds([10**6]) is None  # no such CPU
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert others_busy_cores(1.0) >= 0.4  # one core's worth, less whatever the scheduler gave others
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_omp_wait_policy_follows_the_machine_and_the_users_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from camsim import cli
+
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    assert "set by you" in cli.choose_omp_wait_policy(env) and env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    env = {"GOMP_SPINCOUNT": "1000"}
+    assert "set by you" in cli.choose_omp_wait_policy(env) and "OMP_WAIT_POLICY" not in env
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # as in a fresh CLI process, before torch loads
+    monkeypatch.setattr(cli, "others_busy_cores", lambda: 0.05)  # a quiet machine: libgomp's short spin
+    env = {}
+    assert "spin" in cli.choose_omp_wait_policy(env) and env == {}
+    for busy in (1.0, None):  # a shared machine, or one whose load cannot be read: passive waits
+        monkeypatch.setattr(cli, "others_busy_cores", lambda busy=busy: busy)
+        env = {}
+        assert "passive" in cli.choose_omp_wait_policy(env) and env == {"OMP_WAIT_POLICY": "PASSIVE"}

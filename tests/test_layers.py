@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "camsim"
 #: lowest first; a module may import from lower layers and from its own package
 LAYERS = [
     ("camsim.plain",),  # dependency-free helpers under everything (no Hydra: camsim.models.portable)
-    ("camsim", "camsim.config", "camsim.artefacts", "camsim.progress"),
+    ("camsim", "camsim.config", "camsim.artefacts", "camsim.progress", "camsim.machine"),
     ("camsim.plots", "camsim.models", "camsim.synth"),
     ("camsim.loggers", "camsim.data", "camsim.lit"),
     ("camsim.localize",),

@@ -21,23 +21,13 @@ from PIL import Image
 from camsim.bench.common import table_line, texture_rgb
 from camsim.bench.rows_similarity import _similarity
 from camsim.data.sources import IMAGE_EXTENSIONS
+from camsim.machine import busy_cpu_seconds
 
 __all__ = ["row_localize_photo", "PARTS"]
 
 #: the parts of one photo's time, as camsim-localize's localize.csv names them
 PARTS = (("read_s", "decode (JPEG, once)"), ("features_s", "feature pass"), ("scoring_s", "pair scoring"),
          ("graph_s", "grid, entropy, graph, maps"), ("write_s", "writing outputs"))
-
-
-def _machine_busy_s() -> float | None:
-    """CPU-seconds the whole machine has been busy so far (``/proc/stat``: user, nice, system,
-    irq, softirq and steal — the hypervisor's other guests); None without ``/proc/stat``."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu_s() -> float:
@@ -95,10 +85,10 @@ def row_localize_photo(p: dict) -> dict:
                f"hydra.run.dir={out}", f"feature_pass.channels_last={variant != 'eager'}",
                f"feature_pass.compile={variant == 'compile'}"]
         env = {**os.environ, "CAMSIM_QUIET": "1"}
-        busy, kids, t = _machine_busy_s(), _children_cpu_s(), time.perf_counter()
+        busy, kids, t = busy_cpu_seconds(), _children_cpu_s(), time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t
-        busy_end = _machine_busy_s()
+        busy_end = busy_cpu_seconds()
         others = None if busy is None or busy_end is None else \
             max(0.0, busy_end - busy - (_children_cpu_s() - kids)) / wall
         if proc.returncode != 0:

@@ -28,10 +28,40 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-# Before torch loads its OpenMP runtime: threads that wait passively instead of spinning.
-# On a quiet machine this costs little; on a busy one (other jobs, a sweep's parallel jobs)
-# spinning threads made small ops 10-20x slower in camsim's benchmarks.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from camsim.machine import others_busy_cores
+
+#: other processes' CPU use (cores, on this process's CPUs) at start from which OpenMP threads
+#: wait passively
+BUSY_CORES = 0.5
+
+
+def choose_omp_wait_policy(environ: dict | None = None) -> str:
+    """How torch's OpenMP threads wait between operations, chosen before torch loads; returns
+    the sentence the job logs. The user's ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` win. Else,
+    if other processes keep ≥ :data:`BUSY_CORES` of this process's CPUs busy at start (or that
+    cannot be measured), ``OMP_WAIT_POLICY=PASSIVE``: a spinning thread then steals the core
+    another runnable thread needs (2 cores, one other busy process: Phase A 1.5–1.9× slower
+    spinning, the Phase B head 2.4×). On a quiet machine the threads keep libgomp's default
+    short spin: the quick recipe's Phase A 1.25–1.5× faster than with passive waits (README,
+    "Performance")."""
+    env = os.environ if environ is None else environ
+    mine = [f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env]
+    if mine:
+        return f"OpenMP waits: {' '.join(mine)} (set by you)"
+    if "torch" in sys.modules:
+        return "OpenMP waits: torch's defaults (torch was loaded before camsim's CLI)"
+    others = others_busy_cores()
+    if others is not None and others < BUSY_CORES:
+        return (f"OpenMP waits: threads spin briefly between operations (the machine was quiet at start: "
+                f"others used {others:.2f} cores); set OMP_WAIT_POLICY=PASSIVE if it will be shared")
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    busy = "the machine's load could not be read" if others is None else f"others used {others:.2f} cores at start"
+    return (f"OpenMP waits: passive ({busy}; spinning threads would steal their cores); on a quiet "
+            "machine GOMP_SPINCOUNT=300000 lets them spin, which is faster")
+
+
+# Before torch loads its OpenMP runtime (README, "Performance")
+OMP_WAIT_NOTE = choose_omp_wait_policy()
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -305,6 +335,7 @@ def hydra_app(config_name: str, help: str | None = None) -> Callable[[Callable[[
                 _missing(cfg)
                 shrink_for_debug(cfg)
                 _clean_leftovers(cfg)
+                log.info(OMP_WAIT_NOTE)
                 return task(cfg)
             except SystemExit as err:
                 if _SigintFlag.pressed and err.code not in (0, None, EXIT_INTERRUPT):
