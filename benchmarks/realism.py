@@ -6,7 +6,7 @@ transfer evaluation of its network on a folder of real photos of camera models i
 (default ``../shared/data/cameras``), under the network's own patch settings (entropy > 4
 nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants change Phase B
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
-too; ``b25``: ten more unseen models in B, its control). It prints one markdown row per
+too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). It prints one markdown row per
 variant and writes ``realism.json``:
 
     python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
@@ -59,6 +59,11 @@ _B_MORE = "F00_M30,F01_M31,F02_M32,F03_M33,F04_M34,F05_M35,F00_M36,F01_M37,F02_M
 _SETS_40 = ["data.num_models=40", f"split.a={_A}", f"split.b=[{_B},{_B_MORE}]",
             "split.c=[F00_M24,F03_M03,F04_M10,F04_M22,F05_M17]", "split.known=[F01_M13,F01_M19,F01_M25,F02_M26,F04_M28]"]
 
+# One step further: a 50-model catalogue, A of 20 (the recipe's 10 + ten new models; the same known
+# models), B of 25 as in b25, C unchanged — does a backbone trained on more models transfer better?
+_A_MORE = "F04_M40,F05_M41,F00_M42,F01_M43,F02_M44,F03_M45,F04_M46,F05_M47,F00_M48,F01_M49"
+_SETS_50 = ["data.num_models=50", f"split.a=[{_A[1:-1]},{_A_MORE}]", *_SETS_40[2:]]
+
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default": ("today's simulator (data=synth)", []),
@@ -77,6 +82,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "head_with_a": ("the head's pairs also from A's 10 models (25 models; phase_b.with_a)", ["phase_b.with_a=true"]),
     "b25": ("set B of 25 models: B + 10 models of a 40-model catalogue, A and C unchanged (the control "
             "for head_with_a)", _SETS_40),
+    "a20_b25": ("set A of 20 models (A + 10 models of a 50-model catalogue) and B of 25 as in b25, C unchanged",
+                _SETS_50),
 }
 
 

@@ -183,3 +183,15 @@ def test_realism_b25_keeps_the_recipes_a_c_and_known_models_and_adds_ten_to_b() 
     assert (sets.a, sets.c, sets.known) == (drawn.a, drawn.c, drawn.known)
     assert set(drawn.b) < set(sets.b) and len(sets.b) == len(drawn.b) + 10
     assert set(sets.b) - set(drawn.b) == set(more[len(names):])
+
+
+def test_realism_a20_b25_adds_ten_new_models_to_a_and_keeps_b25s_b_c_and_known() -> None:
+    from camsim.data.splits import make_split
+    from camsim.synth.traits import catalogue
+
+    variants = _realism_variants()
+    b25, a20 = (compose_cfg(["experiment=quick", *variants[v][1]]) for v in ("b25", "a20_b25"))
+    names = [c.name for c in catalogue(int(a20.data.num_models), int(a20.data.num_families), int(a20.data.seed))]
+    sets = make_split(names, list(a20.split.a), list(a20.split.b), list(a20.split.c), list(a20.split.known), 0)
+    assert set(b25.split.a) < set(sets.a) and set(sets.a) - set(b25.split.a) == set(names[40:])
+    assert (list(sets.b), list(sets.c), list(sets.known)) == (list(b25.split.b), list(b25.split.c), list(b25.split.known))
