@@ -1,6 +1,6 @@
 """What else the machine is doing: other processes' use of this process's CPUs (``/proc/stat``).
 
-On a 2-core machine one other busy process takes half of what the learning phases and the
+On a small machine one other busy process takes a share of what the learning phases and the
 feature pass get, and it decides how OpenMP threads should wait between operations
 (:func:`camsim.cli.choose_omp_wait_policy`; README, "Performance"). Linux only: elsewhere the
 functions answer ``None``. Nothing here imports torch — the CLI asks before torch loads.

@@ -73,7 +73,7 @@ def row_localize_photo(p: dict) -> dict:
     checkpoint load, exit) = wall time − the photos' seconds. ``others_cores``: the CPU the rest of
     the machine used meanwhile (busy CPU-seconds minus camsim-localize's, per second of the run;
     None without ``/proc/stat``) — on a shared machine the photo times are not a quiet machine's
-    (2 cores, 2026-12-03: one other busy process made the feature pass 1.7× slower)."""
+    (README, "Performance")."""
     variant = p.get("variant", "channels_last")
     with tempfile.TemporaryDirectory(prefix="camsim-bench-photo-") as tmp:
         tmp_dir = Path(tmp)

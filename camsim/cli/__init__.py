@@ -40,10 +40,9 @@ def choose_omp_wait_policy(environ: dict | None = None) -> str:
     the sentence the job logs. The user's ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` win. Else,
     if other processes keep ≥ :data:`BUSY_CORES` of this process's CPUs busy at start (or that
     cannot be measured), ``OMP_WAIT_POLICY=PASSIVE``: a spinning thread then steals the core
-    another runnable thread needs (2 cores, one other busy process: Phase A 1.5–1.9× slower
-    spinning, the Phase B head 2.4×). On a quiet machine the threads keep libgomp's default
-    short spin: the quick recipe's Phase A 1.25–1.5× faster than with passive waits (README,
-    "Performance")."""
+    another runnable thread needs. On a quiet machine the threads keep libgomp's default short
+    spin, which is faster for the quick model's small operations (README, "Performance", has the
+    figures)."""
     env = os.environ if environ is None else environ
     mine = [f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env]
     if mine:
