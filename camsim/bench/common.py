@@ -91,6 +91,11 @@ def status_kb(key: str) -> int | None:
     return None
 
 
+def cpu_seconds(*who: int) -> float:
+    """User + system CPU-seconds so far of ``who`` (``resource.RUSAGE_SELF`` / ``RUSAGE_CHILDREN``), summed."""
+    return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, who))
+
+
 def maxrss_mb(who: int) -> float:
     """``ru_maxrss`` in MB (KiB on Linux, bytes on macOS)."""
     return resource.getrusage(who).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)

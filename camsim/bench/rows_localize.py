@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from PIL import Image
 
-from camsim.bench.common import table_line, texture_rgb
+from camsim.bench.common import cpu_seconds, table_line, texture_rgb
 from camsim.bench.rows_similarity import _similarity
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.machine import busy_cpu_seconds
@@ -28,11 +28,6 @@ __all__ = ["row_localize_photo", "PARTS"]
 #: the parts of one photo's time, as camsim-localize's localize.csv names them
 PARTS = (("read_s", "decode (JPEG, once)"), ("features_s", "feature pass"), ("scoring_s", "pair scoring"),
          ("graph_s", "grid, entropy, graph, maps"), ("write_s", "writing outputs"))
-
-
-def _children_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def _untrained_checkpoint(p: dict, path: Path) -> Path:
@@ -85,12 +80,12 @@ def row_localize_photo(p: dict) -> dict:
                f"hydra.run.dir={out}", f"feature_pass.channels_last={variant != 'eager'}",
                f"feature_pass.compile={variant == 'compile'}"]
         env = {**os.environ, "CAMSIM_QUIET": "1"}
-        busy, kids, t = busy_cpu_seconds(), _children_cpu_s(), time.perf_counter()
+        busy, kids, t = busy_cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         wall = time.perf_counter() - t
         busy_end = busy_cpu_seconds()
         others = None if busy is None or busy_end is None else \
-            max(0.0, busy_end - busy - (_children_cpu_s() - kids)) / wall
+            max(0.0, busy_end - busy - (cpu_seconds(resource.RUSAGE_CHILDREN) - kids)) / wall
         if proc.returncode != 0:
             tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
             raise RuntimeError(f"camsim-localize exited {proc.returncode}: {tail}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camsim.bench.common import table_line
+from camsim.bench.common import cpu_seconds, table_line
 from camsim.progress import default_workers
 from camsim.synth.params import make_catalogue
 from camsim.synth.render import canvas_factor, encode_image, noise_rng, render_camera_image, render_catalogue
@@ -83,14 +83,11 @@ def main(argv: list[str] | None = None) -> None:
           f"frame {b['cpu_s_per_frame'] * 1000:.0f} ms CPU ({mp / b['cpu_s_per_frame']:.2f} MP/s per core)")
     tmp = Path(tempfile.mkdtemp(prefix="camsim-bench-"))
 
-    def cpu() -> float:
-        return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
-                   for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-
     try:
-        t0, c0 = time.perf_counter(), cpu()
+        this_and_workers = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        t0, c0 = time.perf_counter(), cpu_seconds(*this_and_workers)
         render_catalogue(tmp / "cat", args.models, args.families, args.images, size, args.seed, workers=args.workers)
-        wall, cpu_s = time.perf_counter() - t0, cpu() - c0
+        wall, cpu_s = time.perf_counter() - t0, cpu_seconds(*this_and_workers) - c0
         n = args.models * args.images
         nbytes = sum(f.stat().st_size for f in (tmp / "cat").rglob("*.jpg"))
     finally:
