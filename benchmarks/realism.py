@@ -52,17 +52,18 @@ _PIXEL = ["data.synth.noise.fixed_pattern=0.3", "data.synth.noise.prnu=0.01", "d
 # The recipe's sets (split=counts, seed 0, drawn from the 30-model catalogue), written out so that
 # a 40-model catalogue — which extends the 30 camera for camera, camsim/synth/params.py — can
 # keep A, C and the known models (so Phase A, bit for bit) and give B ten more models.
-_A = "[F00_M12,F00_M18,F01_M13,F01_M19,F01_M25,F02_M20,F02_M26,F03_M15,F04_M16,F04_M28]"
+_A = "F00_M12,F00_M18,F01_M13,F01_M19,F01_M25,F02_M20,F02_M26,F03_M15,F04_M16,F04_M28"
 _B = ("F00_M00,F00_M06,F01_M01,F01_M07,F02_M02,F02_M08,F02_M14,F03_M09,F03_M21,F03_M27,F04_M04,"
       "F05_M05,F05_M11,F05_M23,F05_M29")
 _B_MORE = "F00_M30,F01_M31,F02_M32,F03_M33,F04_M34,F05_M35,F00_M36,F01_M37,F02_M38,F03_M39"
-_SETS_40 = ["data.num_models=40", f"split.a={_A}", f"split.b=[{_B},{_B_MORE}]",
-            "split.c=[F00_M24,F03_M03,F04_M10,F04_M22,F05_M17]", "split.known=[F01_M13,F01_M19,F01_M25,F02_M26,F04_M28]"]
+_B25_C_KNOWN = [f"split.b=[{_B},{_B_MORE}]", "split.c=[F00_M24,F03_M03,F04_M10,F04_M22,F05_M17]",
+                "split.known=[F01_M13,F01_M19,F01_M25,F02_M26,F04_M28]"]
+_SETS_40 = ["data.num_models=40", f"split.a=[{_A}]", *_B25_C_KNOWN]
 
 # One step further: a 50-model catalogue, A of 20 (the recipe's 10 + ten new models; the same known
 # models), B of 25 as in b25, C unchanged — does a backbone trained on more models transfer better?
 _A_MORE = "F04_M40,F05_M41,F00_M42,F01_M43,F02_M44,F03_M45,F04_M46,F05_M47,F00_M48,F01_M49"
-_SETS_50 = ["data.num_models=50", f"split.a=[{_A[1:-1]},{_A_MORE}]", *_SETS_40[2:]]
+_SETS_50 = ["data.num_models=50", f"split.a=[{_A},{_A_MORE}]", *_B25_C_KNOWN]
 
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
