@@ -268,3 +268,61 @@ def test_pool_order_ab_script_runs():
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [line for line in res.stdout.splitlines() if line.startswith("mislnet_small")]
     assert len(lines) == 2 and all("ratio" in line for line in lines)
+
+
+def test_real_sets_script_keeps_camera_originals_and_names_every_drop(tmp_path):
+    """benchmarks/real_sets.py: a digicam-like tree -> <Make>_<Model>/; a flat EXIF folder (mei)
+    -> grouped by EXIF make and model, dropping small photos, editors' re-saves, scanners,
+    files without make/model and duplicates, each with its reason in manifest.csv."""
+    import csv
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real_sets.py"
+    rng = np.random.default_rng(0)
+
+    def photo(path: Path, make=None, model=None, software=None, size=(64, 48), quality=90) -> None:
+        exif = Image.Exif()
+        for tag, v in ((0x010F, make), (0x0110, model), (0x0131, software)):
+            if v:
+                exif[tag] = v
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            path, quality=quality, exif=exif)
+
+    dc = tmp_path / "digicam"
+    photo(dc / "Canon" / "PowerShot G2" / "a.JPG", quality=97)
+    photo(dc / "Canon" / "PowerShot G2" / "sub" / "b.jpg", quality=80)
+    photo(dc / "Sony" / "FD5" / "c.jpg")
+    res = subprocess.run([sys.executable, str(script), "digicam", str(dc), str(tmp_path / "out_dc")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out_dc").iterdir()) == ["Canon_PowerShot_G2", "Sony_FD5", "manifest.csv"]
+    assert len(list((tmp_path / "out_dc" / "Canon_PowerShot_G2").iterdir())) == 2
+    rows = {r["file"]: r for r in csv.DictReader((tmp_path / "out_dc" / "manifest.csv").open())}
+    assert rows["Canon/PowerShot G2/a.JPG"]["jpeg_quality"] == "97"
+
+    mei = tmp_path / "mei" / "jpg"
+    photo(mei / "ok.jpg", "NIKON CORPORATION", "NIKON D90", "Ver.1.00")
+    photo(mei / "ok2.jpg", "NIKON CORPORATION", "NIKON D90")
+    (mei / "ok_copy.jpg").write_bytes((mei / "ok.jpg").read_bytes())
+    photo(mei / "small.jpg", "Canon", "Canon EOS 7D", size=(20, 20))
+    photo(mei / "edited.jpg", "Canon", "Canon EOS D60", "Adobe Photoshop 7.0")
+    photo(mei / "scan.jpg", "Kodak", "CLAS Digital Film Scanner")
+    photo(mei / "anon.jpg")
+    (mei / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    res = subprocess.run([sys.executable, str(script), "mei", str(tmp_path / "mei"), str(tmp_path / "out_mei"),
+                          "--min-pixels", "1000"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "1 camera models, 2 photos" in res.stdout
+    reasons = {r["file"][4:]: r["reason"] for r in csv.DictReader((tmp_path / "out_mei" / "manifest.csv").open())}
+    assert reasons["ok.jpg"] == reasons["ok2.jpg"] == ""
+    assert reasons["ok_copy.jpg"] == "identical to jpg/ok.jpg" and "< 1000" in reasons["small.jpg"]
+    assert "Photoshop" in reasons["edited.jpg"] and "camera's photo" in reasons["scan.jpg"]
+    assert "Make and Model missing" in reasons["anon.jpg"] and "unreadable" in reasons["broken.jpg"]
+    # an existing output folder is refused, nothing overwritten
+    res = subprocess.run([sys.executable, str(script), "mei", str(tmp_path / "mei"), str(tmp_path / "out_mei")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "not empty" in res.stderr

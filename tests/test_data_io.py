@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from camsim.data.io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_exif_make_model, read_green, read_rgb
+from camsim.data.io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    image_size,
+    read_exif_make_model,
+    read_green,
+    read_jpeg_luma_table,
+    read_rgb,
+)
 
 CAMERAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "cameras"
 if not CAMERAS.is_dir():  # the checkout may live elsewhere than /work/main
@@ -401,3 +409,30 @@ def test_exif_make_model(tmp_path, crop):
         local = shutil.copy(REAL[0], tmp_path / "real.jpg")
         make, model = read_exif_make_model(local)
         assert make and model
+
+
+@pytest.mark.parametrize("quality", [40, 75, 90, 95, 97, 99, 100])
+def test_jpeg_quality_read_back_from_the_luma_table(tmp_path, crop, quality):
+    """A photo's IJG-equivalent quality (the transfer evaluation's JPEG bands) is the quality it
+    was written at, read from the header alone; a PNG has none; a corrupt header is an error."""
+    from camsim.synth.photo import ijg_quality
+
+    path = tmp_path / "q.jpg"
+    Image.fromarray(crop).save(path, quality=quality)
+    table = read_jpeg_luma_table(path)
+    assert len(table) == 64 and ijg_quality(table) == quality
+    assert read_jpeg_luma_table(save(crop, tmp_path / "p.png")) is None
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(ImageReadError, match="bad.jpg"):
+        read_jpeg_luma_table(tmp_path / "bad.jpg")
+
+
+def test_ijg_quality_of_makers_tables_and_bad_tables():
+    from camsim.synth.photo import ijg_quality, quant_tables
+
+    for family in (1, 2, 3):  # a maker's own table shape lands near the quality it was scaled to
+        for q in (70, 85, 95, 98):
+            assert abs(ijg_quality(quant_tables(family, q)[0]) - q) <= 3
+    assert ijg_quality([1] * 64) == 100
+    with pytest.raises(ValueError, match="64 steps"):
+        ijg_quality([1] * 63)

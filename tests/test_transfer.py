@@ -184,6 +184,43 @@ def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
     assert m["threshold"] == "best" and m["patch"]["other_photo"]["eta"] != 0.5
 
 
+def test_jpeg_quality_bands(ckpts, tmp_path):
+    """Same-model rows are also scored within JPEG-quality bands: positives and different-model
+    negatives with both photos at IJG-equivalent quality ≥ transfer.fine_jpeg_quality, or both below."""
+    from camsim.eval.transfer import run_transfer
+
+    quality = {"Acme_Fine": (99, 99), "Bolt_Fine": (98,), "Acme_Coarse": (80, 80), "Bolt_Coarse": (85, 90)}
+    rng = np.random.default_rng(1)
+    for model, qs in quality.items():
+        (tmp_path / "photos" / model).mkdir(parents=True)
+        for k, q in enumerate(qs):
+            img = np.clip(rng.uniform(60, 190) + rng.normal(0, 40, (96, 128, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(tmp_path / "photos" / model / f"{k}.jpg", quality=q)
+    m = run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.bootstrap.reps=20"))["transfer"]
+    fine, coarse = m["patch"]["same_photo@fine"], m["patch"]["same_photo@coarse"]
+    assert fine["jpeg_band"] == "JPEG q ≥ 97" and coarse["jpeg_band"] == "JPEG q < 97"
+    assert (fine["n_pos"], fine["n_neg"]) == (3 * 50, 100)  # 3 fine photos; one fine model pair
+    assert (coarse["n_pos"], coarse["n_neg"]) == (4 * 50, 100)
+    assert m["patch"]["other_photo@fine"]["n_pos"] == 20 and m["image"]["halves@coarse"]["n_pos"] == 4
+    assert 0.0 <= fine["auc"]["value"] <= 1.0
+    s = np.load(tmp_path / "run" / "scores.npz")
+    got = {Path(p).parent.name + "/" + Path(p).name: int(q) for p, q in zip(s["photo_path"], s["photo_jpeg_quality"])}
+    assert got == {f"{mdl}/{k}.jpg": q for mdl, qs in quality.items() for k, q in enumerate(qs)}
+    rows = {r["model"]: r for r in csv.DictReader((tmp_path / "run" / "per_model.csv").open())}
+    assert rows["Acme_Fine"]["jpeg_quality"] == "99" and rows["Bolt_Coarse"]["jpeg_quality"] == "85–90"
+    report = (tmp_path / "run" / "transfer.md").read_text()
+    assert "same model, same photo (JPEG q ≥ 97)" in report and "3 photo(s) at q ≥ 97, 4 below" in report
+    # off, or every photo in one band: no band rows
+    off = run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.bootstrap.reps=2",
+                                    "transfer.fine_jpeg_quality=null"))["transfer"]
+    assert not [k for level in ("patch", "image") for k in off[level] if "@" in k]
+    one = run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.bootstrap.reps=2",
+                                    "transfer.fine_jpeg_quality=50"))["transfer"]
+    assert not [k for k in one["patch"] if "@" in k] and any("One band only" in n for n in one["notes"])
+    with pytest.raises(ValueError, match="transfer.fine_jpeg_quality"):
+        run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.fine_jpeg_quality=101"))
+
+
 # --------------------------------------------------------------------------- bad input
 
 

@@ -363,6 +363,9 @@ class TransferConfig:
     bootstrap: TransferBootstrapConfig = field(default_factory=TransferBootstrapConfig)
     #: makes from model names ("Make_Model": the part before the first "_"); false: makes unknown
     makes_from_names: bool = True
+    #: JPEG-quality band rows: same-model categories also scored among photos at IJG-equivalent
+    #: quality ≥ this ("fine": the JPEG lattice nearly gone) and below it; null: no band rows
+    fine_jpeg_quality: Optional[int] = 97
     seed: int = 0
 
 

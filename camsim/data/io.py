@@ -146,6 +146,21 @@ def read_exif_make_model(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS)
         return _exif_text(exif.get(0x010F)), _exif_text(exif.get(0x0110))
 
 
+def read_jpeg_luma_table(path: str | Path) -> tuple[int, ...] | None:
+    """The JPEG file's luminance quantisation table (64 steps, natural order; table 0, the
+    one the Y component uses in camera files), or None when the file is not a JPEG (nor an
+    MPO, the JPEG-based multi-picture file some cameras write).
+
+    Only the header is parsed (no pixel decoding, so no pixel cap is needed)."""
+    path = Path(path)
+    data = _read_bytes(path)
+    with _open_pillow(path, data, max_pixels=None) as im:
+        tables = getattr(im, "quantization", None) if im.format in ("JPEG", "MPO") else None
+        if not tables or 0 not in tables or len(tables[0]) != 64:
+            return None
+        return tuple(int(v) for v in tables[0])
+
+
 # ----------------------------------------------------------------------------- internals
 
 
@@ -416,4 +431,4 @@ def _exif_text(value) -> str | None:
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ImageReadError", "read_green", "read_rgb", "image_size",
-           "read_exif_make_model"]
+           "read_exif_make_model", "read_jpeg_luma_table"]

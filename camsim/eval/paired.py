@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from camsim.eval.bootstrap import Contrast, check_reps_level, pair_weights, percentile_interval, resample_counts
-from camsim.eval.transfer import LevelScores, contrasts_of, make_relation
+from camsim.eval.transfer import LevelScores, contrasts_of, make_relation, photo_bands
 
 FIGURES = ("auc", "eer")
 SCORES = "scores.npz"
@@ -39,6 +39,7 @@ class TransferScores:
     photo_path: np.ndarray  # [photos] str
     photo_model: np.ndarray  # [photos] camera-model name
     contrasts: dict[str, Contrast]
+    fine_jpeg_quality: int | None = None  # the JPEG-quality band rows' limit (None: no band rows)
 
 
 def read_scores(spec: str | Path) -> TransferScores:
@@ -71,11 +72,15 @@ def read_scores(spec: str | Path) -> TransferScores:
                     make_relation(makes, pm[d["image_photo_1"]], pm[d["image_photo_2"]]),
                     d["image_baseline"] if use_baseline else d["image_score"], None),
     ]
+    # JPEG-quality band rows where the run recorded its photos' qualities (runs since 2026-12-04)
+    fine_q = int(d["fine_jpeg_quality"]) if "fine_jpeg_quality" in d and int(d["fine_jpeg_quality"]) > 0 else None
+    bands = photo_bands(d["photo_jpeg_quality"], fine_q) if "photo_jpeg_quality" in d else None
     contrasts: dict[str, Contrast] = {}
     for ls in levels:
-        contrasts.update(contrasts_of(ls)[0])
+        contrasts.update(contrasts_of(ls, bands, fine_q)[0])
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
-    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts)
+    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts,
+                          fine_q if bands is not None else None)
 
 
 def _common_photos(a: TransferScores, b: TransferScores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -152,15 +157,18 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
     ]
     for k, figs in result.items():
         au, ee = figs["auc"], figs["eer"]
-        lines.append(f"| {_name(k)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
+        lines.append(f"| {_name(k, a.fine_jpeg_quality)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
                      f"{_pct(au['p_b_better'])} | {ee['a']:.3f} | {ee['b']:.3f} | {_delta(ee)} |")
     return "\n".join(lines)
 
 
-def _name(contrast: str) -> str:
+def _name(contrast: str, fine_quality: int | None = None) -> str:
+    contrast, _, band = contrast.partition("@")
     base, _, negatives = contrast.partition("~")
     return _NAMES.get(base, base) + {"": "", "same_make": " (negatives: other models of the same make)",
-                                     "other_make": " (negatives: models of other makes)"}.get(negatives, f" ~{negatives}")
+                                     "other_make": " (negatives: models of other makes)"}.get(negatives, f" ~{negatives}") \
+        + {"": "", "fine": f" — both photos at JPEG q ≥ {fine_quality}",
+           "coarse": f" — both photos at JPEG q < {fine_quality}"}.get(band, f" @{band}")
 
 
 def _delta(r: dict) -> str:

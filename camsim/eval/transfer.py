@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 
 from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
-from camsim.data.io import ImageReadError, image_size
+from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore
 from camsim.eval.bootstrap import Contrast, bootstrap
@@ -43,6 +43,7 @@ from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_p
 from camsim.eval.transfer_report import write_outputs
 from camsim.lit.phase_b import load_similarity
 from camsim.models.portable import weights_file
+from camsim.synth.photo import ijg_quality
 
 log = logging.getLogger("camsim")
 
@@ -109,6 +110,7 @@ class PatchTable:
     photo_path: list[str]
     photo_model: np.ndarray
     photo_height: np.ndarray
+    photo_quality: np.ndarray  # [photos] IJG-equivalent JPEG quality (:func:`jpeg_quality`); -1: not a JPEG
     photo: np.ndarray  # [N] photo id of each patch
     yx: np.ndarray  # [N, 2]
     features: np.ndarray
@@ -132,7 +134,7 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
     sets = store.get(reqs)
     fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, checkpoint_backbone_id(ckpt), sim.feature_layer,
                       **to_plain(cfg.phase_b.feature_pass))
-    models, paths, pmodel, heights, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], []
+    models, paths, pmodel, heights, quality, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], [], []
     low = 0
     for req in reqs:
         ps = sets[(req.model, "all")]
@@ -156,6 +158,7 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
             paths.append(str(ps.images[k]))
             pmodel.append(m)
             heights.append(h)
+            quality.append(jpeg_quality(ps.images[k]))
             yx.append(np.asarray(ps.positions)[r])
             feats.append(f[r])
             probs.append(pr[r])
@@ -164,8 +167,18 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
                          f"unreadable, {low} low-entropy cells dropped at min_entropy={settings.min_entropy}; "
                          "a lower transfer.min_entropy may help)")
     return PatchTable(models, paths, np.asarray(pmodel, np.int64), np.asarray(heights, np.int64),
-                      np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
+                      np.asarray(quality, np.int64), np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
                       np.concatenate(feats), np.concatenate(probs), skipped, low)
+
+
+def jpeg_quality(path: str | Path) -> int:
+    """The photo's IJG-equivalent JPEG quality (:func:`camsim.synth.photo.ijg_quality` of its
+    luminance table); -1 for a file that is not a JPEG or whose header cannot be read."""
+    try:
+        table = read_jpeg_luma_table(path)
+    except ImageReadError:
+        return -1
+    return -1 if table is None else ijg_quality(table)
 
 
 # ------------------------------------------------------------------------- contrasts
@@ -192,11 +205,41 @@ class LevelScores:
     baseline: np.ndarray | None
 
 
-def contrasts_of(ls: LevelScores) -> tuple[dict[str, Contrast], dict[str, dict]]:
+#: JPEG-quality bands of the band rows (``transfer.fine_jpeg_quality`` = q): name -> label
+BANDS = {"fine": "JPEG q ≥ {q}", "coarse": "JPEG q < {q}"}
+
+
+def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | None:
+    """Per photo: 1 "fine" (IJG-equivalent quality ≥ ``fine_quality``), 0 "coarse", -1 not a JPEG;
+    None (no band rows) when ``fine_quality`` is None or the photos do not fall into both bands."""
+    if fine_quality is None:
+        return None
+    q = np.asarray(quality)
+    band = np.where(q < 0, -1, (q >= int(fine_quality)).astype(np.int64))
+    return band if (band == 1).any() and (band == 0).any() else None
+
+
+def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None,
+                 fine_quality: int | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
     """The level's contrasts (each same-model category vs the different-model pairs; other-photo
-    pairs also vs same-make and vs different-make negatives when both exist) and their descriptions."""
+    pairs also vs same-make and vs different-make negatives when both exist) and their descriptions.
+
+    With per-photo ``bands`` (:func:`photo_bands`), each same-model category is also scored within
+    each JPEG-quality band — positives and different-model negatives both with both photos in the
+    band (``<category>@fine``, ``@coarse``): at fine quantisation the JPEG lattice that the
+    backbone's JPEG branch reads is nearly gone, so the band rows show what is left."""
     neg = ls.category == "diff_model"
     out, about = {}, {}
+
+    def add(name: str, pos: np.ndarray, nmask: np.ndarray, pos_name: str, neg_name: str, band: str | None) -> None:
+        sel = pos | nmask
+        link = np.array([LINK[c] for c in ls.category[sel]], np.int64)
+        out[name] = Contrast(ls.score[sel], pos[sel], ls.photo_1[sel], ls.photo_2[sel], link,
+                             None if ls.baseline is None else ls.baseline[sel])
+        about[name] = {"positives": pos_name, "negatives": neg_name, "n_pos": int(pos.sum()),
+                       "n_neg": int(nmask.sum()), "empty": False,
+                       **({"band": band, "band_label": BANDS[band].format(q=fine_quality)} if band else {})}
+
     for pos_name in POSITIVES[ls.level]:
         pos = ls.category == pos_name
         if not pos.any():
@@ -208,13 +251,15 @@ def contrasts_of(ls: LevelScores) -> tuple[dict[str, Contrast], dict[str, dict]]
             negs["diff_model_same_make"] = neg & (ls.make_rel == 1)
             negs["diff_model_other_make"] = neg & (ls.make_rel == 0)
         for neg_name, nmask in negs.items():
-            sel = pos | nmask
-            name = f"{ls.level}/{pos_name}" + ("" if neg_name == "diff_model" else f"~{neg_name[11:]}")
-            link = np.array([LINK[c] for c in ls.category[sel]], np.int64)
-            out[name] = Contrast(ls.score[sel], pos[sel], ls.photo_1[sel], ls.photo_2[sel], link,
-                                 None if ls.baseline is None else ls.baseline[sel])
-            about[name] = {"positives": pos_name, "negatives": neg_name, "n_pos": int(pos.sum()),
-                           "n_neg": int(nmask.sum()), "empty": False}
+            add(f"{ls.level}/{pos_name}" + ("" if neg_name == "diff_model" else f"~{neg_name[11:]}"),
+                pos, nmask, pos_name, neg_name, None)
+    if bands is not None:
+        for pos_name in POSITIVES[ls.level]:
+            for band, value in (("fine", 1), ("coarse", 0)):
+                inside = (bands[ls.photo_1] == value) & (bands[ls.photo_2] == value)
+                pos, nmask = (ls.category == pos_name) & inside, neg & inside
+                if pos.any() and nmask.any():  # a band without pairs of either kind has no row
+                    add(f"{ls.level}/{pos_name}@{band}", pos, nmask, pos_name, "diff_model", band)
     return out, about
 
 
@@ -230,6 +275,9 @@ def choose_threshold(c: Contrast, eta: float, rule: str) -> float:
 
 
 def _check_transfer_cfg(t: DictConfig) -> None:
+    if t.fine_jpeg_quality is not None and not 1 <= int(t.fine_jpeg_quality) <= 100:
+        raise ValueError(f"transfer.fine_jpeg_quality: an IJG quality 1..100 (or null: no band rows), "
+                         f"got {t.fine_jpeg_quality}")
     if t.threshold not in ("eta", "best"):
         raise ValueError(f"transfer.threshold: {t.threshold!r} is not 'eta' or 'best'")
     if t.image.aggregate not in ("mean", "median"):
@@ -290,6 +338,15 @@ def run_transfer(cfg: DictConfig) -> dict:
     if dropped:
         notes.append(f"No usable patch (unreadable or low-entropy photos), left out: {', '.join(dropped)}.")
     makes = [camera_make(m) if t.makes_from_names else None for m in table.models]
+    fine_q = None if t.fine_jpeg_quality is None else int(t.fine_jpeg_quality)
+    bands = photo_bands(table.photo_quality, fine_q)
+    q = table.photo_quality
+    if fine_q is not None and (q >= 0).any():
+        n_fine, n_coarse, n_other = int((q >= fine_q).sum()), int(((q >= 0) & (q < fine_q)).sum()), int((q < 0).sum())
+        notes.append(f"JPEG quality (IJG-equivalent, from each photo's luma quantisation table): {n_fine} photo(s) at "
+                     f"q ≥ {fine_q}, {n_coarse} below" + (f", {n_other} not JPEG" if n_other else "") + ". "
+                     + ("Rows marked 'JPEG q ≥ …' / 'q < …' take positives and different-model negatives with both "
+                        "photos in that band." if bands is not None else "One band only: no band rows."))
     layout = table.layout()
     n_models = len(table.models)
     rng = np.random.default_rng(int(t.seed))
@@ -326,7 +383,7 @@ def run_transfer(cfg: DictConfig) -> dict:
 
     results: dict[str, dict] = {}
     for level, ls in levels.items():
-        contrasts, about = contrasts_of(ls)
+        contrasts, about = contrasts_of(ls, bands, fine_q)
         etas = {name: choose_threshold(c, eta, str(t.threshold)) for name, c in contrasts.items()}
         point = {name: c.figures(etas[name]) for name, c in contrasts.items()}
         log.info("  %s level: %s; bootstrap %d reps", level,
@@ -339,7 +396,7 @@ def run_transfer(cfg: DictConfig) -> dict:
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
     run = {"checkpoint": str(ckpt), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
            "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
-           "aggregate": how, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
+           "aggregate": how, "fine_jpeg_quality": fine_q, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
     return write_outputs(Path(cfg.paths.output_dir), cfg, sim=sim, table=table, roles=roles, makes=makes,
                          results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
                          patch_scores=(patch_s, patch_b),
@@ -347,5 +404,6 @@ def run_transfer(cfg: DictConfig) -> dict:
                          settings=settings, run=run, dropped=dropped)
 
 
-__all__ = ["run_transfer", "load_checkpoint", "training_role", "contrasts_of", "make_relation",
+__all__ = ["run_transfer", "load_checkpoint", "training_role", "contrasts_of", "make_relation", "photo_bands",
+           "jpeg_quality",
            "PatchTable", "LevelScores", "read_index", "patch_settings"]

@@ -103,7 +103,9 @@ def result_rows(results: dict) -> list[tuple[str, dict]]:
 
 
 def _row_label(r: dict) -> tuple[str, str]:
-    return LABELS.get(r["positives"], r["positives"]), LABELS.get(r["negatives"], r["negatives"])
+    band = f" ({r['band_label']})" if r.get("band_label") else ""
+    return (LABELS.get(r["positives"], r["positives"]) + band,
+            LABELS.get(r["negatives"], r["negatives"]) + band)
 
 
 def per_model_rows(table: Any, roles: dict, makes: list, levels: dict, eta_of: dict,
@@ -115,7 +117,8 @@ def per_model_rows(table: Any, roles: dict, makes: list, levels: dict, eta_of: d
         photos = int((pm == k).sum())
         row: dict[str, Any] = {"model": m, "make": makes[k] or "", "training_set": roles.get(m) or "unknown",
                                "photos": photos, "photos_in_source": (photos_in_source or {}).get(m, photos),
-                               "patches": int((pm[table.photo] == k).sum())}
+                               "patches": int((pm[table.photo] == k).sum()),
+                               "jpeg_quality": _quality_range(table.photo_quality[pm == k])}
         notes = []
         for level, ls in levels.items():
             m1, m2 = pm[ls.photo_1], pm[ls.photo_2]
@@ -137,6 +140,14 @@ def per_model_rows(table: Any, roles: dict, makes: list, levels: dict, eta_of: d
         row["note"] = "; ".join(notes)
         rows.append(row)
     return rows
+
+
+def _quality_range(q: np.ndarray) -> str:
+    """A model's photos' IJG-equivalent JPEG qualities as "93" or "70–99" ("" where none is a JPEG)."""
+    q = q[q >= 0]
+    if not len(q):
+        return ""
+    return f"{q.min()}" if q.min() == q.max() else f"{q.min()}–{q.max()}"
 
 
 def _csv(rows: Sequence[dict], path: Path) -> None:
@@ -177,6 +188,8 @@ def console_table(results: dict, title: str, caption: str):
         tab.add_column(head + (" %" if pct else ""), justify="right")
     for name, r in results.items():
         pos, neg = SHORT.get(r["positives"], r["positives"]), SHORT.get(r["negatives"], r["negatives"])
+        if r.get("band_label"):
+            pos, neg = f"{pos}, {r['band_label']}", f"{neg}, {r['band_label']}"
         if r["empty"]:
             why = "no model has two photos with patches" if r["positives"] == "other_photo" else "no pairs"
             tab.add_row(r["level"], pos, neg, f"0/{r['n_neg']}", why, *[""] * (len(COLUMNS) - 1))
@@ -276,7 +289,7 @@ def _write_scores(path: Path, table: Any, roles: dict, makes: list, pp: Any, ip:
     arrays = dict(
         models=np.asarray(table.models, dtype=str), makes=np.asarray([m or "" for m in makes], dtype=str),
         model_set=np.asarray([roles.get(m) or "" for m in table.models], dtype=str),
-        photo_path=np.asarray(table.photo_path, dtype=str), photo_model=pm,
+        photo_path=np.asarray(table.photo_path, dtype=str), photo_model=pm, photo_jpeg_quality=table.photo_quality,
         patch_photo=table.photo, patch_yx=table.yx,
         level=level, category=cat, group=group, i=i, j=j,
         model_1=np.asarray(table.models, dtype=str)[pm[table.photo[i]]],
@@ -286,6 +299,7 @@ def _write_scores(path: Path, table: Any, roles: dict, makes: list, pp: Any, ip:
         image_category=im.category.astype(str), image_photo_1=im.photo_1, image_photo_2=im.photo_2,
         image_score=im.score, image_baseline=im.baseline if im.baseline is not None else np.zeros(0),
         eta=np.float64(run["eta"]), aggregate=np.asarray(run["aggregate"]),
+        fine_jpeg_quality=np.int64(run.get("fine_jpeg_quality") or -1),
     )
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
@@ -300,6 +314,7 @@ def _metrics(cfg, sim, table, roles, makes, results, notes, fingerprints, settin
         figs = {k: {"value": r["figures"].get(k), **{b: (r["ci"].get(k) or {}).get(b) for b in ("lo", "hi", "n")}}
                 for k in r["figures"]}
         contrasts.setdefault(level, {})[key] = {"positives": r["positives"], "negatives": r["negatives"],
+                                                **({"jpeg_band": r["band_label"]} if r.get("band_label") else {}),
                                                 "n_pos": r["n_pos"], "n_neg": r["n_neg"], "eta": r["eta"], **figs}
     sets = sim.training_sets
     return _clean({"transfer": {
@@ -344,19 +359,20 @@ def _markdown(cfg, sim, table, roles, makes, results, notes, fingerprints, run, 
             if name.startswith(level + "/"):
                 pos, neg = _row_label(results[name])
                 lines += [f"![ROC, {level} level: {pos} vs {neg}]({fname})", ""]
-    head = ["model", "make", "trained on", "photos with patches/all", "patches", "same photo: TPR", "other photos: TPR",
+    head = ["model", "make", "trained on", "photos with patches/all", "patches", "JPEG q", "same photo: TPR", "other photos: TPR",
             "diff. models: TNR", "halves: TPR", "photo pairs: TPR", "diff. model photos: TNR", "note"]
     body = []
     for r in models:
         def rate(key: str) -> str:
             return fmt(r[key + "_tpr"] if key + "_tpr" in r else r[key + "_tnr"], None) + f" ({r[key + '_pairs']})"
         body.append([r["model"], r["make"] or "–", r["training_set"], f"{r['photos']}/{r['photos_in_source']}",
-                     r["patches"],
+                     r["patches"], r["jpeg_quality"] or "–",
                      rate("patch_same_photo"), rate("patch_other_photo"), rate("patch_diff_model"),
                      rate("image_halves"), rate("image_other_photo"), rate("image_diff_model"), r["note"] or ""])
     lines += ["## Per camera model", "", "Decision rates at η (pairs in brackets); `per_model.csv`, "
               "`photo_pairs.csv` and `scores.npz` hold every figure's pairs.", "",
-              md_table(head, body, "lllrr" + "r" * 6 + "l"), ""]
+              md_table(head, body, "lllrrr" + "r" * 6 + "l"), "",
+              "JPEG q: the IJG-equivalent quality of the photos' luma quantisation tables (lowest–highest).", ""]
     if dropped:
         lines += [f"Left out (no usable patch): {', '.join(dropped)}.", ""]
     return "\n".join(lines)

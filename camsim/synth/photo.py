@@ -108,6 +108,23 @@ def quant_tables(table_family: int, quality: int) -> tuple[tuple[int, ...], tupl
     return out[0], out[1]
 
 
+def ijg_quality(luma_table) -> int:
+    """The IJG-equivalent quality (1..100) of a luminance quantisation table (64 steps, natural
+    order): the quality whose IJG standard table (:func:`quant_tables` family 0) is nearest in
+    L1 distance — the usual way to put a camera's own table on the familiar scale (ties: the
+    lower quality). Camera originals are mostly 90–100."""
+    t = np.asarray(luma_table, dtype=np.float64).ravel()
+    if t.size != 64:
+        raise ValueError(f"a quantisation table has 64 steps, got {t.size}")
+    return int(np.argmin(np.abs(_ijg_luma_tables() - t).sum(axis=1))) + 1
+
+
+@functools.lru_cache(maxsize=1)
+def _ijg_luma_tables() -> np.ndarray:
+    """``[100, 64]``: the IJG standard luminance table at qualities 1..100."""
+    return np.array([quant_tables(0, q)[0] for q in range(1, 101)], dtype=np.float64)
+
+
 def encode_photo(img: np.ndarray, camera: CameraParams, quality: int) -> bytes:
     """The JPEG ``camera`` writes at ``quality``: libjpeg-turbo with the IJG tables
     (:func:`camsim.synth.isp.encode_jpeg`), or its table family's own tables (Pillow)."""
@@ -120,4 +137,5 @@ def encode_photo(img: np.ndarray, camera: CameraParams, quality: int) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["Photo", "photo_conditions", "photo_jpeg_quality", "adaptive_quality", "quant_tables", "encode_photo"]
+__all__ = ["Photo", "photo_conditions", "photo_jpeg_quality", "adaptive_quality", "quant_tables", "ijg_quality",
+           "encode_photo"]
