@@ -79,6 +79,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                "data.synth.jpeg.table_families=0"]),
     "synth_real_nojpeg": ("all, backbone without the JPEG branch (model=mislnet_small)",
                           ["data=synth_real", "model=mislnet_small"]),
+    # Fine JPEG qualities (96–100: steps of 1–2), as camera originals mostly are (93–99 measured):
+    # where the JPEG lattice is gone, only pixel traces tell models apart
+    "jpeg_fine": ("40 % of models save at a fine quality, 96–100 (data.synth.jpeg.fine_share)",
+                  ["data.synth.jpeg.fine_share=0.4"]),
+    "jpeg_fine_presets": ("every model has a second, fine preset (96–100) drawn per photo beside its own quality",
+                          ["data.synth.jpeg.presets_per_model=2", "data.synth.jpeg.shared_qualities=[96,97,98,99,100]"]),
     # Not simulator changes: how many models stand behind Phase B's pairs (today's simulator)
     "head_with_a": ("the head's pairs also from A's 10 models (25 models; phase_b.with_a)", ["phase_b.with_a=true"]),
     "b25": ("set B of 25 models: B + 10 models of a 40-model catalogue, A and C unchanged (the control "

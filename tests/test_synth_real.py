@@ -46,6 +46,7 @@ def test_default_settings_are_the_original_catalogue_and_records():
 
 @pytest.mark.parametrize("setting, fields", [
     ({"jpeg": {"adaptive_share": 1.0}}, {"jpeg_adaptive"}),
+    ({"jpeg": {"fine_share": 0.5}}, {"jpeg_quality"}),
     ({"jpeg": {"table_families": 2}}, {"jpeg_tables"}),
     ({"exposure": {"ev_sigma": 0.3}}, {"ae_sigma"}),
     ({"exposure": {"iso_sigma": 0.5}}, {"iso_sigma"}),
@@ -63,6 +64,21 @@ def test_each_trait_switches_alone_and_changes_only_its_own_fields(setting, fiel
     assert changed and changed <= fields, changed
     key = SynthSource(12, 4, 2, (32, 32), synth=setting).cache_key()
     assert key != SynthSource(12, 4, 2, (32, 32)).cache_key() and "synth" in key
+
+
+def test_fine_share_puts_that_share_of_models_at_a_fine_quality_and_keeps_older_cache_keys():
+    """jpeg.fine_share: models whose own quality is 96–100 (steps 1–2, as many real cameras save);
+    the settings that do not use it keep the cache key they had before it existed."""
+    from camsim.synth.traits import FINE_QUALITIES
+
+    base, fine = make_catalogue(60, 10, 0), catalogue(60, 10, 0, {"jpeg": {"fine_share": 0.5}})
+    moved = [b for a, b in zip(base, fine) if a.jpeg_quality != b.jpeg_quality]
+    assert all(FINE_QUALITIES[0] <= m.jpeg_quality <= FINE_QUALITIES[1] for m in moved)
+    assert 15 <= sum(FINE_QUALITIES[0] <= m.jpeg_quality for m in fine) <= 45
+    assert catalogue(60, 10, 0, {"jpeg": {"fine_share": 0.0}}) == base
+    assert "fine_share" not in cache_key(synth_settings(REAL))["synth"]["jpeg"]
+    assert cache_key(synth_settings({**REAL, "jpeg": {**REAL.get("jpeg", {}), "fine_share": 0.3}}))["synth"]["jpeg"][
+        "fine_share"] == 0.3
 
 
 def test_siblings_differ_only_in_their_declared_traits():
@@ -91,6 +107,7 @@ def test_siblings_differ_only_in_their_declared_traits():
     ({"noise": {"prnu": -0.01}}, "synth.noise.prnu", "negative"),
     ({"noise": {"fixed_pattern": -1}}, "synth.noise.fixed_pattern", "negative"),
     ({"lens": {"vignetting": 1.5}}, "synth.lens.vignetting", "outside"),
+    ({"jpeg": {"fine_share": 1.5}}, "synth.jpeg.fine_share", "outside"),
     ({"demosaic": {"methods": ["ahd", "magic"]}}, "synth.demosaic.methods", "magic"),
     ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
     ({"lens": {"vignettig": 0.1}}, "synth.lens.vignettig", "unknown key"),

@@ -27,6 +27,9 @@ class SynthJpegConfig:
     shared_qualities: list[int] = field(default_factory=lambda: list(DEFAULT_SHARED_QUALITIES))
     #: share of models whose quality adapts per photo to its content (busier photo -> lower quality)
     adaptive_share: float = 0.0
+    #: share of models whose own quality is a fine one, 96–100 (as many real cameras save: steps of
+    #: 1–2, the JPEG lattice nearly gone, so only pixel traces tell such models apart)
+    fine_share: float = 0.0
     #: 0: IJG standard tables scaled by quality for every model; k >= 1: each family uses the IJG
     #: tables or one of k makers' own table shapes (several families may share one)
     table_families: int = 0

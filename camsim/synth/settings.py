@@ -26,6 +26,7 @@ assert tuple(DEFAULT_DEMOSAIC) == DEMOSAIC_METHODS and tuple(DEFAULT_SHARED_QUAL
 _RULES: dict[str, tuple[str, float, float]] = {
     "jpeg.presets_per_model": ("int", 1, 100),
     "jpeg.adaptive_share": ("float", 0.0, 1.0),
+    "jpeg.fine_share": ("float", 0.0, 1.0),
     "jpeg.table_families": ("int", 0, 1000),
     "exposure.ev_sigma": ("float", 0.0, 2.0),
     "exposure.iso_sigma": ("float", 0.0, 3.0),
@@ -123,11 +124,14 @@ def is_default(s: SynthTraitsConfig, ignore_presets: bool = False) -> bool:
 def cache_key(s: SynthTraitsConfig) -> dict:
     """The part of a render's cache key that ``s`` adds: ``{}`` when every trait but
     ``jpeg.presets_per_model`` is off (so older caches keep their key), else every setting
-    but that one (which enters the key as ``jpeg_presets``)."""
+    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` only when on (it
+    came later: caches rendered before it keep their key)."""
     if is_default(s, ignore_presets=True):
         return {}
     d = settings_dict(s)
     del d["jpeg"]["presets_per_model"]
+    if not d["jpeg"]["fine_share"]:
+        del d["jpeg"]["fine_share"]
     return {"synth": d}
 
 

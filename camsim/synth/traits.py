@@ -20,6 +20,7 @@ exposure.ev_sigma / iso   per-photo σ = setting × 0.5–1.5                 mo
 white_balance.per_photo   AWB strength = strength ± 0.3 (clipped 0–1)    model
 resample.downscale_share  that share of photos at 0.7 or 0.8 size        model (only models
                                                                          that do not resample)
+jpeg.fine_share           that share of models: own quality 96–100       model
 jpeg.adaptive_share       that share of models: quality per photo in     model
                           [q − 6…15, q] by content (instead of presets)
 jpeg.table_families       per camera family: the IJG tables or one of    family
@@ -52,9 +53,11 @@ from camsim.synth.settings import is_default, synth_settings
 
 TAG_TRAITS = 0x545254  # "TRT"
 _STREAMS = {"demosaic": 1, "lens": 2, "noise": 3, "exposure": 4, "white_balance": 5, "resample": 6,
-            "jpeg_adaptive": 7, "jpeg_tables": 8, "siblings": 9}
+            "jpeg_adaptive": 7, "jpeg_tables": 8, "siblings": 9, "jpeg_fine": 11}
 _FAMILY = 10_000  # stream offset of family-level draws
 DOWNSCALE_SCALES: tuple[float, ...] = (0.7, 0.8)
+FINE_QUALITIES: tuple[int, int] = (96, 100)
+"""The qualities (inclusive range) of models that save at a fine setting (``jpeg.fine_share``)."""
 """Reduced image sizes (output / full size) a model may save photos at (``resample.downscale_share``)."""
 
 
@@ -104,11 +107,17 @@ def _model_traits(k: int, cam: CameraParams, s: SynthTraitsConfig, seed: int, nu
     if s.resample.downscale_share and cam.resample_scale == 1.0:
         ch.update(downscale_share=s.resample.downscale_share,
                   downscale_scale=float(_rng(seed, "resample", k).choice(DOWNSCALE_SCALES)))
+    if s.jpeg.fine_share:
+        r = _rng(seed, "jpeg_fine", k)
+        u, q = r.random(), int(r.integers(FINE_QUALITIES[0], FINE_QUALITIES[1], endpoint=True))
+        if u < s.jpeg.fine_share:
+            ch["jpeg_quality"] = q
     if s.jpeg.adaptive_share:
         r = _rng(seed, "jpeg_adaptive", k)
         u, width = r.random(), int(r.integers(6, 16))
+        own = ch.get("jpeg_quality", cam.jpeg_quality)
         if u < s.jpeg.adaptive_share:
-            ch.update(jpeg_adaptive=(max(cam.jpeg_quality - width, 50), cam.jpeg_quality), jpeg_presets=())
+            ch.update(jpeg_adaptive=(max(own - width, 50), own), jpeg_presets=())
     if s.jpeg.table_families:  # table family 0: the IJG standard tables, which many makes use
         j = int(_rng(seed, "jpeg_tables", _FAMILY + f).integers(s.jpeg.table_families + 1))
         ch["jpeg_tables"] = 1 + int(_rng(seed, "jpeg_tables", 2 * _FAMILY + j).integers(2 ** 62)) if j else 0
@@ -151,4 +160,4 @@ def _redraw(group: str, ref: CameraParams, s: SynthTraitsConfig, r: np.random.Ge
     return {}  # continuous groups: the model's own draws differ
 
 
-__all__ = ["catalogue", "DOWNSCALE_SCALES", "TAG_TRAITS"]
+__all__ = ["catalogue", "DOWNSCALE_SCALES", "FINE_QUALITIES", "TAG_TRAITS"]
