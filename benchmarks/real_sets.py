@@ -57,7 +57,7 @@ def _info(path: Path) -> dict:
     try:
         with Image.open(path) as im:
             size, software = im.size, str(im.getexif().get(0x0131, "") or "")
-    except Exception as e:  # noqa: BLE001 - any unreadable file is dropped with its reason
+    except Exception as e:  # any unreadable file is dropped with its reason
         raise ImageReadError(path, f"unreadable ({type(e).__name__}: {e})") from e
     table = read_jpeg_luma_table(path)
     return {"width": size[0], "height": size[1], "software": software.strip("\x00 "),
