@@ -238,7 +238,7 @@ def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None,
                              None if ls.baseline is None else ls.baseline[sel])
         about[name] = {"positives": pos_name, "negatives": neg_name, "n_pos": int(pos.sum()),
                        "n_neg": int(nmask.sum()), "empty": False,
-                       **({"band": band, "band_label": BANDS[band].format(q=fine_quality)} if band else {})}
+                       **({"band_label": BANDS[band].format(q=fine_quality)} if band else {})}
 
     for pos_name in POSITIVES[ls.level]:
         pos = ls.category == pos_name

@@ -56,9 +56,9 @@ _STREAMS = {"demosaic": 1, "lens": 2, "noise": 3, "exposure": 4, "white_balance"
             "jpeg_adaptive": 7, "jpeg_tables": 8, "siblings": 9, "jpeg_fine": 11}
 _FAMILY = 10_000  # stream offset of family-level draws
 DOWNSCALE_SCALES: tuple[float, ...] = (0.7, 0.8)
+"""Reduced image sizes (output / full size) a model may save photos at (``resample.downscale_share``)."""
 FINE_QUALITIES: tuple[int, int] = (96, 100)
 """The qualities (inclusive range) of models that save at a fine setting (``jpeg.fine_share``)."""
-"""Reduced image sizes (output / full size) a model may save photos at (``resample.downscale_share``)."""
 
 
 def catalogue(num_models: int, num_families: int, seed: int,
