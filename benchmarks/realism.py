@@ -6,8 +6,9 @@ transfer evaluation of its network on a folder of real photos of camera models i
 (default ``../shared/data/cameras``), under the network's own patch settings (entropy > 4
 nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants change Phase B
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
-too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). It prints one markdown row per
-variant and writes ``realism.json``:
+too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). Every variant
+but ``recipe`` (today's quick recipe) starts from the recipe as it was until 2026-12-04, on which the docs
+measured them (``default``). It prints one markdown row per variant and writes ``realism.json``:
 
     python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
     python benchmarks/realism.py default synth_real      # some of them
@@ -49,7 +50,7 @@ _PIXEL = ["data.synth.noise.fixed_pattern=0.3", "data.synth.noise.prnu=0.01", "d
           "data.synth.demosaic.methods=[bilinear,malvar,hamilton_adams,ahd,frequency]",
           "data.synth.family.differ_in=2"]
 
-# The recipe's sets (split=counts, seed 0, drawn from the 30-model catalogue), written out so that
+# The recipe's sets before 2026-12-04 (split=counts, seed 0, drawn from the 30-model catalogue), written out so that
 # a 40-model catalogue — which extends the 30 camera for camera, camsim/synth/params.py — can
 # keep A, C and the known models (so Phase A, bit for bit) and give B ten more models.
 _A = "F00_M12,F00_M18,F01_M13,F01_M19,F01_M25,F02_M20,F02_M26,F03_M15,F04_M16,F04_M28"
@@ -65,32 +66,47 @@ _SETS_40 = ["data.num_models=40", f"split.a=[{_A}]", *_B25_C_KNOWN]
 _A_MORE = "F04_M40,F05_M41,F00_M42,F01_M43,F02_M44,F03_M45,F04_M46,F05_M47,F00_M48,F01_M49"
 _SETS_50 = ["data.num_models=50", f"split.a=[{_A},{_A_MORE}]", *_B25_C_KNOWN]
 
+# The variants below were measured against the quick recipe as it was until 2026-12-04 (30 simulated
+# models, B of 15, no fine JPEG qualities; docs/experiments.md): each pins those settings, unless it
+# sets them itself, so that their commands still measure what the docs report. ``recipe`` is today's.
+_V1 = ["data.num_models=30", "split.b=15", "data.synth.jpeg.fine_share=0.0"]
+
+
+def _v1(overrides: list[str]) -> list[str]:
+    """``overrides`` on the recipe of before 2026-12-04 (its settings that ``overrides`` leaves alone)."""
+    own = {o.split("=", 1)[0] for o in overrides}
+    return [o for o in _V1 if o.split("=", 1)[0] not in own] + list(overrides)
+
+
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "default": ("today's simulator (data=synth)", []),
-    "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),
-    "photo": ("per-photo exposure, ISO, auto white balance, 15 % reduced size", _PHOTO),
-    "pixel": ("fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency demosaicing, siblings "
-              "differing in 2 traits", _PIXEL),
-    "scenes": ("30 % photo-like texture scenes (sky, foliage, text, skin)", ["data.synth.scenes.texture_share=0.3"]),
-    "synth_real": ("all of the above (data=synth_real)", ["data=synth_real"]),
-    "synth_real_fixed_jpeg": ("all but the per-photo JPEG traits (one JPEG setting per model)",
-                              ["data=synth_real", "data.synth.jpeg.presets_per_model=1", "data.synth.jpeg.adaptive_share=0",
-                               "data.synth.jpeg.table_families=0"]),
-    "synth_real_nojpeg": ("all, backbone without the JPEG branch (model=mislnet_small)",
-                          ["data=synth_real", "model=mislnet_small"]),
-    # Fine JPEG qualities (96–100: steps of 1–2), as camera originals mostly are (93–99 measured):
-    # where the JPEG lattice is gone, only pixel traces tell models apart
-    "jpeg_fine": ("40 % of models save at a fine quality, 96–100 (data.synth.jpeg.fine_share)",
-                  ["data.synth.jpeg.fine_share=0.4"]),
-    "jpeg_fine_presets": ("every model has a second, fine preset (96–100) drawn per photo beside its own quality",
-                          ["data.synth.jpeg.presets_per_model=2", "data.synth.jpeg.shared_qualities=[96,97,98,99,100]"]),
-    # Not simulator changes: how many models stand behind Phase B's pairs (today's simulator)
-    "head_with_a": ("the head's pairs also from A's 10 models (25 models; phase_b.with_a)", ["phase_b.with_a=true"]),
-    "b25": ("set B of 25 models: B + 10 models of a 40-model catalogue, A and C unchanged (the control "
-            "for head_with_a)", _SETS_40),
-    "a20_b25": ("set A of 20 models (A + 10 models of a 50-model catalogue) and B of 25 as in b25, C unchanged",
-                _SETS_50),
+    "recipe": ("today's quick recipe (40 models, 40 % at a fine JPEG quality, B of 25)", []),
+    **{name: (what, _v1(ov)) for name, (what, ov) in {
+        "default": ("the recipe until 2026-12-04: 30 models, B of 15, no fine JPEG qualities", []),
+        "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),
+        "photo": ("per-photo exposure, ISO, auto white balance, 15 % reduced size", _PHOTO),
+        "pixel": ("fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency demosaicing, siblings "
+                  "differing in 2 traits", _PIXEL),
+        "scenes": ("30 % photo-like texture scenes (sky, foliage, text, skin)", ["data.synth.scenes.texture_share=0.3"]),
+        "synth_real": ("all of the above (data=synth_real)", ["data=synth_real"]),
+        "synth_real_fixed_jpeg": ("all but the per-photo JPEG traits (one JPEG setting per model)",
+                                  ["data=synth_real", "data.synth.jpeg.presets_per_model=1", "data.synth.jpeg.adaptive_share=0",
+                                   "data.synth.jpeg.table_families=0"]),
+        "synth_real_nojpeg": ("all, backbone without the JPEG branch (model=mislnet_small)",
+                              ["data=synth_real", "model=mislnet_small"]),
+        # Fine JPEG qualities (96–100: steps of 1–2), as camera originals mostly are (93–99 measured):
+        # where the JPEG lattice is gone, only pixel traces tell models apart
+        "jpeg_fine": ("40 % of models save at a fine quality, 96–100 (data.synth.jpeg.fine_share)",
+                      ["data.synth.jpeg.fine_share=0.4"]),
+        "jpeg_fine_presets": ("every model has a second, fine preset (96–100) drawn per photo beside its own quality",
+                              ["data.synth.jpeg.presets_per_model=2", "data.synth.jpeg.shared_qualities=[96,97,98,99,100]"]),
+        # Not simulator changes: how many models stand behind Phase B's pairs (the 30-model simulator)
+        "head_with_a": ("the head's pairs also from A's 10 models (25 models; phase_b.with_a)", ["phase_b.with_a=true"]),
+        "b25": ("set B of 25 models: B + 10 models of a 40-model catalogue, A and C unchanged (the control "
+                "for head_with_a)", _SETS_40),
+        "a20_b25": ("set A of 20 models (A + 10 models of a 50-model catalogue) and B of 25 as in b25, C unchanged",
+                    _SETS_50),
+    }.items()},
 }
 
 

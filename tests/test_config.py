@@ -172,7 +172,7 @@ def test_realism_b25_keeps_the_recipes_a_c_and_known_models_and_adds_ten_to_b() 
     from camsim.data.splits import make_split
     from camsim.synth.traits import catalogue
 
-    recipe = compose_cfg(["experiment=quick"])
+    recipe = compose_cfg(["experiment=quick", *_realism_variants()["default"][1]])  # the recipe it was measured on
     names = [c.name for c in catalogue(int(recipe.data.num_models), int(recipe.data.num_families), int(recipe.data.seed))]
     sp = recipe.split
     drawn = make_split(names, sp.a, sp.b, sp.c, sp.known, int(sp.seed), sp.c_seed)

@@ -132,7 +132,7 @@ def test_debug_fast_shrinks_the_default_experiment_and_says_what_it_changed(capl
         changes = shrink_for_debug(cfg, dict(cfg.hydra.runtime.choices), set())
     assert cfg.data.num_models == 8 and cfg.data.images_per_model == 6 and cfg.split.a == 4 and cfg.split.c == 2
     assert cfg.data.seed == 0 and "SynthSource" in cfg.data._target_  # still the experiment's simulator
-    assert any(c.startswith("data.num_models: 30 → 8") for c in changes)
+    assert any(c.startswith("data.num_models: 40 → 8") for c in changes)
     assert "debug=fast changed" in caplog.text
     kept = compose_cfg(["debug=fast", "data.num_models=12"])
     shrink_for_debug(kept, dict(kept.hydra.runtime.choices), {"data.num_models"})

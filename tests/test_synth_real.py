@@ -76,8 +76,9 @@ def test_fine_share_puts_that_share_of_models_at_a_fine_quality_and_keeps_older_
     assert all(FINE_QUALITIES[0] <= m.jpeg_quality <= FINE_QUALITIES[1] for m in moved)
     assert 15 <= sum(FINE_QUALITIES[0] <= m.jpeg_quality for m in fine) <= 45
     assert catalogue(60, 10, 0, {"jpeg": {"fine_share": 0.0}}) == base
-    assert "fine_share" not in cache_key(synth_settings(REAL))["synth"]["jpeg"]
-    assert cache_key(synth_settings({**REAL, "jpeg": {**REAL.get("jpeg", {}), "fine_share": 0.3}}))["synth"]["jpeg"][
+    off = {**REAL, "jpeg": {**REAL["jpeg"], "fine_share": 0.0}}
+    assert "fine_share" not in cache_key(synth_settings(off))["synth"]["jpeg"]
+    assert cache_key(synth_settings({**REAL, "jpeg": {**REAL["jpeg"], "fine_share": 0.3}}))["synth"]["jpeg"][
         "fine_share"] == 0.3
 
 

@@ -186,10 +186,11 @@ def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
 
 def test_jpeg_quality_bands(ckpts, tmp_path):
     """Same-model rows are also scored within JPEG-quality bands: positives and different-model
-    negatives with both photos at IJG-equivalent quality ≥ transfer.fine_jpeg_quality, or both below."""
+    negatives with both photos at IJG-equivalent quality ≥ transfer.fine_jpeg_quality, or both below;
+    the two-photo rows also with both kinds of pair at equal, or both at unequal, photo qualities."""
     from camsim.eval.transfer import run_transfer
 
-    quality = {"Acme_Fine": (99, 99), "Bolt_Fine": (98,), "Acme_Coarse": (80, 80), "Bolt_Coarse": (85, 90)}
+    quality = {"Acme_Fine": (99, 99), "Bolt_Fine": (99,), "Acme_Coarse": (80, 80), "Bolt_Coarse": (85, 90)}
     rng = np.random.default_rng(1)
     for model, qs in quality.items():
         (tmp_path / "photos" / model).mkdir(parents=True)
@@ -203,6 +204,11 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
     assert (coarse["n_pos"], coarse["n_neg"]) == (4 * 50, 100)
     assert m["patch"]["other_photo@fine"]["n_pos"] == 20 and m["image"]["halves@coarse"]["n_pos"] == 4
     assert 0.0 <= fine["auc"]["value"] <= 1.0
+    # equal qualities: Acme_Fine's and Acme_Coarse's photo pairs vs Acme_Fine–Bolt_Fine (99 and 99);
+    # unequal: Bolt_Coarse's 85–90 vs every other model pair (100 patch pairs each)
+    same_q, diff_q = m["patch"]["other_photo@same_q"], m["patch"]["other_photo@diff_q"]
+    assert (same_q["n_pos"], same_q["n_neg"]) == (40, 100) and (diff_q["n_pos"], diff_q["n_neg"]) == (20, 500)
+    assert same_q["jpeg_band"] == "equal JPEG quality" and "same_photo@same_q" not in m["patch"]
     s = np.load(tmp_path / "run" / "scores.npz")
     got = {Path(p).parent.name + "/" + Path(p).name: int(q) for p, q in zip(s["photo_path"], s["photo_jpeg_quality"])}
     assert got == {f"{mdl}/{k}.jpg": q for mdl, qs in quality.items() for k, q in enumerate(qs)}
@@ -210,13 +216,14 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
     assert rows["Acme_Fine"]["jpeg_quality"] == "99" and rows["Bolt_Coarse"]["jpeg_quality"] == "85–90"
     report = (tmp_path / "run" / "transfer.md").read_text()
     assert "same model, same photo (JPEG q ≥ 97)" in report and "3 photo(s) at q ≥ 97, 4 below" in report
-    # off, or every photo in one band: no band rows
+    # off: no JPEG-quality rows; every photo in one band: no band rows (the equal/unequal rows stay)
     off = run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.bootstrap.reps=2",
                                     "transfer.fine_jpeg_quality=null"))["transfer"]
     assert not [k for level in ("patch", "image") for k in off[level] if "@" in k]
     one = run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.bootstrap.reps=2",
                                     "transfer.fine_jpeg_quality=50"))["transfer"]
-    assert not [k for k in one["patch"] if "@" in k] and any("One band only" in n for n in one["notes"])
+    assert not [k for k in one["patch"] if k.endswith(("@fine", "@coarse"))] and "other_photo@same_q" in one["patch"]
+    assert any("One band only" in n for n in one["notes"])
     with pytest.raises(ValueError, match="transfer.fine_jpeg_quality"):
         run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.fine_jpeg_quality=101"))
 

@@ -77,7 +77,7 @@ def read_scores(spec: str | Path) -> TransferScores:
     bands = photo_bands(d["photo_jpeg_quality"], fine_q) if "photo_jpeg_quality" in d else None
     contrasts: dict[str, Contrast] = {}
     for ls in levels:
-        contrasts.update(contrasts_of(ls, bands, fine_q)[0])
+        contrasts.update(contrasts_of(ls, bands, fine_q, d.get("photo_jpeg_quality") if fine_q else None)[0])
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
     return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts,
                           fine_q if bands is not None else None)
@@ -168,7 +168,8 @@ def _name(contrast: str, fine_quality: int | None = None) -> str:
     return _NAMES.get(base, base) + {"": "", "same_make": " (negatives: other models of the same make)",
                                      "other_make": " (negatives: models of other makes)"}.get(negatives, f" ~{negatives}") \
         + {"": "", "fine": f" — both photos at JPEG q ≥ {fine_quality}",
-           "coarse": f" — both photos at JPEG q < {fine_quality}"}.get(band, f" @{band}")
+           "coarse": f" — both photos at JPEG q < {fine_quality}", "same_q": " — the two photos at equal JPEG quality",
+           "diff_q": " — the two photos at unequal JPEG quality"}.get(band, f" @{band}")
 
 
 def _delta(r: dict) -> str:

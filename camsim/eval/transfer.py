@@ -205,8 +205,11 @@ class LevelScores:
     baseline: np.ndarray | None
 
 
-#: JPEG-quality bands of the band rows (``transfer.fine_jpeg_quality`` = q): name -> label
-BANDS = {"fine": "JPEG q ≥ {q}", "coarse": "JPEG q < {q}"}
+#: JPEG-quality rows (``transfer.fine_jpeg_quality`` = q): name -> label. ``fine`` / ``coarse``: both photos
+#: of every pair in that band; ``same_q`` / ``diff_q`` (two-photo rows): the pair's two photos at equal /
+#: different IJG-equivalent quality
+BANDS = {"fine": "JPEG q ≥ {q}", "coarse": "JPEG q < {q}", "same_q": "equal JPEG quality",
+         "diff_q": "unequal JPEG quality"}
 
 
 def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | None:
@@ -219,15 +222,20 @@ def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | N
     return band if (band == 1).any() and (band == 0).any() else None
 
 
-def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None,
-                 fine_quality: int | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
+def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None, fine_quality: int | None = None,
+                 quality: np.ndarray | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
     """The level's contrasts (each same-model category vs the different-model pairs; other-photo
     pairs also vs same-make and vs different-make negatives when both exist) and their descriptions.
 
     With per-photo ``bands`` (:func:`photo_bands`), each same-model category is also scored within
     each JPEG-quality band — positives and different-model negatives both with both photos in the
     band (``<category>@fine``, ``@coarse``): at fine quantisation the JPEG lattice that the
-    backbone's JPEG branch reads is nearly gone, so the band rows show what is left."""
+    backbone's JPEG branch reads is nearly gone, so the band rows show what is left.
+
+    With per-photo ``quality`` (IJG-equivalent, -1 unknown) and ``fine_quality`` set, the two-photo
+    category is also scored with positives and different-model negatives both pairing photos of equal
+    quality (``other_photo@same_q``) or both of unequal quality (``@diff_q``): whether two photos of one
+    model are recognised when their JPEG tables differ, against negatives that differ as much."""
     neg = ls.category == "diff_model"
     out, about = {}, {}
 
@@ -260,6 +268,13 @@ def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None,
                 pos, nmask = (ls.category == pos_name) & inside, neg & inside
                 if pos.any() and nmask.any():  # a band without pairs of either kind has no row
                     add(f"{ls.level}/{pos_name}@{band}", pos, nmask, pos_name, "diff_model", band)
+    if quality is not None and fine_quality is not None and "other_photo" in POSITIVES[ls.level]:
+        q1, q2 = np.asarray(quality)[ls.photo_1], np.asarray(quality)[ls.photo_2]
+        known = (q1 >= 0) & (q2 >= 0)
+        for match, inside in (("same_q", known & (q1 == q2)), ("diff_q", known & (q1 != q2))):
+            pos, nmask = (ls.category == "other_photo") & inside, neg & inside
+            if pos.any() and nmask.any():
+                add(f"{ls.level}/other_photo@{match}", pos, nmask, "other_photo", "diff_model", match)
     return out, about
 
 
@@ -346,7 +361,9 @@ def run_transfer(cfg: DictConfig) -> dict:
         notes.append(f"JPEG quality (IJG-equivalent, from each photo's luma quantisation table): {n_fine} photo(s) at "
                      f"q ≥ {fine_q}, {n_coarse} below" + (f", {n_other} not JPEG" if n_other else "") + ". "
                      + ("Rows marked 'JPEG q ≥ …' / 'q < …' take positives and different-model negatives with both "
-                        "photos in that band." if bands is not None else "One band only: no band rows."))
+                        "photos in that band." if bands is not None else "One band only: no band rows.")
+                     + " Two-photo rows marked 'equal' / 'unequal JPEG quality' take positives and negatives whose "
+                       "two photos are at equal / unequal quality.")
     layout = table.layout()
     n_models = len(table.models)
     rng = np.random.default_rng(int(t.seed))
@@ -383,7 +400,7 @@ def run_transfer(cfg: DictConfig) -> dict:
 
     results: dict[str, dict] = {}
     for level, ls in levels.items():
-        contrasts, about = contrasts_of(ls, bands, fine_q)
+        contrasts, about = contrasts_of(ls, bands, fine_q, table.photo_quality)
         etas = {name: choose_threshold(c, eta, str(t.threshold)) for name, c in contrasts.items()}
         point = {name: c.figures(etas[name]) for name, c in contrasts.items()}
         log.info("  %s level: %s; bootstrap %d reps", level,
