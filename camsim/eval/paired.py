@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from camsim.eval.bootstrap import Contrast, check_reps_level, pair_weights, percentile_interval, resample_counts
-from camsim.eval.transfer import LevelScores, contrasts_of, make_relation, photo_bands
+from camsim.eval.transfer import LevelScores, contrasts_of, make_relation
 
 FIGURES = ("auc", "eer")
 SCORES = "scores.npz"
@@ -39,7 +39,7 @@ class TransferScores:
     photo_path: np.ndarray  # [photos] str
     photo_model: np.ndarray  # [photos] camera-model name
     contrasts: dict[str, Contrast]
-    fine_jpeg_quality: int | None = None  # the JPEG-quality band rows' limit (None: no band rows)
+    fine_jpeg_quality: int | None = None  # the JPEG-quality rows' band limit (None: no JPEG-quality rows)
 
 
 def read_scores(spec: str | Path) -> TransferScores:
@@ -74,13 +74,11 @@ def read_scores(spec: str | Path) -> TransferScores:
     ]
     # JPEG-quality band rows where the run recorded its photos' qualities (runs since 2026-12-04)
     fine_q = int(d["fine_jpeg_quality"]) if "fine_jpeg_quality" in d and int(d["fine_jpeg_quality"]) > 0 else None
-    bands = photo_bands(d["photo_jpeg_quality"], fine_q) if "photo_jpeg_quality" in d else None
     contrasts: dict[str, Contrast] = {}
     for ls in levels:
-        contrasts.update(contrasts_of(ls, bands, fine_q, d.get("photo_jpeg_quality") if fine_q else None)[0])
+        contrasts.update(contrasts_of(ls, d.get("photo_jpeg_quality"), fine_q)[0])
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
-    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts,
-                          fine_q if bands is not None else None)
+    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts, fine_q)
 
 
 def _common_photos(a: TransferScores, b: TransferScores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -222,20 +222,18 @@ def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | N
     return band if (band == 1).any() and (band == 0).any() else None
 
 
-def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None, fine_quality: int | None = None,
-                 quality: np.ndarray | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
+def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None,
+                 fine_quality: int | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
     """The level's contrasts (each same-model category vs the different-model pairs; other-photo
     pairs also vs same-make and vs different-make negatives when both exist) and their descriptions.
 
-    With per-photo ``bands`` (:func:`photo_bands`), each same-model category is also scored within
-    each JPEG-quality band — positives and different-model negatives both with both photos in the
-    band (``<category>@fine``, ``@coarse``): at fine quantisation the JPEG lattice that the
-    backbone's JPEG branch reads is nearly gone, so the band rows show what is left.
-
-    With per-photo ``quality`` (IJG-equivalent, -1 unknown) and ``fine_quality`` set, the two-photo
-    category is also scored with positives and different-model negatives both pairing photos of equal
-    quality (``other_photo@same_q``) or both of unequal quality (``@diff_q``): whether two photos of one
-    model are recognised when their JPEG tables differ, against negatives that differ as much."""
+    With per-photo ``quality`` (IJG-equivalent, -1 unknown) and ``fine_quality`` set, the JPEG-quality
+    rows too, each with positives and different-model negatives whose photos all satisfy its condition:
+    every same-model category within each band of :func:`photo_bands` (``<category>@fine``,
+    ``@coarse``; at fine quantisation the JPEG lattice that the backbone's JPEG branch reads is nearly
+    gone, so the band rows show what is left), and the two-photo category with both photos of a pair
+    at equal quality (``other_photo@same_q``) or at unequal quality (``@diff_q``): whether two photos
+    of one model are recognised when their JPEG tables differ, against negatives that differ as much."""
     neg = ls.category == "diff_model"
     out, about = {}, {}
 
@@ -261,20 +259,24 @@ def contrasts_of(ls: LevelScores, bands: np.ndarray | None = None, fine_quality:
         for neg_name, nmask in negs.items():
             add(f"{ls.level}/{pos_name}" + ("" if neg_name == "diff_model" else f"~{neg_name[11:]}"),
                 pos, nmask, pos_name, neg_name, None)
+    def add_within(pos_name: str, tag: str, inside: np.ndarray) -> None:
+        pos, nmask = (ls.category == pos_name) & inside, neg & inside
+        if pos.any() and nmask.any():  # a condition without pairs of either kind has no row
+            add(f"{ls.level}/{pos_name}@{tag}", pos, nmask, pos_name, "diff_model", tag)
+
+    if quality is None or fine_quality is None:
+        return out, about
+    q = np.asarray(quality)
+    bands = photo_bands(q, fine_quality)
     if bands is not None:
+        b1, b2 = bands[ls.photo_1], bands[ls.photo_2]
         for pos_name in POSITIVES[ls.level]:
             for band, value in (("fine", 1), ("coarse", 0)):
-                inside = (bands[ls.photo_1] == value) & (bands[ls.photo_2] == value)
-                pos, nmask = (ls.category == pos_name) & inside, neg & inside
-                if pos.any() and nmask.any():  # a band without pairs of either kind has no row
-                    add(f"{ls.level}/{pos_name}@{band}", pos, nmask, pos_name, "diff_model", band)
-    if quality is not None and fine_quality is not None and "other_photo" in POSITIVES[ls.level]:
-        q1, q2 = np.asarray(quality)[ls.photo_1], np.asarray(quality)[ls.photo_2]
-        known = (q1 >= 0) & (q2 >= 0)
-        for match, inside in (("same_q", known & (q1 == q2)), ("diff_q", known & (q1 != q2))):
-            pos, nmask = (ls.category == "other_photo") & inside, neg & inside
-            if pos.any() and nmask.any():
-                add(f"{ls.level}/other_photo@{match}", pos, nmask, "other_photo", "diff_model", match)
+                add_within(pos_name, band, (b1 == value) & (b2 == value))
+    q1, q2 = q[ls.photo_1], q[ls.photo_2]
+    known = (q1 >= 0) & (q2 >= 0)
+    add_within("other_photo", "same_q", known & (q1 == q2))
+    add_within("other_photo", "diff_q", known & (q1 != q2))
     return out, about
 
 
@@ -400,7 +402,7 @@ def run_transfer(cfg: DictConfig) -> dict:
 
     results: dict[str, dict] = {}
     for level, ls in levels.items():
-        contrasts, about = contrasts_of(ls, bands, fine_q, table.photo_quality)
+        contrasts, about = contrasts_of(ls, table.photo_quality, fine_q)
         etas = {name: choose_threshold(c, eta, str(t.threshold)) for name, c in contrasts.items()}
         point = {name: c.figures(etas[name]) for name, c in contrasts.items()}
         log.info("  %s level: %s; bootstrap %d reps", level,
