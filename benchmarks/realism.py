@@ -81,6 +81,10 @@ def _v1(overrides: list[str]) -> list[str]:
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "recipe": ("today's quick recipe (40 models, 40 % at a fine JPEG quality, B of 25)", []),
+    "recipe_nojpeg": ("today's quick recipe, backbone without the JPEG branch (model=mislnet_small)",
+                      ["model=mislnet_small"]),
+    "recipe_recompress": ("today's quick recipe, every Phase B training patch with a twin re-saved at JPEG "
+                          "quality 60-95 (phase_b.recompress)", ["phase_b.recompress.share=1.0"]),
     **{name: (what, _v1(ov)) for name, (what, ov) in {
         "default": ("the recipe until 2026-12-04: 30 models, B of 15, no fine JPEG qualities", []),
         "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),

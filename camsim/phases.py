@@ -155,8 +155,9 @@ def stage_phase_a(st: RunState) -> None:
 
 def _key_settings(node: DictConfig, skip: tuple[str, ...]) -> dict:
     """A phase's settings as its artefact key holds them: without ``skip``, and without ``with_a``
-    while it is off (the key every artefact had before the option existed)."""
-    return {k: v for k, v in to_plain(node).items() if k not in skip and not (k == "with_a" and not v)}
+    or ``recompress`` while they are off (the key every artefact had before the options existed)."""
+    return {k: v for k, v in to_plain(node).items() if k not in skip and not (k == "with_a" and not v)
+            and not (k == "recompress" and not float(v["share"]))}
 
 
 def phase_b_key(st: RunState) -> dict:
@@ -222,14 +223,15 @@ def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
                                              feature_layer=layer, optimizer=to_plain(cfg.phase_b.optimizer),
                                              scheduler=to_plain(cfg.phase_b.scheduler), training=training_record(st),
                                              **({} if eta is None else {"eta": eta}))
-    features = None
+    features = extract = None
     if cfg.phase_b.cache_features:
         fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, layer,
                           **to_plain(cfg.phase_b.feature_pass))
-        features = fs.features
+        features, extract = fs.features, fs.extract
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
                         seed=seed, resample=bool(cfg.phase_b.resample_pairs), features=features,
-                        with_a=bool(cfg.phase_b.with_a))
+                        with_a=bool(cfg.phase_b.with_a), recompress=to_plain(cfg.phase_b.recompress),
+                        extract=extract)
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
 
 

@@ -253,7 +253,7 @@ def test_simulator_benchmark_prints_its_figures(capsys):
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3
     assert out[0].startswith("single process: scene ") and "MP/s per core" in out[0]
-    assert out[1].startswith("catalogue: 2 models x 1 images of 64x96 = 2 images, 1 workers: ")
+    assert out[1].startswith("catalogue (data=synth): 2 models x 1 images of 64x96 = 2 images, 1 workers: ")
     assert out[2].startswith("CPU time ")
 
 

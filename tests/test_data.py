@@ -12,9 +12,10 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, PhaseADataModule
+from camsim.data.datamodules import (CameraData, EvalPairDataModule, PairDataModule, PatchDataset, PhaseADataModule,
+                                     recompressed_twins)
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
-from camsim.data.patches import cut_patches, extract_image_patches, grid_positions, patch_entropy
+from camsim.data.patches import cut_patches, extract_image_patches, grid_positions, patch_entropy, recompress
 from camsim.data.sources import FolderSource
 from camsim.data.splits import make_split, split_images
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore, summarise
@@ -319,3 +320,59 @@ def test_with_a_draws_phase_b_training_pairs_from_a_training_images_only(tmp_pat
         rows = np.flatnonzero(ds.items.labels == dm.models["train"].index(m))
         assert np.array_equal(ds.items.take(rows), np.asarray(sets[(m, "train")].patches))
         assert not set(sets[(m, "train")].images) & set(sets[(m, "test")].images)
+
+
+def test_recompress_is_a_seeded_grid_aligned_second_jpeg() -> None:
+    """phase_b.recompress's twins: same shape, deterministic, further from the original the lower
+    the quality; a quality outside 1-100 or a wrong array is refused."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    smooth = (128 + 60 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 4, (64, 64))).clip(0, 255)
+    p = np.stack([smooth, smooth[::-1]]).astype(np.uint8)
+    err = {q: np.abs(recompress(p, np.full(2, q)).astype(int) - p).mean() for q in (98, 80, 40)}
+    assert err[98] < err[80] < err[40]
+    again = recompress(p, np.array([80, 40]))
+    assert again.dtype == np.uint8 and again.shape == p.shape and np.array_equal(again, recompress(p, np.array([80, 40])))
+    # greyscale JPEG at quality 40: the 8x8 block DCT of the twin sits on the quantisation lattice
+    assert not np.array_equal(again[0], p[0])
+    with pytest.raises(ValueError, match="qualities"):
+        recompress(p, np.array([80, 101]))
+    with pytest.raises(ValueError, match="uint8"):
+        recompress(p.astype(np.float32), np.array([80, 80]))
+
+
+def test_recompress_twins_join_phase_b_training_pairs_only(tmp_path: Path) -> None:
+    """phase_b.recompress.share: that share of B's training patches gets a re-saved twin with its
+    model's label, pairs are drawn over patches and twins; validation pairs stay as they were."""
+    from camsim.data.sources import FolderSource
+    from tests.conftest import compose_cfg
+
+    root = _folder(tmp_path / "photos", models=5, images=6, size=(128, 128))
+    cfg = compose_cfg(["split.a=[cam0,cam1]", "split.known=[cam0]", "split.b=[cam2,cam3]", "split.c=[cam4]",
+                       "patches.workers=0", "patches.per_model.train_b=20", "patches.per_model.val_b=8"])
+    data = CameraData(FolderSource(root), cfg.split, cfg.patches, tmp_path / "art")
+    seen: list[np.ndarray] = []
+
+    def features(ps):  # a stand-in f(X): the patch's mean grey level
+        return np.asarray(ps.patches, np.float32).mean(axis=(1, 2))[:, None]
+
+    def extract(x):
+        seen.append(x)
+        return x.astype(np.float32).mean(axis=(1, 2))[:, None]
+
+    rc = {"share": 0.5, "quality": [50, 70]}
+    plain = PairDataModule(data, cfg.phase_b.loader, 300, 50, seed=0, features=features)
+    dm = PairDataModule(data, cfg.phase_b.loader, 300, 50, seed=0, features=features, recompress=rc, extract=extract)
+    plain.setup()
+    dm.setup()
+    n = len(plain.train_set.labels)
+    assert len(dm.train_set.labels) == len(dm.train_set.items) == n + round(0.5 * n) and len(seen) == 1
+    idx, again = recompressed_twins(PatchDataset([data.patch_sets("phase_b")[(m, "train")] for m in ("cam2", "cam3")],
+                                                 range(2)), 0.5, [50, 70], 0)
+    np.testing.assert_array_equal(dm.train_set.labels[n:], plain.train_set.labels[idx])  # each twin: its model
+    np.testing.assert_array_equal(seen[0], again)  # seeded: the same twins every time
+    assert 0 < np.abs(dm.train_set.items[n:] - plain.train_set.items[idx]).max() < 10
+    assert (np.r_[dm.train_set.i, dm.train_set.j] >= n).any()  # twins are drawn into pairs
+    np.testing.assert_array_equal(dm.val_set.items, plain.val_set.items)
+    with pytest.raises(ValueError, match="cached features"):
+        PairDataModule(data, cfg.phase_b.loader, 300, 50, seed=0, recompress=rc)

@@ -438,12 +438,16 @@ def test_camera_model_without_usable_images_is_an_error_naming_it(tmp_path: Path
     ("phase_a.max_epochs=0", "phase_a.max_epochs=0"),
     ("patches.per_model.train_a=0", "patches.per_model.train_a=0"),
     ("patches.size=8", "patches.size=8: a 8x8 patch has at most ln.64. = 4.16 nats"),
+    ("phase_b.recompress.share=1.5", "phase_b.recompress.share=1.5"),
+    ("phase_b.recompress.quality=[90,80]", r"phase_b.recompress.quality=\[90, 80\]"),
+    ("phase_b.recompress.quality=[0,50]", r"phase_b.recompress.quality=\[0, 50\]"),
+    ("phase_b.recompress.share=0.5 phase_b.cache_features=false", "needs phase_b.cache_features=true"),
 ])
 def test_config_mistakes_name_the_setting(override: str, message: str) -> None:
     from camsim.config import validate
 
     with pytest.raises(ValueError, match=message):
-        validate(compose_cfg([override]))
+        validate(compose_cfg(override.split()))
 
 
 # --------------------------------------------------------------------------- a shared machine

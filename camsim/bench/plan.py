@@ -49,10 +49,14 @@ def _check_choice(group: str, name: str, option: str) -> None:
         raise ValueError(f"{option}: no config {path}; choose one of {names}")
 
 
-def recipe(experiment: str = "quick", model: str | None = None, head: str | None = None) -> dict:
-    """The parts of a composed recipe (``experiment=...``, with ``model=`` / ``similarity=``
-    when given) the benchmark uses, as plain data: configs as camsim-run builds them."""
+def recipe(experiment: str = "quick", model: str | None = None, head: str | None = None,
+           data: str | None = None) -> dict:
+    """The parts of a composed recipe (``experiment=...``, with ``model=`` / ``similarity=`` /
+    ``data=`` when given) the benchmark uses, as plain data: configs as camsim-run builds them."""
     overrides = [f"experiment={experiment}"]
+    if data is not None:
+        _check_choice("data", data, "--data")
+        overrides.append(f"data={data}")
     if model is not None:
         _check_choice("model", model, "--model")
         overrides.append(f"model={model}")
@@ -72,7 +76,8 @@ def recipe(experiment: str = "quick", model: str | None = None, head: str | None
             "min_entropy": float(cfg.patches.min_entropy), "phase_a_loader": to_plain(cfg.phase_a.loader),
             "phase_a_optimizer": to_plain(cfg.phase_a.optimizer), "phase_b_loader": to_plain(cfg.phase_b.loader),
             "phase_b_optimizer": to_plain(cfg.phase_b.optimizer), "train_pairs": int(cfg.phase_b.train_pairs),
-            "channels_last": bool(cfg.phase_a.channels_last), "compile": bool(cfg.phase_a.compile)}
+            "channels_last": bool(cfg.phase_a.channels_last), "compile": bool(cfg.phase_a.compile),
+            "data": to_plain(cfg.data)}
 
 
 def _matches(name: str, pattern: str) -> bool:

@@ -90,6 +90,19 @@ def unknown_keys(node: Any, path: str = "") -> list[str]:
     return out
 
 
+def check_recompress(rc: Any, cache_features: bool) -> None:
+    """``phase_b.recompress``: a share in [0, 1] and a quality range [low, high] within 1–100."""
+    share = float(rc.share)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"phase_b.recompress.share={rc.share}: a fraction of the training patches, 0 (off) to 1")
+    q = list(rc.quality)
+    if len(q) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in q) or not 1 <= q[0] <= q[1] <= 100:
+        raise ValueError(f"phase_b.recompress.quality={q}: [low, high], whole IJG qualities with 1 <= low <= high <= 100")
+    if share > 0 and not cache_features:
+        raise ValueError("phase_b.recompress.share > 0 needs phase_b.cache_features=true (the twins' features are "
+                         "computed once, like the patches')")
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express; raises ValueError naming the key."""
     extra = [k for k in unknown_keys(cfg) if k != "hydra" and not k.startswith("hydra.")]
@@ -108,6 +121,9 @@ def validate(cfg: DictConfig) -> None:
             raise ValueError(f"phase_b.finetune.train_pairs={ft.train_pairs}: needs ≥ 2 (one same, one different pair)")
         if ft.backbone_lr is not None and not float(ft.backbone_lr) > 0:
             raise ValueError(f"phase_b.finetune.backbone_lr={ft.backbone_lr}: must be > 0 (null: the optimiser's lr)")
+    rc = cfg.phase_b.get("recompress")
+    if rc is not None:
+        check_recompress(rc, bool(cfg.phase_b.cache_features))
     size, min_h = int(cfg.patches.size), float(cfg.patches.min_entropy)
     if math.log(min(size * size, 256)) <= min_h + 0.5:
         raise ValueError(f"patches.size={size}: a {size}x{size} patch has at most ln({min(size * size, 256)}) = "

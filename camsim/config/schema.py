@@ -136,6 +136,20 @@ class FinetuneConfig:
 
 
 @dataclass
+class RecompressConfig:
+    """Phase B's training patches re-saved at a second JPEG quality (issue 18): a real camera
+    model saves its photos at several qualities, so two photos of one model often differ in
+    their JPEG lattice. A share of B's training patches get a twin — the same pixels re-encoded
+    as a greyscale JPEG at a quality drawn uniformly from ``quality`` — and pairs are drawn
+    over patches and twins alike, for same-model and different-model pairs the same way."""
+
+    #: fraction of training patches that get a twin (0: off, the recipe's default)
+    share: float = 0.0
+    #: [low, high] IJG quality of the twins, both inclusive, 1-100
+    quality: list[int] = field(default_factory=lambda: [60, 95])
+
+
+@dataclass
 class PhaseBConfig:
     """Learning Phase B: the similarity network on set B, backbone frozen (docs/method.md)."""
 
@@ -152,6 +166,8 @@ class PhaseBConfig:
     with_a: bool = False
     #: draw fresh training pairs every epoch (seeded by epoch) instead of one fixed set
     resample_pairs: bool = False
+    #: training patches re-saved at a second JPEG quality (off by default; RecompressConfig)
+    recompress: RecompressConfig = field(default_factory=RecompressConfig)
     optimizer: Any = field(default_factory=lambda: {
         "_target_": "torch.optim.Adam", "_partial_": True,
         "lr": 5e-4, "betas": [0.9, 0.99], "eps": 1e-6})

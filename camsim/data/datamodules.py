@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from camsim.data.layouts import camera_make
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
+from camsim.data.patches import recompress, stable_seed
 from camsim.data.splits import SUBSETS, SetSplit, make_split, split_images
 from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
 
@@ -220,6 +221,16 @@ class PairDataset(Dataset):
         return self._get(np.asarray(indices, dtype=np.int64))
 
 
+def recompressed_twins(patches: PatchDataset, share: float, quality: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices, twins)``: a seeded ``share`` of the patches, each re-saved at a quality drawn
+    uniformly from ``quality`` = [low, high] (:func:`~camsim.data.patches.recompress`)."""
+    rng = np.random.default_rng(stable_seed("recompress", seed))
+    n = len(patches)
+    idx = np.sort(rng.choice(n, size=int(round(share * n)), replace=False))
+    q = rng.integers(int(quality[0]), int(quality[1]) + 1, size=len(idx))
+    return idx, recompress(patches.take(idx), q)
+
+
 class _EpochPairs(L.Callback):
     """Redraws Phase B pairs at the start of each training epoch (``phase_b.resample_pairs``)."""
 
@@ -273,14 +284,20 @@ class PairDataModule(L.LightningDataModule):
     ``features``: a function mapping a :class:`PatchSet` to its cached f(X) ``[n, d]``
     (``phase_b.cache_features``); without it the pairs carry uint8 patches (and so serve
     end-to-end fine-tuning, ``phase_b.finetune``). Training pairs are drawn with ``seed``,
-    validation pairs with ``val_seed`` (default ``seed + 1``).
+    validation pairs with ``val_seed`` (default ``seed + 1``). ``recompress``
+    (``phase_b.recompress``: ``share``, ``quality``) with ``extract`` (f(X) of a uint8 array):
+    training patches get re-saved twins (:func:`recompressed_twins`) that pairs are drawn over too.
     """
 
     def __init__(self, data: CameraData, loader: Any, train_pairs: int, val_pairs: int, seed: int,
                  resample: bool = False, features: Callable[[PatchSet], np.ndarray] | None = None,
-                 val_seed: int | None = None, with_a: bool = False):
+                 val_seed: int | None = None, with_a: bool = False, recompress: Any = None,
+                 extract: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__()
         self.data, self.loader, self.features = data, loader, features
+        self.recompress, self.extract = recompress, extract
+        if recompress is not None and float(recompress["share"]) > 0 and (features is None or extract is None):
+            raise ValueError("phase_b.recompress needs cached features (phase_b.cache_features=true)")
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
         self.val_seed = seed + 1 if val_seed is None else val_seed
         sp = data.split
@@ -298,7 +315,11 @@ class PairDataModule(L.LightningDataModule):
         sets = [ps[(m, subset)] for m in self.models[subset]]
         patches = PatchDataset(sets, range(len(sets)))
         items = np.concatenate([self.features(s) for s in sets]) if self.features else patches
-        return PairDataset(items, patches.labels, n, seed, resample)
+        labels = patches.labels
+        if subset == "train" and self.recompress is not None and float(self.recompress["share"]) > 0:
+            idx, twins = recompressed_twins(patches, float(self.recompress["share"]), self.recompress["quality"], seed)
+            items, labels = np.concatenate([items, self.extract(twins)]), np.concatenate([labels, labels[idx]])
+        return PairDataset(items, labels, n, seed, resample)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -48,3 +48,7 @@ class FeatureStore:
 
     def features(self, ps: PatchSet) -> np.ndarray:
         return self.get(ps)[0]
+
+    def extract(self, patches: np.ndarray) -> np.ndarray:
+        """f(X) ``[n, d]`` float32 of uint8 patches ``[n, P, P]`` not in a patch set (not cached)."""
+        return self.feature_pass.extract(patches, desc="features (re-saved twins)")[self.layer].astype(np.float32)

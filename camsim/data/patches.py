@@ -7,10 +7,12 @@ green-channel uint8 arrays ``[N, P, P]``; positions are top-left corners ``(y, x
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from camsim.data.io import ImageReadError, read_green
 
@@ -63,6 +65,24 @@ def cut_patches(image: np.ndarray, positions: np.ndarray, size: int) -> np.ndarr
         return np.zeros((0, size, size), dtype=image.dtype)
     windows = np.lib.stride_tricks.sliding_window_view(image, (size, size))
     return np.ascontiguousarray(windows[positions[:, 0], positions[:, 1]])
+
+
+def recompress(patches: np.ndarray, qualities: np.ndarray) -> np.ndarray:
+    """Each uint8 patch ``[N, P, P]`` encoded as a greyscale baseline JPEG at its IJG quality
+    ``qualities[n]`` (Pillow / libjpeg) and decoded: a second, grid-aligned compression of patches
+    cut on the image's 8×8 JPEG grid (``patches.align`` a multiple of 8)."""
+    patches, qualities = np.asarray(patches), np.asarray(qualities)
+    if patches.dtype != np.uint8 or patches.ndim != 3:
+        raise ValueError(f"patches: uint8 [N, P, P] expected, got {patches.dtype} {patches.shape}")
+    if len(qualities) != len(patches) or (len(qualities) and not (qualities.min() >= 1 and qualities.max() <= 100)):
+        raise ValueError(f"qualities: one IJG quality 1-100 per patch expected ({len(patches)} patches, "
+                         f"{len(qualities)} qualities)")
+    out = np.empty_like(patches)
+    for n, (p, q) in enumerate(zip(patches, qualities)):
+        buf = io.BytesIO()
+        Image.fromarray(p).save(buf, format="JPEG", quality=int(q), subsampling=0)
+        out[n] = np.asarray(Image.open(buf).convert("L"))
+    return out
 
 
 def stable_seed(*parts: object) -> int:
