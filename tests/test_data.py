@@ -333,8 +333,9 @@ def test_recompress_is_a_seeded_grid_aligned_second_jpeg() -> None:
     assert err[98] < err[80] < err[40]
     again = recompress(p, np.array([80, 40]))
     assert again.dtype == np.uint8 and again.shape == p.shape and np.array_equal(again, recompress(p, np.array([80, 40])))
-    # greyscale JPEG at quality 40: the 8x8 block DCT of the twin sits on the quantisation lattice
-    assert not np.array_equal(again[0], p[0])
+    # a twin already sits on the quality-40 lattice: saving it again at 40 moves it far less than the first time
+    twice = recompress(again, np.array([80, 40]))
+    assert np.abs(twice[1].astype(int) - again[1]).mean() < 0.25 * np.abs(again[1].astype(int) - p[1]).mean()
     with pytest.raises(ValueError, match="qualities"):
         recompress(p, np.array([80, 101]))
     with pytest.raises(ValueError, match="uint8"):
