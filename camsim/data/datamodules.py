@@ -295,8 +295,10 @@ class PairDataModule(L.LightningDataModule):
                  extract: Callable[[np.ndarray], np.ndarray] | None = None):
         super().__init__()
         self.data, self.loader, self.features = data, loader, features
-        self.recompress, self.extract = recompress, extract
-        if recompress is not None and float(recompress["share"]) > 0 and (features is None or extract is None):
+        #: ``phase_b.recompress`` while it is on (a share > 0), else None
+        self.recompress = recompress if recompress is not None and float(recompress["share"]) > 0 else None
+        self.extract = extract
+        if self.recompress is not None and (features is None or extract is None):
             raise ValueError("phase_b.recompress needs cached features (phase_b.cache_features=true)")
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
         self.val_seed = seed + 1 if val_seed is None else val_seed
@@ -316,7 +318,7 @@ class PairDataModule(L.LightningDataModule):
         patches = PatchDataset(sets, range(len(sets)))
         items = np.concatenate([self.features(s) for s in sets]) if self.features else patches
         labels = patches.labels
-        if subset == "train" and self.recompress is not None and float(self.recompress["share"]) > 0:
+        if subset == "train" and self.recompress is not None:
             idx, twins = recompressed_twins(patches, float(self.recompress["share"]), self.recompress["quality"], seed)
             items, labels = np.concatenate([items, self.extract(twins)]), np.concatenate([labels, labels[idx]])
         return PairDataset(items, labels, n, seed, resample)
