@@ -90,6 +90,25 @@ def test_photo_labelled_differently_is_refused():
         paired_bootstrap(a, b, reps=5)
 
 
+def test_quality_rows_drawn_with_other_limits_are_not_compared():
+    """A JPEG-quality row is compared only where both runs drew it with the same limit: a band
+    (``fine`` / ``coarse``) at one ``fine_jpeg_quality``, the far-apart row at one ``far_jpeg_gap``."""
+    photo_model = np.array([0, 0, 1, 1])
+    p1, p2 = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3])
+    same = photo_model[p1] == photo_model[p2]
+    link = np.where(same, SAME_MODEL, 2)
+    c = Contrast(np.arange(4.0), same, p1, p2, link)
+    names = ("patch/other_photo", "patch/other_photo@fine", "patch/other_photo@far_q", "patch/other_photo@diff_q")
+    side = _side(np.arange(4.0), same, p1, p2, link, photo_model, "A")
+
+    def run(fine: int, far: int) -> TransferScores:
+        return TransferScores(side.label, side.photo_path, side.photo_model, dict.fromkeys(names, c), fine, far)
+
+    assert set(paired_bootstrap(run(97, 4), run(97, 4), reps=5)) == set(names)
+    assert set(paired_bootstrap(run(97, 4), run(97, 6), reps=5)) == set(names) - {"patch/other_photo@far_q"}
+    assert set(paired_bootstrap(run(97, 4), run(95, 4), reps=5)) == set(names) - {"patch/other_photo@fine"}
+
+
 def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: F811
     out = folder_run["out"]
     r = run_cli("camsim-compare", "--paired", f"{out}:baseline", str(out), "--reps", "30", "--out", str(tmp_path))

@@ -209,6 +209,10 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
     same_q, diff_q = m["patch"]["other_photo@same_q"], m["patch"]["other_photo@diff_q"]
     assert (same_q["n_pos"], same_q["n_neg"]) == (40, 100) and (diff_q["n_pos"], diff_q["n_neg"]) == (20, 500)
     assert same_q["jpeg_band"] == "equal JPEG quality" and "same_photo@same_q" not in m["patch"]
+    # photos at least transfer.far_jpeg_gap (4) quality steps apart: Bolt_Coarse's 85–90; every
+    # unequal negative is ≥ 9 steps apart but Acme_Coarse–Bolt_Coarse's 80–85 (5): all of them
+    far = m["patch"]["other_photo@far_q"]
+    assert (far["n_pos"], far["n_neg"]) == (20, 500) and far["jpeg_band"] == "JPEG qualities ≥ 4 apart"
     s = np.load(tmp_path / "run" / "scores.npz")
     got = {Path(p).parent.name + "/" + Path(p).name: int(q) for p, q in zip(s["photo_path"], s["photo_jpeg_quality"])}
     assert got == {f"{mdl}/{k}.jpg": q for mdl, qs in quality.items() for k, q in enumerate(qs)}
@@ -221,11 +225,14 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
                                     "transfer.fine_jpeg_quality=null"))["transfer"]
     assert not [k for level in ("patch", "image") for k in off[level] if "@" in k]
     one = run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.bootstrap.reps=2",
-                                    "transfer.fine_jpeg_quality=50"))["transfer"]
+                                    "transfer.fine_jpeg_quality=50", "transfer.far_jpeg_gap=6"))["transfer"]
     assert not [k for k in one["patch"] if k.endswith(("@fine", "@coarse"))] and "other_photo@same_q" in one["patch"]
+    assert "other_photo@far_q" not in one["patch"]  # no model's photos are 6 steps apart: no row
     assert any("One band only" in n for n in one["notes"])
     with pytest.raises(ValueError, match="transfer.fine_jpeg_quality"):
         run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.fine_jpeg_quality=101"))
+    with pytest.raises(ValueError, match="transfer.far_jpeg_gap"):
+        run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.far_jpeg_gap=0"))
 
 
 # --------------------------------------------------------------------------- bad input

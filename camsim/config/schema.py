@@ -382,6 +382,9 @@ class TransferConfig:
     #: JPEG-quality band rows: same-model categories also scored among photos at IJG-equivalent
     #: quality ≥ this ("fine": the JPEG lattice nearly gone) and below it; null: no band rows
     fine_jpeg_quality: Optional[int] = 97
+    #: with the JPEG-quality rows, two photos of one model also scored with both photos of every
+    #: pair (positives and negatives) at least this many IJG quality steps apart; null: no such row
+    far_jpeg_gap: Optional[int] = 4
     seed: int = 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camsim.config.schema import TransferConfig
 from camsim.eval.bootstrap import Contrast, check_reps_level, pair_weights, percentile_interval, resample_counts
 from camsim.eval.transfer import LevelScores, contrasts_of, make_relation
 
@@ -40,6 +41,7 @@ class TransferScores:
     photo_model: np.ndarray  # [photos] camera-model name
     contrasts: dict[str, Contrast]
     fine_jpeg_quality: int | None = None  # the JPEG-quality rows' band limit (None: no JPEG-quality rows)
+    far_jpeg_gap: int | None = None  # the far-apart row's quality gap (None: no such row)
 
 
 def read_scores(spec: str | Path) -> TransferScores:
@@ -74,11 +76,14 @@ def read_scores(spec: str | Path) -> TransferScores:
     ]
     # JPEG-quality band rows where the run recorded its photos' qualities (runs since 2026-12-04)
     fine_q = int(d["fine_jpeg_quality"]) if "fine_jpeg_quality" in d and int(d["fine_jpeg_quality"]) > 0 else None
+    # the far-apart row: runs before it existed get today's default gap (their photos' qualities are there)
+    far = int(d["far_jpeg_gap"]) if "far_jpeg_gap" in d else TransferConfig.far_jpeg_gap
+    far = far if far is not None and far > 0 else None
     contrasts: dict[str, Contrast] = {}
     for ls in levels:
-        contrasts.update(contrasts_of(ls, d.get("photo_jpeg_quality"), fine_q)[0])
+        contrasts.update(contrasts_of(ls, d.get("photo_jpeg_quality"), fine_q, far)[0])
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
-    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts, fine_q)
+    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts, fine_q, far)
 
 
 def _common_photos(a: TransferScores, b: TransferScores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,7 +113,10 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     percentile interval of B − A over replicates that give the figure in both runs (``n``);
     ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
     check_reps_level(reps, level)
-    shared = [k for k in a.contrasts if k in b.contrasts]
+    # a JPEG-quality row is shared only where both runs drew it with the same limit
+    differ = {"fine": a.fine_jpeg_quality != b.fine_jpeg_quality, "coarse": a.fine_jpeg_quality != b.fine_jpeg_quality,
+              "far_q": a.far_jpeg_gap != b.far_jpeg_gap}
+    shared = [k for k in a.contrasts if k in b.contrasts and not differ.get(k.partition("@")[2], False)]
     if not shared:
         raise ValueError(f"{a.label} and {b.label} have no contrast in common")
     mop, to_a, to_b = _common_photos(a, b)
@@ -155,19 +163,20 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
     ]
     for k, figs in result.items():
         au, ee = figs["auc"], figs["eer"]
-        lines.append(f"| {_name(k, a.fine_jpeg_quality)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
+        lines.append(f"| {_name(k, a.fine_jpeg_quality, a.far_jpeg_gap)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
                      f"{_pct(au['p_b_better'])} | {ee['a']:.3f} | {ee['b']:.3f} | {_delta(ee)} |")
     return "\n".join(lines)
 
 
-def _name(contrast: str, fine_quality: int | None = None) -> str:
+def _name(contrast: str, fine_quality: int | None = None, far_gap: int | None = None) -> str:
     contrast, _, band = contrast.partition("@")
     base, _, negatives = contrast.partition("~")
     return _NAMES.get(base, base) + {"": "", "same_make": " (negatives: other models of the same make)",
                                      "other_make": " (negatives: models of other makes)"}.get(negatives, f" ~{negatives}") \
         + {"": "", "fine": f" — both photos at JPEG q ≥ {fine_quality}",
            "coarse": f" — both photos at JPEG q < {fine_quality}", "same_q": " — the two photos at equal JPEG quality",
-           "diff_q": " — the two photos at unequal JPEG quality"}.get(band, f" @{band}")
+           "diff_q": " — the two photos at unequal JPEG quality",
+           "far_q": f" — the two photos ≥ {far_gap} JPEG quality steps apart"}.get(band, f" @{band}")
 
 
 def _delta(r: dict) -> str:

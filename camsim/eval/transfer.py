@@ -207,9 +207,10 @@ class LevelScores:
 
 #: JPEG-quality rows (``transfer.fine_jpeg_quality`` = q): name -> label. ``fine`` / ``coarse``: both photos
 #: of every pair in that band; ``same_q`` / ``diff_q`` (two-photo rows): the pair's two photos at equal /
-#: different IJG-equivalent quality
+#: different IJG-equivalent quality; ``far_q`` (``transfer.far_jpeg_gap`` = gap): at least ``gap`` quality
+#: steps apart
 BANDS = {"fine": "JPEG q ≥ {q}", "coarse": "JPEG q < {q}", "same_q": "equal JPEG quality",
-         "diff_q": "unequal JPEG quality"}
+         "diff_q": "unequal JPEG quality", "far_q": "JPEG qualities ≥ {gap} apart"}
 
 
 def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | None:
@@ -222,8 +223,8 @@ def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | N
     return band if (band == 1).any() and (band == 0).any() else None
 
 
-def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None,
-                 fine_quality: int | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
+def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None, fine_quality: int | None = None,
+                 far_gap: int | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
     """The level's contrasts (each same-model category vs the different-model pairs; other-photo
     pairs also vs same-make and vs different-make negatives when both exist) and their descriptions.
 
@@ -233,7 +234,9 @@ def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None,
     ``@coarse``; at fine quantisation the JPEG lattice that the backbone's JPEG branch reads is nearly
     gone, so the band rows show what is left), and the two-photo category with both photos of a pair
     at equal quality (``other_photo@same_q``) or at unequal quality (``@diff_q``): whether two photos
-    of one model are recognised when their JPEG tables differ, against negatives that differ as much."""
+    of one model are recognised when their JPEG tables differ, against negatives that differ as much;
+    with ``far_gap``, also with both photos at least ``far_gap`` quality steps apart (``@far_q``): a
+    camera's quality presets, rather than one photo's adaptive table a step or two off."""
     neg = ls.category == "diff_model"
     out, about = {}, {}
 
@@ -244,7 +247,7 @@ def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None,
                              None if ls.baseline is None else ls.baseline[sel])
         about[name] = {"positives": pos_name, "negatives": neg_name, "n_pos": int(pos.sum()),
                        "n_neg": int(nmask.sum()), "empty": False,
-                       **({"band_label": BANDS[band].format(q=fine_quality)} if band else {})}
+                       **({"band_label": BANDS[band].format(q=fine_quality, gap=far_gap)} if band else {})}
 
     for pos_name in POSITIVES[ls.level]:
         pos = ls.category == pos_name
@@ -277,6 +280,8 @@ def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None,
     known = (q1 >= 0) & (q2 >= 0)
     add_within("other_photo", "same_q", known & (q1 == q2))
     add_within("other_photo", "diff_q", known & (q1 != q2))
+    if far_gap is not None:
+        add_within("other_photo", "far_q", known & (np.abs(q1 - q2) >= int(far_gap)))
     return out, about
 
 
@@ -295,6 +300,9 @@ def _check_transfer_cfg(t: DictConfig) -> None:
     if t.fine_jpeg_quality is not None and not 1 <= int(t.fine_jpeg_quality) <= 100:
         raise ValueError(f"transfer.fine_jpeg_quality: an IJG quality 1..100 (or null: no band rows), "
                          f"got {t.fine_jpeg_quality}")
+    if t.far_jpeg_gap is not None and not 1 <= int(t.far_jpeg_gap) <= 99:
+        raise ValueError(f"transfer.far_jpeg_gap: a number of IJG quality steps 1..99 (or null: no such row), "
+                         f"got {t.far_jpeg_gap}")
     if t.threshold not in ("eta", "best"):
         raise ValueError(f"transfer.threshold: {t.threshold!r} is not 'eta' or 'best'")
     if t.image.aggregate not in ("mean", "median"):
@@ -356,6 +364,7 @@ def run_transfer(cfg: DictConfig) -> dict:
         notes.append(f"No usable patch (unreadable or low-entropy photos), left out: {', '.join(dropped)}.")
     makes = [camera_make(m) if t.makes_from_names else None for m in table.models]
     fine_q = None if t.fine_jpeg_quality is None else int(t.fine_jpeg_quality)
+    far_gap = None if t.far_jpeg_gap is None else int(t.far_jpeg_gap)
     bands = photo_bands(table.photo_quality, fine_q)
     q = table.photo_quality
     if fine_q is not None and (q >= 0).any():
@@ -365,7 +374,9 @@ def run_transfer(cfg: DictConfig) -> dict:
                      + ("Rows marked 'JPEG q ≥ …' / 'q < …' take positives and different-model negatives with both "
                         "photos in that band." if bands is not None else "One band only: no band rows.")
                      + " Two-photo rows marked 'equal' / 'unequal JPEG quality' take positives and negatives whose "
-                       "two photos are at equal / unequal quality.")
+                       "two photos are at equal / unequal quality"
+                     + (f"; 'JPEG qualities ≥ {far_gap} apart', both at least {far_gap} quality steps apart"
+                        if far_gap is not None else "") + ".")
     layout = table.layout()
     n_models = len(table.models)
     rng = np.random.default_rng(int(t.seed))
@@ -402,7 +413,7 @@ def run_transfer(cfg: DictConfig) -> dict:
 
     results: dict[str, dict] = {}
     for level, ls in levels.items():
-        contrasts, about = contrasts_of(ls, table.photo_quality, fine_q)
+        contrasts, about = contrasts_of(ls, table.photo_quality, fine_q, far_gap)
         etas = {name: choose_threshold(c, eta, str(t.threshold)) for name, c in contrasts.items()}
         point = {name: c.figures(etas[name]) for name, c in contrasts.items()}
         log.info("  %s level: %s; bootstrap %d reps", level,
@@ -415,7 +426,7 @@ def run_transfer(cfg: DictConfig) -> dict:
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
     run = {"checkpoint": str(ckpt), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
            "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
-           "aggregate": how, "fine_jpeg_quality": fine_q, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
+           "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
     return write_outputs(Path(cfg.paths.output_dir), cfg, sim=sim, table=table, roles=roles, makes=makes,
                          results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
                          patch_scores=(patch_s, patch_b),

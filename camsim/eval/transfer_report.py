@@ -300,6 +300,7 @@ def _write_scores(path: Path, table: Any, roles: dict, makes: list, pp: Any, ip:
         image_score=im.score, image_baseline=im.baseline if im.baseline is not None else np.zeros(0),
         eta=np.float64(run["eta"]), aggregate=np.asarray(run["aggregate"]),
         fine_jpeg_quality=np.int64(run.get("fine_jpeg_quality") or -1),
+        far_jpeg_gap=np.int64(run.get("far_jpeg_gap") or -1),
     )
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
