@@ -209,8 +209,8 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
     same_q, diff_q = m["patch"]["other_photo@same_q"], m["patch"]["other_photo@diff_q"]
     assert (same_q["n_pos"], same_q["n_neg"]) == (40, 100) and (diff_q["n_pos"], diff_q["n_neg"]) == (20, 500)
     assert same_q["jpeg_band"] == "equal JPEG quality" and "same_photo@same_q" not in m["patch"]
-    # photos at least transfer.far_jpeg_gap (4) quality steps apart: Bolt_Coarse's 85–90; every
-    # unequal negative is ≥ 9 steps apart but Acme_Coarse–Bolt_Coarse's 80–85 (5): all of them
+    # both photos at least transfer.far_jpeg_gap (4) quality steps apart: positives Bolt_Coarse's 85–90;
+    # negatives every unequal-quality pair, the closest of which (Acme_Coarse–Bolt_Coarse, 80–85) is 5 apart
     far = m["patch"]["other_photo@far_q"]
     assert (far["n_pos"], far["n_neg"]) == (20, 500) and far["jpeg_band"] == "JPEG qualities ≥ 4 apart"
     s = np.load(tmp_path / "run" / "scores.npz")

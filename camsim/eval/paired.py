@@ -105,6 +105,11 @@ def _remap(c: Contrast, to_common: np.ndarray) -> Contrast:
     return Contrast(c.score, c.positive, to_common[c.photo_1], to_common[c.photo_2], c.link)
 
 
+def _limits(s: TransferScores) -> dict[str, int | None]:
+    """The limit each JPEG-quality row of a run was drawn with, by row tag (other rows have none)."""
+    return {"fine": s.fine_jpeg_quality, "coarse": s.fine_jpeg_quality, "far_q": s.far_jpeg_gap}
+
+
 def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, level: float = 0.95,
                      seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """For every contrast both runs have: ``{contrast: {figure: {a, b, delta, lo, hi, p_b_better, n}}}``.
@@ -114,9 +119,8 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
     check_reps_level(reps, level)
     # a JPEG-quality row is shared only where both runs drew it with the same limit
-    differ = {"fine": a.fine_jpeg_quality != b.fine_jpeg_quality, "coarse": a.fine_jpeg_quality != b.fine_jpeg_quality,
-              "far_q": a.far_jpeg_gap != b.far_jpeg_gap}
-    shared = [k for k in a.contrasts if k in b.contrasts and not differ.get(k.partition("@")[2], False)]
+    la, lb = _limits(a), _limits(b)
+    shared = [k for k in a.contrasts if k in b.contrasts and la.get(band := k.partition("@")[2]) == lb.get(band)]
     if not shared:
         raise ValueError(f"{a.label} and {b.label} have no contrast in common")
     mop, to_a, to_b = _common_photos(a, b)

@@ -426,7 +426,8 @@ def run_transfer(cfg: DictConfig) -> dict:
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
     run = {"checkpoint": str(ckpt), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
            "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
-           "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap, "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
+           "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
+           "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
     return write_outputs(Path(cfg.paths.output_dir), cfg, sim=sim, table=table, roles=roles, makes=makes,
                          results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
                          patch_scores=(patch_s, patch_b),
