@@ -69,7 +69,7 @@ def check_config(cfg: DictConfig) -> None:
 
 def build_data(cfg: DictConfig) -> CameraData:
     source = hydra.utils.instantiate(cfg.data, _convert_="all")
-    return CameraData(source, cfg.split, cfg.patches, cfg.paths.artefact_dir)
+    return CameraData(source, cfg.split, cfg.patches, cfg.paths.artefact_dir, channels=int(cfg.model.in_channels))
 
 
 # --------------------------------------------------------------------------- stages
@@ -127,6 +127,10 @@ def resolve_eta(st: RunState, sim: ForensicSimilarity, fs: FeatureStore | None =
 def stage_eval(st: RunState) -> dict:
     cfg = st.cfg
     sim = load_similarity(similarity_checkpoint(st))
+    if int(sim.backbone.in_channels) != st.data.store.settings.channels:
+        raise ValueError(f"the checkpoint's network takes {sim.backbone.in_channels}-channel patches, this config cuts "
+                         f"{st.data.store.settings.channels}-channel ones: add model.in_channels="
+                         f"{sim.backbone.in_channels}")
     fs = _feature_store(st, sim)
     edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed))
     edm.setup()

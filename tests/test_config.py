@@ -97,6 +97,7 @@ def test_unknown_key_or_wrong_type_fails_naming_it(override: str, message: str) 
     ("split.image_fractions=[0.5,0.5,0.5]", "image_fractions"),
     ("eval.eta=1.5", "eval.eta"),
     ("patches.size=60", "patches.size"),
+    ("model.in_channels=2", "model.in_channels=2: 1 .green-channel patches"),
 ])
 def test_validate_names_the_bad_key(override: str, message: str) -> None:
     cfg = compose_cfg([override])

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from PIL import Image
+import torch
 
 from camsim.data.datamodules import (CameraData, EvalPairDataModule, PairDataModule, PatchDataset, PhaseADataModule,
                                      recompressed_twins)
@@ -182,6 +183,36 @@ def test_extract_image_patches_drops_low_entropy_and_reports_bad_files(tmp_path:
     assert "smaller than one 64x64 patch" in tiny.error
 
 
+def test_rgb_patches_are_the_green_patches_cells_in_colour(tmp_path: Path) -> None:
+    """model.in_channels=3: the same cells and entropy filter (green) as the green recipe, all three channels."""
+    img = _textured(128, 256, 0)
+    img[:, :128, 1] = 90  # left half flat in green only: dropped in both forms
+    Image.fromarray(img).save(tmp_path / "half.png")
+    green = extract_image_patches(tmp_path / "half.png", 64, 8, 4.0, cap=100, seed=0, max_pixels=10**8)
+    rgb = extract_image_patches(tmp_path / "half.png", 64, 8, 4.0, cap=100, seed=0, max_pixels=10**8, channels=3)
+    assert rgb.patches.shape == (4, 3, 64, 64) and rgb.low_entropy == green.low_entropy == 4
+    np.testing.assert_array_equal(rgb.positions, green.positions)
+    np.testing.assert_array_equal(rgb.patches[:, 1], green.patches)
+    y, x = rgb.positions[0]
+    np.testing.assert_array_equal(rgb.patches[0], img[y:y + 64, x:x + 64].transpose(2, 0, 1))
+    with pytest.raises(ValueError, match="channels"):
+        extract_image_patches(tmp_path / "half.png", 64, 8, 4.0, 100, 0, 10**8, channels=2)
+
+
+def test_rgb_patch_sets_are_cached_apart_and_green_keys_are_unchanged(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "photos", models=1, images=2)
+    req = PatchRequest("cam0", "train", tuple(sorted((root / "cam0").glob("*.png"))), 10)
+    green = PatchStore(tmp_path / "art", PatchSettings.from_config(size=64), workers=0)
+    rgb = PatchStore(tmp_path / "art", PatchSettings.from_config(size=64, channels=3), workers=0)
+    assert "channels" not in req.key(green.settings)["settings"]  # the key green sets had before colour existed
+    assert req.key(rgb.settings)["settings"]["channels"] == 3 and green.path_for(req) != rgb.path_for(req)
+    g, c = green.get([req])[("cam0", "train")], rgb.get([req])[("cam0", "train")]
+    assert g.patches.shape == (10, 64, 64) and c.patches.shape == (10, 3, 64, 64) and c.info["channels"] == 3
+    np.testing.assert_array_equal(np.asarray(c.patches[:, 1]), np.asarray(g.patches))
+    with pytest.raises(ValueError, match="model.in_channels=2"):
+        PatchSettings.from_config(channels=2)
+
+
 def test_store_caches_balances_and_skips_bad_files(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = _folder(tmp_path / "photos", models=1, images=3)
     img_paths = sorted((root / "cam0").glob("*.png"))
@@ -213,14 +244,14 @@ def test_store_reports_shortfall(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert any("12 of 50 patches" in r.message for r in caplog.records)
 
 
-def _camera_data(tmp_path: Path, **patch_counts) -> CameraData:
+def _camera_data(tmp_path: Path, channels: int = 1, **patch_counts) -> CameraData:
     root = _folder(tmp_path / "photos", models=6, images=6)
     split = OmegaConf.create({"a": 3, "b": 2, "c": 1, "known": 2, "seed": 0, "c_seed": None,
                               "image_fractions": [0.5, 0.17, 0.33], "image_seed": 0})
     counts = {"train_a": 20, "val_a": 6, "train_b": 20, "val_b": 6, "test": 8, **patch_counts}
     patches = OmegaConf.create({"size": 64, "align": 8, "min_entropy": 4.0, "seed": 0, "max_pixels": 10**8,
                                 "workers": 0, "per_model": counts})
-    return CameraData(FolderSource(root), split, patches, tmp_path / "art")
+    return CameraData(FolderSource(root), split, patches, tmp_path / "art", channels=channels)
 
 
 def test_no_image_gives_patches_to_both_training_and_test(tmp_path: Path) -> None:
@@ -254,6 +285,19 @@ def test_datamodules_serve_labelled_batches_and_pairs(tmp_path: Path) -> None:
     n_models = len(pairs.models)
     assert len(pairs.i) == 3 * n_models * (n_models + 1) // 2
     assert set(pairs.model_1) | set(pairs.model_2) == set(pairs.models)
+
+
+def test_rgb_datamodules_serve_three_channel_batches_and_pairs(tmp_path: Path) -> None:
+    loader = OmegaConf.create({"batch_size": 8, "num_workers": 0, "pin_memory": False, "persistent_workers": False})
+    data = _camera_data(tmp_path, channels=3)
+    dm = PhaseADataModule(data, loader)
+    dm.setup()
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.dtype == torch.uint8 and tuple(x.shape) == (8, 3, 64, 64)
+    pdm = PairDataModule(data, loader, train_pairs=40, val_pairs=10, seed=0)
+    pdm.setup()
+    a, b, _ = next(iter(pdm.train_dataloader()))
+    assert a.shape == b.shape == (8, 3, 64, 64)
 
 
 def test_real_folder_path_cuts_green_patches(tmp_path: Path, cameras: Path) -> None:
@@ -336,6 +380,10 @@ def test_recompress_is_a_seeded_grid_aligned_second_jpeg() -> None:
     # a twin already sits on the quality-40 lattice: saving it again at 40 moves it far less than the first time
     twice = recompress(again, np.array([80, 40]))
     assert np.abs(twice[1].astype(int) - again[1]).mean() < 0.25 * np.abs(again[1].astype(int) - p[1]).mean()
+    # RGB patches [N, 3, P, P] are re-saved as colour JPEGs: same shape, the same quality ordering
+    c = np.stack([p, p[:, ::-1], 255 - p], axis=1)
+    err_c = {q: np.abs(recompress(c, np.full(2, q)).astype(int) - c).mean() for q in (98, 40)}
+    assert recompress(c, np.full(2, 80)).shape == c.shape and err_c[98] < err_c[40]
     with pytest.raises(ValueError, match="qualities"):
         recompress(p, np.array([80, 101]))
     with pytest.raises(ValueError, match="uint8"):

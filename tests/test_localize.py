@@ -425,6 +425,24 @@ def test_features_once_per_decidable_patch_in_batches_and_undecidable_nan():
     assert pixel_f1(res.mask, gt) >= F1_MIN
 
 
+def test_colour_patches_come_from_the_rgb_photo_at_the_green_grid():
+    """A network with in_channels=3 gets [N, 3, P, P] cut from ``colour`` at the cells (and entropy
+    filter) of ``green``: the same map as the green network when the extractor reads the green plane."""
+    green, gt = toy_scene(seed=2)
+    colour = np.stack([255 - green, green, green // 2], axis=-1)
+    seen = []
+
+    def extract_rgb(patches):
+        seen.append(patches.shape)
+        return toy_extract(np.ascontiguousarray(patches[:, 1]))
+
+    a = localize(green, toy_extract, toy_score_matrix, patch=32, mode="graph")
+    b = localize(green, extract_rgb, toy_score_matrix, patch=32, mode="graph", colour=colour)
+    assert all(s[1:] == (3, 32, 32) for s in seen)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.scores, b.scores)
+
+
 def _constant(patches):
     return np.zeros((len(patches), 1), np.float32)
 
@@ -444,6 +462,8 @@ def _constant(patches):
     (dict(graph_method="louvain"), "graph_method must be one of"),
     (dict(extract=lambda p: np.zeros((3, 1), np.float32)), "extract must return"),
     (dict(score_matrix=lambda F, G: np.full((len(F), len(G)), np.nan)), "score_matrix returned NaN"),
+    (dict(colour=np.zeros((64, 96), np.uint8)), "colour must be uint8 \\[H, W, 3\\]"),
+    (dict(colour=np.zeros((64, 64, 3), np.uint8)), "colour must be uint8"),
 ])
 def test_bad_input_gives_clear_error(kwargs, message):
     green, _ = toy_scene(64, 96, seed=4, plant=False)
@@ -566,7 +586,7 @@ def test_folded_feature_pass_equals_the_backbone_and_follows_weight_changes():
 class _ToyLocalizer:
     """Stands in for run.Localizer (no network): the engine with the toy callables."""
 
-    def run(self, green, opts, progress=False):
+    def run(self, green, opts, progress=False, colour=None):
         return localize(green, toy_extract, toy_score_matrix, patch=32, mode=str(opts.mode),
                         decision_threshold=opts.decision_threshold, max_graph_nodes=int(opts.max_graph_nodes),
                         cover_border=bool(opts.cover_border), progress=progress)

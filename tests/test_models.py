@@ -25,9 +25,9 @@ MODEL_FILES = sorted((CONF / "model").glob("*.yaml"))
 SIM_FILES = sorted((CONF / "similarity").glob("*.yaml"))
 
 
-def load_model(name: str, patch_size: int, num_classes: int = 5) -> Backbone:
+def load_model(name: str, patch_size: int, num_classes: int = 5, **overrides) -> Backbone:
     cfg = OmegaConf.load(CONF / "model" / f"{name}.yaml")
-    return instantiate(cfg, num_classes=num_classes, patch_size=patch_size)
+    return instantiate(cfg, num_classes=num_classes, patch_size=patch_size, **overrides)
 
 
 def small_backbone(patch_size: int = 32, **kw) -> Backbone:
@@ -494,6 +494,40 @@ def test_jpeg_branch_sees_the_quantisation_lattice():
         assert hist.shape == (1, 31) and torch.isclose(hist.sum(), torch.tensor(1.0))
         share = float(hist[0, on_lattice].sum())
         assert (share > 0.95) == expect_lattice, (quality, share)
+
+
+def test_jpeg_branch_of_rgb_patches_reads_the_luma_the_encoder_quantised():
+    """in_channels=3: the branch reads Y (BT.601), where a colour JPEG's luma lattice lies; the green
+    channel, a mix of luma and chroma, shows it far less. A grey patch gives the green branch's histograms."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    img = np.stack([128 + 20 * np.sin(xx / 6), 120 + 0 * xx, 100 + 15 * np.cos(yy / 5)], -1) + rng.normal(0, 6, (64, 64, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=50, subsampling=0)
+    x = torch.from_numpy(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).copy()).permute(2, 0, 1)
+    x = x[None].float() / 255
+    on_lattice = [i + 15 for i in (-12, -11, -10, -1, 0, 1, 10, 11, 12)]
+    luma = float(DCTHistogram(3, coefficients=1, half_range=15)(x)[0, on_lattice].sum())
+    green = float(DCTHistogram(1, coefficients=1, half_range=15)(x[:, 1:2])[0, on_lattice].sum())
+    assert luma > 0.6 and luma > 1.5 * green, (luma, green)
+    grey = _jpeg_patch(50).float().reshape(1, 1, 64, 64) / 255
+    torch.testing.assert_close(DCTHistogram(3)(grey.expand(1, 3, 64, 64)), DCTHistogram(1)(grey))
+    with pytest.raises(ValueError, match="in_channels"):
+        DCTHistogram(2)
+
+
+def test_rgb_backbone_takes_three_channel_patches():
+    model = load_model("mislnet_small_jpeg", 64, num_classes=4, in_channels=3).eval()
+    assert model.feature_dim("jpeg") == 27 * 31  # one luma plane, not three
+    with torch.no_grad():
+        assert model(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)).shape == (2, 4)
+    with pytest.raises(ValueError, match="in_channels=1"):
+        model(torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8))
 
 
 def test_backbone_with_jpeg_branch():

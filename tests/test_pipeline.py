@@ -189,3 +189,46 @@ def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, sh
         a = loc.run(green, cli)
         b = loc.run(green, localize_options(mode, None, None, float(cli.eta), None))
         assert np.array_equal(a.mask, b.mask) and a.score == b.score and a.threshold == b.threshold, mode
+
+
+def test_rgb_network_trains_evaluates_localises_and_exports(workdir: Path, shared_artefacts: Path) -> None:
+    """model.in_channels=3: RGB patches through the main job, transfer evaluation on a folder,
+    camsim-localize (which refuses a green-only call) and the exported network."""
+    import numpy as np
+    from PIL import Image
+
+    from camsim.lit.phase_b import load_similarity
+    from camsim.localize.grid import LocalizationError
+    from camsim.localize.run import Localizer
+    from camsim.models.portable import load_exported
+
+    _run("camsim-run", workdir, shared_artefacts, "model.in_channels=3")
+    ckpt = max(shared_artefacts.glob("phase_b-*/model.ckpt"), key=lambda p: p.stat().st_mtime)
+    sim = load_similarity(ckpt)
+    assert sim.backbone.in_channels == 3
+    rng = np.random.default_rng(0)
+    photos = workdir / "photos"
+    for m in range(3):
+        (photos / f"cam{m}").mkdir(parents=True)
+        for k in range(2):
+            rgb = rng.integers(0, 256, (160, 192, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(photos / f"cam{m}" / f"p{k}.jpg", quality=90 - 5 * m)
+    _run("camsim-eval", workdir, shared_artefacts, f"ckpt={ckpt}", "data=folder", f"data.root={photos}",
+         "transfer.patches_per_image=4", "transfer.bootstrap.reps=20")
+    res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "task=pairs", f"ckpt={ckpt}",
+                  cwd=workdir)  # this config cuts green patches
+    assert res.returncode == 2 and "add model.in_channels=3" in res.stderr
+    sets = [json.loads(p.read_text()) for p in shared_artefacts.glob("patches-*/info.json")]
+    assert any(s.get("channels") == 3 and "cam0" == s["model"] for s in sets)
+    for app, *args in (("camsim-localize", f"image={photos / 'cam1' / 'p0.jpg'}"), ("camsim-export", f"out={workdir / 'net'}")):
+        res = run_cli(app, f"ckpt={ckpt}", *args, cwd=workdir)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert len(list((workdir / "outputs").rglob("mask.png"))) == 1
+    loc = Localizer(sim)
+    with pytest.raises(LocalizationError, match="RGB"):
+        loc.run(rng.integers(0, 256, (160, 192), dtype=np.uint8), None)
+    net = load_exported(workdir / "net")
+    x = rng.integers(0, 256, (2, 3, sim.patch_size, sim.patch_size), dtype=np.uint8)
+    s = net.score(x, x[::-1].copy())
+    assert s.shape == (2,) and ((s >= 0) & (s <= 1)).all()
+    assert json.loads((workdir / "net" / "config.json").read_text())["input"]["channel"] == "rgb"

@@ -124,6 +124,9 @@ def validate(cfg: DictConfig) -> None:
     rc = cfg.phase_b.get("recompress")
     if rc is not None:
         check_recompress(rc, bool(cfg.phase_b.cache_features))
+    if cfg.model.get("in_channels", 1) not in (1, 3):
+        raise ValueError(f"model.in_channels={cfg.model.in_channels}: 1 (green-channel patches, the paper's) or "
+                         "3 (RGB patches)")
     size, min_h = int(cfg.patches.size), float(cfg.patches.min_entropy)
     if math.log(min(size * size, 256)) <= min_h + 0.5:
         raise ValueError(f"patches.size={size}: a {size}x{size} patch has at most ln({min(size * size, 256)}) = "

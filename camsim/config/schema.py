@@ -50,6 +50,8 @@ class ModelConfig:
     and ``conf/model/*.yaml``). The defaults are the Backbone's."""
 
     _target_: str = "camsim.models.backbone.Backbone"
+    #: 1: green-channel patches (the paper's); 3: RGB patches, cut at the same cells (the JPEG
+    #: branch then reads their luma); the patch cache, evaluation and localisation follow it
     in_channels: int = 1
     #: null (no constrained layer) or {kernels, kernel_size, padding}
     constrained: Any = None

@@ -42,18 +42,26 @@ def families_of(source: Any, models: Iterable[str] | None = None) -> dict[str, s
     return {m: mk for m in models or () if (mk := camera_make(m)) is not None}
 
 
+def as_batch(patches: np.ndarray) -> torch.Tensor:
+    """uint8 patches as a network batch ``[N, C, P, P]`` (green ``[N, P, P]`` gains C = 1)."""
+    x = torch.from_numpy(patches)
+    return x.unsqueeze(1) if x.dim() == 3 else x
+
+
 class CameraData:
     """A data source's images, the camera-model sets, the image split and the patch store.
 
     ``source``: anything with ``index() -> ImageIndex`` (folder, EXIF, simulated cameras).
-    ``split``: the ``split`` config node; ``patches``: the ``patches`` config node.
+    ``split``: the ``split`` config node; ``patches``: the ``patches`` config node;
+    ``channels``: the network's input channels (``model.in_channels``: 1 green, 3 RGB patches).
     """
 
-    def __init__(self, source: Any, split: Any, patches: Any, artefact_dir: str | Path):
+    def __init__(self, source: Any, split: Any, patches: Any, artefact_dir: str | Path, channels: int = 1):
         self.source = source
         self.split_cfg = split
         self.patch_cfg = patches
-        self.store = PatchStore(Path(artefact_dir), PatchSettings.from_config(patches), workers=patches.workers)
+        self.store = PatchStore(Path(artefact_dir), PatchSettings.from_config(patches, channels=channels),
+                                workers=patches.workers)
         self._index = None
         self._split: SetSplit | None = None
         self._images: dict[str, dict[str, list[Path]]] | None = None
@@ -147,7 +155,7 @@ def _already_batched(batch: Any) -> Any:
 class PatchDataset(Dataset):
     """Patch sets concatenated, each patch labelled with its set's class index.
 
-    ``__getitems__`` reads a whole batch at once: ``(x uint8 [B, 1, P, P], y int64 [B])``.
+    ``__getitems__`` reads a whole batch at once: ``(x uint8 [B, C, P, P], y int64 [B])`` (C = 1: green).
     """
 
     def __init__(self, sets: Sequence[PatchSet], labels: Sequence[int]):
@@ -163,7 +171,7 @@ class PatchDataset(Dataset):
         return len(self.labels)
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        """uint8 patches ``[len(idx), P, P]`` for global indices ``idx``."""
+        """uint8 patches ``[len(idx), P, P]`` (RGB sets: ``[len(idx), 3, P, P]``) for global indices ``idx``."""
         idx = np.asarray(idx, dtype=np.int64)
         if self.patches is not None:
             return self.patches[idx]
@@ -180,11 +188,11 @@ class PatchDataset(Dataset):
         return out
 
     def __getitem__(self, i: int):
-        return torch.from_numpy(self.take(np.array([i]))[0][None]), int(self.labels[i])
+        return as_batch(self.take(np.array([i])))[0], int(self.labels[i])
 
     def __getitems__(self, indices: list[int]):
         idx = np.asarray(indices, dtype=np.int64)
-        return torch.from_numpy(self.take(idx)).unsqueeze(1), torch.from_numpy(self.labels[idx])
+        return as_batch(self.take(idx)), torch.from_numpy(self.labels[idx])
 
 
 class PairDataset(Dataset):
@@ -207,8 +215,7 @@ class PairDataset(Dataset):
 
     def _get(self, idx: np.ndarray):
         if isinstance(self.items, PatchDataset):
-            a = torch.from_numpy(self.items.take(self.i[idx])).unsqueeze(1)
-            b = torch.from_numpy(self.items.take(self.j[idx])).unsqueeze(1)
+            a, b = as_batch(self.items.take(self.i[idx])), as_batch(self.items.take(self.j[idx]))
         else:
             a, b = torch.from_numpy(self.items[self.i[idx]]), torch.from_numpy(self.items[self.j[idx]])
         return a, b, torch.from_numpy(self.same[idx].astype(np.float32))

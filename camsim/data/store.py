@@ -1,4 +1,4 @@
-"""PatchStore: uint8 green patches per (camera model, image subset), cut once and cached.
+"""PatchStore: uint8 green (or RGB) patches per (camera model, image subset), cut once and cached.
 
 Each patch set lives in ``<artefact_dir>/patches-<hash>/`` (``patches.npy`` memory-mapped,
 ``index.npz`` with image ids / corners / entropies, ``info.json``), keyed by the files'
@@ -19,7 +19,7 @@ import numpy as np
 
 from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, file_identity, file_lock
 from camsim.config import PatchConfig
-from camsim.data.patches import ImagePatches, extract_image_patches, stable_seed
+from camsim.data.patches import CHANNELS, ImagePatches, extract_image_patches, stable_seed
 from camsim.progress import parallel_iter
 
 log = logging.getLogger(__name__)
@@ -27,20 +27,33 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PatchSettings:
-    """The fields of the ``patches`` config node that decide what a patch set holds."""
+    """The fields of the ``patches`` config node that decide what a patch set holds, and
+    ``channels``: the network's ``in_channels`` (1: green patches, 3: RGB), not a patch key of its own."""
 
     size: int
     align: int
     min_entropy: float
     seed: int
     max_pixels: int
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        if self.channels not in CHANNELS:
+            raise ValueError(f"model.in_channels={self.channels}: patches can have {' or '.join(map(str, CHANNELS))} "
+                             "channels (1: the green channel, 3: RGB)")
 
     @classmethod
-    def from_config(cls, node: Any = None, **overrides: Any) -> PatchSettings:
-        """From a ``patches`` config node (default: the schema's defaults), ``overrides`` on top."""
+    def from_config(cls, node: Any = None, channels: int = 1, **overrides: Any) -> PatchSettings:
+        """From a ``patches`` config node (default: the schema's defaults), ``overrides`` on top;
+        ``channels`` from the model (``model.in_channels``)."""
         node = PatchConfig() if node is None else node
         return cls(**{f.name: type(getattr(PatchConfig, f.name))(overrides.get(f.name, getattr(node, f.name)))
-                      for f in fields(cls)})
+                      for f in fields(cls) if f.name != "channels"}, channels=int(channels))
+
+    def key(self) -> dict:
+        """The settings as a patch set's key holds them (``channels`` only when RGB: green sets keep
+        the key they had before colour patches existed)."""
+        return {k: v for k, v in self.__dict__.items() if not (k == "channels" and v == 1)}
 
 
 @dataclass
@@ -50,7 +63,7 @@ class PatchSet:
     model: str
     subset: str
     path: Path
-    patches: np.ndarray  # [n, P, P] uint8
+    patches: np.ndarray  # [n, P, P] uint8 (green) or [n, 3, P, P] (RGB)
     image_ids: np.ndarray  # [n] index into ``images``
     positions: np.ndarray  # [n, 2] (y, x)
     entropy: np.ndarray  # [n]
@@ -79,7 +92,7 @@ class PatchRequest:
 
     def key(self, settings: PatchSettings) -> dict:
         return {"model": self.model, "subset": self.subset, "count": self.count,
-                "files": [file_identity(p) for p in self.images], "settings": settings.__dict__}
+                "files": [file_identity(p) for p in self.images], "settings": settings.key()}
 
 
 def _extract_job(job: tuple) -> ImagePatches:
@@ -132,7 +145,7 @@ class PatchStore:
             for ri, r in enumerate(requests):
                 for p in r.images:
                     seed = stable_seed("patches", s.seed, r.model, Path(p).name)
-                    jobs.append((str(p), s.size, s.align, s.min_entropy, r.count, seed, s.max_pixels))
+                    jobs.append((str(p), s.size, s.align, s.min_entropy, r.count, seed, s.max_pixels, s.channels))
                     owners.append(ri)
             # results arrive in job order: write each patch set as soon as its images are done
             done: list[ImagePatches] = []
@@ -147,7 +160,7 @@ class PatchStore:
     def _write(self, req: PatchRequest, per_image: list[ImagePatches]) -> None:
         s = self.settings
         chosen = _select_round_robin(per_image, req.count)
-        patches = np.zeros((len(chosen), s.size, s.size), np.uint8)
+        patches = np.zeros((len(chosen),) + ((s.channels,) if s.channels > 1 else ()) + (s.size, s.size), np.uint8)
         image_ids = np.zeros(len(chosen), np.int64)
         positions = np.zeros((len(chosen), 2), np.int64)
         entropy = np.zeros(len(chosen))
@@ -160,7 +173,7 @@ class PatchStore:
         low = int(sum(ip.low_entropy for ip in per_image))
         info = {"model": req.model, "subset": req.subset, "requested": req.count, "count": len(chosen),
                 "images": [ip.path for ip in per_image], "low_entropy_dropped": low, "skipped": skipped,
-                "patch_size": s.size}
+                "patch_size": s.size, "channels": s.channels}
         if len(chosen) < req.count:
             log.warning("%s/%s: %d of %d patches asked for (%d images, %d skipped, %d low-entropy cells dropped)",
                         req.model, req.subset, len(chosen), req.count, len(per_image), len(skipped), low)

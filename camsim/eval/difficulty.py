@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
+from camsim.data.patches import green_of
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore
 from camsim.eval.report import md_table
 from camsim.models.jpeg import DCTHistogram
@@ -327,7 +328,7 @@ def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Seque
         for m in data.split.a:
             p = ps[(m, subset)]
             idx = np.sort(rng.permutation(len(p))[:max_per_model])
-            xs.append(np.asarray(p.patches[idx]))
+            xs.append(np.asarray(green_of(p.patches[idx])))  # the statistics read green, as on green runs
             ys += [m] * len(idx)
         return np.concatenate(xs), ys
 

@@ -48,6 +48,16 @@ print(f"S = {float(s[0]):.4f}:", "same camera model" if s[0] > net.eta else "dif
 '''
 
 
+def snippet(channels: int) -> str:
+    """:data:`SNIPPET` for a network taking ``channels`` input channels (3: RGB patches ``[N, 3, P, P]``)."""
+    if channels == 1:
+        return SNIPPET
+    return (SNIPPET.replace('[:, :, 1]  # green channel, as stored', '.transpose(2, 0, 1)  # RGB [3, H, W], as stored')
+            .replace('[:, :, 1]\n', '.transpose(2, 0, 1)\n')
+            .replace('green_1[None, :p, :p], green_2[None, :p, :p]', 'rgb_1[None, :, :p, :p], rgb_2[None, :, :p, :p]')
+            .replace('green_', 'rgb_'))
+
+
 # ----------------------------------------------------------------------------- config.json
 
 
@@ -70,7 +80,7 @@ def export_config(sim: ForensicSimilarity, ckpt: Path, files: Mapping[str, dict]
         "architecture": {"backbone": backbone, "class_names": list(hp.phase_a["class_names"]),
                          "patch_size": sim.patch_size, "head": to_plain(hp.head), "feature_layer": sim.feature_layer},
         "eta": eta_record(hp),
-        "input": {"channel": "green", "dtype": "uint8", "range": [0, 255],
+        "input": {"channel": "green" if sim.backbone.in_channels == 1 else "rgb", "dtype": "uint8", "range": [0, 255],
                   "shape": ["N", sim.backbone.in_channels, sim.patch_size, sim.patch_size],
                   "align": patches.get("align"), "min_entropy": patches.get("min_entropy"),
                   "jpeg_branch": backbone.get("jpeg")},
@@ -198,7 +208,8 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         "- A forensic *indication* for an analyst, with the figures below as its known error rates; not proof, and "
         "not a device identifier (it tells camera models apart, not two devices of one model).", "",
         "## Limits", "",
-        f"- Input: the green channel of the image as stored (uint8, no EXIF rotation, no resizing), "
+        f"- Input: {'the green channel' if cfg['input']['channel'] == 'green' else 'the RGB channels'} of the image "
+        "as stored (uint8, no EXIF rotation, no resizing), "
         f"{arch['patch_size']} x {arch['patch_size']} patches"
         + (f" on the {cfg['input']['align']}-px JPEG grid" if cfg["input"].get("align") else "")
         + (f"; patches of entropy ≤ {cfg['input']['min_entropy']:g} nats (flat regions) are undecidable"
@@ -231,7 +242,7 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         "## Load it", "",
         "With the camsim package installed (no GPU needed); loading and scoring import torch, numpy and "
         "safetensors, not Lightning or Hydra:", "",
-        "```python", SNIPPET.replace("MODEL_DIR", name).rstrip("\n"), "```", "",
+        "```python", snippet(int(cfg["input"]["shape"][1])).replace("MODEL_DIR", name).rstrip("\n"), "```", "",
         "Or `camsim-localize model=<this folder> image=...`, `camsim-eval model=<this folder> data=...`.", "",
         "## Files", "",
         md_table(["file", "sha256", "bytes"], [[f, v["sha256"], v["bytes"]] for f, v in sorted(cfg["files"].items())]

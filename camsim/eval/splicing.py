@@ -186,7 +186,8 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
                 "host_model": rec.get("host_model"), "donor_model": rec.get("donor_model"),
                 "scenario": _scenario(rec, known)}
         try:
-            green = read_green(path)
+            colour = read_rgb(path) if loc.channels == 3 else None  # an RGB network's patches
+            green = read_green(path) if colour is None else np.ascontiguousarray(colour[..., 1])
             gt = _read_mask(folder / rec["mask"], green.shape) if rec["mask"] else None
         except (ImageReadError, ValueError, OSError) as err:
             rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {err}"} for mode in sc.modes]
@@ -195,7 +196,7 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
             opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode))
             row = {**base, "mode": mode}
             try:
-                res = loc.run(green, opts)
+                res = loc.run(green, opts, colour=colour)
             except LocalizationError as err:
                 row.update(status="error", message=f"{path}: {err}")
                 rows.append(row)
@@ -210,7 +211,8 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
                     row.update({f"{m}_{key}": float(fn(*conf[m])) for m, fn in METRICS.items()})
                 if out is not None and (n_examples[mode] < int(sc.examples) or kind == "real"):
                     n_examples[mode] += 1
-                    row["example"] = _example(out, rec["name"], mode, res, read_rgb(path), gt)
+                    row["example"] = _example(out, rec["name"], mode, res,
+                                              read_rgb(path) if colour is None else colour, gt)
             rows.append(row)
     return rows
 

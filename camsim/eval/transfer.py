@@ -87,7 +87,8 @@ def training_role(model: str, sets: dict) -> str:
 
 
 def patch_settings(sim: Any, cfg: DictConfig):
-    """The checkpoint's patch settings (size, align, min_entropy), ``transfer.min_entropy`` overriding."""
+    """The checkpoint's patch settings (size, align, min_entropy), ``transfer.min_entropy`` overriding;
+    green or RGB patches as its backbone takes them."""
 
     rec = sim.patch_settings or {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
                                   "min_entropy": float(cfg.patches.min_entropy)}
@@ -95,8 +96,8 @@ def patch_settings(sim: Any, cfg: DictConfig):
     if int(rec["size"]) != size:
         log.warning("  patches.size=%s differs from the checkpoint's patch size %d: using %d", rec["size"], size, size)
     ent = cfg.transfer.min_entropy
-    return PatchSettings.from_config(cfg.patches, size=size, align=rec["align"],
-                                     min_entropy=rec["min_entropy"] if ent is None else ent)
+    return PatchSettings.from_config(cfg.patches, channels=int(sim.backbone.in_channels), size=size,
+                                     align=rec["align"], min_entropy=rec["min_entropy"] if ent is None else ent)
 
 
 # ------------------------------------------------------------------------- the patch table

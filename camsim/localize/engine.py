@@ -169,15 +169,24 @@ def _check_inputs(green: Any, mode: str, patch: Any, stride: Any, eta: float, ba
     return arr
 
 
-def _features(green: np.ndarray, positions: np.ndarray, patch: int, extract: Extract, batch: int,
+def _check_colour(colour: Any, shape: tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(colour)
+    if arr.dtype != np.uint8 or arr.shape != (*shape, 3):
+        raise LocalizationError(f"colour must be uint8 [H, W, 3] of the green channel's size {shape}; "
+                                f"got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _features(image: np.ndarray, positions: np.ndarray, patch: int, extract: Extract, batch: int,
               progress: bool) -> np.ndarray:
-    """Features of the patches at ``positions``, extracted in batches, checked."""
+    """Features of the patches of ``image`` (green ``[H, W]`` or RGB ``[H, W, 3]``) at ``positions``,
+    extracted in batches, checked."""
     starts = range(0, len(positions), batch)
     if progress:
         starts = track(starts, desc="features", total=len(starts))
     out = []
     for a in starts:
-        patches = cut_patches(green, positions[a:a + batch], patch)
+        patches = cut_patches(image, positions[a:a + batch], patch)
         f = np.asarray(extract(patches))
         if f.ndim != 2 or f.shape[0] != len(patches):
             raise LocalizationError(
@@ -297,8 +306,13 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
              decision_threshold: float | None = None, min_suspect: int = 2,
              graph_weights: str = "similarity", max_graph_nodes: int = MAX_GRAPH_NODES,
              graph_method: str = "spectral", auto_candidates: int = 64, align: int = 8,
-             cover_border: bool = True, progress: bool = False) -> LocalizationResult:
+             cover_border: bool = True, progress: bool = False,
+             colour: np.ndarray | None = None) -> LocalizationResult:
     """Localise regions of ``green`` (uint8 ``[H, W]``) from a different camera model.
+
+    The grid and the entropy filter read ``green``; ``extract`` gets patches cut from it
+    (``[N, P, P]``) or, with ``colour`` (uint8 ``[H, W, 3]``, the same photo in RGB, for a
+    network with ``in_channels=3``), from that (``[N, 3, P, P]``).
 
     ``stride`` defaults to ``patch // 2`` (50 % overlap). Patches with entropy
     ≤ ``min_entropy`` nats are undecidable (docs/method.md, "Patch entropy"). ``reference``:
@@ -354,7 +368,8 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         if isinstance(reference, str):
             raise LocalizationError(f"reference must be None, 'auto' or a pixel (y, x); got {reference!r}")
         ref_k, note = _pick_reference(reference, positions, dec_idx, patch, (h, w))
-    F = _features(arr, positions[dec_idx], patch, extract, batch, progress)
+    F = _features(arr if colour is None else _check_colour(colour, arr.shape), positions[dec_idx], patch,
+                  extract, batch, progress)
     if ref_k is None and mode == "reference":
         ref_k = _auto_reference(score_matrix, F, batch, auto_candidates)
         note = "automatic reference; "

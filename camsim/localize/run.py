@@ -85,6 +85,7 @@ class Localizer:
         self.sim = sim.eval()
         self.batch = batch
         self.patch = sim.patch_size
+        self.channels = int(sim.backbone.in_channels)  # 1: green patches, 3: RGB
         self.patch_settings = getattr(sim, "patch_settings", None)
         self.align = int((self.patch_settings or {}).get("align") or 8)
         self.feature_pass = FeaturePass(sim.backbone, [sim.feature_layer],
@@ -116,10 +117,14 @@ class Localizer:
         r2 = r1 if R2 is None else torch.from_numpy(R2).to(self.sim.device)
         return self.sim.head.score_rows(r1, r2, compile=self.compile_scoring).cpu().numpy()
 
-    def run(self, green: np.ndarray, opts: Any, progress: bool = False) -> LocalizationResult:
+    def run(self, green: np.ndarray, opts: Any, progress: bool = False,
+            colour: np.ndarray | None = None) -> LocalizationResult:
         """Localise ``green`` with the options of ``opts`` (camsim-localize's config keys; the
         keys added by issue 17 — ``cover_border``, ``max_graph_nodes``, ``graph_method`` —
-        may be absent and then take the engine's defaults)."""
+        may be absent and then take the engine's defaults). ``colour``: the photo in RGB
+        ``[H, W, 3]``, needed by (and only used for) a network that takes RGB patches."""
+        if self.channels == 3 and colour is None:
+            raise LocalizationError("this network takes RGB patches (in_channels=3): pass colour, the photo in RGB")
         ref = opts.reference
         if ref is not None and not isinstance(ref, str):
             ref = (int(ref[0]), int(ref[1]))
@@ -131,7 +136,7 @@ class Localizer:
                           max_graph_nodes=int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)),
                           graph_method=str(_opt(opts, "graph_method", "spectral")),
                           cover_border=bool(_opt(opts, "cover_border", True)), align=self.align,
-                          progress=progress)
+                          progress=progress, colour=colour if self.channels == 3 else None)
         result.stats.update(min_entropy=min_entropy, min_entropy_source=source)
         return result
 
@@ -141,7 +146,7 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
     """Localise one image file; write overlay/heatmap/patches/mask (and scores) into ``out_dir``.
 
     The file is decoded once (RGB; the analysis reads its green channel, which is what
-    ``read_green`` returns). The overlay is a preview of at most ``opts.overlay_max_side``
+    ``read_green`` returns, and a network with ``in_channels=3`` its RGB patches). The overlay is a preview of at most ``opts.overlay_max_side``
     pixels per side (default :data:`~camsim.localize.outputs.OVERLAY_MAX_SIDE`; 0: full
     resolution). ``result.stats["timing"]`` gains ``read_s`` (decode), ``graph_s`` (grid,
     entropy, graph, maps: the engine's time outside features and pair scoring),
@@ -153,7 +158,7 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
     rgb = read_rgb(path, max_pixels=max_pixels)
     green = np.ascontiguousarray(rgb[..., 1])
     t_read = time.perf_counter() - t0
-    result = loc.run(green, opts, progress=True)
+    result = loc.run(green, opts, progress=True, colour=rgb)
     t1 = time.perf_counter()
     max_side = _opt(opts, "overlay_max_side", OVERLAY_MAX_SIDE)
     line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores, overlay_max_side=int(max_side) or None)

@@ -116,7 +116,7 @@ class Backbone(nn.Module):
     Args (all but ``num_classes``/``patch_size`` come from ``conf/model/*.yaml``):
         num_classes: number of camera models of set A (class logits).
         patch_size: P of the square input patches; fixes the flatten size of fc_a1.
-        in_channels: 1 for the green channel.
+        in_channels: 1 for the green channel (the paper's), 3 for RGB patches (``model.in_channels=3``).
         constrained: None (no constrained layer) or ``{kernels, kernel_size, padding}``
             (padding int | 'same' | 'valid', default 'valid'; no bias).
         blocks: list of ``{out_channels, kernel_size, stride=1, padding=0, pool}``,

@@ -58,10 +58,18 @@ def soft_histogram(values: Tensor, half_range: int) -> Tensor:
     return hist / v.shape[2]
 
 
+#: luma weights of R, G, B (ITU-R BT.601, as JFIF's RGB → YCbCr)
+LUMA = (0.299, 0.587, 0.114)
+
+
 class DCTHistogram(nn.Module):
     """Fixed JPEG-domain features: for the first ``coefficients`` AC frequencies (zigzag order)
     of every 8×8 block, the histogram of their values (pixel scale 0..255, bins of 1 from
-    −``half_range`` to ``half_range``) over the patch's blocks. Output ``[N, C·K·(2h+1)]``."""
+    −``half_range`` to ``half_range``) over the patch's blocks. Output ``[N, K·(2h+1)]``.
+
+    Of RGB patches (``in_channels=3``) the branch reads the luma Y = 0.299 R + 0.587 G + 0.114 B
+    (ITU-R BT.601, JFIF's YCbCr), the plane a JPEG encoder quantises with its luma table —
+    not R, G and B, each a mix of the luma and chroma quantisation."""
 
     def __init__(self, in_channels: int = 1, coefficients: int = 27, half_range: int = 15):
         super().__init__()
@@ -69,17 +77,20 @@ class DCTHistogram(nn.Module):
             raise ValueError(f"jpeg.coefficients: 1..{BLOCK * BLOCK - 1} AC frequencies, got {coefficients}")
         if half_range < 1:
             raise ValueError(f"jpeg.half_range: at least 1, got {half_range}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels: 1 (green) or 3 (RGB, read as luma), got {in_channels}")
         self.in_channels, self.coefficients, self.half_range = in_channels, coefficients, half_range
         ac = zigzag()[1:coefficients + 1]
         self.register_buffer("basis", dct_basis()[ac].unsqueeze(1), persistent=False)  # [K, 1, 8, 8]
+        self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
 
     @property
     def out_features(self) -> int:
-        return self.in_channels * self.coefficients * (2 * self.half_range + 1)
+        return self.coefficients * (2 * self.half_range + 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x``: ``[N, C, P, P]`` on the 0..1 scale (the backbone's normalised input)."""
-        n, c = x.shape[:2]
-        blocks = x.reshape(n * c, 1, *x.shape[2:]) * 255.0
-        coef = nn.functional.conv2d(blocks, self.basis.to(blocks.dtype), stride=BLOCK)  # [N·C, K, P/8, P/8]
+        n = x.shape[0]
+        plane = x if self.in_channels == 1 else (x * self.luma.to(x.dtype)).sum(1, keepdim=True)  # [N, 1, P, P]
+        coef = nn.functional.conv2d(plane * 255.0, self.basis.to(x.dtype), stride=BLOCK)  # [N, K, P/8, P/8]
         return soft_histogram(coef, self.half_range).reshape(n, -1)

@@ -12,7 +12,8 @@ Hydra — so a trained network scores patches anywhere torch runs::
     net = load_exported("my-model")      # checksums verified
     s = net.score(patches_1, patches_2)  # S in [0, 1]; "same camera model" when S > net.eta
 
-Patches are green-channel uint8 ``[N, P, P]`` (or ``[N, 1, P, P]``), cut as in training (the
+Patches are green-channel uint8 ``[N, P, P]`` (or ``[N, 1, P, P]``; a network with
+``in_channels=3`` takes RGB ``[N, 3, P, P]``), cut as in training (the
 training record's ``patches``: size, 8-px alignment to the JPEG grid, entropy threshold).
 """
 
@@ -161,8 +162,9 @@ class PortableSimilarity(nn.Module):
     def _patches(self, x: Tensor | np.ndarray, name: str) -> Tensor:
         x = torch.as_tensor(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
         if x.dtype != torch.uint8 or x.dim() not in (3, 4) or tuple(x.shape[-2:]) != (self.patch_size,) * 2:
-            raise ValueError(f"{name}: expected uint8 patches [N, {self.patch_size}, {self.patch_size}] "
-                             f"(green channel, 0..255), got {x.dtype} {tuple(x.shape)}")
+            c, p = self.backbone.in_channels, self.patch_size
+            want = f"[N, {p}, {p}] (green channel) or [N, 1, {p}, {p}]" if c == 1 else f"[N, {c}, {p}, {p}] (RGB)"
+            raise ValueError(f"{name}: expected uint8 patches {want}, 0..255, got {x.dtype} {tuple(x.shape)}")
         return (x.unsqueeze(1) if x.dim() == 3 else x).to(next(self.parameters()).device)
 
     def features(self, x: Tensor | np.ndarray) -> Tensor:
@@ -203,7 +205,7 @@ class _Features(nn.Module):
 
 
 def export_onnx(net: PortableSimilarity, folder: str | Path, opset: int = 18) -> dict[str, dict]:
-    """``features.onnx`` (uint8 ``[N, 1, P, P]`` → f(X) ``[N, d]``) and ``head.onnx`` (f1, f2 → logits
+    """``features.onnx`` (uint8 ``[N, C, P, P]``, C the backbone's ``in_channels`` → f(X) ``[N, d]``) and ``head.onnx`` (f1, f2 → logits
     ``[N]``) of ``net`` in ``folder``, batch size dynamic; returns ``{name: {"sha256", "bytes"}}``.
     Needs the ``onnx`` extra (``pip install camsim[onnx]``: onnx, onnxscript)."""
     try:
@@ -215,7 +217,7 @@ def export_onnx(net: PortableSimilarity, folder: str | Path, opset: int = 18) ->
     folder = Path(folder)
     net = net.eval().to("cpu")
     p = net.patch_size
-    x = torch.zeros(2, 1, p, p, dtype=torch.uint8)
+    x = torch.zeros(2, net.backbone.in_channels, p, p, dtype=torch.uint8)
     f = _Features(net)(x)
     batch = torch.export.Dim("batch", min=1)
     jobs = {"features.onnx": (_Features(net), (x,), ("patches",), ("features",), {"x": {0: batch}}),
