@@ -146,8 +146,8 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
     """Localise one image file; write overlay/heatmap/patches/mask (and scores) into ``out_dir``.
 
     The file is decoded once (RGB; the analysis reads its green channel, which is what
-    ``read_green`` returns, and a network with ``in_channels=3`` its RGB patches). The overlay is a preview of at most ``opts.overlay_max_side``
-    pixels per side (default :data:`~camsim.localize.outputs.OVERLAY_MAX_SIDE`; 0: full
+    ``read_green`` returns, and a network with ``in_channels=3`` its RGB patches). The overlay
+    is a preview of at most ``opts.overlay_max_side`` pixels per side (default :data:`~camsim.localize.outputs.OVERLAY_MAX_SIDE`; 0: full
     resolution). ``result.stats["timing"]`` gains ``read_s`` (decode), ``graph_s`` (grid,
     entropy, graph, maps: the engine's time outside features and pair scoring),
     ``write_s``, ``seconds`` (the whole file) and ``cpu_s`` (this process's CPU seconds in it,
