@@ -232,3 +232,5 @@ def test_rgb_network_trains_evaluates_localises_and_exports(workdir: Path, share
     s = net.score(x, x[::-1].copy())
     assert s.shape == (2,) and ((s >= 0) & (s <= 1)).all()
     assert json.loads((workdir / "net" / "config.json").read_text())["input"]["channel"] == "rgb"
+    card = (workdir / "net" / "README.md").read_text()  # the card's loading snippet cuts RGB patches
+    assert "the RGB channels" in card and ".transpose(2, 0, 1)" in card and "[:, :, 1]" not in card

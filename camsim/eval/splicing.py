@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from camsim.artefacts import atomic_write_json
-from camsim.data.io import ImageReadError, read_green, read_rgb
+from camsim.data.io import ImageReadError, read_rgb
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.eval.report import md_table
 from camsim.localize.engine import calibrate_threshold
@@ -186,8 +186,8 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
                 "host_model": rec.get("host_model"), "donor_model": rec.get("donor_model"),
                 "scenario": _scenario(rec, known)}
         try:
-            colour = read_rgb(path) if loc.channels == 3 else None  # an RGB network's patches
-            green = read_green(path) if colour is None else np.ascontiguousarray(colour[..., 1])
+            rgb = read_rgb(path)  # decoded once: the analysis reads green, an RGB network's patches and examples all
+            green = np.ascontiguousarray(rgb[..., 1])
             gt = _read_mask(folder / rec["mask"], green.shape) if rec["mask"] else None
         except (ImageReadError, ValueError, OSError) as err:
             rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {err}"} for mode in sc.modes]
@@ -196,7 +196,7 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
             opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode))
             row = {**base, "mode": mode}
             try:
-                res = loc.run(green, opts, colour=colour)
+                res = loc.run(green, opts, colour=rgb)
             except LocalizationError as err:
                 row.update(status="error", message=f"{path}: {err}")
                 rows.append(row)
@@ -211,8 +211,7 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
                     row.update({f"{m}_{key}": float(fn(*conf[m])) for m, fn in METRICS.items()})
                 if out is not None and (n_examples[mode] < int(sc.examples) or kind == "real"):
                     n_examples[mode] += 1
-                    row["example"] = _example(out, rec["name"], mode, res,
-                                              read_rgb(path) if colour is None else colour, gt)
+                    row["example"] = _example(out, rec["name"], mode, res, rgb, gt)
             rows.append(row)
     return rows
 

@@ -348,6 +348,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         raise LocalizationError(f"graph_method must be one of {METHODS}; got {graph_method!r}")
     stride = patch // 2 if stride is None and isinstance(patch, (int, np.integer)) else stride
     arr = _check_inputs(green, mode, patch, stride, eta, batch, min_entropy)
+    image = arr if colour is None else _check_colour(colour, arr.shape)  # what ``extract``'s patches are cut from
     h, w = arr.shape
     positions, grid_shape = patch_grid(h, w, patch, stride, align=align, cover_border=cover_border)
     n = len(positions)
@@ -368,8 +369,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         if isinstance(reference, str):
             raise LocalizationError(f"reference must be None, 'auto' or a pixel (y, x); got {reference!r}")
         ref_k, note = _pick_reference(reference, positions, dec_idx, patch, (h, w))
-    F = _features(arr if colour is None else _check_colour(colour, arr.shape), positions[dec_idx], patch,
-                  extract, batch, progress)
+    F = _features(image, positions[dec_idx], patch, extract, batch, progress)
     if ref_k is None and mode == "reference":
         ref_k = _auto_reference(score_matrix, F, batch, auto_candidates)
         note = "automatic reference; "
