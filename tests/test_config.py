@@ -196,3 +196,16 @@ def test_realism_a20_b25_adds_ten_new_models_to_a_and_keeps_b25s_b_c_and_known()
     sets = make_split(names, list(a20.split.a), list(a20.split.b), list(a20.split.c), list(a20.split.known), 0)
     assert set(b25.split.a) < set(sets.a) and set(sets.a) - set(b25.split.a) == set(names[40:])
     assert (list(sets.b), list(sets.c), list(sets.known)) == (list(b25.split.b), list(b25.split.c), list(b25.split.known))
+
+
+def test_jpeg_branch_dropout_is_a_model_setting_that_keys_phase_a_only_when_on():
+    from camsim.config.checks import backbone_config
+    from camsim.pipeline import check_config
+
+    off, on = compose_cfg([]), compose_cfg(["model.jpeg.dropout=0.25"])
+    assert off.model.jpeg.dropout == 0.0
+    assert "dropout" not in backbone_config(off)["jpeg"]  # the recipe's Phase A artefacts keep their key
+    assert backbone_config(on)["jpeg"]["dropout"] == 0.25  # a run with dropout trains its own Phase A
+    check_config(on)
+    with pytest.raises(Exception, match=r"jpeg.dropout: expected a share in \[0, 1\), got 1.5"):
+        check_config(compose_cfg(["model.jpeg.dropout=1.5"]))  # before any work, not after the data

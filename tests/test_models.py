@@ -530,6 +530,34 @@ def test_rgb_backbone_takes_three_channel_patches():
         model(torch.randint(0, 256, (2, 64, 64), dtype=torch.uint8))
 
 
+def test_jpeg_branch_dropout_drops_whole_patches_in_training_only():
+    model = load_model("mislnet_small_jpeg", 64, num_classes=6, jpeg={"coefficients": 27, "half_range": 15,
+                                                                      "dropout": 0.5})
+    x = patches(64, 64)
+    model.eval()
+    with torch.no_grad():
+        full = model.features(x, "fc_a1.pre")
+        from_hist = model.fcs["fc_a1"].weight[:, 128:] @ model.jpeg_norm(model.features(x, "jpeg")).T
+        without = full - from_hist.T  # fc_a1 with every patch's normalised histograms at zero
+        again = model.features(x, "fc_a1.pre")
+    assert torch.equal(full, again)  # evaluation: no dropout
+    model.train()
+    for m in model.modules():  # batch norm in eval mode too, so each patch's row depends on it alone
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        trained = model.features(x, "fc_a1.pre")
+    kept = torch.isclose(trained, full, atol=1e-5).all(1)
+    dropped = torch.isclose(trained, without, atol=1e-5).all(1)
+    assert bool((kept ^ dropped).all())  # every patch: all of its histograms or none
+    assert 16 <= int(dropped.sum()) <= 48  # about half of 64
+    with pytest.raises(ValueError, match=r"jpeg.dropout.*\[0, 1\)"):
+        small_backbone(jpeg={"coefficients": 5, "dropout": 1.0})
+    with pytest.raises(ValueError, match="jpeg.dropout"):
+        small_backbone(jpeg={"coefficients": 5, "dropout": -0.1})
+
+
 def test_backbone_with_jpeg_branch():
     model = load_model("mislnet_small_jpeg", 64, num_classes=6).eval()
     assert model.feature_dim("jpeg") == 27 * 31

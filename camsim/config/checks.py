@@ -28,8 +28,12 @@ def feature_layer(cfg: DictConfig) -> str:
 
 
 def backbone_config(cfg: DictConfig) -> dict:
-    """The ``model`` config as the backbone takes it (without the deprecated ``feature_layer``)."""
-    return {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
+    """The ``model`` config as the backbone takes it (without the deprecated ``feature_layer``, and
+    without ``jpeg.dropout`` while it is 0: the key every artefact had before the option existed)."""
+    model = {k: v for k, v in to_plain(cfg.model).items() if k != "feature_layer"}
+    if isinstance(model.get("jpeg"), dict) and not model["jpeg"].get("dropout", 0):
+        model["jpeg"] = {k: v for k, v in model["jpeg"].items() if k != "dropout"}
+    return model
 
 
 def data_fingerprint(data: Any) -> dict:

@@ -41,7 +41,7 @@ _INITS = ("xavier", "xavier_normal", "kaiming", "torch")
 _POOL_TYPES = ("max", "avg", "none")
 _BLOCK_KEYS = {"out_channels", "kernel_size", "stride", "padding", "pool"}
 _POOL_KEYS = {"type", "kernel", "stride", "padding"}
-_JPEG_KEYS = {"coefficients", "half_range"}
+_JPEG_KEYS = {"coefficients", "half_range", "dropout"}
 _CONSTRAINED_KEYS = {"kernels", "kernel_size", "padding"}
 
 
@@ -132,9 +132,12 @@ class Backbone(nn.Module):
             patches, e.g. the 3x3 pool after conv4 at 64 px -- shrink the window to the
             input size instead of raising ValueError. Decided once at construction from
             ``patch_size``; sizes where every window fits are unaffected.
-        jpeg: None (the paper's network) or ``{coefficients=27, half_range=15}``: a fixed
+        jpeg: None (the paper's network) or ``{coefficients=27, half_range=15, dropout=0}``: a fixed
             branch of block-DCT coefficient histograms (:class:`~camsim.models.jpeg.DCTHistogram`,
             layer ``jpeg``) that, batch-normalised, join the flattened conv output before ``fc_a1``.
+            ``dropout`` (branch dropout, training only): the share of training patches whose
+            histograms are replaced by their batch-norm mean (zero), so that the fc layers must
+            name those patches' models from the conv tower's pixel traces alone.
     """
 
     def __init__(
@@ -235,7 +238,12 @@ class Backbone(nn.Module):
             _unknown_keys(jpeg, _JPEG_KEYS, "jpeg")
             if self.patch_size % 8:
                 raise ValueError(f"jpeg: needs a patch size that is a multiple of 8, got {self.patch_size}")
-            self.jpeg = DCTHistogram(self.in_channels, **{k: _int(v, f"jpeg.{k}", 1) for k, v in jpeg.items()})
+            dropout = jpeg.get("dropout", 0.0)
+            if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+                raise ValueError(f"jpeg.dropout: expected a share in [0, 1), got {dropout!r}")
+            self.jpeg_dropout = float(dropout)
+            self.jpeg = DCTHistogram(self.in_channels, **{k: _int(v, f"jpeg.{k}", 1) for k, v in jpeg.items()
+                                                          if k != "dropout"})
             # histogram shares are tiny next to the conv features: standardised, the fc layers
             # weigh both from the start (docs/experiments.md, "What the JPEG branch changed")
             self.jpeg_norm = nn.BatchNorm1d(self.jpeg.out_features)
@@ -378,8 +386,11 @@ class Backbone(nn.Module):
                 return out
         x = torch.flatten(x, 1)
         if self.jpeg is not None:  # the histograms only now, so conv-layer features never pay for them
-            hist = out["jpeg"] if "jpeg" in out else self.jpeg(inp)
-            x = torch.cat([x, self.jpeg_norm(hist)], dim=1)
+            hist = self.jpeg_norm(out["jpeg"] if "jpeg" in out else self.jpeg(inp))
+            if self.training and self.jpeg_dropout:  # branch dropout: some patches without histograms
+                keep = torch.rand(hist.shape[0], 1, device=hist.device) >= self.jpeg_dropout
+                hist = hist * keep.to(hist.dtype)
+            x = torch.cat([x, hist], dim=1)
         for name, fc in self.fcs.items():
             x = fc(x)
             if f"{name}.pre" in wanted:
