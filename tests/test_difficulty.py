@@ -58,8 +58,15 @@ def test_model_subsample_is_seeded_and_bad_settings_name_the_key(tmp_path: Path)
     one = _folder(tmp_path / "one", {"X_1": 80, "Y_2": 90}, photos=2, size=96)
     for p in sorted((one / "Y_2").glob("*.jpg"))[1:]:
         p.unlink()
-    with pytest.raises(ValueError, match="Y_2: 1 photo"):
+    with pytest.raises(ValueError, match="1 camera model.s. with 2 or more photos .of 2.; .* at least 2 such"):
         source_difficulty(FolderSource(str(one)).index(), s, tmp_path / "art")
+    # a model with a single photo is left out, and said so, when 2 or more others remain
+    (one / "Z_3").mkdir()
+    for p in sorted((one / "X_1").glob("*.jpg")):
+        (one / "Z_3" / p.name).write_bytes(p.read_bytes())
+    out, text = source_difficulty(FolderSource(str(one)).index(), s, tmp_path / "art", patches_per_photo=2)
+    assert out["difficulty/models"] == 2 and out["difficulty/single_photo_models_left_out"] == 1
+    assert "1 model(s) with a single photo left out" in text
 
 
 def test_families_are_the_simulators_else_the_makes_when_models_are_given(tmp_path: Path) -> None:
@@ -79,3 +86,29 @@ def test_cli_prints_the_table_and_writes_the_figures(tmp_path: Path) -> None:
     assert "JPEG block-DCT histograms" in res.stdout
     got = json.loads((tmp_path / "run" / "difficulty.json").read_text())
     assert got["difficulty/models"] == 2 and "difficulty/jpeg/pairwise" in got
+
+
+def test_trace_statistics_see_a_cfa_lattice_correlated_residuals_and_jpeg_blocks():
+    """What each statistic is for: green interpolated on one lattice (mean of its 4 neighbours, as
+    bilinear demosaicing does) gives a lattice ratio far above 1; white noise none, and a negative
+    residual autocorrelation; smoothed noise a positive one; block offsets on the 8×8 grid raise
+    the JPEG-grid ratio."""
+    from scipy import ndimage
+
+    from camsim.eval.difficulty import trace_statistics
+
+    rng = np.random.default_rng(0)
+    white = rng.normal(128, 6, (40, 32, 32))
+    interp = white.copy()
+    pad = np.pad(white, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    mean4 = (pad[:, :-2, 1:-1] + pad[:, 2:, 1:-1] + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]) / 4
+    lattice = (np.add.outer(np.arange(32), np.arange(32)) % 2 == 0)
+    interp[:, lattice] = mean4[:, lattice]
+    smooth = 128 + 8 * ndimage.gaussian_filter(rng.normal(0, 6, (40, 32, 32)), (0, 1.0, 1.0))
+    blocks = white + np.kron(rng.normal(0, 16, (40, 4, 4)), np.ones((8, 8)))[:, :32, :32]
+    t = {k: trace_statistics(np.clip(np.rint(v), 0, 255).astype(np.uint8))
+         for k, v in dict(white=white, interp=interp, smooth=smooth, blocks=blocks).items()}
+    assert t["white"]["lattice_ratio"] < 1.1 < 1.5 < t["interp"]["lattice_ratio"]
+    assert t["white"]["residual_ac1"] < -0.3 and t["smooth"]["residual_ac1"] > 0.2
+    assert t["white"]["jpeg_grid_ratio"] < 1.05 < 1.2 < t["blocks"]["jpeg_grid_ratio"]
+    assert t["white"]["residual_sigma"] == pytest.approx(6 * np.sqrt(1.25), rel=0.05)

@@ -57,6 +57,7 @@ def test_default_settings_are_the_original_catalogue_and_records():
     ({"lens": {"chromatic_aberration": 1.0}}, {"lateral_ca"}),
     ({"demosaic": {"methods": ["ahd", "frequency"]}}, {"demosaic"}),
     ({"resample": {"downscale_share": 0.2}}, {"downscale_share", "downscale_scale"}),
+    ({"processing": {"smoothing": 0.6}}, {"smoothing"}),
 ])
 def test_each_trait_switches_alone_and_changes_only_its_own_fields(setting, fields):
     base, one = make_catalogue(12, 4, 0), catalogue(12, 4, 0, setting)
@@ -80,6 +81,42 @@ def test_fine_share_puts_that_share_of_models_at_a_fine_quality_and_keeps_older_
     assert "fine_share" not in cache_key(synth_settings(off))["synth"]["jpeg"]
     assert cache_key(synth_settings({**REAL, "jpeg": {**REAL["jpeg"], "fine_share": 0.3}}))["synth"]["jpeg"][
         "fine_share"] == 0.3
+
+
+def test_smoothing_draws_each_models_sigma_around_the_setting_and_keeps_older_cache_keys():
+    cams = catalogue(20, 4, 0, {"processing": {"smoothing": 0.6}})
+    sig = np.array([c.smoothing for c in cams])
+    assert ((sig >= 0.42) & (sig <= 0.78)).all() and sig.std() > 0.05
+    assert CameraParams.from_dict(cams[0].to_dict()) == cams[0]
+    assert "smoothing" not in make_catalogue(2, 2, 0)[0].to_dict()  # cameras.json as before while off
+    fine = {"jpeg": {"fine_share": 0.4}}
+    assert "processing" not in cache_key(synth_settings(fine))["synth"]  # the recipe's renders keep their key
+    assert cache_key(synth_settings({**fine, "processing": {"smoothing": 0.6}}))["synth"]["processing"] == {
+        "smoothing": 0.6}
+    # what checkpoints record of their training data: as before while off, the setting when on
+    off = data_fingerprint({"_target_": "camsim.data.sources.SynthSource",
+                            "synth": {**fine, "processing": {"smoothing": 0.0}}})
+    assert "processing" not in off["synth"] and off["synth"]["jpeg"]["fine_share"] == 0.4
+    on = data_fingerprint({"_target_": "camsim.data.sources.SynthSource", "synth": {"processing": {"smoothing": 0.6}}})
+    assert on["synth"]["processing"] == {"smoothing": 0.6}
+
+
+def test_smoothing_removes_the_green_lattice_trace_real_camera_jpegs_lack():
+    """Green sampled on one quincunx lattice and interpolated on the other leaves residual energy
+    that differs between the two (lattice ratio well above 1); real cameras' JPEGs show ~1.02–1.04
+    (docs/experiments.md). The full-resolution smoothing brings the simulator's ratio towards 1."""
+    from camsim.eval.difficulty import trace_statistics
+
+    scene = render_scene(1, 0, (128, 192), 2.0)
+    cam = dataclasses.replace(make_catalogue(1, 1, 0)[0], demosaic="bilinear")
+
+    def ratio(c: CameraParams) -> float:
+        g = render_camera_image(scene, c, (128, 192), np.random.default_rng(0))[:, :, 1]
+        cells = np.stack([g[y:y + 32, x:x + 32] for y in range(0, 128, 32) for x in range(0, 192, 32)])
+        return trace_statistics(cells)["lattice_ratio"]
+
+    sharp, smooth = ratio(cam), ratio(dataclasses.replace(cam, smoothing=0.7))
+    assert sharp > 1.5 and smooth < 1.15, (sharp, smooth)
 
 
 def test_siblings_differ_only_in_their_declared_traits():
@@ -109,6 +146,7 @@ def test_siblings_differ_only_in_their_declared_traits():
     ({"noise": {"fixed_pattern": -1}}, "synth.noise.fixed_pattern", "negative"),
     ({"lens": {"vignetting": 1.5}}, "synth.lens.vignetting", "outside"),
     ({"jpeg": {"fine_share": 1.5}}, "synth.jpeg.fine_share", "outside"),
+    ({"processing": {"smoothing": -0.5}}, "synth.processing.smoothing", "negative"),
     ({"demosaic": {"methods": ["ahd", "magic"]}}, "synth.demosaic.methods", "magic"),
     ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
     ({"lens": {"vignettig": 0.1}}, "synth.lens.vignettig", "unknown key"),

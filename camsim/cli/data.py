@@ -8,7 +8,10 @@ usage: camsim-data {describe,split,prepare,difficulty} [group=option ...] [key=v
   difficulty  how far hand-made statistics alone (global, residual, JPEG block-DCT) tell the
               source's camera models apart: accuracy and mean pairwise separability, photos
               alternately train / test (difficulty.max_models=6 compares sources at one model
-              count; difficulty.photos_per_model, difficulty.patches_per_photo, patches.min_entropy)
+              count; difficulty.photos_per_model, difficulty.patches_per_photo, patches.min_entropy);
+              and what its pixels look like to a residual filter (residual σ, green-lattice and
+              JPEG-grid ratios, residual autocorrelation), to set a simulator beside real photos.
+              Models with a single photo are left out (and counted).
 
 examples:
     camsim-data describe data=folder data.root=/photos     # camera models and image counts

@@ -50,6 +50,11 @@ def data_fingerprint(data: Any) -> dict:
         presets = fp.pop("jpeg_presets", 1)
         if presets != 1 and synth["jpeg"]["presets_per_model"] == 1:
             synth = {**synth, "jpeg": {**synth["jpeg"], "presets_per_model": presets}}
+        # nodes that came later are left out while off, so runs recorded before them keep their keys
+        for node, key in (("processing", "smoothing"),):
+            if not synth.get(node, {}).get(key):
+                synth = {k: v for k, v in synth.items() if k != node}
+                default.pop(node, None)
         if synth != default:
             fp["synth"] = synth
     if fp.get("root"):

@@ -94,6 +94,15 @@ class SynthScenesConfig:
 
 
 @dataclass
+class SynthProcessingConfig:
+    #: full-resolution smoothing after demosaicing (the ISP's noise reduction / demosaic refinement
+    #: at full resolution), Gaussian σ in px, each model 0.7–1.3 × this; 0 = none. Real camera JPEGs
+    #: show almost no difference in residual energy between the two green CFA lattices; without
+    #: it the simulator's green does (docs/experiments.md, "What the simulator's pixels look like")
+    smoothing: float = 0.0
+
+
+@dataclass
 class SynthTraitsConfig:
     """Simulator realism (``data.synth``); see the module docstring."""
 
@@ -106,3 +115,4 @@ class SynthTraitsConfig:
     resample: SynthResampleConfig = field(default_factory=SynthResampleConfig)
     family: SynthFamilyConfig = field(default_factory=SynthFamilyConfig)
     scenes: SynthScenesConfig = field(default_factory=SynthScenesConfig)
+    processing: SynthProcessingConfig = field(default_factory=SynthProcessingConfig)

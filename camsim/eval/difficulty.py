@@ -20,7 +20,8 @@ separability (a binary classifier per pair of models) summarised within families
 families; :func:`pairwise_from_confusion` gives the same summary from any classifier's
 confusion matrix (e.g. the Phase A network's), so both can be reported side by side.
 :func:`source_difficulty` runs the three feature sets on any source's photos (``camsim-data
-difficulty``), so a simulated catalogue and real photos can be compared side by side.
+difficulty``), so a simulated catalogue and real photos can be compared side by side, with
+:func:`trace_statistics`: what the source's pixels look like to a residual filter.
 Every function is pure: arrays in, arrays/dataclasses out.
 """
 
@@ -103,6 +104,43 @@ def residual_features(patches: np.ndarray) -> np.ndarray:
         feats.append(((r[:, lag:, :] * r[:, :-lag, :]).mean(axis=(1, 2)) / var)[:, None])
     feats.append((((r ** 4).mean(axis=(1, 2)) / (var * var)))[:, None])
     return np.concatenate(feats, axis=1).astype(np.float32)
+
+
+TRACE_STATISTICS: dict[str, str] = {
+    "residual_sigma": "residual σ (DN)",
+    "lattice_ratio": "green-lattice residual ratio",
+    "residual_ac1": "residual lag-1 autocorrelation",
+    "jpeg_grid_ratio": "JPEG-grid residual ratio",
+}
+"""What :func:`trace_statistics` reports, with the label each gets in a table."""
+
+
+def trace_statistics(patches: np.ndarray) -> dict[str, float]:
+    """What a source's pixels look like to a residual filter — the medians over patches of
+    (:func:`residual_features`' 4-neighbour Laplacian residual r, grid-aligned patches):
+
+    * ``residual_sigma``: r's standard deviation in DN (how much pixel-scale detail and noise);
+    * ``lattice_ratio``: residual σ on one quincunx lattice of the 2×2 CFA tile (sites (0, 0) and
+      (1, 1)) against the other, the larger over the smaller — the trace of green interpolated on
+      one lattice and sampled on the other; 1 = no such trace;
+    * ``residual_ac1``: lag-1 autocorrelation of r (horizontal and vertical averaged): negative for
+      white noise, positive for spatially correlated residuals;
+    * ``jpeg_grid_ratio``: residual σ in the rows / columns next to an 8×8 block boundary against
+      the others (JPEG blockiness); 1 = none.
+
+    Computed the same way on simulated and real photos, so a simulator's pixels can be compared
+    with real cameras' (``camsim-data difficulty``); resemblance is the aim, not a value.
+    """
+    f = residual_features(patches).astype(np.float64)
+    sd = np.exp(f[:, 0])
+    lat = (f[:, 1] + f[:, 4]) / np.maximum(f[:, 2] + f[:, 3], 1e-9)
+    rows, cols = f[:, 5:13], f[:, 13:21]
+    edge = (rows[:, [0, 7]].mean(axis=1) + cols[:, [0, 7]].mean(axis=1)) / 2
+    inner = (rows[:, 1:7].mean(axis=1) + cols[:, 1:7].mean(axis=1)) / 2
+    return {"residual_sigma": float(np.median(sd)),
+            "lattice_ratio": float(np.median(np.maximum(lat, 1.0 / np.maximum(lat, 1e-9)))),
+            "residual_ac1": float(np.median((f[:, 27] + f[:, 28]) / 2)),
+            "jpeg_grid_ratio": float(np.median(edge / np.maximum(inner, 1e-9)))}
 
 
 def jpeg_features(patches: np.ndarray, batch: int = 1024) -> np.ndarray:
@@ -370,7 +408,8 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     """How far hand-made statistics alone tell a source's camera models apart (``camsim-data
     difficulty``): the global, residual and JPEG feature sets, each with a logistic classifier.
 
-    Protocol: ``max_models`` models (a draw with ``seed``; all when None) and up to
+    Protocol: ``max_models`` models (a draw with ``seed``; all when None) of those with 2 or more
+    photos (models with a single photo are left out, and counted) and up to
     ``photos_per_model`` photos each; each model's photos, sorted, go alternately to training
     and test (no photo on both sides); up to ``patches_per_photo`` patches per photo, cut with
     ``settings`` (entropy filter included). Reported per feature set: accuracy over the models
@@ -379,21 +418,24 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     with different numbers of models. ``families`` (model → family) adds its within- and
     cross-family means.
     """
-    names = sorted(index.models)
-    if max_models is not None:
-        if int(max_models) < 2:
-            raise ValueError(f"difficulty.max_models={max_models}: at least 2 camera models are needed")
-        rng = np.random.default_rng(seed)
-        names = sorted(rng.permutation(names)[:int(max_models)].tolist())
+    if max_models is not None and int(max_models) < 2:
+        raise ValueError(f"difficulty.max_models={max_models}: at least 2 camera models are needed")
     if photos_per_model is not None and int(photos_per_model) < 2:
         raise ValueError(f"difficulty.photos_per_model={photos_per_model}: at least 2 (one to train on, one to test)")
     if int(patches_per_photo) < 1:
         raise ValueError(f"difficulty.patches_per_photo={patches_per_photo}: must be at least 1")
+    # a model needs a photo to train on and another to test on; the others are left out, and said so
+    single = sorted(m for m in index.models if len(index.models[m]) < 2)
+    names = sorted(m for m in index.models if len(index.models[m]) >= 2)
+    if len(names) < 2:
+        raise ValueError(f"{len(names)} camera model(s) with 2 or more photos (of {len(index.models)}); the "
+                         "difficulty check needs at least 2 such models")
+    if max_models is not None:
+        rng = np.random.default_rng(seed)
+        names = sorted(rng.permutation(names)[:int(max_models)].tolist())
     reqs = []
     for m in names:
         photos = list(index.models[m])[:photos_per_model]
-        if len(photos) < 2:
-            raise ValueError(f"{m}: {len(photos)} photo(s); the difficulty check needs 2 or more per model")
         for subset, part in (("difficulty-train", photos[0::2]), ("difficulty-test", photos[1::2])):
             reqs.append(PatchRequest(m, subset, tuple(part), int(patches_per_photo) * len(part)))
     sets = PatchStore(artefact_dir, settings, workers=workers).get(reqs)
@@ -412,7 +454,8 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     if empty:
         raise ValueError(f"no usable patch (entropy > {settings.min_entropy} nats) in the training or test photos "
                          f"of {empty}; lower patches.min_entropy or add photos")
-    out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/chance": 1.0 / len(names),
+    out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/single_photo_models_left_out": len(single),
+                           "difficulty/chance": 1.0 / len(names),
                            "difficulty/train_patches": len(ytr), "difficulty/test_patches": len(yte)}
     rows = []
     for kind, label in (("global", "global patch statistics (mean, std, histogram)"),
@@ -428,8 +471,14 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
             out[f"difficulty/{kind}/pairwise_cross_family"] = rep.cross_family
             extra = f"{rep.within_family:.3f} / {rep.cross_family:.3f}"
         rows.append([label, f"{rep.accuracy:.1%}", f"{pair:.3f}", extra or "n/a"])
-    text = (f"{len(names)} camera models, photos alternately train / test, {len(ytr)} / {len(yte)} patches of "
+    trace = trace_statistics(np.concatenate([xtr, xte]))
+    out.update({f"difficulty/trace/{k}": v for k, v in trace.items()})
+    left_out = f" ({len(single)} model(s) with a single photo left out)" if single else ""
+    text = (f"{len(names)} camera models{left_out}, photos alternately train / test, {len(ytr)} / {len(yte)} patches of "
             f"{settings.size} px (entropy > {settings.min_entropy} nats), logistic classifiers; chance "
             f"{1 / len(names):.1%}, pairwise 0.5 = inseparable:\n\n"
-            + md_table(["features", "accuracy", "mean pairwise separability", "within / cross family"], rows))
+            + md_table(["features", "accuracy", "mean pairwise separability", "within / cross family"], rows)
+            + f"\n\nWhat the pixels look like (medians over all {len(ytr) + len(yte)} patches; 4-neighbour "
+              "Laplacian residual of green; compare sources, not values):\n\n"
+            + md_table(["trace statistic", "median"], [[TRACE_STATISTICS[k], f"{v:.3f}"] for k, v in trace.items()]))
     return out, text

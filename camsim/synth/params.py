@@ -84,7 +84,7 @@ SIBLING_TRAITS: dict[str, tuple[str, ...]] = {
     "sensor": ("full_well", "read_noise", "row_noise", "column_noise", "prnu"),
     "colour": ("wb_gains", "colour_matrix", "awb_strength"),
     "tone": ("gamma", "contrast", "exposure_ev", "ae_sigma", "iso_sigma"),
-    "processing": ("denoise_luma", "denoise_chroma", "sharpen_radius", "sharpen_amount"),
+    "processing": ("denoise_luma", "denoise_chroma", "sharpen_radius", "sharpen_amount", "smoothing"),
     "resample": ("resample_scale", "resample_kernel", "downscale_share", "downscale_scale"),
     "jpeg": ("jpeg_quality", "jpeg_presets", "jpeg_adaptive"),
 }
@@ -146,6 +146,7 @@ class CameraParams:
     downscale_scale: float = 1.0  # ... of this scale (output / full size)
     jpeg_adaptive: tuple[int, ...] = ()  # (lo, hi): quality chosen per photo by its content
     jpeg_tables: int = 0  # quantisation-table family (0: IJG standard tables)
+    smoothing: float = 0.0  # full-resolution smoothing after demosaicing, Gaussian σ in px (0: none)
     differs_in: tuple[str, ...] = ()  # trait groups in which a sibling differs from its family's reference
 
     def __post_init__(self) -> None:
@@ -493,6 +494,6 @@ _PARAM_FIELDS = {f.name for f in dataclasses.fields(CameraParams)}
 _TRAIT_RANGES = {"vignetting": (0.0, 0.9), "row_noise": (0.0, 100.0), "column_noise": (0.0, 100.0),
                  "prnu": (0.0, 0.2), "sensor_seed": (0, 2 ** 63), "ae_sigma": (0.0, 3.0), "iso_sigma": (0.0, 4.0),
                  "awb_strength": (0.0, 1.0), "downscale_share": (0.0, 1.0), "downscale_scale": (0.25, 1.0),
-                 "jpeg_tables": (0, 2 ** 63)}
+                 "jpeg_tables": (0, 2 ** 63), "smoothing": (0.0, 3.0)}
 _TRAIT_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CameraParams)
                    if f.name in _TRAIT_RANGES or f.name in ("lateral_ca", "jpeg_adaptive", "differs_in")}

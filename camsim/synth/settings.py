@@ -39,6 +39,7 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "resample.downscale_share": ("float", 0.0, 1.0),
     "family.differ_in": ("int", 0, len(SIBLING_TRAITS)),
     "scenes.texture_share": ("float", 0.0, 1.0),
+    "processing.smoothing": ("float", 0.0, 2.0),
 }
 
 
@@ -124,14 +125,16 @@ def is_default(s: SynthTraitsConfig, ignore_presets: bool = False) -> bool:
 def cache_key(s: SynthTraitsConfig) -> dict:
     """The part of a render's cache key that ``s`` adds: ``{}`` when every trait but
     ``jpeg.presets_per_model`` is off (so older caches keep their key), else every setting
-    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` only when on (it
-    came later: caches rendered before it keep their key)."""
+    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` and ``processing`` only when on (they
+    came later: caches rendered before them keep their key)."""
     if is_default(s, ignore_presets=True):
         return {}
     d = settings_dict(s)
     del d["jpeg"]["presets_per_model"]
     if not d["jpeg"]["fine_share"]:
         del d["jpeg"]["fine_share"]
+    if not d["processing"]["smoothing"]:
+        del d["processing"]
     return {"synth": d}
 
 

@@ -25,6 +25,8 @@ jpeg.adaptive_share       that share of models: quality per photo in     model
                           [q − 6…15, q] by content (instead of presets)
 jpeg.table_families       per camera family: the IJG tables or one of    family
                           k makers' table shapes
+processing.smoothing      full-resolution smoothing after demosaicing,  model
+                          σ = setting × 0.7–1.3 px
 family.differ_in          siblings = the family's first model but for    model
                           n trait groups (SIBLING_TRAITS)
 ========================  ============================================  =============
@@ -53,7 +55,7 @@ from camsim.synth.settings import is_default, synth_settings
 
 TAG_TRAITS = 0x545254  # "TRT"
 _STREAMS = {"demosaic": 1, "lens": 2, "noise": 3, "exposure": 4, "white_balance": 5, "resample": 6,
-            "jpeg_adaptive": 7, "jpeg_tables": 8, "siblings": 9, "jpeg_fine": 11}
+            "jpeg_adaptive": 7, "jpeg_tables": 8, "siblings": 9, "jpeg_fine": 11, "smoothing": 12}
 _FAMILY = 10_000  # stream offset of family-level draws
 DOWNSCALE_SCALES: tuple[float, ...] = (0.7, 0.8)
 """Reduced image sizes (output / full size) a model may save photos at (``resample.downscale_share``)."""
@@ -107,6 +109,8 @@ def _model_traits(k: int, cam: CameraParams, s: SynthTraitsConfig, seed: int, nu
     if s.resample.downscale_share and cam.resample_scale == 1.0:
         ch.update(downscale_share=s.resample.downscale_share,
                   downscale_scale=float(_rng(seed, "resample", k).choice(DOWNSCALE_SCALES)))
+    if s.processing.smoothing:
+        ch["smoothing"] = round(s.processing.smoothing * float(_rng(seed, "smoothing", k).uniform(0.7, 1.3)), 4)
     if s.jpeg.fine_share:
         r = _rng(seed, "jpeg_fine", k)
         u, q = r.random(), int(r.integers(FINE_QUALITIES[0], FINE_QUALITIES[1], endpoint=True))
