@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from camsim.config.synth import SynthTraitsConfig
+from camsim.config.synth import SynthTraitsConfig, without_later_nodes_off
 from camsim.plain import to_plain
 
 
@@ -50,11 +50,7 @@ def data_fingerprint(data: Any) -> dict:
         presets = fp.pop("jpeg_presets", 1)
         if presets != 1 and synth["jpeg"]["presets_per_model"] == 1:
             synth = {**synth, "jpeg": {**synth["jpeg"], "presets_per_model": presets}}
-        # nodes that came later are left out while off, so runs recorded before them keep their keys
-        for node, key in (("processing", "smoothing"),):
-            if not synth.get(node, {}).get(key):
-                synth = {k: v for k, v in synth.items() if k != node}
-                default.pop(node, None)
+        synth, default = without_later_nodes_off(synth), without_later_nodes_off(default)
         if synth != default:
             fp["synth"] = synth
     if fp.get("root"):

@@ -116,3 +116,13 @@ class SynthTraitsConfig:
     family: SynthFamilyConfig = field(default_factory=SynthFamilyConfig)
     scenes: SynthScenesConfig = field(default_factory=SynthScenesConfig)
     processing: SynthProcessingConfig = field(default_factory=SynthProcessingConfig)
+
+
+#: trait nodes added after renders and checkpoints had been keyed, with the key that switches each on
+LATER_NODES: dict[str, str] = {"processing": "smoothing"}
+
+
+def without_later_nodes_off(synth: dict) -> dict:
+    """A plain ``data.synth`` dict without the :data:`LATER_NODES` that are off, so that render
+    caches and checkpoint records made before those nodes existed keep their keys."""
+    return {k: v for k, v in synth.items() if k not in LATER_NODES or (v or {}).get(LATER_NODES[k])}

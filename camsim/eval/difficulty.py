@@ -425,8 +425,8 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     if int(patches_per_photo) < 1:
         raise ValueError(f"difficulty.patches_per_photo={patches_per_photo}: must be at least 1")
     # a model needs a photo to train on and another to test on; the others are left out, and said so
-    single = sorted(m for m in index.models if len(index.models[m]) < 2)
     names = sorted(m for m in index.models if len(index.models[m]) >= 2)
+    single = len(index.models) - len(names)
     if len(names) < 2:
         raise ValueError(f"{len(names)} camera model(s) with 2 or more photos (of {len(index.models)}); the "
                          "difficulty check needs at least 2 such models")
@@ -454,7 +454,7 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     if empty:
         raise ValueError(f"no usable patch (entropy > {settings.min_entropy} nats) in the training or test photos "
                          f"of {empty}; lower patches.min_entropy or add photos")
-    out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/single_photo_models_left_out": len(single),
+    out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/single_photo_models_left_out": single,
                            "difficulty/chance": 1.0 / len(names),
                            "difficulty/train_patches": len(ytr), "difficulty/test_patches": len(yte)}
     rows = []
@@ -473,7 +473,7 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
         rows.append([label, f"{rep.accuracy:.1%}", f"{pair:.3f}", extra or "n/a"])
     trace = trace_statistics(np.concatenate([xtr, xte]))
     out.update({f"difficulty/trace/{k}": v for k, v in trace.items()})
-    left_out = f" ({len(single)} model(s) with a single photo left out)" if single else ""
+    left_out = f" ({single} model(s) with a single photo left out)" if single else ""
     text = (f"{len(names)} camera models{left_out}, photos alternately train / test, {len(ytr)} / {len(yte)} patches of "
             f"{settings.size} px (entropy > {settings.min_entropy} nats), logistic classifiers; chance "
             f"{1 / len(names):.1%}, pairwise 0.5 = inseparable:\n\n"

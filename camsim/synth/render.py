@@ -131,7 +131,8 @@ def render_camera_image(scene: Scene, camera: CameraParams, out_shape: tuple[int
     var_y = sum(float(a[c]) ** 2 * isp.noise_variance(rgb[c] / wb[c], camera.full_well, camera.read_noise, gain)
                 for c in range(3))
     rgb = isp.apply_colour_matrix(rgb, m)
-    rgb = isp.optics_blur(rgb, camera.smoothing)  # the same Gaussian, as the ISP's full-resolution smoothing
+    if camera.smoothing:  # the same Gaussian, as the ISP's full-resolution smoothing
+        rgb = isp.optics_blur(rgb, camera.smoothing)
     rgb = isp.denoise(rgb, camera.denoise_luma, camera.denoise_chroma, np.sqrt(var_y))
     rgb = isp.tone_curve(rgb, camera.gamma, camera.contrast)
     rgb = isp.sharpen(rgb, camera.sharpen_radius, camera.sharpen_amount)

@@ -17,6 +17,7 @@ from camsim.config.synth import (
     DEFAULT_DEMOSAIC,
     DEFAULT_SHARED_QUALITIES,
     SynthTraitsConfig,
+    without_later_nodes_off,
 )
 from camsim.synth.params import ALL_DEMOSAIC_METHODS, DEMOSAIC_METHODS, SHARED_JPEG_PRESETS, SIBLING_TRAITS
 
@@ -125,16 +126,15 @@ def is_default(s: SynthTraitsConfig, ignore_presets: bool = False) -> bool:
 def cache_key(s: SynthTraitsConfig) -> dict:
     """The part of a render's cache key that ``s`` adds: ``{}`` when every trait but
     ``jpeg.presets_per_model`` is off (so older caches keep their key), else every setting
-    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` and ``processing`` only when on (they
-    came later: caches rendered before them keep their key)."""
+    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` and the later nodes
+    (:func:`~camsim.config.synth.without_later_nodes_off`) only when on (they came later: caches
+    rendered before them keep their key)."""
     if is_default(s, ignore_presets=True):
         return {}
-    d = settings_dict(s)
+    d = without_later_nodes_off(settings_dict(s))
     del d["jpeg"]["presets_per_model"]
     if not d["jpeg"]["fine_share"]:
         del d["jpeg"]["fine_share"]
-    if not d["processing"]["smoothing"]:
-        del d["processing"]
     return {"synth": d}
 
 
