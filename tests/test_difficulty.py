@@ -95,10 +95,11 @@ def test_trace_statistics_see_a_cfa_lattice_correlated_residuals_and_jpeg_blocks
     the JPEG-grid ratio."""
     from scipy import ndimage
 
-    from camsim.eval.difficulty import trace_statistics
+    from camsim.eval.difficulty import RESIDUAL_COLUMNS, residual_features, trace_statistics
 
     rng = np.random.default_rng(0)
     white = rng.normal(128, 6, (40, 32, 32))
+    assert residual_features(white.astype(np.uint8)).shape == (40, len(RESIDUAL_COLUMNS))  # names match columns
     interp = white.copy()
     pad = np.pad(white, ((0, 0), (1, 1), (1, 1)), mode="reflect")
     mean4 = (pad[:, :-2, 1:-1] + pad[:, 2:, 1:-1] + pad[:, 1:-1, :-2] + pad[:, 1:-1, 2:]) / 4

@@ -147,6 +147,7 @@ def test_siblings_differ_only_in_their_declared_traits():
     ({"lens": {"vignetting": 1.5}}, "synth.lens.vignetting", "outside"),
     ({"jpeg": {"fine_share": 1.5}}, "synth.jpeg.fine_share", "outside"),
     ({"processing": {"smoothing": -0.5}}, "synth.processing.smoothing", "negative"),
+    ({"scenes": {"defocus": -1.0}}, "synth.scenes.defocus", "negative"),
     ({"demosaic": {"methods": ["ahd", "magic"]}}, "synth.demosaic.methods", "magic"),
     ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
     ({"lens": {"vignettig": 0.1}}, "synth.lens.vignettig", "unknown key"),
@@ -292,6 +293,43 @@ def test_texture_scenes_are_seeded_and_off_by_default():
     for kind in TEXTURE_KINDS:
         s1, s2 = texture_scene(1, 0, (64, 96), 2.0, 0, kind), texture_scene(1, 0, (64, 96), 2.0, 0, kind)
         assert np.array_equal(s1.radiance, s2.radiance) and np.isfinite(s1.radiance).all() and s1.radiance.min() > 0
+
+
+def test_defocus_blurs_each_scene_by_its_own_seeded_amount_and_keeps_older_cache_keys():
+    def detail(radiance: np.ndarray) -> float:  # pixel-scale energy: mean |horizontal difference|
+        return float(np.abs(np.diff(radiance, axis=2)).mean())
+
+    sharp = [make_scene(i, 0, (64, 96), 2.0) for i in range(8)]
+    soft = [make_scene(i, 0, (64, 96), 2.0, defocus=2.0) for i in range(8)]
+    again = make_scene(3, 0, (64, 96), 2.0, defocus=2.0)
+    assert np.array_equal(again.radiance, soft[3].radiance)  # seeded per scene
+    ratios = np.array([detail(b.radiance) / detail(a.radiance) for a, b in zip(sharp, soft)])
+    # each its own σ in [0, 2] px (one near 0 may leave its scene as it was)
+    assert (ratios <= 1.0).all() and (ratios < 0.9).sum() >= 6 and ratios.max() - ratios.min() > 0.1, ratios
+    assert [a.kind for a in sharp] == [b.kind for b in soft]  # the same scenes, out of focus
+    assert np.allclose([a.radiance.mean() for a in sharp], [b.radiance.mean() for b in soft], rtol=0.02)
+    fine = {"jpeg": {"fine_share": 0.4}}
+    assert cache_key(synth_settings(fine))["synth"]["scenes"] == {"texture_share": 0.0}  # as before while off
+    assert cache_key(synth_settings({**fine, "scenes": {"defocus": 1.5}}))["synth"]["scenes"]["defocus"] == 1.5
+    off = dataclasses.asdict(synth_settings({"scenes": {"defocus": 0.0}}))  # the node as Hydra gives it
+    assert "synth" not in data_fingerprint({"_target_": "camsim.data.sources.SynthSource", "synth": off})
+
+
+def test_defocus_reaches_the_rendered_catalogue_and_the_splices(tmp_path):
+    from camsim.synth.splice import render_splices
+
+    def files(root):
+        return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.suffix in (".jpg", ".png")}
+
+    sharp = files(render_catalogue(tmp_path / "a", 2, 1, 3, (32, 48), seed=0, workers=0))
+    soft = files(render_catalogue(tmp_path / "b", 2, 1, 3, (32, 48), seed=0, workers=0,
+                                  synth={"scenes": {"defocus": 3.0}}))
+    assert sharp.keys() == soft.keys() and sum(sharp[k] != soft[k] for k in sharp) >= 4
+    a = render_splices(tmp_path / "sa", 2, (32, 48), seed=0, num_models=2, num_families=1, control_fraction=0.0,
+                       workers=0)
+    b = render_splices(tmp_path / "sb", 2, (32, 48), seed=0, num_models=2, num_families=1, control_fraction=0.0,
+                       workers=0, synth={"scenes": {"defocus": 3.0}})
+    assert files(a) != files(b)
 
 
 def test_sky_and_text_scenes_hold_lower_entropy_patches_than_dead_leaves():

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from camsim.config.synth import SynthTraitsConfig, without_later_nodes_off
+from camsim.config.synth import SynthTraitsConfig, without_later_keys_off
 from camsim.plain import to_plain
 
 
@@ -50,7 +50,7 @@ def data_fingerprint(data: Any) -> dict:
         presets = fp.pop("jpeg_presets", 1)
         if presets != 1 and synth["jpeg"]["presets_per_model"] == 1:
             synth = {**synth, "jpeg": {**synth["jpeg"], "presets_per_model": presets}}
-        synth, default = without_later_nodes_off(synth), without_later_nodes_off(default)
+        synth, default = without_later_keys_off(synth), without_later_keys_off(default)
         if synth != default:
             fp["synth"] = synth
     if fp.get("root"):

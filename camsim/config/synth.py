@@ -91,6 +91,12 @@ class SynthScenesConfig:
     #: share of scenes with photo-like textures (sky gradient, foliage, text, skin) instead of
     #: dead leaves / bundled photos
     texture_share: float = 0.0
+    #: scenes out of focus (depth of field, motion, haze): each scene blurred by a Gaussian of σ drawn
+    #: uniformly in [0, defocus] output px, the same for every camera. Without it the simulator's
+    #: scenes are sharp at pixel scale everywhere, so scene detail, not the camera, fills the residual;
+    #: with it, the quick recipe's budget learns the simulated cameras far less well (docs/experiments.md,
+    #: "Scene defocus"); 0 = none
+    defocus: float = 0.0
 
 
 @dataclass
@@ -118,11 +124,18 @@ class SynthTraitsConfig:
     processing: SynthProcessingConfig = field(default_factory=SynthProcessingConfig)
 
 
-#: trait nodes added after renders and checkpoints had been keyed, with the key that switches each on
-LATER_NODES: dict[str, str] = {"processing": "smoothing"}
+#: trait keys added after renders and checkpoints had been keyed (node -> keys)
+LATER_KEYS: dict[str, tuple[str, ...]] = {"processing": ("smoothing",), "scenes": ("defocus",)}
 
 
-def without_later_nodes_off(synth: dict) -> dict:
-    """A plain ``data.synth`` dict without the :data:`LATER_NODES` that are off, so that render
-    caches and checkpoint records made before those nodes existed keep their keys."""
-    return {k: v for k, v in synth.items() if k not in LATER_NODES or (v or {}).get(LATER_NODES[k])}
+def without_later_keys_off(synth: dict) -> dict:
+    """A plain ``data.synth`` dict without the :data:`LATER_KEYS` that are off (and without a node
+    left empty by that), so that render caches and checkpoint records made before those keys
+    existed keep their keys."""
+    out = {}
+    for node, values in synth.items():
+        later = LATER_KEYS.get(node, ())
+        values = {k: v for k, v in (values or {}).items() if k not in later or v} if later else values
+        if values or node not in LATER_KEYS:
+            out[node] = values
+    return out

@@ -69,9 +69,20 @@ def global_stats_features(patches: np.ndarray, bins: int = 16) -> np.ndarray:
     return np.concatenate([x.mean(axis=1, keepdims=True), x.std(axis=1, keepdims=True), hist], axis=1)
 
 
+RESIDUAL_COLUMNS: tuple[str, ...] = (
+    ("log_sigma",) + tuple(f"cfa{y}{x}" for y in range(2) for x in range(2))
+    + tuple(f"row{k}" for k in range(8)) + tuple(f"col{k}" for k in range(8))
+    + tuple(f"abs_bin{k}" for k in range(6)) + ("ac1_h", "ac1_v", "ac2_h", "ac2_v", "kurtosis"))
+"""The columns of :func:`residual_features`, in order."""
+
+
+def _columns(f: np.ndarray, *names: str) -> np.ndarray:
+    return f[:, [RESIDUAL_COLUMNS.index(n) for n in names]]
+
+
 def residual_features(patches: np.ndarray) -> np.ndarray:
-    """[N, 31] trace statistics of each patch (grid-aligned patches assumed: position (0, 0)
-    of the patch on the 8-px JPEG grid and the 2-px CFA lattice):
+    """[N, 32] trace statistics of each patch, columns :data:`RESIDUAL_COLUMNS` (grid-aligned
+    patches assumed: position (0, 0) of the patch on the 8-px JPEG grid and the 2-px CFA lattice):
 
     log residual σ; residual σ in each of the 4 CFA phases and each of the 8 row and 8 column
     JPEG phases (relative to the overall σ); the share of |residual| in 6 bins; residual
@@ -132,14 +143,13 @@ def trace_statistics(patches: np.ndarray) -> dict[str, float]:
     with real cameras' (``camsim-data difficulty``); resemblance is the aim, not a value.
     """
     f = residual_features(patches).astype(np.float64)
-    sd = np.exp(f[:, 0])
-    lat = (f[:, 1] + f[:, 4]) / np.maximum(f[:, 2] + f[:, 3], 1e-9)
-    rows, cols = f[:, 5:13], f[:, 13:21]
-    edge = (rows[:, [0, 7]].mean(axis=1) + cols[:, [0, 7]].mean(axis=1)) / 2
-    inner = (rows[:, 1:7].mean(axis=1) + cols[:, 1:7].mean(axis=1)) / 2
+    sd = np.exp(_columns(f, "log_sigma")[:, 0])
+    lat = _columns(f, "cfa00", "cfa11").sum(axis=1) / np.maximum(_columns(f, "cfa01", "cfa10").sum(axis=1), 1e-9)
+    edge = _columns(f, "row0", "row7", "col0", "col7").mean(axis=1)
+    inner = _columns(f, *(f"{d}{k}" for d in ("row", "col") for k in range(1, 7))).mean(axis=1)
     return {"residual_sigma": float(np.median(sd)),
             "lattice_ratio": float(np.median(np.maximum(lat, 1.0 / np.maximum(lat, 1e-9)))),
-            "residual_ac1": float(np.median((f[:, 27] + f[:, 28]) / 2)),
+            "residual_ac1": float(np.median(_columns(f, "ac1_h", "ac1_v").mean(axis=1))),
             "jpeg_grid_ratio": float(np.median(edge / np.maximum(inner, 1e-9)))}
 
 

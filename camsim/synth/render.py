@@ -172,12 +172,14 @@ class _SceneJob:
     out_dir: str
     jpeg: bool
     texture_share: float = 0.0
+    defocus: float = 0.0
 
 
 def _render_scene_job(job: _SceneJob) -> dict:
     """Worker: one scene through every camera, files written straight into ``out_dir``."""
     t0 = time.perf_counter()
-    scene = make_scene(job.index, job.seed, job.out_shape, job.factor, texture_share=job.texture_share)
+    scene = make_scene(job.index, job.seed, job.out_shape, job.factor, texture_share=job.texture_share,
+                       defocus=job.defocus)
     t_scene = time.perf_counter() - t0
     ext = "jpg" if job.jpeg else "png"
     sid = scene_id(job.index)
@@ -232,8 +234,8 @@ def _render_into(out_dir: Path, cameras: list[CameraParams], num_families: int, 
         (out_dir / cam.name).mkdir(parents=True, exist_ok=False)
     factor = canvas_factor(cameras)
     cam_dicts = tuple(c.to_dict() for c in cameras)
-    jobs = [_SceneJob(i, int(seed), out_shape, factor, cam_dicts, str(out_dir), bool(jpeg), synth.scenes.texture_share)
-            for i in range(images_per_model)]
+    jobs = [_SceneJob(i, int(seed), out_shape, factor, cam_dicts, str(out_dir), bool(jpeg), synth.scenes.texture_share,
+                      synth.scenes.defocus) for i in range(images_per_model)]
     parallel_map(_render_scene_job, jobs, desc=f"synth: {len(cameras)} cameras × {images_per_model} scenes",
                  workers=workers)
     families = make_families(num_families, seed)

@@ -17,7 +17,7 @@ from camsim.config.synth import (
     DEFAULT_DEMOSAIC,
     DEFAULT_SHARED_QUALITIES,
     SynthTraitsConfig,
-    without_later_nodes_off,
+    without_later_keys_off,
 )
 from camsim.synth.params import ALL_DEMOSAIC_METHODS, DEMOSAIC_METHODS, SHARED_JPEG_PRESETS, SIBLING_TRAITS
 
@@ -40,6 +40,7 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "resample.downscale_share": ("float", 0.0, 1.0),
     "family.differ_in": ("int", 0, len(SIBLING_TRAITS)),
     "scenes.texture_share": ("float", 0.0, 1.0),
+    "scenes.defocus": ("float", 0.0, 4.0),
     "processing.smoothing": ("float", 0.0, 2.0),
 }
 
@@ -126,12 +127,12 @@ def is_default(s: SynthTraitsConfig, ignore_presets: bool = False) -> bool:
 def cache_key(s: SynthTraitsConfig) -> dict:
     """The part of a render's cache key that ``s`` adds: ``{}`` when every trait but
     ``jpeg.presets_per_model`` is off (so older caches keep their key), else every setting
-    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` and the later nodes
-    (:func:`~camsim.config.synth.without_later_nodes_off`) only when on (they came later: caches
+    but that one (which enters the key as ``jpeg_presets``); ``jpeg.fine_share`` and the later keys
+    (:func:`~camsim.config.synth.without_later_keys_off`) only when on (they came later: caches
     rendered before them keep their key)."""
     if is_default(s, ignore_presets=True):
         return {}
-    d = without_later_nodes_off(settings_dict(s))
+    d = without_later_keys_off(settings_dict(s))
     del d["jpeg"]["presets_per_model"]
     if not d["jpeg"]["fine_share"]:
         del d["jpeg"]["fine_share"]

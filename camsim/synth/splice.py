@@ -98,9 +98,9 @@ def random_mask(shape: tuple[int, int], rng: np.random.Generator, area: tuple[fl
 
 
 def decoded_camera_image(scene_index: int, seed: int, camera: CameraParams, out_shape: tuple[int, int],
-                         factor: float, texture_share: float = 0.0) -> np.ndarray:
+                         factor: float, texture_share: float = 0.0, defocus: float = 0.0) -> np.ndarray:
     """The camera's JPEG of splice-scene ``scene_index``, decoded to [H, W, 3] uint8."""
-    scene = make_scene(scene_index, seed, out_shape, factor, SPLICE_NAMESPACE, texture_share)
+    scene = make_scene(scene_index, seed, out_shape, factor, SPLICE_NAMESPACE, texture_share, defocus)
     data = camera_file(scene, camera, seed, out_shape, namespace=SPLICE_NAMESPACE)
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
 
@@ -115,6 +115,7 @@ class _SpliceJob:
     donor: dict | None
     out_dir: str
     texture_share: float = 0.0
+    defocus: float = 0.0
 
 
 def _splice_name(i: int) -> str:
@@ -130,13 +131,15 @@ def _png(img: np.ndarray) -> bytes:
 def _render_splice_job(job: _SpliceJob) -> dict:
     host_cam = CameraParams.from_dict(job.host)
     host_scene, donor_scene = 2 * job.index, 2 * job.index + 1
-    host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor, job.texture_share)
+    host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor, job.texture_share,
+                                    job.defocus)
     rng = np.random.default_rng([job.seed, TAG_SPLICE, job.index])
     if job.donor is None:
         image, mask, donor_name = host, np.zeros(job.out_shape, dtype=bool), None
     else:
         donor_cam = CameraParams.from_dict(job.donor)
-        donor = decoded_camera_image(donor_scene, job.seed, donor_cam, job.out_shape, job.factor, job.texture_share)
+        donor = decoded_camera_image(donor_scene, job.seed, donor_cam, job.out_shape, job.factor, job.texture_share,
+                                    job.defocus)
         mask = random_mask(job.out_shape, rng)
         image, donor_name = make_splice(host, donor, mask), donor_cam.name
     name = _splice_name(job.index)
@@ -195,7 +198,8 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
     for i in range(int(num_images)):
         h, d = rng.choice(len(pool), size=2, replace=False) if len(pool) >= 2 else (0, 0)
         jobs.append(_SpliceJob(i, int(seed), out_shape, factor, pool[h].to_dict(),
-                               None if is_control[i] else pool[d].to_dict(), "", synth.scenes.texture_share))
+                               None if is_control[i] else pool[d].to_dict(), "", synth.scenes.texture_share,
+                               synth.scenes.defocus))
 
     def build(tmp: Path) -> None:
         jobs_here = [dataclasses.replace(j, out_dir=str(tmp)) for j in jobs]

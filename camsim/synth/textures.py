@@ -24,21 +24,30 @@ import string
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from camsim.synth.isp import optics_blur
 from camsim.synth.scenes import Scene, draw_leaves, leaf_labels, pil_resize, powerlaw_noise, render_scene, shade_leaves
 
 TEXTURE_KINDS: tuple[str, ...] = ("sky", "foliage", "text", "skin")
 TAG_TEXTURE = 0x545853  # "TXS"
+TAG_DEFOCUS = 0x444643  # "DFC"
 
 
 def make_scene(index: int, seed: int, out_shape: tuple[int, int], canvas_factor: float = 2.0, namespace: int = 0,
-               texture_share: float = 0.0) -> Scene:
+               texture_share: float = 0.0, defocus: float = 0.0) -> Scene:
     """Scene ``index``: a texture scene (:data:`TEXTURE_KINDS`) with probability
-    ``texture_share``, else :func:`camsim.synth.scenes.render_scene`'s scene."""
+    ``texture_share``, else :func:`camsim.synth.scenes.render_scene`'s scene; with ``defocus`` > 0,
+    out of focus by a Gaussian of σ drawn uniformly in [0, ``defocus``] output px (its own stream:
+    the content is the same scene's)."""
+    scene = None
     if texture_share > 0:
         rng = np.random.default_rng([seed, TAG_TEXTURE, namespace, index])
         if rng.random() < texture_share:
-            return texture_scene(index, seed, out_shape, canvas_factor, namespace, str(rng.choice(TEXTURE_KINDS)))
-    return render_scene(index, seed, out_shape, canvas_factor, namespace)
+            scene = texture_scene(index, seed, out_shape, canvas_factor, namespace, str(rng.choice(TEXTURE_KINDS)))
+    scene = scene or render_scene(index, seed, out_shape, canvas_factor, namespace)
+    if defocus > 0:
+        sigma = np.random.default_rng([seed, TAG_DEFOCUS, namespace, index]).uniform(0.0, defocus)
+        scene = dataclasses.replace(scene, radiance=optics_blur(scene.radiance, sigma * canvas_factor))
+    return scene
 
 
 def texture_scene(index: int, seed: int, out_shape: tuple[int, int], canvas_factor: float, namespace: int,
