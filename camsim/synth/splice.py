@@ -132,7 +132,7 @@ def _render_splice_job(job: _SpliceJob) -> dict:
     host_cam = CameraParams.from_dict(job.host)
     host_scene, donor_scene = 2 * job.index, 2 * job.index + 1
     host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor, job.texture_share,
-                                    job.defocus)
+                                job.defocus)
     rng = np.random.default_rng([job.seed, TAG_SPLICE, job.index])
     if job.donor is None:
         image, mask, donor_name = host, np.zeros(job.out_shape, dtype=bool), None
