@@ -430,6 +430,53 @@ def test_camera_model_without_usable_images_is_an_error_naming_it(tmp_path: Path
         data.prepare(["phase_a"])
 
 
+def _model_folders(root: Path, counts: dict[str, int], flat: tuple[str, ...] = ()) -> Path:
+    """``root/<model>/<k>.png``: ``counts[model]`` textured 192-px images (for ``flat`` models, each
+    a flat grey of its own: no usable patch, and no two files alike)."""
+    rng = np.random.default_rng(0)
+    for i, (m, n) in enumerate(counts.items()):
+        (root / m).mkdir(parents=True)
+        for k in range(n):
+            px = np.full((192, 192), 20 + 10 * i + k, np.uint8) if m in flat \
+                else rng.integers(0, 256, (192, 192), dtype=np.uint8)
+            Image.fromarray(px).save(root / m / f"{k}.png")
+    return root
+
+
+def test_models_with_too_few_images_are_named_together_with_the_remedy(tmp_path: Path) -> None:
+    """A public folder often holds several models with one or two photos: one error names them
+    all with their counts, and data.min_images=3 (its remedy) leaves them out."""
+    from camsim.data.datamodules import CameraData
+    from camsim.data.sources import FolderSource
+
+    root = _model_folders(tmp_path / "photos", {"cam0": 4, "cam1": 2, "cam2": 4, "cam3": 1, "cam4": 4})
+    cfg = compose_cfg(["split.a=2", "split.b=2", "split.c=1", "split.known=1", "patches.workers=0"])
+    data = CameraData(FolderSource(root), cfg.split, cfg.patches, tmp_path / "art")
+    with pytest.raises(ValueError, match=r"2 camera model\(s\) .*fewer than 3 images.*cam1 \(2\), cam3 \(1\)"
+                                         r".*data\.min_images=3"):
+        data.images
+    cfg = compose_cfg(["split.a=1", "split.b=1", "split.c=1", "split.known=1", "patches.workers=0"])
+    kept = CameraData(FolderSource(root, min_images=3), cfg.split, cfg.patches, tmp_path / "art")
+    assert sorted(kept.images) == ["cam0", "cam2", "cam4"]
+
+
+def test_every_model_without_usable_patches_is_named_at_once(tmp_path: Path) -> None:
+    from camsim.data.datamodules import CameraData
+    from camsim.data.sources import FolderSource
+
+    root = _model_folders(tmp_path / "photos", {f"cam{i}": 4 for i in range(5)}, flat=("cam1", "cam2"))
+    cfg = compose_cfg(["split.a=[cam0,cam1,cam2]", "split.b=[cam3]", "split.c=[cam4]", "split.known=[cam0]",
+                       "patches.size=64", "patches.workers=0"])
+    data = CameraData(FolderSource(root), cfg.split, cfg.patches, tmp_path / "art")
+    with pytest.raises(ValueError) as err:
+        data.prepare(["phase_a"])
+    msg = str(err.value)
+    assert msg.startswith("6 patch sets are too small")  # cam1 and cam2, each in train / val / test
+    assert all(f"camera model {m!r} has no usable 64x64 patch in its {sub} images" in msg
+               for m in ("cam1", "cam2") for sub in ("train", "val", "test"))
+    assert "cam0" not in msg and "patches.min_entropy" in msg
+
+
 # ---------------------------------------------------------------------- item 7: config errors
 
 

@@ -89,6 +89,13 @@ class CameraData:
         """model → subset (train/val/test) → image paths, for every model of A, B and C."""
         if self._images is None:
             sp = self.split
+            short = [m for m in sp.a + sp.b + sp.c if len(self.index.models[m]) < 3]
+            if short:  # every such model at once: a public folder may hold several
+                raise ValueError(
+                    f"{self.index.root}: {len(short)} camera model(s) of the split have fewer than 3 images, too "
+                    "few to split into train / val / test: "
+                    + ", ".join(f"{m} ({len(self.index.models[m])})" for m in short)
+                    + ". Add photos, or leave such models out of the source with data.min_images=3")
             self._images = {m: split_images(self.index.models[m], list(self.split_cfg.image_fractions),
                                             int(self.split_cfg.image_seed))
                             for m in sp.a + sp.b + sp.c}
@@ -121,17 +128,21 @@ class CameraData:
         same-model pairs need two patches."""
         reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
         sets = self.store.get(reqs)
+        s = self.store.settings
+        short = []  # every model and subset at once, not the first of them
         for (model, subset), ps in sets.items():
             if len(ps) < 2:
-                s, info = self.store.settings, ps.info
+                info = ps.info
                 why = "; ".join(sorted({sk["reason"] for sk in info["skipped"]})) or "none was skipped"
-                raise ValueError(
+                short.append(
                     f"camera model {model!r} has {'no' if len(ps) == 0 else 'only 1'} usable {s.size}x{s.size} "
                     f"patch in its {subset} images (2 are needed) "
                     f"({len(info['images'])} images, {len(info['skipped'])} unusable: {why}; "
-                    f"{info['low_entropy_dropped']} cells at or below patches.min_entropy={s.min_entropy}). "
-                    "Fix or remove its files, lower patches.size or patches.min_entropy, or leave the model "
-                    "out of the split")
+                    f"{info['low_entropy_dropped']} cells at or below patches.min_entropy={s.min_entropy})")
+        if short:
+            raise ValueError(("\n  ".join([f"{len(short)} patch sets are too small:", *short]) if len(short) > 1
+                              else short[0]) + ".\nFix or remove their files, lower patches.size or "
+                             "patches.min_entropy, or leave the models out of the split")
         return summarise(sets.values(), self.index.skipped)
 
     @property
