@@ -125,6 +125,22 @@ def test_known_and_unknown_come_from_the_checkpoint(folder_run):
                for n in folder_run["metrics"]["notes"])
 
 
+def test_a_trained_model_spelled_otherwise_is_known_and_the_report_says_so(ckpts, tmp_path):
+    """Data sets spell one camera model differently (``Canon_PowerShot_G2`` / ``canon_powershot_g2``):
+    a model the network trained on must not count as unknown because of case or separators."""
+    from camsim.eval.transfer import run_transfer, training_role
+
+    sets = {"a": ["Canon_PowerShot_G2"], "b": ["NIKON_D70s"]}
+    assert [training_role(m, sets) for m in ("canon_powershot_g2", "Canon PowerShot G2", "Nikon-D70s",
+                                             "NIKON_D70", "Canon_PowerShot_G3")] == ["A", "A", "B", "", ""]
+    root = make_folder(tmp_path / "photos", {"acme_two": 2, "BOLT-THREE": 2, "Bolt_Four": 2})
+    metrics = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path))["transfer"]
+    assert {k: v["set"] for k, v in metrics["models"].items()} == {"acme_two": "A", "BOLT-THREE": "B",
+                                                                   "Bolt_Four": "unknown"}
+    assert any("spelled otherwise (case and separators ignored): BOLT-THREE = Bolt_Three, acme_two = Acme_Two." in n
+               for n in metrics["notes"])
+
+
 def test_scores_file_reproduces_the_figures(folder_run, ckpts):
     from camsim.data.io import read_green
     from camsim.lit.phase_b import load_similarity

@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
-from camsim.data.layouts import camera_make
+from camsim.data.layouts import camera_make, model_key
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore
 from camsim.eval.bootstrap import Contrast, bootstrap
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
@@ -81,8 +81,10 @@ def read_index(data_cfg: DictConfig):
 
 
 def training_role(model: str, sets: dict) -> str:
-    """"A", "B", "A+B" for a model the checkpoint was trained on, else "" (unknown)."""
-    in_a, in_b = model in (sets.get("a") or []), model in (sets.get("b") or [])
+    """"A", "B", "A+B" for a model the checkpoint was trained on (its name spelled as in
+    :func:`model_key`), else "" (unknown)."""
+    key = model_key(model)
+    in_a, in_b = (key in {model_key(m) for m in sets.get(s) or []} for s in ("a", "b"))
     return "A+B" if in_a and in_b else "A" if in_a else "B" if in_b else ""
 
 
@@ -335,6 +337,11 @@ def run_transfer(cfg: DictConfig) -> dict:
     fp_ckpt = None if sim.data_fingerprint is None else data_fingerprint(sim.data_fingerprint)
     notes: list[str] = []
     known_here = [m for m, r in roles.items() if r]
+    respelled = sorted({f"{m} = {t}" for m in known_here for t in (sets.get("a") or []) + (sets.get("b") or [])
+                        if t != m and model_key(t) == model_key(m)})
+    if respelled:
+        notes.append("Known by the checkpoint's names spelled otherwise (case and separators ignored): "
+                      f"{', '.join(respelled)}.")
     if sets.get("b") is None:
         notes.append("This checkpoint does not record its set B: models of B cannot be recognised and count "
                      "as unknown.")
