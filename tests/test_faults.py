@@ -182,6 +182,8 @@ def test_every_skipped_file_counted_once_the_same_in_describe_and_in_the_patch_s
     out = res.stdout
     lines = [ln for ln in out.splitlines() if ln.startswith("skipped /")]
     assert len(lines) == 3 and all(any(n in ln for ln in lines) for n in names), out
+    # two photos each: too few for a training split, which describe says before a run stops on it
+    assert "2 model(s) with fewer than 3 images (CamA (2), CamB (2))" in out and "data.min_images=3" in out, out
 
 
 # --------------------------------------------------------------------------- 8. long CPU runs, Ctrl-C

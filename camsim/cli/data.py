@@ -39,6 +39,7 @@ def _main(cfg: DictConfig) -> None:
     from rich.table import Table
 
     from camsim.config import validate
+    from camsim.data.splits import MIN_SPLIT_IMAGES
     from camsim.data.store import merge_skipped
     from camsim.pipeline import build_data
 
@@ -54,6 +55,13 @@ def _main(cfg: DictConfig) -> None:
         console.print(index.describe_table(title=f"{type(data.source).__name__}: {index.root}"))
         for sk in merge_skipped(index.skipped):
             console.print(f"[yellow]skipped[/] {sk['file']}: {sk['reason']}", soft_wrap=True)
+        few = {m: n for m, n in index.counts().items() if n < MIN_SPLIT_IMAGES}
+        if few:
+            console.print(f"[yellow]{len(few)} model(s) with fewer than {MIN_SPLIT_IMAGES} images[/] "
+                          f"({', '.join(f'{m} ({n})' for m, n in few.items())}): training splits each model's "
+                          f"photos into train / val / test and needs {MIN_SPLIT_IMAGES} — data.min_images="
+                          f"{MIN_SPLIT_IMAGES} leaves them out; the transfer evaluation (camsim-eval ckpt=...) "
+                          "uses every photo", soft_wrap=True)
         return
     sp = data.split
     if cfg.task == "split":

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from camsim.data.layouts import camera_make
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
 from camsim.data.patches import recompress, stable_seed
-from camsim.data.splits import SUBSETS, SetSplit, make_split, split_images
+from camsim.data.splits import MIN_SPLIT_IMAGES, SUBSETS, SetSplit, make_split, split_images
 from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
 
 log = logging.getLogger(__name__)
@@ -89,13 +89,13 @@ class CameraData:
         """model → subset (train/val/test) → image paths, for every model of A, B and C."""
         if self._images is None:
             sp = self.split
-            short = [m for m in sp.a + sp.b + sp.c if len(self.index.models[m]) < 3]
+            short = [m for m in sp.a + sp.b + sp.c if len(self.index.models[m]) < MIN_SPLIT_IMAGES]
             if short:  # every such model at once: a public folder may hold several
                 raise ValueError(
-                    f"{self.index.root}: {len(short)} camera model(s) of the split have fewer than 3 images, too "
-                    "few to split into train / val / test: "
+                    f"{self.index.root}: {len(short)} camera model(s) of the split have fewer than "
+                    f"{MIN_SPLIT_IMAGES} images, too few to split into train / val / test: "
                     + ", ".join(f"{m} ({len(self.index.models[m])})" for m in short)
-                    + ". Add photos, or leave such models out of the source with data.min_images=3")
+                    + f". Add photos, or leave such models out of the source with data.min_images={MIN_SPLIT_IMAGES}")
             self._images = {m: split_images(self.index.models[m], list(self.split_cfg.image_fractions),
                                             int(self.split_cfg.image_seed))
                             for m in sp.a + sp.b + sp.c}

@@ -147,6 +147,10 @@ def _is_list(v: Any) -> bool:
     return isinstance(v, Sequence) and not isinstance(v, str) or type(v).__name__ == "ListConfig"
 
 
+#: images a camera model needs to be split into train / val / test (one each at least)
+MIN_SPLIT_IMAGES = 3
+
+
 def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -> dict[str, list[Path]]:
     """Split one model's images into train / val / test by a seeded hash of the file *stem*.
 
@@ -156,9 +160,9 @@ def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -
     """
     paths = sorted(paths, key=lambda p: (stable_seed("image-split", seed, Path(p).stem), str(p)))
     n = len(paths)
-    if n < 3:
+    if n < MIN_SPLIT_IMAGES:
         raise ValueError(f"{n} usable image(s) in {Path(paths[0]).parent if paths else '?'}: "
-                         "need at least 3 to split into train / val / test")
+                         f"need at least {MIN_SPLIT_IMAGES} to split into train / val / test")
     n_val = max(1, round(fractions[1] * n))
     n_test = max(1, round(fractions[2] * n))
     n_train = n - n_val - n_test
