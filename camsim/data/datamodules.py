@@ -124,8 +124,8 @@ class CameraData:
 
         A camera model left with fewer than 2 usable patches in a subset (all files unreadable,
         images smaller than a patch, every patch at or below ``patches.min_entropy``) is an
-        error naming it (one error naming every such model and subset) — a class or an evaluation model must never silently drop out, and
-        same-model pairs need two patches."""
+        error naming it — one error naming every such model and subset: a class or an evaluation
+        model must never silently drop out, and same-model pairs need two patches."""
         reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
         sets = self.store.get(reqs)
         s = self.store.settings
