@@ -17,7 +17,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from camsim.artefacts import atomic_write_json, cached_dir
 from camsim.config import backbone_config, feature_layer, to_plain, validate
@@ -250,6 +250,9 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; one of {sorted(JOBS)}")
     check_config(cfg)
+    if isinstance(cfg.get("ckpt"), ListConfig):
+        raise ValueError(f"ckpt: a list of networks (their pair scores averaged) is for camsim-eval's transfer task "
+                         f"(data=<photo folder>); the {job} job takes one checkpoint")
     stages = list(JOBS[job])
     if cfg.get("ckpt") and stages[-1] in ("eval", "splicing"):
         stages = [s for s in stages if s not in ("phase_a", "phase_b")]

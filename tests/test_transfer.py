@@ -174,6 +174,72 @@ def test_scores_file_reproduces_the_figures(folder_run, ckpts):
         assert s["model_1"][k] == s["models"][s["photo_model"][s["image_1"][k]]]
 
 
+def _other_network(d: Path, *, in_channels: int = 3, min_entropy: float = 4.0, seed: int = 1) -> Path:
+    """A second random Phase B network (colour patches by default) trained, on paper, on other models."""
+    from camsim.lit.phase_b import ForensicSimilarity
+
+    torch.manual_seed(seed)
+    sets = {"a": ["Bolt_Four", "Zed_Y"], "b": ["Zed_Z"]}
+    phase_a = {"backbone": {**TINY, "in_channels": in_channels}, "class_names": sets["a"], "patch_size": P}
+    training = {"sets": sets, "data": None, "patches": {"size": P, "align": 8, "min_entropy": min_entropy}}
+    d.mkdir(parents=True, exist_ok=True)
+    return _save(ForensicSimilarity(phase_a, HEAD, "fc_a2.pre", training=training), d / "phase_b.ckpt")
+
+
+def test_several_networks_fuse_their_pair_scores(folder_run, ckpts, tmp_path):
+    """``ckpt=[a, b]``: one run scores the same pairs with both networks (green and colour patches) and
+    reports one score per pair — σ of their mean logit, or (``transfer.fusion=mean``) their mean score —
+    and the mean of their baselines; a model is known when either network trained on it."""
+    from camsim.eval.transfer import run_transfer
+
+    other = _other_network(tmp_path / "other")
+    alone = run_transfer(transfer_cfg(other, folder_run["root"], tmp_path / "alone"))["transfer"]
+    both = run_transfer(transfer_cfg(f"[{ckpts['b']},{other}]", folder_run["root"], tmp_path / "both"))["transfer"]
+    run_transfer(transfer_cfg(f"[{ckpts['b']},{other}]", folder_run["root"], tmp_path / "mean", "transfer.fusion=mean"))
+    s1, s2, s12, mean = (np.load(d / "scores.npz") for d in (folder_run["out"], tmp_path / "alone" / "run",
+                                                             tmp_path / "both" / "run", tmp_path / "mean" / "run"))
+    for key in ("i", "j", "category", "patch_yx", "image_category"):
+        np.testing.assert_array_equal(s12[key], s1[key])
+        np.testing.assert_array_equal(s12[key], s2[key])
+    assert not np.allclose(s1["score"], s2["score"])  # two different networks
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    np.testing.assert_allclose(s12["score"], 1 / (1 + np.exp(-(logit(s1["score"]) + logit(s2["score"])) / 2)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(mean["score"], (s1["score"] + s2["score"]) / 2, rtol=1e-5)
+    for key in ("baseline", "image_baseline"):
+        np.testing.assert_allclose(s12[key], (s1[key] + s2[key]) / 2, rtol=1e-12, err_msg=key)
+    img = s12["level"] == "image"
+    means = np.bincount(s12["group"][img], weights=s12["score"][img]) / np.bincount(s12["group"][img])
+    np.testing.assert_allclose(s12["image_score"], means, rtol=1e-12)  # decided from the fused pair scores
+    assert alone["models"]["Bolt_Four"]["set"] == "A" and alone["models"]["Acme_Two"]["set"] == "unknown"
+    assert {k: v["set"] for k, v in both["models"].items()} == {"Acme_One": "unknown", "Acme_Two": "A",
+                                                                "Bolt_Three": "B", "Bolt_Four": "A"}
+    assert any(n.startswith("2 networks") and "transfer.fusion=logit" in n for n in both["notes"])
+    assert " + " in both["checkpoint"] and both["training"]["a"] == ["Acme_Two", "Zed_X", "Bolt_Four", "Zed_Y"]
+    assert "phase_b.ckpt + " in (tmp_path / "both" / "run" / "transfer.md").read_text()
+
+
+def test_several_networks_must_cut_the_same_patches(folder_run, ckpts, tmp_path):
+    from camsim.eval.transfer import run_transfer
+    from camsim.pipeline import run
+
+    coarse = _other_network(tmp_path / "coarse", min_entropy=2.0)
+    with pytest.raises(ValueError, match=r"cut different patches.*coarse: \(32, 8, 2\.0\)"):
+        run_transfer(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path))
+    with pytest.raises(ValueError, match="transfer.fusion: 'max'"):
+        run_transfer(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path, "transfer.fusion=max"))
+    with pytest.raises(ValueError, match="given more than once"):
+        run_transfer(transfer_cfg(f"[{ckpts['b']},{ckpts['b']}]", folder_run["root"], tmp_path))
+    with pytest.raises(ValueError, match=r"Phase A .*Phase B"):
+        run_transfer(transfer_cfg(f"[{ckpts['b']},{ckpts['a']}]", folder_run["root"], tmp_path))
+    with pytest.raises(ValueError, match="the pairs job takes one checkpoint"):
+        run(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path), job="pairs", train=False)
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_one_camera_model_reports_the_same_model_categories(ckpts, tmp_path, capsys):
     from camsim.eval.transfer import run_transfer
 

@@ -9,7 +9,8 @@ model=DIR: a folder written by camsim-export, used wherever ckpt= is (its checks
 task=auto (default) is transfer when ckpt=... is given, else pairs:
   transfer   the checkpoint on EVERY camera model of `data` (no split; known = trained on, from the
              checkpoint): pairs by category (same photo / other photos / other models, by make),
-             image-level decisions, bootstrap intervals; transfer.md, metrics.json, scores.npz
+             image-level decisions, bootstrap intervals; transfer.md, metrics.json, scores.npz;
+             ckpt=[a.ckpt,b.ckpt]: several networks, one fused score per pair (transfer.fusion=logit|mean)
   pairs      the evaluation pairs of this config's split (sets A / C), with the network trained
              for this config or the one given by ckpt=...
   splicing   the splicing-localisation benchmark: simulated splices (data=synth), real forgeries
@@ -25,6 +26,7 @@ examples:
   camsim-eval ckpt=outputs/artefacts/phase_b-<hash>/model.ckpt data=cameras
   camsim-eval ckpt=... data=dresden data.root=/data/dresden
   camsim-eval model=shared-model data=cameras   # a camsim-export folder
+  camsim-eval 'ckpt=[<recipe>/model.ckpt,<pixel>/model.ckpt]' data=folder data.root=DIR   # two networks fused
   camsim-eval ckpt=... data=vision data.root=/data/VISION data.variants=[natWA]
   camsim-eval task=pairs ckpt=...   # the pairs of this config's split instead
   camsim-eval task=splicing

@@ -72,6 +72,8 @@ def main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.eval.export import export_network
 
+    if not isinstance(cfg.ckpt, str):
+        raise ValueError(f"ckpt: camsim-export writes one network: give one Phase B checkpoint, got {cfg.ckpt}")
     metrics = cfg.metrics
     metrics = [] if metrics is None else [metrics] if isinstance(metrics, str) else list(to_plain(metrics))
     out = export_network(Path(cfg.ckpt), Path(cfg.out), overwrite=bool(cfg.overwrite), onnx=bool(cfg.onnx),

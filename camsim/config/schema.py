@@ -292,8 +292,9 @@ class CamsimConfig:
     #: start a run estimated at over 12 h on a machine without a GPU (camsim.guard refuses it otherwise)
     allow_slow_cpu: bool = False
     #: checkpoint of a trained similarity network (camsim-eval / camsim-localize), or null
-    #: to take the one the pipeline trains for this config
-    ckpt: Optional[str] = None
+    #: to take the one the pipeline trains for this config; for camsim-eval's transfer task also
+    #: a list of them, whose pair scores are averaged (camsim.eval.transfer.Networks)
+    ckpt: Any = None
 
 
 @dataclass
@@ -387,6 +388,9 @@ class TransferConfig:
     #: with the JPEG-quality rows, two photos of one model also scored with both photos of every
     #: pair (positives and negatives) at least this many IJG quality steps apart; null: no such row
     far_jpeg_gap: Optional[int] = 4
+    #: with several networks (``ckpt=[a, b]``): how their scores of a pair make one
+    #: (camsim.eval.metrics.fuse_scores): "logit" σ(mean logit), "mean" the mean of their S
+    fusion: str = "logit"
     seed: int = 0
 
 

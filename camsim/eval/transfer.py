@@ -14,6 +14,13 @@ accuracy at η, TPR at 1 % and 5 % false alarms, EER, the Bray–Curtis baseline
 checkpoint's own Phase A classifier, docs/method.md "Baseline") at the same false-alarm rate,
 and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstrap`).
 
+``ckpt=[a.ckpt, b.ckpt, ...]`` scores with several networks at once (:class:`Networks`): each pair's
+score fuses theirs (``transfer.fusion``: σ of the mean logit, or the mean score —
+:func:`camsim.eval.metrics.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
+``experiment=pixel``), the baseline is the mean of their Bray–Curtis similarities.
+Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
+scores the same patch pairs; a model is known when any of them was trained on it.
+
 Outputs (in the run directory, written only once everything is computed): ``transfer.md``,
 ``metrics.json``, ``scores.npz`` (every scored pair: both patches' model, photo and pixel
 corner, category, score, baseline), ``per_model.csv``, ``photo_pairs.csv``,
@@ -36,13 +43,12 @@ from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make, model_key
-from camsim.data.store import PatchRequest, PatchSettings, PatchStore
+from camsim.data.store import PatchRequest, PatchStore
 from camsim.eval.bootstrap import Contrast, bootstrap
-from camsim.eval.metrics import bray_curtis_similarity, choose_eta
+from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
+from camsim.eval.metrics import FUSION_RULES, bray_curtis_similarity, choose_eta, fuse_scores
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
-from camsim.lit.phase_b import load_similarity
-from camsim.models.portable import weights_file
 from camsim.synth.photo import ijg_quality
 
 log = logging.getLogger("camsim")
@@ -51,20 +57,6 @@ POSITIVES = {"patch": ("same_photo", "other_photo"), "image": ("halves", "other_
 
 
 # ------------------------------------------------------------------------- inputs
-
-
-def load_checkpoint(path: str | Path | None) -> tuple[Path, Any]:
-    """``(path, ForensicSimilarity)`` of a Learning Phase B checkpoint or a ``camsim-export`` folder
-    (``model=DIR``; the path returned is then its weights file, whose identity keys the feature
-    cache). A missing ``ckpt``, a missing, truncated or corrupt file, or a checkpoint of another
-    kind (Phase A) is one clear error naming what was given and what is needed
-    (:func:`camsim.lit.checkpoints.checkpoint_kind`, :func:`camsim.models.portable.read_exported`)."""
-    if not path:
-        raise ValueError("ckpt: camsim-eval task=transfer needs ckpt=<Learning Phase B checkpoint> "
-                         "(outputs/artefacts/phase_b-<hash>/model.ckpt) or model=<camsim-export folder>")
-    p = Path(str(path)).expanduser()
-    sim = load_similarity(p)
-    return weights_file(p), sim
 
 
 def read_index(data_cfg: DictConfig):
@@ -78,28 +70,6 @@ def read_index(data_cfg: DictConfig):
     except PermissionError as err:
         raise ValueError(f"data.root: {err.filename or data_cfg.get('root')}: cannot be read "
                          f"({err.strerror or err})") from err
-
-
-def training_role(model: str, sets: dict) -> str:
-    """"A", "B", "A+B" for a model the checkpoint was trained on (its name spelled as in
-    :func:`model_key`), else "" (unknown)."""
-    key = model_key(model)
-    in_a, in_b = (key in {model_key(m) for m in sets.get(s) or []} for s in ("a", "b"))
-    return "A+B" if in_a and in_b else "A" if in_a else "B" if in_b else ""
-
-
-def patch_settings(sim: Any, cfg: DictConfig):
-    """The checkpoint's patch settings (size, align, min_entropy), ``transfer.min_entropy`` overriding;
-    green or RGB patches as its backbone takes them."""
-
-    rec = sim.patch_settings or {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
-                                  "min_entropy": float(cfg.patches.min_entropy)}
-    size = int(sim.patch_size)
-    if int(rec["size"]) != size:
-        log.warning("  patches.size=%s differs from the checkpoint's patch size %d: using %d", rec["size"], size, size)
-    ent = cfg.transfer.min_entropy
-    return PatchSettings.from_config(cfg.patches, channels=int(sim.backbone.in_channels), size=size,
-                                     align=rec["align"], min_entropy=rec["min_entropy"] if ent is None else ent)
 
 
 # ------------------------------------------------------------------------- the patch table
@@ -306,6 +276,9 @@ def _check_transfer_cfg(t: DictConfig) -> None:
     if t.far_jpeg_gap is not None and not 1 <= int(t.far_jpeg_gap) <= 99:
         raise ValueError(f"transfer.far_jpeg_gap: a number of IJG quality steps 1..99 (or null: no such row), "
                          f"got {t.far_jpeg_gap}")
+    if t.fusion not in FUSION_RULES:
+        raise ValueError(f"transfer.fusion: {t.fusion!r} is not one of {FUSION_RULES} (how several networks' scores "
+                         "of a pair make one)")
     if t.threshold not in ("eta", "best"):
         raise ValueError(f"transfer.threshold: {t.threshold!r} is not 'eta' or 'best'")
     if t.image.aggregate not in ("mean", "median"):
@@ -323,50 +296,48 @@ def run_transfer(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     t = cfg.transfer
     _check_transfer_cfg(t)
-    ckpt, sim = load_checkpoint(cfg.get("ckpt"))
+    nets = Networks.load(cfg.get("ckpt"))
+    several = len(nets.sims) > 1
     eta = cfg.eval.eta
     if eta == "auto":
-        eta = float(sim.hparams.get("eta", 0.5))
-        log.info("  eval.eta=auto: the checkpoint's threshold eta = %.3f (no validation pairs here)", eta)
+        eta = nets.eta()
+        log.info("  eval.eta=auto: the checkpoint's threshold eta = %.3f (no validation pairs here)%s", eta,
+                 " (the networks' mean)" if several else "")
     eta = float(eta)
     source, index = read_index(cfg.data)
-    settings = patch_settings(sim, cfg)
-    sets = sim.training_sets
+    settings_each = nets.patch_settings(cfg)
+    settings = settings_each[0]
+    sets = nets.training_sets
     roles = {m: training_role(m, sets) for m in index.model_names()}
     fp_here = data_fingerprint(cfg.data)
-    fp_ckpt = None if sim.data_fingerprint is None else data_fingerprint(sim.data_fingerprint)
+    fp_each = nets.fingerprints
     notes: list[str] = []
+    if several:
+        rule = "σ of the mean of their logits" if t.fusion == "logit" else "the mean of their scores"
+        notes.append(f"{len(nets.sims)} networks ({nets.label}): each pair's score is {rule} (transfer.fusion="
+                     f"{t.fusion}), the baseline the mean of their Bray–Curtis similarities; a model counts as known "
+                     "when any of them was trained on it.")
     known_here = [m for m, r in roles.items() if r]
     respelled = sorted({f"{m} = {t}" for m in known_here for t in (sets.get("a") or []) + (sets.get("b") or [])
                         if t != m and model_key(t) == model_key(m)})
     if respelled:
         notes.append("Known by the checkpoint's names spelled otherwise (case and separators ignored): "
                       f"{', '.join(respelled)}.")
-    if sets.get("b") is None:
-        notes.append("This checkpoint does not record its set B: models of B cannot be recognised and count "
-                     "as unknown.")
-    if fp_ckpt is None:
-        notes.append("This checkpoint does not record its training data: whether a known name is the same camera "
-                     "cannot be checked.")
-    elif fp_ckpt != fp_here and known_here:
-        msg = (f"{', '.join(known_here)}: names of models the checkpoint was trained on, but this source is not its "
-               f"training data ({fp_ckpt}); the same name may be another device or other photos")
-        log.warning("  %s", msg)
-        notes.append(msg + ".")
-    elif fp_ckpt == fp_here and known_here:
-        notes.append("This source is the checkpoint's training data: photos of known models include photos it was "
-                     "trained on (the transfer evaluation has no split).")
-    if getattr(sim, "finetuning", False) and bool(cfg.eval.baseline):
-        notes.append("Fine-tuned network: its Bray–Curtis baseline runs Phase A's classifier layer, which fine-tuning "
-                     "left as it was, on the fine-tuned features — not Phase A's own baseline; the frozen network's "
-                     "transfer run has that one.")
+    notes += nets.notes(known_here, fp_here, baseline=bool(cfg.eval.baseline))
     log.info("  checkpoint %s: A=%d models, B=%s; feature layer %s; patches %d px, align %d, min_entropy %.2f",
-             ckpt, len(sets["a"]), "not recorded" if sets["b"] is None else len(sets["b"]), sim.feature_layer,
-             settings.size, settings.align, settings.min_entropy)
+             " + ".join(map(str, nets.paths)), len(sets["a"]), "not recorded" if sets["b"] is None else len(sets["b"]),
+             nets.feature_layer, settings.size, settings.align, settings.min_entropy)
     log.info("  source %s: %d camera models (%d known, %d unknown), %d photos", type(source).__name__,
              len(roles), len(known_here), len(roles) - len(known_here), sum(index.counts().values()))
 
-    table = cut_and_embed(index, sim, settings, cfg, ckpt)
+    tables = [cut_and_embed(index, sim, st, cfg, path) for sim, st, path in zip(nets.sims, settings_each, nets.paths)]
+    table = tables[0]
+    for path, other in zip(nets.paths[1:], tables[1:]):
+        if other.models != table.models or not (np.array_equal(other.photo, table.photo)
+                                                and np.array_equal(other.yx, table.yx)):
+            raise ValueError(f"ckpt: {path} cut other patches than {nets.paths[0]} from {index.root} (its colour "
+                             "channels pass the entropy filter elsewhere?), so the networks cannot score the same "
+                             "pairs")
     dropped = [m for m in index.model_names() if m not in table.models]
     if dropped:
         notes.append(f"No usable patch (unreadable or low-entropy photos), left out: {', '.join(dropped)}.")
@@ -396,8 +367,15 @@ def run_transfer(cfg: DictConfig) -> dict:
     base_on = bool(cfg.eval.baseline)
 
     def score(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        s = sim.score_pairs(table.features, i, j).astype(np.float64)
-        b = bray_curtis_similarity(table.probs[i], table.probs[j]).astype(np.float64) if base_on else None
+        """Pair scores (several networks' fused by ``transfer.fusion``) and the Bray–Curtis baseline
+        (several networks': their mean)."""
+        if several:
+            s = fuse_scores([sim.score_pairs(tab.features, i, j, logits=True) for sim, tab in zip(nets.sims, tables)],
+                            str(t.fusion))
+        else:
+            s = nets.sims[0].score_pairs(table.features, i, j).astype(np.float64)
+        b = np.mean([bray_curtis_similarity(tab.probs[i], tab.probs[j]).astype(np.float64) for tab in tables], 0) \
+            if base_on else None
         return s, b
 
     patch_s, patch_b = score(pp.i, pp.j)
@@ -432,17 +410,18 @@ def run_transfer(cfg: DictConfig) -> dict:
         for name, info in about.items():
             results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
-    run = {"checkpoint": str(ckpt), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
+    run = {"checkpoint": " + ".join(map(str, nets.paths)), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
            "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
            "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
            "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
-    return write_outputs(Path(cfg.paths.output_dir), cfg, sim=sim, table=table, roles=roles, makes=makes,
+    return write_outputs(Path(cfg.paths.output_dir), cfg, nets=nets, table=table, roles=roles, makes=makes,
                          results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
                          patch_scores=(patch_s, patch_b),
-                         image_patch_scores=(img_patch_s, img_patch_b), notes=notes, fingerprints=(fp_ckpt, fp_here),
+                         image_patch_scores=(img_patch_s, img_patch_b), notes=notes,
+                         fingerprints=(fp_each if several else fp_each[0], fp_here),
                          settings=settings, run=run, dropped=dropped)
 
 
-__all__ = ["run_transfer", "load_checkpoint", "training_role", "contrasts_of", "make_relation", "photo_bands",
+__all__ = ["run_transfer", "load_checkpoint", "Networks", "training_role", "contrasts_of", "make_relation", "photo_bands",
            "jpeg_quality",
            "PatchTable", "LevelScores", "read_index", "patch_settings"]

@@ -204,13 +204,14 @@ def console_title(cfg: DictConfig, run: dict) -> str:
     """The protocol in one line: threshold, what a row pools, what the intervals resample."""
     t = cfg.transfer
     thr = f"fixed η = {run['eta']:.3g}" if t.threshold == "eta" else "best η per row (oracle, on these pairs)"
-    return (f"Transfer evaluation of {Path(run['checkpoint']).parent.name}/{Path(run['checkpoint']).name} on "
+    names = " + ".join(f"{Path(c).parent.name}/{Path(c).name}" for c in run["checkpoint"].split(" + "))
+    return (f"Transfer evaluation of {names} on "
             f"{run['source_name']}: {thr}; patch rows pooled over patch pairs, image rows one decision per photo "
             f"pair ({t.image.aggregate} of {t.image.patch_pairs} patch-pair scores); under each value its "
             f"{100 * float(t.bootstrap.level):g} % bootstrap interval over camera models and photos")
 
 
-def write_outputs(out_dir: Path, cfg: DictConfig, *, sim: Any, table: Any, roles: dict, makes: list, results: dict,
+def write_outputs(out_dir: Path, cfg: DictConfig, *, nets: Any, table: Any, roles: dict, makes: list, results: dict,
                   levels: dict, patch_pairs: Any, image_pairs: Any, patch_scores: tuple, image_patch_scores: tuple,
                   notes: list[str], fingerprints: tuple, settings: Any, run: dict, dropped: list[str]) -> dict:
     """Write every output to a staging folder, then move them into ``out_dir``; print the table."""
@@ -255,9 +256,9 @@ def write_outputs(out_dir: Path, cfg: DictConfig, *, sim: Any, table: Any, roles
                      title=f"{r['level']} level: {pos}\nvs {neg}")
             figures[name] = fname
         proto = protocol_lines(cfg, run, settings)
-        metrics = _metrics(cfg, sim, table, roles, makes, results, notes, fingerprints, settings, run, proto)
+        metrics = _metrics(cfg, nets, table, roles, makes, results, notes, fingerprints, settings, run, proto)
         atomic_write_json(stage / "metrics.json", metrics)
-        (stage / "transfer.md").write_text(_markdown(cfg, sim, table, roles, makes, results, notes, fingerprints,
+        (stage / "transfer.md").write_text(_markdown(cfg, nets, table, roles, makes, results, notes, fingerprints,
                                                      run, proto, models, figures, dropped))
         atomic_write_json(stage / "run.json", {**run, "models": {m: int((pm == k).sum()) for k, m in
                                                                  enumerate(table.models)}})
@@ -307,7 +308,7 @@ def _write_scores(path: Path, table: Any, roles: dict, makes: list, pp: Any, ip:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _metrics(cfg, sim, table, roles, makes, results, notes, fingerprints, settings, run, proto) -> dict:
+def _metrics(cfg, nets, table, roles, makes, results, notes, fingerprints, settings, run, proto) -> dict:
     pm = table.photo_model
     contrasts: dict[str, dict] = {}
     for name, r in results.items():
@@ -317,7 +318,7 @@ def _metrics(cfg, sim, table, roles, makes, results, notes, fingerprints, settin
         contrasts.setdefault(level, {})[key] = {"positives": r["positives"], "negatives": r["negatives"],
                                                 **({"jpeg_band": r["band_label"]} if r.get("band_label") else {}),
                                                 "n_pos": r["n_pos"], "n_neg": r["n_neg"], "eta": r["eta"], **figs}
-    sets = sim.training_sets
+    sets = nets.training_sets
     return _clean({"transfer": {
         **{k: run[k] for k in ("checkpoint", "source", "eta", "threshold", "aggregate")},
         "bootstrap": {"reps": int(cfg.transfer.bootstrap.reps), "level": float(cfg.transfer.bootstrap.level)},
@@ -328,12 +329,12 @@ def _metrics(cfg, sim, table, roles, makes, results, notes, fingerprints, settin
         "protocol": proto, "notes": notes, **contrasts}})
 
 
-def _markdown(cfg, sim, table, roles, makes, results, notes, fingerprints, run, proto, models, figures, dropped) -> str:
-    sets = sim.training_sets
+def _markdown(cfg, nets, table, roles, makes, results, notes, fingerprints, run, proto, models, figures, dropped) -> str:
+    sets = nets.training_sets
     known = [m for m in table.models if roles.get(m)]
     unknown = [m for m in table.models if not roles.get(m)]
     lines = ["# Transfer evaluation", "",
-             f"Checkpoint `{run['checkpoint']}` (feature layer `{sim.feature_layer}`), source `{run['source']}`.", "",
+             f"Checkpoint `{run['checkpoint']}` (feature layer `{nets.feature_layer}`), source `{run['source']}`.", "",
              f"- Trained on: set A = {', '.join(sets['a'])}; set B = "
              f"{'not recorded' if sets['b'] is None else ', '.join(sets['b'])}.",
              f"- Training data: `{json.dumps(fingerprints[0]) if fingerprints[0] else 'not recorded'}`.",

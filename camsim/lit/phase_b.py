@@ -235,9 +235,10 @@ class ForensicSimilarity(L.LightningModule):
         return optimizers_from_config(groups, ft.get("optimizer"), ft.get("scheduler"), "phase_b.finetune")
 
     @torch.no_grad()
-    def score_pairs(self, f: np.ndarray, i: np.ndarray, j: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        """S for pairs (i, j) of rows of a feature matrix ``f`` [N, d] (no backbone): the head's
-        branch runs once per row, not per pair (:meth:`SimilarityNet.score_pairs`).
+    def score_pairs(self, f: np.ndarray, i: np.ndarray, j: np.ndarray, batch_size: int = 65536,
+                    logits: bool = False) -> np.ndarray:
+        """S (``logits``: its logit) for pairs (i, j) of rows of a feature matrix ``f`` [N, d] (no
+        backbone): the head's branch runs once per row, not per pair (:meth:`SimilarityNet.score_pairs`).
 
         The head runs in eval mode (no dropout); the module's training flags are restored after.
         """
@@ -249,7 +250,7 @@ class ForensicSimilarity(L.LightningModule):
             ft = torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device)
             ii = torch.from_numpy(np.asarray(i, dtype=np.int64)).to(self.device)
             jj = torch.from_numpy(np.asarray(j, dtype=np.int64)).to(self.device)
-            return self.head.score_pairs(ft, ii, jj, batch=batch_size).float().cpu().numpy()
+            return self.head.score_pairs(ft, ii, jj, batch=batch_size, logits=logits).float().cpu().numpy()
         finally:
             self.head.train(was_training)
 
