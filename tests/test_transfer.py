@@ -219,7 +219,8 @@ def test_several_networks_fuse_their_pair_scores(folder_run, ckpts, tmp_path):
                                                                 "Bolt_Three": "B", "Bolt_Four": "A"}
     assert any(n.startswith("2 networks") and "transfer.fusion=logit" in n for n in both["notes"])
     assert " + " in both["checkpoint"] and both["training"]["a"] == ["Acme_Two", "Zed_X", "Bolt_Four", "Zed_Y"]
-    assert "phase_b.ckpt + " in (tmp_path / "both" / "run" / "transfer.md").read_text()
+    report = (tmp_path / "both" / "run" / "transfer.md").read_text()
+    assert "phase_b.ckpt + " in report and "Baseline: the mean of the 2 networks' Bray–Curtis" in report
 
 
 def test_several_networks_must_cut_the_same_patches(folder_run, ckpts, tmp_path):

@@ -410,7 +410,7 @@ def run_transfer(cfg: DictConfig) -> dict:
         for name, info in about.items():
             results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
-    run = {"checkpoint": " + ".join(map(str, nets.paths)), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
+    run = {"checkpoint": " + ".join(map(str, nets.paths)), "networks": len(nets.sims), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
            "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
            "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
            "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}

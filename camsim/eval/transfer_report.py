@@ -93,8 +93,9 @@ def protocol_lines(cfg: DictConfig, run: dict, settings: Any) -> list[str]:
         "balanced accuracy = mean of TPR and TNR.",
         f"Intervals: {100 * float(t.bootstrap.level):g} % percentile bootstrap, resampling camera models and, "
         f"within each, its photos ({t.bootstrap.reps} replicates).",
-        "Baseline: Bray–Curtis similarity of the checkpoint's own Phase A softmax; 'at same FAR' = its TPR at the "
-        "proposed system's false-alarm rate at η.",
+        ("Baseline: Bray–Curtis similarity of the checkpoint's own Phase A softmax" if run.get("networks", 1) == 1
+         else f"Baseline: the mean of the {run['networks']} networks' Bray–Curtis similarities, each of its own Phase A "
+              "softmax") + "; 'at same FAR' = its TPR at the proposed system's false-alarm rate at η.",
     ]
 
 
