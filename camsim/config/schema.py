@@ -293,7 +293,7 @@ class CamsimConfig:
     allow_slow_cpu: bool = False
     #: checkpoint of a trained similarity network (camsim-eval / camsim-localize), or null
     #: to take the one the pipeline trains for this config; for camsim-eval's transfer task also
-    #: a list of them, whose pair scores are averaged (camsim.eval.transfer.Networks)
+    #: a list of them, whose pair scores are fused (transfer.fusion; camsim.eval.networks.Networks)
     ckpt: Any = None
 
 

@@ -49,7 +49,7 @@ class Networks:
     @classmethod
     def load(cls, ckpt: Any) -> Networks:
         """From ``ckpt``: a path, or a list of paths (a list of one is one network; a repeated
-        path is refused — averaging a network with itself changes nothing)."""
+        path is refused — fusing a network with itself changes nothing)."""
         given = list(ckpt) if isinstance(ckpt, (list, tuple, ListConfig)) else [ckpt]
         seen = [str(Path(str(c)).expanduser().resolve()) for c in given if c]
         dup = sorted({c for c in seen if seen.count(c) > 1})
@@ -109,7 +109,7 @@ class Networks:
         return notes
 
     def eta(self) -> float:
-        """``eval.eta=auto``: the networks' own thresholds, averaged like their scores."""
+        """``eval.eta=auto``: the mean of the networks' own thresholds."""
         return float(np.mean([float(sim.hparams.get("eta", 0.5)) for sim in self.sims]))
 
     def patch_settings(self, cfg: DictConfig) -> list:
