@@ -238,21 +238,6 @@ def test_baseline_metrics_match_target_far_on_unknown_cases():
 
 # ------------------------------------------------------------------------ Bray–Curtis
 
-def test_fuse_scores_hand_cases():
-    """Two networks' logits of three pairs: σ(mean logit) lets a sure network outvote an unsure one,
-    the mean score bounds each network's say; one network is its own σ; extreme logits stay finite."""
-    sure, unsure = np.array([-8.0, 0.0, 2.0]), np.array([1.0, 0.0, -2.0])
-    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
-    np.testing.assert_allclose(M.fuse_scores([sure, unsure]), sig((sure + unsure) / 2))
-    np.testing.assert_allclose(M.fuse_scores([sure, unsure], "mean"), (sig(sure) + sig(unsure)) / 2)
-    assert M.fuse_scores([sure, unsure])[0] < 0.05 < M.fuse_scores([sure, unsure], "mean")[0]
-    np.testing.assert_allclose(M.fuse_scores([sure, unsure])[1:], [0.5, 0.5])
-    np.testing.assert_allclose(M.fuse_scores([sure]), sig(sure))
-    assert np.isfinite(M.fuse_scores([np.array([-1e4, 1e4])] * 2)).all()
-    with pytest.raises(ValueError, match="fusion: 'max'"):
-        M.fuse_scores([sure], "max")
-
-
 def test_bray_curtis_hand_cases():
     u = np.array([[0.5, 0.3, 0.2], [1.0, 0.0, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 0.0]])
     v = np.array([[0.1, 0.6, 0.3], [0.0, 1.0, 0.0], [0.2, 0.8, 0.0], [0.0, 0.0, 0.0]])

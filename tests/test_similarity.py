@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import camsim.models.similarity as similarity
-from camsim.models.similarity import SimilarityNet
+from camsim.models.similarity import SimilarityNet, fuse_scores
 
 
 def _pairwise(net: SimilarityNet, F: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -122,3 +122,61 @@ def test_localizer_extracts_row_terms_and_scores_them():
     np.testing.assert_allclose(loc.score_matrix(R, None), ref_self, rtol=0, atol=1e-6)
     loc.compile_scoring = True
     np.testing.assert_allclose(loc.score_matrix(R[:3], R), ref, rtol=0, atol=1e-6)
+
+
+def test_fused_localizer_scores_pairs_with_both_networks_on_one_patch_grid():
+    """FusedLocalizer (camsim-localize ckpt=[a, b]): a green and an RGB network side by side; its
+    pair scores are the fusion of each network's own Localizer's logits (a green network reading the
+    green plane of the RGB patches); it runs the engine on a photo; different patch settings refused."""
+    from types import SimpleNamespace
+
+    from camsim.bench.plan import recipe
+    from camsim.lit.phase_b import ForensicSimilarity
+    from camsim.localize.run import FusedLocalizer, Localizer
+
+    head = {**recipe(head="small")["similarity"], "branch": [32], "hidden": [8]}
+    backbone = recipe(model="mislnet_small")["model"]
+
+    def network(seed: int, channels: int, min_entropy: float = 4.0):
+        torch.manual_seed(seed)
+        phase_a = {"backbone": {**backbone, "in_channels": channels}, "class_names": ["a", "b"], "patch_size": 32}
+        training = {"sets": {"a": ["a", "b"], "b": ["c"]}, "patches": {"size": 32, "align": 8, "min_entropy": min_entropy}}
+        return ForensicSimilarity(phase_a, head, "fc_a2.pre", training=training).eval()
+
+    green, rgb = network(1, 1), network(2, 3)
+    fused = FusedLocalizer([green, rgb], batch=4)
+    assert fused.channels == 3 and fused.patch == 32
+    patches = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    R = fused.extract(patches)
+    one, three = Localizer(green, batch=4), Localizer(rgb, batch=4)
+    Rg, Rc = one.extract(patches[:, 1]), three.extract(patches)
+    np.testing.assert_array_equal(R, np.concatenate([Rg, Rc], axis=1))
+    with torch.no_grad():
+        zg = green.head.score_rows(torch.from_numpy(Rg[:2]), torch.from_numpy(Rg), logits=True).numpy()
+        zc = rgb.head.score_rows(torch.from_numpy(Rc[:2]), torch.from_numpy(Rc), logits=True).numpy()
+    np.testing.assert_allclose(fused.score_matrix(R[:2], R), fuse_scores([zg, zc]), rtol=0, atol=1e-6)
+    fused.fusion = "mean"
+    np.testing.assert_allclose(fused.score_matrix(R[:2], R), fuse_scores([zg, zc], "mean"), rtol=0, atol=1e-6)
+    photo = np.random.default_rng(1).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    opts = SimpleNamespace(reference=None, stride=None, mode="graph", eta=0.5)
+    result = fused.run(np.ascontiguousarray(photo[..., 1]), opts, colour=photo)
+    assert result.n_decidable > 0 and 0.0 <= result.score <= 1.0
+    with pytest.raises(ValueError, match="cut different patches"):
+        FusedLocalizer([green, network(3, 3, min_entropy=2.0)])
+    with pytest.raises(ValueError, match="fusion: 'max'"):
+        FusedLocalizer([green, rgb], fusion="max")
+
+
+def test_fuse_scores_hand_cases():
+    """Two networks' logits of three pairs: σ(mean logit) lets a sure network outvote an unsure one,
+    the mean score bounds each network's say; one network is its own σ; extreme logits stay finite."""
+    sure, unsure = np.array([-8.0, 0.0, 2.0]), np.array([1.0, 0.0, -2.0])
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    np.testing.assert_allclose(fuse_scores([sure, unsure]), sig((sure + unsure) / 2))
+    np.testing.assert_allclose(fuse_scores([sure, unsure], "mean"), (sig(sure) + sig(unsure)) / 2)
+    assert fuse_scores([sure, unsure])[0] < 0.05 < fuse_scores([sure, unsure], "mean")[0]
+    np.testing.assert_allclose(fuse_scores([sure, unsure])[1:], [0.5, 0.5])
+    np.testing.assert_allclose(fuse_scores([sure]), sig(sure))
+    assert np.isfinite(fuse_scores([np.array([-1e4, 1e4])] * 2)).all()
+    with pytest.raises(ValueError, match="fusion: 'max'"):
+        fuse_scores([sure], "max")

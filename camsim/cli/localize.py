@@ -5,6 +5,7 @@
     camsim-localize image=authentic_photos/ ckpt=... calibrate_far=0.05   # -> calibration.json
     camsim-localize image=suspect.jpg ckpt=... decision_threshold=<calibrated>
     camsim-localize image=suspect.jpg model=shared-model   # a folder written by camsim-export
+    camsim-localize image=suspect.jpg 'ckpt=[<recipe>/model.ckpt,<pixel>/model.ckpt]'   # two networks fused
 
 model=DIR works wherever ckpt= does (checksums in its config.json are checked).
 
@@ -17,7 +18,7 @@ The image-level threshold is uncalibrated unless decision_threshold is given.
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from camsim.cli import hydra_app
 from camsim.cli.export import run_with_model_dir
@@ -29,15 +30,22 @@ log = logging.getLogger("camsim")
 def _main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
-    from camsim.localize.run import Localizer, check_reference, localize_file, localize_folder, timing_line
+    from camsim.eval.networks import Networks
+    from camsim.localize.run import (FusedLocalizer, Localizer, check_reference, localize_file, localize_folder,
+                                     timing_line)
 
     check_reference(cfg.reference)
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
     compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
-    loc = Localizer(load_similarity(cfg.ckpt), batch=int(cfg.batch), compile_scoring=compiled,
-                    **to_plain(cfg.feature_pass))
+    options = dict(batch=int(cfg.batch), compile_scoring=compiled, **to_plain(cfg.feature_pass))
+    sims = Networks.load(cfg.ckpt).sims if isinstance(cfg.ckpt, ListConfig) else [load_similarity(cfg.ckpt)]
+    if len(sims) > 1:
+        loc = FusedLocalizer(sims, fusion=str(cfg.fusion), **options)
+        log.info("%d networks, each pair's scores fused (fusion=%s)", len(sims), cfg.fusion)
+    else:
+        loc = Localizer(sims[0], **options)
     out_dir = Path(cfg.paths.output_dir)
     if image.is_dir():
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))

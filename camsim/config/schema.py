@@ -302,7 +302,11 @@ class LocalizeConfig:
     """``camsim-localize`` (conf/localize.yaml)."""
 
     image: str = MISSING
-    ckpt: str = MISSING
+    #: a Phase B checkpoint, or a list of them whose pair scores are fused (``fusion``)
+    ckpt: Any = MISSING
+    #: with several networks: "logit" σ(mean logit), "mean" the mean of their S
+    #: (camsim.models.similarity.fuse_scores)
+    fusion: str = "logit"
     mode: str = "graph"
     reference: Any = None
     stride: Optional[int] = None
@@ -389,7 +393,7 @@ class TransferConfig:
     #: pair (positives and negatives) at least this many IJG quality steps apart; null: no such row
     far_jpeg_gap: Optional[int] = 4
     #: with several networks (``ckpt=[a, b]``): how their scores of a pair make one
-    #: (camsim.eval.metrics.fuse_scores): "logit" σ(mean logit), "mean" the mean of their S
+    #: (camsim.models.similarity.fuse_scores): "logit" σ(mean logit), "mean" the mean of their S
     fusion: str = "logit"
     seed: int = 0
 

@@ -360,24 +360,6 @@ def bray_curtis_similarity(u: Any, v: Any) -> np.ndarray:
     return 1.0 - bray_curtis(u, v)
 
 
-# ---------------------------------------------------------------- several networks
-
-#: score-level fusion rules of :func:`fuse_scores`
-FUSION_RULES = ("logit", "mean")
-
-
-def fuse_scores(logits: Sequence[Any], rule: str = "logit") -> np.ndarray:
-    """One S per pair from several networks' logits of the same pairs (float64): ``"logit"``
-    σ(mean logit), the mean of their log-odds — a network sure of its answer weighs more —;
-    ``"mean"`` the mean of their S = σ(logit), each network's say bounded by 1/n."""
-    if rule not in FUSION_RULES:
-        raise ValueError(f"fusion: {rule!r} is not one of {FUSION_RULES}")
-    z = np.stack([np.asarray(x, dtype=np.float64) for x in logits])
-    if rule == "logit":
-        return 0.5 * (1.0 + np.tanh(0.5 * z.mean(axis=0)))  # σ, without overflow
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).mean(axis=0)
-
-
 # ------------------------------------------------------------------------ metrics dict
 
 def source_differentiation_metrics(score: Any, model_1: Any, model_2: Any, known: Iterable[str],

@@ -16,7 +16,7 @@ and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstr
 
 ``ckpt=[a.ckpt, b.ckpt, ...]`` scores with several networks at once (:class:`Networks`): each pair's
 score fuses theirs (``transfer.fusion``: σ of the mean logit, or the mean score —
-:func:`camsim.eval.metrics.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
+:func:`camsim.models.similarity.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
 ``experiment=pixel``), the baseline is the mean of their Bray–Curtis similarities.
 Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
 scores the same patch pairs; a model is known when any of them was trained on it.
@@ -46,10 +46,11 @@ from camsim.data.layouts import camera_make, model_key
 from camsim.data.store import PatchRequest, PatchStore
 from camsim.eval.bootstrap import Contrast, bootstrap
 from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
-from camsim.eval.metrics import FUSION_RULES, bray_curtis_similarity, choose_eta, fuse_scores
+from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
 from camsim.synth.photo import ijg_quality
+from camsim.models.similarity import FUSION_RULES, fuse_scores
 
 log = logging.getLogger("camsim")
 

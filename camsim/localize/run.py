@@ -25,12 +25,14 @@ import numpy as np
 import torch
 
 from camsim.data.io import ImageReadError, read_rgb
+from camsim.data.patches import green_of
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, localize
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
 from camsim.progress import track
+from camsim.models.similarity import FUSION_RULES, fuse_scores
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +141,47 @@ class Localizer:
                           progress=progress, colour=colour if self.channels == 3 else None)
         result.stats.update(min_entropy=min_entropy, min_entropy_source=source)
         return result
+
+
+class FusedLocalizer(Localizer):
+    """Several similarity networks localising as one (``camsim-localize ckpt=[a, b]``): each patch's
+    row terms of every network side by side, each pair's S fused from the networks' logits
+    (:func:`~camsim.models.similarity.fuse_scores`, rule ``fusion``) — the fusion of the transfer
+    evaluation's ``ckpt=[a, b]``. The networks must cut the same patches (size, alignment, entropy
+    threshold of their recipes); RGB patches are cut when any of them takes them, and a green
+    network reads their green plane (the same pixels as a green patch)."""
+
+    def __init__(self, sims: Sequence[Any], fusion: str = "logit", **kwargs: Any):
+        if fusion not in FUSION_RULES:
+            raise ValueError(f"fusion: {fusion!r} is not one of {FUSION_RULES}")
+        self.members = [Localizer(sim, **kwargs) for sim in sims]
+        cuts = [(m.patch, m.align, resolve_min_entropy(None, m.patch_settings)[0]) for m in self.members]
+        if len(set(cuts)) > 1:
+            raise ValueError("ckpt: the networks cut different patches (size, align, min_entropy: "
+                             + "; ".join(map(str, cuts)) + "), so they cannot score the same pairs")
+        first = self.members[0]
+        self.sim, self.batch, self.patch, self.align = first.sim, first.batch, first.patch, first.align
+        self.patch_settings, self.compile_scoring = first.patch_settings, first.compile_scoring
+        self.channels = max(m.channels for m in self.members)
+        self.fusion = fusion
+        self._logged = set()
+
+    def extract(self, patches: np.ndarray) -> np.ndarray:
+        """Every network's row terms of ``patches``, side by side ``[N, Σ k]``."""
+        return np.concatenate([m.extract(green_of(patches) if m.channels == 1 else patches) for m in self.members],
+                              axis=1)
+
+    @torch.no_grad()
+    def score_matrix(self, R1: np.ndarray, R2: np.ndarray | None) -> np.ndarray:
+        """S ``[N, M]``: each network's logits of every pair from its own columns, fused."""
+        logits, at = [], 0
+        for m in self.members:
+            width = m.sim.head.row_width()
+            r1 = torch.from_numpy(np.ascontiguousarray(R1[:, at:at + width])).to(m.sim.device)
+            r2 = r1 if R2 is None else torch.from_numpy(np.ascontiguousarray(R2[:, at:at + width])).to(m.sim.device)
+            logits.append(m.sim.head.score_rows(r1, r2, logits=True, compile=m.compile_scoring).cpu().numpy())
+            at += width
+        return fuse_scores(logits, self.fusion).astype(np.float32)
 
 
 def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixels: int,
