@@ -17,7 +17,7 @@ and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstr
 ``ckpt=[a.ckpt, b.ckpt, ...]`` scores with several networks at once (:class:`Networks`): each pair's
 score fuses theirs (``transfer.fusion``: σ of the mean logit, or the mean score —
 :func:`camsim.models.similarity.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
-``experiment=pixel``), the baseline is the mean of their Bray–Curtis similarities.
+``experiment=pixel_long``), the baseline is the mean of their Bray–Curtis similarities.
 Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
 scores the same patch pairs; a model is known when any of them was trained on it.
 
