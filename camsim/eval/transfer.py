@@ -45,12 +45,12 @@ from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make, model_key
 from camsim.data.store import PatchRequest, PatchStore
 from camsim.eval.bootstrap import Contrast, bootstrap
-from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
+from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
-from camsim.synth.photo import ijg_quality
 from camsim.models.similarity import FUSION_RULES, fuse_scores
+from camsim.synth.photo import ijg_quality
 
 log = logging.getLogger("camsim")
 

@@ -31,8 +31,8 @@ from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrat
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
-from camsim.progress import track
 from camsim.models.similarity import FUSION_RULES, fuse_scores
+from camsim.progress import track
 
 log = logging.getLogger(__name__)
 
