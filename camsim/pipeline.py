@@ -251,7 +251,7 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
         raise ValueError(f"unknown job {job!r}; one of {sorted(JOBS)}")
     check_config(cfg)
     if isinstance(cfg.get("ckpt"), ListConfig):
-        raise ValueError(f"ckpt: a list of networks (their pair scores averaged) is for camsim-eval's transfer task "
+        raise ValueError(f"ckpt: a list of networks (their pair scores fused) is for camsim-eval's transfer task "
                          f"(data=<photo folder>); the {job} job takes one checkpoint")
     stages = list(JOBS[job])
     if cfg.get("ckpt") and stages[-1] in ("eval", "splicing"):

@@ -331,7 +331,8 @@ def run_transfer(cfg: DictConfig) -> dict:
     log.info("  source %s: %d camera models (%d known, %d unknown), %d photos", type(source).__name__,
              len(roles), len(known_here), len(roles) - len(known_here), sum(index.counts().values()))
 
-    tables = [cut_and_embed(index, sim, st, cfg, path) for sim, st, path in zip(nets.sims, settings_each, nets.paths)]
+    tables = [cut_and_embed(index, sim, st, cfg, path)
+              for sim, st, path in zip(nets.sims, settings_each, nets.paths)]
     table = tables[0]
     for path, other in zip(nets.paths[1:], tables[1:]):
         if other.models != table.models or not (np.array_equal(other.photo, table.photo)
@@ -411,9 +412,9 @@ def run_transfer(cfg: DictConfig) -> dict:
         for name, info in about.items():
             results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
-    run = {"checkpoint": " + ".join(map(str, nets.paths)), "networks": len(nets.sims), "source": repr(source), "source_name": f"{type(source).__name__} {index.root}",
-           "photos_in_source": index.counts(), "eta": eta, "threshold": str(t.threshold),
-           "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
+    run = {"checkpoint": " + ".join(map(str, nets.paths)), "networks": len(nets.sims), "source": repr(source),
+           "source_name": f"{type(source).__name__} {index.root}", "photos_in_source": index.counts(), "eta": eta,
+           "threshold": str(t.threshold), "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
            "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
     return write_outputs(Path(cfg.paths.output_dir), cfg, nets=nets, table=table, roles=roles, makes=makes,
                          results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
@@ -423,6 +424,6 @@ def run_transfer(cfg: DictConfig) -> dict:
                          settings=settings, run=run, dropped=dropped)
 
 
-__all__ = ["run_transfer", "load_checkpoint", "Networks", "training_role", "contrasts_of", "make_relation", "photo_bands",
-           "jpeg_quality",
+__all__ = ["run_transfer", "load_checkpoint", "Networks", "training_role", "contrasts_of", "make_relation",
+           "photo_bands", "jpeg_quality",
            "PatchTable", "LevelScores", "read_index", "patch_settings"]
