@@ -29,11 +29,13 @@ from camsim.data.store import log_skipped
 from camsim.eval.difficulty import difficulty_check
 from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
+from camsim.eval.networks import Networks
 from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
 from camsim.lit.phase_a import build_backbone, load_classifier
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
-from camsim.localize.run import Localizer
+from camsim.localize.run import FusedLocalizer, Localizer
 from camsim.loggers import build_loggers, finish_loggers, log_evaluation
+from camsim.models.similarity import check_fusion
 from camsim.phases import RunState, configured_eta, phase_b_seed, rank, stage, stage_phase_a, stage_phase_b
 from camsim.synth.splice import load_splices, render_splices
 from camsim.synth.settings import cache_key as synth_cache_key
@@ -197,14 +199,39 @@ def _calibration_set(st: RunState) -> ImageSet | None:
     return None
 
 
-def stage_splicing(st: RunState) -> dict:
-    """The splicing benchmark with this job's network: simulated splices (when the data is the
-    simulator), ``splicing.real_dir``'s forgeries and ``splicing.authentic_dir``'s authentic
-    photos, at the job's η and the network's patch settings."""
+def _splicing_localizer(st: RunState) -> tuple[Localizer, float, float | None, str]:
+    """The benchmark's localiser, η, entropy threshold and checkpoint label: this job's network,
+    ``ckpt=``'s, or with ``ckpt=[a, b]`` several networks localising as one
+    (:class:`~camsim.localize.run.FusedLocalizer`, their pair scores fused by ``fusion``; η =
+    ``eval.eta``, or with ``auto`` the mean of the networks' own). The entropy threshold is
+    ``splicing.min_entropy``, else ``None`` (the networks' recipes) when they recorded one, else
+    ``patches.min_entropy``."""
     cfg = st.cfg
-    ckpt = similarity_checkpoint(st)
-    sim = load_similarity(ckpt)
-    eta = resolve_eta(st, sim)
+    options = to_plain(cfg.phase_b.feature_pass)
+    if isinstance(cfg.get("ckpt"), ListConfig):
+        nets = Networks.load(cfg.ckpt)
+        st.eta = configured_eta(cfg)
+        if st.eta is None:
+            st.eta = nets.eta()
+            log.info("  eval.eta=auto: the networks' mean threshold eta = %.3f", st.eta)
+        loc, eta, sims = FusedLocalizer(nets.sims, fusion=str(cfg.fusion), **options), st.eta, nets.sims
+        label = f"{nets.label} (fusion={cfg.fusion})"
+    else:
+        ckpt = similarity_checkpoint(st)
+        sims = [load_similarity(ckpt)]
+        loc, eta, label = Localizer(sims[0], **options), resolve_eta(st, sims[0]), str(ckpt)
+    given = cfg.splicing.min_entropy
+    min_entropy = float(given) if given is not None else \
+        None if all(sim.patch_settings for sim in sims) else float(cfg.patches.min_entropy)
+    return loc, eta, min_entropy, label
+
+
+def stage_splicing(st: RunState) -> dict:
+    """The splicing benchmark with this job's network(s) (:func:`_splicing_localizer`): simulated
+    splices (when the data is the simulator), ``splicing.real_dir``'s forgeries and
+    ``splicing.authentic_dir``'s authentic photos, at the job's η and the network's patch settings."""
+    cfg = st.cfg
+    loc, eta, min_entropy, label = _splicing_localizer(st)
     sets, sc = [], cfg.splicing
     if isinstance(st.data.source, SynthSource):
         sets.append(_synthetic_splices(st, st.data.source, int(sc.num_images), float(sc.control_fraction),
@@ -215,10 +242,7 @@ def stage_splicing(st: RunState) -> dict:
             *(authentic_records(Path(sc.authentic_dir)) if sc.authentic_dir else [])]
     if real:
         sets.append(ImageSet("real", Path(), real))
-    loc = Localizer(sim, **to_plain(cfg.phase_b.feature_pass))
-    # the network's own patch settings when it recorded them, else this config's
-    min_entropy = None if sim.patch_settings else float(cfg.patches.min_entropy)
-    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, str(ckpt), _calibration_set(st))
+    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, label, _calibration_set(st))
     for mode, c in results["calibration"].items():
         log.info("  %s mode: threshold %.4g, calibrated to %.0f%% false alarms on %d %s images", mode, c["threshold"],
                  100 * c["target_far"], c["images"], c["on"])
@@ -251,8 +275,10 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
         raise ValueError(f"unknown job {job!r}; one of {sorted(JOBS)}")
     check_config(cfg)
     if isinstance(cfg.get("ckpt"), ListConfig):
-        raise ValueError(f"ckpt: a list of networks (their pair scores fused) is for camsim-eval's transfer task "
-                         f"(data=<photo folder>); the {job} job takes one checkpoint")
+        if job != "splicing":
+            raise ValueError(f"ckpt: a list of networks (their pair scores fused) is for camsim-eval's transfer and "
+                             f"splicing tasks; the {job} job takes one checkpoint")
+        check_fusion(cfg.fusion)
     stages = list(JOBS[job])
     if cfg.get("ckpt") and stages[-1] in ("eval", "splicing"):
         stages = [s for s in stages if s not in ("phase_a", "phase_b")]

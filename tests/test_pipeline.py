@@ -165,7 +165,16 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     report = (out / "splicing.md").read_text()
     assert "Real images" in report and "broken.jpg" in report and (out / "examples" / "fake_graph.png").is_file()
     assert "fixed threshold, no inversion" in report and "best threshold, best of map/inverse" in report
-    assert len((out / "splicing.csv").read_text().strip().splitlines()) == 1 + 2 * 4 + 2 * 3
+    import csv
+
+    kinds = [r["kind"] for r in csv.DictReader(open(out / "splicing.csv"))]
+    assert kinds.count("synthetic") == 2 * 4 and kinds.count("real") == 2 * 3
+    cal = [r for r in csv.DictReader(open(out / "splicing.csv")) if r["kind"] == "calibration" and r["status"] == "ok"]
+    for mode, c in res["calibration"].items():  # calibrated on simulated unspliced images, each row decided there
+        mine = [r for r in cal if r["mode"] == mode]
+        assert len(mine) == c["images"] and all(float(r["threshold"]) == c["threshold"] for r in mine)
+        assert c["achieved_far"] == np.mean([float(r["score"]) >= c["threshold"] for r in mine]) <= c["target_far"]
+        assert all(r["decision"] == str(float(r["score"]) >= c["threshold"]) for r in mine)
 
 
 def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, shared_artefacts: Path) -> None:

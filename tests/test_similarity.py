@@ -127,7 +127,8 @@ def test_localizer_extracts_row_terms_and_scores_them():
 def test_fused_localizer_scores_pairs_with_both_networks_on_one_patch_grid():
     """FusedLocalizer (camsim-localize ckpt=[a, b]): a green and an RGB network side by side; its
     pair scores are the fusion of each network's own Localizer's logits (a green network reading the
-    green plane of the RGB patches); it runs the engine on a photo; different patch settings refused."""
+    green plane of the RGB patches); it runs the engine on a photo; other patch sizes or alignments are
+    refused, other entropy filters need one threshold given for all."""
     from types import SimpleNamespace
 
     from camsim.bench.plan import recipe
@@ -137,10 +138,10 @@ def test_fused_localizer_scores_pairs_with_both_networks_on_one_patch_grid():
     head = {**recipe(head="small")["similarity"], "branch": [32], "hidden": [8]}
     backbone = recipe(model="mislnet_small")["model"]
 
-    def network(seed: int, channels: int, min_entropy: float = 4.0):
+    def network(seed: int, channels: int, min_entropy: float = 4.0, align: int = 8):
         torch.manual_seed(seed)
         phase_a = {"backbone": {**backbone, "in_channels": channels}, "class_names": ["a", "b"], "patch_size": 32}
-        training = {"sets": {"a": ["a", "b"], "b": ["c"]}, "patches": {"size": 32, "align": 8, "min_entropy": min_entropy}}
+        training = {"sets": {"a": ["a", "b"], "b": ["c"]}, "patches": {"size": 32, "align": align, "min_entropy": min_entropy}}
         return ForensicSimilarity(phase_a, head, "fc_a2.pre", training=training).eval()
 
     green, rgb = network(1, 1), network(2, 3)
@@ -161,8 +162,15 @@ def test_fused_localizer_scores_pairs_with_both_networks_on_one_patch_grid():
     opts = SimpleNamespace(reference=None, stride=None, mode="graph", eta=0.5)
     result = fused.run(np.ascontiguousarray(photo[..., 1]), opts, colour=photo)
     assert result.n_decidable > 0 and 0.0 <= result.score <= 1.0
+    # recipes with other entropy filters: one threshold for both must be given
+    coarse = FusedLocalizer([green, network(3, 3, min_entropy=2.0)], batch=4)
+    with pytest.raises(ValueError, match=r"different entropies \(\[4\.0, 2\.0\] nats\).*min_entropy=4"):
+        coarse.run(np.ascontiguousarray(photo[..., 1]), opts, colour=photo)
+    given = coarse.run(np.ascontiguousarray(photo[..., 1]), SimpleNamespace(**vars(opts), min_entropy=1.5),
+                       colour=photo)
+    assert given.stats["min_entropy"] == 1.5 and given.stats["min_entropy_source"] == "option min_entropy"
     with pytest.raises(ValueError, match="cut different patches"):
-        FusedLocalizer([green, network(3, 3, min_entropy=2.0)])
+        FusedLocalizer([green, network(4, 1, align=16)])
     with pytest.raises(ValueError, match="fusion: 'max'"):
         FusedLocalizer([green, rgb], fusion="max")
 

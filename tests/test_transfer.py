@@ -188,14 +188,14 @@ def _other_network(d: Path, *, in_channels: int = 3, min_entropy: float = 4.0, s
 
 def test_several_networks_fuse_their_pair_scores(folder_run, ckpts, tmp_path):
     """``ckpt=[a, b]``: one run scores the same pairs with both networks (green and colour patches) and
-    reports one score per pair — σ of their mean logit, or (``transfer.fusion=mean``) their mean score —
+    reports one score per pair — σ of their mean logit, or (``fusion=mean``) their mean score —
     and the mean of their baselines; a model is known when either network trained on it."""
     from camsim.eval.transfer import run_transfer
 
     other = _other_network(tmp_path / "other")
     alone = run_transfer(transfer_cfg(other, folder_run["root"], tmp_path / "alone"))["transfer"]
     both = run_transfer(transfer_cfg(f"[{ckpts['b']},{other}]", folder_run["root"], tmp_path / "both"))["transfer"]
-    run_transfer(transfer_cfg(f"[{ckpts['b']},{other}]", folder_run["root"], tmp_path / "mean", "transfer.fusion=mean"))
+    run_transfer(transfer_cfg(f"[{ckpts['b']},{other}]", folder_run["root"], tmp_path / "mean", "fusion=mean"))
     s1, s2, s12, mean = (np.load(d / "scores.npz") for d in (folder_run["out"], tmp_path / "alone" / "run",
                                                              tmp_path / "both" / "run", tmp_path / "mean" / "run"))
     for key in ("i", "j", "category", "patch_yx", "image_category"):
@@ -217,7 +217,7 @@ def test_several_networks_fuse_their_pair_scores(folder_run, ckpts, tmp_path):
     assert alone["models"]["Bolt_Four"]["set"] == "A" and alone["models"]["Acme_Two"]["set"] == "unknown"
     assert {k: v["set"] for k, v in both["models"].items()} == {"Acme_One": "unknown", "Acme_Two": "A",
                                                                 "Bolt_Three": "B", "Bolt_Four": "A"}
-    assert any(n.startswith("2 networks") and "transfer.fusion=logit" in n for n in both["notes"])
+    assert any(n.startswith("2 networks") and "fusion=logit" in n for n in both["notes"])
     assert " + " in both["checkpoint"] and both["training"]["a"] == ["Acme_Two", "Zed_X", "Bolt_Four", "Zed_Y"]
     report = (tmp_path / "both" / "run" / "transfer.md").read_text()
     assert "phase_b.ckpt + " in report and "Baseline: the mean of the 2 networks' Bray–Curtis" in report
@@ -230,13 +230,16 @@ def test_several_networks_must_cut_the_same_patches(folder_run, ckpts, tmp_path)
     coarse = _other_network(tmp_path / "coarse", min_entropy=2.0)
     with pytest.raises(ValueError, match=r"cut different patches.*coarse: \(32, 8, 2\.0\)"):
         run_transfer(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path))
-    with pytest.raises(ValueError, match="transfer.fusion: 'max'"):
-        run_transfer(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path, "transfer.fusion=max"))
+    with pytest.raises(ValueError, match="fusion: 'max'"):
+        run_transfer(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path, "fusion=max"))
+    with pytest.raises(ValueError, match="fusion: 'max'"):
+        run(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path, "fusion=max"), job="splicing",
+            train=False)
     with pytest.raises(ValueError, match="given more than once"):
         run_transfer(transfer_cfg(f"[{ckpts['b']},{ckpts['b']}]", folder_run["root"], tmp_path))
     with pytest.raises(ValueError, match=r"Phase A .*Phase B"):
         run_transfer(transfer_cfg(f"[{ckpts['b']},{ckpts['a']}]", folder_run["root"], tmp_path))
-    with pytest.raises(ValueError, match="the pairs job takes one checkpoint"):
+    with pytest.raises(ValueError, match="transfer and splicing tasks; the pairs job takes one checkpoint"):
         run(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path), job="pairs", train=False)
     assert not (tmp_path / "run" / "metrics.json").exists()
 
@@ -533,3 +536,61 @@ def test_vision_tree_end_to_end(ckpts, tmp_path):
                       config_name="eval")
     m = run_transfer(cfg)["transfer"]
     assert {k: (v["photos"], v["set"]) for k, v in m["models"].items()} == {"Acme_Two": (4, "A"), "Bolt_X": (1, "unknown")}
+
+
+def test_several_networks_in_the_splicing_benchmark(folder_run, ckpts, tmp_path):
+    """``camsim-eval task=splicing ckpt=[a, b]``: the benchmark localises with both networks as one
+    (FusedLocalizer, rule ``fusion``): each image's score is the fused localiser's, not either
+    network's, the report names both networks and the rule; other entropy filters need one threshold."""
+    from camsim.eval.splicing import PROTOCOLS, localize_options
+    from camsim.lit.phase_b import load_similarity
+    from camsim.localize.outputs import METRICS, image_confusions
+    from camsim.localize.run import FusedLocalizer, Localizer
+    from camsim.pipeline import run
+
+    real = tmp_path / "forgeries"
+    (real / "images").mkdir(parents=True)
+    (real / "masks").mkdir()
+    host = np.asarray(Image.open(folder_run["root"] / "Acme_Two" / "Acme_Two_0.png"))
+    donor = np.asarray(Image.open(folder_run["root"] / "Bolt_Three" / "Bolt_Three_0.png"))
+    fake, mask = host.copy(), np.zeros(host.shape[:2], np.uint8)
+    fake[32:80, 48:112], mask[32:80, 48:112] = donor[32:80, 48:112], 255
+    Image.fromarray(fake).save(real / "images" / "fake.png")
+    Image.fromarray(mask).save(real / "masks" / "fake_mask.png")
+    other = _other_network(tmp_path / "other")
+    pair = f"[{ckpts['b']},{other}]"
+    args = ("task=splicing", f"splicing.real_dir={real}", f"splicing.authentic_dir={folder_run['root']}",
+            "splicing.modes=[graph]", "splicing.calibration_images=0", "logger=none",
+            "split.a=2", "split.known=1", "split.b=1", "split.c=1")
+    results = {}
+    for rule in ("logit", "mean"):
+        results[rule] = run(transfer_cfg(pair, folder_run["root"], tmp_path / rule, *args, f"fusion={rule}"),
+                            job="splicing", train=False)["splicing"]["real"]["graph"]
+        assert results[rule]["n_spliced"] == 1 and results[rule]["n_controls"] == sum(FOLDER.values())
+    report = json.loads((tmp_path / "logit" / "run" / "splicing.json").read_text())
+    assert " + " in report["checkpoint"] and "fusion=logit" in report["checkpoint"]
+    opts = localize_options("graph", None, None, 0.5, None)
+    sims = [load_similarity(ckpts["b"]), load_similarity(other)]
+    photo = np.asarray(Image.open(real / "images" / "fake.png").convert("RGB"))
+    green, gt = np.ascontiguousarray(photo[..., 1]), mask > 127
+
+    def best(res) -> dict:  # the benchmark's pixel figures under the "best" protocol
+        conf = image_confusions(res.heatmap, gt, PROTOCOLS["best"])
+        return {m: float(fn(*conf[m])) for m, fn in METRICS.items()}
+
+    alone = best(Localizer(sims[0], batch=64).run(green, opts, colour=photo))
+    for rule in ("logit", "mean"):
+        row = [r for r in csv.DictReader(open(tmp_path / rule / "run" / "splicing.csv")) if r["image"] == "fake"][0]
+        fused = FusedLocalizer(sims, fusion=rule, batch=64).run(green, opts, colour=photo)
+        assert float(row["score"]) == pytest.approx(fused.score, abs=1e-6)
+        for m, v in best(fused).items():
+            assert float(row[f"{m}_best"]) == pytest.approx(v, abs=1e-9), (rule, m)
+        assert any(float(row[f"{m}_best"]) != pytest.approx(v, abs=1e-9) for m, v in alone.items()), rule
+    assert results["logit"]["auc"] is not None and results["mean"]["auc"] is not None
+    coarse = _other_network(tmp_path / "coarse", min_entropy=2.0)
+    with pytest.raises(ValueError, match="different entropies"):
+        run(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path / "coarse_run", *args),
+            job="splicing", train=False)
+    given = run(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path / "given", *args,
+                             "splicing.min_entropy=2.0"), job="splicing", train=False)
+    assert given["splicing"]["real"]["graph"]["n_spliced"] == 1

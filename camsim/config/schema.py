@@ -215,6 +215,9 @@ class SplicingConfig:
     modes: list[str] = field(default_factory=lambda: ["graph", "reference"])
     #: patch stride (default half a patch: 50 % overlap)
     stride: Optional[int] = None
+    #: patches at or below this entropy (nats) are undecidable; null: the network's training
+    #: recipe (needed for networks fused with ``ckpt=[a, b]`` whose recipes differ)
+    min_entropy: Optional[float] = None
     #: pictures of this many spliced images per mode in the report
     examples: int = 4
     #: real forgeries: <real_dir>/images/* with <real_dir>/masks/<stem>_mask.png
@@ -292,9 +295,13 @@ class CamsimConfig:
     #: start a run estimated at over 12 h on a machine without a GPU (camsim.guard refuses it otherwise)
     allow_slow_cpu: bool = False
     #: checkpoint of a trained similarity network (camsim-eval / camsim-localize), or null
-    #: to take the one the pipeline trains for this config; for camsim-eval's transfer task also
-    #: a list of them, whose pair scores are fused (transfer.fusion; camsim.eval.networks.Networks)
+    #: to take the one the pipeline trains for this config; for camsim-eval's transfer and
+    #: splicing tasks also a list of them, whose pair scores are fused (``fusion``;
+    #: camsim.eval.networks.Networks)
     ckpt: Any = None
+    #: with several networks (``ckpt=[a, b]``): how their scores of a pair make one
+    #: (camsim.models.similarity.fuse_scores): "logit" σ(mean logit), "mean" the mean of their S
+    fusion: str = "logit"
 
 
 @dataclass
@@ -392,9 +399,6 @@ class TransferConfig:
     #: with the JPEG-quality rows, two photos of one model also scored with both photos of every
     #: pair (positives and negatives) at least this many IJG quality steps apart; null: no such row
     far_jpeg_gap: Optional[int] = 4
-    #: with several networks (``ckpt=[a, b]``): how their scores of a pair make one
-    #: (camsim.models.similarity.fuse_scores): "logit" σ(mean logit), "mean" the mean of their S
-    fusion: str = "logit"
     seed: int = 0
 
 

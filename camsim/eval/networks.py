@@ -40,7 +40,7 @@ def load_checkpoint(path: str | Path | None) -> tuple[Path, Any]:
 @dataclass
 class Networks:
     """The network(s) a transfer run scores with: one checkpoint, or several whose pair scores are
-    fused (``ckpt=[a, b]``, ``transfer.fusion``). ``paths[k]`` is the file keying network ``k``'s
+    fused (``ckpt=[a, b]``, ``fusion``). ``paths[k]`` is the file keying network ``k``'s
     feature cache."""
 
     paths: list[Path]
@@ -119,7 +119,7 @@ class Networks:
         if len(set(shape)) > 1:
             raise ValueError("ckpt: the networks cut different patches (size, align, min_entropy: "
                              + "; ".join(f"{p.parent.name}: {sh}" for p, sh in zip(self.paths, shape))
-                             + "), so they cannot score the same pairs; average networks trained with equal patch "
+                             + "), so they cannot score the same pairs; fuse networks trained with equal patch "
                                "settings, or set transfer.min_entropy for all")
         return settings
 

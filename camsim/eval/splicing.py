@@ -12,7 +12,9 @@ the real set's controls. Every image is localised in every configured mode.
 Each mode's image-level threshold is calibrated first on authentic images that are not in the
 benchmark — simulated unspliced images from the evaluation cameras by default
 (``splicing.calibration_images``), any folder of authentic photos by override
-(``splicing.calibration_dir``) — to ``splicing.target_far`` false alarms.
+(``splicing.calibration_dir``) — to ``splicing.target_far`` false alarms. Their rows (kind
+``calibration``, decided at that threshold) join ``splicing.csv``: how far the false-alarm rate of
+a threshold set on one collection of photos moves on another can be read off there.
 
 Reported per set and mode, each figure with its protocol named in the JSON and the report:
 
@@ -88,11 +90,11 @@ def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, 
     false alarms (:func:`calibrate`); without them the engine's uncalibrated defaults decide.
     """
     out.mkdir(parents=True, exist_ok=True)
+    cal, rows = calibrate(loc, sc, calibration, eta, min_entropy)
     results: dict[str, Any] = {"checkpoint": checkpoint,
                                "protocols": {k: {**p, "name": protocol_name(p)} for k, p in PROTOCOLS.items()},
-                               "calibration": calibrate(loc, sc, calibration, eta, min_entropy)}
-    thresholds = {m: c["threshold"] for m, c in results["calibration"].items()}
-    rows: list[dict] = []
+                               "calibration": cal}
+    thresholds = {m: c["threshold"] for m, c in cal.items()}
     for s in image_sets:
         set_rows = _localise_all(loc, sc, s, eta, min_entropy, out, thresholds)
         rows += set_rows
@@ -139,12 +141,14 @@ def authentic_records(folder: Path) -> list[dict]:
 
 
 def calibrate(loc: Localizer, sc: Any, image_set: ImageSet | None, eta: float,
-              min_entropy: float | None) -> dict[str, dict]:
+              min_entropy: float | None) -> tuple[dict[str, dict], list[dict]]:
     """Per mode, the image-level threshold with at most ``sc.target_far`` false alarms on the
     authentic images of ``image_set`` (:func:`camsim.localize.engine.calibrate_threshold`), with
-    what it was set on; ``{}`` without a calibration set."""
+    what it was set on and the score quantiles there; and the calibration images' rows (kind
+    ``calibration``, decided at that threshold) for ``splicing.csv``. ``({}, [])`` without a
+    calibration set."""
     if image_set is None:
-        return {}
+        return {}, []
     rows = _localise_all(loc, sc, image_set, eta, min_entropy, None, {})
     out = {}
     for mode in sc.modes:
@@ -152,10 +156,16 @@ def calibrate(loc: Localizer, sc: Any, image_set: ImageSet | None, eta: float,
         if not scores:
             raise ValueError(f"splicing calibration: no {image_set.kind} calibration image could be analysed in "
                              f"{mode} mode ({len(rows) // len(sc.modes)} images)")
-        out[mode] = {"threshold": calibrate_threshold(scores, float(sc.target_far)), "target_far": float(sc.target_far),
-                     "images": len(scores), "on": image_set.kind,
+        thr = calibrate_threshold(scores, float(sc.target_far))
+        q = np.quantile(scores, [0.5, 0.95])
+        out[mode] = {"threshold": thr, "target_far": float(sc.target_far), "images": len(scores), "on": image_set.kind,
+                     "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
+                     "score_median": float(q[0]), "score_p95": float(q[1]),
                      "errors": sum(1 for r in rows if r["mode"] == mode and r["status"] == "error")}
-    return out
+        for r in rows:
+            if r["mode"] == mode and r["status"] == "ok":
+                r.update(threshold=thr, decision=r["score"] >= thr)
+    return out, [{**r, "kind": "calibration"} for r in rows]
 
 
 def localize_options(mode: str, stride: int | None, min_entropy: float | None, eta: float,
@@ -300,7 +310,9 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
     cal = results.get("calibration") or {}
     lines += ["Operating thresholds (image score ≥ threshold: spliced): " + (
         "; ".join(f"{m} {c['threshold']:.4g}, calibrated to {c['target_far']:.0%} false alarms on {c['images']} "
-                  f"{'simulated unspliced' if c['on'] == 'synthetic' else 'authentic'} images" for m, c in cal.items())
+                  f"{'simulated unspliced' if c['on'] == 'synthetic' else 'authentic'} images (there: "
+                  f"{c['achieved_far']:.1%} at or above it, scores' median {c['score_median']:.3f}, 95th percentile "
+                  f"{c['score_p95']:.3f}; rows of kind `calibration` in splicing.csv)" for m, c in cal.items())
         if cal else "the engine's uncalibrated defaults (graph 0.25, reference 1 − η)") + ".", ""]
     for kind, title in SET_TITLES.items():
         if kind not in results:

@@ -15,7 +15,7 @@ checkpoint's own Phase A classifier, docs/method.md "Baseline") at the same fals
 and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstrap`).
 
 ``ckpt=[a.ckpt, b.ckpt, ...]`` scores with several networks at once (:class:`Networks`): each pair's
-score fuses theirs (``transfer.fusion``: σ of the mean logit, or the mean score —
+score fuses theirs (``fusion``: σ of the mean logit, or the mean score —
 :func:`camsim.models.similarity.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
 ``experiment=pixel_long``), the baseline is the mean of their Bray–Curtis similarities.
 Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
@@ -49,7 +49,7 @@ from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
-from camsim.models.similarity import FUSION_RULES, fuse_scores
+from camsim.models.similarity import check_fusion, fuse_scores
 from camsim.synth.photo import ijg_quality
 
 log = logging.getLogger("camsim")
@@ -277,9 +277,6 @@ def _check_transfer_cfg(t: DictConfig) -> None:
     if t.far_jpeg_gap is not None and not 1 <= int(t.far_jpeg_gap) <= 99:
         raise ValueError(f"transfer.far_jpeg_gap: a number of IJG quality steps 1..99 (or null: no such row), "
                          f"got {t.far_jpeg_gap}")
-    if t.fusion not in FUSION_RULES:
-        raise ValueError(f"transfer.fusion: {t.fusion!r} is not one of {FUSION_RULES} (how several networks' scores "
-                         "of a pair make one)")
     if t.threshold not in ("eta", "best"):
         raise ValueError(f"transfer.threshold: {t.threshold!r} is not 'eta' or 'best'")
     if t.image.aggregate not in ("mean", "median"):
@@ -297,6 +294,7 @@ def run_transfer(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     t = cfg.transfer
     _check_transfer_cfg(t)
+    fusion = check_fusion(cfg.fusion)
     nets = Networks.load(cfg.get("ckpt"))
     several = len(nets.sims) > 1
     eta = cfg.eval.eta
@@ -314,9 +312,9 @@ def run_transfer(cfg: DictConfig) -> dict:
     fp_each = nets.fingerprints
     notes: list[str] = []
     if several:
-        rule = "σ of the mean of their logits" if t.fusion == "logit" else "the mean of their scores"
-        notes.append(f"{len(nets.sims)} networks ({nets.label}): each pair's score is {rule} (transfer.fusion="
-                     f"{t.fusion}), the baseline the mean of their Bray–Curtis similarities; a model counts as known "
+        rule = "σ of the mean of their logits" if fusion == "logit" else "the mean of their scores"
+        notes.append(f"{len(nets.sims)} networks ({nets.label}): each pair's score is {rule} (fusion="
+                     f"{fusion}), the baseline the mean of their Bray–Curtis similarities; a model counts as known "
                      "when any of them was trained on it.")
     known_here = [m for m, r in roles.items() if r]
     respelled = sorted({f"{m} = {t}" for m in known_here for t in (sets.get("a") or []) + (sets.get("b") or [])
@@ -369,11 +367,11 @@ def run_transfer(cfg: DictConfig) -> dict:
     base_on = bool(cfg.eval.baseline)
 
     def score(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Pair scores (several networks' fused by ``transfer.fusion``) and the Bray–Curtis baseline
+        """Pair scores (several networks' fused by ``fusion``) and the Bray–Curtis baseline
         (several networks': their mean)."""
         if several:
             s = fuse_scores([sim.score_pairs(tab.features, i, j, logits=True) for sim, tab in zip(nets.sims, tables)],
-                            str(t.fusion))
+                            fusion)
         else:
             s = nets.sims[0].score_pairs(table.features, i, j).astype(np.float64)
         b = np.mean([bray_curtis_similarity(tab.probs[i], tab.probs[j]).astype(np.float64) for tab in tables], 0) \

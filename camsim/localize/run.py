@@ -31,7 +31,7 @@ from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrat
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
-from camsim.models.similarity import FUSION_RULES, fuse_scores
+from camsim.models.similarity import check_fusion, fuse_scores
 from camsim.progress import track
 
 log = logging.getLogger(__name__)
@@ -147,24 +147,34 @@ class FusedLocalizer(Localizer):
     """Several similarity networks localising as one (``camsim-localize ckpt=[a, b]``): each patch's
     row terms of every network side by side, each pair's S fused from the networks' logits
     (:func:`~camsim.models.similarity.fuse_scores`, rule ``fusion``) — the fusion of the transfer
-    evaluation's ``ckpt=[a, b]``. The networks must cut the same patches (size, alignment, entropy
-    threshold of their recipes); RGB patches are cut when any of them takes them, and a green
-    network reads their green plane (the same pixels as a green patch)."""
+    evaluation's ``ckpt=[a, b]``. The networks must cut the same patches (size and alignment of
+    their recipes, and the same entropy threshold: their recipes' or the option ``min_entropy``);
+    RGB patches are cut when any of them takes them, and a green network reads their green plane
+    (the same pixels as a green patch)."""
 
     def __init__(self, sims: Sequence[Any], fusion: str = "logit", **kwargs: Any):
-        if fusion not in FUSION_RULES:
-            raise ValueError(f"fusion: {fusion!r} is not one of {FUSION_RULES}")
+        self.fusion = check_fusion(fusion)
         self.members = [Localizer(sim, **kwargs) for sim in sims]
-        cuts = [(m.patch, m.align, resolve_min_entropy(None, m.patch_settings)[0]) for m in self.members]
+        cuts = [(m.patch, m.align) for m in self.members]
         if len(set(cuts)) > 1:
-            raise ValueError("ckpt: the networks cut different patches (size, align, min_entropy: "
+            raise ValueError("ckpt: the networks cut different patches (size, align: "
                              + "; ".join(map(str, cuts)) + "), so they cannot score the same pairs")
         first = self.members[0]
         self.sim, self.batch, self.patch, self.align = first.sim, first.batch, first.patch, first.align
         self.patch_settings, self.compile_scoring = first.patch_settings, first.compile_scoring
         self.channels = max(m.channels for m in self.members)
-        self.fusion = fusion
         self._logged = set()
+
+    def min_entropy(self, opts: Any) -> tuple[float, str]:
+        """The option ``min_entropy`` when set, else the networks' common recipe threshold (a
+        ValueError when their recipes differ: the pairs of one patch set need one threshold)."""
+        if _opt(opts, "min_entropy", None) is None:
+            own = [resolve_min_entropy(None, m.patch_settings)[0] for m in self.members]
+            if len(set(own)) > 1:
+                raise ValueError(f"ckpt: the networks' recipes drop patches below different entropies ({own} nats); "
+                                 f"give one threshold for all: min_entropy={max(own):g} (camsim-localize) or "
+                                 f"splicing.min_entropy={max(own):g} (the splicing benchmark)")
+        return super().min_entropy(opts)
 
     def extract(self, patches: np.ndarray) -> np.ndarray:
         """Every network's row terms of ``patches``, side by side ``[N, Σ k]``."""

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from camsim.plain import to_plain
 from camsim.models.backbone import _int, make_activation
 
-__all__ = ["COMBINE_MODES", "FUSED_BLOCK", "FUSION_RULES", "SimilarityNet", "fuse_scores"]
+__all__ = ["COMBINE_MODES", "FUSED_BLOCK", "FUSION_RULES", "SimilarityNet", "check_fusion", "fuse_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -357,12 +357,19 @@ class SimilarityNet(nn.Module):
 FUSION_RULES = ("logit", "mean")
 
 
+def check_fusion(rule: Any) -> str:
+    """``rule`` when it is one of :data:`FUSION_RULES`, else a ValueError naming the key ``fusion``."""
+    if rule not in FUSION_RULES:
+        raise ValueError(f"fusion: {rule!r} is not one of {FUSION_RULES} (how several networks' scores of a pair "
+                         "make one)")
+    return str(rule)
+
+
 def fuse_scores(logits: Sequence[Any], rule: str = "logit") -> np.ndarray:
     """One S per pair from several networks' logits of the same pairs (float64): ``"logit"``
     σ(mean logit), the mean of their log-odds — a network sure of its answer weighs more —;
     ``"mean"`` the mean of their S = σ(logit), each network's say bounded by 1/n."""
-    if rule not in FUSION_RULES:
-        raise ValueError(f"fusion: {rule!r} is not one of {FUSION_RULES}")
+    check_fusion(rule)
     z = np.stack([np.asarray(x, dtype=np.float64) for x in logits])
     if rule == "logit":
         return 0.5 * (1.0 + np.tanh(0.5 * z.mean(axis=0)))  # σ, without overflow
