@@ -175,6 +175,9 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
         assert len(mine) == c["images"] and all(float(r["threshold"]) == c["threshold"] for r in mine)
         assert c["achieved_far"] == np.mean([float(r["score"]) >= c["threshold"] for r in mine]) <= c["target_far"]
         assert all(r["decision"] == str(float(r["score"]) >= c["threshold"]) for r in mine)
+        assert all(r["message"].endswith(("at the calibrated threshold " + format(c["threshold"], ".4g") + ": "
+                                          + ("spliced" if r["decision"] == "True" else "not spliced")))
+                   for r in mine)
 
 
 def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, shared_artefacts: Path) -> None:

@@ -162,9 +162,11 @@ def calibrate(loc: Localizer, sc: Any, image_set: ImageSet | None, eta: float,
                      "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
                      "score_median": float(q[0]), "score_p95": float(q[1]),
                      "errors": sum(1 for r in rows if r["mode"] == mode and r["status"] == "error")}
-        for r in rows:
+        for r in rows:  # decided again at the calibrated threshold (the engine's message keeps its default's)
             if r["mode"] == mode and r["status"] == "ok":
-                r.update(threshold=thr, decision=r["score"] >= thr)
+                r.update(threshold=thr, decision=r["score"] >= thr,
+                         message=f"{r['message']}; at the calibrated threshold {thr:.4g}: "
+                                 f"{'spliced' if r['score'] >= thr else 'not spliced'}")
     return out, [{**r, "kind": "calibration"} for r in rows]
 
 
