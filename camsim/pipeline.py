@@ -33,7 +33,7 @@ from camsim.eval.networks import Networks
 from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
 from camsim.lit.phase_a import build_backbone, load_classifier
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
-from camsim.localize.run import FusedLocalizer, Localizer
+from camsim.localize.run import Localizer, localizer_for
 from camsim.loggers import build_loggers, finish_loggers, log_evaluation
 from camsim.models.similarity import check_fusion
 from camsim.phases import RunState, configured_eta, phase_b_seed, rank, stage, stage_phase_a, stage_phase_b
@@ -95,8 +95,12 @@ def stage_data(st: RunState, stages: Sequence[str]) -> None:
 
 
 def similarity_checkpoint(st: RunState) -> Path:
-    """The similarity network of this job: ``ckpt=`` when given, else the one Phase B trained."""
-    return Path(st.cfg.ckpt) if st.cfg.get("ckpt") else st.phase_b_dir / "model.ckpt"
+    """The similarity network of this job: ``ckpt=`` when given (a list of one: its one), else the one
+    Phase B trained."""
+    ckpt = st.cfg.get("ckpt")
+    if not ckpt:
+        return st.phase_b_dir / "model.ckpt"
+    return Path(str(ckpt[0] if isinstance(ckpt, ListConfig) else ckpt))
 
 
 def _feature_store(st: RunState, sim: ForensicSimilarity) -> FeatureStore:
@@ -207,19 +211,19 @@ def _splicing_localizer(st: RunState) -> tuple[Localizer, float, float | None, s
     ``splicing.min_entropy``, else ``None`` (the networks' recipes) when they recorded one, else
     ``patches.min_entropy``."""
     cfg = st.cfg
-    options = to_plain(cfg.phase_b.feature_pass)
-    if isinstance(cfg.get("ckpt"), ListConfig):
+    if isinstance(cfg.get("ckpt"), ListConfig) and len(cfg.ckpt) > 1:
         nets = Networks.load(cfg.ckpt)
+        sims, label = nets.sims, f"{nets.label} (fusion={cfg.fusion})"
         st.eta = configured_eta(cfg)
         if st.eta is None:
             st.eta = nets.eta()
             log.info("  eval.eta=auto: the networks' mean threshold eta = %.3f", st.eta)
-        loc, eta, sims = FusedLocalizer(nets.sims, fusion=str(cfg.fusion), **options), st.eta, nets.sims
-        label = f"{nets.label} (fusion={cfg.fusion})"
-    else:
+        eta = st.eta
+    else:  # one network (a list of one is one, as in the transfer evaluation)
         ckpt = similarity_checkpoint(st)
-        sims = [load_similarity(ckpt)]
-        loc, eta, label = Localizer(sims[0], **options), resolve_eta(st, sims[0]), str(ckpt)
+        sims, label = [load_similarity(ckpt)], str(ckpt)
+        eta = resolve_eta(st, sims[0])
+    loc = localizer_for(sims, fusion=str(cfg.fusion), **to_plain(cfg.phase_b.feature_pass))
     given = cfg.splicing.min_entropy
     min_entropy = float(given) if given is not None else \
         None if all(sim.patch_settings for sim in sims) else float(cfg.patches.min_entropy)

@@ -594,3 +594,8 @@ def test_several_networks_in_the_splicing_benchmark(folder_run, ckpts, tmp_path)
     given = run(transfer_cfg(f"[{ckpts['b']},{coarse}]", folder_run["root"], tmp_path / "given", *args,
                              "splicing.min_entropy=2.0"), job="splicing", train=False)
     assert given["splicing"]["real"]["graph"]["n_spliced"] == 1
+    # a list of one is that one network, as in the transfer evaluation
+    run(transfer_cfg(f"[{ckpts['b']}]", folder_run["root"], tmp_path / "one", *args), job="splicing", train=False)
+    one = [r for r in csv.DictReader(open(tmp_path / "one" / "run" / "splicing.csv")) if r["image"] == "fake"][0]
+    assert float(one["score"]) == Localizer(sims[0], batch=64).run(green, opts, colour=photo).score
+    assert json.loads((tmp_path / "one" / "run" / "splicing.json").read_text())["checkpoint"] == str(ckpts["b"])

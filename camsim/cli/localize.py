@@ -31,8 +31,7 @@ def _main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
     from camsim.eval.networks import Networks
-    from camsim.localize.run import (FusedLocalizer, Localizer, check_reference, localize_file, localize_folder,
-                                     timing_line)
+    from camsim.localize.run import check_reference, localize_file, localize_folder, localizer_for, timing_line
 
     check_reference(cfg.reference)
     image = Path(cfg.image)
@@ -41,11 +40,9 @@ def _main(cfg: DictConfig) -> None:
     compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
     options = dict(batch=int(cfg.batch), compile_scoring=compiled, **to_plain(cfg.feature_pass))
     sims = Networks.load(cfg.ckpt).sims if isinstance(cfg.ckpt, ListConfig) else [load_similarity(cfg.ckpt)]
+    loc = localizer_for(sims, fusion=str(cfg.fusion), **options)
     if len(sims) > 1:
-        loc = FusedLocalizer(sims, fusion=str(cfg.fusion), **options)
         log.info("%d networks, each pair's scores fused (fusion=%s)", len(sims), cfg.fusion)
-    else:
-        loc = Localizer(sims[0], **options)
     out_dir = Path(cfg.paths.output_dir)
     if image.is_dir():
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))

@@ -194,6 +194,13 @@ class FusedLocalizer(Localizer):
         return fuse_scores(logits, self.fusion).astype(np.float32)
 
 
+def localizer_for(sims: Sequence[Any], fusion: str = "logit", **options: Any) -> Localizer:
+    """One network's :class:`Localizer`, or several localising as one (:class:`FusedLocalizer`,
+    rule ``fusion``) — what ``ckpt=`` or ``ckpt=[a, b]`` asks for, in camsim-localize and the
+    splicing benchmark alike."""
+    return FusedLocalizer(sims, fusion=fusion, **options) if len(sims) > 1 else Localizer(sims[0], **options)
+
+
 def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixels: int,
                   save_scores: bool = True) -> tuple[LocalizationResult, str]:
     """Localise one image file; write overlay/heatmap/patches/mask (and scores) into ``out_dir``.
