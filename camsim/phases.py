@@ -134,7 +134,7 @@ def phase_a_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
     return {"kind": "phase_a", "requests": [r.key(data.store.settings) for r in data.requests("phase_a")],
             "classes": list(data.split.a), "model": backbone_config(cfg),
-            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in ("loader", "resume", "compile")},
+            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in ("loader", "resume", "compile", "compose_first_layers")},
             "batch_size": int(cfg.phase_a.loader.batch_size), "seed": int(cfg.seed),
             "precision": str(cfg.trainer.precision)}
 
@@ -149,7 +149,8 @@ def stage_phase_a(st: RunState) -> None:
     module = CameraClassifier(backbone=backbone_config(cfg), class_names=list(st.data.split.a),
                               patch_size=int(cfg.patches.size), optimizer=to_plain(cfg.phase_a.optimizer),
                               scheduler=to_plain(cfg.phase_a.scheduler), channels_last=bool(cfg.phase_a.channels_last),
-                              compile=bool(cfg.phase_a.compile))
+                              compile=bool(cfg.phase_a.compile),
+                              compose_first_layers=bool(cfg.phase_a.compose_first_layers))
     _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()])
 
 

@@ -37,11 +37,12 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     # compile rows need a C++ toolchain and ~1 min cold: covered by the slow test below
     report = main(["--smoke", "--in-process", "--quiet", "--out", str(out),
-                         "--variants", "eager", "channels_last", "bf16"])
+                         "--variants", "eager", "channels_last", "composed", "bf16"])
     on_disk = json.loads(out.read_text())
     assert on_disk["rows"].keys() == report["rows"].keys()
-    expected = {"gemm", "stream", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last", "phase_a/mislnet/32/bf16",
-                "phase_a/quick/eager", "phase_a/quick/channels_last", "data/extract/jpeg", "data/extract/png",
+    expected = {"gemm", "stream", "gemm/end", "phase_a/mislnet/32/eager", "phase_a/mislnet/32/channels_last",
+                "phase_a/mislnet/32/composed", "phase_a/mislnet/32/bf16", "phase_a/quick/eager",
+                "phase_a/quick/channels_last", "phase_a/quick/composed", "data/extract/jpeg", "data/extract/png",
                 "data/loader/32", "data/decode", "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize",
                 "phase_b/localize/photo"}
     rows = on_disk["rows"]
@@ -62,6 +63,7 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     assert rows["stream"]["gbs"] > 0 and inf["bytes"] > 0 and 0 < inf["roofline_gflops"] <= on_disk["meta"]["ceiling_gflops"]
     assert inf["roofline_share"] == pytest.approx(inf["gflops"] / inf["roofline_gflops"])
     assert rows["phase_a/mislnet/32/channels_last"]["agreement"]["agree"] is True
+    assert rows["phase_a/quick/composed"]["agreement"]["agree"] is True
     assert rows["data/decode"]["identical"] is True
     assert rows["phase_b/eval"]["max_abs_diff"] < 1e-5
     loc = rows["phase_b/localize"]
@@ -143,7 +145,7 @@ def test_count_bytes_of_a_hand_sized_conv_bn_pool_stack():
     batch norm, ReLU, 2x2 max pool -> 3x3; FLOPs from count_flops: 2 x 36 x 2 x 9."""
     import torch.nn as nn
 
-    from camsim.models.backbone import count_bytes, count_flops
+    from camsim.bench.ceiling import count_bytes, count_flops
 
     class Stack(nn.Module):
         in_channels = 1
@@ -204,6 +206,14 @@ def test_channels_last_matches_fp32_eager():
     assert cmp["agree"] is True
     assert cmp["worst_vs_fp64"] <= 1e-3
     assert cmp["eval_logits"]["vs_fp32_eager"] <= 1e-4
+
+
+def test_composed_first_layers_match_fp32_eager():
+    """The recipe's Phase A path at its own patch size and batch — where the image's mean, left in,
+    made the composed kernels' gradients 100x less accurate than fp32 eager."""
+    cmp = compare_variant(_cfg("model", "mislnet_small_jpeg"), 64, "composed", batch=64)
+    assert cmp["agree"] is True
+    assert cmp["grads"]["vs_fp64"] <= 4 * cmp["grads"]["fp32_eager_vs_fp64"]
 
 
 @pytest.mark.slow

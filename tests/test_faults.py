@@ -7,6 +7,7 @@ import errno
 import io
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -514,6 +515,23 @@ def test_another_busy_process_is_seen_on_this_process_cpus() -> None:
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_malloc_settings_reach_the_job_and_its_children_and_the_users_win() -> None:
+    from camsim.machine import MALLOC_SETTINGS, tune_malloc
+
+    env = {"MALLOC_TOP_PAD_": "0"}
+    assert "set by you" in tune_malloc(env) and env == {"MALLOC_TOP_PAD_": "0"}
+    env = {}
+    note = tune_malloc(env)
+    if LINUX and platform.libc_ver()[0] == "glibc":
+        assert env == {k: str(v) for k, v in MALLOC_SETTINGS.items()} and "MALLOC_MMAP_THRESHOLD_" in note
+        # a process started with them (a simulator worker) runs, and sees them
+        out = subprocess.run([sys.executable, "-c", "import os; print(os.environ['MALLOC_TOP_PAD_'])"],
+                             env={**os.environ, **env}, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == str(MALLOC_SETTINGS["MALLOC_TOP_PAD_"])
+    else:
+        assert env == {} and "own settings" in note
 
 
 def test_omp_wait_policy_follows_the_machine_and_the_users_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:

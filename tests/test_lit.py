@@ -348,6 +348,24 @@ def test_channels_last_gives_the_same_logits(data):
     assert tr.global_step == 2 and max(probe.train + probe.val) < 1e-6
 
 
+def test_composed_first_layers_train_as_the_plain_classifier(data):
+    """phase_a.compose_first_layers: the constrained layer and conv1 trained as one convolution
+    end up at the weights the two layers reach (fp32 rounding apart); a backbone without a
+    constrained layer trains as it is."""
+    ref, comp = classifier(optimizer=SGD), classifier(optimizer=SGD, compose_first_layers=True)
+    assert comp.backbone.compose_first_layers and not ref.backbone.compose_first_layers
+    assert torch.equal(comp.backbone.constrained.weight, ref.backbone.constrained.weight)
+    for model in (ref, comp):
+        tr = trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0)
+        seeded(tr.fit, model, loader(data["train"], 16), loader(data["val"], 16))
+    moved = comp.backbone.constrained.weight - seeded(classifier, optimizer=SGD).backbone.constrained.weight
+    assert moved.abs().max() > 1e-4  # it trained
+    for (name, a), b in zip(ref.state_dict().items(), comp.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    bare = seeded(CameraClassifier, {**TINY, "constrained": None}, CLASSES, P, compose_first_layers=True)
+    assert not bare.backbone.compose_first_layers
+
+
 def test_confusion_matrix_logging(phase_a, data, tmp_path):
     # no logger (the fixture's fit): the matrix is kept for the caller, nothing is written
     conf = phase_a["model"].last_confusion

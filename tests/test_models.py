@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from camsim.models.backbone import Backbone, count_flops
+from camsim.bench.ceiling import count_flops
+from camsim.models.backbone import Backbone
 from camsim.models.constrained import (
     ConstrainedConv2d,
+    constrained_then_conv,
     constraint_violation,
     project_constrained,
     project_constrained_layers_,
@@ -309,6 +313,73 @@ def test_channels_last_matches_default_layout():
                                         ["conv2.post", "fc_a2.pre", "logits"])
     for k in ref:
         assert torch.allclose(ref[k], out[k], atol=1e-5), k
+
+
+# ---------------------------------------------------------------- constrained layer and conv1 as one
+@pytest.mark.parametrize("cin,size,k0,k1,stride,pad", [
+    (1, 64, 5, 7, 2, 3),   # the quick recipe's first layers
+    (3, 41, 5, 7, 2, 3),   # colour, odd size
+    (1, 33, 3, 5, 1, 2),   # stride 1
+    (2, 10, 5, 7, 2, 3),   # so small that every output reads padding
+    (1, 24, 5, 3, 3, 0),   # no padding: no border outputs
+])
+def test_constrained_then_conv_is_the_two_layers(cin, size, k0, k1, stride, pad):
+    """Values and both weights' gradients of the composed form equal the two convolutions
+    (float64, constrained kernels as the layer keeps them), in both memory layouts."""
+    g = torch.Generator().manual_seed(cin * size)
+    constrained = project_constrained(torch.randn(3, cin, k0, k0, generator=g, dtype=torch.float64))
+    conv = torch.randn(6, 3, k1, k1, generator=g, dtype=torch.float64)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.rand(4, cin, size, size, generator=g, dtype=torch.float64).contiguous(memory_format=layout)
+        w0, w1 = constrained.clone().requires_grad_(), conv.clone().requires_grad_()
+        v0, v1 = constrained.clone().requires_grad_(), conv.clone().requires_grad_()
+        ref = F.conv2d(F.conv2d(x, w0), w1, stride=stride, padding=pad)
+        out = constrained_then_conv(x, v0, v1, stride, pad)
+        assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
+        up = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+        (ref * up).sum().backward()
+        (out * up).sum().backward()
+        assert torch.allclose(v0.grad, w0.grad, atol=1e-10) and torch.allclose(v1.grad, w1.grad, atol=1e-10)
+    xg = x.clone().requires_grad_()  # a gradient for the image too (saliency, attacks): the two layers
+    constrained_then_conv(xg, constrained, conv, stride, pad).sum().backward()
+    xr = x.clone().requires_grad_()
+    F.conv2d(F.conv2d(xr, constrained), conv, stride=stride, padding=pad).sum().backward()
+    assert torch.allclose(xg.grad, xr.grad, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,size,cin", [("mislnet_small_jpeg", 64, 1), ("mislnet_small", 48, 3)])
+def test_composed_first_layers_train_as_the_model(name, size, cin):
+    """compose_first_layers: the same logits and gradients in training (float64); evaluation and a
+    read of layer ``constrained`` run the two layers themselves."""
+    plain = load_model(name, size, in_channels=cin).double().train()
+    composed = copy.deepcopy(plain)
+    composed.compose_first_layers = True
+    x = torch.randint(0, 256, (5, cin, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    a, b = plain(x), composed(x)
+    assert torch.allclose(a, b, atol=1e-10)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (n, p), q in zip(plain.named_parameters(), composed.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-8, atol=1e-12), n
+    composed.load_state_dict(plain.state_dict())  # the same running statistics, not just equal up to rounding
+    for model in (plain, composed):
+        model.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x), composed(x))
+    composed.train()
+    feats = composed.forward_features(x, ["constrained", "logits"])
+    assert torch.equal(feats["constrained"], plain.train().forward_features(x, ["constrained"])["constrained"])
+
+
+def test_composed_first_layers_need_the_pair():
+    model = load_model("plain_cnn", 64)
+    with pytest.raises(ValueError, match="constrained layer followed by a conv block"):
+        model.compose_first_layers = True
+    dilated = small_backbone()
+    dilated.blocks["conv1"].conv.dilation = (2, 2)
+    with pytest.raises(ValueError, match="no groups or dilation"):
+        dilated.compose_first_layers = True
+    assert not model.compose_first_layers and not dilated.compose_first_layers
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import torch
+from torch import nn
 
 from camsim.bench.common import table_line
 
-__all__ = ["row_gemm", "row_stream", "ceiling_gflops", "bandwidth_gbs", "roofline_gflops"]
+__all__ = ["row_gemm", "row_stream", "ceiling_gflops", "bandwidth_gbs", "roofline_gflops", "count_bytes", "count_flops"]
 
 
 def row_gemm(p: dict) -> dict:
@@ -72,3 +74,66 @@ def roofline_gflops(flops: float, nbytes: float, ceiling: float | None, bandwidt
         return None
     return min(ceiling, bandwidth * flops / nbytes)
 
+
+def count_flops(model: nn.Module, patch_size: int, in_channels: int | None = None) -> int:
+    """Forward FLOPs of ``model`` on one ``[1, C, P, P]`` patch (torch FlopCounterMode).
+
+    Counts the matmul/conv FLOPs (2 per multiply-add) that FlopCounterMode tracks;
+    pooling, batch norm and activations are not counted. Runs in eval mode under
+    ``no_grad`` (batch-norm statistics untouched) and restores the training flag.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    patch_size = int(patch_size)
+    c = in_channels if in_channels is not None else int(getattr(model, "in_channels", 1))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    x = torch.zeros(1, c, patch_size, patch_size, dtype=torch.uint8, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_bytes(model: nn.Module, patch_size: int, in_channels: int | None = None) -> int:
+    """Bytes a forward pass of ``model`` on one ``[1, C, P, P]`` patch moves, layer by layer:
+    for every leaf module, the tensors it reads and writes (inputs + outputs, at their dtypes)
+    plus its parameters and buffers (once per module) — the memory traffic of an unfused
+    pass, the roofline's bandwidth side as :func:`count_flops` is its compute side. Fused or
+    cached execution moves less; per patch, parameters are counted for a batch of one.
+    """
+    patch_size = int(patch_size)
+    c = in_channels if in_channels is not None else int(getattr(model, "in_channels", 1))
+    total = [0]
+
+    def nbytes(obj: Any) -> int:
+        if isinstance(obj, torch.Tensor):
+            return obj.numel() * obj.element_size()
+        if isinstance(obj, (list, tuple)):
+            return sum(nbytes(o) for o in obj)
+        if isinstance(obj, dict):
+            return sum(nbytes(o) for o in obj.values())
+        return 0
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+        total[0] += nbytes(inputs) + nbytes(output) + sum(t.numel() * t.element_size() for t in own)
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, c, patch_size, patch_size, dtype=torch.uint8, device=device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return int(total[0])

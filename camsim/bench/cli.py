@@ -16,7 +16,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
+from camsim.machine import tune_malloc
+
+MALLOC_NOTE = tune_malloc()  # as every camsim job does (its rows' subprocesses inherit it)
+
+import torch  # noqa: E402
 
 from camsim.artefacts import atomic_write_json
 from camsim.bench.ceiling import bandwidth_gbs, ceiling_gflops
@@ -57,7 +61,9 @@ def _meta(args: argparse.Namespace, results: dict[str, dict]) -> dict:
         "bandwidth_gbs": bandwidth_gbs(results),
         "flops": FLOP_CONVENTION, "timing": TIMING_CONVENTION,
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
-                                           "TORCHINDUCTOR_CACHE_DIR") if k in os.environ},
+                                           "TORCHINDUCTOR_CACHE_DIR", "MALLOC_MMAP_THRESHOLD_",
+                                           "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_") if k in os.environ},
+        "malloc": MALLOC_NOTE,
         "max_loadavg_1min": max((max(r.get("loadavg_1min", [0.0])) for r in results.values()), default=None),
         "memory": ("each row in a fresh subprocess: peak = its ru_maxrss (imports included; "
                    "'+N' = peak of its worker processes)" if not args.in_process else
@@ -76,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default="mislnet", help="conf/model/<name>.yaml for Phase A / B rows (mislnet)")
     ap.add_argument("--head", default="paper", help="conf/similarity/<name>.yaml for Phase B rows (paper)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
-                    help="Phase A variants (default: all; compile = channels_last + torch.compile)")
+                    help="Phase A variants (default: all; composed = channels_last + the constrained layer and "
+                         "conv1 trained as one convolution, the recipe's; compile = channels_last + torch.compile)")
     ap.add_argument("--batch", type=int, help="Phase A batch size (default: training 64, inference the feature "
                     "pass's batch, 32 at 64 px / 16 at 256 px; smoke 4; bf16 capped at 16)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads in every row (default: torch's)")

@@ -20,8 +20,10 @@ __all__ = ["NUM_CLASSES", "VARIANTS", "SkipRow", "texture", "texture_rgb", "time
 
 #: classes of the Phase A classifiers the rows build (and of their synthetic labels)
 NUM_CLASSES = 10
-#: Phase A variants: eager, channels_last, compile (= channels_last + torch.compile), bf16 autocast
-VARIANTS = ("eager", "channels_last", "compile", "bf16")
+#: Phase A variants: eager, channels_last, composed (= channels_last + the constrained layer and conv1
+#: trained as one convolution, ``phase_a.compose_first_layers``; the others train them apart),
+#: compile (= channels_last + torch.compile), bf16 autocast
+VARIANTS = ("eager", "channels_last", "composed", "compile", "bf16")
 
 
 class SkipRow(Exception):

@@ -108,7 +108,7 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
                 "timing": timing, "compile_cache": args.compile_cache}))
     q_patch = quick["patch"] if not args.smoke else patch_sizes[0]
     q_batch = quick["phase_a_loader"]["batch_size"] if not args.smoke else batch
-    for v in ("eager", "channels_last", "compile"):  # channels_last: what the quick recipe trains with
+    for v in ("eager", "channels_last", "composed", "compile"):  # composed: what the quick recipe trains with
         if v in variants:
             plan.append(Spec(f"phase_a/quick/{v}", "phase_a", {
                 "model_name": quick["model_name"], "model_cfg": quick["model"], "patch": q_patch, "batch": q_batch,

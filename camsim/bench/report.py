@@ -18,6 +18,7 @@ __all__ = ["TARGETS", "VARIANT_LABEL", "annotate", "targets", "render"]
 #: 12-MP photo through camsim-localize after the first of a folder
 TARGETS = {"inference_share": 0.70, "training_share": 0.45, "loader_ratio": 3.0, "photo_s": 5.0}
 VARIANT_LABEL = {"eager": "eager, default layout", "channels_last": "channels_last",
+                 "composed": "channels_last + first layers composed",
                  "compile": "channels_last + torch.compile", "bf16": "bf16 autocast (eager)"}
 
 

@@ -19,7 +19,7 @@ from camsim.artefacts import content_hash
 from camsim.bench.common import (NUM_CLASSES, VARIANTS, inductor_cache, maxrss_mb, status_kb, table_line,
                                  throughput, time_calls)
 from camsim.lit.phase_a import CameraClassifier, build_backbone
-from camsim.models.backbone import count_bytes, count_flops
+from camsim.bench.ceiling import count_bytes, count_flops
 from camsim.models.constrained import project_constrained_layers_
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
 
@@ -27,7 +27,7 @@ __all__ = ["AGREE_RTOL", "row_phase_a", "compare_variant", "agreement", "referen
            "random_batch"]
 
 #: error floor (relative to fp64) below which a fast path always "agrees"; see ``agreement``
-AGREE_RTOL = {"eager": 1e-4, "channels_last": 1e-4, "compile": 1e-4, "bf16": 5e-2}
+AGREE_RTOL = {"eager": 1e-4, "channels_last": 1e-4, "composed": 1e-4, "compile": 1e-4, "bf16": 5e-2}
 
 
 def _rel_diff(a: Any, b: Any, norm: bool = False) -> float:
@@ -122,7 +122,8 @@ def make_classifier(model_cfg: dict, patch: int, variant: str, seed: int = 0) ->
         raise ValueError(f"variant: unknown {variant!r}; choose one of {list(VARIANTS)}")
     torch.manual_seed(seed)
     return CameraClassifier(model_cfg, [f"model{k:02d}" for k in range(NUM_CLASSES)], patch,
-                            channels_last=variant in ("channels_last", "compile"), compile=variant == "compile")
+                            channels_last=variant in ("channels_last", "composed", "compile"),
+                            compile=variant == "compile", compose_first_layers=variant == "composed")
 
 
 def compare_variant(model_cfg: dict, patch: int, variant: str, batch: int = 4, seed: int = 0) -> dict:
@@ -191,7 +192,7 @@ def row_phase_a(p: dict) -> dict:
         nbytes = float(count_bytes(clf.backbone, P))
         opt = torch.optim.SGD(clf.backbone.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
         fp = None if variant == "bf16" else FeaturePass(
-            clf.backbone, ["logits"], B_inf, channels_last=variant in ("channels_last", "compile"),
+            clf.backbone, ["logits"], B_inf, channels_last=variant in ("channels_last", "composed", "compile"),
             compile=variant == "compile")
         x_inf_np = x_inf.numpy()
 

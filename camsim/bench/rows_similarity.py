@@ -20,7 +20,7 @@ from camsim.data.datamodules import PairDataset, _loader
 from camsim.lit.phase_b import ForensicSimilarity
 from camsim.localize.engine import localize
 from camsim.localize.run import Localizer
-from camsim.models.backbone import count_flops
+from camsim.bench.ceiling import count_flops
 
 __all__ = ["row_phase_b_train", "row_phase_b_eval", "row_localize"]
 

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from camsim.machine import others_busy_cores
+from camsim.machine import others_busy_cores, tune_malloc
 
 #: other processes' CPU use (cores, on this process's CPUs) at start from which OpenMP threads
 #: wait passively
@@ -61,6 +61,7 @@ def choose_omp_wait_policy(environ: dict | None = None) -> str:
 
 # Before torch loads its OpenMP runtime (README, "Performance")
 OMP_WAIT_NOTE = choose_omp_wait_policy()
+MALLOC_NOTE = tune_malloc()
 
 import hydra
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -335,6 +336,7 @@ def hydra_app(config_name: str, help: str | None = None) -> Callable[[Callable[[
                 shrink_for_debug(cfg)
                 _clean_leftovers(cfg)
                 log.info(OMP_WAIT_NOTE)
+                log.info(MALLOC_NOTE)
                 return task(cfg)
             except SystemExit as err:
                 if _SigintFlag.pressed and err.code not in (0, None, EXIT_INTERRUPT):

@@ -95,6 +95,10 @@ class PhaseAConfig:
     #: channels_last memory format and torch.compile (speed only; results agree with eager)
     channels_last: bool = False
     compile: bool = False
+    #: train the constrained layer and conv1 as one convolution on CPU (exact maths, no gradient
+    #: through the constrained layer's output; GPUs and models without that pair train as they
+    #: are). Speed only.
+    compose_first_layers: bool = True
     #: resume an interrupted Phase A from its last checkpoint
     resume: bool = True
 

@@ -7,6 +7,7 @@ accumulation (no step, no change) and DDP (every rank takes the same step).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ class CameraClassifier(L.LightningModule):
 
     def __init__(self, backbone: dict, class_names: Sequence[str], patch_size: int,
                  optimizer: dict | None = None, scheduler: dict | None = None,
-                 channels_last: bool = False, compile: bool = False):
+                 channels_last: bool = False, compile: bool = False, compose_first_layers: bool = False):
         super().__init__()
         # plain containers in the checkpoint (a Hydra DictConfig there would not load with
         # weights_only=True); save_hyperparameters reads these locals
@@ -48,6 +49,9 @@ class CameraClassifier(L.LightningModule):
         self.class_names = list(class_names)
         self.backbone = build_backbone(backbone, len(self.class_names), patch_size)
         project_constrained_layers_(self.backbone)
+        if compose_first_layers:  # where the model has the pair (a speed setting, never an error)
+            with contextlib.suppress(ValueError):
+                self.backbone.compose_first_layers = True
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         # not a registered submodule: the checkpoint holds the backbone's weights once

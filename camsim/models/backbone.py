@@ -28,13 +28,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camsim.plain import to_plain
-from camsim.models.constrained import ConstrainedConv2d
+from camsim.models.constrained import ConstrainedConv2d, check_composable, constrained_then_conv
 from camsim.models.jpeg import DCTHistogram
 
-__all__ = ["Backbone", "count_flops", "make_activation"]
+__all__ = ["Backbone", "make_activation"]
 
 _ACTIVATIONS = ("tanh", "relu", "gelu")
 _INITS = ("xavier", "xavier_normal", "kaiming", "torch")
@@ -266,6 +267,27 @@ class Backbone(nn.Module):
         self._check_layers([feature_layer])
         self.feature_layer = feature_layer
         self._init_weights(str(init).lower())
+        self._compose = False
+
+    @property
+    def compose_first_layers(self) -> bool:
+        """In training on CPU, the constrained layer and conv1 as one convolution
+        (:func:`constrained_then_conv`): the same maths up to fp32 rounding, a faster backward.
+        Evaluation (faster so on CPU) and GPUs (not measured) run the two layers. A speed
+        setting: ``config`` does not hold it (``phase_a.compose_first_layers`` does)."""
+        return self._compose
+
+    @compose_first_layers.setter
+    def compose_first_layers(self, on: bool) -> None:
+        if on:
+            check_composable(self.constrained, next(iter(self.blocks.values())).conv if self.blocks else None)
+        self._compose = bool(on)
+
+    def _constrained_then_conv1(self, x: Tensor, conv: nn.Conv2d) -> Tensor:
+        pad = self.constrained.padding[0]
+        x = F.pad(x, (pad,) * 4) if pad else x
+        y = constrained_then_conv(x, self.constrained.weight, conv.weight, conv.stride[0], conv.padding[0])
+        return y if conv.bias is None else y + conv.bias.view(1, -1, 1, 1)
 
     # ------------------------------------------------------------------ construction
     def _conv_out(self, h: int, k: int, stride: int, pad: int, name: str) -> int:
@@ -363,14 +385,15 @@ class Backbone(nn.Module):
             out["jpeg"] = self.jpeg(inp)
             if len(out) == n_wanted:
                 return out
-        if self.constrained is not None:
+        composed = self._compose and self.training and x.device.type == "cpu" and "constrained" not in wanted
+        if self.constrained is not None and not composed:
             x = self.constrained(x)
             if "constrained" in wanted:
                 out["constrained"] = x.mean(dim=(2, 3))
                 if len(out) == n_wanted:
                     return out
-        for name, block in self.blocks.items():
-            x = block.bn(block.conv(x))
+        for k, (name, block) in enumerate(self.blocks.items()):
+            x = block.bn(self._constrained_then_conv1(x, block.conv) if composed and k == 0 else block.conv(x))
             if f"{name}.pre" in wanted:
                 out[f"{name}.pre"] = x.mean(dim=(2, 3))
             if block.pool_first and f"{name}.post" not in wanted:
@@ -425,66 +448,3 @@ class Backbone(nn.Module):
         layer = self.feature_layer if layer is None else layer
         return self.forward_features(x, [layer])[layer]
 
-
-def count_flops(model: nn.Module, patch_size: int, in_channels: int | None = None) -> int:
-    """Forward FLOPs of ``model`` on one ``[1, C, P, P]`` patch (torch FlopCounterMode).
-
-    Counts the matmul/conv FLOPs (2 per multiply-add) that FlopCounterMode tracks;
-    pooling, batch norm and activations are not counted. Runs in eval mode under
-    ``no_grad`` (batch-norm statistics untouched) and restores the training flag.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    patch_size = _int(patch_size, "patch_size", 1)
-    c = in_channels if in_channels is not None else int(getattr(model, "in_channels", 1))
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    x = torch.zeros(1, c, patch_size, patch_size, dtype=torch.uint8, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
-
-
-def count_bytes(model: nn.Module, patch_size: int, in_channels: int | None = None) -> int:
-    """Bytes a forward pass of ``model`` on one ``[1, C, P, P]`` patch moves, layer by layer:
-    for every leaf module, the tensors it reads and writes (inputs + outputs, at their dtypes)
-    plus its parameters and buffers (once per module) — the memory traffic of an unfused
-    pass, the roofline's bandwidth side as :func:`count_flops` is its compute side. Fused or
-    cached execution moves less; per patch, parameters are counted for a batch of one.
-    """
-    patch_size = _int(patch_size, "patch_size", 1)
-    c = in_channels if in_channels is not None else int(getattr(model, "in_channels", 1))
-    total = [0]
-
-    def nbytes(obj: Any) -> int:
-        if isinstance(obj, torch.Tensor):
-            return obj.numel() * obj.element_size()
-        if isinstance(obj, (list, tuple)):
-            return sum(nbytes(o) for o in obj)
-        if isinstance(obj, dict):
-            return sum(nbytes(o) for o in obj.values())
-        return 0
-
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-        total[0] += nbytes(inputs) + nbytes(output) + sum(t.numel() * t.element_size() for t in own)
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, c, patch_size, patch_size, dtype=torch.uint8, device=device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
-    return int(total[0])

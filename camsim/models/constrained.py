@@ -18,11 +18,16 @@ rank (which holds identical all-reduced weights) projects to identical weights.
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
     "ConstrainedConv2d",
+    "check_composable",
+    "constrained_then_conv",
     "constraint_violation",
     "project_constrained",
     "project_constrained_layers_",
@@ -153,3 +158,155 @@ def project_constrained_layers_(module: nn.Module) -> int:
             m.project_()
             n += 1
     return n
+
+
+# ---------------------------------------------------------------- the first two layers as one
+@torch.compiler.disable  # index tables, built once per shape: nothing for a compiled graph to trace
+@functools.lru_cache(maxsize=64)
+def _composition_plan(cin: int, h: int, w: int, k0: int, k1: int, stride: int, pad: int) -> dict:
+    """Index tables of :func:`constrained_then_conv` for one input shape (CPU tensors)."""
+    def tap_masks(n_in: int, n_out: int) -> Tensor:  # [n_out, k1]: tap q of output i reads a real input
+        r = stride * torch.arange(n_out)[:, None] - pad + torch.arange(k1)[None, :]
+        return (r >= 0) & (r < n_in)
+
+    h0, w0 = h - k0 + 1, w - k0 + 1  # the constrained layer's (valid) output
+    ho, wo = (h0 + 2 * pad - k1) // stride + 1, (w0 + 2 * pad - k1) // stride + 1
+    kk, he, we = k0 + k1 - 1, h + 2 * pad, w + 2 * pad
+    row_masks, col_masks = tap_masks(h0, ho), tap_masks(w0, wo)
+    rows, row_of = torch.unique(row_masks, dim=0, return_inverse=True)
+    cols, col_of = torch.unique(col_masks, dim=0, return_inverse=True)
+    masks = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, k1 * k1)
+    inner_r, inner_c = row_masks.all(1).nonzero().flatten(), col_masks.all(1).nonzero().flatten()
+    inner = (int(inner_r[0]), int(inner_r[-1]) + 1, int(inner_c[0]), int(inner_c[-1]) + 1) \
+        if len(inner_r) and len(inner_c) else None  # [i0, i1) x [j0, j1): every tap reads the image
+    kind = (row_of[:, None] * len(cols) + col_of[None, :])
+    if inner is not None:
+        kind[inner[0]:inner[1], inner[2]:inner[3]] = -1
+    kind = kind.flatten()
+    groups = [(m, (kind == m).nonzero().flatten()) for m in range(len(masks))]
+    groups = [(m, pos) for m, pos in groups if len(pos)]
+    border = torch.cat([pos for _, pos in groups]) if groups else torch.zeros(0, dtype=torch.long)
+    i, j = border // wo, border % wo  # each border output's kk x kk window of the padded input
+    r = (stride * i)[:, None, None, None] + torch.arange(kk)[None, None, :, None]
+    c = (stride * j)[:, None, None, None] + torch.arange(kk)[None, None, None, :]
+    window = (torch.arange(cin)[None, :, None, None] * he * we + r * we + c).flatten()
+    q, s = torch.arange(k1), torch.arange(k0)  # conv tap (a, b) after constrained tap (u, v) -> (a + u, b + v)
+    row, col = q[:, None, None, None] + s[None, None, :, None], q[None, :, None, None] + s[None, None, None, :]
+    where = (row * kk + col).reshape(k1 * k1, k0 * k0)
+    # each border output's conv taps that read padding (the image's mean does not reach it through them)
+    lost = torch.cat([(~masks[m]).expand(len(pos), -1) for m, pos in groups]) if groups \
+        else torch.zeros(0, k1 * k1, dtype=torch.bool)
+    return {"masks": torch.cat([masks, torch.ones(1, k1 * k1, dtype=torch.bool)]), "inner": inner, "lost": lost,
+            "counts": [(m, len(pos)) for m, pos in groups], "border": border, "window": window,
+            "where": where, "out": (ho, wo), "kk": kk}
+
+
+def check_composable(constrained: nn.Module | None, conv: nn.Module | None) -> None:
+    """Raise ValueError unless :func:`constrained_then_conv` can stand for ``conv(constrained(x))``."""
+    if not isinstance(constrained, ConstrainedConv2d) or not isinstance(conv, nn.Conv2d):
+        raise ValueError("compose_first_layers: needs a constrained layer followed by a conv block")
+    if (constrained.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1)
+            or conv.stride[0] != conv.stride[1] or not isinstance(conv.padding, tuple)
+            or conv.padding[0] != conv.padding[1] or {conv.padding_mode, constrained.padding_mode} != {"zeros"}):
+        raise ValueError("compose_first_layers: needs a stride-1 constrained layer and a plain conv1 "
+                         "(one stride and padding for both axes, zero padding, no groups or dilation)")
+
+
+class _ComposedConv(torch.autograd.Function):
+    """The composed kernels on the padded image: the interior kernel as one convolution, each
+    border mask's kernel as a matrix product on its outputs' windows. Gradients go to the
+    kernels only (the image needs none); written out so that no full-size copy of the output or
+    its gradient is made (autograd's slice and index assignments made three)."""
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, kernels: Tensor, dc: Tensor, conv: Tensor, plan: dict, stride: int) -> Tensor:
+        n, cin = xp.shape[:2]
+        out_c, kk, dev = kernels.shape[1], plan["kk"], xp.device
+        inner = kernels[-1].reshape(out_c, cin, kk, kk)
+        # channels_last strides, even for one input channel: mkldnn then writes NHWC, 2-3x faster here
+        inner = torch.empty_strided(inner.shape, (cin * kk * kk, 1, kk * cin, cin), dtype=inner.dtype,
+                                    device=dev).copy_(inner)
+        y = F.conv2d(xp, inner, stride=stride)
+        windows = xp.reshape(n, -1).index_select(1, plan["window"].to(dev)).view(n, -1, cin * kk * kk)
+        values, start = [], 0
+        for m, count in plan["counts"]:
+            values.append(windows[:, start:start + count] @ kernels[m].reshape(out_c, -1).t())
+            start += count
+        index = plan["border"].to(dev)
+        if values:  # none where conv1 reads no padding
+            _flat(y).index_copy_(*_border_dims(y, index, torch.cat(values, dim=1)))
+        ctx.save_for_backward(xp, inner, windows, index, conv)
+        ctx.plan, ctx.stride = plan, stride
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        xp, inner, windows, index, conv = ctx.saved_tensors
+        plan, out_c = ctx.plan, grad.shape[1]
+        grad = grad if _flat_ok(grad) else grad.contiguous(memory_format=torch.channels_last)
+        flat = _flat(grad)
+        g = flat.index_select(2, index).transpose(1, 2) if grad.is_contiguous() else flat.index_select(1, index)
+        full = torch.ops.aten.convolution_backward(grad, xp, inner, None, [ctx.stride] * 2, [0, 0], [1, 1], False,
+                                                   [0, 0], 1, [False, True, False])[1]
+        grads, start = windows.new_zeros(len(plan["masks"]), out_c, windows.shape[-1]), 0
+        for m, count in plan["counts"]:  # each border mask's kernel: its outputs' windows x their gradients
+            part = slice(start, start + count)
+            grads[m] = g[:, part].flatten(0, 1).t() @ windows[:, part].flatten(0, 1)
+            start += count
+        # the interior kernel's gradient over the interior only: the full one less the border's share
+        grads[-1] = full.reshape(out_c, -1) - g.flatten(0, 1).t() @ windows.flatten(0, 1)
+        # d/d dc (see below): the image's mean reaches an output through every conv tap that reads a
+        # real input — all of them (sum of conv's kernel) but at the border, whose lost taps are taken off
+        taps = conv.reshape(out_c, conv.shape[1], -1)
+        lost = torch.einsum("ocq,bq->boc", taps, plan["lost"].to(grad.device, grad.dtype))
+        g_dc = grad.sum(dim=(2, 3)) @ taps.sum(-1) - torch.einsum("nbo,boc->nc", g, lost)
+        return None, grads.view(len(plan["masks"]), out_c, -1, plan["kk"] * plan["kk"]), g_dc, None, None, None
+
+
+def _flat_ok(t: Tensor) -> bool:
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _flat(t: Tensor) -> Tensor:
+    """``[n, c, h, w]`` as ``[n, c, h*w]`` (NCHW) or ``[n, h*w, c]`` (channels_last), a view."""
+    n, c, h, w = t.shape
+    return t.view(n, c, h * w) if t.is_contiguous() else t.permute(0, 2, 3, 1).view(n, h * w, c)
+
+
+def _border_dims(y: Tensor, index: Tensor, values: Tensor) -> tuple:
+    return (2, index, values.transpose(1, 2)) if y.is_contiguous() else (1, index, values)
+
+
+def constrained_then_conv(x: Tensor, constrained: Tensor, conv: Tensor, stride: int, padding: int) -> Tensor:
+    """``conv2d(conv2d(x, constrained), conv, stride, padding)`` computed as one convolution.
+
+    The constrained layer (valid, stride 1, no bias) and the first conv block's convolution are
+    both linear, so where conv reads no padding they are one ``k0 + k1 - 1`` kernel on the
+    image: the constrained layer's output, and its input gradient through the next convolution,
+    are never formed (the image needs no gradient). Near the border conv reads its own zero
+    padding, which is not the composition of anything; each border output is computed with
+    the composed kernel of the taps that read real values (a handful of masks, one matrix
+    product each). For constrained kernels (each sums to 0, as the projection keeps them) it is
+    exact up to fp32 rounding in values and in both weights' gradients (tests/test_models.py,
+    tests/test_bench.py); its output is channels_last. An image that needs a gradient itself
+    takes the two convolutions.
+    """
+    if x.requires_grad:
+        return F.conv2d(F.conv2d(x, constrained), conv, stride=stride, padding=padding)
+    n, cin, h, w = x.shape
+    out_c, mid_c, k1 = conv.shape[0], conv.shape[1], conv.shape[-1]
+    k0 = constrained.shape[-1]
+    plan = _composition_plan(cin, h, w, k0, k1, int(stride), int(padding))
+    dev, kk = x.device, plan["kk"]
+    # every pair of taps' product at its tap of the composed kernel, then one kernel per mask
+    prod = torch.einsum("ocq,cis->oiqs", conv.reshape(out_c, mid_c, -1), constrained.reshape(mid_c, cin, -1))
+    per_tap = prod.new_zeros(out_c, cin, k1 * k1, kk * kk).scatter(
+        3, plan["where"].to(dev).expand(out_c, cin, -1, -1), prod)
+    kernels = torch.einsum("mq,oiqt->moit", plan["masks"].to(dev, per_tap.dtype), per_tap)
+    # Constrained kernels sum to 0, so the image's mean adds nothing to any output: it is taken
+    # out before the composed kernels (whose gradients it would otherwise swamp with rounding)
+    # and given back to the constrained kernels' gradient through ``dc`` (value 0 up to the
+    # constraint's rounding, so the forward leaves it out)
+    mean = x.mean(dim=(2, 3))
+    dc = torch.einsum("ni,ci->nc", mean, constrained.sum(dim=(2, 3)))
+    return _ComposedConv.apply(F.pad(x - mean[:, :, None, None], (padding,) * 4), kernels, dc, conv, plan, int(stride))
