@@ -369,6 +369,9 @@ def test_composed_first_layers_train_as_the_model(name, size, cin):
     composed.train()
     feats = composed.forward_features(x, ["constrained", "logits"])
     assert torch.equal(feats["constrained"], plain.train().forward_features(x, ["constrained"])["constrained"])
+    with torch.autocast("cpu", torch.bfloat16):  # mixed precision (trainer.precision=bf16-mixed): the two layers
+        half = copy.deepcopy(composed).float()(x)
+    half.float().sum().backward()
 
 
 def test_composed_first_layers_need_the_pair():

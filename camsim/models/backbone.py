@@ -273,8 +273,8 @@ class Backbone(nn.Module):
     def compose_first_layers(self) -> bool:
         """In training on CPU, the constrained layer and conv1 as one convolution
         (:func:`constrained_then_conv`): the same maths up to fp32 rounding, a faster backward.
-        Evaluation (faster so on CPU) and GPUs (not measured) run the two layers. A speed
-        setting: ``config`` does not hold it (``phase_a.compose_first_layers`` does)."""
+        Evaluation (faster so on CPU), GPUs (not measured) and mixed precision run the two
+        layers. A speed setting: ``config`` does not hold it (``phase_a.compose_first_layers`` does)."""
         return self._compose
 
     @compose_first_layers.setter
@@ -385,7 +385,8 @@ class Backbone(nn.Module):
             out["jpeg"] = self.jpeg(inp)
             if len(out) == n_wanted:
                 return out
-        composed = self._compose and self.training and x.device.type == "cpu" and "constrained" not in wanted
+        composed = (self._compose and self.training and x.device.type == "cpu" and "constrained" not in wanted
+                    and not torch.is_autocast_enabled("cpu"))
         if self.constrained is not None and not composed:
             x = self.constrained(x)
             if "constrained" in wanted:
