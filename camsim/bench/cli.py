@@ -16,11 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from camsim.machine import tune_malloc
-
-MALLOC_NOTE = tune_malloc()  # as every camsim job does (its rows' subprocesses inherit it)
-
-import torch  # noqa: E402
+import torch
 
 from camsim.artefacts import atomic_write_json
 from camsim.bench.ceiling import bandwidth_gbs, ceiling_gflops
@@ -28,6 +24,7 @@ from camsim.bench.common import VARIANTS
 from camsim.bench.plan import build_plan
 from camsim.bench.report import annotate, render, targets
 from camsim.bench.runner import run_plan
+from camsim.machine import tune_malloc
 from camsim.progress import default_workers
 
 __all__ = ["main"]
@@ -63,7 +60,7 @@ def _meta(args: argparse.Namespace, results: dict[str, dict]) -> dict:
         "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS",
                                            "TORCHINDUCTOR_CACHE_DIR", "MALLOC_MMAP_THRESHOLD_",
                                            "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_") if k in os.environ},
-        "malloc": MALLOC_NOTE,
+        "malloc": args.malloc,
         "max_loadavg_1min": max((max(r.get("loadavg_1min", [0.0])) for r in results.values()), default=None),
         "memory": ("each row in a fresh subprocess: peak = its ru_maxrss (imports included; "
                    "'+N' = peak of its worker processes)" if not args.in_process else
@@ -124,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
+    args.malloc = tune_malloc()  # as every camsim job does; the rows' subprocesses inherit it
     if args.compile_cache is None:
         args.compile_cache = "default" if args.smoke else "fresh"
     _check(args)

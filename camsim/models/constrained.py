@@ -176,12 +176,8 @@ def _composition_plan(cin: int, h: int, w: int, k0: int, k1: int, stride: int, p
     rows, row_of = torch.unique(row_masks, dim=0, return_inverse=True)
     cols, col_of = torch.unique(col_masks, dim=0, return_inverse=True)
     masks = (rows[:, None, :, None] & cols[None, :, None, :]).reshape(-1, k1 * k1)
-    inner_r, inner_c = row_masks.all(1).nonzero().flatten(), col_masks.all(1).nonzero().flatten()
-    inner = (int(inner_r[0]), int(inner_r[-1]) + 1, int(inner_c[0]), int(inner_c[-1]) + 1) \
-        if len(inner_r) and len(inner_c) else None  # [i0, i1) x [j0, j1): every tap reads the image
-    kind = (row_of[:, None] * len(cols) + col_of[None, :])
-    if inner is not None:
-        kind[inner[0]:inner[1], inner[2]:inner[3]] = -1
+    kind = row_of[:, None] * len(cols) + col_of[None, :]  # each output's mask; -1 where every tap reads the image
+    kind[row_masks.all(1)[:, None] & col_masks.all(1)[None, :]] = -1
     kind = kind.flatten()
     groups = [(m, (kind == m).nonzero().flatten()) for m in range(len(masks))]
     groups = [(m, pos) for m, pos in groups if len(pos)]
@@ -196,9 +192,9 @@ def _composition_plan(cin: int, h: int, w: int, k0: int, k1: int, stride: int, p
     # each border output's conv taps that read padding (the image's mean does not reach it through them)
     lost = torch.cat([(~masks[m]).expand(len(pos), -1) for m, pos in groups]) if groups \
         else torch.zeros(0, k1 * k1, dtype=torch.bool)
-    return {"masks": torch.cat([masks, torch.ones(1, k1 * k1, dtype=torch.bool)]), "inner": inner, "lost": lost,
+    return {"masks": torch.cat([masks, torch.ones(1, k1 * k1, dtype=torch.bool)]), "lost": lost,
             "counts": [(m, len(pos)) for m, pos in groups], "border": border, "window": window,
-            "where": where, "out": (ho, wo), "kk": kk}
+            "where": where, "kk": kk}
 
 
 def check_composable(constrained: nn.Module | None, conv: nn.Module | None) -> None:
@@ -226,7 +222,7 @@ class _ComposedConv(torch.autograd.Function):
         # channels_last strides, even for one input channel: mkldnn then writes NHWC, 2-3x faster here
         inner = torch.empty_strided(inner.shape, (cin * kk * kk, 1, kk * cin, cin), dtype=inner.dtype,
                                     device=dev).copy_(inner)
-        y = F.conv2d(xp, inner, stride=stride)
+        y = F.conv2d(xp, inner, stride=stride).contiguous(memory_format=torch.channels_last)
         windows = xp.reshape(n, -1).index_select(1, plan["window"].to(dev)).view(n, -1, cin * kk * kk)
         values, start = [], 0
         for m, count in plan["counts"]:
@@ -234,7 +230,7 @@ class _ComposedConv(torch.autograd.Function):
             start += count
         index = plan["border"].to(dev)
         if values:  # none where conv1 reads no padding
-            _flat(y).index_copy_(*_border_dims(y, index, torch.cat(values, dim=1)))
+            _positions(y).index_copy_(1, index, torch.cat(values, dim=1))
         ctx.save_for_backward(xp, inner, windows, index, conv)
         ctx.plan, ctx.stride = plan, stride
         return y
@@ -243,9 +239,8 @@ class _ComposedConv(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         xp, inner, windows, index, conv = ctx.saved_tensors
         plan, out_c = ctx.plan, grad.shape[1]
-        grad = grad if _flat_ok(grad) else grad.contiguous(memory_format=torch.channels_last)
-        flat = _flat(grad)
-        g = flat.index_select(2, index).transpose(1, 2) if grad.is_contiguous() else flat.index_select(1, index)
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        g = _positions(grad).index_select(1, index)
         full = torch.ops.aten.convolution_backward(grad, xp, inner, None, [ctx.stride] * 2, [0, 0], [1, 1], False,
                                                    [0, 0], 1, [False, True, False])[1]
         grads, start = windows.new_zeros(len(plan["masks"]), out_c, windows.shape[-1]), 0
@@ -263,18 +258,10 @@ class _ComposedConv(torch.autograd.Function):
         return None, grads.view(len(plan["masks"]), out_c, -1, plan["kk"] * plan["kk"]), g_dc, None, None, None
 
 
-def _flat_ok(t: Tensor) -> bool:
-    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
-
-
-def _flat(t: Tensor) -> Tensor:
-    """``[n, c, h, w]`` as ``[n, c, h*w]`` (NCHW) or ``[n, h*w, c]`` (channels_last), a view."""
+def _positions(t: Tensor) -> Tensor:
+    """A channels_last ``[n, c, h, w]`` as its ``[n, h*w, c]`` view (one row per output position)."""
     n, c, h, w = t.shape
-    return t.view(n, c, h * w) if t.is_contiguous() else t.permute(0, 2, 3, 1).view(n, h * w, c)
-
-
-def _border_dims(y: Tensor, index: Tensor, values: Tensor) -> tuple:
-    return (2, index, values.transpose(1, 2)) if y.is_contiguous() else (1, index, values)
+    return t.permute(0, 2, 3, 1).view(n, h * w, c)
 
 
 def constrained_then_conv(x: Tensor, constrained: Tensor, conv: Tensor, stride: int, padding: int) -> Tensor:
