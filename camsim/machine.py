@@ -1,5 +1,7 @@
 """What else the machine is doing: other processes' use of this process's CPUs (``/proc/stat``);
-and how glibc's malloc keeps the large, short-lived buffers of a training step (:func:`tune_malloc`).
+how glibc's malloc keeps the large, short-lived buffers of a training step (:func:`tune_malloc`);
+and numpy's and scipy's OpenBLAS held to one thread where they run between torch's operations
+(:func:`single_blas_thread`).
 
 On a small machine one other busy process takes a share of what the learning phases and the
 feature pass get, and it decides how OpenMP threads should wait between operations
@@ -9,13 +11,16 @@ functions answer ``None``. Nothing here imports torch — the CLI asks before to
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 #: /proc/stat columns that count as busy: user, nice, system, irq, softirq, steal (the
 #: hypervisor's other guests); idle and iowait do not
@@ -83,3 +88,49 @@ def tune_malloc(environ: dict | None = None) -> str:
         env[key] = str(value)
     return ("malloc: a step's large buffers stay in the heap between batches ("
             + " ".join(f"{k}={v}" for k, v in MALLOC_SETTINGS.items()) + "; set any of them to choose yourself)")
+
+
+@functools.cache
+def _openblas_thread_setters() -> tuple[Any, ...]:
+    """``openblas_set_num_threads_local`` of the OpenBLAS copies that numpy's and scipy's wheels
+    ship (``numpy.libs/``, ``scipy.libs/``); empty elsewhere (other
+    BLAS builds, older OpenBLAS): :func:`single_blas_thread` then changes nothing."""
+    import numpy as np
+    import scipy
+
+    setters = []
+    for pkg in (np, scipy):
+        for path in sorted((Path(pkg.__file__).parent.parent / f"{pkg.__name__}.libs").glob("*openblas*.so*")):
+            try:
+                fn = ctypes.CDLL(str(path)).openblas_set_num_threads_local
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+            setters.append(fn)
+    return tuple(setters)
+
+
+@contextlib.contextmanager
+def single_blas_thread() -> Iterator[None]:
+    """numpy's and scipy's OpenBLAS run one thread in the calling thread for the block: where
+    small BLAS calls alternate with torch's work, their second thread only competes with torch's
+    threads for the same cores. Used by the localisation graph and the difficulty check's
+    logistic fits (camsim.eval.difficulty: L-BFGS's own BLAS calls between torch's products).
+
+    The graph's BLAS calls are matrix-vector products on ≤ 2048 × 2048 (the Nyström extension,
+    ARPACK's matvecs): memory-bound, and on a 2-core machine shared with other work each call
+    waited for the second OpenBLAS thread (one 2048 × 2048 product 8.8 ms with two threads, 1.4 ms
+    with one), whose spinning afterwards also slowed the pair scoring between the calls: "graph +
+    maps" of a 12-MP photo varied 1.0–3.9 s (median 1.74 s against 1.10 s with one thread, pair
+    scoring 0.62 s against 0.32 s, alternated in one process). A matrix-vector product's outputs
+    are the same dot products (bitwise); LAPACK's
+    ``eigh`` (≤ 1024 nodes) and ARPACK may round the last bit differently with another thread
+    count (λ₂ within 1e-16; the cut the same: tests/test_localize_speed_paths.py) — as the
+    results already did between machines with different core counts."""
+    setters = _openblas_thread_setters()
+    previous = [fn(1) for fn in setters]
+    try:
+        yield
+    finally:
+        for fn, n in zip(setters, previous):
+            fn(n)

@@ -252,7 +252,8 @@ def test_feature_pass_fast_paths_agree_with_eager(phase_a, data):
             np.testing.assert_allclose(out[k], ref[k], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="batch_size is 8"):
         fast(x[:9])
-    assert feature_batch_size(64) == 32 and feature_batch_size(256) == 16 and feature_batch_size(10_000) == 1
+    assert feature_batch_size(64) == 128 and feature_batch_size(128) == 64 and feature_batch_size(256) == 16
+    assert feature_batch_size(10_000) == 1 and feature_batch_size(64, cap=256) == 256
 
 
 def test_mislnet_small_config_at_64_px():
@@ -383,6 +384,62 @@ def test_confusion_matrix_logging(phase_a, data, tmp_path):
     tr.test(model, loader(data["val"], 16), verbose=False)
     assert (Path(logger.log_dir) / "phase_a_test_confusion.png").is_file()
     assert model.last_confusion["stage"] == "test" and model.last_confusion["matrix"].sum() == len(data["val"])
+
+
+def test_confusion_figures_every_epoch_for_history_loggers_once_for_file_loggers(data, tmp_path, monkeypatch):
+    """W&B / TensorBoard keep each validation's picture; a CSV logger's file would be overwritten
+    each epoch, so it gets the last validation's, drawn once at the end of training."""
+    import camsim.loggers as loggers_mod
+    from lightning.pytorch.loggers.logger import DummyLogger
+
+    class TensorBoardLogger(DummyLogger):  # stands for the real one: the callback goes by the class name
+        pass
+
+    drawn = []
+    monkeypatch.setattr(loggers_mod, "log_figure", lambda lgs, key, fig, step: drawn.append(
+        (key, sorted(type(lg).__name__ for lg in lgs), step)))
+    monkeypatch.setattr(loggers_mod, "plot_confusion", lambda *a: None)
+    model = classifier()
+    tr = trainer(max_epochs=3, limit_train_batches=2, logger=[CSVLogger(tmp_path, name="csv", version=""),
+                                                                TensorBoardLogger()],
+                 callbacks=[ConfusionFigures()], num_sanity_val_steps=2)
+    seeded(tr.fit, model, loader(data["train"], 16), loader(data["val"], 16))
+    assert drawn == [("phase_a/val/confusion", ["TensorBoardLogger"], 2), ("phase_a/val/confusion", ["TensorBoardLogger"], 4),
+                     ("phase_a/val/confusion", ["TensorBoardLogger"], 6), ("phase_a/val/confusion", ["CSVLogger"], 6)]
+    tr.test(model, loader(data["val"], 16), verbose=False)
+    assert drawn[-1] == ("phase_a/test/confusion", ["CSVLogger", "TensorBoardLogger"], 6)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_training_metrics_logged_at_the_loggers_cadence_with_exact_epoch_means(data, tmp_path, every):
+    """The step loss reaches the loggers every ``log_every_n_steps`` steps; each epoch's
+    ``loss_epoch`` is the mean of all its steps' losses and ``acc`` its accuracy, as
+    Lightning's per-step ``on_epoch`` logging gave them."""
+    import csv
+
+    class StepRecord(L.Callback):
+        def __init__(self) -> None:
+            self.loss: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.loss.append(float(outputs["loss"]))
+
+    rec = StepRecord()
+    logger = CSVLogger(tmp_path, name="csv", version="")
+    model = classifier()
+    tr = trainer(max_epochs=2, logger=logger, log_every_n_steps=every, callbacks=[rec])
+    seeded(tr.fit, model, loader(data["train"], 16), loader(data["val"], 16))
+    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r.get("phase_a/train/loss_step")]
+    n = len(rec.loss) // 2  # steps per epoch (equal batches)
+    assert n > every and steps == [s for s in range(2 * n) if (s + 1) % every == 0]
+    logged = {int(r["step"]): float(r["phase_a/train/loss_step"]) for r in rows if r.get("phase_a/train/loss_step")}
+    assert all(logged[s] == pytest.approx(rec.loss[s], rel=1e-6) for s in logged)
+    epochs = [float(r["phase_a/train/loss_epoch"]) for r in rows if r.get("phase_a/train/loss_epoch")]
+    assert epochs == pytest.approx([np.mean(rec.loss[:n]), np.mean(rec.loss[n:])], rel=1e-6)
+    accs = [float(r["phase_a/train/acc"]) for r in rows if r.get("phase_a/train/acc")]
+    assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)
+    assert set(tr.callback_metrics) >= {"phase_a/train/loss_epoch", "phase_a/train/acc", "phase_a/val/acc"}
 
 
 def test_missing_optimizer_is_named(data):

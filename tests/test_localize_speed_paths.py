@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from camsim.localize.engine import LocalizationError, _graph, _scores, localize
-from camsim.localize.graph import (_openblas_thread_setters, extend_partition, single_blas_thread,
-                                   spectral_bipartition)
+from camsim.localize.graph import extend_partition, spectral_bipartition
 from camsim.localize.outputs import _blend
+from camsim.machine import _openblas_thread_setters, single_blas_thread
 
 
 def _features(n: int, seed: int = 0) -> np.ndarray:

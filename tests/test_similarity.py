@@ -1,6 +1,6 @@
 """All-pairs scoring of the similarity head (camsim.models.similarity: row_terms, score_rows and
 its paths — eager blocks, concat_mul's GEMM, the compiled fused kernel) against the pairwise
-forward, and the Localizer's callables built on them."""
+forward, the Localizer's callables built on them, and the head's dropout."""
 
 from __future__ import annotations
 
@@ -188,3 +188,47 @@ def test_fuse_scores_hand_cases():
     assert np.isfinite(fuse_scores([np.array([-1e4, 1e4])] * 2)).all()
     with pytest.raises(ValueError, match="fusion: 'max'"):
         fuse_scores([sure], "max")
+
+
+# ---------------------------------------------------------------------- the head's dropout
+
+@pytest.mark.parametrize("p", [0.5, 0.25, 0.125, 3 / 256])
+def test_keep_mask_keeps_one_minus_p_and_draws_anew(p):
+    torch.manual_seed(0)
+    n = 1 << 18
+    keep = similarity.keep_mask((n // 64, 64), p)
+    assert keep.dtype == torch.bool and keep.shape == (n // 64, 64)
+    share, sd = keep.float().mean().item(), (p * (1 - p) / n) ** 0.5
+    assert abs(share - (1 - p)) < 5 * sd  # binomial: a biased bit field fails this
+    assert (keep[:, :32] != keep[:, 32:]).float().mean().item() > 0.5 * 2 * p * (1 - p)  # no repeated fields
+    assert not torch.equal(keep, similarity.keep_mask((n // 64, 64), p))  # a fresh draw per call
+    torch.manual_seed(0)
+    assert torch.equal(keep, similarity.keep_mask((n // 64, 64), p))  # torch's seed decides it
+
+
+def test_keep_mask_odd_sizes_and_probabilities_torch_cannot_split():
+    torch.manual_seed(1)
+    assert similarity.keep_mask((3, 7), 0.5).shape == (3, 7)  # not a whole number of bytes
+    assert similarity.keep_mask((5,), 0.3) is None  # no whole bit field: torch's dropout takes it
+
+
+def test_bit_dropout_is_dropout_in_training_and_identity_in_eval():
+    torch.manual_seed(2)
+    x = torch.randn(256, 1024, requires_grad=True)
+    d = similarity.BitDropout(0.5)
+    assert d.state_dict() == {} and isinstance(d, torch.nn.Dropout)  # checkpoints unchanged
+    y = d(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], 2 * x[kept]) and abs(kept.float().mean().item() - 0.5) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() * 2)  # the gradient flows through the kept units, scaled
+    d.eval()
+    assert torch.equal(d(x), x)
+    d.train()
+    odd = similarity.BitDropout(0.3)(x)  # torch's own dropout: scale 1/0.7
+    assert torch.allclose(odd[odd != 0], x[odd != 0] / 0.7)
+
+
+def test_similarity_head_uses_the_bit_dropout():
+    net = SimilarityNet(8, branch=[16], dropout=0.5)
+    assert [type(m) for m in net.branch] == [torch.nn.Linear, torch.nn.PReLU, similarity.BitDropout]

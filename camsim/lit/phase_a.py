@@ -16,6 +16,7 @@ import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from camsim.config import to_plain
@@ -26,6 +27,27 @@ from camsim.models.constrained import project_constrained_layers_
 def build_backbone(backbone: dict, num_classes: int, patch_size: int) -> torch.nn.Module:
     """Instantiate a backbone from its ``model`` config (a ``_target_`` dict)."""
     return hydra.utils.instantiate(backbone, num_classes=num_classes, patch_size=patch_size, _convert_="all")
+
+
+def log_train_step(module: L.LightningModule, key: str, batch_idx: int, loss: torch.Tensor, mean: MeanMetric,
+                   acc: Metric, preds: torch.Tensor, target: torch.Tensor, acc_bar: bool) -> None:
+    """A training step's loss and accuracy, accumulated into ``mean`` / ``acc`` every step; the
+    step's loss logged (``<key>/loss_step``, progress bar) only on the steps whose metrics the
+    loggers write (``trainer.log_every_n_steps``), the epoch's means (``<key>/loss_epoch``, weighted
+    by batch size, and ``<key>/acc``) from the epoch's last batch — the keys and values that
+    ``self.log(on_step=True, on_epoch=True)`` every step gave, at a tenth of its cost: each
+    ``self.log`` call costs ~0.4 ms, with a metric object ~0.75 ms (Lightning's result collection)."""
+    mean.update(loss.detach(), len(target))
+    acc.update(preds, target)
+    trainer = module._trainer  # None outside a fit (self.log would only warn there)
+    if trainer is None:
+        return
+    every = trainer.log_every_n_steps
+    if every and (module.global_step + 1) % every == 0:
+        module.log(f"{key}/loss_step", loss, prog_bar=True, on_step=True, on_epoch=False)
+    if batch_idx + 1 >= trainer.num_training_batches:  # Lightning computes and resets them at the epoch's end
+        module.log(f"{key}/loss_epoch", mean, prog_bar=True, on_step=False, on_epoch=True)
+        module.log(f"{key}/acc", acc, prog_bar=acc_bar, on_step=False, on_epoch=True)
 
 
 class CameraClassifier(L.LightningModule):
@@ -61,6 +83,7 @@ class CameraClassifier(L.LightningModule):
         self.acc = torch.nn.ModuleDict({f"{s}_": MulticlassAccuracy(k, average="micro") for s in ("train", "val", "test")})
         self.per_class = torch.nn.ModuleDict({f"{s}_": MulticlassAccuracy(k, average="none") for s in ("val", "test")})
         self.confusion = torch.nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(k) for s in ("val", "test")})
+        self.train_loss = MeanMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and x.dim() == 4:  # [N, P, P] batches are fine as they are
@@ -69,13 +92,17 @@ class CameraClassifier(L.LightningModule):
         # partial batch); evaluation runs eager, so odd-sized last batches never recompile
         return self._forward(x) if self.training else self.backbone(x)
 
-    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+    def _step(self, batch: Any, stage: str, batch_idx: int = 0) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
+        if stage == "train":
+            log_train_step(self, "phase_a/train", batch_idx, loss, self.train_loss, self.acc["train_"], logits, y,
+                           acc_bar=True)
+            return loss
         self.acc[f"{stage}_"](logits, y)
-        self.log(f"phase_a/{stage}/loss", loss, prog_bar=stage != "test", on_epoch=True,
-                 on_step=stage == "train", batch_size=len(y), sync_dist=stage != "train")
+        self.log(f"phase_a/{stage}/loss", loss, prog_bar=stage != "test", on_epoch=True, batch_size=len(y),
+                 sync_dist=True)
         self.log(f"phase_a/{stage}/acc", self.acc[f"{stage}_"], prog_bar=True, on_epoch=True, on_step=False,
                  batch_size=len(y))
         if f"{stage}_" in self.per_class:
@@ -84,7 +111,7 @@ class CameraClassifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train", batch_idx)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

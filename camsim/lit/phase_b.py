@@ -29,11 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC
 
 from camsim.config import to_plain
 from camsim.lit.checkpoints import load_checkpoint
-from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_config
+from camsim.lit.phase_a import build_backbone, load_classifier, log_train_step, optimizers_from_config
 from camsim.models.constrained import project_constrained_layers_
 from camsim.models.portable import WEIGHTS, load_state, read_exported
 
@@ -93,6 +94,7 @@ class ForensicSimilarity(L.LightningModule):
         self.val_acc = BinaryAccuracy(threshold=eta)
         self.val_auc = BinaryAUROC()
         self.train_acc = BinaryAccuracy(threshold=eta)
+        self.train_loss = MeanMetric()
 
     @classmethod
     def from_phase_a(cls, phase_a_ckpt: str | Path, head: dict, feature_layer: str, **kwargs: Any) -> ForensicSimilarity:
@@ -195,26 +197,25 @@ class ForensicSimilarity(L.LightningModule):
             return self.head(f[: len(a)], f[len(a):])
         return self.head(self._as_features(a), self._as_features(b))
 
-    def _step(self, batch: Any, stage: str) -> torch.Tensor:
+    def _step(self, batch: Any, stage: str, batch_idx: int = 0) -> torch.Tensor:
         a, b, same = batch
         logits = self(a, b)
         loss = F.binary_cross_entropy_with_logits(logits, same)
         s = torch.sigmoid(logits)
         n = len(same)
-        self.log(f"phase_b/{stage}/loss", loss, prog_bar=True, on_epoch=True, on_step=stage == "train",
-                 batch_size=n, sync_dist=stage != "train")
         if stage == "train":
-            self.train_acc(s, same.int())
-            self.log("phase_b/train/acc", self.train_acc, on_epoch=True, on_step=False, batch_size=n)
-        else:
-            self.val_acc(s, same.int())
-            self.val_auc(s, same.int())
-            self.log("phase_b/val/acc", self.val_acc, prog_bar=True, on_epoch=True, batch_size=n)
-            self.log("phase_b/val/auc", self.val_auc, prog_bar=True, on_epoch=True, batch_size=n)
+            log_train_step(self, "phase_b/train", batch_idx, loss, self.train_loss, self.train_acc, s, same.int(),
+                           acc_bar=False)
+            return loss
+        self.log(f"phase_b/{stage}/loss", loss, prog_bar=True, on_epoch=True, batch_size=n, sync_dist=True)
+        self.val_acc(s, same.int())
+        self.val_auc(s, same.int())
+        self.log("phase_b/val/acc", self.val_acc, prog_bar=True, on_epoch=True, batch_size=n)
+        self.log("phase_b/val/auc", self.val_auc, prog_bar=True, on_epoch=True, batch_size=n)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train", batch_idx)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val")

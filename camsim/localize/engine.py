@@ -57,9 +57,9 @@ from typing import Any
 import numpy as np
 
 from camsim.data.patches import cut_patches, patch_entropy
-from camsim.localize.graph import (METHODS, affinity, affinity_block, extend_partition, single_blas_thread,
-                                   spectral_bipartition)
+from camsim.localize.graph import METHODS, affinity, affinity_block, extend_partition, spectral_bipartition
 from camsim.localize.grid import CellMap, LocalizationError, patch_cell_map, patch_grid
+from camsim.machine import single_blas_thread
 from camsim.progress import track
 
 Extract = Callable[[np.ndarray], np.ndarray]

@@ -38,59 +38,13 @@ O(N·m) pair scores.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy
 import scipy.linalg
 import scipy.sparse.linalg
 
 from camsim.localize.grid import LocalizationError
-
-
-@functools.cache
-def _openblas_thread_setters() -> tuple[Any, ...]:
-    """``openblas_set_num_threads_local`` of the OpenBLAS copies that numpy's and scipy's wheels
-    ship (``numpy.libs/``, ``scipy.libs/``, loaded by the imports above); empty elsewhere (other
-    BLAS builds, older OpenBLAS): :func:`single_blas_thread` then changes nothing."""
-    setters = []
-    for pkg in (np, scipy):
-        for path in sorted((Path(pkg.__file__).parent.parent / f"{pkg.__name__}.libs").glob("*openblas*.so*")):
-            try:
-                fn = ctypes.CDLL(str(path)).openblas_set_num_threads_local
-            except (OSError, AttributeError):
-                continue
-            fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-            setters.append(fn)
-    return tuple(setters)
-
-
-@contextlib.contextmanager
-def single_blas_thread() -> Iterator[None]:
-    """numpy's and scipy's OpenBLAS run one thread in the calling thread for the block.
-
-    The graph's BLAS calls are matrix-vector products on ≤ 2048 × 2048 (the Nyström extension,
-    ARPACK's matvecs): memory-bound, and on a 2-core machine shared with other work each call
-    waited for the second OpenBLAS thread (one 2048 × 2048 product 8.8 ms with two threads, 1.4 ms
-    with one), whose spinning afterwards also slowed the pair scoring between the calls: "graph +
-    maps" of a 12-MP photo varied 1.0–3.9 s (median 1.74 s against 1.10 s with one thread, pair
-    scoring 0.62 s against 0.32 s, alternated in one process). A matrix-vector product's outputs
-    are the same dot products (bitwise); LAPACK's
-    ``eigh`` (≤ 1024 nodes) and ARPACK may round the last bit differently with another thread
-    count (λ₂ within 1e-16; the cut the same: tests/test_localize_speed_paths.py) — as the
-    results already did between machines with different core counts."""
-    setters = _openblas_thread_setters()
-    previous = [fn(1) for fn in setters]
-    try:
-        yield
-    finally:
-        for fn, n in zip(setters, previous):
-            fn(n)
 
 
 def affinity(S: np.ndarray, weights: str = "similarity", eta: float = 0.5) -> np.ndarray:
@@ -344,4 +298,4 @@ def affinity_block(S_xl: np.ndarray, S_lx_t: np.ndarray, weights: str = "similar
 
 
 __all__ = ["affinity", "affinity_block", "modularity", "image_score", "splice_side",
-           "spectral_bipartition", "extend_partition", "single_blas_thread", "EXACT_EIGH_NODES", "METHODS"]
+           "spectral_bipartition", "extend_partition", "EXACT_EIGH_NODES", "METHODS"]

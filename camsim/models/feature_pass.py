@@ -18,10 +18,10 @@ from torch import nn
 from camsim.progress import progress_bar
 
 
-#: batch of the feature pass: a pixel budget (16 patches of 256 px), at most 32 patches — chosen
-#: with ``python -m camsim.bench --batch N`` on 2 CPU cores (docs/experiments.md, "Feature-pass batch").
+#: batch of the feature pass: a pixel budget (16 patches of 256 px), at most 128 patches — chosen
+#: on 2 CPU cores (docs/experiments.md, "Feature-pass batch"; 32 until 2026-12-05).
 FEATURE_BATCH_PIXELS = 16 * 256 * 256
-FEATURE_BATCH_MAX = 32
+FEATURE_BATCH_MAX = 128
 
 
 def feature_batch_size(patch_size: int, pixels: int = FEATURE_BATCH_PIXELS, cap: int = FEATURE_BATCH_MAX) -> int:
