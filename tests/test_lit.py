@@ -440,6 +440,12 @@ def test_training_metrics_logged_at_the_loggers_cadence_with_exact_epoch_means(d
     accs = [float(r["phase_a/train/acc"]) for r in rows if r.get("phase_a/train/acc")]
     assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)
     assert set(tr.callback_metrics) >= {"phase_a/train/loss_epoch", "phase_a/train/acc", "phase_a/val/acc"}
+    # a fit stopped by max_steps inside an epoch still logs that epoch's means
+    rec2, model2 = StepRecord(), classifier()
+    tr2 = trainer(max_steps=n + 2, logger=False, log_every_n_steps=every, callbacks=[rec2])
+    seeded(tr2.fit, model2, loader(data["train"], 16), loader(data["val"], 16))
+    assert len(rec2.loss) == n + 2
+    assert float(tr2.callback_metrics["phase_a/train/loss_epoch"]) == pytest.approx(np.mean(rec2.loss[n:]), rel=1e-6)
 
 
 def test_missing_optimizer_is_named(data):

@@ -8,6 +8,7 @@ accumulation (no step, no change) and DDP (every rank takes the same step).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ def log_train_step(module: L.LightningModule, key: str, batch_idx: int, loss: to
     every = trainer.log_every_n_steps
     if every and (module.global_step + 1) % every == 0:
         module.log(f"{key}/loss_step", loss, prog_bar=True, on_step=True, on_epoch=False)
-    if batch_idx + 1 >= trainer.num_training_batches:  # Lightning computes and resets them at the epoch's end
+    last = (batch_idx + 1 >= trainer.num_training_batches or not math.isfinite(trainer.num_training_batches)
+            or 0 < trainer.max_steps <= module.global_step + 1)  # the epoch's last batch, or the fit's
+    if last:  # Lightning computes and resets them at the epoch's end
         module.log(f"{key}/loss_epoch", mean, prog_bar=True, on_step=False, on_epoch=True)
         module.log(f"{key}/acc", acc, prog_bar=acc_bar, on_step=False, on_epoch=True)
 
