@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="Phase A variants (default: all; composed = channels_last + the constrained layer and "
                          "conv1 trained as one convolution, the recipe's; compile = channels_last + torch.compile)")
     ap.add_argument("--batch", type=int, help="Phase A batch size (default: training 64, inference the feature "
-                    "pass's batch, 32 at 64 px / 16 at 256 px; smoke 4; bf16 capped at 16)")
+                    "pass's batch, 128 at 64 px / 16 at 256 px; smoke 4; bf16 capped at 16)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads in every row (default: torch's)")
     ap.add_argument("--workers", type=int, help="PatchStore / simulator worker processes (default: all cores)")
     ap.add_argument("--loader-workers", nargs="*", type=int, default=[2],
