@@ -130,11 +130,15 @@ def _open_phase(st: RunState, kind: str, key: dict, seed: int) -> Path | None:
     return final
 
 
+#: Phase A settings that change neither its data nor its network's maths: not in its artefact key
+_PHASE_A_UNKEYED = ("loader", "resume", "compile", "compose_first_layers", "fuse_batch_norm_pool")
+
+
 def phase_a_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
     return {"kind": "phase_a", "requests": [r.key(data.store.settings) for r in data.requests("phase_a")],
             "classes": list(data.split.a), "model": backbone_config(cfg),
-            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in ("loader", "resume", "compile", "compose_first_layers")},
+            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in _PHASE_A_UNKEYED},
             "batch_size": int(cfg.phase_a.loader.batch_size), "seed": int(cfg.seed),
             "precision": str(cfg.trainer.precision)}
 
@@ -150,7 +154,8 @@ def stage_phase_a(st: RunState) -> None:
                               patch_size=int(cfg.patches.size), optimizer=to_plain(cfg.phase_a.optimizer),
                               scheduler=to_plain(cfg.phase_a.scheduler), channels_last=bool(cfg.phase_a.channels_last),
                               compile=bool(cfg.phase_a.compile),
-                              compose_first_layers=bool(cfg.phase_a.compose_first_layers))
+                              compose_first_layers=bool(cfg.phase_a.compose_first_layers),
+                              fuse_batch_norm_pool=bool(cfg.phase_a.fuse_batch_norm_pool))
     _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()])
 
 

@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from camsim.bench.ceiling import count_flops
+import camsim.models.backbone as backbone_module
 from camsim.models.backbone import Backbone
+from camsim.models.batch_norm_pool import batch_norm_max_pool, fusable
 from camsim.models.constrained import (
     ConstrainedConv2d,
     constrained_then_conv,
@@ -372,6 +374,71 @@ def test_composed_first_layers_train_as_the_model(name, size, cin):
     with torch.autocast("cpu", torch.bfloat16):  # mixed precision (trainer.precision=bf16-mixed): the two layers
         half = copy.deepcopy(composed).float()(x)
     half.float().sum().backward()
+
+
+@pytest.mark.parametrize("pool,momentum,layout", [
+    (nn.MaxPool2d(3, 2), 0.1, torch.channels_last),       # the recipe's blocks
+    (nn.MaxPool2d(3, 2), None, torch.contiguous_format),  # cumulative running average
+    (nn.MaxPool2d(2, 2, padding=1, ceil_mode=True), 0.3, torch.channels_last),
+])
+def test_batch_norm_max_pool_is_the_pair(pool, momentum, layout):
+    """Training-mode batch norm then max pooling as one step: the pair's values and running
+    statistics bit for bit, the input's and both affine parameters' gradients up to rounding
+    (float64), negative scales among the channels."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(6, 5, 13, 11, generator=g, dtype=torch.float64) * 2 + 1).contiguous(memory_format=layout)
+    ref_bn = nn.BatchNorm2d(5, momentum=momentum).double()
+    with torch.no_grad():
+        ref_bn.weight.copy_(torch.tensor([1.5, -0.7, 0.2, -2.0, 1.0]))
+        ref_bn.bias.copy_(torch.randn(5, generator=g))
+    bn = copy.deepcopy(ref_bn)
+    assert fusable(bn, pool)
+    for _ in range(2):  # the running statistics over two batches
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ref, out = pool(ref_bn(xa)), batch_norm_max_pool(xb, bn, pool)
+        assert torch.equal(out, ref)
+        up = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+        (ref * up).sum().backward()
+        (out * up).sum().backward()
+        assert torch.allclose(xb.grad, xa.grad, atol=1e-12)
+        x = x * 0.5 + 0.3
+    for a, b in ((bn.weight.grad, ref_bn.weight.grad), (bn.bias.grad, ref_bn.bias.grad)):
+        assert torch.allclose(a, b, atol=1e-11)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.equal(getattr(bn, name), getattr(ref_bn, name)), name
+    assert not fusable(nn.BatchNorm2d(5, affine=False), pool) and not fusable(bn, nn.AvgPool2d(3, 2))
+
+
+def test_fused_batch_norm_pool_trains_as_the_model(monkeypatch):
+    """fuse_batch_norm_pool (with the composed first layers, as Phase A trains): the model's
+    logits, every parameter's gradient and the running statistics of the plain model (float64),
+    through the fused step in each of conv1-3; a read of ``convK.pre`` takes the pair itself."""
+    calls = []
+
+    def counted(x, bn, pool):
+        calls.append(bn)
+        return batch_norm_max_pool(x, bn, pool)
+
+    monkeypatch.setattr(backbone_module, "batch_norm_max_pool", counted)
+    plain = load_model("mislnet_small_jpeg", 64).double().train()
+    fused = copy.deepcopy(plain)
+    fused.compose_first_layers = fused.fuse_batch_norm_pool = True
+    x = torch.randint(0, 256, (6, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    a, b = plain(x), fused(x)
+    assert len(calls) == 3 and torch.allclose(a, b, atol=1e-10)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (n, p), q in zip(plain.named_parameters(), fused.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-8, atol=1e-12), n
+    for (n, s), t in zip(plain.named_buffers(), fused.buffers()):
+        assert torch.allclose(s.double(), t.double(), rtol=1e-12, atol=1e-14), n
+    calls.clear()
+    fused.forward_features(x, ["conv1.pre", "logits"])
+    assert len(calls) == 2  # conv2, conv3
+    fused.eval()
+    with torch.no_grad():
+        fused(x)
+    assert len(calls) == 2  # evaluation runs the pair
 
 
 def test_composed_first_layers_need_the_pair():

@@ -21,8 +21,9 @@ __all__ = ["NUM_CLASSES", "VARIANTS", "SkipRow", "texture", "texture_rgb", "time
 #: classes of the Phase A classifiers the rows build (and of their synthetic labels)
 NUM_CLASSES = 10
 #: Phase A variants: eager, channels_last, composed (= channels_last + the constrained layer and conv1
-#: trained as one convolution, ``phase_a.compose_first_layers``; the others train them apart),
-#: compile (= channels_last + torch.compile), bf16 autocast
+#: trained as one convolution, ``phase_a.compose_first_layers``, + each block's batch norm and max
+#: pooling trained as one step, ``phase_a.fuse_batch_norm_pool``: what Phase A trains with; the others
+#: train them apart), compile (= channels_last + torch.compile), bf16 autocast
 VARIANTS = ("eager", "channels_last", "composed", "compile", "bf16")
 
 

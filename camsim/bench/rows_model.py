@@ -123,7 +123,8 @@ def make_classifier(model_cfg: dict, patch: int, variant: str, seed: int = 0) ->
     torch.manual_seed(seed)
     return CameraClassifier(model_cfg, [f"model{k:02d}" for k in range(NUM_CLASSES)], patch,
                             channels_last=variant in ("channels_last", "composed", "compile"),
-                            compile=variant == "compile", compose_first_layers=variant == "composed")
+                            compile=variant == "compile", compose_first_layers=variant == "composed",
+                            fuse_batch_norm_pool=variant == "composed")
 
 
 def compare_variant(model_cfg: dict, patch: int, variant: str, batch: int = 4, seed: int = 0) -> dict:

@@ -99,6 +99,9 @@ class PhaseAConfig:
     #: through the constrained layer's output; GPUs and models without that pair train as they
     #: are). Speed only.
     compose_first_layers: bool = True
+    #: in training on CPU, each conv block's batch norm and max pooling as one step (the same maths,
+    #: one full-size pass instead of five; camsim.models.batch_norm_pool). Speed only.
+    fuse_batch_norm_pool: bool = True
     #: resume an interrupted Phase A from its last checkpoint
     resume: bool = True
 

@@ -64,7 +64,8 @@ class CameraClassifier(L.LightningModule):
 
     def __init__(self, backbone: dict, class_names: Sequence[str], patch_size: int,
                  optimizer: dict | None = None, scheduler: dict | None = None,
-                 channels_last: bool = False, compile: bool = False, compose_first_layers: bool = False):
+                 channels_last: bool = False, compile: bool = False, compose_first_layers: bool = False,
+                 fuse_batch_norm_pool: bool = False):
         super().__init__()
         # plain containers in the checkpoint (a Hydra DictConfig there would not load with
         # weights_only=True); save_hyperparameters reads these locals
@@ -77,6 +78,7 @@ class CameraClassifier(L.LightningModule):
         if compose_first_layers:  # where the model has the pair (a speed setting, never an error)
             with contextlib.suppress(ValueError):
                 self.backbone.compose_first_layers = True
+        self.backbone.fuse_batch_norm_pool = fuse_batch_norm_pool
         if channels_last:
             self.backbone = self.backbone.to(memory_format=torch.channels_last)
         # not a registered submodule: the checkpoint holds the backbone's weights once

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from camsim.plain import to_plain
+from camsim.models.batch_norm_pool import batch_norm_max_pool, fusable
 from camsim.models.constrained import ConstrainedConv2d, check_composable, constrained_then_conv
 from camsim.models.jpeg import DCTHistogram
 
@@ -267,7 +268,7 @@ class Backbone(nn.Module):
         self._check_layers([feature_layer])
         self.feature_layer = feature_layer
         self._init_weights(str(init).lower())
-        self._compose = False
+        self._compose = self.fuse_batch_norm_pool = False
 
     @property
     def compose_first_layers(self) -> bool:
@@ -282,6 +283,11 @@ class Backbone(nn.Module):
         if on:
             check_composable(self.constrained, next(iter(self.blocks.values())).conv if self.blocks else None)
         self._compose = bool(on)
+
+    # fuse_batch_norm_pool (a plain attribute): in training on CPU, each block that pools before its
+    # activation runs batch norm and max pooling as one step (camsim.models.batch_norm_pool): the
+    # same maths up to fp32 rounding, one full-size pass instead of five. A speed setting like
+    # compose_first_layers (``phase_a.fuse_batch_norm_pool``); blocks it cannot fuse run as they are.
 
     def _constrained_then_conv1(self, x: Tensor, conv: nn.Conv2d) -> Tensor:
         pad = self.constrained.padding[0]
@@ -385,8 +391,9 @@ class Backbone(nn.Module):
             out["jpeg"] = self.jpeg(inp)
             if len(out) == n_wanted:
                 return out
-        composed = (self._compose and self.training and x.device.type == "cpu" and "constrained" not in wanted
-                    and not torch.is_autocast_enabled("cpu"))
+        cpu_training = self.training and x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+        composed = self._compose and cpu_training and "constrained" not in wanted
+        fuse = self.fuse_batch_norm_pool and cpu_training
         if self.constrained is not None and not composed:
             x = self.constrained(x)
             if "constrained" in wanted:
@@ -394,16 +401,21 @@ class Backbone(nn.Module):
                 if len(out) == n_wanted:
                     return out
         for k, (name, block) in enumerate(self.blocks.items()):
-            x = block.bn(self._constrained_then_conv1(x, block.conv) if composed and k == 0 else block.conv(x))
-            if f"{name}.pre" in wanted:
-                out[f"{name}.pre"] = x.mean(dim=(2, 3))
-            if block.pool_first and f"{name}.post" not in wanted:
-                x = block.act(block.pool(x))
+            x = self._constrained_then_conv1(x, block.conv) if composed and k == 0 else block.conv(x)
+            if (fuse and block.pool_first and fusable(block.bn, block.pool)
+                    and f"{name}.pre" not in wanted and f"{name}.post" not in wanted):
+                x = block.act(batch_norm_max_pool(x, block.bn, block.pool))
             else:
-                x = block.act(x)
-                if f"{name}.post" in wanted:
-                    out[f"{name}.post"] = x.mean(dim=(2, 3))
-                x = block.pool(x)
+                x = block.bn(x)
+                if f"{name}.pre" in wanted:
+                    out[f"{name}.pre"] = x.mean(dim=(2, 3))
+                if block.pool_first and f"{name}.post" not in wanted:
+                    x = block.act(block.pool(x))
+                else:
+                    x = block.act(x)
+                    if f"{name}.post" in wanted:
+                        out[f"{name}.post"] = x.mean(dim=(2, 3))
+                    x = block.pool(x)
             if f"{name}.pool" in wanted:
                 out[f"{name}.pool"] = x.mean(dim=(2, 3))
             if len(out) == n_wanted:

@@ -185,7 +185,8 @@ def _composition_plan(cin: int, h: int, w: int, k0: int, k1: int, stride: int, p
     i, j = border // wo, border % wo  # each border output's kk x kk window of the padded input
     r = (stride * i)[:, None, None, None] + torch.arange(kk)[None, None, :, None]
     c = (stride * j)[:, None, None, None] + torch.arange(kk)[None, None, None, :]
-    window = (torch.arange(cin)[None, :, None, None] * he * we + r * we + c).flatten()
+    # tap-major ([cin * kk * kk, border]): one mask's outputs are a [taps, outputs x batch] view
+    window = (torch.arange(cin)[None, :, None, None] * he * we + r * we + c).reshape(len(border), cin * kk * kk).t().flatten()
     q, s = torch.arange(k1), torch.arange(k0)  # conv tap (a, b) after constrained tap (u, v) -> (a + u, b + v)
     row, col = q[:, None, None, None] + s[None, None, :, None], q[None, :, None, None] + s[None, None, None, :]
     where = (row * kk + col).reshape(k1 * k1, k0 * k0)
@@ -223,14 +224,16 @@ class _ComposedConv(torch.autograd.Function):
         inner = torch.empty_strided(inner.shape, (cin * kk * kk, 1, kk * cin, cin), dtype=inner.dtype,
                                     device=dev).copy_(inner)
         y = F.conv2d(xp, inner, stride=stride).contiguous(memory_format=torch.channels_last)
-        windows = xp.reshape(n, -1).index_select(1, plan["window"].to(dev)).view(n, -1, cin * kk * kk)
+        # each border output's window, tap-major: [cin * kk * kk, border outputs, n]
+        rows = xp.permute(1, 2, 3, 0).reshape(-1, n).contiguous()  # one row per input pixel: a gather of rows
+        windows = rows.index_select(0, plan["window"].to(dev)).view(cin * kk * kk, len(plan["border"]), n)
         values, start = [], 0
-        for m, count in plan["counts"]:
-            values.append(windows[:, start:start + count] @ kernels[m].reshape(out_c, -1).t())
+        for m, count in plan["counts"]:  # [outputs x batch, out_c] of each mask's outputs
+            values.append(windows[:, start:start + count].reshape(len(windows), -1).t() @ kernels[m].reshape(out_c, -1).t())
             start += count
         index = plan["border"].to(dev)
         if values:  # none where conv1 reads no padding
-            _positions(y).index_copy_(1, index, torch.cat(values, dim=1))
+            _positions(y).index_copy_(1, index, torch.cat(values).view(-1, n, out_c).transpose(0, 1))
         ctx.save_for_backward(xp, inner, windows, index, conv)
         ctx.plan, ctx.stride = plan, stride
         return y
@@ -240,21 +243,21 @@ class _ComposedConv(torch.autograd.Function):
         xp, inner, windows, index, conv = ctx.saved_tensors
         plan, out_c = ctx.plan, grad.shape[1]
         grad = grad.contiguous(memory_format=torch.channels_last)
-        g = _positions(grad).index_select(1, index)
+        g = _positions(grad).index_select(1, index).transpose(0, 1).contiguous()  # [border, n, out_c]
         full = torch.ops.aten.convolution_backward(grad, xp, inner, None, [ctx.stride] * 2, [0, 0], [1, 1], False,
                                                    [0, 0], 1, [False, True, False])[1]
-        grads, start = windows.new_zeros(len(plan["masks"]), out_c, windows.shape[-1]), 0
-        for m, count in plan["counts"]:  # each border mask's kernel: its outputs' windows x their gradients
+        grads, start = windows.new_zeros(len(plan["masks"]), out_c, len(windows)), 0
+        for m, count in plan["counts"]:  # each border mask's kernel: its outputs' gradients x their windows
             part = slice(start, start + count)
-            grads[m] = g[:, part].flatten(0, 1).t() @ windows[:, part].flatten(0, 1)
+            grads[m] = g[part].reshape(-1, out_c).t() @ windows[:, part].reshape(len(windows), -1).t()
             start += count
         # the interior kernel's gradient over the interior only: the full one less the border's share
-        grads[-1] = full.reshape(out_c, -1) - g.flatten(0, 1).t() @ windows.flatten(0, 1)
+        grads[-1] = full.reshape(out_c, -1) - grads[:-1].sum(0)
         # d/d dc (see below): the image's mean reaches an output through every conv tap that reads a
         # real input — all of them (sum of conv's kernel) but at the border, whose lost taps are taken off
         taps = conv.reshape(out_c, conv.shape[1], -1)
         lost = torch.einsum("ocq,bq->boc", taps, plan["lost"].to(grad.device, grad.dtype))
-        g_dc = grad.sum(dim=(2, 3)) @ taps.sum(-1) - torch.einsum("nbo,boc->nc", g, lost)
+        g_dc = grad.sum(dim=(2, 3)) @ taps.sum(-1) - torch.bmm(g, lost).sum(0)
         return None, grads.view(len(plan["masks"]), out_c, -1, plan["kk"] * plan["kk"]), g_dc, None, None, None
 
 
