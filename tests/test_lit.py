@@ -350,11 +350,14 @@ def test_channels_last_gives_the_same_logits(data):
 
 
 def test_composed_first_layers_train_as_the_plain_classifier(data):
-    """phase_a.compose_first_layers: the constrained layer and conv1 trained as one convolution
-    end up at the weights the two layers reach (fp32 rounding apart); a backbone without a
-    constrained layer trains as it is."""
-    ref, comp = classifier(optimizer=SGD), classifier(optimizer=SGD, compose_first_layers=True)
+    """phase_a.compose_first_layers and fuse_batch_norm_pool (Phase A's defaults): the constrained
+    layer and conv1 trained as one convolution, and each block's batch norm and pooling as one step,
+    end up at the weights and running statistics the plain layers reach (fp32 rounding apart); a
+    backbone without a constrained layer trains as it is."""
+    ref = classifier(optimizer=SGD)
+    comp = classifier(optimizer=SGD, compose_first_layers=True, fuse_batch_norm_pool=True)
     assert comp.backbone.compose_first_layers and not ref.backbone.compose_first_layers
+    assert comp.backbone.fuse_batch_norm_pool and not ref.backbone.fuse_batch_norm_pool
     assert torch.equal(comp.backbone.constrained.weight, ref.backbone.constrained.weight)
     for model in (ref, comp):
         tr = trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0)
