@@ -34,7 +34,8 @@ class _BatchNormMaxPool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
                 factor: float, eps: float, pool: tuple) -> Tensor:
-        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, factor, eps)
+        y, mean, invstd = torch.ops.aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, factor,
+                                                           eps)
         out, index = F.max_pool2d_with_indices(y, *pool)
         ctx.save_for_backward(x, index, mean, invstd, weight)
         return out

@@ -185,8 +185,9 @@ def _composition_plan(cin: int, h: int, w: int, k0: int, k1: int, stride: int, p
     i, j = border // wo, border % wo  # each border output's kk x kk window of the padded input
     r = (stride * i)[:, None, None, None] + torch.arange(kk)[None, None, :, None]
     c = (stride * j)[:, None, None, None] + torch.arange(kk)[None, None, None, :]
+    window = torch.arange(cin)[None, :, None, None] * he * we + r * we + c  # [border, cin, kk, kk]
     # tap-major ([cin * kk * kk, border]): one mask's outputs are a [taps, outputs x batch] view
-    window = (torch.arange(cin)[None, :, None, None] * he * we + r * we + c).reshape(len(border), cin * kk * kk).t().flatten()
+    window = window.reshape(len(border), cin * kk * kk).t().flatten()
     q, s = torch.arange(k1), torch.arange(k0)  # conv tap (a, b) after constrained tap (u, v) -> (a + u, b + v)
     row, col = q[:, None, None, None] + s[None, None, :, None], q[None, :, None, None] + s[None, None, None, :]
     where = (row * kk + col).reshape(k1 * k1, k0 * k0)
@@ -229,7 +230,8 @@ class _ComposedConv(torch.autograd.Function):
         windows = rows.index_select(0, plan["window"].to(dev)).view(cin * kk * kk, len(plan["border"]), n)
         values, start = [], 0
         for m, count in plan["counts"]:  # [outputs x batch, out_c] of each mask's outputs
-            values.append(windows[:, start:start + count].reshape(len(windows), -1).t() @ kernels[m].reshape(out_c, -1).t())
+            part = windows[:, start:start + count].reshape(len(windows), -1)
+            values.append(part.t() @ kernels[m].reshape(out_c, -1).t())
             start += count
         index = plan["border"].to(dev)
         if values:  # none where conv1 reads no padding
