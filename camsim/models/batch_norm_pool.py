@@ -69,5 +69,5 @@ def batch_norm_max_pool(x: Tensor, bn: nn.BatchNorm2d, pool: nn.MaxPool2d) -> Te
     count updated as ``bn`` itself does) for a pair that :func:`fusable` accepts."""
     bn.num_batches_tracked.add_(1)
     factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    args = (pool.kernel_size, pool.stride or pool.kernel_size, pool.padding, pool.dilation, pool.ceil_mode)
+    args = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)  # stride: never None
     return _BatchNormMaxPool.apply(x, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, args)
