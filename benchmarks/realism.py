@@ -6,9 +6,11 @@ transfer evaluation of its network on a folder of real photos of camera models i
 (default ``../shared/data/cameras``), under the network's own patch settings (entropy > 4
 nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants change Phase B
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
-too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). Every variant
-but ``recipe`` (today's quick recipe) starts from the recipe as it was until 2026-12-04, on which the docs
-measured them (``default``). It prints one markdown row per variant and writes ``realism.json``:
+too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). The
+``recipe*`` variants start from today's quick recipe (``recipe_b50``: 50 models behind the head;
+``recipe_photo`` / ``recipe_pixel``: two trait families retried on it); every other variant from the recipe as
+it was until 2026-12-04, on which the docs measured them (``default``). It prints one markdown row per
+variant and writes ``realism.json``:
 
     python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
     python benchmarks/realism.py default synth_real      # some of them
@@ -66,6 +68,15 @@ _SETS_40 = ["data.num_models=40", f"split.a=[{_A}]", *_B25_C_KNOWN]
 _A_MORE = "F04_M40,F05_M41,F00_M42,F01_M43,F02_M44,F03_M45,F04_M46,F05_M47,F00_M48,F01_M49"
 _SETS_50 = ["data.num_models=50", f"split.a=[{_A},{_A_MORE}]", *_B25_C_KNOWN]
 
+# Today's recipe (split=counts, seed 0, on its 40 models) written out, so that a 65-model catalogue can
+# keep A, C and the known models (Phase A bit for bit) and give B 25 more models: 50 behind the head
+_A_TODAY = "F00_M24,F01_M07,F01_M13,F02_M14,F03_M09,F03_M15,F03_M33,F04_M04,F04_M22,F05_M05"
+_B_TODAY = ("F00_M06,F00_M12,F00_M18,F00_M30,F00_M36,F01_M01,F01_M25,F01_M31,F01_M37,F02_M02,F02_M20,F02_M26,"
+            "F02_M38,F03_M03,F03_M21,F03_M27,F03_M39,F04_M10,F04_M16,F04_M28,F05_M11,F05_M17,F05_M23,F05_M29,F05_M35")
+_B_TODAY_MORE = ",".join(f"F{i % 6:02d}_M{i:02d}" for i in range(40, 65))  # family = index mod 6, as the catalogue names them
+_SETS_65 = ["data.num_models=65", f"split.a=[{_A_TODAY}]", f"split.b=[{_B_TODAY},{_B_TODAY_MORE}]",
+            "split.c=[F00_M00,F01_M19,F02_M08,F02_M32,F04_M34]", "split.known=[F01_M13,F02_M14,F03_M09,F03_M33,F05_M05]"]
+
 # The variants below were measured against the quick recipe as it was until 2026-12-04 (30 simulated
 # models, B of 15, no fine JPEG qualities; docs/experiments.md): each pins those settings, unless it
 # sets them itself, so that their commands still measure what the docs report. ``recipe`` is today's.
@@ -85,6 +96,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                       ["model=mislnet_small"]),
     "recipe_recompress": ("today's quick recipe, every Phase B training patch with a twin re-saved at JPEG "
                           "quality 60-95 (phase_b.recompress)", ["phase_b.recompress.share=1.0"]),
+    # retried on today's recipe (docs/experiments.md, "Three levers tried again on today's recipe")
+    "recipe_b50": ("today's quick recipe, set B of 50 models: B + 25 models of a 65-model catalogue, A and C "
+                   "unchanged", _SETS_65),
+    "recipe_photo": ("today's quick recipe, per-photo exposure, ISO, auto white balance, 15 % reduced size", _PHOTO),
+    "recipe_pixel": ("today's quick recipe, fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency "
+                     "demosaicing, siblings differing in 2 traits", _PIXEL),
     **{name: (what, _v1(ov)) for name, (what, ov) in {
         "default": ("the recipe until 2026-12-04: 30 models, B of 15, no fine JPEG qualities", []),
         "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),

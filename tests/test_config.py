@@ -167,22 +167,23 @@ def test_every_realism_variant_composes_with_the_quick_recipe(variant: str) -> N
     validate(cfg)
 
 
-def test_realism_b25_keeps_the_recipes_a_c_and_known_models_and_adds_ten_to_b() -> None:
-    """The control for the head with A's pairs: Phase A must be the recipe's (same A, same images),
-    so its lists must be the recipe's draw, and its ten extra B models must exist in 40 models."""
+@pytest.mark.parametrize("variant, base, added", [("b25", "default", 10), ("recipe_b50", "recipe", 25)])
+def test_realism_larger_b_keeps_the_recipes_a_c_and_known_models(variant: str, base: str, added: int) -> None:
+    """More models behind the head, nothing else: Phase A must be the recipe's (same A, same images),
+    so the variant's lists must be the recipe's draw, and its extra B models the larger catalogue's new ones."""
     from camsim.data.splits import make_split
     from camsim.synth.traits import catalogue
 
-    recipe = compose_cfg(["experiment=quick", *_realism_variants()["default"][1]])  # the recipe it was measured on
+    recipe = compose_cfg(["experiment=quick", *_realism_variants()[base][1]])  # the recipe it was measured on
     names = [c.name for c in catalogue(int(recipe.data.num_models), int(recipe.data.num_families), int(recipe.data.seed))]
     sp = recipe.split
     drawn = make_split(names, sp.a, sp.b, sp.c, sp.known, int(sp.seed), sp.c_seed)
-    cfg = compose_cfg(["experiment=quick", *_realism_variants()["b25"][1]])
+    cfg = compose_cfg(["experiment=quick", *_realism_variants()[variant][1]])
     more = [c.name for c in catalogue(int(cfg.data.num_models), int(cfg.data.num_families), int(cfg.data.seed))]
     assert more[:len(names)] == names  # a larger catalogue extends the smaller one
     sets = make_split(more, list(cfg.split.a), list(cfg.split.b), list(cfg.split.c), list(cfg.split.known), 0)
     assert (sets.a, sets.c, sets.known) == (drawn.a, drawn.c, drawn.known)
-    assert set(drawn.b) < set(sets.b) and len(sets.b) == len(drawn.b) + 10
+    assert set(drawn.b) < set(sets.b) and len(sets.b) == len(drawn.b) + added
     assert set(sets.b) - set(drawn.b) == set(more[len(names):])
 
 
