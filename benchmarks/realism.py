@@ -8,7 +8,7 @@ nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants cha
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
 too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). The
 ``recipe*`` variants start from today's quick recipe (``recipe_b50``: 50 models behind the head;
-``recipe_photo`` / ``recipe_pixel``: two trait families retried on it); every other variant from the recipe as
+``recipe_photo`` / ``recipe_pixel`` / ``recipe_tables``: trait families retried on it); every other variant from the recipe as
 it was until 2026-12-04, on which the docs measured them (``default``). It prints one markdown row per
 variant and writes ``realism.json``:
 
@@ -96,12 +96,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                       ["model=mislnet_small"]),
     "recipe_recompress": ("today's quick recipe, every Phase B training patch with a twin re-saved at JPEG "
                           "quality 60-95 (phase_b.recompress)", ["phase_b.recompress.share=1.0"]),
-    # retried on today's recipe (docs/experiments.md, "Three levers tried again on today's recipe")
+    # retried on today's recipe (docs/experiments.md, "Four levers tried again on today's recipe")
     "recipe_b50": ("today's quick recipe, set B of 50 models: B + 25 models of a 65-model catalogue, A and C "
                    "unchanged", _SETS_65),
     "recipe_photo": ("today's quick recipe, per-photo exposure, ISO, auto white balance, 15 % reduced size", _PHOTO),
     "recipe_pixel": ("today's quick recipe, fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency "
                      "demosaicing, siblings differing in 2 traits", _PIXEL),
+    "recipe_tables": ("today's quick recipe, makers' own quantisation-table shapes (2, shared between families)",
+                      ["data.synth.jpeg.table_families=2"]),
     **{name: (what, _v1(ov)) for name, (what, ov) in {
         "default": ("the recipe until 2026-12-04: 30 models, B of 15, no fine JPEG qualities", []),
         "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),
