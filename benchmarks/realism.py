@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from camsim.synth.params import family_of, model_name
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -73,7 +75,7 @@ _SETS_50 = ["data.num_models=50", f"split.a=[{_A},{_A_MORE}]", *_B25_C_KNOWN]
 _A_TODAY = "F00_M24,F01_M07,F01_M13,F02_M14,F03_M09,F03_M15,F03_M33,F04_M04,F04_M22,F05_M05"
 _B_TODAY = ("F00_M06,F00_M12,F00_M18,F00_M30,F00_M36,F01_M01,F01_M25,F01_M31,F01_M37,F02_M02,F02_M20,F02_M26,"
             "F02_M38,F03_M03,F03_M21,F03_M27,F03_M39,F04_M10,F04_M16,F04_M28,F05_M11,F05_M17,F05_M23,F05_M29,F05_M35")
-_B_TODAY_MORE = ",".join(f"F{i % 6:02d}_M{i:02d}" for i in range(40, 65))  # family = index mod 6, as the catalogue names them
+_B_TODAY_MORE = ",".join(model_name(family_of(k, 6), k) for k in range(40, 65))  # the catalogue's own names (6 families)
 _SETS_65 = ["data.num_models=65", f"split.a=[{_A_TODAY}]", f"split.b=[{_B_TODAY},{_B_TODAY_MORE}]",
             "split.c=[F00_M00,F01_M19,F02_M08,F02_M32,F04_M34]", "split.known=[F01_M13,F02_M14,F03_M09,F03_M33,F05_M05]"]
 
