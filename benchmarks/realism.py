@@ -54,20 +54,27 @@ _PIXEL = ["data.synth.noise.fixed_pattern=0.3", "data.synth.noise.prnu=0.01", "d
           "data.synth.demosaic.methods=[bilinear,malvar,hamilton_adams,ahd,frequency]",
           "data.synth.family.differ_in=2"]
 
+
+def _new_models(first: int, stop: int) -> str:
+    """Models ``first`` … ``stop - 1`` of a larger catalogue (6 families), by the catalogue's own names:
+    what a larger ``data.num_models`` adds to a smaller one."""
+    return ",".join(model_name(family_of(k, 6), k) for k in range(first, stop))
+
+
 # The recipe's sets before 2026-12-04 (split=counts, seed 0, drawn from the 30-model catalogue), written out so that
 # a 40-model catalogue — which extends the 30 camera for camera, camsim/synth/params.py — can
 # keep A, C and the known models (so Phase A, bit for bit) and give B ten more models.
 _A = "F00_M12,F00_M18,F01_M13,F01_M19,F01_M25,F02_M20,F02_M26,F03_M15,F04_M16,F04_M28"
 _B = ("F00_M00,F00_M06,F01_M01,F01_M07,F02_M02,F02_M08,F02_M14,F03_M09,F03_M21,F03_M27,F04_M04,"
       "F05_M05,F05_M11,F05_M23,F05_M29")
-_B_MORE = "F00_M30,F01_M31,F02_M32,F03_M33,F04_M34,F05_M35,F00_M36,F01_M37,F02_M38,F03_M39"
+_B_MORE = _new_models(30, 40)
 _B25_C_KNOWN = [f"split.b=[{_B},{_B_MORE}]", "split.c=[F00_M24,F03_M03,F04_M10,F04_M22,F05_M17]",
                 "split.known=[F01_M13,F01_M19,F01_M25,F02_M26,F04_M28]"]
 _SETS_40 = ["data.num_models=40", f"split.a=[{_A}]", *_B25_C_KNOWN]
 
 # One step further: a 50-model catalogue, A of 20 (the recipe's 10 + ten new models; the same known
 # models), B of 25 as in b25, C unchanged — does a backbone trained on more models transfer better?
-_A_MORE = "F04_M40,F05_M41,F00_M42,F01_M43,F02_M44,F03_M45,F04_M46,F05_M47,F00_M48,F01_M49"
+_A_MORE = _new_models(40, 50)
 _SETS_50 = ["data.num_models=50", f"split.a=[{_A},{_A_MORE}]", *_B25_C_KNOWN]
 
 # Today's recipe (split=counts, seed 0, on its 40 models) written out, so that a 65-model catalogue can
@@ -75,7 +82,7 @@ _SETS_50 = ["data.num_models=50", f"split.a=[{_A},{_A_MORE}]", *_B25_C_KNOWN]
 _A_TODAY = "F00_M24,F01_M07,F01_M13,F02_M14,F03_M09,F03_M15,F03_M33,F04_M04,F04_M22,F05_M05"
 _B_TODAY = ("F00_M06,F00_M12,F00_M18,F00_M30,F00_M36,F01_M01,F01_M25,F01_M31,F01_M37,F02_M02,F02_M20,F02_M26,"
             "F02_M38,F03_M03,F03_M21,F03_M27,F03_M39,F04_M10,F04_M16,F04_M28,F05_M11,F05_M17,F05_M23,F05_M29,F05_M35")
-_B_TODAY_MORE = ",".join(model_name(family_of(k, 6), k) for k in range(40, 65))  # the catalogue's own names (6 families)
+_B_TODAY_MORE = _new_models(40, 65)
 _SETS_65 = ["data.num_models=65", f"split.a=[{_A_TODAY}]", f"split.b=[{_B_TODAY},{_B_TODAY_MORE}]",
             "split.c=[F00_M00,F01_M19,F02_M08,F02_M32,F04_M34]", "split.known=[F01_M13,F02_M14,F03_M09,F03_M33,F05_M05]"]
 
