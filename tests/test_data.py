@@ -17,7 +17,7 @@ from camsim.data.datamodules import (CameraData, EvalPairDataModule, PairDataMod
                                      recompressed_twins)
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
 from camsim.data.patches import cut_patches, extract_image_patches, grid_positions, patch_entropy, recompress
-from camsim.data.sources import FolderSource
+from camsim.data.sources import FolderSource, SynthSource
 from camsim.data.splits import make_split, split_images
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore, summarise
 
@@ -263,6 +263,27 @@ def test_no_image_gives_patches_to_both_training_and_test(tmp_path: Path) -> Non
                 for (m, sub), ps in sets.items() if m == model}
         assert not (used.get("train", set()) & used.get("test", set()))
         assert not (used.get("val", set()) & used.get("test", set()))
+
+
+def test_simulated_cameras_render_only_the_images_a_job_reads(tmp_path: Path) -> None:
+    """B's test photos and C's training photos are never read: a job renders the rest, and a
+    later job (or ``index()``) renders what it lacks."""
+    split = OmegaConf.create({"a": 2, "b": 2, "c": 1, "known": 1, "seed": 0, "c_seed": None,
+                              "image_fractions": [0.5, 0.17, 0.33], "image_seed": 0})
+    patches = OmegaConf.create({"size": 32, "align": 8, "min_entropy": 1.0, "seed": 0, "max_pixels": 10**8,
+                                "workers": 0, "per_model": {"train_a": 4, "val_a": 2, "train_b": 4, "val_b": 2,
+                                                            "test": 2}})
+    source = SynthSource(5, 2, 6, (64, 64), workers=0, cache_dir=tmp_path / "art")
+    data = CameraData(source, split, patches, tmp_path / "art")
+    assert not list(source.root().rglob("*.jpg"))  # listed and split before anything is rendered
+    data.prepare()
+    sp, im = data.split, data.images
+    read = {p for m in sp.a for s in ("train", "val", "test") for p in im[m][s]} \
+        | {p for m in sp.b for s in ("train", "val") for p in im[m][s]} | {p for m in sp.c for p in im[m]["test"]}
+    assert set(source.root().rglob("*.jpg")) == read
+    assert not any(p.exists() for m in sp.b for p in im[m]["test"])
+    assert not any(p.exists() for m in sp.c for s in ("train", "val") for p in im[m][s])
+    assert source.index().models == data.index.models and len(list(source.root().rglob("*.jpg"))) == 30
 
 
 def test_datamodules_serve_labelled_batches_and_pairs(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ from camsim.synth.params import (
     CameraParamsError,
     make_catalogue,
 )
-from camsim.synth.render import canvas_factor, load_cameras, render_camera_image, render_catalogue
+from camsim.synth.render import (canvas_factor, catalogue_files, load_cameras, render_camera_image,
+                                 render_catalogue, render_missing)
 from camsim.synth.scenes import PHOTO_NAMES, area_resize, load_photo, render_scene, scene_id
 from camsim.synth.splice import decoded_camera_image, make_splice, random_mask, render_splices
 
@@ -363,6 +364,21 @@ def test_render_catalogue_is_deterministic_across_runs_and_workers(tmp_path):
     assert all(len(v) == 3 for v in by_scene.values())  # every model gives different bytes
     c = render_catalogue(tmp_path / "c", 3, 2, 2, (32, 48), seed=4, workers=0)
     assert _tree(c)["F00_M00/scene00000.jpg"] != ta["F00_M00/scene00000.jpg"]
+
+
+def test_images_rendered_on_demand_are_the_whole_renders_bytes(tmp_path):
+    full = _tree(render_catalogue(tmp_path / "full", 4, 2, 3, (32, 48), seed=3, workers=0))
+    part = render_catalogue(tmp_path / "part", 4, 2, 3, (32, 48), seed=3, workers=0, images=False)
+    assert not list(part.rglob("*.jpg")) and (part / "cameras.json").read_bytes() == full["cameras.json"]
+    files = catalogue_files(part)
+    some = [files[m][i] for k, m in enumerate(files) for i in range(3) if (k + i) % 2]  # half, every scene
+    assert render_missing(part, some, workers=2) == len(some)
+    assert {k: v for k, v in _tree(part).items() if k.endswith(".jpg")} == \
+        {p.relative_to(part).as_posix(): full[p.relative_to(part).as_posix()] for p in some}
+    assert render_missing(part, files) == 12 - len(some) and _tree(part) == full  # the rest, later: the same
+    assert render_missing(part, files) == 0
+    with pytest.raises(ValueError, match="not an image of the simulated-camera catalogue"):
+        render_missing(part, [part / "F00_M00" / "scene00099.jpg"])
 
 
 def test_render_catalogue_png_and_inside_cached_dir(tmp_path):

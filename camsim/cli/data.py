@@ -51,6 +51,7 @@ def _main(cfg: DictConfig) -> None:
     data = build_data(cfg)
     if cfg.task == "describe":
         # headers read: an empty or corrupt file is a skipped file, not an image
+        data.render([p for ps in data.index.models.values() for p in ps])
         index = data.index.probe(workers=cfg.patches.get("workers"))
         console.print(index.describe_table(title=f"{type(data.source).__name__}: {index.root}"))
         for sk in merge_skipped(index.skipped):

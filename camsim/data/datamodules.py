@@ -68,9 +68,15 @@ class CameraData:
 
     @property
     def index(self):
+        """The source's images. A source that renders its images (the simulator: ``planned_index``)
+        lists them all before any is rendered; :meth:`requests` renders those a stage needs."""
         if self._index is None:
-            self._index = self.source.index()
-            self._index.check_duplicates()
+            planned = getattr(self.source, "planned_index", None)
+            if callable(planned):  # distinct by construction: no duplicate check (it would read every file)
+                self._index = planned()
+            else:
+                self._index = self.source.index()
+                self._index.check_duplicates()
         return self._index
 
     @property
@@ -103,7 +109,13 @@ class CameraData:
 
     def requests(self, role: str) -> list[PatchRequest]:
         """Patch sets a stage needs: ``phase_a`` (A: train/val/test), ``phase_b`` (B: train/val),
-        ``eval`` (known and C: test)."""
+        ``eval`` (known and C: test); their images rendered first where the source renders them
+        (a request's key reads its files)."""
+        reqs = self._requests(role)
+        self.render([p for r in reqs for p in r.images])
+        return reqs
+
+    def _requests(self, role: str) -> list[PatchRequest]:
         n = self.patch_cfg.per_model
         sp = self.split
         plan: dict[str, list[tuple[Sequence[str], str, int]]] = {
@@ -116,6 +128,12 @@ class CameraData:
         return [PatchRequest(m, subset, tuple(self.images[m][subset]), int(count))
                 for models, subset, count in plan[role] for m in models]
 
+    def render(self, paths: Sequence[Path]) -> None:
+        """Render those of ``paths`` a rendering source has not rendered yet (no-op for photo folders)."""
+        render = getattr(self.source, "render", None)
+        if callable(render):
+            render(paths)
+
     def patch_sets(self, role: str) -> dict[tuple[str, str], PatchSet]:
         return self.store.get(self.requests(role))
 
@@ -126,7 +144,9 @@ class CameraData:
         images smaller than a patch, every patch at or below ``patches.min_entropy``) is an
         error naming it — one error naming every such model and subset: a class or an evaluation
         model must never silently drop out, and same-model pairs need two patches."""
-        reqs = list({self.store.path_for(r): r for role in roles for r in self.requests(role)}.values())
+        every = [r for role in roles for r in self._requests(role)]
+        self.render([p for r in every for p in r.images])  # one pass: each scene generated once
+        reqs = list({self.store.path_for(r): r for r in every}.values())
         sets = self.store.get(reqs)
         s = self.store.settings
         short = []  # every model and subset at once, not the first of them

@@ -29,7 +29,7 @@ from rich.table import Table
 from camsim.artefacts import cached_dir, file_identity
 from camsim.data.io import ImageReadError, image_size
 from camsim.progress import parallel_map
-from camsim.synth.render import FORMAT, check_image_size, render_catalogue
+from camsim.synth.render import FORMAT, catalogue_files, check_image_size, render_catalogue, render_missing
 from camsim.synth.settings import cache_key, settings_dict, synth_settings
 from camsim.synth.traits import catalogue
 
@@ -302,12 +302,12 @@ class FolderSource:
 
 
 class SynthSource:
-    """Simulated cameras (:mod:`camsim.synth`) rendered once to the folder layout, then read
-    by :class:`FolderSource` — the rest of camsim cannot tell them from real photos.
+    """Simulated cameras (:mod:`camsim.synth`) rendered to the folder layout, then read as
+    photos — the rest of camsim cannot tell them from real ones.
 
-    The rendered catalogue is cached in ``<cache_dir>/synth-<hash>/`` (hash of these
-    arguments, every non-default ``synth`` setting and the simulator's format version), built
-    atomically under a lock. ``synth``: the realism traits (``data.synth``,
+    The catalogue is cached in ``<cache_dir>/synth-<hash>/`` (hash of these arguments, every
+    non-default ``synth`` setting and the simulator's format version); each image is rendered
+    once, when a job first needs it, and written atomically under the catalogue's lock. ``synth``: the realism traits (``data.synth``,
     :mod:`camsim.config.synth`; validated here, at start). ``jpeg_presets``: deprecated alias of
     ``synth.jpeg.presets_per_model`` (FutureWarning); ``self.jpeg_presets`` is the effective count.
     """
@@ -354,12 +354,25 @@ class SynthSource:
                 **({"jpeg_presets": self.jpeg_presets} if self.jpeg_presets != 1 else {}), **cache_key(self.synth)}
 
     def root(self) -> Path:
-        """The rendered catalogue's folder (rendered on first use)."""
+        """The catalogue's folder: ``cameras.json`` and one folder per model, created on first use;
+        its images are rendered when first needed (:meth:`render`, :meth:`index`)."""
         return cached_dir(self.cache_dir, "synth", self.cache_key(), lambda tmp: render_catalogue(
             tmp, self.num_models, self.num_families, self.images_per_model, self.image_size, self.seed,
-            workers=self.workers, synth=self.synth))
+            workers=self.workers, synth=self.synth, images=False))
+
+    def planned_index(self) -> ImageIndex:
+        """Every image the catalogue holds once rendered, rendered or not — what
+        :class:`~camsim.data.datamodules.CameraData` splits, rendering only the images a stage needs
+        (a training job never reads B's test or C's training photos: the quick recipe renders 78 %)."""
+        return ImageIndex(root=self.root(), models=catalogue_files(self.root()))
+
+    def render(self, paths: Iterable[str | Path]) -> int:
+        """Render the images among ``paths`` not rendered yet (:func:`~camsim.synth.render.render_missing`)."""
+        return render_missing(self.root(), list(paths), workers=self.workers)
 
     def index(self) -> ImageIndex:
+        """The whole catalogue, every image rendered, read as a photo folder."""
+        self.render(p for ps in self.planned_index().models.values() for p in ps)
         return FolderSource(self.root()).index()
 
 

@@ -1,5 +1,6 @@
 """Render simulated cameras: one image (:func:`render_camera_image`) and a whole catalogue in the
-layout of a real photo folder (:func:`render_catalogue`).
+layout of a real photo folder (:func:`render_catalogue`), or only the images a job needs
+(:func:`render_missing`: any subset, later, the same bytes).
 
 Folder layout written by :func:`render_catalogue`::
 
@@ -30,6 +31,7 @@ Seeds: scene ``i`` depends on ``(seed, i)``; the noise of model ``m`` in scene `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import time
@@ -41,7 +43,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from camsim.artefacts import atomic_dir, atomic_write_json
+from camsim.artefacts import (atomic_dir, atomic_write_bytes, atomic_write_json, clean_stale_temps, file_lock,
+                              lock_path)
 from camsim.config.synth import SynthTraitsConfig
 from camsim.progress import parallel_map
 from camsim.synth import isp, stages
@@ -168,7 +171,7 @@ class _SceneJob:
     seed: int
     out_shape: tuple[int, int]
     factor: float
-    cameras: tuple[dict, ...]
+    cameras: tuple[dict, ...]  # the cameras whose file of this scene is wanted (any subset of the catalogue)
     out_dir: str
     jpeg: bool
     texture_share: float = 0.0
@@ -176,7 +179,9 @@ class _SceneJob:
 
 
 def _render_scene_job(job: _SceneJob) -> dict:
-    """Worker: one scene through every camera, files written straight into ``out_dir``."""
+    """Worker: one scene through the job's cameras, each file written atomically into ``out_dir``.
+    A camera's file does not depend on which other cameras the job holds (its noise and photo
+    conditions are drawn by its name; ``factor`` is the whole catalogue's)."""
     t0 = time.perf_counter()
     scene = make_scene(job.index, job.seed, job.out_shape, job.factor, texture_share=job.texture_share,
                        defocus=job.defocus)
@@ -188,7 +193,7 @@ def _render_scene_job(job: _SceneJob) -> dict:
     for cd in job.cameras:
         cam = CameraParams.from_dict(cd)
         data = camera_file(scene, cam, job.seed, job.out_shape, job.jpeg, cache=cache)
-        (Path(job.out_dir) / cam.name / f"{sid}.{ext}").write_bytes(data)
+        atomic_write_bytes(Path(job.out_dir) / cam.name / f"{sid}.{ext}", data)
         nbytes += len(data)
     return {"scene": sid, "kind": scene.kind, "seconds_scene": t_scene,
             "seconds": time.perf_counter() - t0, "bytes": nbytes}
@@ -196,7 +201,8 @@ def _render_scene_job(job: _SceneJob) -> dict:
 
 def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_per_model: int,
                      image_size: tuple[int, int], seed: int, workers: int | None = None,
-                     jpeg: bool = True, synth: SynthTraitsConfig | Mapping | None = None) -> Path:
+                     jpeg: bool = True, synth: SynthTraitsConfig | Mapping | None = None,
+                     images: bool = True) -> Path:
     """Render ``num_models`` simulated cameras × ``images_per_model`` shared scenes to
     ``out_dir/<model_name>/<scene_id>.jpg`` (``.png`` with ``jpeg=False``) plus
     ``out_dir/cameras.json``; returns ``out_dir``.
@@ -207,7 +213,8 @@ def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_p
     ``workers`` processes (default: all cores; 0/1 = in-process) with a progress bar.
     ``synth``: the realism traits (``data.synth``; :func:`camsim.synth.traits.catalogue`,
     :mod:`camsim.config.synth`), default all off. ``cameras.json`` records them under ``"synth"``
-    when any is on.
+    when any is on. ``images=False``: the catalogue without its images (``cameras.json`` and one
+    empty folder per model); :func:`render_missing` renders any of them later, the same bytes.
     """
     out_dir = Path(out_dir)
     synth = synth_settings(synth)
@@ -217,27 +224,26 @@ def render_catalogue(out_dir: Path, num_models: int, num_families: int, images_p
         raise ValueError(f"images_per_model: must be an integer >= 1, got {images_per_model!r}")
     images_per_model = int(images_per_model)
     out_shape = check_image_size(image_size)
+
+    def fill(d: Path) -> None:  # a folder no one else sees yet: no lock
+        _write_catalogue(d, cameras, num_families, images_per_model, out_shape, seed, jpeg, synth)
+        if images:
+            render_missing(d, catalogue_files(d), workers=workers, lock=False)
+
     if out_dir.exists():
         if not out_dir.is_dir() or any(out_dir.iterdir()):
             raise ValueError(f"out_dir: {out_dir} exists and is not an empty directory")
-        _render_into(out_dir, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg, synth)
+        fill(out_dir)
     else:
         with atomic_dir(out_dir) as tmp:
-            _render_into(tmp, cameras, num_families, images_per_model, out_shape, seed, workers, jpeg, synth)
+            fill(tmp)
     return out_dir
 
 
-def _render_into(out_dir: Path, cameras: list[CameraParams], num_families: int, images_per_model: int,
-                 out_shape: tuple[int, int], seed: int, workers: int | None, jpeg: bool,
-                 synth: SynthTraitsConfig) -> None:
+def _write_catalogue(out_dir: Path, cameras: list[CameraParams], num_families: int, images_per_model: int,
+                     out_shape: tuple[int, int], seed: int, jpeg: bool, synth: SynthTraitsConfig) -> None:
     for cam in cameras:
         (out_dir / cam.name).mkdir(parents=True, exist_ok=False)
-    factor = canvas_factor(cameras)
-    cam_dicts = tuple(c.to_dict() for c in cameras)
-    jobs = [_SceneJob(i, int(seed), out_shape, factor, cam_dicts, str(out_dir), bool(jpeg), synth.scenes.texture_share,
-                      synth.scenes.defocus) for i in range(images_per_model)]
-    parallel_map(_render_scene_job, jobs, desc=f"synth: {len(cameras)} cameras × {images_per_model} scenes",
-                 workers=workers)
     families = make_families(num_families, seed)
     atomic_write_json(out_dir / "cameras.json", {
         "format": FORMAT,
@@ -256,8 +262,7 @@ def _render_into(out_dir: Path, cameras: list[CameraParams], num_families: int, 
     })
 
 
-def load_cameras(root: Path) -> dict[str, CameraParams]:
-    """The camera records of a rendered catalogue (``root/cameras.json``), by model name."""
+def _read_meta(root: Path) -> dict:
     import json
 
     path = Path(root) / "cameras.json"
@@ -267,7 +272,62 @@ def load_cameras(root: Path) -> dict[str, CameraParams]:
         raise ValueError(f"{path}: cannot read a camsim.synth catalogue ({exc})") from exc
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: format {meta.get('format')!r} is not {FORMAT!r}")
+    return meta
+
+
+def catalogue_files(root: Path) -> dict[str, list[Path]]:
+    """Model → the paths of every image the catalogue at ``root`` holds once rendered (sorted;
+    rendered or not), from its ``cameras.json``."""
+    meta = _read_meta(root)
+    return {name: [Path(root) / name / f"{sid}.{meta['ext']}" for sid in sorted(meta["scene_ids"])]
+            for name in sorted(meta["cameras"])}
+
+
+def render_missing(root: Path, files: Mapping[str, Sequence[Path]] | Sequence[Path], workers: int | None = None,
+                   lock: bool = True) -> int:
+    """Render the images among ``files`` (paths of the catalogue at ``root``, or model → paths)
+    that do not exist yet, byte for byte as a whole-catalogue render writes them: one job per scene
+    with the cameras that lack it, in ``workers`` processes, each file written atomically, under
+    the catalogue's render lock (``lock``; concurrent callers render each file once). Returns how
+    many were rendered."""
+    root = Path(root)
+    paths = [Path(p) for ps in files.values() for p in ps] if isinstance(files, Mapping) else [Path(p) for p in files]
+    if all(p.exists() for p in paths):
+        return 0
+    meta = _read_meta(root)
+    scene_of = {sid: i for i, sid in enumerate(meta["scene_ids"])}
+    held = file_lock(lock_path(root).with_suffix(".render.lock")) if lock else contextlib.nullcontext()
+    with held:
+        wanted: dict[int, set[str]] = {}
+        for p in paths:
+            if p.exists():  # rendered meanwhile (another job)
+                continue
+            if p.parent.parent != root or p.parent.name not in meta["cameras"] or p.stem not in scene_of \
+                    or p.suffix != f".{meta['ext']}":
+                raise ValueError(f"{p}: not an image of the simulated-camera catalogue {root}")
+            wanted.setdefault(scene_of[p.stem], set()).add(p.parent.name)
+        if not wanted:
+            return 0
+        for d in {root / name for names in wanted.values() for name in names}:  # a killed render's temp files
+            for e in [e for e in d.iterdir() if e.name.startswith(".") and ".tmp-" in e.name]:
+                clean_stale_temps(d / e.name[1:e.name.index(".tmp-")], locked=lock)
+        cameras = {name: CameraParams.from_dict(d) for name, d in meta["cameras"].items()}
+        factor = canvas_factor(list(cameras.values()))  # the whole catalogue's, whichever cameras render
+        synth = synth_settings(meta.get("synth"))
+        shape = (int(meta["image_size"][0]), int(meta["image_size"][1]))
+        jobs = [_SceneJob(i, int(meta["seed"]), shape, factor, tuple(cameras[n].to_dict() for n in sorted(names)),
+                          str(root), meta["ext"] == "jpg", synth.scenes.texture_share, synth.scenes.defocus)
+                for i, names in sorted(wanted.items())]
+        n = sum(len(j.cameras) for j in jobs)
+        parallel_map(_render_scene_job, jobs, workers=workers,
+                     desc=f"synth: {n} images of {len(cameras)} cameras × {len(jobs)} scenes")
+    return n
+
+
+def load_cameras(root: Path) -> dict[str, CameraParams]:
+    """The camera records of a rendered catalogue (``root/cameras.json``), by model name."""
+    meta = _read_meta(root)
     try:
         return {name: CameraParams.from_dict(d) for name, d in meta["cameras"].items()}
     except CameraParamsError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ValueError(f"{Path(root) / 'cameras.json'}: {exc}") from exc
