@@ -307,8 +307,9 @@ class SynthSource:
 
     The catalogue is cached in ``<cache_dir>/synth-<hash>/`` (hash of these arguments, every
     non-default ``synth`` setting and the simulator's format version); each image is rendered
-    once, when a job first needs it, and written atomically under the catalogue's lock. ``synth``: the realism traits (``data.synth``,
-    :mod:`camsim.config.synth`; validated here, at start). ``jpeg_presets``: deprecated alias of
+    once, when a job first needs it, and written atomically under the catalogue's lock.
+    ``synth``: the realism traits (``data.synth``, :mod:`camsim.config.synth`; validated here,
+    at start). ``jpeg_presets``: deprecated alias of
     ``synth.jpeg.presets_per_model`` (FutureWarning); ``self.jpeg_presets`` is the effective count.
     """
 
