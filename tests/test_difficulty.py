@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from camsim.data.datamodules import families_of
-from camsim.data.sources import FolderSource, SynthSource
+from camsim.data.sources import FolderSource, SynthSource, listed_images, render_images
 from camsim.data.store import PatchSettings
 from camsim.eval.difficulty import source_difficulty
 from tests.conftest import run_cli
@@ -67,6 +67,16 @@ def test_model_subsample_is_seeded_and_bad_settings_name_the_key(tmp_path: Path)
     out, text = source_difficulty(FolderSource(str(one)).index(), s, tmp_path / "art", patches_per_photo=2)
     assert out["difficulty/models"] == 2 and out["difficulty/single_photo_models_left_out"] == 1
     assert "1 model(s) with a single photo left out" in text
+
+
+def test_simulated_cameras_render_only_the_photos_the_check_draws(tmp_path: Path) -> None:
+    source = SynthSource(6, 3, 4, (96, 96), workers=0, cache_dir=tmp_path / "art")
+    out, _ = source_difficulty(listed_images(source), PatchSettings.from_config(min_entropy=1.0), tmp_path / "art",
+                               max_models=3, photos_per_model=2, patches_per_photo=2,
+                               render=lambda paths: render_images(source, paths))
+    assert out["difficulty/models"] == 3
+    rendered = sorted(source.root().rglob("*.jpg"))
+    assert len(rendered) == 6 and len({p.parent.name for p in rendered}) == 3  # 2 photos of each model drawn
 
 
 def test_families_are_the_simulators_else_the_makes_when_models_are_given(tmp_path: Path) -> None:

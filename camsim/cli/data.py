@@ -96,18 +96,20 @@ def _difficulty(cfg: DictConfig, console) -> None:
     from camsim.artefacts import atomic_write_json
     from camsim.config import to_plain
     from camsim.data.datamodules import families_of
+    from camsim.data.sources import listed_images, render_images
     from camsim.data.store import PatchSettings
     from camsim.eval.difficulty import source_difficulty
 
     source = hydra.utils.instantiate(cfg.data, _convert_="all")
-    index = source.index()
+    index = listed_images(source)  # the simulator renders only the photos drawn
     # families: the simulator's; for real photos the make (the model name's part before "_")
     families = families_of(source, index.models) or None
     d = cfg.difficulty
     out, text = source_difficulty(index, PatchSettings.from_config(cfg.patches), Path(cfg.paths.artefact_dir),
                                   max_models=d.max_models, photos_per_model=d.photos_per_model,
                                   patches_per_photo=int(d.patches_per_photo), seed=int(d.seed),
-                                  workers=cfg.patches.get("workers"), families=families)
+                                  workers=cfg.patches.get("workers"), families=families,
+                                  render=lambda paths: render_images(source, paths))
     console.print(f"{type(source).__name__}: {index.root}")
     console.print(text, soft_wrap=True)
     path = Path(cfg.paths.output_dir) / "difficulty.json"

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from camsim.data.layouts import camera_make
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
 from camsim.data.patches import recompress, stable_seed
+from camsim.data.sources import listed_images, render_images
 from camsim.data.splits import MIN_SPLIT_IMAGES, SUBSETS, SetSplit, make_split, split_images
 from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
 
@@ -71,11 +72,8 @@ class CameraData:
         """The source's images. A source that renders its images (the simulator: ``planned_index``)
         lists them all before any is rendered; :meth:`requests` renders those a stage needs."""
         if self._index is None:
-            planned = getattr(self.source, "planned_index", None)
-            if callable(planned):  # distinct by construction: no duplicate check (it would read every file)
-                self._index = planned()
-            else:
-                self._index = self.source.index()
+            self._index = listed_images(self.source)
+            if not callable(getattr(self.source, "planned_index", None)):  # the simulator's are distinct
                 self._index.check_duplicates()
         return self._index
 
@@ -130,9 +128,7 @@ class CameraData:
 
     def render(self, paths: Sequence[Path]) -> None:
         """Render those of ``paths`` a rendering source has not rendered yet (no-op for photo folders)."""
-        render = getattr(self.source, "render", None)
-        if callable(render):
-            render(paths)
+        render_images(self.source, paths)
 
     def patch_sets(self, role: str) -> dict[tuple[str, str], PatchSet]:
         return self.store.get(self.requests(role))

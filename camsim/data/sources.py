@@ -377,4 +377,18 @@ class SynthSource:
         return FolderSource(self.root()).index()
 
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageIndex", "ImageSource", "FolderSource", "SynthSource"]
+def listed_images(source: ImageSource) -> ImageIndex:
+    """The images of ``source`` as listed before any is read: a rendering source's planned index
+    (the simulator: nothing rendered yet — :func:`render_images` renders what is read), else its index."""
+    planned = getattr(source, "planned_index", None)
+    return planned() if callable(planned) else source.index()
+
+
+def render_images(source: ImageSource, paths: Iterable[str | Path]) -> None:
+    """Render those of ``paths`` a rendering source has not rendered yet (no-op for photo folders)."""
+    render = getattr(source, "render", None)
+    if callable(render):
+        render(list(paths))
+
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageIndex", "ImageSource", "FolderSource", "SynthSource", "listed_images", "render_images"]

@@ -28,8 +28,9 @@ Every function is pure: arrays in, arrays/dataclasses out.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -418,7 +419,8 @@ def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Seque
 
 def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, max_models: int | None = None,
                       photos_per_model: int | None = None, patches_per_photo: int = 20, seed: int = 0,
-                      workers: int | None = None, families: Mapping[str, str] | None = None) -> tuple[dict, str]:
+                      workers: int | None = None, families: Mapping[str, str] | None = None,
+                      render: Callable[[list[Path]], None] | None = None) -> tuple[dict, str]:
     """How far hand-made statistics alone tell a source's camera models apart (``camsim-data
     difficulty``): the global, residual and JPEG feature sets, each with a logistic classifier.
 
@@ -430,7 +432,8 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     (with chance = 1/K) and the mean pairwise separability (balanced accuracy of a binary
     classifier per pair of models; 0.5 = inseparable), which, unlike accuracy, compares sources
     with different numbers of models. ``families`` (model → family) adds its within- and
-    cross-family means.
+    cross-family means. ``render``: called with the photos drawn before they are read (a source
+    that renders its images, e.g. :func:`camsim.data.sources.render_images`).
     """
     if max_models is not None and int(max_models) < 2:
         raise ValueError(f"difficulty.max_models={max_models}: at least 2 camera models are needed")
@@ -452,6 +455,8 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
         photos = list(index.models[m])[:photos_per_model]
         for subset, part in (("difficulty-train", photos[0::2]), ("difficulty-test", photos[1::2])):
             reqs.append(PatchRequest(m, subset, tuple(part), int(patches_per_photo) * len(part)))
+    if render is not None:
+        render([p for r in reqs for p in r.images])
     sets = PatchStore(artefact_dir, settings, workers=workers).get(reqs)
 
     def take(subset: str) -> tuple[np.ndarray, list[str]]:
