@@ -224,7 +224,8 @@ def test_ctrl_c_during_the_render_stops_cleanly_in_one_line(tmp_path: Path) -> N
                             cwd=tmp_path, env={**os.environ, "CAMSIM_QUIET": "1"}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: list(art.glob(".synth-*.tmp-*")) and len(_children(proc.pid)) >= 2, timeout=120)
+        # rendering: the catalogue's folder is there, its images are being written by the workers
+        assert _wait_for(lambda: list(art.glob("synth-*/*/*.jpg")) and len(_children(proc.pid)) >= 2, timeout=120)
         workers = _children(proc.pid)
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         _, err = proc.communicate(timeout=60)
@@ -233,8 +234,8 @@ def test_ctrl_c_during_the_render_stops_cleanly_in_one_line(tmp_path: Path) -> N
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and err.startswith("camsim: interrupted") and len(err.strip().splitlines()) == 1, err
-    assert not list(art.glob(".synth-*.tmp-*"))
     assert _wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
+    assert not [p for p in art.rglob("*") if ".tmp-" in p.name]  # no half-written image or folder left
 
 
 # --------------------------------------------------------------------------- 9. one-line errors
