@@ -1,7 +1,6 @@
 """How hard is a catalogue? Camera-model classifiers on hand-made patch statistics.
 
-The task must be about camera traces, not scene statistics (issue 3, "Difficulty"). Two
-feature sets of uint8 green patches ``[N, P, P]``:
+The task must be about camera traces, not scene statistics (issue 3). Three feature sets of uint8 patches:
 
 * :func:`global_stats_features` — mean, standard deviation and a histogram of the patch's
   values: what a classifier sees if it ignores traces. On a good catalogue it stays close to
@@ -30,7 +29,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -420,7 +418,7 @@ def difficulty_check(data: Any, phase_a_metrics: dict, flat: dict, models: Seque
 def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, max_models: int | None = None,
                       photos_per_model: int | None = None, patches_per_photo: int = 20, seed: int = 0,
                       workers: int | None = None, families: Mapping[str, str] | None = None,
-                      render: Callable[[list[Path]], None] | None = None) -> tuple[dict, str]:
+                      render: Callable[[list], None] | None = None) -> tuple[dict, str]:
     """How far hand-made statistics alone tell a source's camera models apart (``camsim-data
     difficulty``): the global, residual and JPEG feature sets, each with a logistic classifier.
 
@@ -432,8 +430,7 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     (with chance = 1/K) and the mean pairwise separability (balanced accuracy of a binary
     classifier per pair of models; 0.5 = inseparable), which, unlike accuracy, compares sources
     with different numbers of models. ``families`` (model → family) adds its within- and
-    cross-family means. ``render``: called with the photos drawn before they are read (a source
-    that renders its images, e.g. :func:`camsim.data.sources.render_images`).
+    cross-family means. ``render(paths)``: renders the photos drawn before they are read (the simulator's).
     """
     if max_models is not None and int(max_models) < 2:
         raise ValueError(f"difficulty.max_models={max_models}: at least 2 camera models are needed")
