@@ -193,23 +193,64 @@ def test_fuse_scores_hand_cases():
 # ---------------------------------------------------------------------- the head's dropout
 
 @pytest.mark.parametrize("p", [0.5, 0.25, 0.125, 3 / 256])
-def test_keep_mask_keeps_one_minus_p_and_draws_anew(p):
+def test_dropout_mask_keeps_one_minus_p_scaled_and_draws_anew(p):
     torch.manual_seed(0)
     n = 1 << 18
-    keep = similarity.keep_mask((n // 64, 64), p)
-    assert keep.dtype == torch.bool and keep.shape == (n // 64, 64)
+    mask = similarity.dropout_mask((n // 64, 64), p)
+    assert mask.dtype == torch.float32 and mask.shape == (n // 64, 64)
+    assert mask.unique().tolist() == [0.0, torch.tensor(1 / (1 - p)).item()]  # dropped, or kept and scaled
+    keep = mask > 0
     share, sd = keep.float().mean().item(), (p * (1 - p) / n) ** 0.5
     assert abs(share - (1 - p)) < 5 * sd  # binomial: a biased bit field fails this
     assert (keep[:, :32] != keep[:, 32:]).float().mean().item() > 0.5 * 2 * p * (1 - p)  # no repeated fields
-    assert not torch.equal(keep, similarity.keep_mask((n // 64, 64), p))  # a fresh draw per call
+    assert not torch.equal(mask, similarity.dropout_mask((n // 64, 64), p))  # a fresh draw per call
     torch.manual_seed(0)
-    assert torch.equal(keep, similarity.keep_mask((n // 64, 64), p))  # torch's seed decides it
+    assert torch.equal(mask, similarity.dropout_mask((n // 64, 64), p))  # torch's seed decides it
 
 
-def test_keep_mask_odd_sizes_and_probabilities_torch_cannot_split():
+def test_dropout_mask_reads_each_random_bit_field_in_order():
+    """Element k of a byte is its k-th b-bit field from the least significant bit: what the
+    words torch draws decide, one field per element, none skipped or reused."""
+    for p, bits in ((0.5, 1), (0.25, 2), (3 / 16, 4), (3 / 256, 8)):
+        torch.manual_seed(3)
+        mask = similarity.dropout_mask((1000,), p, torch.float64)
+        torch.manual_seed(3)
+        words = torch.empty(-(-1000 * bits // 32), dtype=torch.int32).random_(-2**31, 2**31)
+        raw = words.view(torch.uint8).long()
+        fields = ((raw[:, None] >> torch.arange(0, 8, bits)) & (2**bits - 1)).reshape(-1)[:1000]
+        expected = (fields >= round(p * 2**bits)).double() / (1 - p)
+        assert torch.equal(mask, expected), p
+
+
+def test_dropout_mask_odd_sizes_and_probabilities_torch_cannot_split():
     torch.manual_seed(1)
-    assert similarity.keep_mask((3, 7), 0.5).shape == (3, 7)  # not a whole number of bytes
-    assert similarity.keep_mask((5,), 0.3) is None  # no whole bit field: torch's dropout takes it
+    assert similarity.dropout_mask((3, 7), 0.5).shape == (3, 7)  # not a whole number of bytes
+    assert similarity.dropout_mask((5,), 0.3) is None  # no whole bit field: torch's dropout takes it
+    assert similarity.dropout_mask((4,), 0.5, torch.float64).dtype == torch.float64
+
+
+def test_prelu_gives_torchs_values_and_gradients():
+    """The head's PReLU (one slope; a backward without per-element branches on CPU) against
+    torch's nn.PReLU: outputs, input and slope gradients equal, zeros and a zero row included."""
+    torch.manual_seed(4)
+    x = torch.randn(64, 96)
+    x[3] = 0.0
+    x[5, ::7] = 0.0
+    g = torch.randn(64, 96)
+    ours, ref = similarity.PReLU(), torch.nn.PReLU()
+    with torch.no_grad():
+        ours.weight.fill_(0.3)
+        ref.weight.fill_(0.3)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), ref(xb)
+    ya.backward(g)
+    yb.backward(g)
+    assert torch.equal(ya, yb) and torch.equal(xa.grad, xb.grad) and torch.equal(ours.weight.grad, ref.weight.grad)
+    assert ours.state_dict().keys() == ref.state_dict().keys()  # checkpoints unchanged
+    with torch.no_grad():  # inference: torch's own
+        assert torch.equal(ours(x), ref(x))
+    per_channel, ref_c = similarity.PReLU(96), torch.nn.PReLU(96)  # several slopes: torch's own
+    assert torch.equal(per_channel(xa), ref_c(xb))
 
 
 def test_bit_dropout_is_dropout_in_training_and_identity_in_eval():
@@ -231,4 +272,5 @@ def test_bit_dropout_is_dropout_in_training_and_identity_in_eval():
 
 def test_similarity_head_uses_the_bit_dropout():
     net = SimilarityNet(8, branch=[16], dropout=0.5)
-    assert [type(m) for m in net.branch] == [torch.nn.Linear, torch.nn.PReLU, similarity.BitDropout]
+    assert [type(m) for m in net.branch] == [torch.nn.Linear, similarity.PReLU, similarity.BitDropout]
+    assert type(net.head_rest[0]) is similarity.PReLU

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from camsim.plain import to_plain
 from camsim.models.backbone import _int, make_activation
 
-__all__ = ["COMBINE_MODES", "FUSED_BLOCK", "FUSION_RULES", "BitDropout", "SimilarityNet", "check_fusion", "fuse_scores",
-           "keep_mask"]
+__all__ = ["COMBINE_MODES", "FUSED_BLOCK", "FUSION_RULES", "BitDropout", "PReLU", "SimilarityNet", "check_fusion",
+           "dropout_mask", "fuse_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -66,43 +66,82 @@ def _pad_rows(x: Tensor, k: int) -> Tensor:
     return x if k == 0 else torch.cat([x, x.new_zeros(k, x.shape[1])])
 
 
-def keep_mask(shape: Sequence[int], p: float, device: torch.device | str = "cpu") -> Tensor | None:
-    """Dropout's keep mask (bool, ``P(keep) = 1 − p``) from ``b`` random bits per element, the fewest of
-    1, 2, 4, 8 for which ``p·2^b`` is whole (the paper's 0.5: one bit), drawn from torch's generator
-    as 32-bit words. None when no such ``b`` exists (``p`` not a multiple of 1/256): use torch's dropout.
-    On CPU torch's dropout draws one Bernoulli variate per element (~11 ns each: 2.8 ms of a
-    256 × 1024 batch, a third of Phase B's step); this draws 1/32 of the words."""
+#: ``dropout_mask``'s lookup tables, one per (bits, threshold, scale, dtype, device)
+_MASK_TABLES: dict[tuple, Tensor] = {}
+
+
+def dropout_mask(shape: Sequence[int], p: float, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> Tensor | None:
+    """Dropout's scaled keep mask (``1/(1 − p)`` kept, ``0`` dropped, ``P(keep) = 1 − p``) from ``b``
+    random bits per element, the fewest of 1, 2, 4, 8 for which ``p·2^b`` is whole (the paper's
+    0.5: one bit), drawn from torch's generator as 32-bit words; each random byte becomes its
+    ``8/b`` mask values through a 256-row lookup table. None when no such ``b`` exists (``p`` not a
+    multiple of 1/256): use torch's dropout. On CPU torch's dropout draws one Bernoulli variate per
+    element (~11 ns each: 2.8 ms of a 256 × 1024 batch); this draws 1/32 of the words, and the table
+    needs no per-element comparison (a boolean mask costs ~1 ns an element there)."""
     bits = next((b for b in (1, 2, 4, 8) if float(p * 2**b).is_integer()), None)
     if bits is None:
         return None
+    key = (bits, round(p * 2**bits), 1.0 / (1.0 - p), dtype, str(device))
+    if key not in _MASK_TABLES:
+        fields = (torch.arange(256)[:, None] >> torch.arange(0, 8, bits)) & (2**bits - 1)
+        _MASK_TABLES[key] = ((fields >= key[1]).to(dtype) * key[2]).to(device)
     n = int(np.prod(shape))
     nbytes = -(-n * bits // 8)
     words = torch.empty(-(-nbytes // 4), dtype=torch.int32, device=device).random_(-2**31, 2**31)
-    fields = words.view(torch.uint8)[:nbytes]
-    if bits < 8:
-        shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=device)
-        fields = (fields[:, None] >> shifts) & (2**bits - 1)
-    return (fields.reshape(-1)[:n] >= round(p * 2**bits)).reshape(tuple(shape))
+    rows = words.view(torch.uint8)[:nbytes].long()
+    return _MASK_TABLES[key].index_select(0, rows).reshape(-1)[:n].reshape(tuple(shape))
 
 
 class BitDropout(nn.Dropout):
-    """``nn.Dropout`` whose mask comes from :func:`keep_mask` on CPU (same maths and scaling
+    """``nn.Dropout`` whose mask comes from :func:`dropout_mask` on CPU (same maths and scaling
     ``1/(1 − p)``, another draw of the same distribution); torch's own on other devices and for
     a ``p`` that is not a multiple of 1/256. No state: checkpoints are those of ``nn.Dropout``."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not 0 < self.p < 1 or x.device.type != "cpu" or self.inplace:
             return super().forward(x)
-        keep = keep_mask(x.shape, self.p, x.device)
-        if keep is None:
-            return super().forward(x)
-        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        mask = dropout_mask(x.shape, self.p, x.dtype, x.device)
+        return super().forward(x) if mask is None else x * mask
+
+
+class _ScalarPReLU(torch.autograd.Function):
+    """PReLU with one slope ``w``: torch's values, a backward without per-element branches.
+    ``dx = g`` where ``x > 0``, else ``w·g``; ``dw = Σ g·min(x, 0)`` — the same products summed in
+    the same order as torch's kernel, which picks per element and, on random signs, mispredicts
+    (~3 ns an element on CPU: 0.8 ms of a 256 × 1024 batch, against ~0.3 ms here)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(x, w)
+        return torch.nn.functional.prelu(x, w)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, Tensor]:
+        x, w = ctx.saved_tensors
+        pos = torch.ops.aten.threshold_backward  # its first argument where x > 0, else 0
+        wg = w * g
+        dx = pos(g, x, 0.0) + (wg - pos(wg, x, 0.0))
+        dw = (x.clamp(max=0) * g).sum_to_size((1,) * x.dim()).reshape(w.shape)
+        return dx, dw
+
+
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` (same parameter, same checkpoints) whose training backward on CPU, for one
+    shared slope, is :class:`_ScalarPReLU`'s; torch's own otherwise."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (self.weight.numel() == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
+                and (x.requires_grad or self.weight.requires_grad)):
+            return _ScalarPReLU.apply(x, self.weight)
+        return super().forward(x)
 
 
 def _activation(name: str) -> nn.Module:
     """prelu (one learned slope per layer) | tanh | relu | gelu."""
     if str(name).lower() == "prelu":
-        return nn.PReLU()
+        return PReLU()
     return make_activation(name)
 
 
