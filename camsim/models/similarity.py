@@ -128,11 +128,11 @@ class _ScalarPReLU(torch.autograd.Function):
 
 
 class PReLU(nn.PReLU):
-    """``nn.PReLU`` (same parameter, same checkpoints) whose training backward on CPU, for one
-    shared slope, is :class:`_ScalarPReLU`'s; torch's own otherwise."""
+    """``nn.PReLU`` (same parameter, same checkpoints) whose backward in training on CPU, for one
+    shared slope, is :class:`_ScalarPReLU`'s; torch's own otherwise (evaluation, export, GPUs)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if (self.weight.numel() == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
+        if (self.training and self.weight.numel() == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
                 and (x.requires_grad or self.weight.requires_grad)):
             return _ScalarPReLU.apply(x, self.weight)
         return super().forward(x)
