@@ -132,8 +132,8 @@ class PReLU(nn.PReLU):
     shared slope, is :class:`_ScalarPReLU`'s; torch's own otherwise (evaluation, export, GPUs)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if (self.training and self.weight.numel() == 1 and x.device.type == "cpu" and torch.is_grad_enabled()
-                and (x.requires_grad or self.weight.requires_grad)):
+        if (self.training and self.weight.numel() == 1 and x.device.type == "cpu" and x.dtype == self.weight.dtype
+                and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return _ScalarPReLU.apply(x, self.weight)
         return super().forward(x)
 
