@@ -44,7 +44,7 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
                 "phase_a/mislnet/32/composed", "phase_a/mislnet/32/bf16", "phase_a/quick/eager",
                 "phase_a/quick/channels_last", "phase_a/quick/composed", "data/extract/jpeg", "data/extract/png",
                 "data/loader/32", "data/decode", "data/synth", "phase_b/train", "phase_b/eval", "phase_b/localize",
-                "phase_b/localize/photo"}
+                "phase_b/localize/photo", "job/quick"}
     rows = on_disk["rows"]
     assert set(rows) == expected
     for name, row in rows.items():
@@ -78,7 +78,14 @@ def test_smoke_runs_every_row_and_writes_json(tmp_path):
     assert "scores.npy" not in photo["output_bytes"]                       # a folder: scores only on request
     if Path("/proc/stat").is_file():  # the row says how busy the rest of the machine was meanwhile
         assert 0 <= photo["others_cores"] <= (os.cpu_count() or 1)
+    # the main job (debug=fast here) from an empty directory in its own process: its stages, in order
+    job = rows["job/quick"]
+    assert job["overrides"] == ["debug=fast"] and 0 < job["startup_s"] < job["job_s"] <= job["wall_s"]
+    assert job["stages"][0][0] == "data" and "Phase A" in job["stages"][1][0] and "Phase B" in job["stages"][2][0]
+    assert job["stages"][-1][0].startswith("evaluation") and 0 <= job["overall"] <= 1
+    assert sum(s for _, s in job["stages"]) + job["startup_s"] == pytest.approx(job["job_s"])
     names = [t["target"] for t in on_disk["targets"]]
+    assert "job/quick: main job from an empty directory" in names
     assert any(n.startswith("loader / quick-recipe training") for n in names)
     assert any("pair scoring < feature extraction" in n for n in names)
     assert any(n.startswith("phase_b/localize/photo: later") for n in names)
@@ -178,8 +185,15 @@ def test_targets_pass_and_miss_from_hand_made_results():
                                 "lines": []},
         "data/loader/64": {"status": "ok", "kind": "loader", "patch": 64, "quick": {"best": 2500.0}, "lines": []},
         "phase_b/localize": {"status": "ok", "kind": "localize", "features_s": 2.0, "pairs_s": 3.0, "lines": []},
+        "job/quick": {"status": "ok", "kind": "job", "job_s": 151.0, "wall_s": 152.0, "overrides": [],
+                      "others_cores": 0.02, "lines": []},
+        "job/fast": {"status": "ok", "kind": "job", "job_s": 149.5, "overrides": ["debug=fast"],
+                     "others_cores": None, "lines": []},
     }
     got = {t["target"]: t for t in targets(results)}
+    job = got["job/quick: main job from an empty directory"]  # the job's own seconds, not the row's
+    assert job["value"] == 151.0 and job["pass"] is False and "0.02 cores" in job["note"]
+    assert got["job/fast: main job from an empty directory"]["pass"] is True
     inf = got["phase_a/m/64/eager: eager, default layout, inference share of GEMM ceiling"]
     assert inf["value"] == pytest.approx(0.8) and inf["pass"] is True
     tr = got["phase_a/m/64/eager: eager, default layout, training share of GEMM ceiling"]

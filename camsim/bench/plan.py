@@ -145,6 +145,8 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
     for v in args.localize_variants:
         plan.append(Spec("phase_b/localize/photo" + ("" if v == "channels_last" else f"/{v}"), "localize_photo",
                          {**photo, "variant": v}))
+    # the main job as a user starts it, from an empty directory (smoke: debug=fast)
+    plan.append(Spec("job/quick", "job", {"overrides": ["debug=fast"] if args.smoke else []}))
     # the ceiling again at the end: this VM's clock drifts (102-161 GFLOP/s in runs of one day),
     # so the ceiling is the faster of the two and every share is conservative
     plan.append(Spec("gemm/end", "gemm", dict(plan[0].params)))

@@ -38,6 +38,7 @@ ROWS: dict[str, str] = {
     "phase_b_eval": "camsim.bench.rows_similarity:row_phase_b_eval",
     "localize": "camsim.bench.rows_similarity:row_localize",
     "localize_photo": "camsim.bench.rows_localize:row_localize_photo",
+    "job": "camsim.bench.rows_job:row_job",
 }
 #: kinds whose module may be unimportable here (shown as SKIP with the reason): what they need
 OPTIONAL = {"synth": "camsim.synth"}
