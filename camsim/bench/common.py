@@ -1,12 +1,14 @@
-"""What every benchmark row shares: timing, result lines, memory readings, synthetic images.
-Light on purpose (numpy only): every row's process imports it before the row starts, so it
-counts in each row's start-up memory."""
+"""What every benchmark row shares: timing, result lines, memory readings, synthetic images, a
+command run in its own process. Light on purpose (numpy and the stdlib-only camsim.machine): every
+row's process imports it before the row starts, so it counts in each row's start-up memory."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from camsim.machine import busy_cpu_seconds
+
 __all__ = ["NUM_CLASSES", "VARIANTS", "SkipRow", "texture", "texture_rgb", "time_calls", "throughput",
-           "table_line", "status_kb", "maxrss_mb", "reset_peak_rss", "inductor_cache"]
+           "table_line", "status_kb", "maxrss_mb", "reset_peak_rss", "inductor_cache", "run_timed"]
 
 #: classes of the Phase A classifiers the rows build (and of their synthetic labels)
 NUM_CLASSES = 10
@@ -97,6 +101,23 @@ def status_kb(key: str) -> int | None:
 def cpu_seconds(*who: int) -> float:
     """User + system CPU-seconds so far of ``who`` (``resource.RUSAGE_SELF`` / ``RUSAGE_CHILDREN``), summed."""
     return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, who))
+
+
+def run_timed(name: str, cmd: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float, float | None]:
+    """Run the camsim command ``name`` (``cmd``, its output captured) in a fresh process, timed from outside:
+    ``(wall seconds, its CPU seconds, others_cores)`` — ``others_cores`` the CPU the rest of the
+    machine used meanwhile (busy CPU-seconds from ``/proc/stat`` minus the command's, per second;
+    None without ``/proc/stat``). ``env``: added to this process's environment, with
+    ``CAMSIM_QUIET=1``. RuntimeError with the command's last lines if it fails."""
+    busy, kids, t = busy_cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, env={**os.environ, "CAMSIM_QUIET": "1", **(env or {})})
+    wall = time.perf_counter() - t
+    busy_end, own = busy_cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN) - kids
+    others = None if busy is None or busy_end is None else max(0.0, busy_end - busy - own) / wall
+    if proc.returncode != 0:
+        tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"{name} exited {proc.returncode}: {tail}")
+    return wall, own, others
 
 
 def maxrss_mb(who: int) -> float:

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from camsim.bench.common import cpu_seconds, table_line
-from camsim.machine import busy_cpu_seconds
+from camsim.bench.common import run_timed, table_line
 
 __all__ = ["row_job"]
 
@@ -30,15 +26,7 @@ def row_job(p: dict) -> dict:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "camsim.cli.run", *overrides, f"paths.artefact_dir={Path(tmp) / 'artefacts'}",
                f"hydra.run.dir={run_dir}"]
-        env = {**os.environ, "CAMSIM_QUIET": "1", "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
-        busy, kids, t = busy_cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - t
-        busy_end, job_cpu = busy_cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN) - kids
-        others = None if busy is None or busy_end is None else max(0.0, busy_end - busy - job_cpu) / wall
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise RuntimeError(f"camsim-run exited {proc.returncode}: {tail}")
+        wall, job_cpu, others = run_timed("camsim-run", cmd, {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline")})
         timings = json.loads((run_dir / "run.json").read_text())["timings_s"]
         overall = json.loads((run_dir / "metrics.json").read_text())["eval"]["acc"]["overall"]
     order = ("data", "Phase A", "Phase B", "fine-tun", "evaluation")  # the job's order; others after

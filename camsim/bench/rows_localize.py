@@ -5,12 +5,8 @@ entropy / graph / maps, writing), the first photo and a later one of the folder 
 from __future__ import annotations
 
 import csv
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +14,9 @@ import lightning as L
 import torch
 from PIL import Image
 
-from camsim.bench.common import cpu_seconds, table_line, texture_rgb
+from camsim.bench.common import run_timed, table_line, texture_rgb
 from camsim.bench.rows_similarity import _similarity
 from camsim.data.sources import IMAGE_EXTENSIONS
-from camsim.machine import busy_cpu_seconds
 
 __all__ = ["row_localize_photo", "PARTS"]
 
@@ -79,16 +74,7 @@ def row_localize_photo(p: dict) -> dict:
         cmd = [sys.executable, "-m", "camsim.cli.localize", f"image={folder}", f"ckpt={ckpt}",
                f"hydra.run.dir={out}", f"feature_pass.channels_last={variant != 'eager'}",
                f"feature_pass.compile={variant == 'compile'}"]
-        env = {**os.environ, "CAMSIM_QUIET": "1"}
-        busy, kids, t = busy_cpu_seconds(), cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - t
-        busy_end = busy_cpu_seconds()
-        others = None if busy is None or busy_end is None else \
-            max(0.0, busy_end - busy - (cpu_seconds(resource.RUSAGE_CHILDREN) - kids)) / wall
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise RuntimeError(f"camsim-localize exited {proc.returncode}: {tail}")
+        wall, _, others = run_timed("camsim-localize", cmd)
         with open(out / "localize.csv") as fh:
             rows = list(csv.DictReader(fh))
         bad = [r for r in rows if r["status"] != "ok"]
