@@ -12,6 +12,7 @@ sigmoid(logit) = S in [0, 1]; the decision is S > eta (eta = 0.5).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,8 +67,12 @@ def _pad_rows(x: Tensor, k: int) -> Tensor:
     return x if k == 0 else torch.cat([x, x.new_zeros(k, x.shape[1])])
 
 
-#: ``dropout_mask``'s lookup tables, one per (bits, threshold, scale, dtype, device)
-_MASK_TABLES: dict[tuple, Tensor] = {}
+@functools.lru_cache(maxsize=16)
+def _mask_table(bits: int, p: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[256, 8/bits]``: the mask values (``1/(1 − p)`` or 0) of each byte's ``bits``-bit fields,
+    least significant first; a field keeps its element when it is ≥ ``p·2^bits``."""
+    fields = (torch.arange(256)[:, None] >> torch.arange(0, 8, bits)) & (2**bits - 1)
+    return ((fields >= round(p * 2**bits)).to(dtype) * (1.0 / (1.0 - p))).to(device)
 
 
 def dropout_mask(shape: Sequence[int], p: float, dtype: torch.dtype = torch.float32,
@@ -82,15 +87,12 @@ def dropout_mask(shape: Sequence[int], p: float, dtype: torch.dtype = torch.floa
     bits = next((b for b in (1, 2, 4, 8) if float(p * 2**b).is_integer()), None)
     if bits is None:
         return None
-    key = (bits, round(p * 2**bits), 1.0 / (1.0 - p), dtype, str(device))
-    if key not in _MASK_TABLES:
-        fields = (torch.arange(256)[:, None] >> torch.arange(0, 8, bits)) & (2**bits - 1)
-        _MASK_TABLES[key] = ((fields >= key[1]).to(dtype) * key[2]).to(device)
     n = int(np.prod(shape))
     nbytes = -(-n * bits // 8)
     words = torch.empty(-(-nbytes // 4), dtype=torch.int32, device=device).random_(-2**31, 2**31)
     rows = words.view(torch.uint8)[:nbytes].long()
-    return _MASK_TABLES[key].index_select(0, rows).reshape(-1)[:n].reshape(tuple(shape))
+    table = _mask_table(bits, float(p), dtype, torch.device(device))
+    return table.index_select(0, rows).reshape(-1)[:n].reshape(tuple(shape))
 
 
 class BitDropout(nn.Dropout):
