@@ -604,6 +604,7 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
         Image.fromarray(np.stack([green] * 3, axis=-1)).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image")
     Image.fromarray(np.full((20, 20, 3), 7, np.uint8)).save(folder / "tiny.png")     # smaller than a patch
+    (folder / "empty.jpg").write_bytes(b"")                                            # a bad file
     opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
                              "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True,
                              "save_scores": None, "calibrate_far": 0.34})
@@ -611,10 +612,11 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
     csv_path = localize_folder(_ToyLocalizer(), folder, out, opts, max_pixels=10**8)
     import csv
     rows = list(csv.DictReader(open(csv_path)))
-    assert list(rows[0]) == CSV_COLUMNS and len(rows) == 4               # the .txt is not an image
+    assert list(rows[0]) == CSV_COLUMNS and len(rows) == 5               # the .txt is not an image
     ok = [r for r in rows if r["status"] == "ok"]
-    bad = [r for r in rows if r["status"] == "error"]
-    assert len(ok) == 3 and len(bad) == 1 and "smaller than one patch" in bad[0]["message"]
+    bad = {Path(r["image"]).name: r["message"] for r in rows if r["status"] == "error"}
+    assert len(ok) == 3 and "smaller than one patch" in bad["tiny.png"]
+    assert bad["empty.jpg"] == "empty file (0 bytes)"                   # the reason; the row names the file
     for r in ok:
         assert float(r["seconds"]) >= float(r["features_s"]) >= 0.0
         assert float(r["other_s"]) == pytest.approx(float(r["seconds"]) - float(r["features_s"]), abs=0.011)
@@ -622,7 +624,7 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
         assert (Path(r["out_dir"]) / "overlay.png").exists()
     import json
     cal = json.loads((out / "calibration.json").read_text())
-    assert cal["n_images"] == 3 and cal["n_errors"] == 1 and cal["achieved_far"] <= 0.34
+    assert cal["n_images"] == 3 and cal["n_errors"] == 2 and cal["achieved_far"] <= 0.34
     scores = sorted(float(r["score"]) for r in ok)                 # 4 decimals in the CSV
     assert scores[1] <= round(cal["threshold"], 4) <= scores[2]
 

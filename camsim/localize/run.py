@@ -266,8 +266,9 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                        out_dir=str(out_dir / path.stem), message=result.message)
             scores.append(float(result.score))
         except (ImageReadError, LocalizationError) as err:
-            row.update(status="error", message=str(err))
-            log.warning("%s: %s", path, err)
+            reason = err.reason if isinstance(err, ImageReadError) else str(err)  # the row names the file
+            row.update(status="error", message=reason)
+            log.warning("%s: %s", path, reason)
         rows.append(row)
     out = out_dir / "localize.csv"
     with open(out, "w", newline="") as fh:
