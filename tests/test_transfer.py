@@ -416,6 +416,11 @@ def test_weighted_roc_with_unit_weights_matches_the_metrics():
     w = rng.integers(0, 3, 400)
     rep = np.repeat(np.arange(400), w)
     assert WeightedRoc(s, y).figures(0.5, w)["auc"] == pytest.approx(roc_auc(s[rep], y[rep]), abs=1e-12)
+    weighted, repeated = WeightedRoc(s, y).figures(0.5, w), WeightedRoc(s[rep], y[rep]).figures(0.5)
+    for key in ("auc", "eer", "tpr", "tnr", "tpr_far1", "tpr_far5"):
+        assert weighted[key] == pytest.approx(repeated[key], abs=1e-12), key
+    no_negatives = WeightedRoc(s, y).figures(0.5, np.where(y, 1.0, 0.0))   # a resample without them
+    assert no_negatives["tpr"] == pytest.approx((s[y] > 0.5).mean()) and np.isnan(no_negatives["auc"])
 
 
 def synthetic_contrast(n_models: int, seed: int) -> tuple[Contrast, np.ndarray]:
@@ -444,6 +449,18 @@ def test_bootstrap_interval_contains_the_estimate_and_narrows_with_more_models()
             assert ci[k]["lo"] <= point[k] <= ci[k]["hi"], (n_models, k)
         widths.append(ci["auc"]["hi"] - ci["auc"]["lo"])
     assert widths[1] < 0.6 * widths[0], widths
+
+
+def test_bootstrap_in_parallel_threads_gives_the_same_intervals(monkeypatch):
+    import camsim.eval.bootstrap as bs
+
+    c, mop = synthetic_contrast(12, seed=2)
+    runs = []
+    for threshold in (10**12, 0):                                    # one thread, then every core
+        monkeypatch.setattr(bs, "PARALLEL_PAIRS", threshold)
+        monkeypatch.setattr(bs, "default_workers", lambda: 3)
+        runs.append(bootstrap({"c": c, "d": c}, {"c": 0.5, "d": 0.3}, mop, reps=60, level=0.9, seed=4))
+    assert runs[0] == runs[1]                                        # same resamples, same order
 
 
 def test_pair_sampling_is_stratified():

@@ -25,11 +25,13 @@ a single model has no negatives); ``n`` says how many.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from camsim.eval.metrics import _scores_labels
+from camsim.progress import default_workers, track
 
 #: what links a pair's two photos (decides its bootstrap weight, see the module docstring)
 SAME_PHOTO, SAME_MODEL, DIFF_MODEL = 0, 1, 2
@@ -41,8 +43,10 @@ FIGURES = ("auc", "eer", "tpr", "tnr", "acc", "tpr_far1", "tpr_far5", "baseline_
 class WeightedRoc:
     """ROC of the rule "same iff S > t" for fixed scores and labels, evaluated for any pair weights.
 
-    The pairs are sorted once; each :meth:`figures` call is O(n). With unit weights the figures
-    are those of :func:`camsim.eval.metrics.roc_curve` and its helpers.
+    The pairs are sorted once; each :meth:`figures` call is O(n) (a bootstrap calls it once per
+    replicate): the running sums take the positives and the negatives apart in score order, which
+    gives the same sums as summing every pair with zeros for the other class. With unit weights the
+    figures are those of :func:`camsim.eval.metrics.roc_curve` and its helpers.
     """
 
     def __init__(self, score: np.ndarray, positive: np.ndarray):
@@ -53,13 +57,22 @@ class WeightedRoc:
         self.y_sorted = y[self.order]
         #: last index of each run of equal scores (descending): ROC point k+1 is "S > next lower score"
         self.ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True])
+        # each class's pairs in score order, and how many of them lie at or above each ROC point
+        self._sorted = {c: self.order[self.y_sorted == c] for c in (True, False)}
+        self._upto = {c: np.cumsum(self.y_sorted == c)[self.ends] for c in (True, False)}
+        self._pos, self._neg = np.flatnonzero(y), np.flatnonzero(~y)
+        self._above: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _running(self, w: np.ndarray, cls: bool) -> np.ndarray:
+        """The class's summed weight at each ROC point, starting at 0."""
+        run = np.cumsum(w[self._sorted[cls]])
+        upto = self._upto[cls]
+        return np.r_[0.0, np.where(upto > 0, run[np.maximum(upto - 1, 0)] if len(run) else 0.0, 0.0)]
 
     def curve(self, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(far, tpr)`` at every distinct threshold, starting at (0, 0); NaN where a class weighs 0."""
         w = np.ones(len(self.score)) if w is None else np.asarray(w, dtype=np.float64)
-        ws = w[self.order]
-        tp = np.r_[0.0, np.cumsum(np.where(self.y_sorted, ws, 0.0))[self.ends]]
-        fp = np.r_[0.0, np.cumsum(np.where(self.y_sorted, 0.0, ws))[self.ends]]
+        tp, fp = self._running(w, True), self._running(w, False)
         with np.errstate(invalid="ignore", divide="ignore"):
             return fp / fp[-1], tp / tp[-1]
 
@@ -69,12 +82,14 @@ class WeightedRoc:
         (``tpr_far1``, ``tpr_far5`` for 1 % and 5 %), and with ``match_far`` the TPR at that rate
         (``tpr_at_match``). A figure needing a class that weighs nothing is NaN."""
         w = np.ones(len(self.score)) if w is None else np.asarray(w, dtype=np.float64)
-        y = self.positive
-        wp, wn = float(w[y].sum()), float(w[~y].sum())
-        above = self.score > eta
+        if eta not in self._above:
+            above = self.score > eta
+            self._above[eta] = (np.flatnonzero(self.positive & above), np.flatnonzero(~self.positive & above))
+        pos_above, neg_above = self._above[eta]
+        wp, wn = float(w[self._pos].sum()), float(w[self._neg].sum())
         out: dict[str, float] = {
-            "tpr": float(w[y & above].sum()) / wp if wp else np.nan,
-            "tnr": 1.0 - float(w[~y & above].sum()) / wn if wn else np.nan,
+            "tpr": float(w[pos_above].sum()) / wp if wp else np.nan,
+            "tnr": 1.0 - float(w[neg_above].sum()) / wn if wn else np.nan,
         }
         out["acc"] = (out["tpr"] + out["tnr"]) / 2.0
         if not (wp and wn):
@@ -107,11 +122,19 @@ def _eer(far: np.ndarray, tpr: np.ndarray) -> float:
 
 
 def _tpr_at_far(far: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """TPR at the threshold whose false-alarm rate is nearest ``target`` (the lower rate on a tie;
-    the lowest threshold with that rate), as :func:`camsim.eval.metrics.threshold_at_far` chooses it."""
-    gap = np.abs(far - float(target))
-    best = far[int(np.flatnonzero(np.isclose(gap, gap.min(), rtol=0, atol=1e-12))[0])]
-    k = int(np.flatnonzero(far == best)[-1])
+    """TPR at the threshold whose false-alarm rate is nearest ``target`` (the lower rate on a tie,
+    within 1e-12; the lowest threshold with that rate), as :func:`camsim.eval.metrics.threshold_at_far`
+    chooses it. ``far`` rises with the index, so the nearest rates sit beside ``target``'s place in it."""
+    target = float(target)
+    i = int(np.searchsorted(far, target))
+    near = far[max(i - 1, 0):i + 1]
+    gmin = np.abs(near - target).min()
+    # the first rate within 1e-12 of the nearest gap lies in this window (a margin for rounding)
+    lo = int(np.searchsorted(far, target - gmin - 1e-9))
+    hi = int(np.searchsorted(far, target + gmin + 1e-9, side="right"))
+    gap = np.abs(far[lo:hi] - target)
+    best = far[lo + int(np.flatnonzero(np.isclose(gap, gmin, rtol=0, atol=1e-12))[0])]
+    k = int(np.searchsorted(far, best, side="right")) - 1
     return float(tpr[k])
 
 
@@ -195,6 +218,10 @@ def percentile_interval(values: Sequence[float], reps: int, level: float) -> dic
     return {"lo": float(lo), "hi": float(hi), "n": int(len(v))}
 
 
+#: pairs (over all contrasts) from which the bootstrap's replicates run in parallel threads
+PARALLEL_PAIRS = 100_000
+
+
 def bootstrap(contrasts: Mapping[str, Contrast], etas: Mapping[str, float], model_of_photo: np.ndarray,
               reps: int, level: float, seed: int) -> dict[str, dict[str, dict[str, float]]]:
     """Percentile intervals of every figure of every contrast: ``{name: {figure: {"lo", "hi", "n"}}}``,
@@ -202,13 +229,21 @@ def bootstrap(contrasts: Mapping[str, Contrast], etas: Mapping[str, float], mode
     give the figure."""
     check_reps_level(reps, level, "transfer.bootstrap.")
     rng = np.random.default_rng(seed)
+    resamples = [resample_counts(model_of_photo, rng) for _ in range(reps)]  # drawn in order, as ever
+
+    def replicate(counts: tuple[np.ndarray, np.ndarray]) -> dict[str, dict[str, float]]:
+        total, per_copy = counts
+        return {name: c.figures(etas[name], pair_weights(c.link, c.photo_1, c.photo_2, total, per_copy))
+                for name, c in contrasts.items()}
+
     draws: dict[str, dict[str, list[float]]] = {name: {} for name in contrasts}
-    for _ in range(reps):
-        total, per_copy = resample_counts(model_of_photo, rng)
-        for name, c in contrasts.items():
-            w = pair_weights(c.link, c.photo_1, c.photo_2, total, per_copy)
-            for k, v in c.figures(etas[name], w).items():
-                draws[name].setdefault(k, []).append(v)
+    # numpy leaves the GIL in these passes: large sets' replicates run on every core, results in order
+    large = sum(len(c.score) for c in contrasts.values()) >= PARALLEL_PAIRS
+    with ThreadPoolExecutor(max_workers=min(default_workers(), reps) if large else 1) as pool:
+        for figs in track(pool.map(replicate, resamples), desc=f"bootstrap: {len(contrasts)} contrasts", total=reps):
+            for name, f in figs.items():
+                for k, v in f.items():
+                    draws[name].setdefault(k, []).append(v)
     return {name: {k: percentile_interval(values, reps, level) for k, values in figs.items()}
             for name, figs in draws.items()}
 
