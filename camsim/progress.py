@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
@@ -19,13 +20,15 @@ R = TypeVar("R")
 
 
 def progress_bar(disable: bool = False) -> Progress:
-    """The one rich progress bar style used for data work (quiet when CAMSIM_QUIET=1 or ``disable``)."""
+    """The one rich progress bar style used for data work (quiet when CAMSIM_QUIET=1 or ``disable``),
+    on stderr beside the log, so that a command's output on stdout (a table, markdown) stays clean."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        console=Console(stderr=True),
         disable=disable or os.environ.get("CAMSIM_QUIET") == "1",
         transient=False,
     )

@@ -24,14 +24,17 @@ a single model has no negatives); ``n`` says how many.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from camsim.eval.metrics import _scores_labels
 from camsim.progress import default_workers, track
+
+R = TypeVar("R")
 
 #: what links a pair's two photos (decides its bootstrap weight, see the module docstring)
 SAME_PHOTO, SAME_MODEL, DIFF_MODEL = 0, 1, 2
@@ -222,31 +225,39 @@ def percentile_interval(values: Sequence[float], reps: int, level: float) -> dic
 PARALLEL_PAIRS = 100_000
 
 
+def over_resamples(model_of_photo: np.ndarray, reps: int, seed: int, fn: Callable[[np.ndarray, np.ndarray], R],
+                   n_pairs: int, desc: str) -> Iterator[R]:
+    """``fn(total, per_copy)`` of each of ``reps`` resamples (:func:`resample_counts`, drawn in order
+    from ``seed``), yielded in that order with a progress bar. From :data:`PARALLEL_PAIRS` pairs the
+    replicates run in threads on every core (numpy leaves the GIL in their passes): the same
+    results, sooner."""
+    rng = np.random.default_rng(seed)
+    resamples = [resample_counts(model_of_photo, rng) for _ in range(reps)]
+    workers = min(default_workers(), reps) if n_pairs >= PARALLEL_PAIRS else 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield from track(pool.map(lambda counts: fn(*counts), resamples), desc=desc, total=reps)
+
+
 def bootstrap(contrasts: Mapping[str, Contrast], etas: Mapping[str, float], model_of_photo: np.ndarray,
               reps: int, level: float, seed: int) -> dict[str, dict[str, dict[str, float]]]:
     """Percentile intervals of every figure of every contrast: ``{name: {figure: {"lo", "hi", "n"}}}``,
     all contrasts from the same resamples; ``lo``/``hi`` NaN when fewer than half the replicates
     give the figure."""
     check_reps_level(reps, level, "transfer.bootstrap.")
-    rng = np.random.default_rng(seed)
-    resamples = [resample_counts(model_of_photo, rng) for _ in range(reps)]  # drawn in order, as ever
 
-    def replicate(counts: tuple[np.ndarray, np.ndarray]) -> dict[str, dict[str, float]]:
-        total, per_copy = counts
+    def replicate(total: np.ndarray, per_copy: np.ndarray) -> dict[str, dict[str, float]]:
         return {name: c.figures(etas[name], pair_weights(c.link, c.photo_1, c.photo_2, total, per_copy))
                 for name, c in contrasts.items()}
 
     draws: dict[str, dict[str, list[float]]] = {name: {} for name in contrasts}
-    # numpy leaves the GIL in these passes: large sets' replicates run on every core, results in order
-    large = sum(len(c.score) for c in contrasts.values()) >= PARALLEL_PAIRS
-    with ThreadPoolExecutor(max_workers=min(default_workers(), reps) if large else 1) as pool:
-        for figs in track(pool.map(replicate, resamples), desc=f"bootstrap: {len(contrasts)} contrasts", total=reps):
-            for name, f in figs.items():
-                for k, v in f.items():
-                    draws[name].setdefault(k, []).append(v)
+    n_pairs = sum(len(c.score) for c in contrasts.values())
+    for figs in over_resamples(model_of_photo, reps, seed, replicate, n_pairs, f"bootstrap: {len(contrasts)} contrasts"):
+        for name, f in figs.items():
+            for k, v in f.items():
+                draws[name].setdefault(k, []).append(v)
     return {name: {k: percentile_interval(values, reps, level) for k, values in figs.items()}
             for name, figs in draws.items()}
 
 
-__all__ = ["WeightedRoc", "Contrast", "bootstrap", "check_reps_level", "percentile_interval", "resample_counts", "pair_weights", "SAME_PHOTO", "SAME_MODEL",
+__all__ = ["WeightedRoc", "Contrast", "bootstrap", "over_resamples", "check_reps_level", "percentile_interval", "resample_counts", "pair_weights", "SAME_PHOTO", "SAME_MODEL",
            "DIFF_MODEL", "FIGURES"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from camsim.config.schema import TransferConfig
-from camsim.eval.bootstrap import Contrast, check_reps_level, pair_weights, percentile_interval, resample_counts
+from camsim.eval.bootstrap import Contrast, check_reps_level, over_resamples, pair_weights, percentile_interval
 from camsim.eval.transfer import LevelScores, contrasts_of, make_relation
 
 FIGURES = ("auc", "eer")
@@ -127,13 +127,14 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     ca = {k: _remap(a.contrasts[k], to_a) for k in shared}
     cb = {k: _remap(b.contrasts[k], to_b) for k in shared}
     point = {k: (ca[k].roc.figures(0.5), cb[k].roc.figures(0.5)) for k in shared}
-    rng = np.random.default_rng(seed)
+    def replicate(total: np.ndarray, per_copy: np.ndarray) -> dict[str, tuple[dict, dict]]:
+        return {k: tuple(c[k].roc.figures(0.5, pair_weights(c[k].link, c[k].photo_1, c[k].photo_2, total, per_copy))
+                         for c in (ca, cb)) for k in shared}
+
     deltas: dict[str, dict[str, list[float]]] = {k: {f: [] for f in FIGURES} for k in shared}
-    for _ in range(reps):
-        total, per_copy = resample_counts(mop, rng)
-        for k in shared:
-            fa = ca[k].roc.figures(0.5, pair_weights(ca[k].link, ca[k].photo_1, ca[k].photo_2, total, per_copy))
-            fb = cb[k].roc.figures(0.5, pair_weights(cb[k].link, cb[k].photo_1, cb[k].photo_2, total, per_copy))
+    n_pairs = sum(len(c[k].score) for c in (ca, cb) for k in shared)
+    for figs in over_resamples(mop, reps, seed, replicate, n_pairs, f"paired bootstrap: {len(shared)} contrasts"):
+        for k, (fa, fb) in figs.items():
             for f in FIGURES:
                 deltas[k][f].append(fb[f] - fa[f])
     out: dict[str, dict[str, dict[str, float]]] = {}
