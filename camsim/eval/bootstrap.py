@@ -232,10 +232,17 @@ def over_resamples(model_of_photo: np.ndarray, reps: int, seed: int, fn: Callabl
     replicates run in threads on every core (numpy leaves the GIL in their passes): the same
     results, sooner."""
     rng = np.random.default_rng(seed)
-    resamples = [resample_counts(model_of_photo, rng) for _ in range(reps)]
     workers = min(default_workers(), reps) if n_pairs >= PARALLEL_PAIRS else 1
+
+    def results(pool: ThreadPoolExecutor) -> Iterator[R]:
+        left = reps
+        while left:  # a few resamples at a time: memory stays that of a few replicates
+            batch = [resample_counts(model_of_photo, rng) for _ in range(min(left, 4 * workers))]
+            left -= len(batch)
+            yield from pool.map(lambda counts: fn(*counts), batch)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from track(pool.map(lambda counts: fn(*counts), resamples), desc=desc, total=reps)
+        yield from track(results(pool), desc=desc, total=reps)
 
 
 def bootstrap(contrasts: Mapping[str, Contrast], etas: Mapping[str, float], model_of_photo: np.ndarray,
