@@ -223,6 +223,8 @@ def percentile_interval(values: Sequence[float], reps: int, level: float) -> dic
 
 #: pairs (over all contrasts) from which the bootstrap's replicates run in parallel threads
 PARALLEL_PAIRS = 100_000
+#: resamples drawn ahead of the threads (each a few [copies, photos] counts)
+RESAMPLE_BATCH = 64
 
 
 def over_resamples(model_of_photo: np.ndarray, reps: int, seed: int, fn: Callable[[np.ndarray, np.ndarray], R],
@@ -237,7 +239,7 @@ def over_resamples(model_of_photo: np.ndarray, reps: int, seed: int, fn: Callabl
     def results(pool: ThreadPoolExecutor) -> Iterator[R]:
         left = reps
         while left:  # a few resamples at a time: memory stays that of a few replicates
-            batch = [resample_counts(model_of_photo, rng) for _ in range(min(left, 4 * workers))]
+            batch = [resample_counts(model_of_photo, rng) for _ in range(min(left, RESAMPLE_BATCH))]
             left -= len(batch)
             yield from pool.map(lambda counts: fn(*counts), batch)
 
