@@ -127,6 +127,7 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     ca = {k: _remap(a.contrasts[k], to_a) for k in shared}
     cb = {k: _remap(b.contrasts[k], to_b) for k in shared}
     point = {k: (ca[k].roc.figures(0.5), cb[k].roc.figures(0.5)) for k in shared}
+
     def replicate(total: np.ndarray, per_copy: np.ndarray) -> dict[str, tuple[dict, dict]]:
         return {k: tuple(c[k].roc.figures(0.5, pair_weights(c[k].link, c[k].photo_1, c[k].photo_2, total, per_copy))
                          for c in (ca, cb)) for k in shared}
