@@ -460,7 +460,7 @@ def test_bootstrap_in_parallel_threads_gives_the_same_intervals(monkeypatch):
         monkeypatch.setattr(bs, "PARALLEL_PAIRS", threshold)
         monkeypatch.setattr(bs, "default_workers", lambda: 3)
         runs.append(bootstrap({"c": c, "d": c}, {"c": 0.5, "d": 0.3}, mop, reps=61, level=0.9, seed=4))
-    assert runs[0] == runs[1]                                        # same resamples, same order
+    assert runs[0] == runs[1]                                        # the same resamples
 
 
 def test_pair_sampling_is_stratified():

@@ -61,16 +61,15 @@ class WeightedRoc:
         #: last index of each run of equal scores (descending): ROC point k+1 is "S > next lower score"
         self.ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True])
         # each class's pairs in score order, and how many of them lie at or above each ROC point
+        # (0 at the first point, (0, 0))
         self._sorted = {c: self.order[self.y_sorted == c] for c in (True, False)}
-        self._upto = {c: np.cumsum(self.y_sorted == c)[self.ends] for c in (True, False)}
+        self._upto = {c: np.r_[0, np.cumsum(self.y_sorted == c)[self.ends]] for c in (True, False)}
         self._pos, self._neg = np.flatnonzero(y), np.flatnonzero(~y)
         self._above: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def _running(self, w: np.ndarray, cls: bool) -> np.ndarray:
         """The class's summed weight at each ROC point, starting at 0."""
-        run = np.cumsum(w[self._sorted[cls]])
-        upto = self._upto[cls]
-        return np.r_[0.0, np.where(upto > 0, run[np.maximum(upto - 1, 0)] if len(run) else 0.0, 0.0)]
+        return np.r_[0.0, np.cumsum(w[self._sorted[cls]])][self._upto[cls]]
 
     def curve(self, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(far, tpr)`` at every distinct threshold, starting at (0, 0); NaN where a class weighs 0."""
