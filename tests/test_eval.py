@@ -338,3 +338,16 @@ def test_splicing_inputs_fail_clearly(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((32, 48), np.uint8)).save(forged / "images" / "x.png")
     with pytest.raises(FileNotFoundError, match="no ground-truth mask for .*x.png"):
         real_records(forged)
+
+
+def test_an_unreadable_image_in_the_splicing_benchmark_is_a_row_naming_it_once(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from camsim.eval.splicing import ImageSet, _localise_all, authentic_records
+
+    (tmp_path / "cam").mkdir()
+    (tmp_path / "cam" / "bad.jpg").write_bytes(b"")
+    image_set = ImageSet("authentic", tmp_path, authentic_records(tmp_path))
+    rows = _localise_all(None, OmegaConf.create({"modes": ["graph", "reference"]}), image_set, 0.5, None, None, {})
+    assert [r["mode"] for r in rows] == ["graph", "reference"] and {r["status"] for r in rows} == {"error"}
+    assert rows[0]["message"] == f"{tmp_path / 'cam' / 'bad.jpg'}: empty file (0 bytes)"

@@ -80,6 +80,12 @@ class ImageReadError(ValueError):
         return (type(self), (self.path, self.reason))
 
 
+def error_reason(err: Exception) -> str:
+    """Why a file failed, without its name (for a row or a line that names the file already):
+    an :class:`ImageReadError`'s reason, any other error's text."""
+    return err.reason if isinstance(err, ImageReadError) else str(err)
+
+
 # ----------------------------------------------------------------------------- public API
 
 
@@ -430,5 +436,5 @@ def _exif_text(value) -> str | None:
     return value or None
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageReadError", "read_green", "read_rgb", "image_size",
+__all__ = ["DEFAULT_MAX_PIXELS", "ImageReadError", "error_reason", "read_green", "read_rgb", "image_size",
            "read_exif_make_model", "read_jpeg_luma_table"]

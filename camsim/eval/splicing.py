@@ -43,7 +43,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from camsim.artefacts import atomic_write_json
-from camsim.data.io import ImageReadError, read_rgb
+from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.eval.report import md_table
 from camsim.localize.engine import calibrate_threshold
@@ -202,7 +202,8 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
             green = np.ascontiguousarray(rgb[..., 1])
             gt = _read_mask(folder / rec["mask"], green.shape) if rec["mask"] else None
         except (ImageReadError, ValueError, OSError) as err:
-            rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {err}"} for mode in sc.modes]
+            rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {error_reason(err)}"}
+                     for mode in sc.modes]
             continue
         for mode in sc.modes:
             opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode))

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from camsim.data.io import ImageReadError, read_rgb
+from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.patches import green_of
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, localize
@@ -266,9 +266,8 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                        out_dir=str(out_dir / path.stem), message=result.message)
             scores.append(float(result.score))
         except (ImageReadError, LocalizationError) as err:
-            reason = err.reason if isinstance(err, ImageReadError) else str(err)  # the row names the file
-            row.update(status="error", message=reason)
-            log.warning("%s: %s", path, reason)
+            row.update(status="error", message=error_reason(err))  # the row names the file
+            log.warning("%s: %s", path, error_reason(err))
         rows.append(row)
     out = out_dir / "localize.csv"
     with open(out, "w", newline="") as fh:
