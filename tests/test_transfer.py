@@ -257,6 +257,25 @@ def test_one_camera_model_reports_the_same_model_categories(ckpts, tmp_path, cap
     assert "nan" not in (tmp_path / "run" / "transfer.md").read_text().lower()
 
 
+def test_unreadable_files_and_photos_without_patches_are_named(ckpts, tmp_path, caplog):
+    from camsim.eval.transfer import run_transfer
+
+    root = make_folder(tmp_path / "photos", {"Acme_One": 2, "Bolt_Two": 2})
+    (root / "Acme_One" / "empty.png").write_bytes(b"")
+    (root / "Bolt_Two" / "cut.png").write_bytes((root / "Bolt_Two" / "Bolt_Two_0.png").read_bytes()[:200])
+    Image.fromarray(np.full((96, 128), 128, np.uint8)).save(root / "Bolt_Two" / "flat.png")
+    with caplog.at_level("WARNING", logger="camsim"):
+        m = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path))["transfer"]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert sorted(Path(s["file"]).name for s in run["skipped_files"]) == ["cut.png", "empty.png"]
+    assert [Path(p).name for p in run["no_patch_photos"]] == ["flat.png"]
+    logged = caplog.text
+    assert "empty.png: empty file" in logged and "cut.png" in logged
+    notes = " ".join(m["notes"])
+    assert "2 file(s) left out" in notes and "1 readable photo(s) gave no patch" in notes
+    assert m["models"]["Bolt_Two"]["photos"] == 2  # the two noisy photos, not the flat or cut one
+
+
 def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
     from camsim.eval.transfer import run_transfer
 

@@ -43,7 +43,7 @@ from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make, model_key
-from camsim.data.store import PatchRequest, PatchStore
+from camsim.data.store import PatchRequest, PatchStore, log_skipped, merge_skipped
 from camsim.eval.bootstrap import Contrast, bootstrap
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
@@ -91,6 +91,8 @@ class PatchTable:
     probs: np.ndarray
     skipped: list[dict] = field(default_factory=list)
     low_entropy_dropped: int = 0
+    #: readable photos none of whose cells passed the entropy filter (flat fields, dark frames)
+    no_patch: list[str] = field(default_factory=list)
 
     def layout(self) -> PhotoLayout:
         return PhotoLayout.from_patches(self.photo, self.photo_model)
@@ -109,12 +111,14 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
     fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, checkpoint_backbone_id(ckpt), sim.feature_layer,
                       **to_plain(cfg.phase_b.feature_pass))
     models, paths, pmodel, heights, quality, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], [], []
-    low = 0
+    low, no_patch = 0, []
     for req in reqs:
         ps = sets[(req.model, "all")]
         skipped += ps.info.get("skipped", [])
         low += int(ps.info.get("low_entropy_dropped", 0))
         rows = [np.flatnonzero(ps.image_ids == k)[:ppi] for k in range(len(ps.images))]
+        unreadable = {str(sk["file"]) for sk in ps.info.get("skipped", [])}
+        no_patch += [str(p) for p, r in zip(ps.images, rows) if not len(r) and str(p) not in unreadable]
         if not sum(len(r) for r in rows):
             log.warning("  %s: no usable patch in its %d photo(s); left out", req.model, len(ps.images))
             continue
@@ -142,7 +146,7 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
                          "a lower transfer.min_entropy may help)")
     return PatchTable(models, paths, np.asarray(pmodel, np.int64), np.asarray(heights, np.int64),
                       np.asarray(quality, np.int64), np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
-                      np.concatenate(feats), np.concatenate(probs), skipped, low)
+                      np.concatenate(feats), np.concatenate(probs), skipped, low, no_patch)
 
 
 def jpeg_quality(path: str | Path) -> int:
@@ -338,6 +342,16 @@ def run_transfer(cfg: DictConfig) -> dict:
             raise ValueError(f"ckpt: {path} cut other patches than {nets.paths[0]} from {index.root} (its colour "
                              "channels pass the entropy filter elsewhere?), so the networks cannot score the same "
                              "pairs")
+    skipped = merge_skipped(index.skipped, *(tab.skipped for tab in tables))
+    log_skipped(skipped, log)
+    if skipped:
+        shown = "; ".join(f"{Path(sk['file']).name}: {sk['reason']}" for sk in skipped[:3])
+        notes.append(f"{len(skipped)} file(s) left out, each named with its reason in run.json (skipped_files) and "
+                     f"the log: {shown}" + (" …" if len(skipped) > 3 else "") + ".")
+    if table.no_patch:
+        notes.append(f"{len(table.no_patch)} readable photo(s) gave no patch above {settings.min_entropy:g} nats "
+                     "(flat fields, dark or saturated frames) and are not in any pair; run.json lists them "
+                     "(no_patch_photos).")
     dropped = [m for m in index.model_names() if m not in table.models]
     if dropped:
         notes.append(f"No usable patch (unreadable or low-entropy photos), left out: {', '.join(dropped)}.")
@@ -413,6 +427,7 @@ def run_transfer(cfg: DictConfig) -> dict:
     run = {"checkpoint": " + ".join(map(str, nets.paths)), "networks": len(nets.sims), "source": repr(source),
            "source_name": f"{type(source).__name__} {index.root}", "photos_in_source": index.counts(), "eta": eta,
            "threshold": str(t.threshold), "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
+           "skipped_files": skipped, "no_patch_photos": table.no_patch,
            "timings_s": {"transfer": round(time.perf_counter() - t0, 2)}}
     return write_outputs(Path(cfg.paths.output_dir), cfg, nets=nets, table=table, roles=roles, makes=makes,
                          results=results, levels=levels, patch_pairs=pp, image_pairs=ip,
