@@ -49,6 +49,47 @@ def test_runs_with_other_pairs_on_the_same_photos_compare(folder_run, ckpts, tmp
     assert res["patch/other_photo"]["auc"]["n"] > 0
 
 
+def test_the_same_photos_under_another_spelling_of_the_root_pair_up(folder_run, ckpts, tmp_path):  # noqa: F811
+    """A root given as ``x/../photos`` in one run and ``photos`` (or through a link) in the other:
+    the same photos, so a run against its own rerun differs by nothing, not by the luck of two
+    photo sets."""
+    from camsim.eval.paired import markdown
+    from camsim.eval.transfer import run_transfer
+
+    root = folder_run["root"]
+    (tmp_path / "x").mkdir()
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)
+    for name, spelled in (("dots", tmp_path / "x" / ".." / ".." / root.parent.name / root.name),
+                          ("link", tmp_path / "link")):
+        run_transfer(transfer_cfg(ckpts["b"], spelled, tmp_path / f"out_{name}"))
+        a, b = read_scores(folder_run["out"]), read_scores(tmp_path / f"out_{name}" / "run")
+        res = paired_bootstrap(a, b, reps=30)
+        for figs in res.values():
+            assert figs["auc"]["lo"] == 0.0 and figs["auc"]["hi"] == 0.0, name
+        assert "only in" not in markdown(a, b, res, 30, 0.95)
+
+
+def test_runs_on_other_photos_are_refused_or_told(folder_run, ckpts, tmp_path):  # noqa: F811
+    from camsim.eval.paired import markdown
+    from camsim.eval.transfer import run_transfer
+    from tests.test_transfer import make_folder
+
+    other = make_folder(tmp_path / "other", {"Acme_Two": 3, "Bolt_Three": 3}, seed=5)
+    run_transfer(transfer_cfg(ckpts["b"], other, tmp_path / "o"))
+    with pytest.raises(ValueError, match="share no photo"):
+        paired_bootstrap(read_scores(folder_run["out"]), read_scores(tmp_path / "o" / "run"), reps=10)
+    # one photo fewer in B: compared, and the report says what is not shared
+    fewer = tmp_path / "fewer"
+    for model in folder_run["root"].iterdir():
+        (fewer / model.name).mkdir(parents=True)
+        for photo in sorted(model.iterdir())[: 2 if model.name == "Acme_Two" else None]:
+            (fewer / model.name / photo.name).symlink_to(photo)
+    run_transfer(transfer_cfg(ckpts["b"], fewer, tmp_path / "f"))
+    a, b = read_scores(folder_run["out"]), read_scores(tmp_path / "f" / "run")
+    text = markdown(a, b, paired_bootstrap(a, b, reps=10), 10, 0.95)
+    assert "7 scored in both runs, 1 only in A, 0 only in B" in text
+
+
 def _side(score: np.ndarray, positive: np.ndarray, photo_1: np.ndarray, photo_2: np.ndarray, link: np.ndarray,
           photo_model: np.ndarray, label: str) -> TransferScores:
     paths = np.array([f"p{k}.jpg" for k in range(len(photo_model))])

@@ -17,6 +17,7 @@ photos — mean of 64 patch-pair scores) against the different-model pairs of th
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,20 @@ def read_scores(spec: str | Path) -> TransferScores:
     for ls in levels:
         contrasts.update(contrasts_of(ls, d.get("photo_jpeg_quality"), fine_q, far)[0])
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
-    return TransferScores(label, d["photo_path"].astype(str), models[pm].astype(str), contrasts, fine_q, far)
+    # one photo, one name: a root given as "../x" in one run and "/abs/x" (or through a link) in the other
+    photos = np.array([os.path.realpath(p) for p in d["photo_path"].astype(str).tolist()], dtype=str)
+    return TransferScores(label, photos, models[pm].astype(str), contrasts, fine_q, far)
+
+
+def photo_overlap(a: TransferScores, b: TransferScores) -> tuple[int, int, int]:
+    """Photos scored in both runs, only in A, only in B (by their real path). None in common is an
+    error: the two runs were not on the same photos, so nothing is paired."""
+    pa, pb = set(a.photo_path.tolist()), set(b.photo_path.tolist())
+    both = len(pa & pb)
+    if not both:
+        raise ValueError(f"{a.label} and {b.label} share no photo (e.g. {min(pa)} and {min(pb)}): a paired comparison "
+                         "needs two transfer evaluations on the same photos (photos are matched by their real path)")
+    return both, len(pa - pb), len(pb - pa)
 
 
 def _common_photos(a: TransferScores, b: TransferScores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,6 +137,7 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     shared = [k for k in a.contrasts if k in b.contrasts and la.get(band := k.partition("@")[2]) == lb.get(band)]
     if not shared:
         raise ValueError(f"{a.label} and {b.label} have no contrast in common")
+    photo_overlap(a, b)
     mop, to_a, to_b = _common_photos(a, b)
     ca = {k: _remap(a.contrasts[k], to_a) for k in shared}
     cb = {k: _remap(b.contrasts[k], to_b) for k in shared}
@@ -164,6 +179,13 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
         f"(image level: mean of the photo pair's patch-pair scores); threshold-free (ROC AUC; EER, lower is "
         f"better); pairs pooled; {100 * level:g} % interval of B − A from {reps} paired bootstrap replicates over "
         f"camera models and photos (both runs weighted by the same draw; a training seed's spread is not in it).",
+    ]
+    both, only_a, only_b = photo_overlap(a, b)
+    if only_a or only_b:
+        lines.append(f"Photos: {both} scored in both runs, {only_a} only in A, {only_b} only in B (photos of which one "
+                     "network cut no patch, e.g. at another patch size, or runs on different folders); the replicates "
+                     f"draw from all {both + only_a + only_b}, and each run's figures are on its own photos.")
+    lines += [
         "", "| contrast | AUC A | AUC B | Δ AUC [interval] | P(B better) | EER A | EER B | Δ EER [interval] |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
