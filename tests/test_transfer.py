@@ -264,16 +264,20 @@ def test_unreadable_files_and_photos_without_patches_are_named(ckpts, tmp_path, 
     (root / "Acme_One" / "empty.png").write_bytes(b"")
     (root / "Bolt_Two" / "cut.png").write_bytes((root / "Bolt_Two" / "Bolt_Two_0.png").read_bytes()[:200])
     Image.fromarray(np.full((96, 128), 128, np.uint8)).save(root / "Bolt_Two" / "flat.png")
-    with caplog.at_level("WARNING", logger="camsim"):
+    # a copy in its own model's folder: left out, or its pairs with the original count as two photos
+    (root / "Acme_One" / "copy.png").write_bytes((root / "Acme_One" / "Acme_One_1.png").read_bytes())
+    with caplog.at_level("WARNING", logger="camsim"), pytest.warns(UserWarning, match="identical content"):
         m = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path))["transfer"]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert sorted(Path(s["file"]).name for s in run["skipped_files"]) == ["cut.png", "empty.png"]
+    assert sorted(Path(s["file"]).name for s in run["skipped_files"]) == ["copy.png", "cut.png", "empty.png"]
+    assert "identical content to Acme_One_1.png" in run["skipped_files"][0]["reason"]
     assert [Path(p).name for p in run["no_patch_photos"]] == ["flat.png"]
     logged = caplog.text
     assert "empty.png: empty file" in logged and "cut.png" in logged
     notes = " ".join(m["notes"])
-    assert "2 file(s) left out" in notes and "1 readable photo(s) gave no patch" in notes
+    assert "3 file(s) left out" in notes and "1 readable photo(s) gave no patch" in notes
     assert m["models"]["Bolt_Two"]["photos"] == 2  # the two noisy photos, not the flat or cut one
+    assert m["models"]["Acme_One"]["photos"] == 2 and m["patch"]["other_photo"]["n_pos"] == 2 * 20
 
 
 def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):

@@ -43,6 +43,7 @@ from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make, model_key
+from camsim.data.sources import ImageIndex
 from camsim.data.store import PatchRequest, PatchStore, log_skipped, merge_skipped
 from camsim.eval.bootstrap import Contrast, bootstrap
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
@@ -62,11 +63,17 @@ POSITIVES = {"patch": ("same_photo", "other_photo"), "image": ("halves", "other_
 
 def read_index(data_cfg: DictConfig):
     """``(source, index)``: the source and its :class:`~camsim.data.sources.ImageIndex` (identical
-    files under two model names refused); an unreadable folder is a ValueError naming it."""
+    files under two model names refused; a copy of a photo in its own model's folder left out, with
+    its reason in ``skipped``: its pairs with the original would count as two photos of one model);
+    an unreadable folder is a ValueError naming it."""
     source = hydra.utils.instantiate(data_cfg, _convert_="all")
     try:
         index = source.index()
-        index.check_duplicates()  # one picture under two model names would corrupt different-model pairs
+        copies = dict((b, a) for a, b in index.check_duplicates())  # across models: an error
+        if copies:
+            index = ImageIndex(index.root, {m: [p for p in ps if p not in copies] for m, ps in index.models.items()},
+                               index.skipped + [(b, f"identical content to {a.name}: its pairs would be one photo "
+                                                    "counted as two") for b, a in copies.items()])
         return source, index
     except PermissionError as err:
         raise ValueError(f"data.root: {err.filename or data_cfg.get('root')}: cannot be read "
