@@ -265,6 +265,20 @@ def test_no_image_gives_patches_to_both_training_and_test(tmp_path: Path) -> Non
         assert not (used.get("val", set()) & used.get("test", set()))
 
 
+def test_a_copy_of_a_photo_cannot_sit_on_both_sides_of_the_split(tmp_path: Path) -> None:
+    """Copies of one photo in its model's folder: one is kept, the others are skipped files
+    (named in the summary), so a copy never lands in training while its original is tested."""
+    data = _camera_data(tmp_path)
+    folder = data.source.root / "cam0"
+    for k in range(4):
+        shutil.copy(folder / "s000.png", folder / f"t{k}.png")
+    with pytest.warns(UserWarning, match="identical content"):
+        images = data.index.models["cam0"]
+    assert [p.name for p in images] == [f"s{k:03d}.png" for k in range(6)]
+    summary = data.prepare()
+    assert sorted(Path(s["file"]).name for s in summary["skipped_files"]) == [f"t{k}.png" for k in range(4)]
+
+
 def test_simulated_cameras_render_only_the_images_a_job_reads(tmp_path: Path) -> None:
     """B's test photos and C's training photos are never read: a job renders the rest, and a
     later job (or ``index()``) renders what it lacks."""

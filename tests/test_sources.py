@@ -167,14 +167,21 @@ def test_duplicate_across_models_names_both(tmp_path):
         assert part in msg
 
 
-def test_duplicate_within_one_model_only_warns(tmp_path):
+def test_a_copy_within_one_model_is_left_out_and_named(tmp_path):
     a = small_jpeg(tmp_path / "CamA" / "a.jpg", 1)
     shutil.copy(a, tmp_path / "CamA" / "a_copy.jpg")
+    small_jpeg(tmp_path / "CamA" / "c.jpg", 3)
     small_jpeg(tmp_path / "CamB" / "b.jpg", 2)
     idx = FolderSource(tmp_path).index()
     with pytest.warns(UserWarning, match="a_copy.jpg: identical content to .*a.jpg.*'CamA'"):
         pairs = idx.check_duplicates()
     assert pairs == [(tmp_path / "CamA" / "a.jpg", tmp_path / "CamA" / "a_copy.jpg")]
+    # the index a split or an evaluation uses: the copy out (it would sit on both sides of a split)
+    with pytest.warns(UserWarning, match="identical content"):
+        kept = idx.without_copies()
+    assert kept.models["CamA"] == [tmp_path / "CamA" / "a.jpg", tmp_path / "CamA" / "c.jpg"]
+    assert [(p.name, r.split(" (")[0]) for p, r in kept.skipped] == [("a_copy.jpg", "identical content to a.jpg")]
+    assert idx.models["CamA"][1].name == "a_copy.jpg"  # the original index is left as it was
 
 
 # ---- ImageIndex invariants ---------------------------------------------------------------

@@ -270,7 +270,7 @@ def test_unreadable_files_and_photos_without_patches_are_named(ckpts, tmp_path, 
         m = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path))["transfer"]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert sorted(Path(s["file"]).name for s in run["skipped_files"]) == ["copy.png", "cut.png", "empty.png"]
-    assert "identical content to Acme_One_1.png" in run["skipped_files"][0]["reason"]
+    assert "identical content to Acme_One_1.png (a copy" in run["skipped_files"][0]["reason"]
     assert [Path(p).name for p in run["no_patch_photos"]] == ["flat.png"]
     logged = caplog.text
     assert "empty.png: empty file" in logged and "cut.png" in logged

@@ -74,7 +74,7 @@ class CameraData:
         if self._index is None:
             self._index = listed_images(self.source)
             if not callable(getattr(self.source, "planned_index", None)):  # the simulator's are distinct
-                self._index.check_duplicates()
+                self._index = self._index.without_copies()
         return self._index
 
     @property

@@ -142,15 +142,16 @@ class ImageIndex:
         would be wrong for one of them, and the picture would leak across sets): raises
         ValueError naming both paths and both models. Duplicates within one model only
         warn (they cannot mislabel, but a split should keep them on the same side) and
-        are returned as ``(first, duplicate)`` pairs. Only files of equal size are hashed.
+        are returned as ``(first, duplicate)`` pairs. Only files of equal size are hashed; empty
+        files are no one's copies (they are unreadable files).
         """
         by_size: dict[int, list[tuple[Path, str]]] = defaultdict(list)
         for name, paths in self.models.items():
             for p in paths:
                 by_size[p.stat().st_size].append((p, name))
         by_hash: dict[str, list[tuple[Path, str]]] = defaultdict(list)
-        for group in by_size.values():
-            if len(group) > 1:
+        for size, group in by_size.items():
+            if len(group) > 1 and size:  # empty files are not copies of each other: unreadable, named so
                 for p, name in group:
                     by_hash[_sha256(p)].append((p, name))
         cross, same = [], []
@@ -163,8 +164,19 @@ class ImageIndex:
             raise ValueError(f"{len(cross)} image(s) with identical content under different camera models: "
                              + "; ".join(lines))
         for a, model, b, _ in same:
-            warnings.warn(f"{b}: identical content to {a}, both under camera model {model!r}", stacklevel=2)
+            warnings.warn(f"{b}: identical content to {a}, both under camera model {model!r}; left out", stacklevel=2)
         return [(a, b) for a, _, b, _ in same]
+
+    def without_copies(self) -> ImageIndex:
+        """This index less every copy of a photo of the same model (:meth:`check_duplicates`; the
+        same bytes under two models raise), each copy listed in ``skipped`` with its original: a copy
+        would put one photo on both sides of a split, or count its pairs as two photos."""
+        copies = dict((b, a) for a, b in self.check_duplicates())
+        if not copies:
+            return self
+        return ImageIndex(self.root, {m: [p for p in ps if p not in copies] for m, ps in self.models.items()},
+                          self.skipped + [(b, f"identical content to {a.name} (a copy: one photo counted as two)")
+                                          for b, a in copies.items()])
 
 
 def _probe_reason(path: Path) -> str:

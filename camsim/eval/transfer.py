@@ -43,7 +43,6 @@ from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make, model_key
-from camsim.data.sources import ImageIndex
 from camsim.data.store import PatchRequest, PatchStore, log_skipped, merge_skipped
 from camsim.eval.bootstrap import Contrast, bootstrap
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
@@ -69,12 +68,7 @@ def read_index(data_cfg: DictConfig):
     source = hydra.utils.instantiate(data_cfg, _convert_="all")
     try:
         index = source.index()
-        copies = dict((b, a) for a, b in index.check_duplicates())  # across models: an error
-        if copies:
-            index = ImageIndex(index.root, {m: [p for p in ps if p not in copies] for m, ps in index.models.items()},
-                               index.skipped + [(b, f"identical content to {a.name}: its pairs would be one photo "
-                                                    "counted as two") for b, a in copies.items()])
-        return source, index
+        return source, index.without_copies()
     except PermissionError as err:
         raise ValueError(f"data.root: {err.filename or data_cfg.get('root')}: cannot be read "
                          f"({err.strerror or err})") from err
