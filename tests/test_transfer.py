@@ -347,6 +347,20 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.parametrize("override, message", [
+    ("transfer.bootstrap.reps=0", "transfer.bootstrap.reps: must be ≥ 1"),
+    ("transfer.bootstrap.level=1.5", "transfer.bootstrap.level: must be in"),
+    ("transfer.threshold=oracle", "transfer.threshold: 'oracle'"),
+    ("transfer.fine_jpeg_quality=101", "transfer.fine_jpeg_quality"),
+    ("transfer.pairs.per_photo=0", "transfer.pairs.per_photo: must be ≥ 1"),
+])
+def test_bad_settings_stop_before_any_photo_is_read(ckpts, tmp_path, override, message):
+    from camsim.eval.transfer import run_transfer
+
+    with pytest.raises(ValueError, match=message):
+        run_transfer(transfer_cfg(ckpts["b"], tmp_path / "no_such_folder", tmp_path, override))
+
+
 def test_wrong_kind_corrupt_or_missing_checkpoint(ckpts, tmp_path):
     from camsim.eval.transfer import load_checkpoint
 

@@ -44,7 +44,7 @@ from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
 from camsim.data.layouts import camera_make, model_key
 from camsim.data.store import PatchRequest, PatchStore, log_skipped, merge_skipped
-from camsim.eval.bootstrap import Contrast, bootstrap
+from camsim.eval.bootstrap import Contrast, bootstrap, check_reps_level
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
@@ -292,6 +292,7 @@ def _check_transfer_cfg(t: DictConfig) -> None:
     for key in ("patch_pairs", "photo_pairs_per_model_pair"):
         if int(t.image[key]) < 1:
             raise ValueError(f"transfer.image.{key}: must be ≥ 1, got {t.image[key]}")
+    check_reps_level(int(t.bootstrap.reps), float(t.bootstrap.level), "transfer.bootstrap.")
 
 
 def run_transfer(cfg: DictConfig) -> dict:
