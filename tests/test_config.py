@@ -98,6 +98,10 @@ def test_unknown_key_or_wrong_type_fails_naming_it(override: str, message: str) 
     ("eval.eta=1.5", "eval.eta"),
     ("patches.size=60", "patches.size"),
     ("model.in_channels=2", "model.in_channels=2: 1 .green-channel patches"),
+    ("splicing.modes=[graph,bogus]", r"splicing.modes=\['graph', 'bogus'\]: a non-empty list of"),
+    ("splicing.modes=[]", "splicing.modes"),
+    ("splicing.target_far=0", "splicing.target_far"),
+    ("splicing.stride=0", "splicing.stride"),
 ])
 def test_validate_names_the_bad_key(override: str, message: str) -> None:
     cfg = compose_cfg([override])

@@ -156,3 +156,24 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"eval.eta must be a number in (0, 1) or 'auto', got {eta!r}")
     if cfg.eval.eta_rule not in ("max_acc", "eer"):
         raise ValueError(f"eval.eta_rule must be 'max_acc' or 'eer', got {cfg.eval.eta_rule!r}")
+    if cfg.get("splicing") is not None:
+        check_splicing(cfg.splicing)
+
+
+def check_splicing(sc: DictConfig) -> None:
+    """The splicing benchmark's settings (``splicing.*``), before any image is localised."""
+    from camsim.localize.engine import MODES
+
+    modes = list(sc.modes)
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise ValueError(f"splicing.modes={modes}: a non-empty list of {list(MODES)}")
+    if not 0.0 < float(sc.target_far) < 1.0:
+        raise ValueError(f"splicing.target_far={sc.target_far}: a false-alarm rate in (0, 1)")
+    if not 0.0 <= float(sc.control_fraction) < 1.0:
+        raise ValueError(f"splicing.control_fraction={sc.control_fraction}: a share in [0, 1)")
+    for key in ("num_images", "calibration_images", "examples"):
+        if int(sc[key]) < 0:
+            raise ValueError(f"splicing.{key}={sc[key]}: must be ≥ 0")
+    if sc.stride is not None and int(sc.stride) < 1:
+        raise ValueError(f"splicing.stride={sc.stride}: a patch stride ≥ 1 pixel (null: half a patch)")
