@@ -17,7 +17,7 @@ examples:
   camsim-run                                          # the quick recipe on simulated cameras
   camsim-run debug=fast                               # check the pipeline in seconds
   camsim-run experiment=cameras                       # the real-photo demo (../shared/data/cameras)
-  camsim-run experiment=paper trainer=gpu data=folder data.root=/data/dresden
+  camsim-run experiment=paper trainer=gpu data=folder data.root=/data/cameras   # ≥ 65 camera models
   camsim-run -m +sweep=thresholds eval.eta=0.3,0.5,0.7
 """
 

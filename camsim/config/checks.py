@@ -112,7 +112,7 @@ def validate(cfg: DictConfig) -> None:
     """Checks the schema cannot express; raises ValueError naming the key."""
     extra = [k for k in unknown_keys(cfg) if k != "hydra" and not k.startswith("hydra.")]
     if extra:
-        raise ValueError(f"unknown config key(s) {extra}: not in the schema (camsim/config.py) — a typo? "
+        raise ValueError(f"unknown config key(s) {extra}: not in the schema (camsim/config/schema.py) — a typo? "
                          "`camsim-run --cfg job` prints every key")
     for phase in ("phase_a", "phase_b"):
         if int(cfg[phase].max_epochs) < 1:
