@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from camsim.config.schema import LOCALIZATION_MODES
 from camsim.config.synth import SynthTraitsConfig, without_later_keys_off
 from camsim.plain import to_plain
 
@@ -162,12 +163,9 @@ def validate(cfg: DictConfig) -> None:
 
 def check_splicing(sc: DictConfig) -> None:
     """The splicing benchmark's settings (``splicing.*``), before any image is localised."""
-    from camsim.localize.engine import MODES
-
     modes = list(sc.modes)
-    bad = [m for m in modes if m not in MODES]
-    if not modes or bad:
-        raise ValueError(f"splicing.modes={modes}: a non-empty list of {list(MODES)}")
+    if not modes or any(m not in LOCALIZATION_MODES for m in modes):
+        raise ValueError(f"splicing.modes={modes}: a non-empty list of {list(LOCALIZATION_MODES)}")
     if not 0.0 < float(sc.target_far) < 1.0:
         raise ValueError(f"splicing.target_far={sc.target_far}: a false-alarm rate in (0, 1)")
     if not 0.0 <= float(sc.control_fraction) < 1.0:

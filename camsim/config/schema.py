@@ -27,6 +27,9 @@ from camsim.config.schema_data import (
     VisionDataConfig,
 )
 
+#: the localisation engine's modes (:mod:`camsim.localize.engine`; ``splicing.modes``, ``localize.mode``)
+LOCALIZATION_MODES = ("graph", "reference")
+
 # --------------------------------------------------------------------------- paths
 
 

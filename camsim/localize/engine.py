@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from camsim.config.schema import LOCALIZATION_MODES
 from camsim.data.patches import cut_patches, patch_entropy
 from camsim.localize.graph import METHODS, affinity, affinity_block, extend_partition, spectral_bipartition
 from camsim.localize.grid import CellMap, LocalizationError, patch_cell_map, patch_grid
@@ -76,7 +77,7 @@ MAX_GRAPH_NODES = 2048
 #: ``max(batch, PAIR_BLOCK // len(G))``, so a head whose per-call cost includes its columns
 #: (the branch of every G row) pays it once per 2048 rows against 2048 landmarks, not per 256.
 PAIR_BLOCK = 1 << 22
-MODES = ("graph", "reference")
+MODES = LOCALIZATION_MODES
 
 
 def calibrate_threshold(scores_of_authentic_images: Any, target_far: float) -> float:
