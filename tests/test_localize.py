@@ -629,6 +629,33 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
     assert scores[1] <= round(cal["threshold"], 4) <= scores[2]
 
 
+def test_batch_gives_images_sharing_a_stem_one_folder_each_and_names_what_it_skips(tmp_path, caplog):
+    from omegaconf import OmegaConf
+
+    from camsim.localize.run import localize_folder
+
+    folder = tmp_path / "suspects"
+    folder.mkdir()
+    for i, name in enumerate(("photo.png", "photo.jpg", "other.png")):
+        green, _ = toy_scene(96, 128, seed=30 + i, plant=False)
+        Image.fromarray(np.stack([green] * 3, axis=-1)).save(folder / name)
+    (folder / "more").mkdir()
+    (folder / "notes.txt").write_text("x")
+    opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
+                             "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True,
+                             "save_scores": True, "calibrate_far": None})
+    with caplog.at_level("WARNING", logger="camsim"):
+        csv_path = localize_folder(_ToyLocalizer(), folder, tmp_path / "out", opts, max_pixels=10**8)
+    import csv
+    rows = {Path(r["image"]).name: r for r in csv.DictReader(open(csv_path))}
+    assert {n: Path(r["out_dir"]).name for n, r in rows.items()} == {
+        "photo.png": "photo_png", "photo.jpg": "photo_jpg", "other.png": "other"}
+    first = np.load(Path(rows["photo.jpg"]["out_dir"]) / "scores.npy")
+    second = np.load(Path(rows["photo.png"]["out_dir"]) / "scores.npy")
+    assert first.shape != second.shape or not np.array_equal(first, second)  # each its own, none overwritten
+    assert "2 entries not analysed: more/ (a sub-folder: not searched); notes.txt (extension not in" in caplog.text
+
+
 def test_min_entropy_from_option_then_checkpoint_then_default():
     from camsim.localize.run import resolve_min_entropy
 

@@ -238,6 +238,15 @@ def timing_line(result: LocalizationResult) -> str:
             f"{t['graph_s']:.1f} s, writing outputs {t['write_s']:.1f} s)")
 
 
+def output_names(images: Sequence[Path]) -> dict[Path, str]:
+    """Each image's output folder in batch mode: its stem, or stem and extension (``a_jpg``,
+    ``a_png``) where two images of the folder share a stem — one folder each, none overwritten."""
+    stems: dict[str, int] = {}
+    for p in images:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    return {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in images}
+
+
 def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_pixels: int) -> Path:
     """Batch mode: every image of ``folder``; one CSV row per image (failures say why),
     with the seconds per image (whole, feature pass, everything else; and its parts: decode,
@@ -246,16 +255,23 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
     with ``save_scores: true``. With ``calibrate_far`` (the folder holds authentic images)
     the threshold with that false-alarm rate on the folder's scores is logged and written
     to ``calibration.json``."""
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()]
     if not images:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    left = [f"{p.name}/ (a sub-folder: not searched)" if p.is_dir() else f"{p.name} (extension not in "
+            f"{', '.join(IMAGE_EXTENSIONS)})" for p in entries if p not in images]
+    if left:
+        log.warning("%s: %d entr%s not analysed: %s", folder, len(left), "y" if len(left) == 1 else "ies",
+                    "; ".join(left))
+    out_names = output_names(images)
     save_scores = bool(_opt(opts, "save_scores", False))
     rows = []
     scores: list[float] = []                                     # full precision, for calibration
     for path in track(images, desc=f"localising {len(images)} images"):
         row = {"image": str(path), "out_dir": "", "mode": opts.mode}
         try:
-            result, _ = localize_file(loc, path, out_dir / path.stem, opts, max_pixels, save_scores=save_scores)
+            result, _ = localize_file(loc, path, out_dir / out_names[path], opts, max_pixels, save_scores=save_scores)
             t = result.stats["timing"]
             row.update(status="ok", decision="spliced" if result.decision else "not spliced",
                        score=f"{result.score:.4f}", threshold=f"{result.threshold:.4f}",
@@ -263,7 +279,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                        suspect_share=f"{result.suspect_share:.4f}", seconds=f"{t['seconds']:.2f}",
                        features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
                        **{k: f"{t[k]:.2f}" for k in ("cpu_s", "read_s", "scoring_s", "graph_s", "write_s")},
-                       out_dir=str(out_dir / path.stem), message=result.message)
+                       out_dir=str(out_dir / out_names[path]), message=result.message)
             scores.append(float(result.score))
         except (ImageReadError, LocalizationError) as err:
             row.update(status="error", message=error_reason(err))  # the row names the file
