@@ -246,7 +246,14 @@ def stage_splicing(st: RunState) -> dict:
             *(authentic_records(Path(sc.authentic_dir)) if sc.authentic_dir else [])]
     if real:
         sets.append(ImageSet("real", Path(), real))
-    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, label, _calibration_set(st))
+    calibration = _calibration_set(st)
+    if calibration is not None and real:
+        shared = sorted({r["image"] for r in calibration.records} & {r["image"] for r in real})
+        if shared:
+            raise ValueError(f"splicing.calibration_dir: {len(shared)} of its images are also benchmark images "
+                             f"(e.g. {shared[0]}): a threshold set on the photos it is tested on meets its "
+                             "false-alarm target by construction; give disjoint folders")
+    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, label, calibration)
     for mode, c in results["calibration"].items():
         log.info("  %s mode: threshold %.4g, calibrated to %.0f%% false alarms on %d %s images", mode, c["threshold"],
                  100 * c["target_far"], c["images"], c["on"])
