@@ -280,6 +280,25 @@ def test_unreadable_files_and_photos_without_patches_are_named(ckpts, tmp_path, 
     assert m["models"]["Acme_One"]["photos"] == 2 and m["patch"]["other_photo"]["n_pos"] == 2 * 20
 
 
+def test_a_root_given_relative_or_through_dots_names_the_photos_alike(ckpts, tmp_path, monkeypatch):
+    """Photos are named by the root made absolute, without ``..``: two runs sharing one artefact
+    folder from other working directories name them alike, and read them (heights for the halves
+    rows, JPEG qualities), where the second run used to get the first run's relative names from the cache."""
+    from camsim.eval.transfer import run_transfer
+
+    make_folder(tmp_path / "photos", {"Acme_One": 2, "Bolt_Two": 2})
+    (tmp_path / "elsewhere").mkdir()
+    names = []
+    for cwd, root, out in ((tmp_path, "photos", "a"), (tmp_path / "elsewhere", "../photos", "b")):
+        monkeypatch.chdir(cwd)
+        cfg = transfer_cfg(ckpts["b"], Path(root), tmp_path / out)
+        cfg.paths.artefact_dir = str(tmp_path / "artefacts")  # one patch cache for both runs
+        m = run_transfer(cfg)["transfer"]
+        assert m["image"]["halves"]["n_pos"] > 0, out
+        names.append(np.load(tmp_path / out / "run" / "scores.npz")["photo_path"].tolist())
+    assert names[0] == names[1] and all(n.startswith(str(tmp_path / "photos") + "/") for n in names[0])
+
+
 def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
     from camsim.eval.transfer import run_transfer
 
@@ -590,6 +609,16 @@ def test_vision_tree_end_to_end(ckpts, tmp_path):
                       config_name="eval")
     m = run_transfer(cfg)["transfer"]
     assert {k: (v["photos"], v["set"]) for k, v in m["models"].items()} == {"Acme_Two": (4, "A"), "Bolt_X": (1, "unknown")}
+
+
+def test_calibration_photos_that_are_also_benchmark_photos_are_refused(folder_run, ckpts, tmp_path):
+    from camsim.pipeline import run
+
+    root = folder_run["root"]
+    args = ("task=splicing", f"splicing.authentic_dir={root}", f"splicing.calibration_dir={root / 'Acme_Two'}",
+            "splicing.modes=[graph]", "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
+    with pytest.raises(ValueError, match="calibration_dir: 3 of its images are also benchmark images"):
+        run(transfer_cfg(ckpts["b"], root, tmp_path, *args), job="splicing", train=False)
 
 
 def test_several_networks_in_the_splicing_benchmark(folder_run, ckpts, tmp_path):

@@ -17,6 +17,7 @@ Indexing only lists files (and, for EXIF, reads headers); pixels are decoded lat
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -217,12 +218,14 @@ def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
 
 
 def _check_root(kind: str, root: Path) -> Path:
+    """The root as an absolute path without ``..`` (so its photos are named the same from any working
+    directory, in caches, reports and ``scores.npz``), checked to be a readable folder."""
     root = Path(root).expanduser()
     if not root.exists():
         raise ValueError(f"{kind} root {root}: does not exist")
     if not root.is_dir():
         raise ValueError(f"{kind} root {root}: is not a directory")
-    return root
+    return Path(os.path.abspath(root))
 
 
 def _check_min_images(min_images: int) -> int:

@@ -115,13 +115,18 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
     low, no_patch = 0, []
     for req in reqs:
         ps = sets[(req.model, "all")]
-        skipped += ps.info.get("skipped", [])
+        # the cache keys photos by their real path, so a cached set may name them as another run
+        # spelled its root: this run's names, in the same order
+        here = {str(a): str(b) for a, b in zip(ps.images, req.images)}
+        photos = [Path(here[str(a)]) for a in ps.images]
+        unreadable = [{**sk, "file": here.get(str(sk["file"]), str(sk["file"]))} for sk in ps.info.get("skipped", [])]
+        skipped += unreadable
         low += int(ps.info.get("low_entropy_dropped", 0))
-        rows = [np.flatnonzero(ps.image_ids == k)[:ppi] for k in range(len(ps.images))]
-        unreadable = {str(sk["file"]) for sk in ps.info.get("skipped", [])}
-        no_patch += [str(p) for p, r in zip(ps.images, rows) if not len(r) and str(p) not in unreadable]
+        rows = [np.flatnonzero(ps.image_ids == k)[:ppi] for k in range(len(photos))]
+        bad = {sk["file"] for sk in unreadable}
+        no_patch += [str(p) for p, r in zip(photos, rows) if not len(r) and str(p) not in bad]
         if not sum(len(r) for r in rows):
-            log.warning("  %s: no usable patch in its %d photo(s); left out", req.model, len(ps.images))
+            log.warning("  %s: no usable patch in its %d photo(s); left out", req.model, len(photos))
             continue
         f, pr = fs.get(ps)
         m = len(models)
@@ -130,14 +135,14 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
             if not len(r):
                 continue
             try:
-                h = image_size(ps.images[k])[0]
+                h = image_size(photos[k])[0]
             except ImageReadError:
                 h = 0
             photo.append(np.full(len(r), len(paths)))
-            paths.append(str(ps.images[k]))
+            paths.append(str(photos[k]))
             pmodel.append(m)
             heights.append(h)
-            quality.append(jpeg_quality(ps.images[k]))
+            quality.append(jpeg_quality(photos[k]))
             yx.append(np.asarray(ps.positions)[r])
             feats.append(f[r])
             probs.append(pr[r])
