@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap
-from camsim.eval.paired import TransferScores, paired_bootstrap, read_scores
+from camsim.eval.paired import TransferScores, markdown, paired_bootstrap, read_scores
 from tests.conftest import run_cli
 from tests.test_transfer import ckpts, folder_run, transfer_cfg  # noqa: F401 - fixtures
 
@@ -53,7 +53,6 @@ def test_the_same_photos_under_another_spelling_of_the_root_pair_up(folder_run, 
     """A root given as ``x/../photos`` in one run and ``photos`` (or through a link) in the other:
     the same photos, so a run against its own rerun differs by nothing, not by the luck of two
     photo sets."""
-    from camsim.eval.paired import markdown
     from camsim.eval.transfer import run_transfer
 
     root = folder_run["root"]
@@ -70,7 +69,6 @@ def test_the_same_photos_under_another_spelling_of_the_root_pair_up(folder_run, 
 
 
 def test_runs_on_other_photos_are_refused_or_told(folder_run, ckpts, tmp_path):  # noqa: F811
-    from camsim.eval.paired import markdown
     from camsim.eval.transfer import run_transfer
     from tests.test_transfer import make_folder
 
@@ -148,6 +146,13 @@ def test_quality_rows_drawn_with_other_limits_are_not_compared():
     assert set(paired_bootstrap(run(97, 4), run(97, 4), reps=5)) == set(names)
     assert set(paired_bootstrap(run(97, 4), run(97, 6), reps=5)) == set(names) - {"patch/other_photo@far_q"}
     assert set(paired_bootstrap(run(97, 4), run(95, 4), reps=5)) == set(names) - {"patch/other_photo@fine"}
+    # and the report says which rows it left out, and why
+    a, b = run(97, 4), run(97, 6)
+    del b.contrasts["patch/other_photo@diff_q"]
+    text = markdown(a, b, paired_bootstrap(a, b, reps=5), 5, 0.95)
+    assert ("Not compared (2): patch, two photos of one model — the two photos ≥ 4 JPEG quality steps apart — drawn "
+            "at another limit in each run (4 / 6); patch, two photos of one model — the two photos at unequal JPEG "
+            "quality — only in A.") in text
 
 
 def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: F811

@@ -119,6 +119,20 @@ def _remap(c: Contrast, to_common: np.ndarray) -> Contrast:
     return Contrast(c.score, c.positive, to_common[c.photo_1], to_common[c.photo_2], c.link)
 
 
+def unshared(a: TransferScores, b: TransferScores) -> list[tuple[str, str]]:
+    """The contrasts not compared, each with why: drawn in one run only, or a JPEG-quality row
+    drawn with another limit in each run (another ``fine_jpeg_quality`` / ``far_jpeg_gap``)."""
+    la, lb = _limits(a), _limits(b)
+    out = []
+    for k in list(a.contrasts) + [k for k in b.contrasts if k not in a.contrasts]:
+        band = k.partition("@")[2]
+        if k not in b.contrasts or k not in a.contrasts:
+            out.append((k, f"only in {'A' if k in a.contrasts else 'B'}"))
+        elif la.get(band) != lb.get(band):
+            out.append((k, f"drawn at another limit in each run ({la.get(band)} / {lb.get(band)})"))
+    return out
+
+
 def _limits(s: TransferScores) -> dict[str, int | None]:
     """The limit each JPEG-quality row of a run was drawn with, by row tag (other rows have none)."""
     return {"fine": s.fine_jpeg_quality, "coarse": s.fine_jpeg_quality, "far_q": s.far_jpeg_gap}
@@ -132,9 +146,7 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     percentile interval of B − A over replicates that give the figure in both runs (``n``);
     ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
     check_reps_level(reps, level)
-    # a JPEG-quality row is shared only where both runs drew it with the same limit
-    la, lb = _limits(a), _limits(b)
-    shared = [k for k in a.contrasts if k in b.contrasts and la.get(band := k.partition("@")[2]) == lb.get(band)]
+    shared = [k for k in a.contrasts if k in b.contrasts and k not in dict(unshared(a, b))]
     if not shared:
         raise ValueError(f"{a.label} and {b.label} have no contrast in common")
     photo_overlap(a, b)
@@ -185,6 +197,13 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
         lines.append(f"Photos: {both} scored in both runs, {only_a} only in A, {only_b} only in B (photos of which one "
                      "network cut no patch, e.g. at another patch size, or runs on different folders); the replicates "
                      f"draw from all {both + only_a + only_b}, and each run's figures are on its own photos.")
+    left = unshared(a, b)
+    if left:
+        named = []
+        for k, why in left:
+            side = b if why == "only in B" else a
+            named.append(f"{_name(k, side.fine_jpeg_quality, side.far_jpeg_gap)} — {why}")
+        lines.append(f"Not compared ({len(left)}): " + "; ".join(named) + ".")
     lines += [
         "", "| contrast | AUC A | AUC B | Δ AUC [interval] | P(B better) | EER A | EER B | Δ EER [interval] |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -217,4 +236,4 @@ def _pct(v: float) -> str:
     return "n/a" if np.isnan(v) else f"{100 * v:.0f} %"
 
 
-__all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "FIGURES"]
+__all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "unshared", "FIGURES"]
