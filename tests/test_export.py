@@ -114,6 +114,18 @@ def test_model_card_shows_pairs_and_transfer_figures_with_protocol(ckpt, tmp_pat
     assert "Not measured" not in card
     assert "87.5 %" in card and "62.5 %" in card and "0.812" in card  # pairs: known-known, baseline, AUC
     assert "one protocol line" in card and "0.688 [0.500, 0.812]" in card  # transfer with its interval
+    assert "this network decides" not in card  # the evaluations decided at the checkpoint's η
+    # an evaluation at another η (eval.eta=auto chose it): the card says so, and eta= exports with it
+    (tmp_path / "auto").mkdir()
+    (tmp_path / "auto" / "metrics.json").write_text(json.dumps(nest({"eval/eta": 0.25, "eval/auc": 0.8})))
+    other = export_network(ckpt, tmp_path / "m1", metrics=[tmp_path / "auto"])
+    assert "decided at η = 0.25, this network decides at η = 0.4" in (other / "README.md").read_text()
+    again = export_network(ckpt, tmp_path / "m2", metrics=[tmp_path / "auto"], eta=0.25)
+    assert json.loads((again / "config.json").read_text())["eta"] == {"value": 0.25, "source": "export option eta"}
+    assert "this network decides" not in (again / "README.md").read_text()
+    with pytest.raises(ValueError, match="eta=1.5: a threshold in"):
+        export_network(ckpt, tmp_path / "m3", eta=1.5)
+    assert not (tmp_path / "m3").exists()
 
 
 def test_bad_metrics_path_is_one_clear_error(ckpt, tmp_path):

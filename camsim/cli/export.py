@@ -77,7 +77,7 @@ def main(cfg: DictConfig) -> None:
     metrics = cfg.metrics
     metrics = [] if metrics is None else [metrics] if isinstance(metrics, str) else list(to_plain(metrics))
     out = export_network(Path(cfg.ckpt), Path(cfg.out), overwrite=bool(cfg.overwrite), onnx=bool(cfg.onnx),
-                         metrics=[Path(m) for m in metrics])
+                         metrics=[Path(m) for m in metrics], eta=None if cfg.eta is None else float(cfg.eta))
     print(f"exported to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
 
 

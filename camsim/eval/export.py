@@ -61,14 +61,20 @@ def snippet(channels: int) -> str:
 # ----------------------------------------------------------------------------- config.json
 
 
-def eta_record(hparams: Mapping[str, Any]) -> dict:
-    """η of the exported network: the checkpoint's (``hparams.eta``), else the default 0.5 — and which."""
+def eta_record(hparams: Mapping[str, Any], eta: float | None = None) -> dict:
+    """η of the exported network — ``eta`` (the export's option), else the checkpoint's
+    (``hparams.eta``: the threshold its training accuracies were taken at), else the default 0.5 —
+    and which."""
+    if eta is not None:
+        if not 0.0 < float(eta) < 1.0:
+            raise ValueError(f"eta={eta}: a threshold in (0, 1) (null: the checkpoint's)")
+        return {"value": float(eta), "source": "export option eta"}
     if hparams.get("eta") is not None:
         return {"value": float(hparams["eta"]), "source": "checkpoint"}
     return {"value": 0.5, "source": "default (the checkpoint records none)"}
 
 
-def export_config(sim: ForensicSimilarity, ckpt: Path, files: Mapping[str, dict]) -> dict:
+def export_config(sim: ForensicSimilarity, ckpt: Path, files: Mapping[str, dict], eta: float | None = None) -> dict:
     """``config.json`` of the exported network (the layout :func:`camsim.models.portable.read_config` reads)."""
     hp = sim.hparams
     backbone = to_plain(hp.phase_a["backbone"])
@@ -79,7 +85,7 @@ def export_config(sim: ForensicSimilarity, ckpt: Path, files: Mapping[str, dict]
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "architecture": {"backbone": backbone, "class_names": list(hp.phase_a["class_names"]),
                          "patch_size": sim.patch_size, "head": to_plain(hp.head), "feature_layer": sim.feature_layer},
-        "eta": eta_record(hp),
+        "eta": eta_record(hp, eta),
         "input": {"channel": "green" if sim.backbone.in_channels == 1 else "rgb", "dtype": "uint8", "range": [0, 255],
                   "shape": ["N", sim.backbone.in_channels, sim.patch_size, sim.patch_size],
                   "align": patches.get("align"), "min_entropy": patches.get("min_entropy"),
@@ -190,6 +196,13 @@ def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
+def evaluated_etas(found: Mapping[str, list]) -> list[tuple[Path, float]]:
+    """The η each given evaluation (pairs, transfer) decided at."""
+    out = [(path, m["eval"].get("eta")) for path, m in found.get("pairs", [])]
+    out += [(path, t.get("eta")) for path, t in found.get("transfer", [])]
+    return [(path, float(v)) for path, v in out if isinstance(v, (int, float))]
+
+
 def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> str:
     """``README.md`` of an exported network (the model card)."""
     arch, tr, eta = cfg["architecture"], cfg["training"], cfg["eta"]
@@ -218,7 +231,10 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         "the traces the network reads; figures measured on camera originals do not carry over to them.",
         "- Accuracy depends on the camera models and the photos; data unlike the training data (below) can do "
         "worse: see the transfer figures, or measure them with `camsim-eval model=<this folder> data=...`.",
-        f"- η = {eta['value']:g} is not calibrated to a false-alarm rate on your data.", "",
+        f"- η = {eta['value']:g} is not calibrated to a false-alarm rate on your data.",
+        *[f"- The evaluation in `{path}` decided at η = {other:g}, this network decides at η = {eta['value']:g}: "
+          f"its rates at η are not this network's (export with `eta={other:g}` to decide as it did)."
+          for path, other in evaluated_etas(found) if abs(other - eta["value"]) > 1e-9], "",
         "## Architecture", "",
         md_table(["part", "setting"], [
             ["backbone", f"`{json.dumps(arch['backbone'])}`"],
@@ -271,10 +287,10 @@ def check_out(out: Path, ckpt: Path, overwrite: bool) -> None:
 
 
 def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, metrics: Sequence[Path],
-                 name: str) -> dict:
+                 name: str, eta: float | None = None) -> dict:
     """Every file of the export into ``tmp``; returns the config."""
     files = {WEIGHTS: save_weights(sim.state_dict(), tmp / WEIGHTS)}
-    cfg = export_config(sim, ckpt, files)
+    cfg = export_config(sim, ckpt, files, eta)
     if onnx:  # from the very tensors written: the portable network, loaded back
         net = PortableSimilarity(cfg)
         load_state(net, load_file(str(tmp / WEIGHTS)), tmp / WEIGHTS)
@@ -288,7 +304,7 @@ def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, met
 
 
 def export_network(ckpt: Path, out: Path, overwrite: bool = False, onnx: bool = False,
-                   metrics: Sequence[Path] = ()) -> Path:
+                   metrics: Sequence[Path] = (), eta: float | None = None) -> Path:
     """Write the network of Phase B checkpoint ``ckpt`` to folder ``out`` (module docstring). The
     folder appears complete or not at all; with ``overwrite`` an existing one is replaced only
     once the new one is written."""
@@ -296,13 +312,14 @@ def export_network(ckpt: Path, out: Path, overwrite: bool = False, onnx: bool = 
     check_out(out, ckpt, overwrite)
     sim = load_similarity(ckpt)
     read_metrics(metrics, ckpt)  # bad metrics= paths fail before any work
+    eta_record(sim.hparams, eta)  # and a bad eta=
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     try:
         with atomic_dir(out) as tmp:
-            write_export(tmp, sim, ckpt, onnx, metrics, out.name)
+            write_export(tmp, sim, ckpt, onnx, metrics, out.name, eta)
     except BaseException:
         if old is not None and not out.exists():
             os.replace(old, out)
