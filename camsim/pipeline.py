@@ -24,12 +24,13 @@ from camsim.config import backbone_config, feature_layer, to_plain, validate
 from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.sources import SynthSource
+from camsim.data.splits import SetSplit
 from camsim.data.patches import stable_seed
 from camsim.data.store import log_skipped
 from camsim.eval.difficulty import difficulty_check
 from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
-from camsim.eval.networks import Networks
+from camsim.eval.networks import Networks, training_role
 from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
 from camsim.lit.phase_a import build_backbone, load_classifier
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
@@ -130,6 +131,21 @@ def resolve_eta(st: RunState, sim: ForensicSimilarity, fs: FeatureStore | None =
     return st.eta
 
 
+def split_against_network(sets: dict, split: SetSplit) -> list[str]:
+    """Where this config's split contradicts a ``ckpt=`` network's training record (names compared
+    as :func:`~camsim.eval.networks.training_role` does): an *unknown* model (set C) it trained on,
+    a *known* model outside its set A. Either makes the scenario accuracies mislabelled."""
+    notes = []
+    seen = [f"{m} ({training_role(m, sets)})" for m in split.c if training_role(m, sets)]
+    if seen:
+        notes.append(f"unknown model(s) of this split that the network trained on: {', '.join(seen)} — their pairs are "
+                     "not unknown-model pairs, and their test photos may have been its training photos")
+    outside = [m for m in split.known if "A" not in training_role(m, sets)]
+    if outside:
+        notes.append(f"known model(s) of this split not in the network's set A: {', '.join(outside)}")
+    return notes
+
+
 def stage_eval(st: RunState) -> dict:
     cfg = st.cfg
     sim = load_similarity(similarity_checkpoint(st))
@@ -161,7 +177,19 @@ def stage_eval(st: RunState) -> dict:
     flat.update({k: v for k, v in pa.items() if k.startswith("phase_a/test/") and "per_class" not in k})
     more, text = difficulty_check(st.data, pa, flat, pairs.models)
     flat.update(more)
-    write_evaluation(st.out_dir, ev, [("Difficulty check: camera traces, not scene statistics", text)])
+    sections = [("Difficulty check: camera traces, not scene statistics", text)]
+    if cfg.get("ckpt"):  # a network trained elsewhere: name it, and check this split against its record
+        path = similarity_checkpoint(st)
+        st.summary["eval_checkpoint"] = str(path.resolve())
+        notes = split_against_network(sim.training_sets, st.data.split)
+        for note in notes:
+            log.warning("  %s", note)
+        sections.insert(0, ("The network evaluated", "\n".join(
+            [f"`ckpt={path.resolve()}`, trained on set A = {', '.join(sim.training_sets['a'])}; set B = "
+             f"{', '.join(sim.training_sets['b'] or ['not recorded'])}. Known / unknown below are this config's "
+             "split (`split.*`), checked against that record:", ""]
+            + [f"- {n}" for n in notes or ["consistent: every known model is in its set A, no unknown one in its A or B."]])))
+    write_evaluation(st.out_dir, ev, sections)
     np.savez_compressed(st.out_dir / "scores.npz", score=score, baseline=base if base is not None else np.zeros(0),
                         model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str), i=pairs.i, j=pairs.j)
     log_evaluation(st.loggers, flat, st.out_dir, scenario_table(flat))

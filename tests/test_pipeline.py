@@ -116,6 +116,22 @@ def test_camsim_eval_with_checkpoint_and_auto_eta(workdir: Path, shared_artefact
     _run("camsim-eval", workdir, shared_artefacts, "task=pairs", f"ckpt={ckpts[0]}", "eval.eta=auto")
     metrics = json.loads((_run_dir(workdir) / "metrics.json").read_text())
     assert 0.0 < metrics["eval"]["eta"] < 1.0
+    # the report and run.json name the network evaluated, and check this split against its record
+    assert json.loads((_run_dir(workdir) / "run.json").read_text())["eval_checkpoint"] == str(ckpts[0].resolve())
+    report = (_run_dir(workdir) / "report.md").read_text()
+    assert f"`ckpt={ckpts[0].resolve()}`" in report and "consistent: every known model is in its set A" in report
+
+
+def test_a_split_that_contradicts_the_networks_training_record_is_named() -> None:
+    from types import SimpleNamespace
+
+    from camsim.pipeline import split_against_network
+
+    sets = {"a": ["Canon_A", "Nikon_B"], "b": ["Sony_C"]}
+    assert split_against_network(sets, SimpleNamespace(c=["Fuji_D"], known=["canon_a"])) == []
+    notes = split_against_network(sets, SimpleNamespace(c=["Fuji_D", "sony-c", "Nikon_B"], known=["Canon_A", "Fuji_D"]))
+    assert notes[0].startswith("unknown model(s) of this split that the network trained on: sony-c (B), Nikon_B (A)")
+    assert notes[1] == "known model(s) of this split not in the network's set A: Fuji_D"
 
 
 def test_missing_checkpoint_is_a_clear_error(workdir: Path, shared_artefacts: Path) -> None:
