@@ -184,6 +184,15 @@ def test_a_copy_within_one_model_is_left_out_and_named(tmp_path):
     assert idx.models["CamA"][1].name == "a_copy.jpg"  # the original index is left as it was
 
 
+def test_two_folders_naming_one_model_are_warned_about(tmp_path):
+    small_jpeg(tmp_path / "Canon_A" / "a.jpg", 1)
+    small_jpeg(tmp_path / "canon-a" / "b.jpg", 2)
+    small_jpeg(tmp_path / "Nikon_B" / "c.jpg", 3)
+    with pytest.warns(UserWarning, match=r"folders \['Canon_A', 'canon-a'\] name one model"):
+        idx = FolderSource(tmp_path).index()
+    assert idx.model_names() == ["Canon_A", "Nikon_B", "canon-a"]  # the folders are the labels: not merged
+
+
 # ---- ImageIndex invariants ---------------------------------------------------------------
 
 

@@ -53,12 +53,6 @@ def camera_make(model: str) -> str | None:
     return head.casefold() if sep and head and tail else None
 
 
-def model_key(name: str) -> str:
-    """A camera-model name as data sets spell it differently — case and separators ignored:
-    ``Canon_PowerShot_G2`` = ``canon_powershot_g2`` = ``Canon PowerShot G2``."""
-    return re.sub(r"[^0-9a-z]", "", name.casefold())
-
-
 def dresden_model_name(file_name: str) -> str:
     """Camera model of a Dresden file name: the stem without its last two ``_`` fields
     (``"Canon_Ixus70_0_3215.JPG"`` -> ``"Canon_Ixus70"``). ValueError (naming the file) when
@@ -356,4 +350,4 @@ class VisionSource:
 
 
 __all__ = ["DresdenSource", "VisionSource", "ExifSource", "MAKE_ALIASES", "camera_model_name", "canonical_make", "VISION_VARIANTS", "VISION_ORIGINALS", "camera_make",
-           "dresden_model_name", "model_key"]
+           "dresden_model_name"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -217,6 +218,12 @@ def _normalise_extensions(extensions: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def model_key(name: str) -> str:
+    """A camera-model name as data sets spell it differently — case and separators ignored:
+    ``Canon_PowerShot_G2`` = ``canon_powershot_g2`` = ``Canon PowerShot G2``."""
+    return re.sub(r"[^0-9a-z]", "", name.casefold())
+
+
 def _check_root(kind: str, root: Path) -> Path:
     """The root as an absolute path without ``..`` (so its photos are named the same from any working
     directory, in caches, reports and ``scores.npz``), checked to be a readable folder."""
@@ -310,6 +317,13 @@ class FolderSource:
                 warnings.warn(f"{folder}: camera-model folder is {what}; skipped", stacklevel=2)
                 skipped.append((folder, f"camera-model folder is {what}"))
         models = _drop_small(models, skipped, self.min_images, folders)
+        alike: dict[str, list[str]] = defaultdict(list)
+        for name in models:
+            alike[model_key(name)].append(name)
+        for names in alike.values():
+            if len(names) > 1:  # the folder is the label: not merged, but their pairs would be mislabelled
+                warnings.warn(f"{root}: camera-model folders {names} name one model (case and separators ignored): "
+                              "their pairs count as different-model pairs — merge them or rename one", stacklevel=2)
         if not models:
             raise ValueError(f"{root}: no camera-model folder with at least {self.min_images} image(s) "
                              f"({len(skipped)} file(s)/folder(s) skipped)")
@@ -406,4 +420,5 @@ def render_images(source: ImageSource, paths: Iterable[str | Path]) -> None:
         render(list(paths))
 
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageIndex", "ImageSource", "FolderSource", "SynthSource", "listed_images", "render_images"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageIndex", "ImageSource", "FolderSource", "SynthSource", "listed_images", "render_images",
+           "model_key"]

@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig
 
 from camsim.config import data_fingerprint
-from camsim.data.layouts import model_key
+from camsim.data.sources import model_key
 from camsim.data.store import PatchSettings
 from camsim.lit.phase_b import load_similarity
 from camsim.models.portable import weights_file

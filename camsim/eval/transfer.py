@@ -42,7 +42,8 @@ from omegaconf import DictConfig
 from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
-from camsim.data.layouts import camera_make, model_key
+from camsim.data.layouts import camera_make
+from camsim.data.sources import model_key
 from camsim.data.store import PatchRequest, PatchStore, log_skipped, merge_skipped
 from camsim.eval.bootstrap import Contrast, bootstrap, check_reps_level
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
