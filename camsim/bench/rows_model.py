@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from camsim.artefacts import content_hash
+from camsim.artefacts import atomic_write_bytes, content_hash
 from camsim.bench.common import (NUM_CLASSES, VARIANTS, inductor_cache, maxrss_mb, status_kb, table_line,
                                  throughput, time_calls)
 from camsim.lit.phase_a import CameraClassifier, build_backbone
@@ -147,8 +148,10 @@ def _cached_references(p: dict, init: dict, x: Any, y: Any) -> dict:
     if cache is not None and cache.is_file():
         return torch.load(cache, weights_only=True)
     refs = reference_outputs(p["model_cfg"], P, state, x, y)
-    if cache is not None:
-        torch.save(refs, cache)
+    if cache is not None:  # whole or not at all: a row killed while writing leaves no truncated file
+        buf = io.BytesIO()
+        torch.save(refs, buf)
+        atomic_write_bytes(cache, buf.getvalue())
     return refs
 
 

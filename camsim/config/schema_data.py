@@ -48,7 +48,9 @@ class ExifDataConfig:
 
     _target_: str = "camsim.data.layouts.ExifSource"
     root: str = MISSING
+    extensions: list[str] = field(default_factory=lambda: [".jpg", ".jpeg", ".png", ".tif", ".tiff"])
     recursive: bool = False
+    min_images: int = 1
 
 
 @dataclass
