@@ -189,7 +189,12 @@ def stage_eval(st: RunState) -> dict:
              f"{', '.join(sim.training_sets['b'] or ['not recorded'])}. Known / unknown below are this config's "
              "split (`split.*`), checked against that record:", ""]
             + [f"- {n}" for n in notes or ["consistent: every known model is in its set A, no unknown one in its A or B."]])))
-    write_evaluation(st.out_dir, ev, sections)
+    how = (f"fixed (`eval.eta={cfg.eval.eta}`)" if configured_eta(cfg) is not None else
+           f"chosen on Phase B's validation pairs (`eval.eta=auto`, rule `{cfg.eval.eta_rule}`)")
+    protocol = (f"patch pairs of the test photos (never trained on) of the known and unknown models, "
+                f"{int(cfg.eval.pairs_per_cell)} per cell of the model-by-model matrix (`eval.pairs_per_cell`, "
+                f"drawn with `eval.seed={int(cfg.eval.seed)}`), figures pooled over pairs; η = {float(eta):.4g} {how}.")
+    write_evaluation(st.out_dir, ev, sections, protocol)
     np.savez_compressed(st.out_dir / "scores.npz", score=score, baseline=base if base is not None else np.zeros(0),
                         model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str), i=pairs.i, j=pairs.j)
     log_evaluation(st.loggers, flat, st.out_dir, scenario_table(flat))

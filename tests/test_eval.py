@@ -67,6 +67,13 @@ def test_pair_matrix_other_order_and_unknown_model_raises():
         M.pair_matrix(s, m1, m2, ETA, ["A", "B"])
 
 
+def test_console_line_says_n_a_for_a_scenario_without_pairs():
+    from camsim.eval.evaluate import scenario_line
+
+    line = scenario_line({"eval/acc/overall": 0.5, "eval/acc/known_known": float("nan"), "eval/auc": 0.75})
+    assert line.startswith("overall 50.0% · known–known n/a · known–unknown n/a") and line.endswith("AUC 0.750")
+
+
 def test_pair_matrix_cell_without_pairs_is_nan():
     s, m1, m2 = _arrays()
     mat = M.pair_matrix(s, m1, m2, ETA, ["A", "B", "C", "D"])

@@ -120,6 +120,8 @@ def test_camsim_eval_with_checkpoint_and_auto_eta(workdir: Path, shared_artefact
     assert json.loads((_run_dir(workdir) / "run.json").read_text())["eval_checkpoint"] == str(ckpts[0].resolve())
     report = (_run_dir(workdir) / "report.md").read_text()
     assert f"`ckpt={ckpts[0].resolve()}`" in report and "consistent: every known model is in its set A" in report
+    assert f"η = {metrics['eval']['eta']:.4g} chosen on Phase B's validation pairs (`eval.eta=auto`" in report
+    assert "- Protocol: patch pairs of the test photos" in report
 
 
 def test_a_split_that_contradicts_the_networks_training_record_is_named() -> None:

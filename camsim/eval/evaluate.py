@@ -78,11 +78,14 @@ def evaluate_scores(score: np.ndarray, baseline_sim: np.ndarray | None, model_1:
     return Evaluation(flat, models, list(known), figures, sweeps)
 
 
-def write_evaluation(out_dir: Path, ev: Evaluation, sections: Sequence[tuple[str, str]] = ()) -> None:
-    """``metrics.json`` (nested) and ``report.md`` of an evaluation, with extra report ``sections``."""
+def write_evaluation(out_dir: Path, ev: Evaluation, sections: Sequence[tuple[str, str]] = (),
+                     protocol: str = "") -> None:
+    """``metrics.json`` (nested) and ``report.md`` of an evaluation, with its ``protocol`` line and
+    extra report ``sections``."""
     nested = M.nest(ev.flat)
     atomic_write_json(Path(out_dir) / "metrics.json", nested)
-    write_report(out_dir, nested, ev.models, ev.known, ev.figures, extra_sections=sections, sweeps=ev.sweeps)
+    write_report(out_dir, nested, ev.models, ev.known, ev.figures, extra_sections=sections, sweeps=ev.sweeps,
+                 protocol=protocol)
 
 
 def scenario_table(flat: dict) -> tuple[str, list[str], list[list]]:
@@ -98,7 +101,10 @@ def _roc(score: np.ndarray, same: np.ndarray) -> tuple[np.ndarray, np.ndarray, f
 
 def scenario_line(flat: dict, prefix: str = "eval") -> str:
     """One line with the paper's scenario accuracies and AUC, for the console."""
-    g = lambda k: flat.get(f"{prefix}/{k}", float("nan"))  # noqa: E731
-    return (f"overall {g('acc/overall'):.1%} · known–known {g('acc/known_known'):.1%} · "
-            f"known–unknown {g('acc/known_unknown'):.1%} · unknown–unknown {g('acc/unknown_unknown'):.1%} · "
-            f"AUC {g('auc'):.3f}")
+    def g(k: str, fmt: str) -> str:  # a scenario without pairs: "n/a", not "nan%"
+        v = flat.get(f"{prefix}/{k}")
+        return "n/a" if v is None or v != v else format(v, fmt)
+
+    return (f"overall {g('acc/overall', '.1%')} · known–known {g('acc/known_known', '.1%')} · "
+            f"known–unknown {g('acc/known_unknown', '.1%')} · unknown–unknown {g('acc/unknown_unknown', '.1%')} · "
+            f"AUC {g('auc', '.3f')}")

@@ -91,14 +91,15 @@ def _sweep_md(rows: Sequence[Sequence[float]]) -> str:
 def write_report(out_dir: str | Path, metrics: Mapping[str, Any], models: Sequence[str], known: Iterable[str],
                  figures: Mapping[str, str] | None = None,
                  extra_sections: Sequence[tuple[str, str]] = (),
-                 sweeps: Mapping[str, Sequence[Sequence[float]]] | None = None) -> Path:
+                 sweeps: Mapping[str, Sequence[Sequence[float]]] | None = None, protocol: str = "") -> Path:
     """Write ``out_dir/report.md`` and return its path.
 
     ``metrics``: nested as ``metrics.json`` (needs ``eval``; ``baseline`` optional);
     ``models``: the evaluated models (shown known first); ``known``: models of set A;
     ``figures``: name -> PNG path relative to ``out_dir``; ``extra_sections``: (title,
     markdown) appended as ``##`` sections; ``sweeps``: system name -> rows of
-    :func:`camsim.eval.metrics.threshold_sweep`, one table each.
+    :func:`camsim.eval.metrics.threshold_sweep`, one table each; ``protocol``: how the pairs were
+    drawn and where η came from, under the model lists.
     """
     if "eval" not in metrics or not isinstance(metrics["eval"], Mapping):
         raise ValueError("metrics: no 'eval' section (expected the nested metrics.json layout)")
@@ -121,6 +122,7 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any], models: Sequen
         f"- **Known models** (set A, seen in Phase A): {', '.join(known_list) or '–'}",
         f"- **Unknown models** (set C, never trained on): {', '.join(unknown_list) or '–'}",
         f"- Pairs scored: {_int(proposed.get('n_pairs'))}",
+        *([f"- Protocol: {protocol}"] if protocol else []),
         "",
     ]
 
