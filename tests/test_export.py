@@ -125,6 +125,15 @@ def test_model_card_shows_pairs_and_transfer_figures_with_protocol(ckpt, tmp_pat
     assert "this network decides" not in (again / "README.md").read_text()
     with pytest.raises(ValueError, match="eta=1.5: a threshold in"):
         export_network(ckpt, tmp_path / "m3", eta=1.5)
+    # figures measured with another network are marked; with this one (here a copy of it) they are not
+    (tmp_path / "copy.ckpt").write_bytes(Path(ckpt).read_bytes())
+    (tmp_path / "other.ckpt").write_bytes(b"another network")
+    for name, marked in (("copy.ckpt", False), ("other.ckpt", True)):
+        transfer["transfer"]["checkpoint"] = str(tmp_path / name)
+        (tmp_path / f"t_{name}.json").write_text(json.dumps(transfer))
+        out = export_network(ckpt, tmp_path / f"m_{name}", metrics=[tmp_path / f"t_{name}.json"])
+        card = (out / "README.md").read_text()
+        assert (f"were measured with `{tmp_path / name}`, not with the checkpoint exported here" in card) == marked
     assert not (tmp_path / "m3").exists()
 
 

@@ -196,6 +196,26 @@ def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
+def other_networks(found: Mapping[str, list], sha256: str | None) -> list[tuple[Path, str]]:
+    """Given evaluations that name the checkpoint they scored (a transfer run's ``checkpoint``, a
+    pairs run's ``run.json`` ``eval_checkpoint``) where that file is not the exported one (another
+    sha256, or several networks fused): ``(metrics file, the checkpoint it names)``."""
+    named = [(path, t.get("checkpoint")) for path, t in found.get("transfer", [])]
+    for path, _ in found.get("pairs", []):
+        run = path.parent / "run.json"
+        try:
+            named.append((path, json.loads(run.read_text()).get("eval_checkpoint")))
+        except (OSError, ValueError):
+            continue  # a run that trained its own network, or none recorded
+    out = []
+    for path, ckpt in named:
+        if not isinstance(ckpt, str) or not ckpt:
+            continue
+        if " + " in ckpt or sha256 is None or not Path(ckpt).is_file() or file_sha256(Path(ckpt)) != sha256:
+            out.append((path, ckpt))
+    return out
+
+
 def evaluated_etas(found: Mapping[str, list]) -> list[tuple[Path, float]]:
     """The η each given evaluation (pairs, transfer) decided at."""
     out = [(path, m["eval"].get("eta")) for path, m in found.get("pairs", [])]
@@ -234,7 +254,10 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         f"- η = {eta['value']:g} is not calibrated to a false-alarm rate on your data.",
         *[f"- The evaluation in `{path}` decided at η = {other:g}, this network decides at η = {eta['value']:g}: "
           f"its rates at η are not this network's (export with `eta={other:g}` to decide as it did)."
-          for path, other in evaluated_etas(found) if abs(other - eta["value"]) > 1e-9], "",
+          for path, other in evaluated_etas(found) if abs(other - eta["value"]) > 1e-9],
+        *[f"- The figures of `{path}` were measured with `{ckpt}`, not with the checkpoint exported here "
+          "(another file, or several networks fused)." for path, ckpt in other_networks(found, cfg["source"].get("sha256"))],
+        "",
         "## Architecture", "",
         md_table(["part", "setting"], [
             ["backbone", f"`{json.dumps(arch['backbone'])}`"],
