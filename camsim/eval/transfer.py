@@ -432,7 +432,7 @@ def run_transfer(cfg: DictConfig) -> dict:
         for name, info in about.items():
             results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
-    run = {"checkpoint": " + ".join(map(str, nets.paths)), "networks": len(nets.sims), "source": repr(source),
+    run = {"checkpoint": " + ".join(str(p.resolve()) for p in nets.paths), "networks": len(nets.sims), "source": repr(source),
            "source_name": f"{type(source).__name__} {index.root}", "photos_in_source": index.counts(), "eta": eta,
            "threshold": str(t.threshold), "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
            "skipped_files": skipped, "no_patch_photos": table.no_patch,
