@@ -146,7 +146,8 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     percentile interval of B − A over replicates that give the figure in both runs (``n``);
     ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
     check_reps_level(reps, level)
-    shared = [k for k in a.contrasts if k in b.contrasts and k not in dict(unshared(a, b))]
+    left = dict(unshared(a, b))
+    shared = [k for k in a.contrasts if k in b.contrasts and k not in left]
     if not shared:
         raise ValueError(f"{a.label} and {b.label} have no contrast in common")
     photo_overlap(a, b)
