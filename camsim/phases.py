@@ -38,6 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from camsim.artefacts import atomic_write_json, content_hash, file_lock, lock_path
 from camsim.config import backbone_config, data_fingerprint, feature_layer, to_plain
+from camsim.config.schema import TrainerConfig
 from camsim.data.datamodules import PairDataModule, PhaseADataModule
 from camsim.data.features import FeatureStore
 from camsim.data.patches import stable_seed
@@ -133,6 +134,23 @@ def _open_phase(st: RunState, kind: str, key: dict, seed: int) -> Path | None:
 #: Phase A settings that change neither its data nor its network's maths: not in its artefact key
 _PHASE_A_UNKEYED = ("loader", "resume", "compile", "compose_first_layers", "fuse_batch_norm_pool")
 
+#: Trainer settings that change what a phase learns or records — the effective batch (devices,
+#: nodes, accumulation), the steps taken, clipping, which epoch is kept, the test batches behind
+#: Phase A's test figure. Speed and logging settings (accelerator, strategy, log_every_n_steps,
+#: profiler, ...) are not among them.
+TRAINER_KEYED = ("devices", "num_nodes", "sync_batchnorm", "use_distributed_sampler", "accumulate_grad_batches",
+                 "gradient_clip_val", "check_val_every_n_epoch", "val_check_interval", "limit_train_batches",
+                 "limit_val_batches", "limit_test_batches", "precision")
+
+
+def trainer_key(cfg: DictConfig) -> dict:
+    """The :data:`TRAINER_KEYED` settings that differ from their defaults, for a phase's artefact
+    key: a smoke test (``trainer.limit_train_batches=5``) never stands in for a full run, while a
+    default trainer adds nothing (the key every artefact had before)."""
+    default = OmegaConf.structured(TrainerConfig)
+    return {k: to_plain(cfg.trainer.get(k)) for k in TRAINER_KEYED
+            if to_plain(cfg.trainer.get(k)) != to_plain(default[k])}
+
 
 def phase_a_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
@@ -140,7 +158,8 @@ def phase_a_key(st: RunState) -> dict:
             "classes": list(data.split.a), "model": backbone_config(cfg),
             "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in _PHASE_A_UNKEYED},
             "batch_size": int(cfg.phase_a.loader.batch_size), "seed": int(cfg.seed),
-            "precision": str(cfg.trainer.precision)}
+            "precision": str(cfg.trainer.precision),
+            **({"trainer": t} if (t := {k: v for k, v in trainer_key(cfg).items() if k != "precision"}) else {})}
 
 
 def stage_phase_a(st: RunState) -> None:
@@ -173,7 +192,8 @@ def phase_b_key(st: RunState) -> dict:
             "requests": [r.key(data.store.settings) for r in data.requests("phase_b")],
             "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
             "phase_b": _key_settings(cfg.phase_b, skip),
-            "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed)}
+            "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed),
+            **({"trainer": t} if (t := trainer_key(cfg)) else {})}
 
 
 def phase_b_seed(cfg: DictConfig) -> int:

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from camsim.phases import RunState, record_phase
-from tests.conftest import run_cli
+from tests.conftest import compose_cfg, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,31 @@ def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shar
     assert len(finished) == 1, finished
     metrics = json.loads((_run_dir(workdir) / "metrics.json").read_text())
     assert metrics["eval"]["eta"] == pytest.approx(0.3)
+
+
+def test_trainer_settings_that_change_what_a_phase_learns_are_in_its_key() -> None:
+    """A smoke test (limit_train_batches) or another effective batch (devices) is another artefact;
+    speed and logging settings are not, and a default trainer adds nothing to the key."""
+    from camsim.phases import trainer_key
+
+    assert trainer_key(compose_cfg([])) == {}
+    assert trainer_key(compose_cfg(["trainer.log_every_n_steps=1", "trainer.accelerator=cpu",
+                                    "trainer.profiler=simple", "trainer.num_sanity_val_steps=2"])) == {}
+    assert trainer_key(compose_cfg(["trainer.limit_train_batches=5"])) == {"limit_train_batches": 5}
+    assert trainer_key(compose_cfg(["trainer=ddp_cpu"])) == {"devices": 2}
+    assert trainer_key(compose_cfg(["trainer.precision=bf16-mixed"])) == {"precision": "bf16-mixed"}
+
+
+def test_a_smoke_test_run_is_not_reused_by_a_full_one(tmp_path: Path, shared_artefacts: Path) -> None:
+    import shutil
+
+    _run("camsim-run", tmp_path, shared_artefacts)  # trains (or reuses the first test's artefacts)
+    arts = tmp_path / "artefacts"
+    shutil.copytree(shared_artefacts, arts)
+    before = {k: {d.name for d in arts.glob(f"{k}-*")} for k in ("phase_a", "phase_b")}
+    _run("camsim-run", tmp_path, arts, "trainer.limit_train_batches=1")
+    for kind, names in before.items():
+        assert len({d.name for d in arts.glob(f"{kind}-*")} - names) == 1, kind  # trained anew, not reused
 
 
 def test_phase_b_is_the_same_whether_phase_a_was_trained_or_reused(tmp_path: Path, shared_artefacts: Path) -> None:
