@@ -84,6 +84,41 @@ def rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", os.environ.get("SLURM_PROCID", 0))))
 
 
+def job_token() -> str:
+    """What the ranks of one job share and other jobs do not: SLURM's job and step, torchrun's run
+    id, else a token rank 0 sets in its environment (Lightning's own launcher starts the other
+    ranks from rank 0's process, so they inherit it)."""
+    env = os.environ
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '')}"
+    if env.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+    return env.setdefault("CAMSIM_JOB_TOKEN", f"{os.getpid()}-{time.time_ns()}")
+
+
+def fit_marker(work: Path) -> Path:
+    """The file rank 0 writes in a phase's ``.partial`` folder once it holds the phase's lock and
+    will train it: the other ranks of its job join that fit (:func:`rank0_trains`)."""
+    return work / f".fit-{job_token()}"
+
+
+def rank0_trains(final: Path, work: Path, poll_s: float = 1.0) -> bool:
+    """For a rank > 0: wait for rank 0's decision on a phase — ``True``: it trains it (its
+    :func:`fit_marker` is there; join the fit), ``False``: the phase exists (reuse it). Rank 0 may
+    first wait for another job that trains the same phase; a rank > 0 that went on alone would
+    join the wrong fit."""
+    marker, told = fit_marker(work), False
+    while True:
+        if marker.exists():
+            return True
+        if final.exists():
+            return False
+        if not told:
+            log.info("  rank %d: waiting for rank 0 to train or reuse %s", rank(), final.name)
+            told = True
+        time.sleep(poll_s)
+
+
 def configured_eta(cfg: DictConfig) -> float | None:
     """``eval.eta`` as a number, or ``None`` for ``eta=auto`` (chosen by
     :func:`camsim.pipeline.resolve_eta`)."""
@@ -269,11 +304,19 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
     with ExitStack() as stack:
         if rank() == 0:  # other DDP ranks join the fit that rank 0 started; they must not wait on the lock
             stack.enter_context(file_lock(lock_path(final)))
-        if final.exists():  # another job finished it while we waited
+            reuse = final.exists()  # another job finished it while we waited
+        else:
+            reuse = not rank0_trains(final, work)
+        if reuse:
             log.info("  reusing %s", final)
             record_phase(st, name, final)
             return
         work.mkdir(parents=True, exist_ok=True)
+        marker = fit_marker(work)
+        if rank() == 0:  # the other ranks of this job (SLURM, torchrun) join this fit when they see it
+            for stale in work.glob(".fit-*"):
+                stale.unlink(missing_ok=True)
+            marker.touch()
         ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor), mode="max",
                                   auto_insert_metric_name=False, enable_version_counter=False)
         # its own callback: since Lightning 2.6 `save_last` only writes when a top-k checkpoint is saved
@@ -294,6 +337,7 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
                                title=f"{name} test confusion")
                 metrics["per_class_acc"] = dict(zip(module.class_names, conf["per_class"].tolist()))
         if trainer.is_global_zero:
+            marker.unlink(missing_ok=True)
             shutil.copyfile(best, work / "model.ckpt")
             atomic_write_json(work / "metrics.json", metrics)
             atomic_write_json(work / "key.json", key)

@@ -81,6 +81,28 @@ def test_a_job_runs_through_submitits_local_executor(workdir: Path) -> None:
     assert list((jobs[0].parent / ".submitit").rglob("*_result.pkl"))
 
 
+def test_a_rank_above_0_follows_rank_0s_decision_on_a_phase(tmp_path: Path, monkeypatch) -> None:
+    """Ranks started beside rank 0 (SLURM, torchrun) neither train a phase another job is
+    training (rank 0 waits on its lock) nor skip one rank 0 trains: they wait for rank 0's marker
+    (join its fit) or the finished phase (reuse it)."""
+    import threading
+
+    from camsim.phases import fit_marker, rank0_trains
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_PROCID", "1")
+    final = tmp_path / "phase_a-x"
+    work = final.with_name(final.name + ".partial")
+    work.mkdir()
+    (work / ".fit-slurm-76-").touch()  # another job's marker: not ours
+    threading.Timer(0.3, lambda: final.mkdir()).start()  # another job publishes the phase
+    assert rank0_trains(final, work, poll_s=0.05) is False
+    final.rmdir()
+    threading.Timer(0.3, lambda: fit_marker(work).touch()).start()  # our rank 0 will train it
+    assert rank0_trains(final, work, poll_s=0.05) is True
+    assert fit_marker(work).name == ".fit-slurm-77-"
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_evaluates_the_same_pairs(workdir: Path) -> None:
     single = run_cli("camsim-run", "debug=fast", "hydra.run.dir=outputs/single", cwd=workdir)
@@ -93,3 +115,5 @@ def test_ddp_on_two_cpu_processes_evaluates_the_same_pairs(workdir: Path) -> Non
     for key in ("i", "j", "model_1", "model_2"):
         np.testing.assert_array_equal(a[key], b[key])
     assert (workdir / "outputs/ddp/metrics.json").is_file()
+    phases = list((workdir / "outputs/artefacts_ddp").glob("phase_*"))
+    assert len(phases) == 2 and not [f for d in phases for f in d.glob(".fit-*")]  # rank 0's marker not published
