@@ -42,7 +42,7 @@ from camsim.config.schema import TrainerConfig
 from camsim.data.datamodules import PairDataModule, PhaseADataModule
 from camsim.data.features import FeatureStore
 from camsim.data.patches import stable_seed
-from camsim.lit.checkpoints import AtomicCheckpointIO, resume_from
+from camsim.lit.checkpoints import AtomicCheckpointIO, RandomState, resume_from
 from camsim.lit.phase_a import CameraClassifier
 from camsim.lit.phase_b import ForensicSimilarity
 from camsim.loggers import ConfusionFigures
@@ -137,7 +137,8 @@ def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list:
 def build_trainer(cfg: DictConfig, max_epochs: int, callbacks: list, loggers: list) -> L.Trainer:
     kwargs = {k: v for k, v in to_plain(cfg.trainer).items() if v is not None}
     kwargs.pop("_target_")
-    return L.Trainer(max_epochs=max_epochs, callbacks=callbacks + build_callbacks(cfg, with_logger=bool(loggers)),
+    return L.Trainer(max_epochs=max_epochs,
+                     callbacks=[*callbacks, RandomState(), *build_callbacks(cfg, with_logger=bool(loggers))],
                      logger=loggers or False, plugins=[AtomicCheckpointIO()], **kwargs)
 
 

@@ -332,6 +332,29 @@ def test_resume_continues_the_epoch_count(data, tmp_path, weights_only):
     assert start.lr == pytest.approx(SGD["lr"] * STEP_LR["gamma"])  # the scheduler's state came back too
 
 
+@pytest.mark.parametrize("with_state", [True, False])
+def test_a_resumed_phase_trains_as_an_uninterrupted_one(data, tmp_path, with_state):
+    """Killed after epoch 1 and resumed (seeded again, as a job does): with the generators' state
+    in the checkpoint (RandomState, every phase has it), epoch 2 shuffles as the uninterrupted run's
+    epoch 2 and the weights come out the same; without it, epoch 2 repeats epoch 1's shuffle."""
+    from camsim.lit.checkpoints import RandomState
+
+    def fit(max_epochs: int, ckpt_path: str | None = None) -> CameraClassifier:
+        module = classifier(SGD)
+        train = DataLoader(data["train"], batch_size=16, shuffle=True, collate_fn=_already_batched)
+        callbacks = [*checkpoints(tmp_path / str(max_epochs), "phase_a/val/acc"), *([RandomState()] if with_state else [])]
+        tr = trainer(max_epochs=max_epochs, callbacks=callbacks, limit_train_batches=3, limit_val_batches=1,
+                     num_sanity_val_steps=0)
+        seeded(tr.fit, module, train, loader(data["val"], 16), ckpt_path=ckpt_path)
+        return module
+
+    whole = fit(2)
+    fit(1)
+    resumed = fit(2, ckpt_path=str(tmp_path / "1" / "last.ckpt"))
+    same = all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
+    assert same == with_state
+
+
 def test_channels_last_gives_the_same_logits(data):
     ref = classifier()
     cl = classifier(channels_last=True, compile=False)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -82,6 +84,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class RandomState(L.Callback):
+    """The random generators' state (torch's, CUDA's, Python's, numpy's) saved in every checkpoint
+    and restored when a phase resumes from it: epoch k+1 of a resumed phase draws the shuffles,
+    dropout masks and augmentations epoch k+1 of an uninterrupted one draws — Lightning itself
+    restores the weights, optimiser, scheduler and counters, not these. Plain tensors and ints, so
+    checkpoints still load with ``weights_only=True``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, next_gauss = random.getstate()
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": [version, list(internal), next_gauss],
+                "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            return  # rank 0's state only was saved: the ranks keep the generators they were seeded with
+        torch.set_rng_state(state["torch"])
+        if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        version, internal, next_gauss = state["python"]
+        random.setstate((version, tuple(internal), next_gauss))
+        name, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
 def resume_from(candidates: Sequence[Path]) -> Path | None:
