@@ -40,7 +40,7 @@ from camsim.artefacts import atomic_write_json, content_hash, file_lock, lock_pa
 from camsim.config import backbone_config, data_fingerprint, feature_layer, to_plain
 from camsim.config.schema import TrainerConfig
 from camsim.data.datamodules import PairDataModule, PhaseADataModule
-from camsim.data.features import FeatureStore
+from camsim.data.features import FeatureStore, drop_stale_features
 from camsim.data.patches import stable_seed
 from camsim.lit.checkpoints import AtomicCheckpointIO, RandomState, resume_from
 from camsim.lit.phase_a import CameraClassifier
@@ -339,6 +339,9 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
                 metrics["per_class_acc"] = dict(zip(module.class_names, conf["per_class"].tolist()))
         if trainer.is_global_zero:
             marker.unlink(missing_ok=True)
+            if name == "phase_a":  # a deleted Phase A trained again: features of the old one go
+                for d in drop_stale_features(st.artefact_dir, final.name):
+                    log.info("  removed %s: computed by an earlier %s", d.name, final.name)
             shutil.copyfile(best, work / "model.ckpt")
             atomic_write_json(work / "metrics.json", metrics)
             atomic_write_json(work / "key.json", key)

@@ -460,3 +460,18 @@ def test_recompress_twins_join_phase_b_training_pairs_only(tmp_path: Path) -> No
     np.testing.assert_array_equal(dm.val_set.items, plain.val_set.items)
     with pytest.raises(ValueError, match="cached features"):
         PairDataModule(data, cfg.phase_b.loader, 300, 50, seed=0, recompress=rc)
+
+
+def test_features_of_an_earlier_phase_a_of_the_same_name_are_dropped(tmp_path: Path) -> None:
+    """A Phase A artefact deleted and trained again comes back under its name: the feature caches
+    of the old one are removed (before it is published), those of other backbones kept."""
+    from camsim.artefacts import atomic_write_json
+    from camsim.data.features import drop_stale_features
+
+    for name, backbone in (("features-1", "phase_a-x"), ("features-2", "phase_a-y"), ("features-3", "phase_a-x")):
+        (tmp_path / name).mkdir()
+        atomic_write_json(tmp_path / name / "key.json", {"backbone": backbone, "layer": "fc_a2.pre", "patches": "p"})
+    (tmp_path / "features-4").mkdir()  # no key: not touched
+    gone = drop_stale_features(tmp_path, "phase_a-x")
+    assert [d.name for d in gone] == ["features-1", "features-3"]
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["features-2", "features-4"]

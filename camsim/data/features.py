@@ -7,6 +7,8 @@ a Phase B epoch then costs only the similarity head.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,21 @@ class FeatureStore:
     def extract(self, patches: np.ndarray) -> np.ndarray:
         """f(X) ``[n, d]`` float32 of uint8 patches ``[n, P, P]`` not in a patch set (not cached)."""
         return self.feature_pass.extract(patches, desc="features (re-saved twins)")[self.layer].astype(np.float32)
+
+
+def drop_stale_features(root: Path, backbone_id: str) -> list[Path]:
+    """Remove the feature caches of an earlier backbone named ``backbone_id``: a Phase A artefact
+    deleted and trained again comes back under its name, but its weights need not be the same
+    (another machine, a GPU), so features cached from the old one must not be read as its own.
+    Called before a new Phase A artefact is published; returns what it removed."""
+    gone = []
+    for d in sorted(Path(root).glob("features-*")):
+        try:
+            key = json.loads((d / "key.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if key.get("backbone") == backbone_id:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+    return gone
+
