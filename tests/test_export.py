@@ -257,6 +257,19 @@ def test_export_refuses_a_non_empty_folder_unless_overwrite(ckpt, tmp_path):
     export_network(ckpt, out, overwrite=True)
     assert not (out / "notes.txt").exists() and (out / WEIGHTS).is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging folder left behind
+    # an export that fails while writing leaves the previous one as it was
+    import camsim.eval.export as export_module
+
+    def broken(tmp, *args, **kwargs):
+        (tmp / "half.bin").write_bytes(b"x")
+        raise OSError("disk full")
+
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(export_module, "write_export", broken)
+        with pytest.raises(OSError, match="disk full"):
+            export_network(ckpt, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == before and [p.name for p in tmp_path.iterdir()] == ["m"]
     with pytest.raises(ValueError, match="holds the checkpoint"):
         export_network(ckpt, ckpt.parent, overwrite=True)
     assert ckpt.is_file()

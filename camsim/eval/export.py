@@ -336,17 +336,17 @@ def export_network(ckpt: Path, out: Path, overwrite: bool = False, onnx: bool = 
     sim = load_similarity(ckpt)
     read_metrics(metrics, ckpt)  # bad metrics= paths fail before any work
     eta_record(sim.hparams, eta)  # and a bad eta=
+    # the new folder is written whole beside ``out`` first; only then does it take ``out``'s place
+    staged = out.with_name(f".{out.name}.new")
+    if staged.exists():  # complete, left by an export killed just before its swap
+        shutil.rmtree(staged)
+    with atomic_dir(staged) as tmp:
+        write_export(tmp, sim, ckpt, onnx, metrics, out.name, eta)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
-    try:
-        with atomic_dir(out) as tmp:
-            write_export(tmp, sim, ckpt, onnx, metrics, out.name, eta)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
+    os.replace(staged, out)
     if old is not None:
         shutil.rmtree(old)
     return out
