@@ -339,6 +339,8 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
                 metrics["per_class_acc"] = dict(zip(module.class_names, conf["per_class"].tolist()))
         if trainer.is_global_zero:
             marker.unlink(missing_ok=True)
+            for tmp in work.glob(".*.tmp-*"):  # a checkpoint write a killed run left half done
+                tmp.unlink(missing_ok=True)
             if name == "phase_a":  # a deleted Phase A trained again: features of the old one go
                 for d in drop_stale_features(st.artefact_dir, final.name):
                     log.info("  removed %s: computed by an earlier %s", d.name, final.name)

@@ -38,6 +38,7 @@ from camsim.localize.run import Localizer, localizer_for
 from camsim.loggers import build_loggers, finish_loggers, log_evaluation
 from camsim.models.similarity import check_fusion
 from camsim.phases import RunState, configured_eta, phase_b_seed, rank, stage, stage_phase_a, stage_phase_b
+from camsim.synth.render import FORMAT as RENDER_FORMAT
 from camsim.synth.splice import load_splices, render_splices
 from camsim.synth.settings import cache_key as synth_cache_key
 
@@ -213,7 +214,8 @@ def _synthetic_splices(st: RunState, source: SynthSource, num_images: int, contr
     models = list(sp.known) + list(sp.c)
     key = {"num_images": int(num_images), "image_size": list(sc.image_size), "seed": int(seed),
            "control_fraction": float(control_fraction), "models": models,
-           "catalogue": {"num_models": source.num_models, "num_families": source.num_families, "seed": source.seed,
+           "catalogue": {"format": RENDER_FORMAT, "num_models": source.num_models, "num_families": source.num_families,
+                         "seed": source.seed,
                          **({"jpeg_presets": source.jpeg_presets} if source.jpeg_presets != 1 else {}),
                          **synth_cache_key(source.synth)}}
     folder = cached_dir(st.artefact_dir, "splices", key, lambda tmp: render_splices(
