@@ -197,6 +197,12 @@ def try_file_lock(path: Path) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def named(err: OSError, path: Path) -> OSError:
+    """``err`` naming ``path`` — a write that fails for want of space (``ENOSPC`` from ``write``)
+    names no file, and the user must know which disk is full."""
+    return type(err)(err.errno, err.strerror or str(err), str(path))
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path, locked: bool = False) -> Iterator[Path]:
     """Yield a fresh temp directory next to ``final``; rename it to ``final`` on success.
@@ -212,8 +218,10 @@ def atomic_dir(final: Path, locked: bool = False) -> Iterator[Path]:
     try:
         honour_umask(tmp, directory=True)
         yield tmp
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and not err.filename:
+            raise named(err, final) from err
         raise
     if final.exists():  # another process finished first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
@@ -231,9 +239,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
         honour_umask(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and not err.filename:
+            raise named(err, path) from err
         raise
 
 

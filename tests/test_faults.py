@@ -281,6 +281,7 @@ def test_disk_full_is_one_line_and_leaves_no_temp_file(tmp_path: Path, monkeypat
     code = _app(task, tmp_path, monkeypatch)
     err = capsys.readouterr().err
     assert code != 0 and "disk full" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"disk full ({out / 'metrics.json'})" in err  # which disk: the file it was writing
     assert not list(out.iterdir())  # the temp file is gone too
     monkeypatch.undo()
     monkeypatch.setenv("CAMSIM_DEBUG", "1")  # the switch shows the real error
