@@ -97,9 +97,10 @@ def job_token() -> str:
 
 
 def fit_marker(work: Path) -> Path:
-    """The file rank 0 writes in a phase's ``.partial`` folder once it holds the phase's lock and
-    will train it: the other ranks of its job join that fit (:func:`rank0_trains`)."""
-    return work / f".fit-{job_token()}"
+    """The file rank 0 writes beside a phase's ``.partial`` folder (not in it: Lightning warns of a
+    non-empty checkpoint folder) once it holds the phase's lock and will train it: the other ranks
+    of its job join that fit (:func:`rank0_trains`)."""
+    return work.with_name(f".{work.name}.fit-{job_token()}")
 
 
 def rank0_trains(final: Path, work: Path, poll_s: float = 1.0) -> bool:
@@ -315,7 +316,7 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
         work.mkdir(parents=True, exist_ok=True)
         marker = fit_marker(work)
         if rank() == 0:  # the other ranks of this job (SLURM, torchrun) join this fit when they see it
-            for stale in work.glob(".fit-*"):
+            for stale in work.parent.glob(f".{work.name}.fit-*"):
                 stale.unlink(missing_ok=True)
             marker.touch()
         ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor), mode="max",

@@ -94,13 +94,13 @@ def test_a_rank_above_0_follows_rank_0s_decision_on_a_phase(tmp_path: Path, monk
     final = tmp_path / "phase_a-x"
     work = final.with_name(final.name + ".partial")
     work.mkdir()
-    (work / ".fit-slurm-76-").touch()  # another job's marker: not ours
+    work.with_name(f".{work.name}.fit-slurm-76-").touch()  # another job's marker: not ours
     threading.Timer(0.3, lambda: final.mkdir()).start()  # another job publishes the phase
     assert rank0_trains(final, work, poll_s=0.05) is False
     final.rmdir()
     threading.Timer(0.3, lambda: fit_marker(work).touch()).start()  # our rank 0 will train it
     assert rank0_trains(final, work, poll_s=0.05) is True
-    assert fit_marker(work).name == ".fit-slurm-77-"
+    assert fit_marker(work) == tmp_path / ".phase_a-x.partial.fit-slurm-77-"
 
 
 @pytest.mark.slow
@@ -116,4 +116,5 @@ def test_ddp_on_two_cpu_processes_evaluates_the_same_pairs(workdir: Path) -> Non
         np.testing.assert_array_equal(a[key], b[key])
     assert (workdir / "outputs/ddp/metrics.json").is_file()
     phases = list((workdir / "outputs/artefacts_ddp").glob("phase_*"))
-    assert len(phases) == 2 and not [f for d in phases for f in d.glob(".fit-*")]  # rank 0's marker not published
+    assert len(phases) == 2 and not list((workdir / "outputs/artefacts_ddp").glob(".*.fit-*"))  # markers removed
+    assert "exists and is not empty" not in ddp.stderr + ddp.stdout  # a fresh phase's folder holds no marker

@@ -162,6 +162,21 @@ def test_invalid_settings_name_the_key_and_the_reason_in_one_line(bad, key, reas
         SynthSource(4, 2, 2, (32, 32), synth=bad)
 
 
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((8, 9, 2, (32, 32)), {}, r"data.num_models=8, data.num_families=9"),
+    ((4, 2, 0, (32, 32)), {}, r"data.images_per_model=0: must be ≥ 1"),
+    ((4, 2, 2, (32, 32)), {"seed": -1}, r"data.seed=-1: must be ≥ 0"),
+    ((4, 2, 2, (32, 32)), {"workers": -3}, r"data.workers=-3"),
+    ((4, 2, 2, (15, 32)), {}, r"data.image_size: H and W must be even"),
+    # a model draws up to 1.5x the setting: the bound keeps every camera within its 4-stop cap
+    ((40, 6, 2, (32, 32)), {"synth": {"exposure": {"iso_sigma": 2.7}}}, r"data.synth.exposure.iso_sigma"),
+])
+def test_simulator_data_settings_are_checked_before_rendering_naming_the_key(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SynthSource(*args, **kwargs)
+    SynthSource(40, 6, 2, (32, 32), synth={"exposure": {"iso_sigma": 2.66}})  # the largest allowed: every model fits
+
+
 def test_jpeg_presets_alias_warns_and_maps_to_presets_per_model():
     with pytest.warns(FutureWarning, match="data.synth.jpeg.presets_per_model=3"):
         old = SynthSource(6, 3, 4, (32, 32), jpeg_presets=3)

@@ -157,12 +157,28 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"eval.eta must be a number in (0, 1) or 'auto', got {eta!r}")
     if cfg.eval.eta_rule not in ("max_acc", "eer"):
         raise ValueError(f"eval.eta_rule must be 'max_acc' or 'eer', got {cfg.eval.eta_rule!r}")
+    if str(cfg.data.get("_target_", "")).endswith("SynthSource"):
+        h, w = (int(v) for v in cfg.data.image_size)
+        if min(h, w) < size:
+            raise ValueError(f"data.image_size=[{h}, {w}]: smaller than one patches.size={size} patch; both sides "
+                             f"must be ≥ {size}")
+        if h * w > int(cfg.patches.max_pixels):
+            raise ValueError(f"data.image_size=[{h}, {w}]: {h * w} pixels, over patches.max_pixels="
+                             f"{cfg.patches.max_pixels} (every rendered image would be refused when read)")
     if cfg.get("splicing") is not None:
-        check_splicing(cfg.splicing)
+        check_splicing(cfg.splicing, size)
 
 
-def check_splicing(sc: DictConfig) -> None:
-    """The splicing benchmark's settings (``splicing.*``), before any image is localised."""
+def check_splicing(sc: DictConfig, patch_size: int) -> None:
+    """The splicing benchmark's settings (``splicing.*``), before any network is trained or image
+    localised."""
+    h, w = (int(v) for v in sc.image_size)
+    if min(h, w) < max(16, patch_size) or h % 2 or w % 2:
+        raise ValueError(f"splicing.image_size=[{h}, {w}]: both sides even and ≥ {max(16, patch_size)} (a patch, "
+                         "and whole CFA tiles)")
+    if int(sc.num_images) < 1 or int(sc.seed) < 0:
+        raise ValueError(f"splicing.num_images={sc.num_images}, splicing.seed={sc.seed}: at least one image, and a "
+                         "seed ≥ 0")
     modes = list(sc.modes)
     if not modes or any(m not in LOCALIZATION_MODES for m in modes):
         raise ValueError(f"splicing.modes={modes}: a non-empty list of {list(LOCALIZATION_MODES)}")
@@ -170,7 +186,7 @@ def check_splicing(sc: DictConfig) -> None:
         raise ValueError(f"splicing.target_far={sc.target_far}: a false-alarm rate in (0, 1)")
     if not 0.0 <= float(sc.control_fraction) < 1.0:
         raise ValueError(f"splicing.control_fraction={sc.control_fraction}: a share in [0, 1)")
-    for key in ("num_images", "calibration_images", "examples"):
+    for key in ("calibration_images", "examples"):
         if int(sc[key]) < 0:
             raise ValueError(f"splicing.{key}={sc[key]}: must be ≥ 0")
     if sc.stride is not None and int(sc.stride) < 1:

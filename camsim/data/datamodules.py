@@ -93,6 +93,10 @@ class CameraData:
         """model → subset (train/val/test) → image paths, for every model of A, B and C."""
         if self._images is None:
             sp = self.split
+            per_model = getattr(self.source, "images_per_model", None)  # the simulator's, set by one key
+            if per_model is not None and per_model < MIN_SPLIT_IMAGES:
+                raise ValueError(f"data.images_per_model={per_model}: each model's images are split into train / val / "
+                                 f"test, so training needs at least {MIN_SPLIT_IMAGES}")
             short = [m for m in sp.a + sp.b + sp.c if len(self.index.models[m]) < MIN_SPLIT_IMAGES]
             if short:  # every such model at once: a public folder may hold several
                 raise ValueError(

@@ -347,7 +347,18 @@ class SynthSource:
                  jpeg_presets: int = 1, synth: Mapping | None = None) -> None:
         self.num_models, self.num_families = int(num_models), int(num_families)
         self.images_per_model, self.seed, self.workers = int(images_per_model), int(seed), workers
-        self.image_size = check_image_size(list(image_size))
+        if self.num_models < 1 or not 1 <= self.num_families <= self.num_models:
+            raise ValueError(f"data.num_models={self.num_models}, data.num_families={self.num_families}: at least one "
+                             "model, and 1 to num_models families (each family holds at least one model)")
+        for key, value in (("images_per_model", self.images_per_model), ("seed", self.seed)):
+            if value < (1 if key == "images_per_model" else 0):
+                raise ValueError(f"data.{key}={value}: must be ≥ {1 if key == 'images_per_model' else 0}")
+        if workers is not None and int(workers) < 0:
+            raise ValueError(f"data.workers={workers}: null (every core), 0 or 1 (in this process) or a count ≥ 2")
+        try:
+            self.image_size = check_image_size(list(image_size))
+        except ValueError as err:
+            raise ValueError(f"data.{err}") from None
         self.cache_dir = Path(cache_dir)
         self.synth = synth_settings(synth, prefix="data.synth")
         if jpeg_presets != 1:
@@ -361,7 +372,8 @@ class SynthSource:
             plain["jpeg"]["presets_per_model"] = jpeg_presets
             self.synth = synth_settings(plain, prefix="data.synth (from data.jpeg_presets)")
         self.jpeg_presets = self.synth.jpeg.presets_per_model
-        catalogue(1, 1, 0, self.synth)  # checks the settings against a catalogue before anything is rendered
+        # every camera's parameters within their ranges, before anything is rendered (milliseconds)
+        catalogue(self.num_models, self.num_families, self.seed, self.synth)
 
     def __repr__(self) -> str:
         return (f"SynthSource({self.num_models} models, {self.num_families} families, "

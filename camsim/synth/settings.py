@@ -30,7 +30,7 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "jpeg.fine_share": ("float", 0.0, 1.0),
     "jpeg.table_families": ("int", 0, 1000),
     "exposure.ev_sigma": ("float", 0.0, 2.0),
-    "exposure.iso_sigma": ("float", 0.0, 3.0),
+    "exposure.iso_sigma": ("float", 0.0, 2.66),  # a model draws up to 1.5x it, and a camera's cap is 4 stops
     "white_balance.per_photo": ("bool", 0, 1),
     "white_balance.strength": ("float", 0.0, 1.0),
     "noise.fixed_pattern": ("float", 0.0, 10.0),
