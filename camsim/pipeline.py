@@ -290,8 +290,9 @@ def stage_splicing(st: RunState) -> dict:
                              "false-alarm target by construction; give disjoint folders")
     results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, label, calibration)
     for mode, c in results["calibration"].items():
-        log.info("  %s mode: threshold %.4g, calibrated to %.0f%% false alarms on %d %s images", mode, c["threshold"],
-                 100 * c["target_far"], c["images"], c["on"])
+        log.info("  %s mode: threshold %.4g, calibrated to %.0f%% false alarms on %d %s images (%.1f%% to expect on "
+                 "new ones)", mode, c["threshold"], 100 * c["target_far"], c["images"], c["on"],
+                 100 * c["expected_far_new_images"])
     num = lambda v, fmt=".3f": "n/a" if v is None else format(v, fmt)  # noqa: E731
     for kind in ("synthetic", "real"):
         for mode, m in results.get(kind, {}).items():

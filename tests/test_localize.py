@@ -205,6 +205,17 @@ def test_calibrate_threshold_hand_cases():
             calibrate_threshold(bad, 1.0 if msg == "target_far" else 0.1)
 
 
+def test_the_false_alarm_rate_to_expect_on_new_images():
+    """On new authentic images the calibrated threshold is exceeded at (k+1)/(n+1): checked by
+    simulation, and above the target for few calibration images."""
+    from camsim.localize.engine import expected_far
+
+    assert expected_far(20, 0.05) == pytest.approx(2 / 21) and expected_far(294, 0.05) == pytest.approx(15 / 295)
+    rng = np.random.default_rng(0)
+    hits = [np.mean(rng.random(200) >= calibrate_threshold(rng.random(20), 0.05)) for _ in range(2000)]
+    assert np.mean(hits) == pytest.approx(expected_far(20, 0.05), abs=0.005)
+
+
 # ----------------------------------------------------------------------------- grid
 
 def test_patch_grid_covers_and_aligns():

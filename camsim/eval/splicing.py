@@ -46,7 +46,7 @@ from camsim.artefacts import atomic_write_json
 from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.eval.report import md_table
-from camsim.localize.engine import calibrate_threshold
+from camsim.localize.engine import calibrate_threshold, expected_far
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import (
     METRICS,
@@ -160,6 +160,7 @@ def calibrate(loc: Localizer, sc: Any, image_set: ImageSet | None, eta: float,
         q = np.quantile(scores, [0.5, 0.95])
         out[mode] = {"threshold": thr, "target_far": float(sc.target_far), "images": len(scores), "on": image_set.kind,
                      "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
+                     "expected_far_new_images": expected_far(len(scores), float(sc.target_far)),
                      "score_median": float(q[0]), "score_p95": float(q[1]),
                      "errors": sum(1 for r in rows if r["mode"] == mode and r["status"] == "error")}
         for r in rows:  # decided again at the calibrated threshold (the engine's message keeps its default's)
@@ -315,7 +316,9 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
         "; ".join(f"{m} {c['threshold']:.4g}, calibrated to {c['target_far']:.0%} false alarms on {c['images']} "
                   f"{'simulated unspliced' if c['on'] == 'synthetic' else 'authentic'} images (there: "
                   f"{c['achieved_far']:.1%} at or above it, scores' median {c['score_median']:.3f}, 95th percentile "
-                  f"{c['score_p95']:.3f}; rows of kind `calibration` in splicing.csv)" for m, c in cal.items())
+                  f"{c['score_p95']:.3f}; on new images of that kind expect "
+                  f"{c.get('expected_far_new_images', float('nan')):.1%} false alarms, (k+1)/(n+1); rows of kind "
+                  "`calibration` in splicing.csv; thresholds to full precision in splicing.json)" for m, c in cal.items())
         if cal else "the engine's uncalibrated defaults (graph 0.25, reference 1 − η)") + ".", ""]
     for kind, title in SET_TITLES.items():
         if kind not in results:

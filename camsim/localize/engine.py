@@ -102,6 +102,15 @@ def calibrate_threshold(scores_of_authentic_images: Any, target_far: float) -> f
     return float(np.nextafter(kth, np.inf))
 
 
+def expected_far(n: int, target_far: float) -> float:
+    """The false-alarm rate to expect on *new* authentic images of the same kind at the threshold
+    :func:`calibrate_threshold` sets on ``n`` of them: ``(k + 1) / (n + 1)``, ``k = floor(target_far · n)``
+    (a new score is as likely to fall in any of the n + 1 gaps of the sorted calibration scores).
+    Above ``target_far`` whenever ``n`` is small: 20 images at 5 % give 9.5 %."""
+    k = int(np.floor(float(target_far) * n + 1e-9))
+    return (k + 1) / (n + 1)
+
+
 @dataclass
 class LocalizationResult:
     """Everything one localisation produced; per-patch arrays are ``[N]`` in grid order."""
@@ -416,5 +425,5 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         reference_index=None if ref_k is None else int(dec_idx[ref_k]), message=message, stats=stats)
 
 
-__all__ = ["LocalizationError", "LocalizationResult", "localize", "calibrate_threshold", "MIN_DECIDABLE",
+__all__ = ["LocalizationError", "LocalizationResult", "localize", "calibrate_threshold", "expected_far", "MIN_DECIDABLE",
            "GRAPH_THRESHOLD", "MAX_GRAPH_NODES", "PAIR_BLOCK", "MODES"]

@@ -27,7 +27,7 @@ import torch
 from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.patches import green_of
 from camsim.data.sources import IMAGE_EXTENSIONS
-from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, localize
+from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, expected_far, localize
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
@@ -300,10 +300,14 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
         cal = {"threshold": thr, "target_far": float(far), "mode": str(opts.mode),
                "graph_method": str(_opt(opts, "graph_method", "spectral")), "n_images": len(scores),
                "n_errors": n_err, "folder": str(folder),
-               "achieved_far": float(np.mean(np.asarray(scores) >= thr))}
+               "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
+               "expected_far_new_images": expected_far(len(scores), float(far))}
         (out_dir / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
-        log.info("calibrated on %d authentic images: decision_threshold=%.6g (false-alarm rate %.3f <= %.3f); "
-                 "pass it as decision_threshold=%.6g", len(scores), thr, cal["achieved_far"], float(far), thr)
+        # the threshold in full (repr): a rounded one can sit below a calibration score and flag it
+        log.info("calibrated on %d authentic images: false-alarm rate %.3f <= %.3f on them, %.3f to expect on new "
+                 "images of that kind ((k+1)/(n+1): more images, closer to the target); pass it as "
+                 "decision_threshold=%r", len(scores), cal["achieved_far"], float(far), cal["expected_far_new_images"],
+                 thr)
     return out
 
 
