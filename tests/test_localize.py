@@ -741,7 +741,7 @@ def test_protocol_fixed_threshold_no_inversion():
     assert out["iou"] == pytest.approx(2 / 5)
     assert out["mcc"] == pytest.approx((2 * 7 - 1 * 2) / np.sqrt(3 * 4 * 9 * 8))
     assert out["protocol"] == PROTOCOL_FIXED and out["n_images"] == 1
-    assert out["protocol_name"] == "fixed threshold, no inversion, all pixels, per-image mean"
+    assert out["protocol_name"] == "fixed threshold, no inversion, all pixels (undecided ones count as not spliced), per-image mean"
     assert out["f1"] == pytest.approx(pixel_f1(MASK12, GT12))          # the old functions agree
 
 
@@ -793,7 +793,7 @@ def test_protocol_border_band_and_pooled_averaging():
     assert per_image["f1"] == pytest.approx((4 / 7 + 2 / 5) / 2)
     assert pooled["f1"] == pytest.approx(2 * 3 / (2 * 3 + 4 + 2))      # TP 3, FP 4, FN 2
     assert pooled["iou"] == pytest.approx(3 / 9) and pooled["n_images"] == 2
-    assert protocol_name(pooled["protocol"]) == "fixed threshold, no inversion, all pixels, pooled over pixels"
+    assert protocol_name(pooled["protocol"]) == "fixed threshold, no inversion, all pixels (undecided ones count as not spliced), pooled over pixels"
     assert "mask border ±3 px excluded" in protocol_name(metric_protocol("best", True, 3))
 
 

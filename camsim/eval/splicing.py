@@ -306,7 +306,8 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
     pr = results["protocols"]
     lines = ["# Splicing localisation benchmark", "", f"Similarity network: `{results['checkpoint']}`", "",
              "Protocols of the pixel figures (spliced images only):", "",
-             f"- **fixed**: {pr['fixed']['name']} — what an analyst gets;",
+             f"- **fixed**: {pr['fixed']['name']} — the map an analyst sees, scored whatever the image-level "
+             "verdict;",
              f"- **best**: {pr['best']['name']} — what papers usually print.", "",
              "Each also pooled over all pixels of the set (columns *pooled*). Image level: detection AUC of the "
              "image score, spliced vs controls; false alarms = controls called spliced at the operating threshold.",

@@ -353,10 +353,13 @@ def metric_protocol(threshold: str = "fixed", inversion: bool = False, border_px
 
 
 def protocol_name(protocol: dict[str, Any]) -> str:
-    """A readable name, e.g. ``"fixed threshold, no inversion, all pixels, per-image mean"``."""
+    """A readable name, e.g. ``"fixed threshold, no inversion, all pixels (undecided ones count as not
+    spliced), per-image mean"`` — pixels no decidable patch covers (flat areas, the margin under the
+    8-px grid) are scored as predicted negative."""
     p = metric_protocol(**protocol)
     inv = "best of map/inverse" if p["inversion"] else "no inversion"
-    border = f"mask border ±{p['border_px']} px excluded" if p["border_px"] else "all pixels"
+    border = (f"mask border ±{p['border_px']} px excluded" if p["border_px"] else "all pixels") + \
+        " (undecided ones count as not spliced)"
     avg = "per-image mean" if p["averaging"] == "per_image" else "pooled over pixels"
     return f"{p['threshold']} threshold, {inv}, {border}, {avg}"
 
