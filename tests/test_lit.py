@@ -339,18 +339,18 @@ def test_a_resumed_phase_trains_as_an_uninterrupted_one(data, tmp_path, with_sta
     epoch 2 and the weights come out the same; without it, epoch 2 repeats epoch 1's shuffle."""
     from camsim.lit.checkpoints import RandomState
 
-    def fit(max_epochs: int, ckpt_path: str | None = None) -> CameraClassifier:
+    def fit(max_epochs: int, folder: str, ckpt_path: str | None = None) -> CameraClassifier:
         module = classifier(SGD)
         train = DataLoader(data["train"], batch_size=16, shuffle=True, collate_fn=_already_batched)
-        callbacks = [*checkpoints(tmp_path / str(max_epochs), "phase_a/val/acc"), *([RandomState()] if with_state else [])]
+        callbacks = [*checkpoints(tmp_path / folder, "phase_a/val/acc"), *([RandomState()] if with_state else [])]
         tr = trainer(max_epochs=max_epochs, callbacks=callbacks, limit_train_batches=3, limit_val_batches=1,
                      num_sanity_val_steps=0)
         seeded(tr.fit, module, train, loader(data["val"], 16), ckpt_path=ckpt_path)
         return module
 
-    whole = fit(2)
-    fit(1)
-    resumed = fit(2, ckpt_path=str(tmp_path / "1" / "last.ckpt"))
+    whole = fit(2, "whole")
+    fit(1, "job")  # killed after its first epoch ...
+    resumed = fit(2, "job", ckpt_path=str(tmp_path / "job" / "last.ckpt"))  # ... and run again
     same = all(torch.equal(v, resumed.state_dict()[k]) for k, v in whole.state_dict().items())
     assert same == with_state
 
