@@ -204,6 +204,7 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     for m in res["real"].values():
         assert m["n_spliced"] == 1 and m["n_controls"] == 1 and m["auc"] is not None
         assert 0.0 <= m["f1"] <= m["f1_best"] <= 1.0 and m["false_alarm_rate"] in (0.0, 1.0)
+        assert m["f1_gated"] == (m["f1"] if m["detection_rate"] else 0.0)  # the one forgery: its map only if called
         assert [e["image"] for e in m["errors"]] == ["some_camera__broken"]
     report = (out / "splicing.md").read_text()
     assert "Real images" in report and "broken.jpg" in report and (out / "examples" / "fake_graph.png").is_file()

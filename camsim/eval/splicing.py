@@ -252,7 +252,8 @@ def summarise(rows: list[dict]) -> dict:
     """Per mode: detection AUC and false-alarm rate at the operating threshold (image level),
     pixel F1 / MCC / IoU under both protocols, pixel F1 by host/donor scenario, errors listed.
     ``f1`` / ``mcc`` (fixed protocol, per-image mean) and ``f1_best`` / ``mcc_best`` (best
-    protocol) are the headline figures."""
+    protocol) are the headline figures; ``f1_gated`` is ``f1`` with 0 for every spliced image the
+    image-level decision called "not spliced" (an analyst acting on the verdict sees no map there)."""
     out: dict[str, Any] = {}
     for mode in sorted({r["mode"] for r in rows if "mode" in r}):
         ok = [r for r in rows if r.get("mode") == mode and r.get("status") == "ok"]
@@ -264,7 +265,9 @@ def summarise(rows: list[dict]) -> dict:
         headline = {f"{m}{'' if k == 'fixed' else '_best'}": (pixel[k]["per_image"] or {}).get(m)
                     for k in PROTOCOLS for m in ("f1", "mcc", "iou")}
         mean = lambda rs: float(np.mean([r["f1_fixed"] for r in rs])) if rs else None  # noqa: E731
-        out[mode] = {**headline, "auc": auc, "pixel": pixel,
+        # what an analyst acting on the verdict gets: no map at all where the image was called "not spliced"
+        gated = float(np.mean([r["f1_fixed"] if r["decision"] else 0.0 for r in sp])) if sp else None
+        out[mode] = {**headline, "f1_gated": gated, "auc": auc, "pixel": pixel,
                      "false_alarm_rate": float(np.mean([r["decision"] for r in controls])) if controls else None,
                      "detection_rate": float(np.mean([r["decision"] for r in sp])) if sp else None,
                      "n_spliced": len(sp), "n_controls": len(controls),
@@ -327,9 +330,10 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
         res = results[kind]
         lines += [f"## {title}", ""]
         lines.append(md_table(
-            ["mode", "F1 fixed", "MCC fixed", "IoU fixed", "F1 fixed pooled", "F1 best", "IoU best",
-             "detection AUC", "false alarms", "spliced", "controls", "errors"],
-            [[m, f(v["f1"]), f(v["mcc"]), f(v["iou"]), f((v["pixel"]["fixed"]["pooled"] or {}).get("f1")),
+            ["mode", "F1 fixed", "F1 fixed, 0 if called not spliced", "MCC fixed", "IoU fixed", "F1 fixed pooled",
+             "F1 best", "IoU best", "detection AUC", "false alarms", "spliced", "controls", "errors"],
+            [[m, f(v["f1"]), f(v.get("f1_gated")), f(v["mcc"]), f(v["iou"]),
+              f((v["pixel"]["fixed"]["pooled"] or {}).get("f1")),
               f(v["f1_best"]), f(v["iou_best"]), f(v["auc"]),
               "n/a" if v["false_alarm_rate"] is None else f"{v['false_alarm_rate']:.1%}",
               v["n_spliced"], v["n_controls"], len(v["errors"])] for m, v in res.items()]))
