@@ -487,6 +487,23 @@ def test_bad_input_gives_clear_error(kwargs, message):
         assert "too few decidable patches: 0 of" in str(err.value)
 
 
+def test_reference_mode_needs_min_suspect_others_so_one_patch_never_decides():
+    """Two decidable patches (the reference and one other): with min_suspect = 2 one patch alone
+    would call the image spliced, so reference mode refuses; three decide as before."""
+    green, _ = toy_scene(64, 96, seed=4, plant=False)
+    flat = green.copy()
+    flat[:, 64:] = 9  # the right third flat: with 32-px patches at stride 32, two decidable patches in a row
+    flat[32:, :] = 9
+    args = dict(extract=toy_extract, score_matrix=toy_score_matrix, patch=32, stride=32, mode="reference")
+    with pytest.raises(LocalizationError, match="too few decidable patches: 2 of 6 .* needs at least 3"):
+        localize(green=flat, **args)
+    top = green.copy()
+    top[32:, :] = 9  # the top row's three patches decidable
+    with pytest.raises(LocalizationError, match="too few decidable patches: 3 of 6 .* needs at least 4"):
+        localize(green=top, min_suspect=3, **args)
+    assert localize(green=top, **args).stats["min_suspect"] == 2
+
+
 # ----------------------------------------------------------------------------- outputs
 
 @pytest.mark.parametrize("mode", ["graph", "reference"])

@@ -66,9 +66,10 @@ from camsim.progress import track
 Extract = Callable[[np.ndarray], np.ndarray]
 ScoreMatrix = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
-#: Fewest decidable patches each mode accepts (reference: the reference and one other;
-#: graph: a bipartition with an eigengap needs λ₃, and two communities of ≥ 2 patches).
-MIN_DECIDABLE = {"reference": 2, "graph": 4}
+#: Fewest decidable patches each mode accepts (reference: the reference and the default
+#: ``min_suspect`` = 2 others — more when ``min_suspect`` is larger; graph: a bipartition with an
+#: eigengap needs λ₃, and two communities of ≥ 2 patches).
+MIN_DECIDABLE = {"reference": 3, "graph": 4}
 #: Default graph-mode decision threshold on the graph score (uncalibrated: see calibrate_threshold).
 GRAPH_THRESHOLD = 0.25
 #: Default number of nodes solved exactly in graph mode (landmarks above it).
@@ -368,7 +369,9 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
                               for a in range(0, n, eb)])
     decidable = entropy > min_entropy
     dec_idx = np.flatnonzero(decidable)
-    need = MIN_DECIDABLE[mode]
+    # reference mode decides on the min_suspect-th most different patch: with fewer others, one
+    # patch alone would call an image spliced
+    need = MIN_DECIDABLE[mode] if mode == "graph" else max(MIN_DECIDABLE[mode], int(min_suspect) + 1)
     if len(dec_idx) < need:
         raise LocalizationError(
             f"too few decidable patches: {len(dec_idx)} of {n} have entropy > {min_entropy} nats; "
@@ -394,7 +397,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         flags = s <= eta
         flags[ref_k] = False
         others = np.delete(s, ref_k)
-        k = max(1, min(int(min_suspect), len(others)))
+        k = max(1, int(min_suspect))
         score = float(1.0 - np.sort(others)[k - 1])
         threshold = 1.0 - eta if decision_threshold is None else float(decision_threshold)
         scores[dec_idx], suspicion[dec_idx], suspect[dec_idx] = s, 1.0 - s, flags
