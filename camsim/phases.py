@@ -85,12 +85,12 @@ def rank() -> int:
 
 
 def job_token() -> str:
-    """What the ranks of one job share and other jobs do not: SLURM's job and step, torchrun's run
-    id, else a token rank 0 sets in its environment (Lightning's own launcher starts the other
+    """What the ranks of one job share and other jobs do not: SLURM's job, step and restart count (a
+    requeued job is another run), torchrun's run id, else a token rank 0 sets in its environment (Lightning's own launcher starts the other
     ranks from rank 0's process, so they inherit it)."""
     env = os.environ
     if env.get("SLURM_JOB_ID"):
-        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '')}"
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '')}-{env.get('SLURM_RESTART_COUNT', '0')}"
     if env.get("TORCHELASTIC_RUN_ID"):
         return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
     return env.setdefault("CAMSIM_JOB_TOKEN", f"{os.getpid()}-{time.time_ns()}")

@@ -94,13 +94,13 @@ def test_a_rank_above_0_follows_rank_0s_decision_on_a_phase(tmp_path: Path, monk
     final = tmp_path / "phase_a-x"
     work = final.with_name(final.name + ".partial")
     work.mkdir()
-    work.with_name(f".{work.name}.fit-slurm-76-").touch()  # another job's marker: not ours
+    work.with_name(f".{work.name}.fit-slurm-76--0").touch()  # another job's marker: not ours
     threading.Timer(0.3, lambda: final.mkdir()).start()  # another job publishes the phase
     assert rank0_trains(final, work, poll_s=0.05) is False
     final.rmdir()
     threading.Timer(0.3, lambda: fit_marker(work).touch()).start()  # our rank 0 will train it
     assert rank0_trains(final, work, poll_s=0.05) is True
-    assert fit_marker(work) == tmp_path / ".phase_a-x.partial.fit-slurm-77-"
+    assert fit_marker(work) == tmp_path / ".phase_a-x.partial.fit-slurm-77--0"
 
 
 @pytest.mark.slow
