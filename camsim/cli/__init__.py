@@ -159,6 +159,8 @@ def _fail(err: BaseException) -> None:
     msg, code = known
     _log_to_files(msg)
     print(f"camsim: {'error: ' if code != EXIT_INTERRUPT else ''}{msg}", file=sys.stderr)
+    if code == EXIT_INTERRUPT:  # worker pools the signal killed can fail at interpreter exit ("Exception
+        sys.unraisablehook = lambda _: None  # ignored in ... threading"): noise after the one line, not news
     raise SystemExit(code) from None
 
 
