@@ -350,9 +350,9 @@ class SynthSource:
         if self.num_models < 1 or not 1 <= self.num_families <= self.num_models:
             raise ValueError(f"data.num_models={self.num_models}, data.num_families={self.num_families}: at least one "
                              "model, and 1 to num_models families (each family holds at least one model)")
-        for key, value in (("images_per_model", self.images_per_model), ("seed", self.seed)):
-            if value < (1 if key == "images_per_model" else 0):
-                raise ValueError(f"data.{key}={value}: must be ≥ {1 if key == 'images_per_model' else 0}")
+        for key, value, least in (("images_per_model", self.images_per_model, 1), ("seed", self.seed, 0)):
+            if value < least:
+                raise ValueError(f"data.{key}={value}: must be ≥ {least}")
         if workers is not None and int(workers) < 0:
             raise ValueError(f"data.workers={workers}: null (every core), 0 or 1 (in this process) or a count ≥ 2")
         try:

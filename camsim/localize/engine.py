@@ -98,8 +98,7 @@ def calibrate_threshold(scores_of_authentic_images: Any, target_far: float) -> f
     far = float(target_far)
     if not 0.0 <= far < 1.0:
         raise ValueError(f"target_far must lie in [0, 1); got {target_far!r}")
-    k = int(np.floor(far * s.size + 1e-9))
-    kth = np.sort(s)[::-1][k]                                  # the (k+1)-th largest
+    kth = np.sort(s)[::-1][_allowed_false_alarms(s.size, far)]   # the (k+1)-th largest
     return float(np.nextafter(kth, np.inf))
 
 
@@ -108,8 +107,12 @@ def expected_far(n: int, target_far: float) -> float:
     :func:`calibrate_threshold` sets on ``n`` of them: ``(k + 1) / (n + 1)``, ``k = floor(target_far · n)``
     (a new score is as likely to fall in any of the n + 1 gaps of the sorted calibration scores).
     Above ``target_far`` whenever ``n`` is small: 20 images at 5 % give 9.5 %."""
-    k = int(np.floor(float(target_far) * n + 1e-9))
-    return (k + 1) / (n + 1)
+    return (_allowed_false_alarms(n, float(target_far)) + 1) / (n + 1)
+
+
+def _allowed_false_alarms(n: int, target_far: float) -> int:
+    """k = floor(target_far · n): how many of n calibration scores may reach the threshold."""
+    return int(np.floor(target_far * n + 1e-9))
 
 
 @dataclass

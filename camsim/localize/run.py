@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -241,9 +242,7 @@ def timing_line(result: LocalizationResult) -> str:
 def output_names(images: Sequence[Path]) -> dict[Path, str]:
     """Each image's output folder in batch mode: its stem, or stem and extension (``a_jpg``,
     ``a_png``) where two images of the folder share a stem — one folder each, none overwritten."""
-    stems: dict[str, int] = {}
-    for p in images:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
+    stems = Counter(p.stem for p in images)
     return {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in images}
 
 
@@ -282,8 +281,9 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                        out_dir=str(out_dir / out_names[path]), message=result.message)
             scores.append(float(result.score))
         except (ImageReadError, LocalizationError) as err:
-            row.update(status="error", message=error_reason(err))  # the row names the file
-            log.warning("%s: %s", path, error_reason(err))
+            reason = error_reason(err)  # the row names the file
+            row.update(status="error", message=reason)
+            log.warning("%s: %s", path, reason)
         rows.append(row)
     out = out_dir / "localize.csv"
     with open(out, "w", newline="") as fh:
