@@ -82,7 +82,7 @@ def test_folder_holds_weights_config_and_model_card(exported, ckpt):
     cfg = json.loads((exported / CONFIG).read_text())
     assert cfg["architecture"]["backbone"] == TINY and cfg["architecture"]["head"] == HEAD
     assert cfg["architecture"]["patch_size"] == P and cfg["architecture"]["feature_layer"] == "fc_a2.pre"
-    assert cfg["eta"] == {"value": 0.4, "source": "checkpoint"}
+    assert cfg["eta"] == {"value": 0.4, "source": "checkpoint", "training": 0.4}
     assert cfg["training"]["sets"] == TRAINING["sets"] and cfg["training"]["data"] == TRAINING["data"]
     assert cfg["input"]["channel"] == "green" and cfg["input"]["align"] == 8 and cfg["input"]["min_entropy"] == 4.0
     assert re.fullmatch(r"[0-9a-f]{12}", cfg["training_data_fingerprint"])
@@ -121,8 +121,11 @@ def test_model_card_shows_pairs_and_transfer_figures_with_protocol(ckpt, tmp_pat
     other = export_network(ckpt, tmp_path / "m1", metrics=[tmp_path / "auto"])
     assert "decided at η = 0.25, this network decides at η = 0.4" in (other / "README.md").read_text()
     again = export_network(ckpt, tmp_path / "m2", metrics=[tmp_path / "auto"], eta=0.25)
-    assert json.loads((again / "config.json").read_text())["eta"] == {"value": 0.25, "source": "export option eta"}
+    assert json.loads((again / "config.json").read_text())["eta"] == {"value": 0.25, "source": "export option eta",
+                                                                           "training": 0.4}
     assert "this network decides" not in (again / "README.md").read_text()
+    # Phase B's validation accuracy is the one training took at its own η, whatever the export's
+    assert "accuracy at η = 0.4 | 81.2 %" in (again / "README.md").read_text()
     with pytest.raises(ValueError, match="eta=1.5: a threshold in"):
         export_network(ckpt, tmp_path / "m3", eta=1.5)
     # figures measured with another network are marked; with this one (here a copy of it) they are not
@@ -344,3 +347,70 @@ def test_cli_localize_with_model_dir_gives_the_checkpoints_scores(exported, ckpt
         assert res.returncode == 0, res.stderr
         runs[name] = np.load(tmp_path / name / "scores.npy")
     assert np.array_equal(runs["ckpt"], runs["dir"], equal_nan=True)
+
+
+def test_model_card_knows_its_own_folder_and_a_pairs_runs_own_network(ckpt, exported, tmp_path):
+    """A transfer run on the exported folder (as the card recommends) scored this network; a pairs
+    run that trained its own Phase B (no ``ckpt=``) scored another one: the card says so."""
+    transfer = {"transfer": {"source": "FolderSource(/x)", "eta": 0.4, "protocol": [], "checkpoint": str(exported)}}
+    (tmp_path / "t.json").write_text(json.dumps(transfer))
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "metrics.json").write_text(json.dumps(nest({"eval/eta": 0.4, "eval/auc": 0.8})))
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / "model.ckpt").write_bytes(b"the run's own network")
+    (tmp_path / "pairs" / "run.json").write_text(json.dumps({"phase_b": {"artefact": str(tmp_path / "own")}}))
+    card = (export_network(ckpt, tmp_path / "m", metrics=[tmp_path / "t.json", tmp_path / "pairs"])
+            / "README.md").read_text()
+    assert f"were measured with `{tmp_path / 'own' / 'model.ckpt'}`" in card
+    assert f"measured with `{exported}`" not in card
+
+
+def test_folder_keeps_the_fine_tuning_record(ckpt, tmp_path):
+    cfg_path = (out := export_network(ckpt, tmp_path / "m")) / CONFIG
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["finetune"] is None and not load_similarity(out).finetuning
+    cfg["finetune"] = {"from_layer": None}
+    cfg_path.write_text(json.dumps(cfg))
+    assert load_similarity(out).finetuning
+
+
+@pytest.mark.parametrize("field, spec", [
+    ("backbone", {**TINY, "constrained": {"_target_": "pathlib.Path.touch", "self": "PWNED"}}),
+    ("head", {"_target_": "os.system", "command": "touch PWNED"}),
+])
+def test_a_shared_network_runs_no_code_on_load(ckpt, exported, tmp_path, monkeypatch, field, spec):
+    """Building a network from a file instantiates the classes it names: a folder's config.json or
+    a checkpoint's hyper-parameters from elsewhere must not name anything but a network."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for f in exported.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((folder / CONFIG).read_text())
+    cfg["architecture"][field] = spec
+    (folder / CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"config.json: architecture\.{field}.*(refused|not a camsim network)"):
+        load_similarity(folder)
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    hp = raw["hyper_parameters"]
+    if field == "backbone":
+        hp["phase_a"] = {**hp["phase_a"], "backbone": spec}
+    else:
+        hp["head"] = spec
+    torch.save(raw, tmp_path / "bad.ckpt")
+    with pytest.raises(ValueError, match=r"bad.ckpt: .*(refused|not a camsim network)"):
+        load_similarity(tmp_path / "bad.ckpt")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_localize_decides_at_the_exported_eta_unless_told(ckpt, tmp_path):
+    """camsim-localize's reference mode flags S <= η: by default the network's (export eta=...),
+    as the README and the model card say, not a fixed 0.5."""
+    from types import SimpleNamespace
+
+    from camsim.localize.run import Localizer
+
+    loc = Localizer(load_similarity(export_network(ckpt, tmp_path / "m", eta=0.3)))
+    assert loc.eta(SimpleNamespace(eta=None)) == (0.3, "the network's")
+    assert loc.eta(SimpleNamespace(eta=0.6)) == (0.6, "option eta")
+    assert Localizer(load_similarity(ckpt)).eta(SimpleNamespace(eta=None))[0] == 0.4  # the checkpoint's

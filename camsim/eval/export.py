@@ -29,7 +29,7 @@ from camsim.eval.metrics import flatten
 from camsim.eval.report import SCENARIO_ROWS, md_table
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.models.portable import CARD, CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, PortableSimilarity, export_onnx, \
-    file_sha256, load_state, save_weights
+    file_sha256, load_state, save_weights, weights_file
 
 #: the loading snippet of the model card and of README "Share a trained network" (tests/test_export.py
 #: runs the README's copy and checks that the two agree); MODEL_DIR, PHOTO_1, PHOTO_2 are placeholders
@@ -65,13 +65,14 @@ def eta_record(hparams: Mapping[str, Any], eta: float | None = None) -> dict:
     """η of the exported network — ``eta`` (the export's option), else the checkpoint's
     (``hparams.eta``: the threshold its training accuracies were taken at), else the default 0.5 —
     and which."""
+    training = {"training": float(hparams.get("eta") or 0.5)}  # where Phase B's accuracies were taken
     if eta is not None:
         if not 0.0 < float(eta) < 1.0:
             raise ValueError(f"eta={eta}: a threshold in (0, 1) (null: the checkpoint's)")
-        return {"value": float(eta), "source": "export option eta"}
+        return {"value": float(eta), "source": "export option eta", **training}
     if hparams.get("eta") is not None:
-        return {"value": float(hparams["eta"]), "source": "checkpoint"}
-    return {"value": 0.5, "source": "default (the checkpoint records none)"}
+        return {"value": float(hparams["eta"]), "source": "checkpoint", **training}
+    return {"value": 0.5, "source": "default (the checkpoint records none)", **training}
 
 
 def export_config(sim: ForensicSimilarity, ckpt: Path, files: Mapping[str, dict], eta: float | None = None) -> dict:
@@ -145,7 +146,9 @@ def _ci(fig: Any) -> str:
     return _num(fig.get("value")) + ("" if lo is None or hi is None else f" [{_num(lo)}, {_num(hi)}]")
 
 
-def validation_section(found: list[tuple[Path, dict]]) -> list[str]:
+def validation_section(found: list[tuple[Path, dict]], training_eta: float = 0.5) -> list[str]:
+    """Phase B's validation figures; its accuracy was taken at ``training_eta`` (the checkpoint's
+    ``hparams.eta``), which need not be the η this export decides at."""
     lines = ["### Phase B validation (during training)", ""]
     if not found:
         return lines + ["Not measured (no metrics.json beside the checkpoint).", ""]
@@ -153,8 +156,9 @@ def validation_section(found: list[tuple[Path, dict]]) -> list[str]:
     return lines + [f"From `{path.name}` beside the checkpoint: the last training epoch's figures (the exported "
                     "weights are the epoch with the best validation figure). Protocol: patch pairs from the "
                     "validation photos of the set-B models (the held-out `b_val` models where the training record "
-                    "lists them), half of them same-model; accuracy at η.", "",
-                    md_table(["figure", "value"], [["accuracy at η", _pct(m.get("phase_b/val/acc"))],
+                    "lists them), half of them same-model; accuracy at the η training took accuracies at, "
+                    f"{training_eta:g}.", "",
+                    md_table(["figure", "value"], [[f"accuracy at η = {training_eta:g}", _pct(m.get("phase_b/val/acc"))],
                                                    ["ROC AUC", _num(m.get("phase_b/val/auc"))],
                                                    ["loss", _num(m.get("phase_b/val/loss"))]]), ""]
 
@@ -196,22 +200,28 @@ def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
     return lines
 
 
-def other_networks(found: Mapping[str, list], sha256: str | None) -> list[tuple[Path, str]]:
-    """Given evaluations that name the checkpoint they scored (a transfer run's ``checkpoint``, a
-    pairs run's ``run.json`` ``eval_checkpoint``) where that file is not the exported one (another
-    sha256, or several networks fused): ``(metrics file, the checkpoint it names)``."""
+def other_networks(found: Mapping[str, list], sha256: str | None, weights_sha256: str | None = None
+                   ) -> list[tuple[Path, str]]:
+    """Given evaluations that name the network they scored (a transfer run's ``checkpoint``, a
+    pairs run's ``run.json``: ``eval_checkpoint``, or the Phase B it trained itself) where that is
+    not the exported network: ``(metrics file, the network it names)``. A checkpoint is compared by
+    its sha256 with ``sha256`` (the exported checkpoint's); an exported folder or its weights file
+    with ``weights_sha256`` (the weights this export writes); several networks fused never match."""
     named = [(path, t.get("checkpoint")) for path, t in found.get("transfer", [])]
     for path, _ in found.get("pairs", []):
-        run = path.parent / "run.json"
         try:
-            named.append((path, json.loads(run.read_text()).get("eval_checkpoint")))
+            run = json.loads((path.parent / "run.json").read_text())
         except (OSError, ValueError):
-            continue  # a run that trained its own network, or none recorded
+            continue  # none recorded
+        own = (run.get("phase_b") or {}).get("artefact")
+        named.append((path, run.get("eval_checkpoint") or (str(Path(own) / "model.ckpt") if own else None)))
     out = []
     for path, ckpt in named:
         if not isinstance(ckpt, str) or not ckpt:
             continue
-        if " + " in ckpt or sha256 is None or not Path(ckpt).is_file() or file_sha256(Path(ckpt)) != sha256:
+        file = weights_file(ckpt) if " + " not in ckpt else None
+        want = weights_sha256 if file is not None and file.suffix == ".safetensors" else sha256
+        if file is None or want is None or not file.is_file() or file_sha256(file) != want:
             out.append((path, ckpt))
     return out
 
@@ -256,7 +266,8 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
           f"its rates at η are not this network's (export with `eta={other:g}` to decide as it did)."
           for path, other in evaluated_etas(found) if abs(other - eta["value"]) > 1e-9],
         *[f"- The figures of `{path}` were measured with `{ckpt}`, not with the checkpoint exported here "
-          "(another file, or several networks fused)." for path, ckpt in other_networks(found, cfg["source"].get("sha256"))],
+          "(another file, or several networks fused)." for path, ckpt in other_networks(found, cfg["source"].get("sha256"),
+                                                                          cfg["files"].get(WEIGHTS, {}).get("sha256"))],
         "",
         "## Architecture", "",
         md_table(["part", "setting"], [
@@ -277,7 +288,7 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         + (f" (fingerprint {cfg['training_data_fingerprint']})" if cfg.get("training_data_fingerprint") else "") + ".",
         "- Patches: " + ("not recorded" if not tr.get("patches") else f"`{json.dumps(tr['patches'])}`") + ".", "",
         "## Evaluation", "",
-        *validation_section(found["validation"]), *pairs_section(found["pairs"]), *transfer_section(found["transfer"]),
+        *validation_section(found["validation"], float(eta.get("training", 0.5))), *pairs_section(found["pairs"]), *transfer_section(found["transfer"]),
         "## Load it", "",
         "With the camsim package installed (no GPU needed); loading and scoring import torch, numpy and "
         "safetensors, not Lightning or Hydra:", "",

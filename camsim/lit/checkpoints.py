@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from camsim.models.portable import check_network_spec
+
 log = logging.getLogger("camsim")
 
 
@@ -33,33 +35,47 @@ CHECKPOINT_KINDS = {
 }
 
 
-def checkpoint_kind(ckpt: str | Path) -> str:
-    """``"phase_a"`` or ``"phase_b"`` for a camsim checkpoint; ValueError naming the file for a
-    truncated, corrupt or foreign one (read with ``weights_only=True``)."""
-    path = Path(ckpt)
+def _hyper_parameters(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        hp = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        return torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters") or {}
     except Exception as err:  # zip/pickle errors of a truncated or foreign file
         raise ValueError(f"{path}: not a readable checkpoint (truncated or corrupt: {type(err).__name__}); "
                          "restore it or train it again") from err
+
+
+def _kind(path: Path, hp: dict) -> str:
     for kind, (_, keys, _) in CHECKPOINT_KINDS.items():
         if all(k in hp for k in keys):
             return kind
     raise ValueError(f"{path}: not a camsim checkpoint (its hyper-parameters hold none of a Phase A or B network)")
 
 
+def checkpoint_kind(ckpt: str | Path) -> str:
+    """``"phase_a"`` or ``"phase_b"`` for a camsim checkpoint; ValueError naming the file for a
+    truncated, corrupt or foreign one (read with ``weights_only=True``)."""
+    path = Path(ckpt)
+    return _kind(path, _hyper_parameters(path))
+
+
 def load_checkpoint(cls: type[L.LightningModule], ckpt: str | Path, kind: str,
                     map_location: str = "cpu") -> L.LightningModule:
     """A checkpoint of ``kind`` loaded as ``cls`` (``weights_only=True``: tensors and plain
     containers only) in eval mode; one clear line when the file is missing, unreadable or of
-    the other kind."""
-    got = checkpoint_kind(ckpt)
+    the other kind. The networks its hyper-parameters name are checked before they are built
+    (:func:`~camsim.models.portable.check_network_spec`): a checkpoint from elsewhere runs no code."""
+    path = Path(ckpt)
+    hp = _hyper_parameters(path)
+    got = _kind(path, hp)
     if got != kind:
         what, _, example = CHECKPOINT_KINDS[kind]
         raise ValueError(f"{ckpt} is a {CHECKPOINT_KINDS[got][0]} checkpoint; a {what} checkpoint is needed "
                          f"(e.g. {example})")
+    specs = {"backbone": hp["backbone"]} if kind == "phase_a" else \
+        {"phase_a.backbone": (hp["phase_a"] or {}).get("backbone"), "head": hp["head"]}
+    for field, spec in specs.items():
+        check_network_spec(spec, field, path, any_module=True)
     model = cls.load_from_checkpoint(str(ckpt), map_location=map_location, weights_only=True)
     model.eval()
     return model

@@ -36,7 +36,7 @@ from camsim.config import to_plain
 from camsim.lit.checkpoints import load_checkpoint
 from camsim.lit.phase_a import build_backbone, load_classifier, log_train_step, optimizers_from_config
 from camsim.models.constrained import project_constrained_layers_
-from camsim.models.portable import WEIGHTS, load_state, read_exported
+from camsim.models.portable import CONFIG, WEIGHTS, check_network_spec, load_state, read_exported
 
 
 def finetune_modules(backbone: torch.nn.Module, from_layer: str | None, feature_layer: str) -> list[torch.nn.Module]:
@@ -264,7 +264,10 @@ def load_similarity(ckpt: str | Path, map_location: str = "cpu") -> ForensicSimi
         return load_checkpoint(ForensicSimilarity, ckpt, "phase_b", map_location)
     cfg, state = read_exported(ckpt)
     arch = cfg["architecture"]
+    for field in ("backbone", "head"):
+        check_network_spec(arch[field], f"architecture.{field}", Path(ckpt) / CONFIG)
     model = ForensicSimilarity({k: arch[k] for k in ("backbone", "class_names", "patch_size")}, arch["head"],
-                               arch["feature_layer"], eta=float(cfg["eta"]["value"]), training=cfg.get("training"))
+                               arch["feature_layer"], eta=float(cfg["eta"]["value"]), training=cfg.get("training"),
+                               finetune=cfg.get("finetune"))
     load_state(model, state, Path(ckpt) / WEIGHTS)
     return model.to(map_location).eval()

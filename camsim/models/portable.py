@@ -20,6 +20,7 @@ training record's ``patches``: size, 8-px alignment to the JPEG grid, entropy th
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import warnings
@@ -36,7 +37,8 @@ from torch import Tensor, nn
 from camsim.models.backbone import Backbone
 from camsim.models.similarity import SimilarityNet
 
-__all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "export_onnx", "file_sha256",
+__all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "check_network_spec",
+           "export_onnx", "file_sha256",
            "load_exported", "read_config", "read_exported", "save_weights", "weights_file"]
 
 #: what ``config.json`` declares itself to be; a newer layout raises its version
@@ -122,13 +124,48 @@ def read_exported(folder: str | Path) -> tuple[dict, dict[str, Tensor]]:
     return cfg, state
 
 
+def _nested_targets(obj: Any, where: str) -> list[str]:
+    """Where ``obj`` names a ``_target_`` (dotted paths below ``where``)."""
+    found: list[str] = []
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        sub = f"{where}.{k}" if isinstance(obj, Mapping) else f"{where}[{k}]"
+        found += [sub] if k == "_target_" else _nested_targets(v, sub)
+    return found
+
+
+def check_network_spec(spec: Any, field: str, where: str | Path, any_module: bool = False) -> None:
+    """Refuse a network config (``_target_`` dict) from a file before anything is built from it:
+    instantiating it imports and calls what it names, so a shared checkpoint or folder could
+    otherwise run any code on load. Its ``_target_`` must be a camsim network (:data:`NETWORKS`)
+    or, with ``any_module`` (a checkpoint trained from a researcher's own backbone), a class
+    deriving from ``torch.nn.Module``; no setting inside it may name a ``_target_``."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where}: {field} is not a network config ({type(spec).__name__})")
+    nested = _nested_targets({k: v for k, v in spec.items() if k != "_target_"}, field)
+    if nested:
+        raise ValueError(f"{where}: {nested[0]} names a class inside a network's settings; refused "
+                         "(only the network itself may name one: a file from elsewhere must not run code)")
+    target = spec.get("_target_")
+    if target in NETWORKS:
+        return
+    if any_module and isinstance(target, str):
+        module, _, name = target.rpartition(".")
+        try:  # imports the named module, calls nothing
+            cls = getattr(importlib.import_module(module), name, None) if module else None
+        except Exception:
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return
+    raise ValueError(f"{where}: {field}._target_ {target!r} is not a camsim network (known: {sorted(NETWORKS)})"
+                     + ("" if not any_module else " nor a torch.nn.Module class that can be imported here"))
+
+
 def build_network(spec: Mapping[str, Any], field: str, **kwargs: Any) -> nn.Module:
     """A network from a ``_target_`` config (the allow-list :data:`NETWORKS`) and extra arguments."""
-    target = spec.get("_target_")
-    if target not in NETWORKS:
-        raise ValueError(f"{field}._target_: {target!r} is not a camsim network (known: {sorted(NETWORKS)})")
+    check_network_spec(spec, field, CONFIG)
     args = {k: v for k, v in spec.items() if k != "_target_"}
-    return NETWORKS[target](**args, **kwargs)
+    return NETWORKS[spec["_target_"]](**args, **kwargs)
 
 
 def load_state(module: nn.Module, state: Mapping[str, Tensor], where: str | Path) -> None:
