@@ -281,11 +281,12 @@ def stage_phase_b(st: RunState) -> None:
 def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
     cfg = st.cfg
     layer = feature_layer(cfg)
-    eta = configured_eta(cfg)
+    # the training accuracies are taken at the module's default η = 0.5, not at this job's
+    # eval.eta: the network is shared by every job of its key (eval.eta is not in it), so the η
+    # it records must not be the one of whichever job happened to train it (+sweep=thresholds)
     module = ForensicSimilarity.from_phase_a(st.phase_a_dir / "model.ckpt", head=to_plain(cfg.similarity),
                                              feature_layer=layer, optimizer=to_plain(cfg.phase_b.optimizer),
-                                             scheduler=to_plain(cfg.phase_b.scheduler), training=training_record(st),
-                                             **({} if eta is None else {"eta": eta}))
+                                             scheduler=to_plain(cfg.phase_b.scheduler), training=training_record(st))
     features = extract = None
     if cfg.phase_b.cache_features:
         fs = FeatureStore(st.artefact_dir, module.backbone, st.phase_a_dir.name, layer,

@@ -68,6 +68,19 @@ def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shar
     assert metrics["eval"]["eta"] == pytest.approx(0.3)
 
 
+def test_a_phase_b_trained_by_a_job_at_another_eta_records_no_job_eta(workdir: Path, shared_artefacts: Path) -> None:
+    """eval.eta is not in Phase B's key: every job of the key shares the network, so the η it
+    records (its training accuracies', what `camsim-export` and eval.eta=auto take) must not be
+    the one of whichever job happened to train it (a +sweep=thresholds run's first job)."""
+    import torch
+
+    before = set(shared_artefacts.glob("phase_b-*"))
+    _run("camsim-run", workdir, shared_artefacts, "eval.eta=0.3", "phase_b.train_pairs=48")
+    (new,) = [d for d in set(shared_artefacts.glob("phase_b-*")) - before if not d.name.endswith(".partial")]
+    hp = torch.load(new / "model.ckpt", map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hp["eta"] == 0.5
+
+
 def test_trainer_settings_that_change_what_a_phase_learns_are_in_its_key() -> None:
     """A smoke test (limit_train_batches) or another effective batch (devices) is another artefact;
     speed and logging settings are not, and a default trainer adds nothing to the key."""

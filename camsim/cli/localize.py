@@ -34,6 +34,8 @@ def _main(cfg: DictConfig) -> None:
     from camsim.localize.run import check_reference, localize_file, localize_folder, localizer_for, timing_line
 
     check_reference(cfg.reference)
+    if cfg.eta is not None and not 0.0 < float(cfg.eta) < 1.0:
+        raise ValueError(f"eta={cfg.eta}: a threshold in (0, 1) (null: the network's own)")
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")

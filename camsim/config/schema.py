@@ -329,7 +329,8 @@ class LocalizeConfig:
     stride: Optional[int] = None
     #: null: the checkpoint's training recipe (``patch_settings``), else 4.0
     min_entropy: Optional[float] = None
-    eta: float = 0.5
+    #: reference mode's patch threshold; null: the network's (an exported folder's, a checkpoint's)
+    eta: Optional[float] = None
     #: null: the uncalibrated default (graph 0.25, reference 1 - eta); calibrate_far sets one
     decision_threshold: Optional[float] = None
     #: graph mode: "spectral" (1 - lambda2) or "modularity" (2Q) image score

@@ -106,6 +106,20 @@ class Localizer:
                      self.patch, self.align)
         return value, source
 
+    def eta(self, opts: Any) -> tuple[float, str]:
+        """Reference mode's patch threshold for ``opts`` and where it came from: the option ``eta``,
+        else the network's own (an exported folder's ``eta``, a checkpoint's ``hparams.eta``; several
+        networks: their mean, as ``camsim-eval eval.eta=auto``). Logged once per source."""
+        if _opt(opts, "eta", None) is not None:
+            value, source = float(opts.eta), "option eta"
+        else:
+            sims = [m.sim for m in getattr(self, "members", [self])]
+            value, source = float(np.mean([float(s.hparams.get("eta", 0.5)) for s in sims])), "the network's"
+        if f"eta {source}" not in self._logged:
+            self._logged.add(f"eta {source}")
+            log.info("eta %.4g (%s): reference mode calls a patch S <= eta 'different source'", value, source)
+        return value, source
+
     @torch.no_grad()
     def extract(self, patches: np.ndarray) -> np.ndarray:
         """The head's row terms ``[N, k]`` of uint8 patches ``[N, P, P]``: the frozen backbone's
@@ -132,15 +146,16 @@ class Localizer:
         if ref is not None and not isinstance(ref, str):
             ref = (int(ref[0]), int(ref[1]))
         min_entropy, source = self.min_entropy(opts)
+        eta, eta_source = self.eta(opts)
         result = localize(green, self.extract, self.score_matrix, self.patch,
                           stride=opts.stride, min_entropy=min_entropy, mode=str(opts.mode),
-                          reference=ref, eta=float(opts.eta), batch=self.batch,
+                          reference=ref, eta=eta, batch=self.batch,
                           decision_threshold=_opt(opts, "decision_threshold", None),
                           max_graph_nodes=int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)),
                           graph_method=str(_opt(opts, "graph_method", "spectral")),
                           cover_border=bool(_opt(opts, "cover_border", True)), align=self.align,
                           progress=progress, colour=colour if self.channels == 3 else None)
-        result.stats.update(min_entropy=min_entropy, min_entropy_source=source)
+        result.stats.update(min_entropy=min_entropy, min_entropy_source=source, eta=eta, eta_source=eta_source)
         return result
 
 
