@@ -316,19 +316,41 @@ def test_garbage_and_empty_files_are_refused(tmp_path, content, reason):
     assert e.value.path == path and str(path) in str(e.value)
 
 
-@needs_real
-def test_corrupt_real_jpeg_body(tmp_path):
-    data = bytearray(REAL[0].read_bytes())
-    data[len(data) // 2: len(data) // 2 + 4096] = np.random.default_rng(7).integers(0, 256, 4096, np.uint8).tobytes()
-    path = tmp_path / "corrupt.jpg"
-    path.write_bytes(bytes(data))
-    # libjpeg may resynchronise on some corruptions; then both decoders must agree exactly
-    try:
-        g = read_green(path)
-    except ImageReadError as e:
-        assert e.path == path
-    else:
-        np.testing.assert_array_equal(g, read_green(path, decoder="pillow"))
+def _noise_jpeg(progressive: bool) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)).save(
+        buf, "JPEG", quality=90, progressive=progressive)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("damage", ["cut with an end marker", "zeroed in the middle"])
+def test_jpeg_whose_pixels_were_lost_is_refused(tmp_path, progressive, damage):
+    """Pillow decodes these "successfully" — the missing blocks grey (or a progressive file without
+    its last scans) — so their pixels carry no camera trace: refused, naming the file."""
+    data = _noise_jpeg(progressive)
+    half = len(data) // 2
+    bad = data[: int(len(data) * 0.6)] + b"\xff\xd9" if damage.startswith("cut") else \
+        data[:half] + bytes(2000) + data[half + 2000:]
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(bad)
+    with Image.open(path) as im:
+        im.load()  # the reference decoder takes it
+    with pytest.raises(ImageReadError, match="corrupt or truncated JPEG data") as e:
+        read_green(path)
+    assert e.value.path == path
+
+
+def test_junk_before_a_header_marker_loses_no_pixel(tmp_path):
+    """Two stray bytes before a quantisation table (seen in a real camera file) are a libjpeg
+    warning, not damage: the file reads, as Pillow reads it."""
+    data = _noise_jpeg(False)
+    i = data.index(b"\xff\xdb")
+    path = tmp_path / "junk.jpg"
+    path.write_bytes(data[:i] + b"\x00\x00" + data[i:])
+    np.testing.assert_array_equal(read_green(path), pillow_green(path))
 
 
 def test_missing_file_and_directory(tmp_path):
@@ -361,6 +383,27 @@ def test_tiff_and_jpeg_headers_over_the_cap(tmp_path, crop):
             read_green(jpg, max_pixels=12_706, decoder=decoder)
     assert read_green(jpg, max_pixels=12_707).shape == (97, 131)
     assert DEFAULT_MAX_PIXELS >= 50_000_000
+
+
+def _claiming(data: bytes, height: int, width: int) -> bytes:
+    """A JPEG whose frame header claims ``height`` x ``width``."""
+    i = data.index(b"\xff\xc0") + 5
+    return data[:i] + struct.pack(">HH", height, width) + data[i + 4:]
+
+
+def test_one_pixel_cap_above_pillows_own_limit(tmp_path, crop):
+    """The configs allow 200 MP (a Samsung 200-MP mode photo is 16320 x 12240); Pillow's own guard
+    stops at ~179 MP. Its quantisation table (the JPEG-quality rows) and its EXIF (data=exif) must
+    read like a 12-MP photo's, not fail on one path while the pixels read on another."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "samsung", "SM-S918B"
+    path = tmp_path / "big.jpg"
+    path.write_bytes(_claiming(save(crop, tmp_path / "small.jpg", quality=90, exif=exif).read_bytes(), 12240, 16320))
+    assert image_size(path) == (12240, 16320)
+    assert read_jpeg_luma_table(path) == read_jpeg_luma_table(tmp_path / "small.jpg")
+    assert read_exif_make_model(path) == ("samsung", "SM-S918B")  # header only: no pixel cap
+    with pytest.raises(ImageReadError, match="exceeds the cap of 150000000"):
+        read_green(path, max_pixels=150_000_000, decoder="pillow")
 
 
 def test_load_truncated_images_must_stay_false(tmp_path, crop, monkeypatch):

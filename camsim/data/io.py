@@ -22,9 +22,9 @@ Decisions a user relies on:
 * **Decompression bombs:** width x height from the file header is checked against
   ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 100 MP: larger than any consumer
   camera's output, 12-50 MP typically, while 100 MP of uint8 RGB is 300 MB) before any
-  pixel is decoded. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) still refuses
-  images above twice its limit (~179 MP); a ``max_pixels`` beyond that also needs
-  Pillow's limit raised.
+  pixel is decoded — the one limit for every format and decoder: Pillow's own guard
+  (``PIL.Image.MAX_IMAGE_PIXELS``, ~179 MP) is lifted while camsim opens a file, so a
+  ``max_pixels`` above it (the configs' 200 MP) holds for PNG, TIFF and the Pillow path too.
 * **Bad files** (missing, empty, not an image, corrupt, truncated) raise
   :class:`ImageReadError` naming the file and the reason. Truncation is detected
   because ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (checked per call).
@@ -35,16 +35,20 @@ Decisions a user relies on:
   Pillow's (tested on the real photos and on 4:4:4 / 4:2:2 / 4:2:0 files). The
   ``fastdct`` / ``fastupsample`` modes differ from Pillow by several grey levels and are
   never used. Anything else (CMYK / YCCK, 12-bit, lossless, arithmetic, or any file
-  simplejpeg rejects, even for a mere libjpeg warning) goes to Pillow, the reference.
+  simplejpeg rejects, even for a mere libjpeg warning) goes to Pillow, the reference —
+  except a warning that pixels were lost (data ending early, junk inside a scan): Pillow
+  fills those blocks with grey and reports nothing, so the file is refused
+  (``decoder="pillow"`` skips this check).
 """
 
 from __future__ import annotations
 
 import io
 import mmap
+import re
 import struct
 import sys
-import warnings
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -139,12 +143,14 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def read_exif_make_model(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str | None, str | None]:
     """EXIF Make (0x010F) and Model (0x0110) of IFD0 as written (None where absent).
 
-    Only the header is read for JPEG and TIFF; PNG keeps EXIF in an ``eXIf`` chunk that
-    Pillow may only reach by decoding, so the pixel cap applies.
+    Only the header is read for JPEG and TIFF, so no pixel cap applies to them (a 108-MP phone
+    photo is named like any other); PNG keeps EXIF in an ``eXIf`` chunk that Pillow may only
+    reach by decoding, so ``max_pixels`` applies there.
     """
     path = Path(path)
     data = _read_bytes(path)
-    with _open_pillow(path, data, max_pixels) as im:
+    header_only = data[:2] == b"\xff\xd8" or data[:4] in (b"II*\x00", b"MM\x00*")
+    with _open_pillow(path, data, None if header_only else max_pixels) as im:
         try:
             exif = im.getexif()
         except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported
@@ -269,11 +275,30 @@ def _decode_simplejpeg(path: Path, data: bytes, max_pixels: int, rgb: bool, requ
     try:
         arr = simplejpeg.decode_jpeg(data, colorspace="GRAY" if gray else "RGB",
                                      fastdct=False, fastupsample=False, strict=True)
-    except ValueError as e:  # includes libjpeg warnings (strict): Pillow, the reference, decides
+    except ValueError as e:  # includes libjpeg warnings (strict): Pillow, the reference, decides ...
+        if _lost_pixels(str(e)):  # ... unless the warning says pixels were lost: Pillow fills them in
+            raise ImageReadError(path, f"corrupt or truncated JPEG data ({e}); the decoder would fill the "
+                                       "missing part with grey or garbage, which carries no camera trace") from e
         return unsupported(str(e))
     if gray:
         return np.repeat(arr, 3, axis=2) if rgb else arr[:, :, 0]
     return arr if rgb else np.ascontiguousarray(arr[:, :, 1])
+
+
+#: markers that start or end entropy-coded data (RSTn, EOI, SOS): junk before one is damaged image data
+_SCAN_MARKERS = re.compile(r"extraneous bytes before marker 0x(d[0-7]|d9|da)\b", re.IGNORECASE)
+
+
+def _lost_pixels(warning: str) -> bool:
+    """Whether a libjpeg warning (simplejpeg, strict) means pixels were lost: the data ends early
+    (a truncated file, with or without an end marker) or holds junk inside a scan. Pillow decodes
+    such files "successfully", filling the lost blocks with grey (or decoding garbage); junk before
+    a header marker (e.g. a quantisation table, seen in real camera files) loses nothing."""
+    return "premature end" in warning.lower() or bool(_SCAN_MARKERS.search(warning))
+
+
+#: held while Pillow's own decompression-bomb limit is lifted for one ``Image.open``
+_PILLOW_GUARD_LOCK = threading.Lock()
 
 
 class _open_pillow:
@@ -286,18 +311,21 @@ class _open_pillow:
 
     def __enter__(self) -> Image.Image:
         path = self.path
-        with warnings.catch_warnings():
-            # our own cap (max_pixels) is the policy; Pillow's warning level is below it
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _PILLOW_GUARD_LOCK:
+            # our own cap (max_pixels, checked below on the header's size before any pixel is
+            # decoded) is the policy, not Pillow's (~179 MP): one limit for every format and path
+            # — a 200-MP JPEG must not read on the fast path yet fail here (its quantisation table,
+            # a PNG of the same size); a header-only read (max_pixels None) decodes nothing
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
                 self.im = Image.open(io.BytesIO(self.data))
-            except Image.DecompressionBombError as e:
-                raise ImageReadError(path, f"refused by Pillow's decompression-bomb guard ({e})") from e
             except UnidentifiedImageError as e:
                 raise ImageReadError(path, "not a recognised image format, or its header is corrupt "
                                            "(Pillow cannot identify it)") from e
             except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported
                 raise ImageReadError(path, f"corrupt image header ({type(e).__name__}: {e})") from e
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
         _check_pixels(path, self.im.height, self.im.width, self.max_pixels)
         return self.im
 
