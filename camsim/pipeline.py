@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import hydra
@@ -147,6 +148,20 @@ def split_against_network(sets: dict, split: SetSplit) -> list[str]:
     return notes
 
 
+def check_patches_against_network(sim: Any, settings: Any) -> None:
+    """A ``ckpt=`` network scores the patches it was trained on: this config must cut them as its
+    recipe did (size, JPEG-grid alignment, entropy filter) — another size crashed deep in the
+    network or ran silently at the wrong scale, another filter shifted every figure. One line
+    naming the overrides that match the network."""
+    rec = {"size": int(sim.patch_size), **{k: v for k, v in (sim.patch_settings or {}).items()
+                                           if k in ("align", "min_entropy") and v is not None}}
+    differ = {k: v for k, v in rec.items() if float(getattr(settings, k)) != float(v)}
+    if differ:
+        raise ValueError("the network was trained on other patches than this config cuts ("
+                         + ", ".join(f"{k} {v:g} vs {getattr(settings, k):g}" for k, v in differ.items())
+                         + "): add " + " ".join(f"patches.{k}={v:g}" for k, v in differ.items()))
+
+
 def stage_eval(st: RunState) -> dict:
     cfg = st.cfg
     sim = load_similarity(similarity_checkpoint(st))
@@ -154,6 +169,7 @@ def stage_eval(st: RunState) -> dict:
         raise ValueError(f"the checkpoint's network takes {sim.backbone.in_channels}-channel patches, this config cuts "
                          f"{st.data.store.settings.channels}-channel ones: add model.in_channels="
                          f"{sim.backbone.in_channels}")
+    check_patches_against_network(sim, st.data.store.settings)
     fs = _feature_store(st, sim)
     edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed))
     edm.setup()

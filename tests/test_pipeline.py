@@ -160,6 +160,24 @@ def test_camsim_eval_with_checkpoint_and_auto_eta(workdir: Path, shared_artefact
     assert f"`ckpt={ckpts[0].resolve()}`" in report and "consistent: every known model is in its set A" in report
     assert f"η = {metrics['eval']['eta']:.4g} chosen on Phase B's validation pairs (`eval.eta=auto`" in report
     assert "- Protocol: patch pairs of the test photos" in report
+    # patches cut otherwise than the network's recipe: one line naming the overrides that match it
+    res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "task=pairs",
+                  f"ckpt={ckpts[0]}", "patches.min_entropy=3.5", cwd=workdir)
+    assert res.returncode == 2 and "add patches.min_entropy=" in res.stderr, res.stderr[-2000:]
+
+
+def test_patches_must_be_cut_as_the_networks_recipe() -> None:
+    from types import SimpleNamespace
+
+    from camsim.pipeline import check_patches_against_network
+
+    sim = SimpleNamespace(patch_size=128, patch_settings={"size": 128, "align": 8, "min_entropy": 4.0})
+    check_patches_against_network(sim, SimpleNamespace(size=128, align=8, min_entropy=4.0))
+    with pytest.raises(ValueError, match=r"\(size 128 vs 64, min_entropy 4 vs 2\): add patches.size=128 "
+                                         r"patches.min_entropy=4$"):
+        check_patches_against_network(sim, SimpleNamespace(size=64, align=8, min_entropy=2.0))
+    old = SimpleNamespace(patch_size=64, patch_settings=None)  # a checkpoint that recorded no recipe: its size
+    check_patches_against_network(old, SimpleNamespace(size=64, align=16, min_entropy=0.0))
 
 
 def test_a_split_that_contradicts_the_networks_training_record_is_named() -> None:
