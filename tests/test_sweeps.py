@@ -36,6 +36,16 @@ def test_every_sweep_composes_and_its_parameters_exist(name: str) -> None:
             validate(point)
 
 
+@pytest.mark.parametrize("name", SWEEPS)
+@pytest.mark.parametrize("recipe", [["experiment=quick"], ["experiment=paper"],
+                                    ["experiment=paper", "data=folder", "data.root=/data/cameras"]])
+def test_a_sweep_keeps_the_recipes_data_source(name: str, recipe: list[str]) -> None:
+    """A study varies what its grid names: it composes with every recipe and real folders (the
+    README's SLURM example) and leaves the data source as the recipe has it — set_composition's
+    catalogue of 30 models once replaced the quick recipe's 40 and the paper's 65, unannounced."""
+    assert compose_cfg([f"+sweep={name}", *recipe]).data == compose_cfg(recipe).data
+
+
 def test_slurm_launcher_config_composes() -> None:
     res = run_cli("camsim-run", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
     assert res.returncode == 0, res.stderr
