@@ -75,16 +75,23 @@ def build_loggers(cfg: DictConfig, feature_layer: str) -> list:
     return loggers
 
 
-def finish_loggers(loggers: Sequence[Any]) -> None:
-    """Close each logger so every job of a multirun is its own, complete run (W&B: finish)."""
+def finish_loggers(loggers: Sequence[Any], succeeded: bool = True) -> None:
+    """Close each logger so every job of a multirun is its own, complete run (W&B: finish), with
+    the job's outcome (a failed job is "failed" in W&B, not "finished"). Each logger is closed
+    even when another one's close fails (that failure is logged): an open W&B run would take the
+    next job's metrics."""
+    status = "success" if succeeded else "failed"
     for lg in loggers:
         try:
-            lg.finalize("success")
+            lg.finalize(status)
+        except Exception as err:  # noqa: BLE001 - the others must still close
+            log.error("logger %s failed to close (%s: %s); its last figures may be missing",
+                      type(lg).__name__, type(err).__name__, err)
         finally:
             if type(lg).__name__ == "WandbLogger":
                 import wandb
 
-                wandb.finish()
+                wandb.finish(exit_code=0 if succeeded else 1)
 
 
 # --------------------------------------------------------------------------- sending

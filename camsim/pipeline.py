@@ -353,6 +353,7 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
     steps = {"data": lambda: stage_data(st, stages), "phase_a": lambda: stage_phase_a(st),
              "phase_b": lambda: stage_phase_b(st), "eval": lambda: stage_eval(st),
              "splicing": lambda: stage_splicing(st)}
+    succeeded = False
     try:
         for lg in st.loggers:
             lg.log_hyperparams(to_plain(cfg))
@@ -364,6 +365,7 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
         if rank() == 0:
             atomic_write_json(out_dir / "run.json", st.summary)
             log.info("outputs: %s", out_dir)
+        succeeded = True
     finally:
-        finish_loggers(st.loggers)
+        finish_loggers(st.loggers, succeeded)
     return st.summary

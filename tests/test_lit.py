@@ -407,6 +407,10 @@ def test_confusion_matrix_logging(phase_a, data, tmp_path):
     seeded(tr.fit, model, loader(data["train"], 16), loader(data["val"], 16))
     png = Path(logger.log_dir) / "phase_a_val_confusion.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the module's own hyper-parameters stay out of the loggers: the pipeline logs the run's whole
+    # config there, and W&B / CSV replace top-level keys (Phase B's "phase_a" replaced the config's)
+    hp = Path(logger.log_dir) / "hparams.yaml"
+    assert not hp.exists() or "class_names" not in hp.read_text()
     tr.test(model, loader(data["val"], 16), verbose=False)
     assert (Path(logger.log_dir) / "phase_a_test_confusion.png").is_file()
     assert model.last_confusion["stage"] == "test" and model.last_confusion["matrix"].sum() == len(data["val"])

@@ -46,6 +46,33 @@ def test_a_sweep_keeps_the_recipes_data_source(name: str, recipe: list[str]) -> 
     assert compose_cfg([f"+sweep={name}", *recipe]).data == compose_cfg(recipe).data
 
 
+def test_every_logger_closes_with_the_jobs_outcome_even_when_one_fails(monkeypatch, caplog) -> None:
+    """A failed job is "failed" in every logger (W&B: exit code 1, not "finished"); a logger whose
+    close fails does not keep the others open (an open W&B run takes the next job's metrics)."""
+    import sys
+    import types
+
+    from camsim.loggers import finish_loggers
+
+    finished = []
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(finish=lambda exit_code=0: finished.append(exit_code)))
+    closed = []
+
+    class CSVLogger:
+        def finalize(self, status):
+            raise OSError("disk full")
+
+    class WandbLogger:
+        def finalize(self, status):
+            closed.append(status)
+
+    for succeeded, status, code in ((False, "failed", 1), (True, "success", 0)):
+        closed.clear(), finished.clear()
+        finish_loggers([CSVLogger(), WandbLogger()], succeeded)
+        assert closed == [status] and finished == [code]
+    assert "CSVLogger failed to close (OSError: disk full)" in caplog.text
+
+
 def test_slurm_launcher_config_composes() -> None:
     res = run_cli("camsim-run", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra")
     assert res.returncode == 0, res.stderr

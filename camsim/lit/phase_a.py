@@ -71,7 +71,7 @@ class CameraClassifier(L.LightningModule):
         # weights_only=True); save_hyperparameters reads these locals
         backbone, optimizer, scheduler = to_plain(backbone), to_plain(optimizer), to_plain(scheduler)
         class_names = [str(c) for c in class_names]
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the run's whole config (pipeline)
         self.class_names = list(class_names)
         self.backbone = build_backbone(backbone, len(self.class_names), patch_size)
         project_constrained_layers_(self.backbone)

@@ -81,7 +81,7 @@ class ForensicSimilarity(L.LightningModule):
         phase_a, head = to_plain(phase_a), to_plain(head)
         optimizer, scheduler, training = to_plain(optimizer), to_plain(scheduler), to_plain(training)
         finetune = to_plain(finetune)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the loggers get the run's whole config (pipeline)
         self._quiet: warnings.catch_warnings | None = None
         self.backbone = build_backbone(phase_a["backbone"], len(phase_a["class_names"]), phase_a["patch_size"])
         self.backbone.requires_grad_(False)
