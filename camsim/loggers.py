@@ -7,9 +7,10 @@ these functions; neither imports the other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from omegaconf import DictConfig
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from camsim.config import to_plain  # noqa: E402
 from camsim.plots import plot_confusion  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,22 @@ def build_loggers(cfg: DictConfig, feature_layer: str) -> list:
                 extra = {k: v for k, v in names.items() if lg.get(k) is None}
             loggers.append(hydra.utils.instantiate(lg, _convert_="all", **extra))
     return loggers
+
+
+@contextlib.contextmanager
+def job_loggers(cfg: DictConfig, feature_layer: str) -> Iterator[list]:
+    """The job's loggers (:func:`build_loggers`) for the length of the ``with`` block: the
+    resolved config logged first, every logger closed at the end with the job's outcome
+    (:func:`finish_loggers`) — every camsim job (training, pairs, transfer, splicing) the same way."""
+    loggers = build_loggers(cfg, feature_layer)
+    succeeded = False
+    try:
+        for lg in loggers:
+            lg.log_hyperparams(to_plain(cfg))
+        yield loggers
+        succeeded = True
+    finally:
+        finish_loggers(loggers, succeeded)
 
 
 def finish_loggers(loggers: Sequence[Any], succeeded: bool = True) -> None:

@@ -30,13 +30,13 @@ from camsim.data.patches import stable_seed
 from camsim.data.store import log_skipped
 from camsim.eval.difficulty import difficulty_check
 from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table, write_evaluation
-from camsim.eval.metrics import bray_curtis_similarity, choose_eta
+from camsim.eval.metrics import bray_curtis_similarity, choose_eta, flatten
 from camsim.eval.networks import Networks, training_role
 from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
 from camsim.lit.phase_a import build_backbone, load_classifier
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
 from camsim.localize.run import Localizer, localizer_for
-from camsim.loggers import build_loggers, finish_loggers, log_evaluation
+from camsim.loggers import job_loggers, log_evaluation
 from camsim.models.similarity import check_fusion
 from camsim.phases import RunState, configured_eta, phase_b_seed, rank, stage, stage_phase_a, stage_phase_b
 from camsim.synth.render import FORMAT as RENDER_FORMAT
@@ -317,6 +317,7 @@ def stage_splicing(st: RunState) -> dict:
                      "%d errors", kind, mode, num(m["f1"]), num(m["f1_gated"]), num(m["f1_best"]), num(m["auc"]),
                      num(m["false_alarm_rate"], ".1%"), m["n_controls"], len(m["errors"]))
     st.summary["splicing"] = {k: results[k] for k in ("synthetic", "real") if k in results}
+    log_evaluation(st.loggers, flatten({"splicing": st.summary["splicing"]}), st.out_dir)
     return results
 
 
@@ -349,14 +350,10 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     st = RunState(cfg, out_dir, Path(cfg.paths.artefact_dir).resolve(), train=train)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    st.loggers = build_loggers(cfg, feature_layer(cfg))
     steps = {"data": lambda: stage_data(st, stages), "phase_a": lambda: stage_phase_a(st),
              "phase_b": lambda: stage_phase_b(st), "eval": lambda: stage_eval(st),
              "splicing": lambda: stage_splicing(st)}
-    succeeded = False
-    try:
-        for lg in st.loggers:
-            lg.log_hyperparams(to_plain(cfg))
+    with job_loggers(cfg, feature_layer(cfg)) as st.loggers:
         for name in stages:
             if name in ("eval", "splicing") and rank() != 0:
                 continue  # evaluation scores every pair in one process, after training
@@ -365,7 +362,4 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
         if rank() == 0:
             atomic_write_json(out_dir / "run.json", st.summary)
             log.info("outputs: %s", out_dir)
-        succeeded = True
-    finally:
-        finish_loggers(st.loggers, succeeded)
     return st.summary

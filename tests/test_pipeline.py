@@ -221,9 +221,11 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     (authentic / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     _run("camsim-eval", workdir, shared_artefacts, "task=splicing", "splicing.num_images=4",
          "splicing.image_size=[160,224]", "splicing.examples=1", f"splicing.real_dir={real}",
-         f"splicing.authentic_dir={authentic.parent}")
+         f"splicing.authentic_dir={authentic.parent}", "logger=csv")
     out = sorted(p.parent for p in (workdir / "outputs").rglob("splicing.json"))[-1]
     res = json.loads((out / "splicing.json").read_text())
+    logged = (out / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")  # the job's loggers get its figures
+    assert "splicing/synthetic/graph/f1" in logged and "splicing/real/reference/auc" in logged
     assert res["protocols"]["fixed"]["threshold"] == "fixed" and res["protocols"]["best"]["inversion"] is True
     assert set(res["synthetic"]) == {"graph", "reference"}
     for m in res["synthetic"].values():
@@ -274,7 +276,7 @@ def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, sh
     for mode in ("graph", "reference"):
         cli.mode, cli.reference = mode, ("auto" if mode == "reference" else None)
         a = loc.run(green, cli)
-        b = loc.run(green, localize_options(mode, None, None, float(cli.eta), None))
+        b = loc.run(green, localize_options(mode, None, None, loc.eta(cli)[0], None))
         assert np.array_equal(a.mask, b.mask) and a.score == b.score and a.threshold == b.threshold, mode
 
 
@@ -301,7 +303,9 @@ def test_rgb_network_trains_evaluates_localises_and_exports(workdir: Path, share
             rgb = rng.integers(0, 256, (160, 192, 3), dtype=np.uint8)
             Image.fromarray(rgb).save(photos / f"cam{m}" / f"p{k}.jpg", quality=90 - 5 * m)
     _run("camsim-eval", workdir, shared_artefacts, f"ckpt={ckpt}", "data=folder", f"data.root={photos}",
-         "transfer.patches_per_image=4", "transfer.bootstrap.reps=20")
+         "transfer.patches_per_image=4", "transfer.bootstrap.reps=20", "logger=csv")
+    logged = next((workdir / "outputs").rglob("transfer.md")).parent / "csv" / "metrics.csv"
+    assert "transfer/patch/other_photo/auc/value" in logged.read_text().splitlines()[0].split(",")
     res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "task=pairs", f"ckpt={ckpt}",
                   cwd=workdir)  # this config cuts green patches
     assert res.returncode == 2 and "add model.in_channels=3" in res.stderr

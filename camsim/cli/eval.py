@@ -55,9 +55,14 @@ def resolve_task(cfg: DictConfig) -> str:
 def _main(cfg: DictConfig) -> None:
     task = resolve_task(cfg)
     if task == "transfer":
+        from camsim.config import feature_layer
+        from camsim.eval.metrics import flatten
         from camsim.eval.transfer import run_transfer
+        from camsim.loggers import job_loggers, log_evaluation
 
-        run_transfer(cfg)
+        with job_loggers(cfg, feature_layer(cfg)) as loggers:
+            metrics = run_transfer(cfg)
+            log_evaluation(loggers, flatten(metrics), cfg.paths.output_dir)
     else:
         from camsim.pipeline import run
 
