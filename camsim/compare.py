@@ -17,8 +17,9 @@ import yaml
 
 from camsim.eval.metrics import flatten
 
+#: η is among them: with eval.eta=auto each job decides at its own
 DEFAULT_METRICS = ("eval/acc/overall", "eval/acc/known_known", "eval/acc/known_unknown",
-                   "eval/acc/unknown_unknown", "eval/auc", "baseline/acc/unknown_unknown")
+                   "eval/acc/unknown_unknown", "eval/auc", "baseline/acc/unknown_unknown", "eval/eta")
 
 
 def find_jobs(root: Path) -> list[Path]:
@@ -27,7 +28,7 @@ def find_jobs(root: Path) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"not a directory: {root}")
     jobs = sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")},
-                  key=lambda p: (len(p.parts), _num(p.name), str(p)))
+                  key=lambda p: (len(p.parts), str(p.parent), _num(p.name), p.name))  # one sweep's jobs together
     if not jobs:
         raise FileNotFoundError(f"no Hydra job dirs (with .hydra/overrides.yaml) under {root}")
     return jobs
@@ -41,17 +42,31 @@ def _num(name: str) -> float:
 
 
 def load_rows(root: Path, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[list[str], list[dict[str, Any]]]:
-    """Rows of (swept parameter values + metrics); the parameters that differ between jobs."""
-    rows = []
+    """Rows of (swept parameter values + metrics); the parameters that differ between jobs.
+
+    ``job`` is the job's folder below ``root`` (several sweeps under one root stay apart); a job
+    lacking a metric says so in ``status``; a metric that no job has is an error listing the ones
+    they have (a typo, or the sweep of another task, gave an empty column marked "ok")."""
+    rows, available = [], set()
+    root = Path(root)
     for job in find_jobs(root):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
         params = dict(o.split("=", 1) for o in overrides if "=" in o)
         mfile = job / "metrics.json"
         flat = flatten(json.loads(mfile.read_text())) if mfile.exists() else {}
-        row: dict[str, Any] = {"job": job.name, **{k.lstrip("+~"): v for k, v in params.items()}}
+        available |= {k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        name = str(job.relative_to(root)) if job != root else job.name
+        row: dict[str, Any] = {"job": name, **{k.lstrip("+~"): v for k, v in params.items()}}
         row.update({m: flat.get(m) for m in metrics})
-        row["status"] = "ok" if mfile.exists() else "no metrics.json"
+        lacking = [m for m in metrics if flat.get(m) is None]
+        row["status"] = "no metrics.json" if not mfile.exists() else f"missing: {', '.join(lacking)}" if lacking else "ok"
         rows.append(row)
+    absent = [m for m in metrics if all(r.get(m) is None for r in rows)]
+    if absent and available:
+        near = sorted(available)
+        raise ValueError(f"camsim-compare: no job under {root} has {', '.join(absent)}; its metrics.json files hold "
+                         f"{len(near)} figures, e.g. {', '.join(near[:12])}{' …' if len(near) > 12 else ''} "
+                         "(choose with --metrics)")
     keys = sorted({k for r in rows for k in r} - set(metrics) - {"job", "status"})
     swept = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or keys
     return swept, rows

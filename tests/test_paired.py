@@ -150,6 +150,10 @@ def test_quality_rows_drawn_with_other_limits_are_not_compared():
     a, b = run(97, 4), run(97, 6)
     del b.contrasts["patch/other_photo@diff_q"]
     text = markdown(a, b, paired_bootstrap(a, b, reps=5), 5, 0.95)
+    assert "(image level: mean of the photo pair's patch-pair scores)" in text
+    b.aggregate = "median"  # transfer.image.aggregate=median in one run: the protocol says so
+    assert "A takes the mean, B the median of the photo pair's patch-pair scores" in \
+        markdown(a, b, paired_bootstrap(a, b, reps=5), 5, 0.95)
     assert ("Not compared (2): patch, two photos of one model — the two photos ≥ 4 JPEG quality steps apart — drawn "
             "at another limit in each run (4 / 6); patch, two photos of one model — the two photos at unequal JPEG "
             "quality — only in A.") in text
@@ -161,6 +165,7 @@ def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: 
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "paired.md").read_text()
     assert "Protocol:" in text and "paired bootstrap" in text and "two photos of one model" in text
+    assert read_scores(out).aggregate == "mean"  # read from the run's scores.npz
     record = json.loads((tmp_path / "paired.json").read_text())
     assert record["reps"] == 30 and "patch/other_photo" in record["contrasts"]
     # bad input: one line naming the file

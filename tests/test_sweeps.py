@@ -155,3 +155,29 @@ def test_ddp_on_two_cpu_processes_evaluates_the_same_pairs(workdir: Path) -> Non
     phases = list((workdir / "outputs/artefacts_ddp").glob("phase_*"))
     assert len(phases) == 2 and not list((workdir / "outputs/artefacts_ddp").glob(".*.fit-*"))  # markers removed
     assert "exists and is not empty" not in ddp.stderr + ddp.stdout  # a fresh phase's folder holds no marker
+
+
+def test_compare_names_each_job_by_its_folder_and_what_it_lacks(tmp_path: Path) -> None:
+    """Two sweeps under one root stay apart; a job without a figure says so; a figure no job has
+    (a typo, or a transfer sweep's keys) is an error listing what the jobs do have."""
+    import json
+
+    import yaml
+
+    from camsim.compare import load_rows
+
+    def job(path: Path, overrides: list[str], metrics: dict | None) -> None:
+        (path / ".hydra").mkdir(parents=True)
+        (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        if metrics is not None:
+            (path / "metrics.json").write_text(json.dumps(metrics))
+
+    job(tmp_path / "a" / "0", ["eval.eta=0.3"], {"eval": {"auc": 0.9, "eta": 0.3}})
+    job(tmp_path / "a" / "1", ["eval.eta=0.5"], {"eval": {"eta": 0.5}})
+    job(tmp_path / "b" / "0", ["eval.eta=0.7"], None)
+    swept, rows = load_rows(tmp_path, ["eval/auc", "eval/eta"])
+    assert swept == ["eval.eta"]
+    assert [(r["job"], r["status"]) for r in rows] == [("a/0", "ok"), ("a/1", "missing: eval/auc"),
+                                                        ("b/0", "no metrics.json")]
+    with pytest.raises(ValueError, match=r"no job .* has eval/acc/unknown-unknown; .* 2 figures, e.g. eval/auc, eval/eta"):
+        load_rows(tmp_path, ["eval/acc/unknown-unknown"])

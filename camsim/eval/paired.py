@@ -43,6 +43,7 @@ class TransferScores:
     contrasts: dict[str, Contrast]
     fine_jpeg_quality: int | None = None  # the JPEG-quality rows' band limit (None: no JPEG-quality rows)
     far_jpeg_gap: int | None = None  # the far-apart row's quality gap (None: no such row)
+    aggregate: str = "mean"  # the image level's rule over a photo pair's patch-pair scores
 
 
 def read_scores(spec: str | Path) -> TransferScores:
@@ -86,7 +87,8 @@ def read_scores(spec: str | Path) -> TransferScores:
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
     # one photo, one name: a root given as "../x" in one run and "/abs/x" (or through a link) in the other
     photos = np.array([os.path.realpath(p) for p in d["photo_path"].astype(str).tolist()], dtype=str)
-    return TransferScores(label, photos, models[pm].astype(str), contrasts, fine_q, far)
+    how = str(d["aggregate"]) if "aggregate" in d else "mean"  # runs before the option: the mean
+    return TransferScores(label, photos, models[pm].astype(str), contrasts, fine_q, far, how)
 
 
 def photo_overlap(a: TransferScores, b: TransferScores) -> tuple[int, int, int]:
@@ -184,12 +186,19 @@ _NAMES = {"patch/same_photo": "patch, two patches of one photo", "patch/other_ph
           "image/halves": "image, two halves of one photo", "image/other_photo": "image, two photos of one model"}
 
 
+def _aggregates(a: TransferScores, b: TransferScores) -> str:
+    if a.aggregate == b.aggregate:
+        return f"{a.aggregate} of the photo pair's patch-pair scores"
+    return (f"A takes the {a.aggregate}, B the {b.aggregate} of the photo pair's patch-pair scores — the image "
+            "rows' Δ is partly the rule's, not only the networks'")
+
+
 def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, level: float) -> str:
     """The comparison as a markdown table with its protocol."""
     lines = [
         f"Paired comparison: A = {a.label}, B = {b.label}.",
         f"Protocol: each row is a same-model category against the different-model pairs of its level "
-        f"(image level: mean of the photo pair's patch-pair scores); threshold-free (ROC AUC; EER, lower is "
+        f"(image level: {_aggregates(a, b)}); threshold-free (ROC AUC; EER, lower is "
         f"better); pairs pooled; {100 * level:g} % interval of B − A from {reps} paired bootstrap replicates over "
         f"camera models and photos (both runs weighted by the same draw; a training seed's spread is not in it).",
     ]
