@@ -99,16 +99,18 @@ def count_flops(model: nn.Module, patch_size: int, in_channels: int | None = Non
     return int(counter.get_total_flops())
 
 
-def count_bytes(model: nn.Module, patch_size: int, in_channels: int | None = None) -> int:
-    """Bytes a forward pass of ``model`` on one ``[1, C, P, P]`` patch moves, layer by layer:
-    for every leaf module, the tensors it reads and writes (inputs + outputs, at their dtypes)
-    plus its parameters and buffers (once per module) — the memory traffic of an unfused
-    pass, the roofline's bandwidth side as :func:`count_flops` is its compute side. Fused or
-    cached execution moves less; per patch, parameters are counted for a batch of one.
+def count_bytes(model: nn.Module, patch_size: int, in_channels: int | None = None, batch: int = 1) -> float:
+    """Bytes per patch that a forward pass of ``model`` on a batch of ``batch`` ``[C, P, P]``
+    patches moves, layer by layer: for every leaf module, the tensors it reads and writes
+    (inputs + outputs, at their dtypes) per patch, plus its parameters and buffers read once per
+    batch (so ``1 / batch`` of them per patch) — the memory traffic of an unfused pass, the
+    roofline's bandwidth side as :func:`count_flops` is its compute side. Fused or cached
+    execution moves less.
     """
     patch_size = int(patch_size)
     c = in_channels if in_channels is not None else int(getattr(model, "in_channels", 1))
-    total = [0]
+    total = [0.0]
+    batch = max(1, int(batch))
 
     def nbytes(obj: Any) -> int:
         if isinstance(obj, torch.Tensor):
@@ -121,7 +123,7 @@ def count_bytes(model: nn.Module, patch_size: int, in_channels: int | None = Non
 
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-        total[0] += nbytes(inputs) + nbytes(output) + sum(t.numel() * t.element_size() for t in own)
+        total[0] += nbytes(inputs) + nbytes(output) + sum(t.numel() * t.element_size() for t in own) / batch
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
@@ -136,4 +138,4 @@ def count_bytes(model: nn.Module, patch_size: int, in_channels: int | None = Non
         model.train(was_training)
         for h in handles:
             h.remove()
-    return int(total[0])
+    return float(total[0])

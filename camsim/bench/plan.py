@@ -80,6 +80,10 @@ def recipe(experiment: str = "quick", model: str | None = None, head: str | None
             "data": to_plain(cfg.data)}
 
 
+#: rows whose lines carry FLOPs (a share of the GEMM ceiling, of the roofline bound)
+FLOP_KINDS = ("phase_a", "phase_b_train", "phase_b_eval", "localize")
+
+
 def _matches(name: str, pattern: str) -> bool:
     """``--only`` patterns: a glob (``phase_a/*/64/*``) or a row-name prefix (``data``)."""
     return fnmatchcase(name, pattern) or name == pattern or name.startswith(pattern.rstrip("/") + "/")
@@ -151,7 +155,10 @@ def build_plan(args: argparse.Namespace) -> list[Spec]:
     # so the ceiling is the faster of the two and every share is conservative
     plan.append(Spec("gemm/end", "gemm", dict(plan[0].params)))
     if args.only:
-        plan = [s for s in plan if any(_matches(s.name, pat) for pat in args.only)]
+        chosen = [s for s in plan if any(_matches(s.name, pat) for pat in args.only)]
+        if any(s.kind in FLOP_KINDS for s in chosen):  # their shares need the ceiling and the bandwidth
+            chosen = [s for s in plan if s in chosen or s.name in ("gemm", "stream", "gemm/end")]
+        plan = chosen
     if not any(s.kind not in ("gemm", "stream") for s in plan):  # only the yardsticks asked for: once each
         plan = [s for s in plan if s.name in ("gemm", "stream")]
     return plan

@@ -31,7 +31,8 @@ def row_job(p: dict) -> dict:
         overall = json.loads((run_dir / "metrics.json").read_text())["eval"]["acc"]["overall"]
     order = ("data", "Phase A", "Phase B", "fine-tun", "evaluation")  # the job's order; others after
     stages = sorted(timings.items(), key=lambda kv: next((i for i, w in enumerate(order) if w in kv[0]), len(order)))
-    startup = wall - sum(seconds for _, seconds in stages)
+    # fine-tuning runs inside Phase B's stage (its seconds are in both): counted once
+    startup = wall - sum(seconds for name, seconds in stages if "fine-tun" not in name)
     what = " ".join(overrides) or "the quick recipe"
     # job_s, not wall_s (the runner's, for the whole row); stages a list: JSON keeps its order
     res: dict[str, Any] = {"job_s": wall, "stages": [list(st) for st in stages], "startup_s": startup,

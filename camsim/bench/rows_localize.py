@@ -86,7 +86,8 @@ def row_localize_photo(p: dict) -> dict:
               for r in rows]
     startup = wall - sum(ph["seconds"] for ph in photos)
     first, later = photos[0], photos[-1]
-    res: dict[str, Any] = {"wall_s": wall, "startup_s": startup, "photos": photos, "variant": variant,
+    # localize_s, not wall_s (the runner's, for the whole row: photos and checkpoint written too)
+    res: dict[str, Any] = {"localize_s": wall, "startup_s": startup, "photos": photos, "variant": variant,
                            "megapixels": mp, "later_s": later["seconds"], "first_s": first["seconds"],
                            "write_share": later["write_s"] / later["seconds"], "output_bytes": sizes,
                            "others_cores": others,

@@ -193,7 +193,8 @@ def row_phase_a(p: dict) -> dict:
         clf = make_classifier(p["model_cfg"], P, variant)
         init = copy.deepcopy(clf.state_dict())
         flops = float(count_flops(clf.backbone, P))
-        nbytes = float(count_bytes(clf.backbone, P))
+        # weights are read once per batch: inference and training batches differ
+        nbytes = {"inference": count_bytes(clf.backbone, P, batch=B_inf), "training": count_bytes(clf.backbone, P, batch=B)}
         opt = torch.optim.SGD(clf.backbone.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
         fp = None if variant == "bf16" else FeaturePass(
             clf.backbone, ["logits"], B_inf, channels_last=variant in ("channels_last", "composed", "compile"),
@@ -248,12 +249,13 @@ def row_phase_a(p: dict) -> dict:
                                 "infer_warm": warm_inf - min(t_inf), "train_warm": warm_tr - min(t_tr),
                                 "cache": p.get("compile_cache", "fresh")}
     inf, tr = throughput(B_inf, t_inf), throughput(B, t_tr)
-    res.update(flops_forward=flops, bytes_forward=nbytes, inference=inf, training=tr)
+    res.update(flops_forward=flops, bytes_forward=nbytes["inference"], bytes_forward_training=nbytes["training"],
+               inference=inf, training=tr)
     res["lines"] = _lines(res, flops, nbytes, B, B_inf)
     return res
 
 
-def _lines(res: dict, flops: float, nbytes: float, B: int, B_inf: int) -> list[dict]:
+def _lines(res: dict, flops: float, nbytes: dict[str, float], B: int, B_inf: int) -> list[dict]:
     """The table lines of a Phase A row: patches/s with the agreement verdicts, compile time."""
     a, variant = res["agreement"], res["variant"]
     fwd, fwd32 = a["forward"]["vs_fp64"], a["forward"]["fp32_eager_vs_fp64"]
@@ -264,9 +266,9 @@ def _lines(res: dict, flops: float, nbytes: float, B: int, B_inf: int) -> list[d
         n_inf = f"logits vs fp64 {fwd:.1e} (eager {fwd32:.1e}): {'agree' if a['forward_agree'] else 'DIFFER'}"
         n_tr = (f"grads vs fp64 {a['grads']['vs_fp64']:.1e} (eager {a['grads']['fp32_eager_vs_fp64']:.1e}): "
                 f"{'agree' if a['grads_agree'] else 'DIFFER'}")
-    lines = [table_line("inference", res["inference"]["best"], "patches/s", flops, bytes=nbytes,
+    lines = [table_line("inference", res["inference"]["best"], "patches/s", flops, bytes=nbytes["inference"],
                         note=f"batch {B_inf}; {n_inf}"),
-             table_line("training", res["training"]["best"], "patches/s", 3 * flops, bytes=3 * nbytes,
+             table_line("training", res["training"]["best"], "patches/s", 3 * flops, bytes=3 * nbytes["training"],
                         note=f"batch {B}, FLOPs and bytes 3x fwd; {n_tr}")]
     if "compile_s" in res:
         c = res["compile_s"]

@@ -63,6 +63,7 @@ def execute(kind: str, params: dict, threads: int | None, in_process: bool) -> d
     """Run one row here; returns its result with status, wall time and peak memory."""
     if threads:
         torch.set_num_threads(int(threads))
+        os.environ["OMP_NUM_THREADS"] = str(int(threads))  # the rows that run camsim in a child process
     reset = reset_peak_rss() if in_process else True
     rss0 = status_kb("VmRSS")
     load0 = _loadavg()
