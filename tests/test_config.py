@@ -97,6 +97,8 @@ def test_unknown_key_or_wrong_type_fails_naming_it(override: str, message: str) 
     ("split.image_fractions=[0.5,0.5,0.5]", "image_fractions"),
     ("eval.eta=1.5", "eval.eta"),
     ("patches.size=60", "patches.size"),
+    ("patches.align=0", r"patches.align=0: the grid patches are cut on"),
+    ("patches.align=4", r"patches.align=4: the JPEG branch \(model.jpeg\) reads 8×8 blocks"),
     ("model.in_channels=2", "model.in_channels=2: 1 .green-channel patches"),
     ("data.image_size=[32,48]", r"data.image_size=\[32, 48\]: smaller than one patches.size=64 patch"),
     ("splicing.image_size=[33,32]", r"splicing.image_size=\[33, 32\]: both sides even"),

@@ -150,6 +150,13 @@ def validate(cfg: DictConfig) -> None:
     fr = list(cfg.split.image_fractions)
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6 or min(fr) <= 0:
         raise ValueError(f"split.image_fractions must be three positive shares (train, val, test) summing to 1, got {fr}")
+    align = cfg.patches.align
+    if not isinstance(align, int) or isinstance(align, bool) or align < 1:
+        raise ValueError(f"patches.align={align!r}: the grid patches are cut on, a whole number ≥ 1 of pixels "
+                         "(8: the JPEG grid, the default)")
+    if cfg.model.get("jpeg") and align % 8:
+        raise ValueError(f"patches.align={align}: the JPEG branch (model.jpeg) reads 8×8 blocks from the patch's "
+                         "corner, so patches must start on the JPEG grid: a multiple of 8")
     if cfg.patches.size < 8 or cfg.patches.size % cfg.patches.align:
         raise ValueError(f"patches.size={cfg.patches.size} must be ≥ 8 and a multiple of patches.align={cfg.patches.align}")
     eta = cfg.eval.eta
