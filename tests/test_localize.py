@@ -831,3 +831,39 @@ def test_detection_auc_hand_cases():
     assert detection_auc([3, 2, 1], [0, 0, 1]) == 0.0
     with pytest.raises(ValueError, match="both classes"):
         detection_auc([0.1, 0.2], [1, 1])
+
+
+def test_batch_keeps_every_finished_row_when_stopped_and_goes_on_past_a_photo_too_large(tmp_path, monkeypatch):
+    """A folder of thousands of photos: the CSV holds each image's row as soon as it is done (a run
+    stopped at image 900 keeps 899), and a photo that does not fit in memory is its own error row."""
+    import csv
+
+    from omegaconf import OmegaConf
+
+    import camsim.localize.run as run_mod
+
+    folder = tmp_path / "suspects"
+    folder.mkdir()
+    for i in range(3):
+        green, _ = toy_scene(96, 128, seed=40 + i, plant=False)
+        Image.fromarray(np.stack([green] * 3, axis=-1)).save(folder / f"img{i}.png")
+    opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
+                             "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True,
+                             "save_scores": None, "calibrate_far": None})
+    real = run_mod.localize_file
+    calls = []
+
+    def flaky(loc, path, *args, **kwargs):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise MemoryError
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(loc, path, *args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "localize_file", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.localize_folder(_ToyLocalizer(), folder, tmp_path / "out", opts, max_pixels=10**8)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "localize.csv")))
+    assert [(Path(r["image"]).name, r["status"]) for r in rows] == [("img0.png", "ok"), ("img1.png", "error")]
+    assert rows[1]["message"].startswith("out of memory")

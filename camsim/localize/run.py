@@ -14,7 +14,6 @@ which one was used is logged and kept in ``Localizer.min_entropy_source``.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from collections import Counter
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from camsim.artefacts import atomic_write_json
 from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.patches import green_of
 from camsim.data.sources import IMAGE_EXTENSIONS
@@ -261,6 +261,31 @@ def output_names(images: Sequence[Path]) -> dict[Path, str]:
     return {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in images}
 
 
+def _localize_row(loc: Localizer, path: Path, out: Path, opts: Any, max_pixels: int, save_scores: bool,
+                  scores: list[float]) -> dict:
+    """One image of a folder as its CSV row (an image that cannot be analysed: why, and the
+    folder goes on — a photo too large for memory included); its score appended to ``scores``."""
+    row = {"image": str(path), "out_dir": "", "mode": opts.mode}
+    try:
+        result, _ = localize_file(loc, path, out, opts, max_pixels, save_scores=save_scores)
+    except (ImageReadError, LocalizationError, MemoryError) as err:
+        reason = error_reason(err) if not isinstance(err, MemoryError) else \
+            "out of memory (lower max_pixels, or localise it alone)"
+        row.update(status="error", message=reason)
+        log.warning("%s: %s", path, reason)
+        return row
+    t = result.stats["timing"]
+    row.update(status="ok", decision="spliced" if result.decision else "not spliced",
+               score=f"{result.score:.4f}", threshold=f"{result.threshold:.4f}",
+               decidable_patches=result.n_decidable, patches=len(result.positions),
+               suspect_share=f"{result.suspect_share:.4f}", seconds=f"{t['seconds']:.2f}",
+               features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
+               **{k: f"{t[k]:.2f}" for k in ("cpu_s", "read_s", "scoring_s", "graph_s", "write_s")},
+               out_dir=str(out), message=result.message)
+    scores.append(float(result.score))
+    return row
+
+
 def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_pixels: int) -> Path:
     """Batch mode: every image of ``folder``; one CSV row per image (failures say why),
     with the seconds per image (whole, feature pass, everything else; and its parts: decode,
@@ -282,30 +307,17 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
     save_scores = bool(_opt(opts, "save_scores", False))
     rows = []
     scores: list[float] = []                                     # full precision, for calibration
-    for path in track(images, desc=f"localising {len(images)} images"):
-        row = {"image": str(path), "out_dir": "", "mode": opts.mode}
-        try:
-            result, _ = localize_file(loc, path, out_dir / out_names[path], opts, max_pixels, save_scores=save_scores)
-            t = result.stats["timing"]
-            row.update(status="ok", decision="spliced" if result.decision else "not spliced",
-                       score=f"{result.score:.4f}", threshold=f"{result.threshold:.4f}",
-                       decidable_patches=result.n_decidable, patches=len(result.positions),
-                       suspect_share=f"{result.suspect_share:.4f}", seconds=f"{t['seconds']:.2f}",
-                       features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
-                       **{k: f"{t[k]:.2f}" for k in ("cpu_s", "read_s", "scoring_s", "graph_s", "write_s")},
-                       out_dir=str(out_dir / out_names[path]), message=result.message)
-            scores.append(float(result.score))
-        except (ImageReadError, LocalizationError) as err:
-            reason = error_reason(err)  # the row names the file
-            row.update(status="error", message=reason)
-            log.warning("%s: %s", path, reason)
-        rows.append(row)
     out = out_dir / "localize.csv"
-    with open(out, "w", newline="") as fh:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as fh:  # a row per image as it is done: a stopped run keeps them
         w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         w.writeheader()
-        w.writerows(rows)
+        for path in track(images, desc=f"localising {len(images)} images"):
+            rows.append(_localize_row(loc, path, out_dir / out_names[path], opts, max_pixels, save_scores, scores))
+            w.writerow(rows[-1])
+            fh.flush()
     ok = [r for r in rows if r["status"] == "ok"]
+
     n_err = len(rows) - len(ok)
     log.info("%d images: %d spliced, %d not spliced, %d errors", len(rows),
              sum(r["decision"] == "spliced" for r in ok), sum(r["decision"] == "not spliced" for r in ok), n_err)
@@ -317,7 +329,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                "n_errors": n_err, "folder": str(folder),
                "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
                "expected_far_new_images": expected_far(len(scores), float(far))}
-        (out_dir / "calibration.json").write_text(json.dumps(cal, indent=2) + "\n")
+        atomic_write_json(out_dir / "calibration.json", cal)
         # the threshold in full (repr): a rounded one can sit below a calibration score and flag it
         log.info("calibrated on %d authentic images: false-alarm rate %.3f <= %.3f on them, %.3f to expect on new "
                  "images of that kind ((k+1)/(n+1): more images, closer to the target); pass it as "
