@@ -83,6 +83,8 @@ def test_folder_holds_weights_config_and_model_card(exported, ckpt):
     assert cfg["architecture"]["backbone"] == TINY and cfg["architecture"]["head"] == HEAD
     assert cfg["architecture"]["patch_size"] == P and cfg["architecture"]["feature_layer"] == "fc_a2.pre"
     assert cfg["eta"] == {"value": 0.4, "source": "checkpoint", "training": 0.4}
+    net = load_exported(exported)  # the recipe's patch filter travels with the network
+    assert (net.min_entropy, net.align, net.eta) == (4.0, 8, 0.4)
     assert cfg["training"]["sets"] == TRAINING["sets"] and cfg["training"]["data"] == TRAINING["data"]
     assert cfg["input"]["channel"] == "green" and cfg["input"]["align"] == 8 and cfg["input"]["min_entropy"] == 4.0
     assert re.fullmatch(r"[0-9a-f]{12}", cfg["training_data_fingerprint"])
@@ -114,6 +116,14 @@ def test_model_card_shows_pairs_and_transfer_figures_with_protocol(ckpt, tmp_pat
     assert "Not measured" not in card
     assert "87.5 %" in card and "62.5 %" in card and "0.812" in card  # pairs: known-known, baseline, AUC
     assert "one protocol line" in card and "0.688 [0.500, 0.812]" in card  # transfer with its interval
+    assert "TPR at η" in card and "oracle" not in card
+    # transfer.threshold=best: each row at its own threshold, picked on its test pairs — the card says so
+    best = {"transfer": {**transfer["transfer"], "threshold": "best"}}
+    best["transfer"]["patch"]["other_photo"]["eta"] = 0.3125
+    (tmp_path / "best.json").write_text(json.dumps(best))
+    card = (export_network(ckpt, tmp_path / "mb", metrics=[tmp_path / "best.json"]) / "README.md").read_text()
+    assert "(transfer.threshold=best: an oracle, optimistic)" in card and "TPR at the row's threshold" in card
+    assert "| 0.312 |" in card
     assert "this network decides" not in card  # the evaluations decided at the checkpoint's η
     # an evaluation at another η (eval.eta=auto chose it): the card says so, and eta= exports with it
     (tmp_path / "auto").mkdir()
@@ -292,6 +302,14 @@ def test_model_dir_argument(tmp_path, monkeypatch):
     assert model_dir_argv(["model=anything"], None) == ["ckpt=anything"]
     with pytest.raises(ValueError, match="model=shared and ckpt=... both name the network"):
         model_dir_argv(["model=shared", "ckpt=x.ckpt"], options)
+    # a mistyped folder is "no such folder", not Hydra's "Could not find 'model/...'"
+    with pytest.raises(FileNotFoundError, match=r"model=out/my-modl: no such folder .* nor one of the model configs"):
+        model_dir_argv(["model=out/my-modl"], options)
+    # an artefact folder (a checkpoint inside, not an export): the message points at the checkpoint
+    (tmp_path / "phase_b-x").mkdir()
+    (tmp_path / "phase_b-x" / "model.ckpt").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"it holds a checkpoint: ckpt=phase_b-x/model.ckpt"):
+        load_exported("phase_b-x")
 
 
 def test_to_plain_has_one_definition_below_the_config_layer():
@@ -307,14 +325,26 @@ def test_to_plain_has_one_definition_below_the_config_layer():
 # --------------------------------------------------------------------------- ONNX and the CLI
 
 
-def test_onnx_export_matches_pytorch_within_fp32_rounding(ckpt, tmp_path):
+@pytest.mark.parametrize("jpeg", [False, True])
+def test_onnx_export_matches_pytorch_within_fp32_rounding(ckpt, tmp_path, jpeg):
+    """Also with the JPEG branch (the quick recipe's model: a DCT and scatter_add_ histograms); the
+    export checks the graphs it wrote itself (config.json's onnx_check)."""
     for pkg in ("onnx", "onnxscript", "onnxruntime"):
         pytest.importorskip(pkg, reason=f"{pkg} is not installed: the onnx extra (pip install -e '.[onnx]')")
     import onnxruntime as ort
 
+    if jpeg:
+        torch.manual_seed(1)
+        sim = ForensicSimilarity({"backbone": {**TINY, "jpeg": {"coefficients": 27, "half_range": 15}},
+                                  "class_names": TRAINING["sets"]["a"], "patch_size": P}, HEAD, "fc_a2.pre",
+                                 training=TRAINING)
+        ckpt = tmp_path / "jpeg.ckpt"
+        torch.save({"state_dict": sim.state_dict(), "hyper_parameters": dict(sim.hparams),
+                    "pytorch-lightning_version": L.__version__}, ckpt)
     out = export_network(ckpt, tmp_path / "m", onnx=True)
     cfg = json.loads((out / CONFIG).read_text())
     assert {"features.onnx", "head.onnx"} <= set(cfg["files"])
+    assert cfg["onnx_check"]["features_relative_error"] < 64 * np.finfo(np.float32).eps
     net = load_exported(out)
     a, b = patches(5, 3).numpy(), patches(5, 4).numpy()  # another batch size than the export's
     feats = ort.InferenceSession(str(out / "features.onnx"))

@@ -325,3 +325,13 @@ def test_rgb_network_trains_evaluates_localises_and_exports(workdir: Path, share
     assert json.loads((workdir / "net" / "config.json").read_text())["input"]["channel"] == "rgb"
     card = (workdir / "net" / "README.md").read_text()  # the card's loading snippet cuts RGB patches
     assert "the RGB channels" in card and ".transpose(2, 0, 1)" in card and "[:, :, 1]" not in card
+    # ... and runs: the card's snippet for RGB networks scores two photos
+    import re
+    import subprocess
+    import sys
+
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    code = code.replace('"net"', f'"{workdir / "net"}"').replace("PHOTO_1", str(photos / "cam0" / "p0.jpg")) \
+        .replace("PHOTO_2", str(photos / "cam1" / "p1.jpg"))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith("S = "), run.stderr[-2000:]

@@ -44,6 +44,10 @@ def model_dir_argv(argv: list[str], group_options: set[str] | None) -> list[str]
     out, folders = [], []
     for arg in argv:
         value = arg[len(MODEL_KEY):] if arg.startswith(MODEL_KEY) else None
+        if value is not None and group_options is not None and value not in group_options \
+                and ("/" in value or value.startswith(".")) and not Path(value).is_dir():
+            raise FileNotFoundError(f"model={value}: no such folder (a camsim-export folder), nor one of the "
+                                    f"model configs ({', '.join(sorted(group_options))})")
         if value is not None and (group_options is None or (value not in group_options and Path(value).is_dir())):
             folders.append(value)
             arg = f"ckpt={value}"

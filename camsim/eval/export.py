@@ -28,34 +28,38 @@ from camsim.config import to_plain
 from camsim.eval.metrics import flatten
 from camsim.eval.report import SCENARIO_ROWS, md_table
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
-from camsim.models.portable import CARD, CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, PortableSimilarity, export_onnx, \
-    file_sha256, load_state, save_weights, weights_file
+from camsim.models.portable import CARD, CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, PortableSimilarity, check_onnx, \
+    export_onnx, file_sha256, load_state, save_weights, weights_file
 
 #: the loading snippet of the model card and of README "Share a trained network" (tests/test_export.py
 #: runs the README's copy and checks that the two agree); MODEL_DIR, PHOTO_1, PHOTO_2 are placeholders
 SNIPPET = '''\
-import numpy as np
-from PIL import Image
+from camsim.data.io import read_green  # camsim's decoding: the green channel as stored
+from camsim.data.patches import patch_entropy
 from camsim.models.portable import load_exported  # torch + safetensors: no Lightning, no Hydra
 
 net = load_exported("MODEL_DIR")  # checks the weights against config.json's sha256
 p = net.patch_size
-green_1 = np.asarray(Image.open("PHOTO_1").convert("RGB"))[:, :, 1]  # green channel, as stored
-green_2 = np.asarray(Image.open("PHOTO_2").convert("RGB"))[:, :, 1]
+green_1, green_2 = read_green("PHOTO_1"), read_green("PHOTO_2")
 a, b = green_1[None, :p, :p], green_2[None, :p, :p]  # one patch each, on the 8-px JPEG grid
+if min(patch_entropy(a)[0], patch_entropy(b)[0]) <= net.min_entropy:
+    print("a patch is too flat to decide (entropy <= net.min_entropy nats): take another")
 s = net.score(a, b)  # S in [0, 1]
 print(f"S = {float(s[0]):.4f}:", "same camera model" if s[0] > net.eta else "different camera models")
 '''
 
 
 def snippet(channels: int) -> str:
-    """:data:`SNIPPET` for a network taking ``channels`` input channels (3: RGB patches ``[N, 3, P, P]``)."""
+    """:data:`SNIPPET` for a network taking ``channels`` input channels (3: RGB patches ``[N, 3, P, P]``,
+    whose entropy filter reads their green plane)."""
     if channels == 1:
         return SNIPPET
-    return (SNIPPET.replace('[:, :, 1]  # green channel, as stored', '.transpose(2, 0, 1)  # RGB [3, H, W], as stored')
-            .replace('[:, :, 1]\n', '.transpose(2, 0, 1)\n')
-            .replace('green_1[None, :p, :p], green_2[None, :p, :p]', 'rgb_1[None, :, :p, :p], rgb_2[None, :, :p, :p]')
-            .replace('green_', 'rgb_'))
+    return (SNIPPET.replace("import read_green  # camsim's decoding: the green channel as stored",
+                            "import read_rgb  # camsim's decoding: RGB as stored")
+            .replace('green_1, green_2 = read_green("PHOTO_1"), read_green("PHOTO_2")',
+                     'rgb_1, rgb_2 = (read_rgb(f).transpose(2, 0, 1) for f in ("PHOTO_1", "PHOTO_2"))')
+            .replace("green_1[None, :p, :p], green_2[None, :p, :p]", "rgb_1[None, :, :p, :p], rgb_2[None, :, :p, :p]")
+            .replace("patch_entropy(a)[0], patch_entropy(b)[0]", "patch_entropy(a[:, 1])[0], patch_entropy(b[:, 1])[0]"))
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -188,15 +192,20 @@ def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
     if not found:
         return lines + ["Not measured (give a transfer run's metrics.json with metrics=...).", ""]
     for path, t in found:
+        best = t.get("threshold") == "best"
+        rule = ("each row at its own threshold, the one that maximises its accuracy on these very pairs "
+                "(transfer.threshold=best: an oracle, optimistic)" if best else f"η = {_num(t.get('eta'))}")
         lines += [f"From `{path}` (network `{t.get('checkpoint', '?')}`): source `{t.get('source', '?')}`, "
-                  f"η = {_num(t.get('eta'))}.", "",
+                  f"{rule}.", "",
                   "Protocol:", "", *[f"- {p}" for p in t.get("protocol") or []], ""]
         rows = [[level, key, t[level][key].get("n_pos", "–"), t[level][key].get("n_neg", "–"),
-                 _ci(t[level][key].get("auc")), _ci(t[level][key].get("tpr")), _ci(t[level][key].get("tnr")),
-                 _ci(t[level][key].get("eer"))]
+                 _ci(t[level][key].get("auc")), *([_num(t[level][key].get("eta"))] if best else []),
+                 _ci(t[level][key].get("tpr")), _ci(t[level][key].get("tnr")), _ci(t[level][key].get("eer"))]
                 for level in ("patch", "image") if isinstance(t.get(level), Mapping) for key in t[level]]
+        at = "at the row's threshold" if best else "at η"
         lines += [md_table(["level", "same-model pairs vs different", "n same", "n different", "ROC AUC [95 % CI]",
-                            "TPR at η", "TNR at η", "EER"], rows, align="llrrrrrr"), ""]
+                            *(["threshold (oracle)"] if best else []), f"TPR {at}", f"TNR {at}", "EER"], rows,
+                           align="llrrr" + ("r" if best else "") + "rrr"), ""]
     return lines
 
 
@@ -329,6 +338,7 @@ def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, met
         net = PortableSimilarity(cfg)
         load_state(net, load_file(str(tmp / WEIGHTS)), tmp / WEIGHTS)
         cfg["files"].update(export_onnx(net, tmp))
+        cfg["onnx_check"] = check_onnx(net, tmp)  # the graphs written score as the network does
     found = read_metrics(metrics, ckpt)
     atomic_write_json(tmp / CONFIG, cfg)
     (tmp / CARD).write_text(model_card(cfg, found, name))

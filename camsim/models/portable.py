@@ -38,7 +38,7 @@ from camsim.models.backbone import Backbone
 from camsim.models.similarity import SimilarityNet
 
 __all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "check_network_spec",
-           "export_onnx", "file_sha256",
+           "check_onnx", "export_onnx", "file_sha256",
            "load_exported", "read_config", "read_exported", "save_weights", "weights_file"]
 
 #: what ``config.json`` declares itself to be; a newer layout raises its version
@@ -80,8 +80,9 @@ def read_config(folder: str | Path) -> dict:
         raise FileNotFoundError(f"model folder not found: {folder} (camsim-export ckpt=... out={folder} writes one)")
     path = folder / CONFIG
     if not path.is_file():
+        hint = f"; it holds a checkpoint: ckpt={folder / 'model.ckpt'}" if (folder / "model.ckpt").is_file() else ""
         raise FileNotFoundError(f"{path}: missing — {folder} is not a camsim-export folder "
-                                f"(it needs {CONFIG} and {WEIGHTS})")
+                                f"(it needs {CONFIG} and {WEIGHTS}){hint}")
     try:
         cfg = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
@@ -182,7 +183,8 @@ class PortableSimilarity(nn.Module):
     ``architecture`` (the Phase B network of docs/method.md without its training machinery).
 
     ``forward(a, b)``: logits of "same camera model" for uint8 patches; :meth:`score`: S = sigmoid(logit);
-    the decision is S > :attr:`eta`."""
+    the decision is S > :attr:`eta`, for patches on the :attr:`align`-px grid with entropy above
+    :attr:`min_entropy` (``camsim.data.patches.patch_entropy``)."""
 
     def __init__(self, config: Mapping[str, Any]):
         super().__init__()
@@ -190,6 +192,12 @@ class PortableSimilarity(nn.Module):
         self.patch_size = int(arch["patch_size"])
         self.feature_layer = str(arch["feature_layer"])
         self.eta = float(config.get("eta", {}).get("value", 0.5))
+        inp = config.get("input") or {}
+        #: the training recipe's patch filter: patches of entropy ≤ this (nats) are undecidable
+        #: (flat sky, dark frames; 4.0 where the checkpoint recorded none, as camsim-localize)
+        self.min_entropy = float(inp["min_entropy"]) if inp.get("min_entropy") is not None else 4.0
+        #: the grid patches were cut on (8: the JPEG grid)
+        self.align = int(inp.get("align") or 8)
         self.backbone = build_network(arch["backbone"], "architecture.backbone",
                                       num_classes=len(arch["class_names"]), patch_size=self.patch_size)
         self.head = build_network(arch["head"], "architecture.head",
@@ -247,6 +255,7 @@ def export_onnx(net: PortableSimilarity, folder: str | Path, opset: int = 18) ->
     Needs the ``onnx`` extra (``pip install camsim[onnx]``: onnx, onnxscript)."""
     try:
         import onnx  # noqa: F401  (the exporter needs it; say so before torch does)
+        import onnxruntime  # noqa: F401  (check_onnx runs the graphs written)
         import onnxscript  # noqa: F401
     except ImportError as err:
         raise ValueError(f"onnx=true needs the onnx extra ({err.name} is not installed): "
@@ -278,4 +287,31 @@ def export_onnx(net: PortableSimilarity, folder: str | Path, opset: int = 18) ->
     finally:
         for n, lg in loggers.items():
             lg.setLevel(levels[n])
+    return out
+
+
+def check_onnx(net: PortableSimilarity, folder: str | Path, n: int = 5, seed: int = 0) -> dict:
+    """Run the graphs :func:`export_onnx` wrote (onnxruntime) on ``n`` random uint8 patch pairs — a
+    batch size other than the export's — against ``net``: ``{"features", "logits"}`` max abs
+    errors, relative to the largest value, with the onnxruntime version. ValueError naming the file
+    when one is off by more than 64 fp32 rounding steps (an operator exported wrong)."""
+    import onnxruntime as ort
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+    a, b = (rng.integers(0, 256, (n, net.backbone.in_channels, net.patch_size, net.patch_size), dtype=np.uint8)
+            for _ in range(2))
+    feats = ort.InferenceSession(str(folder / "features.onnx"), providers=["CPUExecutionProvider"])
+    head = ort.InferenceSession(str(folder / "head.onnx"), providers=["CPUExecutionProvider"])
+    fa, fb = (feats.run(None, {"patches": x})[0] for x in (a, b))
+    logits = head.run(None, {"f1": fa, "f2": fb})[0]
+    with torch.no_grad():
+        ref_f, ref = net.features(a).numpy(), net(a, b).numpy()
+    out: dict[str, Any] = {"onnxruntime": ort.__version__, "pairs": n}
+    for name, got, want, file in (("features", fa, ref_f, "features.onnx"), ("logits", logits, ref, "head.onnx")):
+        err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-12))
+        out[f"{name}_relative_error"] = err
+        if err > 64 * float(np.finfo(np.float32).eps):
+            raise ValueError(f"{folder / file}: its {name} differ from the PyTorch network's by {err:.2e} of their "
+                             "largest value (more than fp32 rounding): an operator did not export right")
     return out
