@@ -100,6 +100,7 @@ def test_metrics_dict_values_hand_case():
     assert d["far"] == pytest.approx(3 / 8)
     assert d["frr"] == pytest.approx(2 / 6)
     assert d["far_unknown"] == pytest.approx(2 / 5)  # 0.55 (A|C) and 0.95 (B|C)
+    assert d["alarm_unknown"] == pytest.approx(1 - d["pairs/C|C"])  # C's same pairs called different
     assert d["pairs/A|B"] == pytest.approx(2 / 3)
     assert d["pairs/B|C"] == pytest.approx(2 / 3)
     assert d["pairs/C|C"] == pytest.approx(1 / 2)
@@ -115,7 +116,7 @@ def test_metrics_schema_is_stable():
     expected = {
         "acc/overall", "acc/known_known", "acc/known_unknown", "acc/unknown_unknown",
         "n/known_known", "n/known_unknown", "n/unknown_unknown", "n_pairs",
-        "auc", "eer", "far", "frr", "far_unknown", "same_rate", "diff_rate", "eta",
+        "auc", "eer", "far", "frr", "far_unknown", "alarm_unknown", "same_rate", "diff_rate", "eta",
         "pairs/A|A", "pairs/A|B", "pairs/B|B", "pairs/A|C", "pairs/B|C", "pairs/C|C",
     }
     assert set(d) == expected
@@ -230,17 +231,36 @@ def test_threshold_at_far_with_ties_gives_nearest_achievable():
         M.threshold_at_far(d, 1.5)
 
 
-def test_baseline_metrics_match_target_far_on_unknown_cases():
+def test_baseline_matches_the_papers_false_alarm_then_detection_rates_differ():
+    """docs/method.md "Baseline": the threshold gives the baseline the proposed system's false-alarm
+    rate on the unknown models — same pairs called "different" — and then the detection rates
+    (different pairs called "different") are compared. Matching instead the different pairs
+    called "same" fixed the mean detection rate of both systems: a zero-sum comparison."""
     rng = np.random.default_rng(3)
-    models = ["k1", "k2", "u1", "u2"]
-    m1 = rng.choice(models, 800)
-    m2 = np.where(rng.random(800) < 0.3, m1, rng.choice(models, 800))
-    sim = np.clip(rng.normal(np.where(m1 == m2, 0.7, 0.4), 0.15), 0, 1)
-    d = M.baseline_metrics(sim, m1, m2, {"k1", "k2"}, target_far=0.045)
-    unk = M.unknown_cases(m1, m2, {"k1", "k2"})
-    assert abs(d["far_unknown"] - 0.045) <= 1.0 / unk.sum()
-    assert np.mean(sim[unk] > d["eta"]) == pytest.approx(d["far_unknown"])
-    assert set(d) == set(M.metric_keys(models, {"k1", "k2"}))
+    models, known = ["k1", "k2", "u1", "u2", "u3"], {"k1", "k2"}
+    m1 = np.repeat(models, 600)
+    m2 = np.where(rng.random(len(m1)) < 0.4, m1, rng.choice(models, len(m1)))
+    same = m1 == m2
+    strong = np.clip(rng.normal(np.where(same, 0.75, 0.25), 0.12), 0, 1)  # separates well
+    weak = np.clip(rng.normal(np.where(same, 0.6, 0.4), 0.2), 0, 1)       # separates poorly
+    prop = M.source_differentiation_metrics(strong, m1, m2, known, 0.5)
+    d = M.baseline_metrics(weak, m1, m2, known, target_alarm=prop["alarm_unknown"])
+    unk = M.unknown_same_pairs(m1, m2, known)
+    assert unk.sum() > 0 and not (unk & np.isin(m1, list(known))).any()
+    assert abs(d["alarm_unknown"] - prop["alarm_unknown"]) <= 1.0 / unk.sum()
+    assert np.mean(weak[unk] <= d["eta"]) == pytest.approx(d["alarm_unknown"])
+    # at one false-alarm rate the better system detects more: its rates are not tied by the matching
+    assert prop["far_unknown"] < d["far_unknown"] - 0.1
+    assert set(d) == set(M.metric_keys(models, known))
+
+
+def test_threshold_at_alarm_counts_same_pairs_called_different():
+    s = np.array([0.1, 0.2, 0.2, 0.4, 0.9])
+    assert np.mean(s <= M.threshold_at_alarm(s, 0.0)) == 0.0 and M.threshold_at_alarm(s, 0.0) == -np.inf
+    assert np.mean(s <= M.threshold_at_alarm(s, 0.6)) == pytest.approx(0.6)   # 0.1, 0.2, 0.2
+    assert np.mean(s <= M.threshold_at_alarm(s, 0.5)) == pytest.approx(0.6)   # 0.4 and 0.6 achievable: nearest
+    with pytest.raises(ValueError, match="target"):
+        M.threshold_at_alarm(s, -0.1)
 
 
 # ------------------------------------------------------------------------ Bray–Curtis

@@ -60,7 +60,7 @@ def evaluate_scores(score: np.ndarray, baseline_sim: np.ndarray | None, model_1:
     figures["matrix"] = "matrix.png"
 
     if baseline_sim is not None:
-        base = M.baseline_metrics(baseline_sim, model_1, model_2, known, target_far=proposed["far_unknown"],
+        base = M.baseline_metrics(baseline_sim, model_1, model_2, known, target_alarm=proposed["alarm_unknown"],
                                   models=models)
         flat.update(M.prefixed(base, "baseline"))
         bmatrix = M.pair_matrix(baseline_sim, model_1, model_2, base["eta"], models)

@@ -16,10 +16,14 @@ Scenarios (each accuracy is pair-weighted over the pairs that belong to it):
 - ``unknown_unknown``: both models unknown, their self pairs included;
 - ``overall``: every pair.
 
-"Unknown cases" (the baseline's matched false-alarm rate, docs/method.md "Baseline"): the
-*different* pairs with at least one unknown model, i.e. the different pairs of
-``known_unknown`` and ``unknown_unknown``. ``far_unknown`` is the share of them wrongly
-called "same".
+The baseline's matched false-alarm rate (docs/method.md "Baseline": the paper matches the
+false-alarm rate "on the unknown cases", then compares detection rates — the rates of
+correctly saying "different"): a false alarm is the forensic one, a *same*-model pair called
+"different" (a source change where there is none). ``alarm_unknown`` is its rate on the
+unknown models' same pairs (their "Self" cells; 1 − their Self rate: 4.5 % in the paper).
+``far_unknown`` is the other error on the unknown cases: their *different* pairs (with at
+least one unknown model) wrongly called "same" — 1 − their mean detection rate, so matching
+it would leave nothing to compare.
 
 Schema of :func:`source_differentiation_metrics` (flat, '/'-separated keys; stable for a
 given list of models)::
@@ -31,7 +35,8 @@ given list of models)::
     eer            equal error rate over all pairs
     far            false-alarm rate at eta: different pairs called same
     frr            false-rejection rate at eta: same pairs called different
-    far_unknown    false-alarm rate at eta on the unknown cases (see above)
+    far_unknown    different pairs with an unknown model called same (see above)
+    alarm_unknown  unknown models' same pairs called different: the paper's false alarm (see above)
     same_rate      same pairs called same (TPR) = 1 - frr
     diff_rate      different pairs called different (TNR) = 1 - far
     eta            the decision threshold used (C = 1 iff S > eta)
@@ -198,11 +203,19 @@ def scenario_masks(model_1: Any, model_2: Any, known: Iterable[str]) -> dict[str
 
 
 def unknown_cases(model_1: Any, model_2: Any, known: Iterable[str]) -> np.ndarray:
-    """Mask of the "unknown cases": different pairs with at least one unknown model."""
+    """Mask of the different pairs with at least one unknown model (``far_unknown``'s pairs)."""
     m = scenario_masks(model_1, model_2, known)
     m1 = np.asarray(model_1).astype(str).reshape(-1)
     m2 = np.asarray(model_2).astype(str).reshape(-1)
     return (m1 != m2) & ~m["known_known"]
+
+
+def unknown_same_pairs(model_1: Any, model_2: Any, known: Iterable[str]) -> np.ndarray:
+    """Mask of the unknown models' same pairs (their "Self" cells): where the paper's false
+    alarm — "different" said of one camera model — is counted for the baseline's threshold."""
+    m1 = np.asarray(model_1).astype(str).reshape(-1)
+    m2 = np.asarray(model_2).astype(str).reshape(-1)
+    return (m1 == m2) & ~np.isin(m1, [str(k) for k in known])
 
 
 def scenario_accuracies(score: Any, model_1: Any, model_2: Any, known: Iterable[str],
@@ -273,6 +286,23 @@ def far_frr_at(score: Any, same: Any, eta: float) -> tuple[float, float]:
     """``(far, frr)`` of the rule "same iff S > eta"; NaN for a class without pairs."""
     s, y = _scores_labels(score, same)
     return _rate((s[~y] > eta).sum(), (~y).sum()), _rate((s[y] <= eta).sum(), y.sum())
+
+
+def threshold_at_alarm(score_of_same_pairs: Any, target: float) -> float:
+    """Threshold t whose false-alarm rate ``mean(s <= t)`` — same pairs called "different" under
+    "same iff S > t" — on the given same pairs is the achievable one nearest ``target`` (the
+    lower one on a tie); t is an observed score, or ``-inf`` for no alarm at all."""
+    s = np.asarray(score_of_same_pairs, dtype=np.float64).reshape(-1)
+    if len(s) == 0:
+        raise ValueError("score_of_same_pairs: empty")
+    if np.isnan(s).any():
+        raise ValueError("score_of_same_pairs: NaN value(s)")
+    if not (0.0 <= float(target) <= 1.0) or math.isnan(float(target)):
+        raise ValueError(f"target: a false-alarm rate in [0, 1], got {target}")
+    cands = np.concatenate([[-np.inf], np.unique(s)])  # "different" iff S <= cands[k]
+    counts = np.searchsorted(np.sort(s), cands, side="right")  # increasing
+    gap = np.abs(counts - float(target) * len(s))
+    return float(cands[int(np.flatnonzero(gap == gap.min())[0])])
 
 
 def threshold_at_far(score_of_different_pairs: Any, target_far: float) -> float:
@@ -382,6 +412,7 @@ def source_differentiation_metrics(score: Any, model_1: Any, model_2: Any, known
     far, frr = far_frr_at(s, same, eta)
     both = same.any() and (~same).any()
     unk = unknown_cases(m1, m2, known)
+    unk_same = unknown_same_pairs(m1, m2, known)
     out: dict[str, Any] = {f"acc/{name}": sc[name] for name in SCENARIOS}
     for name in SCENARIOS[1:]:
         out[f"n/{name}"] = int(masks[name].sum())
@@ -392,6 +423,7 @@ def source_differentiation_metrics(score: Any, model_1: Any, model_2: Any, known
         "far": far,
         "frr": frr,
         "far_unknown": _rate((s[unk] > eta).sum(), unk.sum()),
+        "alarm_unknown": _rate((s[unk_same] <= eta).sum(), unk_same.sum()),
         "same_rate": sc["same_rate"],
         "diff_rate": sc["diff_rate"],
         "eta": float(eta),
@@ -407,26 +439,27 @@ def metric_keys(models: Sequence[str], known: Iterable[str]) -> list[str]:
     """The exact key set of :func:`source_differentiation_metrics` for these models (schema)."""
     models = order_models(models, known)
     keys = [f"acc/{n}" for n in SCENARIOS] + [f"n/{n}" for n in SCENARIOS[1:]]
-    keys += ["n_pairs", "auc", "eer", "far", "frr", "far_unknown", "same_rate", "diff_rate", "eta"]
+    keys += ["n_pairs", "auc", "eer", "far", "frr", "far_unknown", "alarm_unknown", "same_rate", "diff_rate", "eta"]
     keys += [f"pairs/{models[j]}{PAIR_SEP}{models[i]}" for i in range(len(models)) for j in range(i + 1)]
     return keys
 
 
 def baseline_metrics(similarity: Any, model_1: Any, model_2: Any, known: Iterable[str],
-                     target_far: float, models: Sequence[str] | None = None) -> dict[str, Any]:
+                     target_alarm: float, models: Sequence[str] | None = None) -> dict[str, Any]:
     """Metrics of the Bray–Curtis baseline at the proposed system's false-alarm rate.
 
-    ``similarity``: :func:`bray_curtis_similarity` of the same pairs; ``target_far``: the
-    proposed system's ``far_unknown`` (false alarms on the different pairs with at least
-    one unknown model). The baseline threshold is :func:`threshold_at_far` on those pairs'
-    similarities, and the returned dict has the schema of
-    :func:`source_differentiation_metrics` with ``eta`` = that threshold.
+    ``similarity``: :func:`bray_curtis_similarity` of the same pairs; ``target_alarm``: the
+    proposed system's ``alarm_unknown`` (the unknown models' same pairs called "different",
+    the paper's false alarm). The baseline threshold is :func:`threshold_at_alarm` on those
+    pairs' similarities — so the two systems' detection rates (the "different" cells of the
+    pair matrix) are compared at one false-alarm rate — and the returned dict has the schema
+    of :func:`source_differentiation_metrics` with ``eta`` = that threshold.
     """
     s, m1, m2 = _scored_pairs(similarity, model_1, model_2)
-    unk = unknown_cases(m1, m2, known)
+    unk = unknown_same_pairs(m1, m2, known)
     if not unk.any():
-        raise ValueError("model_1/model_2: no different pair with an unknown model to match the false-alarm rate on")
-    eta = threshold_at_far(s[unk], target_far)
+        raise ValueError("model_1/model_2: no same pair of an unknown model to match the false-alarm rate on")
+    eta = threshold_at_alarm(s[unk], target_alarm)
     return source_differentiation_metrics(s, m1, m2, known, eta, models)
 
 
