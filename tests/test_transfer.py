@@ -312,6 +312,28 @@ def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
     assert m["threshold"] == "best" and m["patch"]["other_photo"]["eta"] != 0.5
 
 
+def test_best_threshold_maximises_the_balanced_accuracy_it_reports():
+    """With ten times more different-model pairs than same-model ones, the threshold of highest
+    pair-weighted accuracy sacrifices the same pairs; "best" is an oracle for the figure the rows
+    report, (TPR + TNR) / 2."""
+    from camsim.eval import metrics as M
+    from camsim.eval.bootstrap import Contrast
+    from camsim.eval.transfer import choose_threshold
+
+    rng = np.random.default_rng(0)
+    pos = np.r_[np.ones(300, bool), np.zeros(3000, bool)]
+    score = np.clip(rng.normal(np.where(pos, 0.6, 0.4), 0.12), 0, 1)
+    c = Contrast(score, pos, np.arange(len(pos)), np.arange(len(pos)), np.zeros(len(pos), int))
+
+    def balanced(t: float) -> float:
+        return (np.mean(score[pos] > t) + np.mean(score[~pos] <= t)) / 2
+
+    best = choose_threshold(c, 0.5, "best")
+    grid = np.unique(score)
+    assert balanced(best) == pytest.approx(max(balanced(t) for t in grid))
+    assert balanced(best) > balanced(float(M.choose_eta(score, pos, "max_acc"))) + 0.02
+
+
 def test_jpeg_quality_bands(ckpts, tmp_path):
     """Same-model rows are also scored within JPEG-quality bands: positives and different-model
     negatives with both photos at IJG-equivalent quality ≥ transfer.fine_jpeg_quality, or both below;

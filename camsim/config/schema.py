@@ -202,8 +202,10 @@ class PhaseBConfig:
 class EvalConfig:
     """Source-differentiation evaluation (docs/method.md, "Evaluation") and the Bondi baseline."""
 
-    #: decision threshold η (C = 1 iff S > η), or "auto": chosen on Phase B validation pairs
+    #: decision threshold η (C = 1 iff S > η), or "auto": chosen on Phase B validation pairs (the
+    #: pairs evaluation; a transfer evaluation has none and takes the η recorded with the network)
     eta: Any = 0.5
+    #: how "auto" chooses: max_acc (pair-weighted accuracy), eer, or balanced ((TPR + TNR) / 2)
     eta_rule: str = "max_acc"
     #: pairs per cell of the model × model matrix (every pair of models and every self pair)
     pairs_per_cell: int = 200
@@ -396,8 +398,8 @@ class TransferConfig:
     patches_per_image: int = 64
     #: entropy filter override; null: the checkpoint's patch settings (else ``patches.min_entropy``)
     min_entropy: Optional[float] = None
-    #: "eta": the fixed threshold ``eval.eta`` (auto: the checkpoint's); "best": per contrast,
-    #: the threshold of highest accuracy on the evaluated pairs themselves (optimistic, an oracle)
+    #: "eta": the fixed threshold ``eval.eta`` (auto: the one recorded with the network); "best": per
+    #: contrast, the threshold of highest balanced accuracy on the evaluated pairs themselves (an oracle)
     threshold: str = "eta"
     pairs: TransferPairsConfig = field(default_factory=TransferPairsConfig)
     image: TransferImageConfig = field(default_factory=TransferImageConfig)

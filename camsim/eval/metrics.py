@@ -66,7 +66,7 @@ import numpy as np
 
 PAIR_SEP = "|"
 SCENARIOS = ("overall", "known_known", "known_unknown", "unknown_unknown")
-CHOOSE_ETA_RULES = ("max_acc", "eer")
+CHOOSE_ETA_RULES = ("max_acc", "eer", "balanced")
 
 SweepRow = tuple[float, float, float, float]
 
@@ -350,8 +350,9 @@ def choose_eta(score: Any, same: Any, rule: str = "max_acc") -> float:
     """Threshold for ``eval.eta=auto``, chosen on validation scores.
 
     ``max_acc``: the ROC threshold with the highest pair-weighted accuracy (the highest
-    threshold among equals); ``eer``: the ROC threshold nearest the equal error rate. The
-    result is an observed score (or ``-inf``), used as "same iff S > eta".
+    threshold among equals); ``eer``: the ROC threshold nearest the equal error rate;
+    ``balanced``: the highest balanced accuracy (TPR + TNR) / 2 — Youden's J — whatever the
+    classes' sizes. The result is an observed score (or ``-inf``), used as "same iff S > eta".
     """
     if rule not in CHOOSE_ETA_RULES:
         raise ValueError(f"rule: {rule!r} is not one of {CHOOSE_ETA_RULES}")
@@ -361,7 +362,7 @@ def choose_eta(score: Any, same: Any, rule: str = "max_acc") -> float:
         return float(thr[k])
     far, tpr, thr = roc_curve(s, y)
     n_pos, n_neg = y.sum(), (~y).sum()
-    acc = (tpr * n_pos + (1.0 - far) * n_neg) / (n_pos + n_neg)
+    acc = (tpr + 1.0 - far) / 2 if rule == "balanced" else (tpr * n_pos + (1.0 - far) * n_neg) / (n_pos + n_neg)
     return float(thr[int(np.argmax(acc))])
 
 

@@ -40,7 +40,7 @@ LABELS = {
 #: (figure key, column header, percentage?)
 COLUMNS = (
     ("auc", "AUC", False), ("tpr", "TPR at η", True), ("tnr", "TNR at η", True), ("acc", "bal. acc. at η", True),
-    ("tpr_far1", "TPR at 1 % FAR", True), ("tpr_far5", "TPR at 5 % FAR", True), ("eer", "EER", True),
+    ("tpr_far1", "TPR at FAR ≈ 1 %", True), ("tpr_far5", "TPR at FAR ≈ 5 %", True), ("eer", "EER", True),
     ("baseline_auc", "baseline AUC", False), ("baseline_tpr_same_far", "baseline TPR at same FAR", True),
 )
 
@@ -76,8 +76,11 @@ def fmt(value: Any, ci: dict | None = None, pct: bool = True, interval: bool = T
 def protocol_lines(cfg: DictConfig, run: dict, settings: Any) -> list[str]:
     """What was measured, in words: pairs, threshold, level, intervals, baseline."""
     t = cfg.transfer
-    thr = (f"fixed η = {run['eta']:.3g} (S > η: same)" if t.threshold == "eta" else
-           "best η per row, chosen on these very pairs (optimistic: an oracle threshold)")
+    auto = " — eval.eta=auto: the η recorded with the network (no validation pairs here)" \
+        if cfg.eval.eta == "auto" else ""
+    thr = (f"fixed η = {run['eta']:.3g} (S > η: same){auto}" if t.threshold == "eta" else
+           "best η per row — the highest balanced accuracy, chosen on these very pairs (optimistic: an oracle "
+           "threshold, the same in every bootstrap replicate)")
     return [
         f"Every photo of every camera model of the source (no split), patches {settings.size} px on a "
         f"{settings.align}-px grid with entropy > {settings.min_entropy:g} nats, at most {t.patches_per_image} "
