@@ -287,6 +287,14 @@ def stage_splicing(st: RunState) -> dict:
     ``splicing.authentic_dir``'s authentic photos, at the job's η and the network's patch settings."""
     cfg = st.cfg
     loc, eta, min_entropy, label = _splicing_localizer(st)
+    notes = []
+    if cfg.get("ckpt"):  # networks trained elsewhere: is an "unknown" camera of this split one they learnt?
+        sims = [m.sim for m in getattr(loc, "members", [loc])]
+        for k, sim in enumerate(sims):
+            notes += [(f"network {k + 1}: " if len(sims) > 1 else "") + n
+                      for n in split_against_network(sim.training_sets, st.data.split)]
+        for note in notes:
+            log.warning("  %s", note)
     sets, sc = [], cfg.splicing
     if isinstance(st.data.source, SynthSource):
         sets.append(_synthetic_splices(st, st.data.source, int(sc.num_images), float(sc.control_fraction),
@@ -304,7 +312,7 @@ def stage_splicing(st: RunState) -> dict:
             raise ValueError(f"splicing.calibration_dir: {len(shared)} of its images are also benchmark images "
                              f"(e.g. {shared[0]}): a threshold set on the photos it is tested on meets its "
                              "false-alarm target by construction; give disjoint folders")
-    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, label, calibration)
+    results = splicing_benchmark(loc, sets, sc, eta, min_entropy, st.out_dir, label, calibration, notes)
     for mode, c in results["calibration"].items():
         log.info("  %s mode: threshold %.4g, calibrated to %.0f%% false alarms on %d %s images (%.1f%% to expect on "
                  "new ones)", mode, c["threshold"], 100 * c["target_far"], c["images"], c["on"],

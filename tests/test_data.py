@@ -123,6 +123,32 @@ def test_image_split_same_stems_go_to_the_same_subset_across_models(tmp_path: Pa
     assert not set(sa["train"]) & set(sa["test"])
 
 
+def test_one_model_spelled_twice_or_a_repeated_validation_model_is_refused() -> None:
+    """Two folders naming one model (case, separators) in two sets made it known and unknown at
+    once, or in one set gave its pairs the label "different"; b_val=[X, X] gave X two labels."""
+    models = [*MODELS, "Canon_Ixus70", "canon ixus70"]
+    with pytest.raises(ValueError, match=r"Canon_Ixus70 \(A\) and canon ixus70 \(C\) name one camera model"):
+        make_split(models, ["M00", "Canon_Ixus70"], ["M01", "M02"], ["canon ixus70"], ["M00"], seed=0)
+    with pytest.raises(ValueError, match=r"Canon_Ixus70 \(B\) and canon ixus70 \(B\)"):
+        make_split(models, ["M00"], ["M01", "Canon_Ixus70", "canon ixus70"], ["M02"], ["M00"], seed=0)
+    with pytest.raises(ValueError, match=r"split.b_val lists models more than once: \['M02'\]"):
+        make_split(MODELS, ["M00"], ["M01", "M02", "M03", "M04"], ["M05"], ["M00"], seed=0, b_val=["M02", "M02"])
+
+
+def test_a_reshared_copy_goes_with_its_original(tmp_path: Path) -> None:
+    """VISION's natWA / natFBH / natFBL photos are the nat photos of the same number sent through
+    WhatsApp / Facebook: with data.variants=[nat,natWA] a photo and its copy stay in one subset."""
+    nat = [tmp_path / f"D01_I_nat_{k:04d}.jpg" for k in range(40)]
+    shared = [tmp_path / f"D01_I_{v}_{k:04d}.jpg" for v in ("natWA", "natFBL") for k in range(40)]
+    sp = split_images(nat + shared, [0.7, 0.1, 0.2], 0)
+    number = {k: {p.stem[-4:] for p in v} for k, v in sp.items()}
+    assert not number["train"] & number["test"] and not number["train"] & number["val"]
+    assert sum(len(v) for v in sp.values()) == 120 and len(sp["test"]) == 3 * len(number["test"])
+    # the originals alone split as before
+    assert {k: [p.name for p in v] for k, v in split_images(nat, [0.7, 0.1, 0.2], 0).items()} == \
+        {k: sorted(p.name for p in v if "_nat_" in p.name) for k, v in sp.items()}
+
+
 def test_image_split_needs_three_images(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 3"):
         split_images([tmp_path / "a.jpg", tmp_path / "b.jpg"], [0.7, 0.1, 0.2], 0)

@@ -255,6 +255,16 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
         assert all(r["message"].endswith(("at the calibrated threshold " + format(c["threshold"], ".4g") + ": "
                                           + ("spliced" if r["decision"] == "True" else "not spliced")))
                    for r in mine)
+    # the same network through ckpt= with another draw of the sets: cameras it trained on are "unknown" here
+    ckpt = sorted(shared_artefacts.glob("phase_b-*/model.ckpt"))[0]
+    res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "task=splicing",
+                  f"ckpt={ckpt}", "split.seed=5", "split.c_seed=5", "splicing.num_images=2",
+                  "splicing.image_size=[160,224]", "splicing.examples=0", "splicing.calibration_images=2", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = sorted(p.parent for p in (workdir / "outputs").rglob("splicing.json"))[-1]
+    notes = json.loads((out / "splicing.json").read_text())["notes"]
+    assert notes and "that the network trained on" in notes[0]
+    assert "**Note:** unknown model(s) of this split that the network trained on" in (out / "splicing.md").read_text()
 
 
 def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, shared_artefacts: Path) -> None:

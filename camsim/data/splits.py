@@ -7,6 +7,8 @@ and the models of C. Within every model, *images* (never patches) go to train/va
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 
 from camsim.config import check_set_spec
 from camsim.data.patches import stable_seed
+from camsim.data.sources import model_key
 
 SUBSETS = ("train", "val", "test")
 
@@ -69,10 +72,21 @@ class SetSplit:
             dup = sorted({m for m in members if list(members).count(m) > 1})
             if dup:
                 raise ValueError(f"split.{name} lists models more than once: {dup}")
+        dup = sorted({m for m in self.b_val if list(self.b_val).count(m) > 1})
+        if dup:
+            raise ValueError(f"split.b_val lists models more than once: {dup}")
         for x, y in (("a", "b"), ("a", "c"), ("b", "c")):
             both = sorted(set(getattr(self, x)) & set(getattr(self, y)))
             if both:
                 raise ValueError(f"sets {x.upper()} and {y.upper()} must be disjoint, both contain: {both}")
+        spelled: dict[str, list[str]] = {}
+        for name in ("a", "b", "c"):
+            for m in getattr(self, name):
+                spelled.setdefault(model_key(m), []).append(f"{m} ({name.upper()})")
+        twice = [names for names in spelled.values() if len(names) > 1]
+        if twice:  # one model under two names: its pairs would be "different", or it is known and unknown
+            raise ValueError(f"{' and '.join(twice[0])} name one camera model (case and separators aside); "
+                             "merge their folders or leave one out")
         outside = sorted(set(self.known) - set(self.a))
         if outside:
             raise ValueError(f"split.known must be a subset of A; not in A: {outside}")
@@ -151,15 +165,32 @@ def _is_list(v: Any) -> bool:
 MIN_SPLIT_IMAGES = 3
 
 
+#: a re-shared copy's name, which names its original too: VISION's D01_I_natWA_0001 is nat photo
+#: 0001 sent through WhatsApp (natFBH / natFBL: Facebook high / low quality)
+_SHARED_COPY = re.compile(r"_nat(WA|FBH|FBL)_")
+
+
+def photo_key(path: str | Path) -> str:
+    """What a photo is split by: its file stem, a re-shared copy's mapped to its original's, so the
+    original and its copies (``data.variants=[nat,natWA]``) fall into one subset."""
+    return _SHARED_COPY.sub("_nat_", Path(path).stem)
+
+
 def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -> dict[str, list[Path]]:
-    """Split one model's images into train / val / test by a seeded hash of the file *stem*.
+    """Split one model's images into train / val / test by a seeded hash of the file *stem*
+    (:func:`photo_key`: a re-shared copy goes with its original).
 
     Ordering by the stem (not the model) puts same-named images of different models into
     the same subset: the simulator names its images by scene, so a scene never gives
-    patches to both training and test. Every subset gets ≥ 1 image when there are ≥ 3.
+    patches to both training and test (a real data set's file names carry no scene: Dresden
+    photographs each scene with every camera, and its scenes can sit in training and test).
+    Every subset gets ≥ 1 image when there are ≥ 3.
     """
-    paths = sorted(paths, key=lambda p: (stable_seed("image-split", seed, Path(p).stem), str(p)))
-    n = len(paths)
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(paths, key=str):
+        groups.setdefault(photo_key(p), []).append(p)
+    keys = sorted(groups, key=lambda k: (stable_seed("image-split", seed, k), k))
+    n = len(keys)
     if n < MIN_SPLIT_IMAGES:
         raise ValueError(f"{n} usable image(s) in {Path(paths[0]).parent if paths else '?'}: "
                          f"need at least {MIN_SPLIT_IMAGES} to split into train / val / test")
@@ -168,5 +199,5 @@ def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -
     n_train = n - n_val - n_test
     if n_train < 1:
         n_train, n_test = 1, n - 1 - n_val
-    return {"train": sorted(paths[:n_train]), "val": sorted(paths[n_train:n_train + n_val]),
-            "test": sorted(paths[n_train + n_val:])}
+    cut = {"train": keys[:n_train], "val": keys[n_train:n_train + n_val], "test": keys[n_train + n_val:]}
+    return {name: sorted(p for k in ks for p in groups[k]) for name, ks in cut.items()}

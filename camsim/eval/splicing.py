@@ -80,7 +80,7 @@ class ImageSet:
 
 def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, eta: float,
                        min_entropy: float | None, out: Path, checkpoint: str,
-                       calibration: ImageSet | None = None) -> dict:
+                       calibration: ImageSet | None = None, notes: Sequence[str] = ()) -> dict:
     """Localise every image of ``image_sets`` in every mode of ``sc`` (the ``splicing`` node);
     write ``splicing.csv`` / ``.json`` / ``.md`` into ``out`` and return the results.
 
@@ -88,10 +88,11 @@ def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, 
     or below it are undecidable (``None``: the checkpoint's training recipe). ``calibration``:
     authentic images on which each mode's image-level threshold is set to ``sc.target_far``
     false alarms (:func:`calibrate`); without them the engine's uncalibrated defaults decide.
+    ``notes``: what the report must say first (a split that contradicts the network's training record).
     """
     out.mkdir(parents=True, exist_ok=True)
     cal, rows = calibrate(loc, sc, calibration, eta, min_entropy)
-    results: dict[str, Any] = {"checkpoint": checkpoint,
+    results: dict[str, Any] = {"checkpoint": checkpoint, "notes": list(notes),
                                "protocols": {k: {**p, "name": protocol_name(p)} for k, p in PROTOCOLS.items()},
                                "calibration": cal}
     thresholds = {m: c["threshold"] for m, c in cal.items()}
@@ -308,6 +309,8 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
     f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     pr = results["protocols"]
     lines = ["# Splicing localisation benchmark", "", f"Similarity network: `{results['checkpoint']}`", "",
+             *[f"**Note:** {n} — the scenarios (known / unknown cameras) of their splices are mislabelled.\n"
+               for n in results.get("notes") or []],
              "Protocols of the pixel figures (spliced images only):", "",
              f"- **fixed**: {pr['fixed']['name']} — the map an analyst sees, scored whatever the image-level "
              "verdict;",
