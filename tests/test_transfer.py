@@ -704,3 +704,15 @@ def test_several_networks_in_the_splicing_benchmark(folder_run, ckpts, tmp_path)
     one = [r for r in csv.DictReader(open(tmp_path / "one" / "run" / "splicing.csv")) if r["image"] == "fake"][0]
     assert float(one["score"]) == Localizer(sims[0], batch=64).run(green, opts, colour=photo).score
     assert json.loads((tmp_path / "one" / "run" / "splicing.json").read_text())["checkpoint"] == str(ckpts["b"])
+
+
+def test_an_interval_from_fewer_replicates_says_how_many():
+    """With two camera models, half the bootstrap replicates draw one model twice and have no
+    different-model pair: AUC's interval comes from the rest, and the table says so."""
+    from camsim.eval.bootstrap import percentile_interval
+    from camsim.eval.transfer_report import fmt
+
+    ci = percentile_interval([0.8, 0.9, np.nan, 0.85, np.nan, 0.95], reps=6, level=0.9)
+    assert (ci["n"], ci["reps"]) == (4, 6)
+    assert fmt(0.875, ci, pct=False).endswith("(4 of 6 replicates)")
+    assert "replicates" not in fmt(0.875, percentile_interval([0.8, 0.9, 0.85], reps=3, level=0.9), pct=False)

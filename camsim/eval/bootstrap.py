@@ -209,15 +209,16 @@ def check_reps_level(reps: int, level: float, prefix: str = "") -> None:
 
 
 def percentile_interval(values: Sequence[float], reps: int, level: float) -> dict[str, float]:
-    """``{"lo", "hi", "n"}``: the percentile interval of the replicates' values that exist (NaN
-    dropped, ``n`` of them); ``lo``/``hi`` NaN when fewer than half of ``reps`` give the value."""
+    """``{"lo", "hi", "n", "reps"}``: the percentile interval of the replicates' values that exist
+    (NaN dropped — a replicate that drew one class only — ``n`` of the ``reps``); ``lo``/``hi`` NaN
+    when fewer than half of ``reps`` give the value."""
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     if len(v) < max(1, reps // 2):
-        return {"lo": np.nan, "hi": np.nan, "n": int(len(v))}
+        return {"lo": np.nan, "hi": np.nan, "n": int(len(v)), "reps": int(reps)}
     alpha = (1.0 - level) / 2.0
     lo, hi = np.quantile(v, [alpha, 1.0 - alpha])
-    return {"lo": float(lo), "hi": float(hi), "n": int(len(v))}
+    return {"lo": float(lo), "hi": float(hi), "n": int(len(v)), "reps": int(reps)}
 
 
 #: pairs (over all contrasts) from which the bootstrap's replicates run in parallel threads

@@ -70,6 +70,8 @@ def fmt(value: Any, ci: dict | None = None, pct: bool = True, interval: bool = T
     text = f"{scale * float(value):.{digits}f}{unit}"
     if interval and ci and not _missing(ci.get("lo")) and not _missing(ci.get("hi")):
         text += f" [{scale * ci['lo']:.{digits}f}, {scale * ci['hi']:.{digits}f}]"
+        if ci.get("reps") and ci.get("n", ci["reps"]) < ci["reps"]:  # replicates with one class only dropped
+            text += f" ({ci['n']} of {ci['reps']} replicates)"
     return text
 
 
