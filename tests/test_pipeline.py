@@ -316,6 +316,7 @@ def test_rgb_network_trains_evaluates_localises_and_exports(workdir: Path, share
          "transfer.patches_per_image=4", "transfer.bootstrap.reps=20", "logger=csv")
     logged = next((workdir / "outputs").rglob("transfer.md")).parent / "csv" / "metrics.csv"
     assert "transfer/patch/other_photo/auc/value" in logged.read_text().splitlines()[0].split(",")
+    assert "task: transfer" in (logged.parent / "hparams.yaml").read_text()  # task=auto, resolved (W&B job type)
     res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "task=pairs", f"ckpt={ckpt}",
                   cwd=workdir)  # this config cuts green patches
     assert res.returncode == 2 and "add model.in_channels=3" in res.stderr

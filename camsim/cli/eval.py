@@ -54,6 +54,7 @@ def resolve_task(cfg: DictConfig) -> str:
 @hydra_app("eval")
 def _main(cfg: DictConfig) -> None:
     task = resolve_task(cfg)
+    cfg.task = task  # task=auto resolved: the W&B job type and the logged config name the task run
     if task == "transfer":
         from camsim.config import feature_layer
         from camsim.eval.metrics import flatten
