@@ -44,6 +44,25 @@ def test_jpeg_statistics_separate_models_that_differ_only_in_jpeg_quality(tmp_pa
     assert "mean pairwise separability" in text and "alternately train / test" in text
 
 
+def test_a_reshared_copy_sits_on_its_originals_side_and_the_majority_rate_is_stated(tmp_path: Path) -> None:
+    """VISION-style names (data.variants=[nat,natWA]): D01_I_natWA_0001 is nat photo 0001 re-shared;
+    alternating over files put one on each side. And with unequal patch counts the rate of always
+    naming the largest model is said beside chance."""
+    rng = np.random.default_rng(1)
+    for model, q in (("Acme_A", 60), ("Zeta_B", 90)):
+        (tmp_path / "v" / model).mkdir(parents=True)
+        for k in range(3):
+            img = np.clip(rng.normal(128, 40, (96, 96, 3)), 0, 255).astype(np.uint8)
+            for variant, quality in (("nat", q), ("natWA", 70)):
+                Image.fromarray(img).save(tmp_path / "v" / model / f"D01_I_{variant}_{k:04d}.jpg", quality=quality)
+    index = FolderSource(str(tmp_path / "v")).index()
+    out, text = source_difficulty(index, PatchSettings.from_config(min_entropy=1.0), tmp_path / "art",
+                                  patches_per_photo=1)
+    # photos 0 and 2 (with their copies) train, photo 1 tests: 4 / 2 files per model, one 64-px cell each
+    assert out["difficulty/train_patches"] == 2 * 4 and out["difficulty/test_patches"] == 2 * 2
+    assert out["difficulty/majority"] == pytest.approx(0.5) and "always naming the model with most" in text
+
+
 def test_model_subsample_is_seeded_and_bad_settings_name_the_key(tmp_path: Path) -> None:
     root = _folder(tmp_path / "photos", {"A_1": 60, "B_2": 70, "C_3": 80, "D_4": 90}, photos=2, size=96)
     index = FolderSource(str(root)).index()

@@ -44,6 +44,8 @@ def _main(cfg: DictConfig) -> None:
     from camsim.pipeline import build_data
 
     validate(cfg)
+    if cfg.task not in COMMANDS:  # e.g. through the multirun route, task=diffculty: not a silent prepare
+        raise ValueError(f"camsim-data: task={cfg.task!r} is not one of {', '.join(COMMANDS)}")
     console = Console()
     if cfg.task == "difficulty":
         _difficulty(cfg, console)
