@@ -256,9 +256,14 @@ def test_baseline_matches_the_papers_false_alarm_then_detection_rates_differ():
 
 def test_threshold_at_alarm_counts_same_pairs_called_different():
     s = np.array([0.1, 0.2, 0.2, 0.4, 0.9])
-    assert np.mean(s <= M.threshold_at_alarm(s, 0.0)) == 0.0 and M.threshold_at_alarm(s, 0.0) == -np.inf
+    assert np.mean(s <= M.threshold_at_alarm(s, 0.0)) == 0.0
     assert np.mean(s <= M.threshold_at_alarm(s, 0.6)) == pytest.approx(0.6)   # 0.1, 0.2, 0.2
     assert np.mean(s <= M.threshold_at_alarm(s, 0.5)) == pytest.approx(0.6)   # 0.4 and 0.6 achievable: nearest
+    assert M.threshold_at_alarm(s, 1.0) == np.inf
+    # of the thresholds with that rate, the highest: just below the next same-pair score, so a different
+    # pair scored 0.39 is called "different" (the lowest, 0.2, called it "same")
+    t = M.threshold_at_alarm(s, 0.6)
+    assert 0.2 < t < 0.4 and 0.39 <= t and t == np.nextafter(0.4, -np.inf)
     with pytest.raises(ValueError, match="target"):
         M.threshold_at_alarm(s, -0.1)
 

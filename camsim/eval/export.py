@@ -193,7 +193,7 @@ def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
         return lines + ["Not measured (give a transfer run's metrics.json with metrics=...).", ""]
     for path, t in found:
         best = t.get("threshold") == "best"
-        rule = ("each row at its own threshold, the one that maximises its accuracy on these very pairs "
+        rule = ("each row at its own threshold, the one that maximises its balanced accuracy on these very pairs "
                 "(transfer.threshold=best: an oracle, optimistic)" if best else f"η = {_num(t.get('eta'))}")
         lines += [f"From `{path}` (network `{t.get('checkpoint', '?')}`): source `{t.get('source', '?')}`, "
                   f"{rule}.", "",

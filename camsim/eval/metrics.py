@@ -291,7 +291,10 @@ def far_frr_at(score: Any, same: Any, eta: float) -> tuple[float, float]:
 def threshold_at_alarm(score_of_same_pairs: Any, target: float) -> float:
     """Threshold t whose false-alarm rate ``mean(s <= t)`` — same pairs called "different" under
     "same iff S > t" — on the given same pairs is the achievable one nearest ``target`` (the
-    lower one on a tie); t is an observed score, or ``-inf`` for no alarm at all."""
+    lower one on a tie). Of the thresholds with that rate (those below the next same-pair score)
+    t is the highest, the float just below that score (``+inf`` when every pair is an alarm): at
+    one false-alarm rate the system calls the most different pairs "different" — the most
+    favourable choice for the system the threshold is set for."""
     s = np.asarray(score_of_same_pairs, dtype=np.float64).reshape(-1)
     if len(s) == 0:
         raise ValueError("score_of_same_pairs: empty")
@@ -299,10 +302,12 @@ def threshold_at_alarm(score_of_same_pairs: Any, target: float) -> float:
         raise ValueError("score_of_same_pairs: NaN value(s)")
     if not (0.0 <= float(target) <= 1.0) or math.isnan(float(target)):
         raise ValueError(f"target: a false-alarm rate in [0, 1], got {target}")
-    cands = np.concatenate([[-np.inf], np.unique(s)])  # "different" iff S <= cands[k]
+    values = np.unique(s)
+    cands = np.concatenate([[-np.inf], values])  # "different" iff S <= cands[k]: the lowest with its count
     counts = np.searchsorted(np.sort(s), cands, side="right")  # increasing
     gap = np.abs(counts - float(target) * len(s))
-    return float(cands[int(np.flatnonzero(gap == gap.min())[0])])
+    k = int(np.flatnonzero(gap == gap.min())[0])
+    return float(np.nextafter(values[k], -np.inf)) if k < len(values) else float("inf")
 
 
 def threshold_at_far(score_of_different_pairs: Any, target_far: float) -> float:
