@@ -144,6 +144,10 @@ def test_a_reshared_copy_goes_with_its_original(tmp_path: Path) -> None:
     number = {k: {p.stem[-4:] for p in v} for k, v in sp.items()}
     assert not number["train"] & number["test"] and not number["train"] & number["val"]
     assert sum(len(v) for v in sp.values()) == 120 and len(sp["test"]) == 3 * len(number["test"])
+    # files named alike that are no copies (two DCIM folders' IMG_0001.JPG) are split one by one, as before
+    dcim = [tmp_path / f"10{k}CANON" / f"IMG_{i:04d}.JPG" for k in range(2) for i in range(3)]
+    assert sum(len(v) for v in split_images(dcim, [0.6, 0.2, 0.2], 0).values()) == 6
+    assert [len(v) for v in split_images(dcim, [0.6, 0.2, 0.2], 0).values()] == [4, 1, 1]
     # the originals alone split as before
     assert {k: [p.name for p in v] for k, v in split_images(nat, [0.7, 0.1, 0.2], 0).items()} == \
         {k: sorted(p.name for p in v if "_nat_" in p.name) for k, v in sp.items()}

@@ -172,7 +172,7 @@ _SHARED_COPY = re.compile(r"_nat(WA|FBH|FBL)_")
 
 def photo_key(path: str | Path) -> str:
     """What a photo is split by: its file stem, a re-shared copy's mapped to its original's, so the
-    original and its copies (``data.variants=[nat,natWA]``) fall into one subset."""
+    original and its copies (``data.variants=[nat,natWA]``) fall into one subset (:func:`split_images`)."""
     return _SHARED_COPY.sub("_nat_", Path(path).stem)
 
 
@@ -186,10 +186,15 @@ def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -
     photographs each scene with every camera, and its scenes can sit in training and test).
     Every subset gets ≥ 1 image when there are ≥ 3.
     """
-    groups: dict[str, list[Path]] = {}
+    # a unit is one file, or a photo with its re-shared copies (files named alike otherwise, e.g. two
+    # DCIM folders' IMG_0001.JPG, stay apart as before)
+    by_key: dict[str, list[Path]] = {}
     for p in sorted(paths, key=str):
-        groups.setdefault(photo_key(p), []).append(p)
-    keys = sorted(groups, key=lambda k: (stable_seed("image-split", seed, k), k))
+        by_key.setdefault(photo_key(p), []).append(p)
+    units = [ps for ps in by_key.values() if any(_SHARED_COPY.search(Path(p).stem) for p in ps)]
+    units += [[p] for ps in by_key.values() if not any(_SHARED_COPY.search(Path(p).stem) for p in ps) for p in ps]
+    groups = {str(u[0]): u for u in units}
+    keys = sorted(groups, key=lambda k: (stable_seed("image-split", seed, photo_key(k)), k))
     n = len(keys)
     if n < MIN_SPLIT_IMAGES:
         raise ValueError(f"{n} usable image(s) in {Path(paths[0]).parent if paths else '?'}: "
