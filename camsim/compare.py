@@ -41,12 +41,15 @@ def _num(name: str) -> float:
         return float("inf")
 
 
-def load_rows(root: Path, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[list[str], list[dict[str, Any]]]:
+def load_rows(root: Path, metrics: Sequence[str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
     """Rows of (swept parameter values + metrics); the parameters that differ between jobs.
 
     ``job`` is the job's folder below ``root`` (several sweeps under one root stay apart); a job
-    lacking a metric says so in ``status``; a metric that no job has is an error listing the ones
-    they have (a typo, or the sweep of another task, gave an empty column marked "ok")."""
+    lacking a metric says so in ``status``; a metric asked for that no job has is an error listing
+    the ones they have (a typo, or the sweep of another task, gave an empty column marked "ok").
+    ``metrics=None``: :data:`DEFAULT_METRICS`, those no job has left out (``eval.baseline=false``)."""
+    asked = metrics is not None
+    metrics = list(metrics) if asked else list(DEFAULT_METRICS)
     rows, available = [], set()
     root = Path(root)
     for job in find_jobs(root):
@@ -62,20 +65,31 @@ def load_rows(root: Path, metrics: Sequence[str] = DEFAULT_METRICS) -> tuple[lis
         row["status"] = "no metrics.json" if not mfile.exists() else f"missing: {', '.join(lacking)}" if lacking else "ok"
         rows.append(row)
     absent = [m for m in metrics if all(r.get(m) is None for r in rows)]
+    if absent and not asked and len(absent) < len(metrics):  # default columns no job has: left out
+        metrics = [m for m in metrics if m not in absent]
+        for r in rows:
+            for m in absent:
+                r.pop(m, None)
+            if r["status"].startswith("missing: "):
+                left = [m for m in r["status"][len("missing: "):].split(", ") if m not in absent]
+                r["status"] = f"missing: {', '.join(left)}" if left else "ok"
+        absent = []
     if absent and available:
         near = sorted(available)
         raise ValueError(f"camsim-compare: no job under {root} has {', '.join(absent)}; its metrics.json files hold "
                          f"{len(near)} figures, e.g. {', '.join(near[:12])}{' …' if len(near) > 12 else ''} "
                          "(choose with --metrics)")
-    keys = sorted({k for r in rows for k in r} - set(metrics) - {"job", "status"})
+    keys = sorted({k for r in rows for k in r} - set(metrics) - set(DEFAULT_METRICS) - {"job", "status"})
     swept = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or keys
     return swept, rows
 
 
-def write_comparison(root: Path, out: Path | None = None, metrics: Sequence[str] = DEFAULT_METRICS,
+def write_comparison(root: Path, out: Path | None = None, metrics: Sequence[str] | None = None,
                      x: str | None = None) -> tuple[Path, Path | None, list[str], list[dict]]:
-    """Write ``comparison.csv`` and ``comparison.png`` (metric vs the swept parameter ``x``)."""
+    """Write ``comparison.csv`` and ``comparison.png`` (metric vs the swept parameter ``x``);
+    ``metrics=None``: the default columns the jobs have (:func:`load_rows`)."""
     swept, rows = load_rows(root, metrics)
+    metrics = [m for m in (metrics or DEFAULT_METRICS) if any(m in r for r in rows)]
     out = Path(out) if out else Path(root)
     out.mkdir(parents=True, exist_ok=True)
     columns = ["job", *swept, *metrics, "status"]

@@ -109,7 +109,10 @@ def finish_loggers(loggers: Sequence[Any], succeeded: bool = True) -> None:
             if type(lg).__name__ == "WandbLogger":
                 import wandb
 
-                wandb.finish(exit_code=0 if succeeded else 1)
+                try:
+                    wandb.finish(exit_code=0 if succeeded else 1)
+                except Exception as err:  # noqa: BLE001 - nor may W&B's own close stop the others
+                    log.error("W&B run failed to finish (%s: %s)", type(err).__name__, err)
 
 
 # --------------------------------------------------------------------------- sending

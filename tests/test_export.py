@@ -433,6 +433,20 @@ def test_a_shared_network_runs_no_code_on_load(ckpt, exported, tmp_path, monkeyp
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_a_checkpoint_naming_a_module_not_imported_imports_nothing(ckpt, tmp_path):
+    """Importing a module a checkpoint names runs its top-level code: only classes of modules this
+    process has already imported are accepted (a backbone of one's own: import it first)."""
+    import sys
+
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw["hyper_parameters"]["head"] = {"_target_": "this.Network"}  # `import this` prints, a stand-in
+    torch.save(raw, tmp_path / "other.ckpt")
+    assert "this" not in sys.modules
+    with pytest.raises(ValueError, match="nor a torch.nn.Module class of a module already imported"):
+        load_similarity(tmp_path / "other.ckpt")
+    assert "this" not in sys.modules
+
+
 def test_localize_decides_at_the_exported_eta_unless_told(ckpt, tmp_path):
     """camsim-localize's reference mode flags S <= η: by default the network's (export eta=...),
     as the README and the model card say, not a fixed 0.5."""

@@ -181,3 +181,9 @@ def test_compare_names_each_job_by_its_folder_and_what_it_lacks(tmp_path: Path) 
                                                         ("b/0", "no metrics.json")]
     with pytest.raises(ValueError, match=r"no job .* has eval/acc/unknown-unknown; .* 2 figures, e.g. eval/auc, eval/eta"):
         load_rows(tmp_path, ["eval/acc/unknown-unknown"])
+    # the default columns: those no job has (a sweep with eval.baseline=false) are left out, not an error
+    from camsim.compare import write_comparison
+
+    _, _, columns, rows = write_comparison(tmp_path, tmp_path / "cmp")
+    assert "eval/auc" in columns and "baseline/acc/unknown_unknown" not in columns
+    assert [r["status"] for r in rows] == ["ok", "missing: eval/auc", "no metrics.json"]

@@ -48,9 +48,9 @@ def main(argv: list[str] | None = None) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from camsim.compare import DEFAULT_METRICS, format_table, write_comparison
+    from camsim.compare import format_table, write_comparison
 
-    csv_path, png, columns, rows = write_comparison(args.multirun_dir, args.out, args.metrics or list(DEFAULT_METRICS),
+    csv_path, png, columns, rows = write_comparison(args.multirun_dir, args.out, args.metrics,
                                                     args.x)
     # piped or redirected output: wide enough that no column header is cut to "…"
     console = Console() if sys.stdout.isatty() else Console(width=240)

@@ -49,6 +49,7 @@ import re
 import struct
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -311,21 +312,28 @@ class _open_pillow:
 
     def __enter__(self) -> Image.Image:
         path = self.path
-        with _PILLOW_GUARD_LOCK:
-            # our own cap (max_pixels, checked below on the header's size before any pixel is
-            # decoded) is the policy, not Pillow's (~179 MP): one limit for every format and path
-            # — a 200-MP JPEG must not read on the fast path yet fail here (its quantisation table,
-            # a PNG of the same size); a header-only read (max_pixels None) decodes nothing
-            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
             try:
-                self.im = Image.open(io.BytesIO(self.data))
-            except UnidentifiedImageError as e:
-                raise ImageReadError(path, "not a recognised image format, or its header is corrupt "
-                                           "(Pillow cannot identify it)") from e
-            except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported
-                raise ImageReadError(path, f"corrupt image header ({type(e).__name__}: {e})") from e
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
+                with warnings.catch_warnings():  # below its error level Pillow only warns; our cap decides
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    self.im = Image.open(io.BytesIO(self.data))
+            except Image.DecompressionBombError:
+                # our own cap (max_pixels, checked below on the header's size before any pixel is
+                # decoded) is the policy, not Pillow's (~179 MP): one limit for every format and path
+                # — a 200-MP JPEG must not read on the fast path yet fail here (its quantisation
+                # table, a PNG of the same size); a header-only read (max_pixels None) decodes
+                # nothing. Pillow's limit is a global: lifted for this one open, under a lock
+                with _PILLOW_GUARD_LOCK:
+                    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                    try:
+                        self.im = Image.open(io.BytesIO(self.data))
+                    finally:
+                        Image.MAX_IMAGE_PIXELS = limit
+        except UnidentifiedImageError as e:
+            raise ImageReadError(path, "not a recognised image format, or its header is corrupt "
+                                       "(Pillow cannot identify it)") from e
+        except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported
+            raise ImageReadError(path, f"corrupt image header ({type(e).__name__}: {e})") from e
         _check_pixels(path, self.im.height, self.im.width, self.max_pixels)
         return self.im
 

@@ -268,9 +268,11 @@ def _localize_row(loc: Localizer, path: Path, out: Path, opts: Any, max_pixels: 
     row = {"image": str(path), "out_dir": "", "mode": opts.mode}
     try:
         result, _ = localize_file(loc, path, out, opts, max_pixels, save_scores=save_scores)
-    except (ImageReadError, LocalizationError, MemoryError) as err:
-        reason = error_reason(err) if not isinstance(err, MemoryError) else \
+    except (ImageReadError, LocalizationError, MemoryError, torch.OutOfMemoryError) as err:
+        reason = error_reason(err) if isinstance(err, (ImageReadError, LocalizationError)) else \
             "out of memory (lower max_pixels, or localise it alone)"
+        if isinstance(err, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()  # the next photo starts with the memory this one held
         row.update(status="error", message=reason)
         log.warning("%s: %s", path, reason)
         return row
