@@ -176,6 +176,20 @@ def photo_key(path: str | Path) -> str:
     return _SHARED_COPY.sub("_nat_", Path(path).stem)
 
 
+def photo_units(paths: Sequence[Path]) -> list[list[Path]]:
+    """``paths`` as the units a split keeps together, in their order: a photo with its re-shared
+    copies (:func:`photo_key`), every other file alone (two DCIM folders' IMG_0001.JPG stay apart)."""
+    by_key: dict[str, list[Path]] = {}
+    for p in paths:
+        by_key.setdefault(photo_key(p), []).append(p)
+    units: dict[str, list[Path]] = {}
+    for p in paths:
+        k = photo_key(p)
+        shared = any(_SHARED_COPY.search(Path(q).stem) for q in by_key[k])
+        units.setdefault(k if shared else str(p), []).append(p)
+    return list(units.values())
+
+
 def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -> dict[str, list[Path]]:
     """Split one model's images into train / val / test by a seeded hash of the file *stem*
     (:func:`photo_key`: a re-shared copy goes with its original).
@@ -186,14 +200,7 @@ def split_images(paths: Sequence[Path], fractions: Sequence[float], seed: int) -
     photographs each scene with every camera, and its scenes can sit in training and test).
     Every subset gets ≥ 1 image when there are ≥ 3.
     """
-    # a unit is one file, or a photo with its re-shared copies (files named alike otherwise, e.g. two
-    # DCIM folders' IMG_0001.JPG, stay apart as before)
-    by_key: dict[str, list[Path]] = {}
-    for p in sorted(paths, key=str):
-        by_key.setdefault(photo_key(p), []).append(p)
-    units = [ps for ps in by_key.values() if any(_SHARED_COPY.search(Path(p).stem) for p in ps)]
-    units += [[p] for ps in by_key.values() if not any(_SHARED_COPY.search(Path(p).stem) for p in ps) for p in ps]
-    groups = {str(u[0]): u for u in units}
+    groups = {str(u[0]): u for u in photo_units(sorted(paths, key=str))}
     keys = sorted(groups, key=lambda k: (stable_seed("image-split", seed, photo_key(k)), k))
     n = len(keys)
     if n < MIN_SPLIT_IMAGES:

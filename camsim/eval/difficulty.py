@@ -2,26 +2,21 @@
 
 The task must be about camera traces, not scene statistics (issue 3). Three feature sets of uint8 patches:
 
-* :func:`global_stats_features` — mean, standard deviation and a histogram of the patch's
-  values: what a classifier sees if it ignores traces. On a good catalogue it stays close to
-  chance, because every camera model shows every scene.
+* :func:`global_stats_features` — mean, standard deviation and a histogram of the patch's values:
+  what a classifier sees ignoring traces (near chance when every model shows every scene).
 * :func:`residual_features` — simple trace statistics (Laplacian-residual energy by 2×2
   CFA phase and by 8×8 JPEG-grid phase, residual histogram and autocorrelation). A weak
   stand-in for the Phase A network, well above chance when the simulator leaves traces.
-* :func:`jpeg_features` — the histograms of 8×8 block-DCT coefficients that the backbone's
-  JPEG branch computes (``camsim.models.jpeg``): how far JPEG and frequency statistics alone
-  tell the models apart.
+* :func:`jpeg_features` — the JPEG branch's 8×8 block-DCT histograms (``camsim.models.jpeg``):
+  how far JPEG and frequency statistics alone tell the models apart.
 
-Classifiers are plain numpy/scipy/torch (no scikit-learn): multinomial logistic regression fitted
-by L-BFGS on standardised features, or nearest centroid. :func:`difficulty_report` gives
-accuracy over the models, per-model accuracy, the confusion matrix, and pairwise
-separability (a binary classifier per pair of models) summarised within families and across
-families; :func:`pairwise_from_confusion` gives the same summary from any classifier's
-confusion matrix (e.g. the Phase A network's), so both can be reported side by side.
-:func:`source_difficulty` runs the three feature sets on any source's photos (``camsim-data
-difficulty``), so a simulated catalogue and real photos can be compared side by side, with
-:func:`trace_statistics`: what the source's pixels look like to a residual filter.
-Every function is pure: arrays in, arrays/dataclasses out.
+Classifiers (numpy/scipy/torch, no scikit-learn): multinomial logistic regression by L-BFGS on
+standardised features, or nearest centroid. :func:`difficulty_report`: accuracy, per-model
+accuracy, confusion matrix, pairwise separability (a binary classifier per pair of models)
+within and across families; :func:`pairwise_from_confusion`: the same from any classifier's
+confusion matrix (e.g. Phase A's). :func:`source_difficulty` runs the three on any source's
+photos (``camsim-data difficulty``: simulated and real side by side), with
+:func:`trace_statistics`. Every function is pure: arrays in, arrays/dataclasses out.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ import numpy as np
 from scipy import optimize
 
 from camsim.data.patches import green_of
-from camsim.data.splits import photo_key
+from camsim.data.splits import photo_units
 from camsim.data.store import PatchRequest, PatchSettings, PatchStore
 from camsim.eval.report import md_table
 from camsim.machine import single_blas_thread
@@ -450,11 +445,7 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
         names = sorted(rng.permutation(names)[:int(max_models)].tolist())
     reqs = []
     for m in names:
-        # alternate over photos, a re-shared copy with its original (splits.photo_key: one side each)
-        groups: dict[str, list] = {}
-        for p in list(index.models[m]):
-            groups.setdefault(photo_key(p), []).append(p)
-        photos = list(groups.values())[:photos_per_model]
+        photos = photo_units(list(index.models[m]))[:photos_per_model]  # a re-shared copy with its original
         for subset, part in (("difficulty-train", photos[0::2]), ("difficulty-test", photos[1::2])):
             files = tuple(f for g in part for f in g)
             reqs.append(PatchRequest(m, subset, files, int(patches_per_photo) * len(files)))
@@ -476,9 +467,9 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     if empty:
         raise ValueError(f"no usable patch (entropy > {settings.min_entropy} nats) in the training or test photos "
                          f"of {empty}; lower patches.min_entropy or add photos")
+    majority = max(yte.count(m) for m in names) / len(yte)
     out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/single_photo_models_left_out": single,
-                           "difficulty/chance": 1.0 / len(names),
-                           "difficulty/majority": max(yte.count(m) for m in names) / len(yte),
+                           "difficulty/chance": 1.0 / len(names), "difficulty/majority": majority,
                            "difficulty/train_patches": len(ytr), "difficulty/test_patches": len(yte)}
     rows = []
     for kind, label in (("global", "global patch statistics (mean, std, histogram)"),
@@ -486,18 +477,16 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
                         ("jpeg", "JPEG block-DCT histograms (the JPEG branch's features)")):
         rep = difficulty_report(xtr, ytr, xte, yte, families=families, features_kind=kind)
         pair = float(np.mean(list(rep.pairwise.values())))
-        out[f"difficulty/{kind}/acc"] = rep.accuracy
-        out[f"difficulty/{kind}/pairwise"] = pair
-        extra = ""
-        if rep.within_family is not None and rep.cross_family is not None:
-            out[f"difficulty/{kind}/pairwise_within_family"] = rep.within_family
-            out[f"difficulty/{kind}/pairwise_cross_family"] = rep.cross_family
-            extra = f"{rep.within_family:.3f} / {rep.cross_family:.3f}"
-        rows.append([label, f"{rep.accuracy:.1%}", f"{pair:.3f}", extra or "n/a"])
+        out.update({f"difficulty/{kind}/acc": rep.accuracy, f"difficulty/{kind}/pairwise": pair})
+        split = rep.within_family is not None and rep.cross_family is not None
+        if split:
+            out.update({f"difficulty/{kind}/pairwise_within_family": rep.within_family,
+                        f"difficulty/{kind}/pairwise_cross_family": rep.cross_family})
+        rows.append([label, f"{rep.accuracy:.1%}", f"{pair:.3f}",
+                     f"{rep.within_family:.3f} / {rep.cross_family:.3f}" if split else "n/a"])
     trace = trace_statistics(np.concatenate([xtr, xte]))
     out.update({f"difficulty/trace/{k}": v for k, v in trace.items()})
     left_out = f" ({single} model(s) with a single photo left out)" if single else ""
-    majority = max(yte.count(m) for m in names) / len(yte)
     text = (f"{len(names)} camera models{left_out}, photos alternately train / test, {len(ytr)} / {len(yte)} patches of "
             f"{settings.size} px (entropy > {settings.min_entropy} nats), logistic classifiers; chance "
             f"{1 / len(names):.1%} (always naming the model with most test patches: {majority:.1%}), pairwise 0.5 = "

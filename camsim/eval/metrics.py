@@ -16,14 +16,11 @@ Scenarios (each accuracy is pair-weighted over the pairs that belong to it):
 - ``unknown_unknown``: both models unknown, their self pairs included;
 - ``overall``: every pair.
 
-The baseline's matched false-alarm rate (docs/method.md "Baseline": the paper matches the
-false-alarm rate "on the unknown cases", then compares detection rates — the rates of
-correctly saying "different"): a false alarm is the forensic one, a *same*-model pair called
-"different" (a source change where there is none). ``alarm_unknown`` is its rate on the
-unknown models' same pairs (their "Self" cells; 1 − their Self rate: 4.5 % in the paper).
-``far_unknown`` is the other error on the unknown cases: their *different* pairs (with at
-least one unknown model) wrongly called "same" — 1 − their mean detection rate, so matching
-it would leave nothing to compare.
+The baseline's matched false-alarm rate (docs/method.md "Baseline": matched "on the unknown
+cases", then detection rates — correct "different" — compared): the forensic false alarm, a
+*same*-model pair called "different". ``alarm_unknown``: its rate on the unknown models' same
+pairs (1 − their Self rate; 4.5 % in the paper). ``far_unknown``: the unknown cases' *different*
+pairs called "same" — 1 − their mean detection rate, so matching it leaves nothing to compare.
 
 Schema of :func:`source_differentiation_metrics` (flat, '/'-separated keys; stable for a
 given list of models)::
@@ -44,9 +41,8 @@ given list of models)::
                      order of :func:`order_models`: rate of correctly saying "different";
                      pairs/<m>|<m> is model m's "Self" rate of correctly saying "same"
 
-The separator inside ``pairs/`` keys is ``|`` (``PAIR_SEP``); model names therefore must
-not contain ``/`` or ``|``. A rate over zero pairs (a scenario or model pair that is
-absent, or a class missing for auc/eer) is ``nan``. Counts are ints, everything else floats.
+The ``pairs/`` separator is ``|`` (``PAIR_SEP``): model names must not contain ``/`` or ``|``. A rate
+over zero pairs (absent scenario or model pair, a class missing for auc/eer) is ``nan``.
 
 ``metrics.json`` of an evaluation run is::
 
@@ -288,6 +284,17 @@ def far_frr_at(score: Any, same: Any, eta: float) -> tuple[float, float]:
     return _rate((s[~y] > eta).sum(), (~y).sum()), _rate((s[y] <= eta).sum(), y.sum())
 
 
+def _threshold_input(scores: Any, name: str, target: float, target_name: str) -> np.ndarray:
+    """``scores`` as a flat float64 array; ValueError naming the argument if empty or NaN, or if
+    the target rate is outside [0, 1]."""
+    v = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(v) == 0 or np.isnan(v).any():
+        raise ValueError(f"{name}: {'empty' if len(v) == 0 else 'NaN value(s)'}")
+    if not (0.0 <= float(target) <= 1.0) or math.isnan(float(target)):
+        raise ValueError(f"{target_name}: a rate in [0, 1], got {target}")
+    return v
+
+
 def threshold_at_alarm(score_of_same_pairs: Any, target: float) -> float:
     """Threshold t whose false-alarm rate ``mean(s <= t)`` — same pairs called "different" under
     "same iff S > t" — on the given same pairs is the achievable one nearest ``target`` (the
@@ -295,13 +302,7 @@ def threshold_at_alarm(score_of_same_pairs: Any, target: float) -> float:
     t is the highest, the float just below that score (``+inf`` when every pair is an alarm): at
     one false-alarm rate the system calls the most different pairs "different" — the most
     favourable choice for the system the threshold is set for."""
-    s = np.asarray(score_of_same_pairs, dtype=np.float64).reshape(-1)
-    if len(s) == 0:
-        raise ValueError("score_of_same_pairs: empty")
-    if np.isnan(s).any():
-        raise ValueError("score_of_same_pairs: NaN value(s)")
-    if not (0.0 <= float(target) <= 1.0) or math.isnan(float(target)):
-        raise ValueError(f"target: a false-alarm rate in [0, 1], got {target}")
+    s = _threshold_input(score_of_same_pairs, "score_of_same_pairs", target, "target")
     values = np.unique(s)
     cands = np.concatenate([[-np.inf], values])  # "different" iff S <= cands[k]: the lowest with its count
     counts = np.searchsorted(np.sort(s), cands, side="right")  # increasing
@@ -318,13 +319,7 @@ def threshold_at_far(score_of_different_pairs: Any, target_far: float) -> float:
     (the lower one on a tie): without tied scores the rate is within one sample (1 / n) of
     the target, with ties at the boundary it is the nearest achievable rate.
     """
-    d = np.asarray(score_of_different_pairs, dtype=np.float64).reshape(-1)
-    if len(d) == 0:
-        raise ValueError("score_of_different_pairs: empty")
-    if np.isnan(d).any():
-        raise ValueError("score_of_different_pairs: NaN value(s)")
-    if not (0.0 <= float(target_far) <= 1.0) or math.isnan(float(target_far)):
-        raise ValueError(f"target_far: must be in [0, 1], got {target_far}")
+    d = _threshold_input(score_of_different_pairs, "score_of_different_pairs", target_far, "target_far")
     n = len(d)
     cands = np.concatenate([np.unique(d)[::-1], [-np.inf]])  # S > cands[k]
     counts = n - np.searchsorted(np.sort(d), cands, side="right")  # increasing
@@ -420,19 +415,13 @@ def source_differentiation_metrics(score: Any, model_1: Any, model_2: Any, known
     unk = unknown_cases(m1, m2, known)
     unk_same = unknown_same_pairs(m1, m2, known)
     out: dict[str, Any] = {f"acc/{name}": sc[name] for name in SCENARIOS}
-    for name in SCENARIOS[1:]:
-        out[f"n/{name}"] = int(masks[name].sum())
+    out.update({f"n/{name}": int(masks[name].sum()) for name in SCENARIOS[1:]})
     out.update({
-        "n_pairs": int(len(s)),
-        "auc": roc_auc(s, same) if both else float("nan"),
-        "eer": equal_error_rate(s, same) if both else float("nan"),
-        "far": far,
-        "frr": frr,
+        "n_pairs": int(len(s)), "auc": roc_auc(s, same) if both else float("nan"),
+        "eer": equal_error_rate(s, same) if both else float("nan"), "far": far, "frr": frr,
         "far_unknown": _rate((s[unk] > eta).sum(), unk.sum()),
         "alarm_unknown": _rate((s[unk_same] <= eta).sum(), unk_same.sum()),
-        "same_rate": sc["same_rate"],
-        "diff_rate": sc["diff_rate"],
-        "eta": float(eta),
+        "same_rate": sc["same_rate"], "diff_rate": sc["diff_rate"], "eta": float(eta),
     })
     mat = pair_matrix(s, m1, m2, eta, models)
     for i in range(len(models)):
