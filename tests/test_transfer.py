@@ -714,5 +714,5 @@ def test_an_interval_from_fewer_replicates_says_how_many():
 
     ci = percentile_interval([0.8, 0.9, np.nan, 0.85, np.nan, 0.95], reps=6, level=0.9)
     assert (ci["n"], ci["reps"]) == (4, 6)
-    assert fmt(0.875, ci, pct=False).endswith("(4 of 6 replicates)")
-    assert "replicates" not in fmt(0.875, percentile_interval([0.8, 0.9, 0.85], reps=3, level=0.9), pct=False)
+    assert fmt(0.875, ci, pct=False).endswith("(4/6 reps)")
+    assert "reps" not in fmt(0.875, percentile_interval([0.8, 0.9, 0.85], reps=3, level=0.9), pct=False)

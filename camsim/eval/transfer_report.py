@@ -70,8 +70,8 @@ def fmt(value: Any, ci: dict | None = None, pct: bool = True, interval: bool = T
     text = f"{scale * float(value):.{digits}f}{unit}"
     if interval and ci and not _missing(ci.get("lo")) and not _missing(ci.get("hi")):
         text += f" [{scale * ci['lo']:.{digits}f}, {scale * ci['hi']:.{digits}f}]"
-        if ci.get("reps") and ci.get("n", ci["reps"]) < ci["reps"]:  # replicates with one class only dropped
-            text += f" ({ci['n']} of {ci['reps']} replicates)"
+        if ci.get("reps") and ci.get("n", ci["reps"]) < 0.95 * ci["reps"]:  # replicates of one class dropped
+            text += f" ({ci['n']}/{ci['reps']} reps)"
     return text
 
 
@@ -97,7 +97,8 @@ def protocol_lines(cfg: DictConfig, run: dict, settings: Any) -> list[str]:
         f"Threshold: {thr}. Positives = the row's same-model pairs, negatives = the row's different-model pairs; "
         "balanced accuracy = mean of TPR and TNR.",
         f"Intervals: {100 * float(t.bootstrap.level):g} % percentile bootstrap, resampling camera models and, "
-        f"within each, its photos ({t.bootstrap.reps} replicates).",
+        f"within each, its photos ({t.bootstrap.reps} replicates; a replicate that drew one class only gives "
+        "no AUC / TNR / EER, and an interval from fewer than 95 % of them says how many, '(n/reps reps)').",
         ("Baseline: Bray–Curtis similarity of the checkpoint's own Phase A softmax" if run.get("networks", 1) == 1
          else f"Baseline: the mean of the {run['networks']} networks' Bray–Curtis similarities, each of its own Phase A "
               "softmax") + "; 'at same FAR' = its TPR at the proposed system's false-alarm rate at η.",
@@ -319,7 +320,7 @@ def _metrics(cfg, nets, table, roles, makes, results, notes, fingerprints, setti
     contrasts: dict[str, dict] = {}
     for name, r in results.items():
         level, _, key = name.partition("/")
-        figs = {k: {"value": r["figures"].get(k), **{b: (r["ci"].get(k) or {}).get(b) for b in ("lo", "hi", "n")}}
+        figs = {k: {"value": r["figures"].get(k), **{b: (r["ci"].get(k) or {}).get(b) for b in ("lo", "hi", "n", "reps")}}
                 for k in r["figures"]}
         contrasts.setdefault(level, {})[key] = {"positives": r["positives"], "negatives": r["negatives"],
                                                 **({"jpeg_band": r["band_label"]} if r.get("band_label") else {}),
