@@ -61,6 +61,8 @@ def test_a_reshared_copy_sits_on_its_originals_side_and_the_majority_rate_is_sta
     # photos 0 and 2 (with their copies) train, photo 1 tests: 4 / 2 files per model, one 64-px cell each
     assert out["difficulty/train_patches"] == 2 * 4 and out["difficulty/test_patches"] == 2 * 2
     assert out["difficulty/majority"] == pytest.approx(0.5) and "always naming the model with most" in text
+    assert sorted(Path(f).name for f in out["drawn"]["Acme_A/difficulty-test"]) == \
+        ["D01_I_natWA_0001.jpg", "D01_I_nat_0001.jpg"]  # what was drawn, recorded
 
 
 def test_model_subsample_is_seeded_and_bad_settings_name_the_key(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ def _difficulty(cfg: DictConfig, console) -> None:
     console.print(text, soft_wrap=True)
     path = Path(cfg.paths.output_dir) / "difficulty.json"
     atomic_write_json(path, {"source": repr(source), "root": str(index.root), "settings": to_plain(d),
-                             "patches": to_plain(cfg.patches), **out})
+                             "patches": to_plain(cfg.patches), **out})  # out names the models and photos drawn
     console.print(f"figures: {path}")
 
 

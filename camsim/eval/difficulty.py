@@ -419,14 +419,13 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     difficulty``): the global, residual and JPEG feature sets, each with a logistic classifier.
 
     Protocol: ``max_models`` models (a draw with ``seed``; all when None) of those with 2 or more
-    photos (models with a single photo are left out, and counted) and up to
-    ``photos_per_model`` photos each; each model's photos, sorted, go alternately to training
-    and test (no photo on both sides); up to ``patches_per_photo`` patches per photo, cut with
-    ``settings`` (entropy filter included). Reported per feature set: accuracy over the models
-    (with chance = 1/K) and the mean pairwise separability (balanced accuracy of a binary
-    classifier per pair of models; 0.5 = inseparable), which, unlike accuracy, compares sources
-    with different numbers of models. ``families`` (model → family) adds its within- and
-    cross-family means. ``render(paths)``: renders the photos drawn before they are read (the simulator's).
+    photos (single-photo models left out, and counted), up to ``photos_per_model`` photos each,
+    sorted, alternately to training and test (a photo and its re-shared copies on one side:
+    ``splits.photo_units``; ``drawn`` lists them); up to ``patches_per_photo`` patches per photo,
+    cut with ``settings``. Per feature set: accuracy (chance 1/K, majority-class rate beside it)
+    and mean pairwise separability (balanced accuracy of a binary classifier per pair of models;
+    0.5 = inseparable: comparable across sources with different numbers of models). ``families``
+    (model → family) adds within- / cross-family means. ``render(paths)``: renders the photos drawn.
     """
     if max_models is not None and int(max_models) < 2:
         raise ValueError(f"difficulty.max_models={max_models}: at least 2 camera models are needed")
@@ -470,7 +469,8 @@ def source_difficulty(index: Any, settings: PatchSettings, artefact_dir: Any, ma
     majority = max(yte.count(m) for m in names) / len(yte)
     out: dict[str, Any] = {"difficulty/models": len(names), "difficulty/single_photo_models_left_out": single,
                            "difficulty/chance": 1.0 / len(names), "difficulty/majority": majority,
-                           "difficulty/train_patches": len(ytr), "difficulty/test_patches": len(yte)}
+                           "difficulty/train_patches": len(ytr), "difficulty/test_patches": len(yte),
+                           "drawn": {f"{r.model}/{r.subset}": [str(f) for f in r.images] for r in reqs}}
     rows = []
     for kind, label in (("global", "global patch statistics (mean, std, histogram)"),
                         ("residual", "residual trace statistics (CFA / JPEG-grid phases)"),
