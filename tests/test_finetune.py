@@ -84,6 +84,9 @@ def test_backbone_learns_only_when_fine_tuning_and_keeps_the_constraint(frozen, 
     assert not changed(frozen["backbone_before"], frozen["model"].backbone)
     model = ForensicSimilarity.for_finetuning(frozen["ckpt"], {**FINETUNE, "from_layer": from_layer, "enabled": True})
     assert model.finetuning and not any(m.training for m in model.backbone.modules())
+    assert not (model.hparams.get("training") or {}).get("sets", {}).get("b_with_a")
+    with_a = ForensicSimilarity.for_finetuning(frozen["ckpt"], {**FINETUNE, "with_a": True, "enabled": True})
+    assert with_a.hparams["training"]["sets"]["b_with_a"] is True  # the record says A's models gave pairs too
     before = state_copy(model.backbone)
     probe = ConstraintAfterStep()
     t = trainer(max_epochs=1, callbacks=[probe])
