@@ -145,6 +145,10 @@ def split_against_network(sets: dict, split: SetSplit) -> list[str]:
     outside = [m for m in split.known if "A" not in training_role(m, sets)]
     if outside:
         notes.append(f"known model(s) of this split not in the network's set A: {', '.join(outside)}")
+    chose = [m for m in split.c if training_role(m, {"a": sets.get("b_val") or []})]
+    if chose:  # split.b_val: not trained on, but its pairs chose the checkpoint (and eta=auto)
+        notes.append(f"unknown model(s) of this split whose pairs chose the network's checkpoint (its split.b_val): "
+                     f"{', '.join(chose)}")
     return notes
 
 

@@ -190,6 +190,9 @@ def test_a_split_that_contradicts_the_networks_training_record_is_named() -> Non
     notes = split_against_network(sets, SimpleNamespace(c=["Fuji_D", "sony-c", "Nikon_B"], known=["Canon_A", "Fuji_D"]))
     assert notes[0].startswith("unknown model(s) of this split that the network trained on: sony-c (B), Nikon_B (A)")
     assert notes[1] == "known model(s) of this split not in the network's set A: Fuji_D"
+    held = split_against_network({**sets, "b_val": ["Pentax_E"]}, SimpleNamespace(c=["pentax-e"], known=["Canon_A"]))
+    assert held == ["unknown model(s) of this split whose pairs chose the network's checkpoint (its split.b_val): "
+                    "pentax-e"]
 
 
 def test_missing_checkpoint_is_a_clear_error(workdir: Path, shared_artefacts: Path) -> None:

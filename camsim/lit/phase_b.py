@@ -135,11 +135,12 @@ class ForensicSimilarity(L.LightningModule):
 
     @property
     def training_sets(self) -> dict:
-        """Camera models the network was trained on: ``{"a": [...], "b": [...] or None}`` (set A
-        from the Phase A classes; set B is ``None`` for checkpoints saved before it was recorded)."""
+        """Camera models the network was trained on: ``{"a": [...], "b": [...] or None, "b_val": [...]}``
+        (set A from the Phase A classes; set B ``None`` for checkpoints saved before it was recorded;
+        ``b_val``: B's models only validated on, which chose the checkpoint)."""
         sets = (self.hparams.get("training") or {}).get("sets") or {}
         return {"a": list(sets.get("a") or self.hparams.phase_a["class_names"]),
-                "b": None if sets.get("b") is None else list(sets["b"])}
+                "b": None if sets.get("b") is None else list(sets["b"]), "b_val": list(sets.get("b_val") or [])}
 
     @property
     def patch_settings(self) -> dict | None:
