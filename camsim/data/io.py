@@ -22,9 +22,10 @@ Decisions a user relies on:
 * **Decompression bombs:** width x height from the file header is checked against
   ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, 100 MP: larger than any consumer
   camera's output, 12-50 MP typically, while 100 MP of uint8 RGB is 300 MB) before any
-  pixel is decoded — the one limit for every format and decoder: Pillow's own guard
-  (``PIL.Image.MAX_IMAGE_PIXELS``, ~179 MP) is lifted while camsim opens a file, so a
-  ``max_pixels`` above it (the configs' 200 MP) holds for PNG, TIFF and the Pillow path too.
+  pixel is decoded — the one limit for every format and decoder: where Pillow's own guard
+  (``PIL.Image.MAX_IMAGE_PIXELS``, ~179 MP) refuses a file, camsim opens it again with the
+  guard lifted (under a lock), so a ``max_pixels`` above it (the configs' 200 MP) holds for PNG,
+  TIFF and the Pillow path too.
 * **Bad files** (missing, empty, not an image, corrupt, truncated) raise
   :class:`ImageReadError` naming the file and the reason. Truncation is detected
   because ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (checked per call).
