@@ -34,10 +34,33 @@ def progress_bar(disable: bool = False) -> Progress:
     )
 
 
+#: where a container's CPU quota lives: cgroup v2 ("<quota> <period>" or "max <period>"), v1
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+CGROUP_V1_QUOTA = ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
+def cpu_quota() -> int | None:
+    """The CPUs a container's quota allows (rounded up), or ``None`` without one (a VM, bare
+    metal, macOS): Docker's ``--cpus=4`` on a 64-core host leaves 64 cores in the affinity mask."""
+    try:
+        quota, period = open(CGROUP_CPU_MAX).read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota, period = (open(f).read().strip() for f in CGROUP_V1_QUOTA)
+        except (OSError, ValueError):
+            return None
+    try:
+        q, per = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    return max(1, -(-q // per)) if q > 0 and per > 0 else None
+
+
 def default_workers() -> int:
-    """The cores this process may run on (all CPUs where affinity is unknown, e.g. macOS)."""
+    """The cores this process may run on: its affinity (all CPUs where that is unknown, e.g.
+    macOS), at most its container's CPU quota (:func:`cpu_quota`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    return max(1, min(cores or 1, cpu_quota() or cores or 1))
 
 
 #: Linux prctl option: the signal a process gets when its parent dies

@@ -551,3 +551,25 @@ def test_omp_wait_policy_follows_the_machine_and_the_users_setting_wins(monkeypa
         monkeypatch.setattr(cli, "others_busy_cores", lambda busy=busy: busy)
         env = {}
         assert "passive" in cli.choose_omp_wait_policy(env) and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@pytest.mark.parametrize("v2, v1, quota", [
+    ("400000 100000\n", None, 4), ("150000 100000\n", None, 2), ("max 100000\n", None, None),
+    (None, ("200000\n", "100000\n"), 2), (None, ("-1\n", "100000\n"), None), (None, None, None),
+])
+def test_workers_stay_within_a_containers_cpu_quota(tmp_path, monkeypatch, v2, v1, quota):
+    """Docker's --cpus=4 on a many-core host leaves every core in the affinity mask: camsim's worker
+    pools (and the CPU guard's estimate) take the quota, rounded up, where there is one."""
+    import camsim.progress as progress
+
+    def file(name: str, text: str | None) -> str:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        return str(path)
+
+    monkeypatch.setattr(progress, "CGROUP_CPU_MAX", file("cpu.max", v2))
+    monkeypatch.setattr(progress, "CGROUP_V1_QUOTA", (file("q", v1 and v1[0]), file("p", v1 and v1[1])))
+    assert progress.cpu_quota() == quota
+    monkeypatch.setattr(progress.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert progress.default_workers() == (quota or 64)

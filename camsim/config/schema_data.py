@@ -26,6 +26,7 @@ class SynthDataConfig:
     images_per_model: int = 120
     image_size: list[int] = field(default_factory=lambda: [256, 384])  # H, W
     seed: int = 0
+    #: render processes; null: the cores this process may use (at most a container's CPU quota)
     workers: Optional[int] = None
     cache_dir: str = "${paths.artefact_dir}"
     jpeg_presets: int = 1  # deprecated alias of synth.jpeg.presets_per_model (FutureWarning)
