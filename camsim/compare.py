@@ -48,38 +48,33 @@ def load_rows(root: Path, metrics: Sequence[str] | None = None) -> tuple[list[st
     lacking a metric says so in ``status``; a metric asked for that no job has is an error listing
     the ones they have (a typo, or the sweep of another task, gave an empty column marked "ok").
     ``metrics=None``: :data:`DEFAULT_METRICS`, those no job has left out (``eval.baseline=false``)."""
-    asked = metrics is not None
-    metrics = list(metrics) if asked else list(DEFAULT_METRICS)
-    rows, available = [], set()
     root = Path(root)
+    jobs = []  # (folder, swept parameters, flat metrics or None without metrics.json)
     for job in find_jobs(root):
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-        params = dict(o.split("=", 1) for o in overrides if "=" in o)
         mfile = job / "metrics.json"
-        flat = flatten(json.loads(mfile.read_text())) if mfile.exists() else {}
-        available |= {k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        name = str(job.relative_to(root)) if job != root else job.name
-        row: dict[str, Any] = {"job": name, **{k.lstrip("+~"): v for k, v in params.items()}}
-        row.update({m: flat.get(m) for m in metrics})
-        lacking = [m for m in metrics if flat.get(m) is None]
-        row["status"] = "no metrics.json" if not mfile.exists() else f"missing: {', '.join(lacking)}" if lacking else "ok"
-        rows.append(row)
-    absent = [m for m in metrics if all(r.get(m) is None for r in rows)]
-    if absent and not asked and len(absent) < len(metrics):  # default columns no job has: left out
-        metrics = [m for m in metrics if m not in absent]
-        for r in rows:
-            for m in absent:
-                r.pop(m, None)
-            if r["status"].startswith("missing: "):
-                left = [m for m in r["status"][len("missing: "):].split(", ") if m not in absent]
-                r["status"] = f"missing: {', '.join(left)}" if left else "ok"
-        absent = []
+        jobs.append((job, dict(o.split("=", 1) for o in overrides if "=" in o),
+                     flatten(json.loads(mfile.read_text())) if mfile.exists() else None))
+    available = {k for _, _, flat in jobs for k, v in (flat or {}).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    has = {k for _, _, flat in jobs for k, v in (flat or {}).items() if v is not None}
+    if metrics is None:  # the default columns some job has (all of them when none has any)
+        metrics = [m for m in DEFAULT_METRICS if m in has] or list(DEFAULT_METRICS)
+    absent = [m for m in metrics if m not in has]
     if absent and available:
         near = sorted(available)
         raise ValueError(f"camsim-compare: no job under {root} has {', '.join(absent)}; its metrics.json files hold "
                          f"{len(near)} figures, e.g. {', '.join(near[:12])}{' …' if len(near) > 12 else ''} "
                          "(choose with --metrics)")
-    keys = sorted({k for r in rows for k in r} - set(metrics) - set(DEFAULT_METRICS) - {"job", "status"})
+    rows = []
+    for job, params, flat in jobs:
+        row: dict[str, Any] = {"job": str(job.relative_to(root)) if job != root else job.name,
+                               **{k.lstrip("+~"): v for k, v in params.items()}}
+        row.update({m: (flat or {}).get(m) for m in metrics})
+        lacking = [m for m in metrics if row[m] is None]
+        row["status"] = "no metrics.json" if flat is None else f"missing: {', '.join(lacking)}" if lacking else "ok"
+        rows.append(row)
+    keys = sorted({k for r in rows for k in r} - set(metrics) - {"job", "status"})
     swept = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1] or keys
     return swept, rows
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -43,10 +44,10 @@ def cpu_quota() -> int | None:
     """The CPUs a container's quota allows (rounded up), or ``None`` without one (a VM, bare
     metal, macOS): Docker's ``--cpus=4`` on a 64-core host leaves 64 cores in the affinity mask."""
     try:
-        quota, period = open(CGROUP_CPU_MAX).read().split()[:2]
+        quota, period = Path(CGROUP_CPU_MAX).read_text().split()[:2]
     except (OSError, ValueError):
         try:
-            quota, period = (open(f).read().strip() for f in CGROUP_V1_QUOTA)
+            quota, period = (Path(f).read_text().strip() for f in CGROUP_V1_QUOTA)
         except (OSError, ValueError):
             return None
     try:
@@ -59,8 +60,9 @@ def cpu_quota() -> int | None:
 def default_workers() -> int:
     """The cores this process may run on: its affinity (all CPUs where that is unknown, e.g.
     macOS), at most its container's CPU quota (:func:`cpu_quota`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cores or 1, cpu_quota() or cores or 1))
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
+    quota = cpu_quota()
+    return max(1, min(cores, quota) if quota else cores)
 
 
 #: Linux prctl option: the signal a process gets when its parent dies

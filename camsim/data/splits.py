@@ -179,14 +179,11 @@ def photo_key(path: str | Path) -> str:
 def photo_units(paths: Sequence[Path]) -> list[list[Path]]:
     """``paths`` as the units a split keeps together, in their order: a photo with its re-shared
     copies (:func:`photo_key`), every other file alone (two DCIM folders' IMG_0001.JPG stay apart)."""
-    by_key: dict[str, list[Path]] = {}
-    for p in paths:
-        by_key.setdefault(photo_key(p), []).append(p)
+    keys = [photo_key(p) for p in paths]
+    shared = {k for k, p in zip(keys, paths) if _SHARED_COPY.search(Path(p).stem)}  # photos with a copy here
     units: dict[str, list[Path]] = {}
-    for p in paths:
-        k = photo_key(p)
-        shared = any(_SHARED_COPY.search(Path(q).stem) for q in by_key[k])
-        units.setdefault(k if shared else str(p), []).append(p)
+    for k, p in zip(keys, paths):
+        units.setdefault(k if k in shared else str(p), []).append(p)
     return list(units.values())
 
 

@@ -211,7 +211,7 @@ def unknown_same_pairs(model_1: Any, model_2: Any, known: Iterable[str]) -> np.n
     alarm — "different" said of one camera model — is counted for the baseline's threshold."""
     m1 = np.asarray(model_1).astype(str).reshape(-1)
     m2 = np.asarray(model_2).astype(str).reshape(-1)
-    return (m1 == m2) & ~np.isin(m1, [str(k) for k in known])
+    return (m1 == m2) & scenario_masks(m1, m2, known)["unknown_unknown"]
 
 
 def scenario_accuracies(score: Any, model_1: Any, model_2: Any, known: Iterable[str],
