@@ -74,6 +74,35 @@ def test_debug_profile_profiles_one_epoch_of_each_phase_at_full_size(tmp_path: P
     assert isinstance(trainer.profiler, SimpleProfiler)
 
 
+
+@pytest.mark.parametrize("group", ["split", "data"])
+def test_a_group_option_chosen_on_the_command_line_is_the_same_under_every_recipe(group: str) -> None:
+    # a recipe may pick a group's default option, never change the option a user names
+    # (quick's `split: {b: 25}` once turned `split=cameras` into b=25 and `experiment=pixel
+    # data=folder` failed on its data.synth settings)
+    for option in _options(group):
+        extra = ["data.root=/some/photos"] if group == "data" and OmegaConf.is_missing(
+            compose_cfg([f"data={option}"]).data, "root") else []
+        nodes = {e: OmegaConf.to_container(compose_cfg([f"experiment={e}", f"{group}={option}", *extra])[group])
+                 for e in _options("experiment")}
+        first = next(iter(nodes.values()))
+        assert all(n == first for n in nodes.values()), (group, option, nodes)
+
+
+def test_readme_split_command_and_recipe_sets() -> None:
+    cfg = compose_cfg(["data=cameras", "split=cameras"])        # camsim-data split data=cameras split=cameras
+    assert list(cfg.split.b) == ["NIKON_D70s", "NIKON_D200"] and list(cfg.split.c) == ["samsung_SM_J330F"]
+    default = compose_cfg([]).split
+    assert (default.a, default.b, default.c) == (10, 25, 5)       # the quick recipe's sets
+    assert compose_cfg(["split=counts"]).split.b == 15            # the option as written
+    assert compose_cfg(["split.b=15"]).split.b == 15              # a key override still applies
+    pixel = compose_cfg(["experiment=pixel"])
+    assert pixel.data.synth.processing.smoothing == 0.6 and pixel.model.in_channels == 3
+    folder = compose_cfg(["experiment=pixel", "data=folder", "data.root=/some/photos"])
+    HydraConfig().set_config(folder)
+    validate(folder)
+    assert folder.model.in_channels == 3
+
 def test_key_overrides_reach_the_config() -> None:
     cfg = compose_cfg(["patches.size=128", "split.a=[m1,m2]", "phase_a.optimizer.lr=0.1", "eval.eta=auto"])
     assert cfg.patches.size == 128 and list(cfg.split.a) == ["m1", "m2"]
