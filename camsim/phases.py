@@ -21,6 +21,7 @@ reused, is written by :func:`record_phase`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -299,6 +300,64 @@ def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
 
 
+def monitor_mode(monitor: str) -> str:
+    """Whether a phase's best epoch has the highest (``"max"``: accuracy, AUC) or the lowest
+    (``"min"``: a loss or an error rate) value of its ``monitor``."""
+    last = monitor.rsplit("/", 1)[-1].lower()
+    return "min" if any(w in last for w in ("loss", "err", "eer")) else "max"
+
+
+class EpochMetrics(L.Callback):
+    """Each validation's scalar figures by epoch, so that a phase records the validation figures of
+    the epoch it keeps (``best.ckpt``), not of its last epoch."""
+
+    def __init__(self) -> None:
+        self.by_epoch: dict[int, dict[str, float]] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.by_epoch[trainer.current_epoch] = {k: float(v) for k, v in trainer.callback_metrics.items()
+                                                    if "/val/" in k and v.numel() == 1}
+
+    def kept(self, monitor: str, best: Any) -> dict[str, Any]:
+        """The validation figures of the earliest epoch whose ``monitor`` is ``best`` (the
+        checkpoint kept), with ``best_epoch``; empty when that epoch ran before a resume."""
+        if best is None:
+            return {}
+        for epoch, m in sorted(self.by_epoch.items()):
+            if monitor in m and m[monitor] == float(best):
+                return {**m, "best_epoch": epoch}
+        return {}
+
+
+def retire_stale_heads(root: Path, phase_a_name: str) -> list[Path]:
+    """Phase B networks (frozen or fine-tuned) trained on an earlier Phase A artefact of this name:
+    a deleted Phase A trained again comes back under its name with other weights, and a head keyed
+    by the name would be reused on features it never saw. Finished ones are renamed
+    ``<name>.stale-<n>`` (their checkpoints hold their own backbone: ``ckpt=`` still loads them),
+    unfinished ones removed. Called before a new Phase A artefact is published; returns the new paths."""
+    moved = []
+    for d in sorted(Path(root).glob("phase_b-*")):
+        if ".stale-" in d.name:
+            continue
+        try:
+            key = json.loads((d / "key.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if key.get("phase_a") != phase_a_name:
+            continue
+        if d.name.endswith(".partial"):
+            shutil.rmtree(d, ignore_errors=True)
+            moved.append(d)
+            continue
+        n = 1
+        while (dest := d.with_name(f"{d.name}.stale-{n}")).exists():
+            n += 1
+        os.replace(d, dest)
+        moved.append(dest)
+    return moved
+
+
 def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.LightningModule,
                  dm: L.LightningDataModule, pcfg: DictConfig, test: bool, extra_callbacks: Sequence = ()) -> None:
     """Fit in ``<final>.partial`` (resuming from its last.ckpt), test, then rename into place."""
@@ -320,17 +379,23 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             for stale in work.parent.glob(f".{work.name}.fit-*"):
                 stale.unlink(missing_ok=True)
             marker.touch()
-        ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor), mode="max",
-                                  auto_insert_metric_name=False, enable_version_counter=False)
+            atomic_write_json(work / "key.json", key)  # an unfinished phase says what it is
+        ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor),
+                                  mode=monitor_mode(str(pcfg.monitor)), auto_insert_metric_name=False,
+                                  enable_version_counter=False)
+        epochs = EpochMetrics()
         # its own callback: since Lightning 2.6 `save_last` only writes when a top-k checkpoint is saved
         last_cb = ModelCheckpoint(dirpath=work, filename="last", monitor=None, enable_version_counter=False)
-        trainer = build_trainer(cfg, int(pcfg.max_epochs), [ckpt_cb, last_cb, *extra_callbacks], st.loggers)
+        trainer = build_trainer(cfg, int(pcfg.max_epochs), [epochs, ckpt_cb, last_cb, *extra_callbacks], st.loggers)
         resume = resume_from([work / "last.ckpt", work / "best.ckpt"]) if pcfg.resume else None
         if resume is not None:
             log.info("  resuming %s from %s", name, resume)
         trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume))
         best = ckpt_cb.best_model_path or str(work / "last.ckpt")
+        # the last epoch's figures, its validation figures replaced by the kept epoch's (kept
+        # before a resume: the last epoch's, with no best_epoch)
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        metrics.update(epochs.kept(str(pcfg.monitor), ckpt_cb.best_model_score))
         if test:
             tested = trainer.test(module, dm, ckpt_path=best, verbose=False)
             metrics.update(tested[0] if tested else {})
@@ -343,9 +408,12 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             marker.unlink(missing_ok=True)
             for tmp in work.glob(".*.tmp-*"):  # a checkpoint write a killed run left half done
                 tmp.unlink(missing_ok=True)
-            if name == "phase_a":  # a deleted Phase A trained again: features of the old one go
+            if name == "phase_a":  # a deleted Phase A trained again: features and heads of the old one go
                 for d in drop_stale_features(st.artefact_dir, final.name):
                     log.info("  removed %s: computed by an earlier %s", d.name, final.name)
+                for d in retire_stale_heads(st.artefact_dir, final.name):
+                    log.warning("  %s: trained on an earlier %s, %s", d.name, final.name,
+                                "removed (unfinished)" if not d.exists() else "set aside (not reused)")
             shutil.copyfile(best, work / "model.ckpt")
             atomic_write_json(work / "metrics.json", metrics)
             atomic_write_json(work / "key.json", key)

@@ -18,6 +18,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import numpy as np
+import torch
 from omegaconf import DictConfig, ListConfig
 
 from camsim.artefacts import atomic_write_json, cached_dir
@@ -33,7 +34,7 @@ from camsim.eval.evaluate import evaluate_scores, scenario_line, scenario_table,
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta, flatten
 from camsim.eval.networks import Networks, training_role
 from camsim.eval.splicing import ImageSet, authentic_records, real_records, splicing_benchmark
-from camsim.lit.phase_a import build_backbone, load_classifier
+from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_config
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
 from camsim.localize.run import Localizer, localizer_for
 from camsim.loggers import job_loggers, log_evaluation
@@ -56,17 +57,37 @@ JOBS = {"run": ("data", "phase_a", "phase_b", "eval"), "phase_a": ("data", "phas
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Everything that can be checked before any work: the schema's extra rules and that the
-    backbone builds and has the feature layer (a typo fails here, not after Phase A)."""
+    """Everything that can be checked before any work: the schema's extra rules, that the backbone
+    builds and has the feature layer, that the similarity head builds on it and that each phase's
+    optimiser and scheduler build (a typo fails here, not after the data or after Phase A)."""
     validate(cfg)
     backbone = build_backbone(backbone_config(cfg), 2, int(cfg.patches.size))
     layer = feature_layer(cfg)
+    key = "model.feature_layer" if cfg.model.get("feature_layer") is not None else "phase_b.feature_layer"
     try:
-        backbone.feature_dim(layer)
+        dim = backbone.feature_dim(layer)
     except (KeyError, ValueError) as err:
-        raise ValueError(f"phase_b.feature_layer={layer!r}: {err}") from err
+        raise ValueError(f"{key}={layer!r}: {err}") from err
     if cfg.phase_b.finetune.enabled:
         finetune_modules(backbone, cfg.phase_b.finetune.from_layer, layer)  # a bad from_layer fails here
+    _check_builds("similarity", lambda: hydra.utils.instantiate(to_plain(cfg.similarity), in_features=dim,
+                                                                _convert_="all"))
+    phases = {"phase_a": cfg.phase_a, "phase_b": cfg.phase_b,
+              **({"phase_b.finetune": cfg.phase_b.finetune} if cfg.phase_b.finetune.enabled else {})}
+    for name, node in phases.items():
+        if node.get("optimizer") is None and name == "phase_b.finetune":
+            continue  # the head's optimiser (lit.phase_b.for_finetuning)
+        _check_builds(f"{name}.optimizer / .scheduler", lambda n=node, name=name: optimizers_from_config(
+            [torch.nn.Parameter(torch.zeros(1))], to_plain(n.optimizer), to_plain(n.get("scheduler")), name))
+
+
+def _check_builds(what: str, build: Any) -> None:
+    """``build()``, any failure as one ValueError naming ``what`` (a config's part) and the reason."""
+    try:
+        build()
+    except Exception as err:  # noqa: BLE001 — hydra wraps whatever the class raised
+        reason = str(err).strip().splitlines()
+        raise ValueError(f"{what} does not build: {reason[-1] if reason else type(err).__name__}") from err
 
 
 # --------------------------------------------------------------------------- builders

@@ -103,6 +103,26 @@ def test_readme_split_command_and_recipe_sets() -> None:
     validate(folder)
     assert folder.model.in_channels == 3
 
+
+def test_the_documented_local_override_file_composes_and_the_command_line_still_wins(tmp_path: Path) -> None:
+    """conf/local/README.md's example, as conf/local/default.yaml of a copy of conf/."""
+    import re
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    example = re.search(r"```yaml\n(.*?)```", (CONF / "local" / "README.md").read_text(), re.S).group(1)
+    (conf / "local" / "default.yaml").write_text(example)
+    for overrides, accelerator in (([], "gpu"), (["trainer=cpu"], "cpu")):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        assert cfg.trainer.accelerator == accelerator and cfg.paths.artefact_dir == "/scratch/camsim/artefacts"
+    GlobalHydra.instance().clear()
+
 def test_key_overrides_reach_the_config() -> None:
     cfg = compose_cfg(["patches.size=128", "split.a=[m1,m2]", "phase_a.optimizer.lr=0.1", "eval.eta=auto"])
     assert cfg.patches.size == 128 and list(cfg.split.a) == ["m1", "m2"]
@@ -188,6 +208,28 @@ def test_cli_unknown_feature_layer_fails_before_training(workdir: Path) -> None:
     assert res.returncode == 2 and "phase_b.feature_layer='nope'" in res.stderr and "valid names" in res.stderr
     assert not (workdir / "outputs" / "artefacts").exists()  # nothing rendered or trained
 
+
+
+@pytest.mark.parametrize("override, message", [
+    ("similarity.combine=sum", "similarity does not build: .*combine"),
+    ("+similarity.hiden=[64]", "similarity does not build: .*hiden"),
+    ("+phase_a.optimizer.momentun=0.9", "phase_a.optimizer / .scheduler does not build: .*momentun"),
+    ("+phase_b.optimizer.bettas=[0.9,0.9]", "phase_b.optimizer / .scheduler does not build: .*bettas"),
+    ("model.feature_layer=nope", "model.feature_layer='nope'"),   # the key the user set, not its successor
+])
+def test_head_and_optimisers_are_built_at_start(override: str, message: str) -> None:
+    """A typo in the head or an optimiser fails before any data is prepared, naming the part."""
+    from camsim.pipeline import check_config
+
+    cfg = compose_cfg([override])
+    HydraConfig().set_config(cfg)
+    with pytest.raises(ValueError, match=message), pytest.warns(FutureWarning) if "model." in override \
+            else __import__("contextlib").nullcontext():
+        check_config(cfg)
+    for experiment in _options("experiment"):  # every recipe passes
+        cfg = compose_cfg([f"experiment={experiment}", "phase_b.finetune.enabled=true"])
+        HydraConfig().set_config(cfg)
+        check_config(cfg)
 
 def _realism_variants() -> dict:
     import importlib.util

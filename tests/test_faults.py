@@ -388,6 +388,11 @@ def test_resume_skips_a_truncated_checkpoint_naming_it(tmp_path: Path, caplog: p
     with caplog.at_level(logging.WARNING, logger="camsim"):
         assert resume_from([last, good]) is None
     assert any("starting this phase afresh" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    good.unlink()  # the last one unreadable and no best.ckpt: nothing next to try
+    with caplog.at_level(logging.WARNING, logger="camsim"):
+        assert resume_from([last, good]) is None
+    assert [r.getMessage() for r in caplog.records if "last.ckpt" in r.getMessage()][0].endswith("afresh")
 
 
 def test_checkpoint_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,6 +133,43 @@ def test_phase_b_is_the_same_whether_phase_a_was_trained_or_reused(tmp_path: Pat
         assert torch.equal(w1[k], w2[k]), k
 
 
+
+def test_a_phase_a_trained_again_under_its_name_retires_the_heads_of_the_old_one(tmp_path: Path) -> None:
+    """A deleted Phase A trained again comes back under its name with other weights: a head keyed by
+    that name must not be reused on it (it was set aside, still loadable), and the new head records
+    the validation figures of the epoch it keeps."""
+    import shutil
+
+    arts = tmp_path / "artefacts"  # its own (artefact keys hold the files' paths: a copy would retrain)
+    _run("camsim-train", tmp_path, arts)
+    old = [d for d in arts.glob("phase_b-*") if "." not in d.name]
+    phase_a = [d for d in arts.glob("phase_a-*") if "." not in d.name]
+    assert len(old) >= 1 and len(phase_a) == 1
+    (arts / "phase_b-other").mkdir()  # a head of another Phase A: untouched
+    (arts / "phase_b-other" / "key.json").write_text(json.dumps({"phase_a": "phase_a-elsewhere"}))
+    shutil.rmtree(phase_a[0])
+    res = _run("camsim-train", tmp_path, arts)
+    assert "trained on an earlier" in res.stdout + res.stderr
+    for d in old:
+        assert (arts / f"{d.name}.stale-1" / "model.ckpt").is_file()
+    assert (arts / "phase_b-other").is_dir()
+    new = [d for d in arts.glob("phase_b-*") if "." not in d.name and d.name != "phase_b-other"]
+    assert {d.name for d in new} >= {old[0].name}  # trained again under the same key, not reused
+    metrics = json.loads((arts / old[0].name / "metrics.json").read_text())
+    assert isinstance(metrics["best_epoch"], int) and "phase_b/val/auc" in metrics
+
+
+def test_a_phase_keeps_the_epoch_its_monitor_calls_best() -> None:
+    from camsim.phases import EpochMetrics, monitor_mode
+
+    assert [monitor_mode(m) for m in ("phase_b/val/auc", "phase_a/val/acc", "phase_b/val/loss", "val/EER")] == \
+        ["max", "max", "min", "min"]
+    em = EpochMetrics()
+    em.by_epoch = {0: {"phase_b/val/auc": 0.7, "phase_b/val/acc": 0.6}, 1: {"phase_b/val/auc": 0.9, "phase_b/val/acc": 0.8},
+                   2: {"phase_b/val/auc": 0.8, "phase_b/val/acc": 0.85}}
+    assert em.kept("phase_b/val/auc", 0.9) == {"phase_b/val/auc": 0.9, "phase_b/val/acc": 0.8, "best_epoch": 1}
+    assert em.kept("phase_b/val/auc", 0.95) == {} and em.kept("phase_b/val/auc", None) == {}
+
 def test_training_without_a_logger_keeps_the_default_callbacks(workdir: Path, shared_artefacts: Path) -> None:
     """logger=none with the default callbacks (progress bar, learning-rate monitor) trains: the
     monitor, which Lightning refuses without a logger, is left out instead of failing the run."""

@@ -134,7 +134,7 @@ def resume_from(candidates: Sequence[Path]) -> Path | None:
     """The first of ``candidates`` (e.g. last.ckpt, then best.ckpt) that exists and reads as a
     checkpoint with its training state; each unusable one is named in a warning. ``None``: start
     the phase afresh."""
-    for path in candidates:
+    for k, path in enumerate(candidates):
         if not path.exists():
             continue
         try:
@@ -143,7 +143,8 @@ def resume_from(candidates: Sequence[Path]) -> Path | None:
                 raise ValueError("no training state in it")
         except Exception as err:  # a truncated zip, a foreign file
             log.warning("  cannot resume from %s (%s: %s): %s", path, type(err).__name__, err,
-                        "trying the next checkpoint" if path != candidates[-1] else "starting this phase afresh")
+                        "trying the next checkpoint" if any(p.exists() for p in candidates[k + 1:])
+                        else "starting this phase afresh")
             continue
         return path
     return None
