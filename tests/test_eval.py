@@ -383,3 +383,86 @@ def test_an_unreadable_image_in_the_splicing_benchmark_is_a_row_naming_it_once(t
     rows = _localise_all(None, OmegaConf.create({"modes": ["graph", "reference"]}), image_set, 0.5, None, None, {})
     assert [r["mode"] for r in rows] == ["graph", "reference"] and {r["status"] for r in rows} == {"error"}
     assert rows[0]["message"] == f"{tmp_path / 'cam' / 'bad.jpg'}: empty file (0 bytes)"
+
+
+def test_real_forgeries_skip_files_that_are_not_images_and_an_unreadable_mask_is_named(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    from camsim.eval.splicing import ImageSet, _localise_all, real_records
+
+    forged = tmp_path / "forged"
+    (forged / "images").mkdir(parents=True)
+    (forged / "masks").mkdir()
+    Image.fromarray(np.zeros((32, 48), np.uint8)).save(forged / "images" / "x.png")
+    (forged / "images" / "README.txt").write_text("where these came from")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 48), np.uint8)).save(forged / "masks" / "x_mask.png")
+    whole = (forged / "masks" / "x_mask.png").read_bytes()
+    (forged / "masks" / "x_mask.png").write_bytes(whole[:len(whole) // 2])    # truncated: PIL's error names no file
+    recs = real_records(forged)
+    assert [r["name"] for r in recs] == ["x"]
+    rows = _localise_all(None, OmegaConf.create({"modes": ["graph"]}), ImageSet("real", forged, recs), 0.5, None,
+                         None, {})
+    assert rows[0]["status"] == "error" and f"ground-truth mask {forged / 'masks' / 'x_mask.png'}" in rows[0]["message"]
+
+
+class _FailingLoc:
+    """Stands in for a Localizer: a perfect map of every image, raising ``errors[i]`` on the i-th call."""
+
+    def __init__(self, errors):
+        self.errors, self.calls = list(errors), 0
+
+    def run(self, green, opts, colour=None):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        err = self.errors[self.calls - 1] if self.calls <= len(self.errors) else None
+        if err is not None:
+            raise err
+        mask = np.zeros(green.shape, bool)
+        return SimpleNamespace(decision=False, score=0.1 * self.calls, threshold=0.5, message="ok", mask=mask,
+                               heatmap=mask.astype(float))
+
+
+def test_an_image_that_fails_in_the_splicing_benchmark_or_its_calibration_is_a_row(tmp_path: Path, monkeypatch) -> None:
+    """Out of memory (CPU or not), LinAlgError, ArpackError — in the engine or the pixel metrics —
+    stop one image, not the benchmark (and not its calibration); any other RuntimeError stops it."""
+    import scipy.sparse.linalg
+    from omegaconf import OmegaConf
+    from PIL import Image
+
+    import camsim.eval.splicing as S
+
+    for i in range(5):
+        Image.fromarray(np.full((32, 48), 40 * i, np.uint8)).save(tmp_path / f"img{i}.png")
+        Image.fromarray(np.zeros((32, 48), np.uint8)).save(tmp_path / f"img{i}_mask.png")
+    recs = [{"name": f"img{i}", "image": f"img{i}.png", "mask": f"img{i}_mask.png", "spliced": True}
+            for i in range(5)]
+    sc = OmegaConf.create({"modes": ["graph"], "stride": None, "examples": 0, "target_far": 0.0})
+    cpu_oom = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9000000000 bytes")
+    loc = _FailingLoc([MemoryError(), cpu_oom, np.linalg.LinAlgError("SVD did not converge"),
+                       scipy.sparse.linalg.ArpackError(-9999)])
+    rows = S._localise_all(loc, sc, S.ImageSet("real", tmp_path, recs), 0.5, None, None, {})
+    assert [r["status"] for r in rows] == ["error"] * 4 + ["ok"] and rows[4]["f1_fixed"] == 0.0
+    assert rows[0]["message"] == f"{tmp_path / 'img0.png'}: out of memory" and rows[1]["message"].endswith("out of memory")
+    assert "LinAlgError: SVD did not converge" in rows[2]["message"] and "ArpackError" in rows[3]["message"]
+
+    real = S.image_confusions
+
+    def best_runs_out(pred, *args):                   # the best protocol's metrics (continuous map) run out
+        if pred.dtype == float:
+            raise MemoryError
+        return real(pred, *args)
+
+    monkeypatch.setattr(S, "image_confusions", best_runs_out)
+    rows = S._localise_all(_FailingLoc([]), sc, S.ImageSet("real", tmp_path, recs[:1]), 0.5, None, None, {})
+    assert rows[0]["status"] == "error" and rows[0]["message"].endswith("out of memory") and "f1_fixed" not in rows[0]
+    monkeypatch.setattr(S, "image_confusions", real)
+
+    controls = [{**r, "mask": None, "spliced": False} for r in recs]
+    cal, cal_rows = S.calibrate(_FailingLoc([cpu_oom]), sc, S.ImageSet("synthetic", tmp_path, controls), 0.5, None)
+    assert cal["graph"]["images"] == 4 and cal["graph"]["errors"] == 1
+    assert [r["status"] for r in cal_rows] == ["error"] + ["ok"] * 4
+    with pytest.raises(RuntimeError, match="expected scalar type"):
+        S._localise_all(_FailingLoc([RuntimeError("expected scalar type Float")]), sc,
+                        S.ImageSet("real", tmp_path, recs), 0.5, None, None, {})

@@ -458,3 +458,24 @@ def test_localize_decides_at_the_exported_eta_unless_told(ckpt, tmp_path):
     assert loc.eta(SimpleNamespace(eta=None)) == (0.3, "the network's")
     assert loc.eta(SimpleNamespace(eta=0.6)) == (0.6, "option eta")
     assert Localizer(load_similarity(ckpt)).eta(SimpleNamespace(eta=None))[0] == 0.4  # the checkpoint's
+
+
+def test_cli_localize_takes_a_calibration_file_for_its_own_setting_only(ckpt, tmp_path):
+    """calibrate_far on a folder writes calibration.json; decision_threshold=<it> applies its
+    threshold where the setting is the calibration's and names what differs elsewhere."""
+    folder = tmp_path / "authentic"
+    folder.mkdir()
+    for i in range(3):
+        write_photo(folder / f"a{i}.png", 10 + i)
+    cal = run_cli("camsim-localize", f"image={folder}", f"ckpt={ckpt}", "calibrate_far=0.34",
+                  f"hydra.run.dir={tmp_path / 'cal'}", cwd=tmp_path)
+    assert cal.returncode == 0, cal.stderr
+    threshold = json.loads((tmp_path / "cal" / "calibration.json").read_text())["threshold"]
+    photo = write_photo(tmp_path / "photo.png", 5)
+    use = run_cli("camsim-localize", f"image={photo}", f"ckpt={ckpt}",
+                  f"decision_threshold={tmp_path / 'cal' / 'calibration.json'}", cwd=tmp_path)
+    assert use.returncode == 0, use.stderr
+    assert f"threshold {threshold:.3f}" in use.stdout or f"{threshold:.4f}" in use.stdout + use.stderr
+    other = run_cli("camsim-localize", f"image={photo}", f"ckpt={ckpt}", "stride=16",
+                    f"decision_threshold={tmp_path / 'cal' / 'calibration.json'}", cwd=tmp_path)
+    assert other.returncode == 2 and "calibrated for another setting" in other.stderr and "stride" in other.stderr

@@ -241,6 +241,17 @@ def test_patch_grid_covers_and_aligns():
     assert pos[:, 0].max() == 21
 
 
+
+def test_a_stride_below_the_jpeg_grid_is_warned_about():
+    # issue 17: patches off the 8-px grid were called "different" 57-71 % of the time on authentic photos
+    green, _ = toy_scene(96, 96, plant=False)
+    with pytest.warns(UserWarning, match="stride=4 is below the 8-px JPEG grid"):
+        localize(green, toy_extract, toy_score_matrix, patch=32, stride=4, mode="graph", min_entropy=-1.0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        localize(green, toy_extract, toy_score_matrix, patch=32, stride=8, mode="graph", min_entropy=-1.0)
+
 @pytest.mark.parametrize("rem", range(1, 8))
 @pytest.mark.parametrize("patch,stride", [(64, 32), (32, 16), (64, 24)])
 def test_border_patches_on_the_8px_grid_for_every_side_remainder(rem, patch, stride):
@@ -614,6 +625,12 @@ def test_folded_feature_pass_equals_the_backbone_and_follows_weight_changes():
 class _ToyLocalizer:
     """Stands in for run.Localizer (no network): the engine with the toy callables."""
 
+    def min_entropy(self, opts):
+        return (4.0 if opts.min_entropy is None else float(opts.min_entropy)), "toy"
+
+    def eta(self, opts):
+        return (0.5 if opts.eta is None else float(opts.eta)), "toy"
+
     def run(self, green, opts, progress=False, colour=None):
         return localize(green, toy_extract, toy_score_matrix, patch=32, mode=str(opts.mode),
                         decision_threshold=opts.decision_threshold, max_graph_nodes=int(opts.max_graph_nodes),
@@ -633,9 +650,10 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
     (folder / "notes.txt").write_text("not an image")
     Image.fromarray(np.full((20, 20, 3), 7, np.uint8)).save(folder / "tiny.png")     # smaller than a patch
     (folder / "empty.jpg").write_bytes(b"")                                            # a bad file
+    (tmp_path / "net.ckpt").write_bytes(b"weights")
     opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
                              "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True,
-                             "save_scores": None, "calibrate_far": 0.34})
+                             "save_scores": None, "calibrate_far": 0.34, "ckpt": str(tmp_path / "net.ckpt")})
     out = tmp_path / "out"
     csv_path = localize_folder(_ToyLocalizer(), folder, out, opts, max_pixels=10**8)
     import csv
@@ -655,6 +673,21 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
     assert cal["n_images"] == 3 and cal["n_errors"] == 2 and cal["achieved_far"] <= 0.34
     scores = sorted(float(r["score"]) for r in ok)                 # 4 decimals in the CSV
     assert scores[1] <= round(cal["threshold"], 4) <= scores[2]
+    # its calibration.json is a decision_threshold, for the setting it was calibrated in only
+    from camsim.localize.run import resolve_decision_threshold
+
+    loc, cal_path = _ToyLocalizer(), str(out / "calibration.json")
+    assert resolve_decision_threshold(cal_path, loc, opts) == cal["threshold"]
+    assert resolve_decision_threshold(0.2, loc, opts) == 0.2 and resolve_decision_threshold(None, loc, opts) is None
+    for key, value, named in (("stride", 8, "stride: calibrated None, now 8"), ("min_entropy", 2.0, "min_entropy"),
+                              ("mode", "reference", "mode")):
+        with pytest.raises(ValueError, match=f"calibrated for another setting.*{named}"):
+            resolve_decision_threshold(cal_path, loc, OmegaConf.merge(opts, {key: value}))
+    (tmp_path / "net.ckpt").write_bytes(b"other weights")           # another network
+    with pytest.raises(ValueError, match="networks: calibrated"):
+        resolve_decision_threshold(cal_path, loc, opts)
+    with pytest.raises(ValueError, match="a number or a calibration.json"):
+        resolve_decision_threshold(str(tmp_path / "nope.json"), loc, opts)
 
 
 def test_batch_gives_images_sharing_a_stem_one_folder_each_and_names_what_it_skips(tmp_path, caplog):
@@ -867,3 +900,104 @@ def test_batch_keeps_every_finished_row_when_stopped_and_goes_on_past_a_photo_to
     rows = list(csv.DictReader(open(tmp_path / "out" / "localize.csv")))
     assert [(Path(r["image"]).name, r["status"]) for r in rows] == [("img0.png", "ok"), ("img1.png", "error")]
     assert rows[1]["message"].startswith("out of memory")
+
+
+def test_batch_output_folders_never_collide():
+    """a.jpg, a.png and a_jpg.png: a_jpg, a_png and a_jpg again — a counter keeps them apart (case
+    ignored, as on a case-insensitive disk), and nobody is renamed into another photo's name."""
+    from camsim.localize.run import output_names
+
+    images = [Path(n) for n in ("a.jpg", "a.png", "a_jpg.png", "a_jpg_2.png", "B.png", "b.jpg", "other.png")]
+    names = output_names(images)
+    assert len({n.casefold() for n in names.values()}) == len(images)
+    assert names[Path("a.jpg")] == "a_jpg" and names[Path("a.png")] == "a_png" and names[Path("other.png")] == "other"
+    assert names[Path("a_jpg_2.png")] == "a_jpg_2" and names[Path("a_jpg.png")] == "a_jpg_3"
+
+
+def _folder_opts(**kw):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
+                             "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True,
+                             "save_scores": None, "calibrate_far": None, **kw})
+
+
+class _FailingLocalizer(_ToyLocalizer):
+    """The toy engine, raising ``errors[i]`` on the i-th photo (None: it runs)."""
+
+    def __init__(self, errors):
+        self.errors, self.calls = list(errors), 0
+
+    def run(self, green, opts, progress=False, colour=None):
+        self.calls += 1
+        err = self.errors[self.calls - 1] if self.calls <= len(self.errors) else None
+        if err is not None:
+            raise err
+        return super().run(green, opts, progress=progress, colour=colour)
+
+
+def _toy_folder(folder, n):
+    folder.mkdir()
+    for i in range(n):
+        green, _ = toy_scene(96, 128, seed=50 + i, plant=False)
+        Image.fromarray(np.stack([green] * 3, axis=-1)).save(folder / f"img{i}.png")
+
+
+def test_batch_turns_cpu_out_of_memory_and_numerical_failures_into_rows_and_stops_on_other_errors(tmp_path):
+    import csv
+
+    import scipy.sparse.linalg
+
+    from camsim.localize.run import localize_folder
+
+    _toy_folder(tmp_path / "suspects", 5)
+    cpu_oom = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 96000000000 bytes. Error code 12 (Cannot allocate memory)")
+    loc = _FailingLocalizer([None, cpu_oom, np.linalg.LinAlgError("eigh did not converge"),
+                             scipy.sparse.linalg.ArpackError(-9999)])
+    csv_path = localize_folder(loc, tmp_path / "suspects", tmp_path / "out", _folder_opts(), max_pixels=10**8)
+    rows = [(r["status"], r["message"]) for r in csv.DictReader(open(csv_path))]
+    assert [s for s, _ in rows] == ["ok", "error", "error", "error", "ok"]
+    assert rows[1][1].startswith("out of memory (lower max_pixels")
+    assert rows[2][1] == "numerical failure (LinAlgError: eigh did not converge)"
+    assert rows[3][1].startswith("numerical failure (ArpackError:")
+    loc = _FailingLocalizer([RuntimeError("expected scalar type Float but found Half")])   # a bug, not the photo
+    with pytest.raises(RuntimeError, match="expected scalar type"):
+        localize_folder(loc, tmp_path / "suspects", tmp_path / "out2", _folder_opts(), max_pixels=10**8)
+
+
+@pytest.mark.parametrize("far", [5, -0.1, 1.0, "x"])
+def test_bad_calibrate_far_stops_the_folder_before_any_photo(tmp_path, far):
+    from camsim.localize.run import localize_folder
+
+    _toy_folder(tmp_path / "authentic", 2)
+    loc = _FailingLocalizer([])
+    with pytest.raises(ValueError, match=r"calibrate_far=.*: a false-alarm rate in \[0, 1\)"):
+        localize_folder(loc, tmp_path / "authentic", tmp_path / "out", _folder_opts(calibrate_far=far), 10**8)
+    assert loc.calls == 0 and not (tmp_path / "out").exists()
+
+
+def test_calibrate_far_for_one_image_is_checked_and_said_to_do_nothing(caplog):
+    from camsim.localize.run import check_calibrate_far
+
+    with caplog.at_level("WARNING", logger="camsim"):
+        assert check_calibrate_far(None, folder=False) is None and not caplog.text
+        assert check_calibrate_far(0.05, folder=True) == 0.05 and not caplog.text
+        assert check_calibrate_far(0.05, folder=False) == 0.05
+    assert "calibrate_far=0.05 ignored" in caplog.text
+    with pytest.raises(ValueError, match="calibrate_far=5: a false-alarm rate"):
+        check_calibrate_far(5, folder=False)
+
+
+@pytest.mark.parametrize("mode, weak", [("graph", "graph's weaker side"), ("reference", "patches unlike the reference")])
+def test_overlay_legend_of_a_not_spliced_verdict_names_the_mode(mode, weak):
+    import dataclasses
+
+    from camsim.localize.outputs import legend_entries
+
+    green, _ = toy_scene(seed=5, plant=False)
+    res = dataclasses.replace(localize(green, toy_extract, toy_score_matrix, patch=32, mode=mode), decision=False)
+    labels = [label for _, label in legend_entries(res)]
+    assert labels[0] == f"{weak} (below threshold: not flagged)"
+    assert ("reference patch" in labels) == (mode == "reference")
+    assert legend_entries(dataclasses.replace(res, decision=True))[0][1] == "suspected region"

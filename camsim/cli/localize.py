@@ -31,7 +31,8 @@ def _main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
     from camsim.eval.networks import Networks
-    from camsim.localize.run import check_reference, localize_file, localize_folder, localizer_for, timing_line
+    from camsim.localize.run import (check_calibrate_far, check_reference, localize_file, localize_folder,
+                                     localizer_for, resolve_decision_threshold, timing_line)
 
     check_reference(cfg.reference)
     if cfg.eta is not None and not 0.0 < float(cfg.eta) < 1.0:
@@ -39,12 +40,14 @@ def _main(cfg: DictConfig) -> None:
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
+    check_calibrate_far(cfg.calibrate_far, folder=image.is_dir())   # before the network loads
     compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
     options = dict(batch=int(cfg.batch), compile_scoring=compiled, **to_plain(cfg.feature_pass))
     sims = Networks.load(cfg.ckpt).sims if isinstance(cfg.ckpt, ListConfig) else [load_similarity(cfg.ckpt)]
     loc = localizer_for(sims, fusion=str(cfg.fusion), **options)
     if len(sims) > 1:
         log.info("%d networks, each pair's scores fused (fusion=%s)", len(sims), cfg.fusion)
+    cfg.decision_threshold = resolve_decision_threshold(cfg.decision_threshold, loc, cfg)
     out_dir = Path(cfg.paths.output_dir)
     if image.is_dir():
         csv_path = localize_folder(loc, image, out_dir, cfg, int(cfg.max_pixels))

@@ -333,8 +333,9 @@ class LocalizeConfig:
     min_entropy: Optional[float] = None
     #: reference mode's patch threshold; null: the network's (an exported folder's, a checkpoint's)
     eta: Optional[float] = None
-    #: null: the uncalibrated default (graph 0.25, reference 1 - eta); calibrate_far sets one
-    decision_threshold: Optional[float] = None
+    #: null: the uncalibrated default (graph 0.25, reference 1 - eta); calibrate_far sets one; a number,
+    #: or the calibration.json a folder run with calibrate_far wrote (checked against this run's setting)
+    decision_threshold: Any = None
     #: graph mode: "spectral" (1 - lambda2) or "modularity" (2Q) image score
     graph_method: str = "spectral"
     #: graph mode: patches solved exactly; above, this many landmark patches + Nystrom extension

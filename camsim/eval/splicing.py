@@ -43,11 +43,10 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from camsim.artefacts import atomic_write_json
-from camsim.data.io import ImageReadError, error_reason, read_rgb
+from camsim.data.io import error_reason, read_rgb
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.eval.report import md_table
 from camsim.localize.engine import calibrate_threshold, expected_far
-from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import (
     METRICS,
     PROTOCOL_BEST,
@@ -57,7 +56,7 @@ from camsim.localize.outputs import (
     overlay_image,
     protocol_name,
 )
-from camsim.localize.run import Localizer
+from camsim.localize.run import IMAGE_ERRORS, Localizer, image_error
 from camsim.progress import track
 
 log = logging.getLogger("camsim")
@@ -106,13 +105,21 @@ def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, 
     return results
 
 
+def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files of ``folder`` (extensions :data:`IMAGE_EXTENSIONS`; hidden files and
+    folders skipped), sorted; with ``recursive``, of its sub-folders too."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 def real_records(folder: Path) -> list[dict]:
-    """The records of a folder of real forgeries: ``images/*`` with ``masks/<stem>_mask.png``
-    (absolute paths, so that they join any set)."""
-    images = sorted(p for p in (folder / "images").iterdir() if not p.name.startswith(".")) \
-        if (folder / "images").is_dir() else []
+    """The records of a folder of real forgeries: the images of ``images/`` (other files are
+    skipped) with ``masks/<stem>_mask.png`` (absolute paths, so that they join any set)."""
+    images = _image_files(folder / "images") if (folder / "images").is_dir() else []
     if not images:
-        raise FileNotFoundError(f"splicing.real_dir={folder}: expected images in {folder / 'images'}")
+        raise FileNotFoundError(f"splicing.real_dir={folder}: expected images ({', '.join(IMAGE_EXTENSIONS)}) in "
+                                f"{folder / 'images'}")
     recs = []
     for p in images:
         mask = folder / "masks" / f"{p.stem}_mask.png"
@@ -133,8 +140,7 @@ def authentic_records(folder: Path) -> list[dict]:
     if masks:
         raise ValueError(f"splicing.authentic_dir={folder} holds ground-truth masks ({masks[0]}, …): authentic "
                          "images have none — forgeries with masks go in splicing.real_dir")
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    images = _image_files(folder, recursive=True)
     if not images:
         raise FileNotFoundError(f"splicing.authentic_dir={folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     return [{"name": str(p.relative_to(folder).with_suffix("")).replace("/", "__"), "image": str(p.resolve()),
@@ -181,7 +187,13 @@ def localize_options(mode: str, stride: int | None, min_entropy: float | None, e
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    gt = np.asarray(Image.open(path).convert("L")) > 127
+    """The ground-truth mask (> 127: spliced) of an image of ``shape``; a ValueError naming the
+    mask when it cannot be read or its size differs."""
+    try:
+        with Image.open(path) as img:
+            gt = np.asarray(img.convert("L")) > 127
+    except (OSError, SyntaxError, ValueError) as err:   # PIL: unreadable, truncated, bad PNG chunks
+        raise ValueError(f"ground-truth mask {path} cannot be read: {err}") from err
     if gt.shape != shape:
         raise ValueError(f"mask {path.name} is {gt.shape[1]}x{gt.shape[0]}, its image {shape[1]}x{shape[0]}")
     return gt
@@ -203,32 +215,39 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
             rgb = read_rgb(path)  # decoded once: the analysis reads green, an RGB network's patches and examples all
             green = np.ascontiguousarray(rgb[..., 1])
             gt = _read_mask(folder / rec["mask"], green.shape) if rec["mask"] else None
-        except (ImageReadError, ValueError, OSError) as err:
-            rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {error_reason(err)}"}
+        except (ValueError, OSError, *IMAGE_ERRORS) as err:
+            rows += [{**base, "mode": mode, "status": "error", "message": f"{path}: {_reason(err)}"}
                      for mode in sc.modes]
             continue
         for mode in sc.modes:
             opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode))
             row = {**base, "mode": mode}
-            try:
+            try:  # one image that cannot be analysed (out of memory included) is its row, the benchmark goes on
                 res = loc.run(green, opts, colour=rgb)
-            except LocalizationError as err:
-                row.update(status="error", message=f"{path}: {err}")
-                rows.append(row)
-                continue
-            row.update(status="ok", decision=bool(res.decision), score=float(res.score), threshold=float(res.threshold),
-                       message=res.message)
-            if gt is not None:
-                for key, protocol in PROTOCOLS.items():
-                    pred = res.mask if protocol["threshold"] == "fixed" else res.heatmap
-                    conf = image_confusions(pred, gt, protocol)
-                    row[f"confusion_{key}"] = conf
-                    row.update({f"{m}_{key}": float(fn(*conf[m])) for m, fn in METRICS.items()})
-                if out is not None and (n_examples[mode] < int(sc.examples) or kind == "real"):
-                    n_examples[mode] += 1
-                    row["example"] = _example(out, rec["name"], mode, res, rgb, gt)
+                row.update(status="ok", decision=bool(res.decision), score=float(res.score),
+                           threshold=float(res.threshold), message=res.message)
+                if gt is not None:
+                    for key, protocol in PROTOCOLS.items():
+                        pred = res.mask if protocol["threshold"] == "fixed" else res.heatmap
+                        conf = image_confusions(pred, gt, protocol)
+                        row[f"confusion_{key}"] = conf
+                        row.update({f"{m}_{key}": float(fn(*conf[m])) for m, fn in METRICS.items()})
+                    if out is not None and (n_examples[mode] < int(sc.examples) or kind == "real"):
+                        row["example"] = _example(out, rec["name"], mode, res, rgb, gt)
+                        n_examples[mode] += 1
+            except IMAGE_ERRORS as err:
+                row = {**base, "mode": mode, "status": "error", "message": f"{path}: {_reason(err)}"}
             rows.append(row)
     return rows
+
+
+def _reason(err: Exception) -> str:
+    """Why an image of the benchmark could not be analysed (:func:`camsim.localize.run.image_error`);
+    an error of another kind (a RuntimeError not about memory) is raised again."""
+    reason = image_error(err) if isinstance(err, IMAGE_ERRORS) else error_reason(err)
+    if reason is None:
+        raise err
+    return reason
 
 
 def _scenario(rec: dict, known: set | None) -> str:

@@ -49,6 +49,7 @@ field; batch callers write that message into the image's CSV row.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -362,6 +363,10 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         raise LocalizationError(f"graph_method must be one of {METHODS}; got {graph_method!r}")
     stride = patch // 2 if stride is None and isinstance(patch, (int, np.integer)) else stride
     arr = _check_inputs(green, mode, patch, stride, eta, batch, min_entropy)
+    if align > 1 and stride < align:
+        warnings.warn(f"stride={stride} is below the {align}-px JPEG grid patches are aligned to: most patches "
+                      f"are cut off that grid, where authentic patches are often called \"different\" — use a "
+                      f"multiple of {align}", UserWarning, stacklevel=2)
     image = arr if colour is None else _check_colour(colour, arr.shape)  # what ``extract``'s patches are cut from
     h, w = arr.shape
     positions, grid_shape = patch_grid(h, w, patch, stride, align=align, cover_border=cover_border)

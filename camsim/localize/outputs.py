@@ -139,6 +139,15 @@ def caption_lines(result: LocalizationResult) -> list[str]:
             f"{int(result.suspect.sum())} suspect, {result.patch} px patches, stride {result.stride}"]
 
 
+def legend_entries(result: LocalizationResult) -> list[tuple[tuple[int, ...], str]]:
+    """The overlay legend's (colour, label) pairs; the faint tint of a "not spliced" verdict named by mode."""
+    weak = "graph's weaker side" if result.mode == "graph" else "patches unlike the reference"
+    legend = [(tuple(int(c) for c in TINT), "suspected region" if result.decision
+               else f"{weak} (below threshold: not flagged)"),
+              (tuple(int(c) for c in UNDECIDED), "undecided (flat patch or uncovered < 8 px margin)")]
+    return legend + ([(OUTLINE, "reference patch")] if result.reference is not None else [])
+
+
 def annotated_overlay(result: LocalizationResult, rgb: np.ndarray | None = None,
                       max_side: int | None = None) -> np.ndarray:
     """:func:`overlay_image` with a caption band below it: verdict, score, threshold,
@@ -149,11 +158,7 @@ def annotated_overlay(result: LocalizationResult, rgb: np.ndarray | None = None,
     fs = int(np.clip(w // 60, 11, 64))
     font = ImageFont.load_default(size=fs)
     lines = caption_lines(result)
-    legend = [(tuple(int(c) for c in TINT), "suspected region" if result.decision
-               else "graph's weaker side (below threshold: not flagged)"),
-              (tuple(int(c) for c in UNDECIDED), "undecided (flat patch or uncovered < 8 px margin)")]
-    if result.reference is not None:
-        legend.append((OUTLINE, "reference patch"))
+    legend = legend_entries(result)
     pad = fs // 2
     band_h = pad + (len(lines) + 1) * int(fs * 1.35) + pad
     band = Image.new("RGB", (w, band_h), (255, 255, 255))

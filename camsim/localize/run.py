@@ -14,7 +14,9 @@ which one was used is logged and kept in ``Localizer.min_entropy_source``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse.linalg
 import torch
 
 from camsim.artefacts import atomic_write_json
@@ -32,6 +35,7 @@ from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrat
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
+from camsim.models.portable import file_sha256, weights_file
 from camsim.models.similarity import check_fusion, fuse_scores
 from camsim.progress import track
 
@@ -256,9 +260,46 @@ def timing_line(result: LocalizationResult) -> str:
 
 def output_names(images: Sequence[Path]) -> dict[Path, str]:
     """Each image's output folder in batch mode: its stem, or stem and extension (``a_jpg``,
-    ``a_png``) where two images of the folder share a stem — one folder each, none overwritten."""
+    ``a_png``) where two images of the folder share a stem, and a counter (``a_jpg_2``) where that
+    name is taken too (``a_jpg.png``; case ignored) — one folder each, none overwritten."""
     stems = Counter(p.stem for p in images)
-    return {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in images}
+    wanted = {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}" for p in images}
+    taken = {n.casefold() for n in wanted.values()}   # no photo is renamed into another's name
+    names: dict[Path, str] = {}
+    seen: set[str] = set()
+    for p, name in wanted.items():
+        unique, k = name, 1
+        if name.casefold() in seen:
+            while unique.casefold() in taken:
+                k += 1
+                unique = f"{name}_{k}"
+            taken.add(unique.casefold())
+        seen.add(name.casefold())
+        names[p] = unique
+    return names
+
+
+#: errors of one image that a folder run (and the splicing benchmark) turns into that image's
+#: error row and goes on: :func:`image_error` says why, or re-raises a RuntimeError of another kind
+IMAGE_ERRORS = (ImageReadError, LocalizationError, MemoryError, RuntimeError, np.linalg.LinAlgError)
+#: torch's out-of-memory on CPU (DefaultCPUAllocator) is a plain RuntimeError: known by its message
+_NO_MEMORY = re.compile(r"can't allocate memory|cannot allocate memory|not enough memory|out of memory", re.I)
+
+
+def image_error(err: BaseException, oom_hint: str = "") -> str | None:
+    """Why one image could not be analysed (its row's message), for an error of
+    :data:`IMAGE_ERRORS`: unreadable, not localisable, out of memory (``MemoryError``, torch's
+    out-of-memory on GPU or CPU; ``oom_hint`` appended) or a numerical failure (LinAlgError,
+    ArpackError). ``None`` for any other error (a RuntimeError not about memory): the run must stop."""
+    if isinstance(err, (ImageReadError, LocalizationError)):
+        return error_reason(err)
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)) or (
+            isinstance(err, RuntimeError) and _NO_MEMORY.search(str(err))):
+        torch.cuda.empty_cache()  # the next photo starts with the memory this one held (no-op without CUDA)
+        return "out of memory" + (f" ({oom_hint})" if oom_hint else "")
+    if isinstance(err, (np.linalg.LinAlgError, scipy.sparse.linalg.ArpackError)):
+        return f"numerical failure ({type(err).__name__}: {err})"
+    return None
 
 
 def _localize_row(loc: Localizer, path: Path, out: Path, opts: Any, max_pixels: int, save_scores: bool,
@@ -268,11 +309,10 @@ def _localize_row(loc: Localizer, path: Path, out: Path, opts: Any, max_pixels: 
     row = {"image": str(path), "out_dir": "", "mode": opts.mode}
     try:
         result, _ = localize_file(loc, path, out, opts, max_pixels, save_scores=save_scores)
-    except (ImageReadError, LocalizationError, MemoryError, torch.OutOfMemoryError) as err:
-        reason = error_reason(err) if isinstance(err, (ImageReadError, LocalizationError)) else \
-            "out of memory (lower max_pixels, or localise it alone)"
-        if isinstance(err, torch.OutOfMemoryError):
-            torch.cuda.empty_cache()  # the next photo starts with the memory this one held
+    except IMAGE_ERRORS as err:
+        reason = image_error(err, oom_hint="lower max_pixels, or localise it alone")
+        if reason is None:
+            raise
         row.update(status="error", message=reason)
         log.warning("%s: %s", path, reason)
         return row
@@ -296,6 +336,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
     with ``save_scores: true``. With ``calibrate_far`` (the folder holds authentic images)
     the threshold with that false-alarm rate on the folder's scores is logged and written
     to ``calibration.json``."""
+    far = check_calibrate_far(_opt(opts, "calibrate_far", None), folder=True)   # before any photo runs
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()]
     if not images:
@@ -323,11 +364,11 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
     n_err = len(rows) - len(ok)
     log.info("%d images: %d spliced, %d not spliced, %d errors", len(rows),
              sum(r["decision"] == "spliced" for r in ok), sum(r["decision"] == "not spliced" for r in ok), n_err)
-    far = _opt(opts, "calibrate_far", None)
     if far is not None:
         thr = calibrate_threshold(scores, float(far))
         cal = {"threshold": thr, "target_far": float(far), "mode": str(opts.mode),
-               "graph_method": str(_opt(opts, "graph_method", "spectral")), "n_images": len(scores),
+               "graph_method": str(_opt(opts, "graph_method", "spectral")),
+               "setting": calibration_setting(loc, opts), "n_images": len(scores),
                "n_errors": n_err, "folder": str(folder),
                "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
                "expected_far_new_images": expected_far(len(scores), float(far))}
@@ -338,6 +379,68 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
                  "decision_threshold=%r", len(scores), cal["achieved_far"], float(far), cal["expected_far_new_images"],
                  thr)
     return out
+
+
+def calibration_setting(loc: Localizer, opts: Any) -> dict:
+    """What an image-level threshold is calibrated for: the networks (their weights' sha256), how
+    their scores are fused, the patch grid (stride, border), which patches count (entropy) and the
+    image score (mode, graph method, landmark count; reference mode's η). The same photos give other
+    scores under another setting, so a threshold carries no false-alarm rate there."""
+    ckpts = list(opts.ckpt) if isinstance(opts.ckpt, Sequence) and not isinstance(opts.ckpt, str) else [opts.ckpt]
+    mode = str(opts.mode)
+    return {"networks": [file_sha256(weights_file(str(c))) for c in ckpts],
+            "fusion": str(_opt(opts, "fusion", "logit")) if len(ckpts) > 1 else None,
+            "mode": mode, "graph_method": str(_opt(opts, "graph_method", "spectral")) if mode == "graph" else None,
+            "max_graph_nodes": int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)) if mode == "graph" else None,
+            "eta": loc.eta(opts)[0] if mode == "reference" else None,
+            "stride": _opt(opts, "stride", None), "cover_border": bool(_opt(opts, "cover_border", True)),
+            "min_entropy": loc.min_entropy(opts)[0]}
+
+
+def resolve_decision_threshold(value: Any, loc: Localizer, opts: Any) -> float | None:
+    """``decision_threshold`` as a number: given as one, or as the ``calibration.json`` of a folder run
+    with ``calibrate_far`` — then only when this run's :func:`calibration_setting` is the one it was
+    calibrated for (a ValueError naming each difference otherwise)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    path = Path(str(value))
+    try:
+        cal = json.loads(path.read_text())
+        threshold, setting = float(cal["threshold"]), cal["setting"]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        why = f"no {err} in it (written before settings were recorded? pass its threshold as a number)" \
+            if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise ValueError(f"decision_threshold={value}: a number or a calibration.json of camsim-localize "
+                         f"calibrate_far=…; {why}") from err
+    now = calibration_setting(loc, opts)
+    diff = [f"{k}: calibrated {setting.get(k)!r}, now {now[k]!r}" for k in now if setting.get(k) != now[k]]
+    if diff:
+        raise ValueError(f"decision_threshold={value} was calibrated for another setting, where its false-alarm "
+                         f"rate does not hold — {'; '.join(diff)}")
+    log.info("decision_threshold %r from %s (false-alarm rate %s on %s authentic images)", threshold, path,
+             cal.get("achieved_far"), cal.get("n_images"))
+    return threshold
+
+
+def check_calibrate_far(far: Any, folder: bool) -> float | None:
+    """``calibrate_far`` as a float, checked before anything runs: a false-alarm rate in [0, 1)
+    (a ValueError naming the key otherwise); given for one image (``folder=False``) it does
+    nothing, and a warning says so."""
+    if far is None:
+        return None
+    try:
+        value = float(far)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"calibrate_far={far!r}: a false-alarm rate in [0, 1) (0.05 for 5 %), or null")
+    if not folder:
+        log.warning("calibrate_far=%s ignored: it calibrates on a folder of authentic images, not one image", far)
+    return value
 
 
 def check_reference(ref: Any) -> Sequence[int] | str | None:
