@@ -202,6 +202,7 @@ def test_camera_params_round_trip_through_json():
     ("colour_matrix", [[1, 0, 0], [0, 1, 0], [1, 0, 0]]), ("colour_matrix", [[1, 0], [0, 1]]),
     ("jpeg_subsampling", "411"), ("resample_kernel", "box"), ("full_well", -5.0),
     ("wb_gains", (1.0, 2.0)), ("blur_sigma", "wide"), ("name", "a/b"), ("iso_max", 10),
+    ("jpeg_quality", float("inf")), ("jpeg_quality", float("nan")),
 ])
 def test_invalid_params_raise_errors_naming_the_field(field, value):
     d = CameraParams(name="cam", family="fam").to_dict()
@@ -439,6 +440,9 @@ def test_render_splices_writes_images_masks_and_manifest(tmp_path):
         assert not np.array_equal(img[mask > 0], host[mask > 0])
     with pytest.raises(ValueError, match="models"):
         render_splices(tmp_path / "x", 2, (64, 96), seed=0, num_models=4, num_families=2, models=["F09_M99"])
+    with pytest.raises(ValueError, match="models: an empty list"):  # every image a control, still no camera
+        render_splices(tmp_path / "y", 2, (64, 96), seed=0, num_models=4, num_families=2, models=[],
+                       control_fraction=1.0)
 
 
 # ---------------------------------------------------------------------- difficulty statistics

@@ -152,6 +152,8 @@ def test_siblings_differ_only_in_their_declared_traits():
     ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
     ({"lens": {"vignettig": 0.1}}, "synth.lens.vignettig", "unknown key"),
     ({"optics": {}}, "synth.optics", "unknown node"),
+    ({"jpeg": {"presets_per_model": float("inf")}}, "synth.jpeg.presets_per_model", "integer"),
+    ({"noise": {"prnu": float("nan")}}, "synth.noise.prnu", "number"),
 ])
 def test_invalid_settings_name_the_key_and_the_reason_in_one_line(bad, key, reason):
     with pytest.raises(SynthSettingsError) as e:

@@ -446,7 +446,8 @@ def _float(v: Any, fname: str) -> float:
 
 
 def _int(v: Any, fname: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float, np.floating)) or int(v) != v:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float, np.floating)) or not np.isfinite(v) \
+            or int(v) != v:
         raise CameraParamsError(f"{'CameraParams.' if fname in _PARAM_FIELDS else ''}{fname}: "
                                 f"must be an integer, got {v!r}")
     return int(v)

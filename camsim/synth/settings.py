@@ -102,7 +102,8 @@ def _check(key: str, value: Any, prefix: str) -> Any:
         if not isinstance(value, bool):
             raise SynthSettingsError(f"{full}: must be true or false, got {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and int(value) != value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (kind == "int" and int(value) != value):
         raise SynthSettingsError(f"{full}: must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
     if not (math.isfinite(value) and lo <= value <= hi):
         why = "cannot be negative" if value < 0 else f"is outside [{lo}, {hi}]"

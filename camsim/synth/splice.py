@@ -188,6 +188,8 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
     else:
         pool = cameras
     n_controls = int(round(int(num_images) * float(control_fraction)))
+    if not pool:
+        raise ValueError("models: an empty list — splices and controls need at least one camera")
     if len(pool) < 2 and n_controls < int(num_images):
         raise ValueError(f"models: splices need at least 2 different cameras, got {[c.name for c in pool]}")
     rng = np.random.default_rng([int(seed), TAG_SPLICE])

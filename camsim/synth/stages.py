@@ -43,7 +43,8 @@ def vignette(rgb: np.ndarray, strength: float) -> np.ndarray:
 
 def lateral_ca(rgb: np.ndarray, shift_r: float, shift_b: float) -> np.ndarray:
     """Lateral chromatic aberration: R and B planes magnified about the centre so that a corner
-    point moves ``shift_r`` / ``shift_b`` sensor px radially against G (bilinear, mirror borders)."""
+    point moves ``shift_r`` / ``shift_b`` sensor px radially against G (bilinear; a position
+    outside the frame takes the nearest edge pixel)."""
     rgb = np.asarray(rgb, dtype=np.float32)
     if shift_r == 0 and shift_b == 0:
         return rgb
