@@ -323,6 +323,22 @@ def test_gpu_trainer_without_a_gpu_is_one_line(tmp_path: Path, monkeypatch, caps
     with pytest.raises(ValueError, match="trainer=cpu"):
         check_run(compose_cfg(["trainer=gpu"]), has_gpu=False)  # caught before any data work
     assert explain(OSError(errno.ENOSPC, "No space left on device", "/x/last.ckpt"))[0].startswith("disk full (/x")
+    # camsim's own message about a folder it cannot read is the one shown (not "cannot write")
+    try:
+        try:
+            raise PermissionError(errno.EACCES, "Permission denied", "/photos")
+        except PermissionError as inner:
+            raise ValueError("data.root: /photos cannot be read (Permission denied)") from inner
+    except ValueError as err:
+        assert explain(err) == ("data.root: /photos cannot be read (Permission denied)", 2)
+    assert explain(PermissionError(errno.EACCES, "Permission denied", "/out"))[0].startswith("cannot write (/out)")
+
+
+def test_usage_errors_of_entry_points_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    res = run_cli("camsim-data", "describ", cwd=tmp_path)
+    assert res.returncode == 2 and "usage: camsim-data" in res.stderr
+    res = run_cli("camsim-eval", "model=out/my-modl", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "no such folder" in res.stderr
 
 
 # --------------------------------------------------------------------------- 10. file modes

@@ -109,6 +109,14 @@ def test_two_job_multirun_trains_phase_a_once_and_logs_one_wandb_run_per_job(wor
     assert (jobs[0].parent / "comparison.png").stat().st_size > 0
 
 
+def test_a_sweep_job_with_a_user_error_does_not_stop_the_others(workdir: Path) -> None:
+    """patches.size=60 is refused (not a multiple of the 8-px grid) in its one line; the sweep's other
+    job still runs, and the sweep ends with the user error's exit code."""
+    res = run_cli("camsim-run", "-m", "debug=fast", "patches.size=60,64", cwd=workdir)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "patches.size" in res.stderr and "a sweep job failed" in res.stderr
+    assert len(_jobs(workdir)) == 1   # the second job ran to its metrics
+
 @pytest.mark.slow
 def test_a_job_runs_through_submitits_local_executor(workdir: Path) -> None:
     res = run_cli("camsim-run", "-m", "hydra/launcher=local", "debug=fast", "eval.eta=0.5", cwd=workdir)

@@ -110,6 +110,8 @@ def explain(err: BaseException) -> tuple[str, int] | None:
 
     chain = _chain(err)
     for e in chain:
+        if isinstance(e, SweepJobFailed):
+            return e.msg, e.code
         if isinstance(e, KeyboardInterrupt):
             return INTERRUPTED, EXIT_INTERRUPT
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -130,13 +132,15 @@ def explain(err: BaseException) -> tuple[str, int] | None:
                         "Run with trainer=cpu (or trainer=default, which picks what is there), or install the "
                         "CUDA build of torch (README, \"CPU or GPU torch\")", EXIT_INPUT)
             return f"Lightning trainer setting: {msg}", EXIT_INPUT
-    for e in chain:
+    for k, e in enumerate(chain):
         if isinstance(e, ValueError) and "Unable to configure handler 'file'" in str(e):
             cause = next((c for c in chain if isinstance(c, OSError)), None)
             what = f"{cause.strerror}{_where(cause)}" if cause else str(e)
             return (f"cannot write the run's log file: {what}. hydra.run.dir (hydra.sweep.dir for -m) must be "
                     "a folder you can write: pass hydra.run.dir=<writable dir>, or launch from a writable "
                     "folder (run dirs default to ./outputs/)", EXIT_ENV)
+        if any(isinstance(w, ValueError) for w in chain[:k]):
+            break  # camsim's own message already says what could not be read or written, and why
         if isinstance(e, PermissionError) or (isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR)):
             return (f"cannot write{_where(e)}: {e.strerror}. Choose writable folders (hydra.run.dir=..., "
                     "paths.artefact_dir=...) or fix the permissions", EXIT_ENV)
@@ -151,14 +155,39 @@ def explain(err: BaseException) -> tuple[str, int] | None:
     return None
 
 
+class SweepJobFailed(RuntimeError):
+    """A ``-m`` sweep job's known error, already reported in its line: raised as an ordinary exception
+    so that Hydra records it and runs the sweep's other jobs (a SystemExit would stop the sweep),
+    then re-raises the first one when the sweep ends."""
+
+    def __init__(self, msg: str, code: int):
+        super().__init__(msg)
+        self.msg, self.code = msg, code
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra job here
+        return False
+
+
 def _fail(err: BaseException) -> None:
     """Report ``err`` in one line and exit, or re-raise it (unknown error, or tracebacks asked for)."""
     known = explain(err)
     if known is None or show_tracebacks():
         raise err
     msg, code = known
+    if isinstance(err, SweepJobFailed):  # the sweep ended; its jobs' lines were printed as they failed
+        print(f"camsim: error: a sweep job failed ({msg}); the sweep's other jobs ran", file=sys.stderr)
+        raise SystemExit(code) from None
     _log_to_files(msg)
     print(f"camsim: {'error: ' if code != EXIT_INTERRUPT else ''}{msg}", file=sys.stderr)
+    if code != EXIT_INTERRUPT and _in_multirun():
+        raise SweepJobFailed(msg, code) from None
     if code == EXIT_INTERRUPT:  # worker pools the signal killed can fail at interpreter exit ("Exception
         sys.unraisablehook = lambda _: None  # ignored in ... threading"): noise after the one line, not news
     raise SystemExit(code) from None

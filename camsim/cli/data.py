@@ -125,7 +125,8 @@ def main() -> None:
     args = sys.argv[1:]
     if not args or args[0] not in COMMANDS:
         if not any(a.startswith("-") for a in args):  # --help, --cfg … go straight to Hydra
-            raise SystemExit(f"usage: camsim-data {{{','.join(COMMANDS)}}} [overrides]\n{__doc__}")
+            print(f"usage: camsim-data {{{','.join(COMMANDS)}}} [overrides]\n{__doc__}", file=sys.stderr)
+            raise SystemExit(2)
     else:
         sys.argv = [sys.argv[0], *args[1:], f"task={args[0]}"]
     _main()

@@ -65,7 +65,7 @@ def run_with_model_dir(entry, group: str | None) -> None:
     options = None if group is None else {p.stem for p in Path(CONF_DIR, group).glob("*.yaml")}
     try:
         sys.argv[1:] = model_dir_argv(sys.argv[1:], options)
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         print(f"camsim: error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_INPUT) from None
     entry()
