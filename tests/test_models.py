@@ -439,6 +439,15 @@ def test_fused_batch_norm_pool_trains_as_the_model(monkeypatch):
     with torch.no_grad():
         fused(x)
     assert len(calls) == 2  # evaluation runs the pair
+    # a batch norm frozen in training (set to eval) normalises by its running statistics: not fused
+    fused = copy.deepcopy(plain).train()   # the same running statistics as plain's
+    fused.compose_first_layers = fused.fuse_batch_norm_pool = True
+    for m in (fused, plain):
+        m.blocks["conv2"].bn.eval()
+    calls.clear()
+    with torch.no_grad():
+        assert torch.allclose(fused(x), plain(x), atol=1e-10)
+    assert len(calls) == 2  # conv1, conv3
 
 
 def test_composed_first_layers_need_the_pair():
@@ -450,6 +459,10 @@ def test_composed_first_layers_need_the_pair():
     with pytest.raises(ValueError, match="no groups or dilation"):
         dilated.compose_first_layers = True
     assert not model.compose_first_layers and not dilated.compose_first_layers
+    biased = small_backbone()
+    biased.constrained.bias = torch.nn.Parameter(torch.full((biased.constrained.out_channels,), 0.7))
+    with pytest.raises(ValueError, match="without a bias"):
+        biased.compose_first_layers = True
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])

@@ -138,8 +138,9 @@ class Backbone(nn.Module):
             branch of block-DCT coefficient histograms (:class:`~camsim.models.jpeg.DCTHistogram`,
             layer ``jpeg``) that, batch-normalised, join the flattened conv output before ``fc_a1``.
             ``dropout`` (branch dropout, training only): the share of training patches whose
-            histograms are replaced by their batch-norm mean (zero), so that the fc layers must
-            name those patches' models from the conv tower's pixel traces alone.
+            batch-normalised histograms are set to zero (the normalisation's output; its mean is the
+            learnt shift β, which starts at zero), so that the fc layers must name those patches'
+            models from the conv tower's pixel traces alone.
     """
 
     def __init__(

@@ -25,8 +25,9 @@ __all__ = ["batch_norm_max_pool", "fusable"]
 
 def fusable(bn: nn.Module, pool: nn.Module) -> bool:
     """Whether :func:`batch_norm_max_pool` can stand for ``pool(bn(x))`` in training: an affine
-    BatchNorm2d that tracks running statistics, and a max pool without dilation or indices."""
-    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
+    BatchNorm2d in training mode (batch statistics; one set to eval, i.e. frozen, normalises by its
+    running ones) that tracks running statistics, and a max pool without dilation or indices."""
+    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and bn.training
             and type(pool) is nn.MaxPool2d and pool.dilation in (1, (1, 1)) and not pool.return_indices)
 
 

@@ -203,6 +203,9 @@ def check_composable(constrained: nn.Module | None, conv: nn.Module | None) -> N
     """Raise ValueError unless :func:`constrained_then_conv` can stand for ``conv(constrained(x))``."""
     if not isinstance(constrained, ConstrainedConv2d) or not isinstance(conv, nn.Conv2d):
         raise ValueError("compose_first_layers: needs a constrained layer followed by a conv block")
+    if constrained.bias is not None:
+        raise ValueError("compose_first_layers: needs a constrained layer without a bias (the composed "
+                         "kernels carry no bias through conv1)")
     if (constrained.stride != (1, 1) or conv.groups != 1 or conv.dilation != (1, 1)
             or conv.stride[0] != conv.stride[1] or not isinstance(conv.padding, tuple)
             or conv.padding[0] != conv.padding[1] or {conv.padding_mode, constrained.padding_mode} != {"zeros"}):
