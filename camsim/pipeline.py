@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig
 
 from camsim.artefacts import atomic_write_json, cached_dir
 from camsim.config import backbone_config, feature_layer, to_plain, validate
-from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule
+from camsim.data.datamodules import CameraData, EvalPairDataModule, PairDataModule, check_resample_loader
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
 from camsim.data.sources import SynthSource
 from camsim.data.splits import SetSplit
@@ -70,6 +70,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"{key}={layer!r}: {err}") from err
     if cfg.phase_b.finetune.enabled:
         finetune_modules(backbone, cfg.phase_b.finetune.from_layer, layer)  # a bad from_layer fails here
+        check_resample_loader(bool(cfg.phase_b.resample_pairs), cfg.phase_b.finetune.loader, "phase_b.finetune.loader")
+    check_resample_loader(bool(cfg.phase_b.resample_pairs), cfg.phase_b.loader, "phase_b.loader")
     _check_builds("similarity", lambda: hydra.utils.instantiate(to_plain(cfg.similarity), in_features=dim,
                                                                 _convert_="all"))
     phases = {"phase_a": cfg.phase_a, "phase_b": cfg.phase_b,
@@ -220,6 +222,11 @@ def stage_eval(st: RunState) -> dict:
     more, text = difficulty_check(st.data, pa, flat, pairs.models)
     flat.update(more)
     sections = [("Difficulty check: camera traces, not scene statistics", text)]
+    if sim.finetuning and st.phase_a_dir is None and base is not None:
+        sections.append(("Baseline of a fine-tuned network", (
+            "Its Bray–Curtis baseline runs Phase A's classifier layer, which fine-tuning left as it was, on the "
+            "fine-tuned features — not Phase A's own baseline (`ckpt=` names no Phase A artefact to take it from); "
+            "the job that trained the network reports that one.")))
     if cfg.get("ckpt"):  # a network trained elsewhere: name it, and check this split against its record
         path = similarity_checkpoint(st)
         st.summary["eval_checkpoint"] = str(path.resolve())
@@ -233,9 +240,20 @@ def stage_eval(st: RunState) -> dict:
             + [f"- {n}" for n in notes or ["consistent: every known model is in its set A, no unknown one in its A or B."]])))
     how = (f"fixed (`eval.eta={cfg.eval.eta}`)" if configured_eta(cfg) is not None else
            f"chosen on Phase B's validation pairs (`eval.eta=auto`, rule `{cfg.eval.eta_rule}`)")
-    protocol = (f"patch pairs of the test photos (never trained on) of the known and unknown models, "
+    share = pairs.same_photo_share()
+    self_pairs = "" if share is None else (
+        f" A same-model (\"Self\") pair is any two test patches of the model: {100 * share:.1f} % of them are "
+        f"two patches of one photo, the rest of two photos (the transfer evaluation, `camsim-eval "
+        f"ckpt=… data=folder`, reports the two kinds apart).")
+    photos = ("the test photos (never trained on)" if not cfg.get("ckpt") else
+              "this config's test photos (`split.image_*`; a checkpoint does not record the photos it trained "
+              "on: under another image split than its recipe's, some may be its training photos)")
+    protocol = (f"patch pairs of {photos} of the known and unknown models, "
                 f"{int(cfg.eval.pairs_per_cell)} per cell of the model-by-model matrix (`eval.pairs_per_cell`, "
-                f"drawn with `eval.seed={int(cfg.eval.seed)}`), figures pooled over pairs; η = {float(eta):.4g} {how}.")
+                f"drawn with `eval.seed={int(cfg.eval.seed)}`), figures pooled over pairs; η = {float(eta):.4g} {how}."
+                + self_pairs)
+    if share is not None:
+        st.summary["eval_same_photo_share"] = round(share, 4)
     write_evaluation(st.out_dir, ev, sections, protocol)
     np.savez_compressed(st.out_dir / "scores.npz", score=score, baseline=base if base is not None else np.zeros(0),
                         model_1=pairs.model_1.astype(str), model_2=pairs.model_2.astype(str), i=pairs.i, j=pairs.j)

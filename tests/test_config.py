@@ -216,12 +216,13 @@ def test_cli_unknown_feature_layer_fails_before_training(workdir: Path) -> None:
     ("+phase_a.optimizer.momentun=0.9", "phase_a.optimizer / .scheduler does not build: .*momentun"),
     ("+phase_b.optimizer.bettas=[0.9,0.9]", "phase_b.optimizer / .scheduler does not build: .*bettas"),
     ("model.feature_layer=nope", "model.feature_layer='nope'"),   # the key the user set, not its successor
+    ("phase_b.loader.num_workers=2 phase_b.loader.persistent_workers=true", "phase_b.loader.persistent_workers"),
 ])
 def test_head_and_optimisers_are_built_at_start(override: str, message: str) -> None:
     """A typo in the head or an optimiser fails before any data is prepared, naming the part."""
     from camsim.pipeline import check_config
 
-    cfg = compose_cfg([override])
+    cfg = compose_cfg(override.split())
     HydraConfig().set_config(cfg)
     with pytest.raises(ValueError, match=message), pytest.warns(FutureWarning) if "model." in override \
             else __import__("contextlib").nullcontext():

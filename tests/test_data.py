@@ -505,3 +505,23 @@ def test_features_of_an_earlier_phase_a_of_the_same_name_are_dropped(tmp_path: P
     gone = drop_stale_features(tmp_path, "phase_a-x")
     assert [d.name for d in gone] == ["features-1", "features-3"]
     assert sorted(d.name for d in tmp_path.iterdir()) == ["features-2", "features-4"]
+
+
+
+def test_eval_pairs_know_which_same_model_pairs_are_two_patches_of_one_photo(tmp_path: Path) -> None:
+    """A photo and its re-shared copy count as one photo; photos of two models never do."""
+    from camsim.data.datamodules import EvalPairs, PatchDataset
+    from camsim.data.store import PatchSet
+
+    def pset(model, images, image_ids):
+        n = len(image_ids)
+        return PatchSet(model, "test", tmp_path, np.zeros((n, 8, 8), np.uint8), np.asarray(image_ids),
+                        np.zeros((n, 2), np.int64), np.zeros(n), images, {})
+
+    a = pset("A", ["/x/A/D01_I_nat_0001.jpg", "/x/A/D01_I_natWA_0001.jpg", "/x/A/D01_I_nat_0002.jpg"], [0, 1, 2, 2])
+    b = pset("B", ["/x/B/D01_I_nat_0001.jpg"], [0, 0])
+    ds = PatchDataset([a, b], [0, 1])
+    photo = ds.photo_ids()
+    assert photo[0] == photo[1] != photo[2] == photo[3] and photo[4] == photo[5] != photo[0]
+    pairs = EvalPairs(ds, ["A", "B"], ["A"], np.array([0, 0, 2, 4, 0]), np.array([1, 2, 3, 5, 4]))
+    assert pairs.same_photo_share() == pytest.approx(3 / 4)   # (0,1) copy, (2,3), (4,5) one photo; (0,2) two

@@ -175,6 +175,11 @@ def test_fine_tuned_job_reuses_the_frozen_head_and_evaluates_its_own_backbone(tm
     assert last["finetune"]["artefact"] == str(tuned)
     assert last["phase_b"] == {"artefact": str(frozen), "reused": True}  # head stage reused, recorded as such
     assert "fine-tuning (backbone unfrozen)" in last["timings_s"] and last["eval"]
+    # evaluated by ckpt= (no Phase A artefact named): its report says whose baseline it is
+    res = run_cli("camsim-eval", "debug=fast", "task=pairs", f"ckpt={tuned / 'model.ckpt'}", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    reports = sorted((tmp_path / "outputs").rglob("report.md"), key=lambda p: p.stat().st_mtime)
+    assert "Baseline of a fine-tuned network" in reports[-1].read_text()
 
 
 def test_transfer_report_says_a_fine_tuned_networks_baseline_is_not_phase_as(frozen, tmp_path):

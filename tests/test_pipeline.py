@@ -45,6 +45,9 @@ def test_main_job_writes_every_output(workdir: Path, shared_artefacts: Path) -> 
     assert len(run["data"]["split"]["a"]) == 4 and len(run["data"]["split"]["c"]) == 2
     report = (out / "report.md").read_text()
     assert "unknown" in report and "matrix.png" in report
+    # the protocol says how many same-model pairs are two patches of one photo
+    assert 0.0 < run["eval_same_photo_share"] < 1.0
+    assert f"{100 * run['eval_same_photo_share']:.1f} % of them are two patches of one photo" in report
     # one concise line per stage, with its timing
     assert res.stderr.count("✔") + res.stdout.count("✔") >= 4
 

@@ -310,6 +310,10 @@ def test_median_aggregate_and_best_threshold(folder_run, ckpts, tmp_path):
     med = [np.median(s["score"][img][g == k]) for k in range(len(s["image_score"]))]
     np.testing.assert_allclose(med, s["image_score"])
     assert m["threshold"] == "best" and m["patch"]["other_photo"]["eta"] != 0.5
+    # the per-model table and photo_pairs.csv decide at that oracle η, and say so
+    assert float(s["decision_eta_patch"]) == m["patch"]["other_photo"]["eta"] != float(s["eta"])
+    md = (tmp_path / "run" / "transfer.md").read_text()
+    assert f"patch level η = {m['patch']['other_photo']['eta']:.4g}, the best η" in md and "oracle" in md
 
 
 def test_best_threshold_maximises_the_balanced_accuracy_it_reports():
@@ -716,3 +720,25 @@ def test_an_interval_from_fewer_replicates_says_how_many():
     assert (ci["n"], ci["reps"]) == (4, 6)
     assert fmt(0.875, ci, pct=False).endswith("(4/6 reps)")
     assert "reps" not in fmt(0.875, percentile_interval([0.8, 0.9, 0.85], reps=3, level=0.9), pct=False)
+
+
+def test_a_networks_training_folder_elsewhere_is_named_with_the_training_photos_caveat():
+    """The same data settings under another root (a copy, another machine) are not "not its training
+    data": the note says where it was trained and that known models' photos may include training ones."""
+    from types import SimpleNamespace
+
+    from camsim.eval.networks import Networks
+
+    trained = {"_target_": "camsim.data.sources.FolderSource", "root": "/home/a/cams", "min_images": 2}
+
+    class Recorded(Networks):  # the fingerprint its checkpoint recorded
+        fingerprints = property(lambda self: [trained])
+
+    sim = SimpleNamespace(training_sets={"a": ["CamA"], "b": ["CamB"]}, finetuning=False)
+    nets = Recorded([Path("net/model.ckpt")], [sim])
+    here = {**trained, "root": "/data/cams"}
+    note = " ".join(nets.notes(["CamA"], here, baseline=False))
+    assert "/home/a/cams" in note and "/data/cams" in note and "include photos it was trained on" in note
+    assert "is not its training data" not in note
+    assert "is not its training data" in " ".join(nets.notes(["CamA"], {**here, "min_images": 5}, baseline=False))
+    assert "include photos it was trained on" in " ".join(nets.notes(["CamA"], trained, baseline=False))

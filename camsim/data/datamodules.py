@@ -24,7 +24,7 @@ from camsim.data.layouts import camera_make
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
 from camsim.data.patches import recompress, stable_seed
 from camsim.data.sources import listed_images, render_images
-from camsim.data.splits import MIN_SPLIT_IMAGES, SUBSETS, SetSplit, make_split, split_images
+from camsim.data.splits import MIN_SPLIT_IMAGES, SUBSETS, SetSplit, make_split, photo_key, split_images
 from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,16 @@ class PatchDataset(Dataset):
         self.labels = np.concatenate([np.full(len(p), lab, np.int64) for p, lab in zip(sets, labels)]) \
             if sets else np.zeros(0, np.int64)
         self._offsets = np.cumsum([0] + [len(p) for p in sets])
+        self._photos = sets  # :meth:`photo_ids` reads their image lists when asked
+
+    def photo_ids(self) -> np.ndarray:
+        """Each patch's photo as an int: equal for two patches of one photo (a re-shared copy counts
+        as its original, :func:`~camsim.data.splits.photo_key`), different across sets."""
+        ids, keys = [], {}
+        for k, p in enumerate(self._photos):
+            per_image = np.array([keys.setdefault((k, photo_key(name)), len(keys)) for name in p.images], np.int64)
+            ids.append(per_image[np.asarray(p.image_ids, np.int64)] if len(p) else np.zeros(0, np.int64))
+        return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -278,6 +288,17 @@ class _EpochPairs(L.Callback):
             dm.train_set.set_epoch(trainer.current_epoch)
 
 
+def check_resample_loader(resample: bool, loader: Any, key: str) -> None:
+    """Pairs redrawn each epoch (``resample_pairs``) are redrawn in this process: persistent loader
+    workers keep the copy of the pairs they started with, so every epoch would train on the first
+    epoch's pairs. ValueError naming ``key`` (the loader's config node) for that combination."""
+    if resample and int(loader.num_workers) > 0 and bool(loader.persistent_workers):
+        raise ValueError(f"{key}.persistent_workers=true with {key}.num_workers={int(loader.num_workers)}: "
+                         "phase_b.resample_pairs redraws the pairs each epoch in the main process, which "
+                         "persistent workers never see (every epoch would reuse the first one's) — set "
+                         f"{key}.persistent_workers=false or phase_b.resample_pairs=false")
+
+
 def _loader(dataset: Dataset, loader: Any, shuffle: bool) -> DataLoader:
     """Training loaders (``shuffle``) drop the last partial batch: one batch shape per epoch,
     so a compiled model (``phase_a.compile``) never recompiles for it."""
@@ -338,6 +359,7 @@ class PairDataModule(L.LightningDataModule):
         self.extract = extract
         if self.recompress is not None and (features is None or extract is None):
             raise ValueError("phase_b.recompress needs cached features (phase_b.cache_features=true)")
+        check_resample_loader(resample, loader, "loader")
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
         self.val_seed = seed + 1 if val_seed is None else val_seed
         sp = data.split
@@ -393,6 +415,15 @@ class EvalPairs:
     @property
     def model_2(self) -> np.ndarray:
         return np.asarray(self.models, dtype=object)[self.patches.labels[self.j]]
+
+    def same_photo_share(self) -> float | None:
+        """Of the same-model ("Self") pairs, the share whose two patches come from one photo (the
+        pairs are drawn from a model's test patches, whatever their photo); None without such pairs."""
+        same = self.patches.labels[self.i] == self.patches.labels[self.j]
+        if not same.any():
+            return None
+        photo = self.patches.photo_ids()
+        return float(np.mean(photo[self.i[same]] == photo[self.j[same]]))
 
 
 class EvalPairDataModule(L.LightningDataModule):

@@ -94,6 +94,13 @@ class Networks:
             if fp is None:
                 notes.append(f"{which}This checkpoint does not record its training data: whether a known name is the "
                              "same camera cannot be checked.")
+            elif fp != fp_here and known_by and _without_root(fp) == _without_root(fp_here):
+                msg = (f"{which}{', '.join(known_by)}: names of models the checkpoint was trained on, and this source "
+                       f"has its training data's settings in another folder (trained on {fp.get('root')}, this is "
+                       f"{fp_here.get('root')}): if it holds the same photos (a copy, another machine), photos of "
+                       "known models include photos it was trained on (the transfer evaluation has no split)")
+                log.warning("  %s", msg)
+                notes.append(msg + ".")
             elif fp != fp_here and known_by:
                 msg = (f"{which}{', '.join(known_by)}: names of models the checkpoint was trained on, but this source "
                        f"is not its training data ({fp}); the same name may be another device or other photos")
@@ -144,6 +151,11 @@ def patch_settings(sim: Any, cfg: DictConfig):
     ent = cfg.transfer.min_entropy
     return PatchSettings.from_config(cfg.patches, channels=int(sim.backbone.in_channels), size=size,
                                      align=rec["align"], min_entropy=rec["min_entropy"] if ent is None else ent)
+
+
+def _without_root(fp: dict) -> dict:
+    """A data fingerprint without its folder: the same settings read from another place."""
+    return {k: v for k, v in fp.items() if k != "root"}
 
 
 __all__ = ["Networks", "load_checkpoint", "training_role", "patch_settings"]

@@ -84,7 +84,7 @@ def _figure(figures: Mapping[str, str], name: str, caption: str) -> str:
 
 
 def _sweep_md(rows: Sequence[Sequence[float]]) -> str:
-    return md_table(["eta", "accuracy", "FAR", "FRR"],
+    return md_table(["eta", "accuracy", "FAR (different called same)", "FRR (same called different)"],
                     [[_num(r[0]), _pct(r[1]), _pct(r[2]), _pct(r[3])] for r in rows])
 
 
@@ -148,10 +148,10 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any], models: Sequen
     rate_rows = [
         ("same pairs called same (TPR)", "same_rate", _pct),
         ("different pairs called different (TNR)", "diff_rate", _pct),
-        ("false-alarm rate (FAR)", "far", _pct),
+        ("FAR: different pairs called same", "far", _pct),
         ("different pairs with an unknown model called same", "far_unknown", _pct),
         ("false alarms on unknown models (same pairs called different)", "alarm_unknown", _pct),
-        ("false-rejection rate (FRR)", "frr", _pct),
+        ("FRR: same pairs called different", "frr", _pct),
         ("threshold eta", "eta", lambda v: _num(v, ".6g")),
         ("ROC AUC", "auc", lambda v: _num(v, ".4f")),
         ("equal error rate", "eer", _pct),

@@ -101,7 +101,8 @@ def protocol_lines(cfg: DictConfig, run: dict, settings: Any) -> list[str]:
         "no AUC / TNR / EER, and an interval from fewer than 95 % of them says how many, '(n/reps reps)').",
         ("Baseline: Bray–Curtis similarity of the checkpoint's own Phase A softmax" if run.get("networks", 1) == 1
          else f"Baseline: the mean of the {run['networks']} networks' Bray–Curtis similarities, each of its own Phase A "
-              "softmax") + "; 'at same FAR' = its TPR at the proposed system's false-alarm rate at η.",
+              "softmax") + "; FAR = different-model pairs called \"same\"; 'at same FAR' = its TPR at the proposed "
+        "system's FAR at η.",
     ]
 
 
@@ -228,10 +229,15 @@ def write_outputs(out_dir: Path, cfg: DictConfig, *, nets: Any, table: Any, role
     stage = staged_outputs(out_dir)
     try:
         eta_fixed = float(run["eta"])
-        eta_of = {}
+        eta_of, eta_why = {}, {}
         for level in levels:
             main = results.get(f"{level}/other_photo") or {}
-            eta_of[level] = eta_fixed if cfg.transfer.threshold == "eta" else (main.get("eta") or eta_fixed)
+            best = cfg.transfer.threshold != "eta" and main.get("eta") is not None
+            eta_of[level] = float(main["eta"]) if best else eta_fixed
+            eta_why[level] = ("the best η of this level's two-photo row, chosen on these test pairs (an oracle "
+                              "threshold)" if best else "the fixed η" if cfg.transfer.threshold == "eta" else
+                              "the fixed η: this level has no two-photo row to choose one on")
+        run = {**run, "decision_eta": {lv: {"eta": eta_of[lv], "how": eta_why[lv]} for lv in levels}}
         models = per_model_rows(table, roles, makes, levels, eta_of, run.get("photos_in_source"))
         _csv(models, stage / "per_model.csv")
         ls = levels["image"]
@@ -307,6 +313,8 @@ def _write_scores(path: Path, table: Any, roles: dict, makes: list, pp: Any, ip:
         image_category=im.category.astype(str), image_photo_1=im.photo_1, image_photo_2=im.photo_2,
         image_score=im.score, image_baseline=im.baseline if im.baseline is not None else np.zeros(0),
         eta=np.float64(run["eta"]), aggregate=np.asarray(run["aggregate"]),
+        decision_eta_patch=np.float64(run["decision_eta"]["patch"]["eta"]),
+        decision_eta_image=np.float64(run["decision_eta"]["image"]["eta"]),
         fine_jpeg_quality=np.int64(run.get("fine_jpeg_quality") or -1),
         far_jpeg_gap=np.int64(run.get("far_jpeg_gap") or -1),
     )
@@ -378,8 +386,9 @@ def _markdown(cfg, nets, table, roles, makes, results, notes, fingerprints, run,
                      r["patches"], r["jpeg_quality"] or "–",
                      rate("patch_same_photo"), rate("patch_other_photo"), rate("patch_diff_model"),
                      rate("image_halves"), rate("image_other_photo"), rate("image_diff_model"), r["note"] or ""])
-    lines += ["## Per camera model", "", "Decision rates at η (pairs in brackets); `per_model.csv`, "
-              "`photo_pairs.csv` and `scores.npz` hold every figure's pairs.", "",
+    at = "; ".join(f"{lv} level η = {d['eta']:.4g}, {d['how']}" for lv, d in run.get("decision_eta", {}).items())
+    lines += ["## Per camera model", "", f"Decision rates at η ({at}; pairs in brackets); `per_model.csv`, "
+              "`photo_pairs.csv` (its `decision` at the image level's η) and `scores.npz` hold every figure's pairs.", "",
               md_table(head, body, "lllrrr" + "r" * 6 + "l"), "",
               "JPEG q: the IJG-equivalent quality of the photos' luma quantisation tables (lowest–highest).", ""]
     if dropped:
