@@ -156,6 +156,17 @@ def gpu_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 on this CPU's own units (AVX512-BF16 / AMX): where it does not,
+    ``trainer.precision=bf16-mixed`` emulates it, many times slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def trains_on_cpu(cfg: DictConfig, has_gpu: bool) -> bool:
     acc = str(cfg.trainer.get("accelerator", "auto")).lower()
     return acc == "cpu" or (acc == "auto" and not has_gpu)
@@ -175,6 +186,10 @@ def check_run(cfg: DictConfig, upto: str = "eval", has_gpu: bool | None = None) 
                          "(README, \"CPU or GPU torch\")")
     if not trains_on_cpu(cfg, has_gpu):
         return None
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision.startswith("bf16") and not cpu_has_bf16():
+        log.warning("trainer.precision=%s on a CPU without bf16 units (lscpu flags avx512_bf16 / amx_bf16 absent): "
+                    "expect it several times slower than 32-true (README, \"CPU or GPU torch\")", precision)
     est = estimate_seconds(cfg, upto)
     if est.total > REFUSE_ABOVE_S and not bool(cfg.get(ALLOW_KEY, False)):
         override = f"{ALLOW_KEY}=true" if ALLOW_KEY in cfg else f"+{ALLOW_KEY}=true"
@@ -189,4 +204,4 @@ def check_run(cfg: DictConfig, upto: str = "eval", has_gpu: bool | None = None) 
 
 
 __all__ = ["Estimate", "SlowRunRefused", "estimate_seconds", "check_run", "backbone_macs", "human_duration",
-           "gpu_available", "ALLOW_KEY"]
+           "gpu_available", "cpu_has_bf16", "ALLOW_KEY"]

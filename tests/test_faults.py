@@ -208,6 +208,18 @@ def test_paper_recipe_on_a_cpu_is_refused_naming_the_override() -> None:
     assert "fine-tuned end to end" in estimate_seconds(tuned).detail
 
 
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_bf16_training_on_a_cpu_without_bf16_units_is_warned_about(has_bf16, monkeypatch, caplog) -> None:
+    import camsim.guard as guard
+
+    monkeypatch.setattr(guard, "cpu_has_bf16", lambda: has_bf16)
+    with caplog.at_level(logging.WARNING, logger="camsim"):
+        guard.check_run(compose_cfg(["trainer.precision=bf16-mixed"]), has_gpu=False)
+        guard.check_run(compose_cfg([]), has_gpu=False)
+    warned = [r for r in caplog.records if "without bf16 units" in r.getMessage()]
+    assert len(warned) == (0 if has_bf16 else 1)
+
+
 @pytest.mark.slow
 def test_paper_recipe_refused_from_the_command_line_in_one_line(tmp_path: Path) -> None:
     res = run_cli("camsim-run", "experiment=paper", "trainer=cpu", f"paths.artefact_dir={tmp_path}/a", cwd=tmp_path)
