@@ -177,6 +177,7 @@ def clean_artefact_dir(root: Path) -> list[Path]:
                     with contextlib.suppress(OSError):  # not empty any more: keep it
                         entry.rmdir()
                         removed.append(entry)
+                        entry.with_name(f".{entry.name}.key.json").unlink(missing_ok=True)  # its key (phases)
     return removed
 
 

@@ -157,12 +157,13 @@ def gpu_available() -> bool:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 on this CPU's own units (AVX512-BF16 / AMX): where it does not,
-    ``trainer.precision=bf16-mixed`` emulates it, many times slower than fp32."""
+    """Whether this CPU has bf16 units (AVX512-BF16 or AMX): where it has none, oneDNN emulates bf16
+    (``torch.ops.mkldnn._is_mkldnn_bf16_supported`` says yes on any AVX-512 CPU) and
+    ``trainer.precision=bf16-mixed`` runs many times slower than fp32."""
     import torch
 
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 

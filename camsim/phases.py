@@ -37,7 +37,7 @@ import lightning as L
 from lightning.pytorch.callbacks import DeviceStatsMonitor, LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from camsim.artefacts import atomic_write_json, content_hash, file_lock, lock_path
+from camsim.artefacts import atomic_write_json, content_hash, file_lock, lock_path, try_file_lock
 from camsim.config import backbone_config, data_fingerprint, feature_layer, to_plain
 from camsim.config.schema import TrainerConfig
 from camsim.data.datamodules import PairDataModule, PhaseADataModule
@@ -308,26 +308,43 @@ def monitor_mode(monitor: str) -> str:
 
 
 class EpochMetrics(L.Callback):
-    """Each validation's scalar figures by epoch, so that a phase records the validation figures of
-    the epoch it keeps (``best.ckpt``), not of its last epoch."""
+    """Each validation's scalar figures (by training step), so that a phase records the validation
+    figures of the one it keeps (``best.ckpt``), not of its last; kept in the checkpoints, so a
+    resumed phase still knows the validations before the resume."""
 
     def __init__(self) -> None:
-        self.by_epoch: dict[int, dict[str, float]] = {}
+        self.by_step: dict[int, dict[str, float]] = {}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.by_epoch[trainer.current_epoch] = {k: float(v) for k, v in trainer.callback_metrics.items()
-                                                    if "/val/" in k and v.numel() == 1}
+            self.by_step[int(trainer.global_step)] = {
+                "epoch": float(trainer.current_epoch),
+                **{k: float(v) for k, v in trainer.callback_metrics.items() if "/val/" in k and v.numel() == 1}}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"by_step": {int(k): dict(v) for k, v in self.by_step.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.by_step = {int(k): dict(v) for k, v in state.get("by_step", {}).items()}
 
     def kept(self, monitor: str, best: Any) -> dict[str, Any]:
-        """The validation figures of the earliest epoch whose ``monitor`` is ``best`` (the
-        checkpoint kept), with ``best_epoch``; empty when that epoch ran before a resume."""
+        """The validation figures of the earliest validation whose ``monitor`` is ``best`` (the
+        checkpoint kept), with ``best_epoch``; ``best_epoch: None`` when none matches (a checkpoint
+        written before these figures were kept in it): the figures are then the last epoch's."""
         if best is None:
             return {}
-        for epoch, m in sorted(self.by_epoch.items()):
+        for _, m in sorted(self.by_step.items()):
             if monitor in m and m[monitor] == float(best):
-                return {**m, "best_epoch": epoch}
-        return {}
+                figures = {k: v for k, v in m.items() if k != "epoch"}
+                return {**figures, "best_epoch": int(m["epoch"])}
+        return {"best_epoch": None}
+
+
+def partial_key_path(work: Path) -> Path:
+    """Where an unfinished phase (``<name>.partial``) keeps its key: beside the folder, not in it
+    (Lightning warns of a non-empty checkpoint folder), so that :func:`retire_stale_heads` knows
+    which Phase A it trains on."""
+    return work.with_name(f".{work.name}.key.json")
 
 
 def retire_stale_heads(root: Path, phase_a_name: str) -> list[Path]:
@@ -335,26 +352,35 @@ def retire_stale_heads(root: Path, phase_a_name: str) -> list[Path]:
     a deleted Phase A trained again comes back under its name with other weights, and a head keyed
     by the name would be reused on features it never saw. Finished ones are renamed
     ``<name>.stale-<n>`` (their checkpoints hold their own backbone: ``ckpt=`` still loads them),
-    unfinished ones removed. Called before a new Phase A artefact is published; returns the new paths."""
+    unfinished ones removed; one whose lock another job holds is left, with a warning. Called
+    before a new Phase A artefact is published; returns the new paths."""
     moved = []
     for d in sorted(Path(root).glob("phase_b-*")):
-        if ".stale-" in d.name:
+        if ".stale-" in d.name or not d.is_dir():
             continue
+        unfinished = d.name.endswith(".partial")
         try:
-            key = json.loads((d / "key.json").read_text())
+            key = json.loads((partial_key_path(d) if unfinished else d / "key.json").read_text())
         except (OSError, ValueError):
             continue
         if key.get("phase_a") != phase_a_name:
             continue
-        if d.name.endswith(".partial"):
-            shutil.rmtree(d, ignore_errors=True)
-            moved.append(d)
-            continue
-        n = 1
-        while (dest := d.with_name(f"{d.name}.stale-{n}")).exists():
-            n += 1
-        os.replace(d, dest)
-        moved.append(dest)
+        final = d.with_name(d.name.removesuffix(".partial"))
+        with try_file_lock(lock_path(final)) as mine:
+            if not mine:
+                log.warning("  %s: trained on an earlier %s, but another job holds its lock: left as it is",
+                            d.name, phase_a_name)
+                continue
+            if unfinished:
+                shutil.rmtree(d, ignore_errors=True)
+                partial_key_path(d).unlink(missing_ok=True)
+                moved.append(d)
+                continue
+            n = 1
+            while (dest := d.with_name(f"{d.name}.stale-{n}")).exists():
+                n += 1
+            os.replace(d, dest)
+            moved.append(dest)
     return moved
 
 
@@ -379,7 +405,7 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             for stale in work.parent.glob(f".{work.name}.fit-*"):
                 stale.unlink(missing_ok=True)
             marker.touch()
-            atomic_write_json(work / "key.json", key)  # an unfinished phase says what it is
+            atomic_write_json(partial_key_path(work), key)  # an unfinished phase says what it is
         ckpt_cb = ModelCheckpoint(dirpath=work, filename="best", monitor=str(pcfg.monitor),
                                   mode=monitor_mode(str(pcfg.monitor)), auto_insert_metric_name=False,
                                   enable_version_counter=False)
@@ -418,5 +444,6 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
             atomic_write_json(work / "metrics.json", metrics)
             atomic_write_json(work / "key.json", key)
             os.replace(work, final)
+            partial_key_path(work).unlink(missing_ok=True)
         trainer.strategy.barrier()
     record_phase(st, name, final, metrics)

@@ -56,10 +56,11 @@ JOBS = {"run": ("data", "phase_a", "phase_b", "eval"), "phase_a": ("data", "phas
 # --------------------------------------------------------------------------- config
 
 
-def check_config(cfg: DictConfig) -> None:
+def check_config(cfg: DictConfig, trains: bool = True) -> None:
     """Everything that can be checked before any work: the schema's extra rules, that the backbone
-    builds and has the feature layer, that the similarity head builds on it and that each phase's
-    optimiser and scheduler build (a typo fails here, not after the data or after Phase A)."""
+    builds and has the feature layer, and — for a job that may train (``trains``) — that the
+    similarity head builds on it and that each phase's optimiser, scheduler and loader settings hold
+    (a typo fails here, not after the data or after Phase A)."""
     validate(cfg)
     backbone = build_backbone(backbone_config(cfg), 2, int(cfg.patches.size))
     layer = feature_layer(cfg)
@@ -68,6 +69,8 @@ def check_config(cfg: DictConfig) -> None:
         dim = backbone.feature_dim(layer)
     except (KeyError, ValueError) as err:
         raise ValueError(f"{key}={layer!r}: {err}") from err
+    if not trains:
+        return
     if cfg.phase_b.finetune.enabled:
         finetune_modules(backbone, cfg.phase_b.finetune.from_layer, layer)  # a bad from_layer fails here
         check_resample_loader(bool(cfg.phase_b.resample_pairs), cfg.phase_b.finetune.loader, "phase_b.finetune.loader")
@@ -198,7 +201,9 @@ def stage_eval(st: RunState) -> dict:
                          f"{sim.backbone.in_channels}")
     check_patches_against_network(sim, st.data.store.settings)
     fs = _feature_store(st, sim)
-    edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed))
+    two_photos = cfg.eval.get("self_pairs", "any") == "two_photos"
+    edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed),
+                             two_photos=two_photos)
     edm.setup()
     pairs = edm.pairs
     ps = st.data.patch_sets("eval")
@@ -242,9 +247,11 @@ def stage_eval(st: RunState) -> dict:
            f"chosen on Phase B's validation pairs (`eval.eta=auto`, rule `{cfg.eval.eta_rule}`)")
     share = pairs.same_photo_share()
     self_pairs = "" if share is None else (
+        " A same-model (\"Self\") pair is two test patches of two photos of the model (`eval.self_pairs=two_photos`)."
+        if two_photos else
         f" A same-model (\"Self\") pair is any two test patches of the model: {100 * share:.1f} % of them are "
-        f"two patches of one photo, the rest of two photos (the transfer evaluation, `camsim-eval "
-        f"ckpt=… data=folder`, reports the two kinds apart).")
+        f"two patches of one photo, the rest of two photos (`eval.self_pairs=two_photos` draws two photos only; "
+        f"the transfer evaluation, `camsim-eval ckpt=… data=folder`, reports the two kinds apart).")
     photos = ("the test photos (never trained on)" if not cfg.get("ckpt") else
               "this config's test photos (`split.image_*`; a checkpoint does not record the photos it trained "
               "on: under another image split than its recipe's, some may be its training photos)")
@@ -388,7 +395,7 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
     """
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; one of {sorted(JOBS)}")
-    check_config(cfg)
+    check_config(cfg, trains=train and not cfg.get("ckpt"))
     if isinstance(cfg.get("ckpt"), ListConfig):
         if job != "splicing":
             raise ValueError(f"ckpt: a list of networks (their pair scores fused) is for camsim-eval's transfer and "

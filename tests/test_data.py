@@ -525,3 +525,20 @@ def test_eval_pairs_know_which_same_model_pairs_are_two_patches_of_one_photo(tmp
     assert photo[0] == photo[1] != photo[2] == photo[3] and photo[4] == photo[5] != photo[0]
     pairs = EvalPairs(ds, ["A", "B"], ["A"], np.array([0, 0, 2, 4, 0]), np.array([1, 2, 3, 5, 4]))
     assert pairs.same_photo_share() == pytest.approx(3 / 4)   # (0,1) copy, (2,3), (4,5) one photo; (0,2) two
+
+
+def test_self_pairs_of_two_photos_never_pair_one_photo_and_stay_uniform_over_the_others() -> None:
+    from camsim.data.pairs import sample_cell_pairs
+
+    labels = np.repeat([0, 1], [9, 6])
+    photos = np.array([5, 5, 5, 7, 7, 7, 7, 9, 9, 20, 20, 21, 21, 21, 22])   # 3 photos of model 0, 3 of model 1
+    i, j = sample_cell_pairs(labels, 3000, seed=4, photos=photos)
+    same = labels[i] == labels[j]
+    assert same.sum() == 6000 and (photos[i[same]] != photos[j[same]]).all()
+    # every other-photo patch drawn about equally often for patch 0 (photo 5: six candidates)
+    partners = j[same & (i == 0)]
+    counts = np.bincount(partners, minlength=15)[3:9]
+    assert counts.min() > 0 and counts.max() < 3 * counts.min()
+    assert np.array_equal(sample_cell_pairs(labels, 50, 4, photos), sample_cell_pairs(labels, 50, 4, photos))
+    with pytest.raises(ValueError, match="model indices \\[1\\] have one"):
+        sample_cell_pairs(labels, 10, 0, photos=np.r_[photos[:9], np.full(6, 30)])

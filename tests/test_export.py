@@ -476,6 +476,7 @@ def test_cli_localize_takes_a_calibration_file_for_its_own_setting_only(ckpt, tm
                   f"decision_threshold={tmp_path / 'cal' / 'calibration.json'}", cwd=tmp_path)
     assert use.returncode == 0, use.stderr
     assert f"threshold {threshold:.3f}" in use.stdout or f"{threshold:.4f}" in use.stdout + use.stderr
-    other = run_cli("camsim-localize", f"image={photo}", f"ckpt={ckpt}", "stride=16",
+    other = run_cli("camsim-localize", f"image={photo}", f"ckpt={ckpt}", "cover_border=false",
                     f"decision_threshold={tmp_path / 'cal' / 'calibration.json'}", cwd=tmp_path)
-    assert other.returncode == 2 and "calibrated for another setting" in other.stderr and "stride" in other.stderr
+    assert other.returncode == 2 and "calibrated for another setting" in other.stderr
+    assert "cover_border: calibrated True, now False" in other.stderr

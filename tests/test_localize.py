@@ -625,6 +625,8 @@ def test_folded_feature_pass_equals_the_backbone_and_follows_weight_changes():
 class _ToyLocalizer:
     """Stands in for run.Localizer (no network): the engine with the toy callables."""
 
+    patch = 32
+
     def min_entropy(self, opts):
         return (4.0 if opts.min_entropy is None else float(opts.min_entropy)), "toy"
 
@@ -679,7 +681,8 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
     loc, cal_path = _ToyLocalizer(), str(out / "calibration.json")
     assert resolve_decision_threshold(cal_path, loc, opts) == cal["threshold"]
     assert resolve_decision_threshold(0.2, loc, opts) == 0.2 and resolve_decision_threshold(None, loc, opts) is None
-    for key, value, named in (("stride", 8, "stride: calibrated None, now 8"), ("min_entropy", 2.0, "min_entropy"),
+    assert resolve_decision_threshold(cal_path, loc, OmegaConf.merge(opts, {"stride": 16})) == cal["threshold"]
+    for key, value, named in (("stride", 8, "stride: calibrated 16, now 8"), ("min_entropy", 2.0, "min_entropy"),
                               ("mode", "reference", "mode")):
         with pytest.raises(ValueError, match=f"calibrated for another setting.*{named}"):
             resolve_decision_threshold(cal_path, loc, OmegaConf.merge(opts, {key: value}))

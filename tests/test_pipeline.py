@@ -69,6 +69,11 @@ def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shar
     assert len(finished) == 1, finished
     metrics = json.loads((_run_dir(workdir) / "metrics.json").read_text())
     assert metrics["eval"]["eta"] == pytest.approx(0.3)
+    # the Self cells from two photos only: same networks, no pair of one photo, the protocol says so
+    _run("camsim-run", workdir, shared_artefacts, "eval.self_pairs=two_photos")
+    out = _run_dir(workdir)
+    assert json.loads((out / "run.json").read_text())["eval_same_photo_share"] == 0.0
+    assert "two test patches of two photos of the model" in (out / "report.md").read_text()
 
 
 def test_a_phase_b_trained_by_a_job_at_another_eta_records_no_job_eta(workdir: Path, shared_artefacts: Path) -> None:
@@ -168,10 +173,14 @@ def test_a_phase_keeps_the_epoch_its_monitor_calls_best() -> None:
     assert [monitor_mode(m) for m in ("phase_b/val/auc", "phase_a/val/acc", "phase_b/val/loss", "val/EER")] == \
         ["max", "max", "min", "min"]
     em = EpochMetrics()
-    em.by_epoch = {0: {"phase_b/val/auc": 0.7, "phase_b/val/acc": 0.6}, 1: {"phase_b/val/auc": 0.9, "phase_b/val/acc": 0.8},
-                   2: {"phase_b/val/auc": 0.8, "phase_b/val/acc": 0.85}}
+    em.by_step = {10: {"epoch": 0, "phase_b/val/auc": 0.7, "phase_b/val/acc": 0.6},
+                  20: {"epoch": 1, "phase_b/val/auc": 0.9, "phase_b/val/acc": 0.8},
+                  30: {"epoch": 2, "phase_b/val/auc": 0.8, "phase_b/val/acc": 0.85}}
     assert em.kept("phase_b/val/auc", 0.9) == {"phase_b/val/auc": 0.9, "phase_b/val/acc": 0.8, "best_epoch": 1}
-    assert em.kept("phase_b/val/auc", 0.95) == {} and em.kept("phase_b/val/auc", None) == {}
+    assert em.kept("phase_b/val/auc", 0.95) == {"best_epoch": None} and em.kept("phase_b/val/auc", None) == {}
+    again = EpochMetrics()  # a resumed phase: the validations before the resume come from the checkpoint
+    again.load_state_dict(em.state_dict())
+    assert again.kept("phase_b/val/auc", 0.9)["best_epoch"] == 1
 
 def test_training_without_a_logger_keeps_the_default_callbacks(workdir: Path, shared_artefacts: Path) -> None:
     """logger=none with the default callbacks (progress bar, learning-rate monitor) trains: the
@@ -199,7 +208,8 @@ def test_camsim_eval_with_checkpoint_and_auto_eta(workdir: Path, shared_artefact
     report = (_run_dir(workdir) / "report.md").read_text()
     assert f"`ckpt={ckpts[0].resolve()}`" in report and "consistent: every known model is in its set A" in report
     assert f"η = {metrics['eval']['eta']:.4g} chosen on Phase B's validation pairs (`eval.eta=auto`" in report
-    assert "- Protocol: patch pairs of the test photos" in report
+    assert "- Protocol: patch pairs of this config's test photos" in report   # ckpt=: its training photos unknown
+    assert "does not record the photos it trained on" in report
     # patches cut otherwise than the network's recipe: one line naming the overrides that match it
     res = run_cli("camsim-eval", "debug=fast", f"paths.artefact_dir={shared_artefacts}", "task=pairs",
                   f"ckpt={ckpts[0]}", "patches.min_entropy=3.5", cwd=workdir)

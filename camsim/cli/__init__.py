@@ -108,6 +108,8 @@ def explain(err: BaseException) -> tuple[str, int] | None:
     error camsim does not know (a bug: its traceback is shown)."""
     from omegaconf.errors import MissingMandatoryValue
 
+    from hydra.errors import CompactHydraException
+
     chain = _chain(err)
     for e in chain:
         if isinstance(e, SweepJobFailed):
@@ -139,15 +141,13 @@ def explain(err: BaseException) -> tuple[str, int] | None:
             return (f"cannot write the run's log file: {what}. hydra.run.dir (hydra.sweep.dir for -m) must be "
                     "a folder you can write: pass hydra.run.dir=<writable dir>, or launch from a writable "
                     "folder (run dirs default to ./outputs/)", EXIT_ENV)
-        if any(isinstance(w, ValueError) for w in chain[:k]):
+        if isinstance(err, (ValueError, CompactHydraException)) and any(isinstance(w, ValueError) for w in chain[:k]):
             break  # camsim's own message already says what could not be read or written, and why
         if isinstance(e, PermissionError) or (isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.ENOTDIR)):
             return (f"cannot write{_where(e)}: {e.strerror}. Choose writable folders (hydra.run.dir=..., "
                     "paths.artefact_dir=...) or fix the permissions", EXIT_ENV)
     if isinstance(err, (ValueError, FileNotFoundError, KeyError)):
         return str(err), EXIT_INPUT
-    from hydra.errors import CompactHydraException
-
     if isinstance(err, CompactHydraException):
         inner = next((c for c in chain[1:] if isinstance(c, (ValueError, FileNotFoundError))), None)
         text = str(inner) if inner is not None and type(err).__name__ == "InstantiationException" else str(err)
@@ -161,8 +161,11 @@ class SweepJobFailed(RuntimeError):
     then re-raises the first one when the sweep ends."""
 
     def __init__(self, msg: str, code: int):
-        super().__init__(msg)
+        super().__init__(msg, code)
         self.msg, self.code = msg, code
+
+    def __str__(self) -> str:
+        return self.msg
 
 
 def _in_multirun() -> bool:

@@ -162,6 +162,8 @@ def validate(cfg: DictConfig) -> None:
     eta = cfg.eval.eta
     if not (eta == "auto" or (isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 < eta < 1)):
         raise ValueError(f"eval.eta must be a number in (0, 1) or 'auto', got {eta!r}")
+    if cfg.eval.get("self_pairs", "any") not in ("any", "two_photos"):
+        raise ValueError(f"eval.self_pairs must be 'any' or 'two_photos', got {cfg.eval.self_pairs!r}")
     if cfg.eval.eta_rule not in ("max_acc", "eer", "balanced"):
         raise ValueError(f"eval.eta_rule must be 'max_acc', 'eer' or 'balanced', got {cfg.eval.eta_rule!r}")
     if str(cfg.data.get("_target_", "")).endswith("SynthSource"):

@@ -209,6 +209,9 @@ class EvalConfig:
     eta_rule: str = "max_acc"
     #: pairs per cell of the model × model matrix (every pair of models and every self pair)
     pairs_per_cell: int = 200
+    #: the Self cells' pairs: any two test patches of the model (the paper's pairs: some are two
+    #: patches of one photo, the report says how many), or two_photos: two patches of two photos
+    self_pairs: str = "any"
     seed: int = 0
     baseline: bool = True
     sweep_etas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])

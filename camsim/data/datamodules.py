@@ -429,9 +429,10 @@ class EvalPairs:
 class EvalPairDataModule(L.LightningDataModule):
     """Evaluation pairs over known (⊂ A, test images) and unknown (C) models (docs/method.md, Fig. 2)."""
 
-    def __init__(self, data: CameraData, loader: Any, pairs_per_cell: int, seed: int):
+    def __init__(self, data: CameraData, loader: Any, pairs_per_cell: int, seed: int, two_photos: bool = False):
         super().__init__()
         self.data, self.loader, self.pairs_per_cell, self.seed = data, loader, pairs_per_cell, seed
+        self.two_photos = two_photos  # eval.self_pairs=two_photos
         self.pairs: EvalPairs | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -441,7 +442,8 @@ class EvalPairDataModule(L.LightningDataModule):
         models = list(sp.eval_models)
         ps = self.data.patch_sets("eval")
         patches = PatchDataset([ps[(m, "test")] for m in models], range(len(models)))
-        i, j = sample_cell_pairs(patches.labels, self.pairs_per_cell, self.seed)
+        i, j = sample_cell_pairs(patches.labels, self.pairs_per_cell, self.seed,
+                                 photos=patches.photo_ids() if self.two_photos else None)
         self.pairs = EvalPairs(patches, models, list(sp.known), i, j)
 
     def predict_dataloader(self) -> DataLoader:

@@ -50,13 +50,16 @@ def sample_balanced_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[
     return i[order], j[order], same[order]
 
 
-def sample_cell_pairs(labels: np.ndarray, pairs_per_cell: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_cell_pairs(labels: np.ndarray, pairs_per_cell: int, seed: int,
+                      photos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pairs for the model × model evaluation matrix (docs/method.md, "Evaluation", Fig. 2).
 
     For every unordered pair of models (m1 < m2) and every model with itself, draw
     ``pairs_per_cell`` pairs of distinct patches, so every cell of the matrix — the
     "different" rates below the diagonal and the "Self" rates on it — is filled equally.
-    Returns ``(i, j)`` with ``labels[i] <= labels[j]``.
+    ``photos`` (each patch's photo id): the Self cells' two patches from two different photos of
+    the model (``eval.self_pairs=two_photos``); ``None``: any two of its patches, the same photo's
+    included. Returns ``(i, j)`` with ``labels[i] <= labels[j]``.
     """
     labels = np.asarray(labels)
     models = np.unique(labels)
@@ -64,15 +67,34 @@ def sample_cell_pairs(labels: np.ndarray, pairs_per_cell: int, seed: int) -> tup
     short = [int(models[k]) for k, m in enumerate(members) if len(m) < 2]
     if short:
         raise ValueError(f"evaluation needs ≥ 2 patches per model; model indices {short} have fewer")
+    if photos is not None:
+        photos = np.asarray(photos)
+        members = [m[np.argsort(photos[m], kind="stable")] for m in members]  # each model's patches by photo
+        one = [int(models[k]) for k, m in enumerate(members) if len(np.unique(photos[m])) < 2]
+        if one:
+            raise ValueError(f"eval.self_pairs=two_photos needs ≥ 2 test photos with patches per model; model "
+                             f"indices {one} have one")
     rng = np.random.default_rng(seed)
     out_i, out_j = [], []
     for a in range(len(models)):
         for b in range(a, len(models)):
             ia = rng.integers(0, len(members[a]), pairs_per_cell)
-            if a == b:
+            if a == b and photos is not None:
+                jb = _other_photo(photos[members[a]], ia, rng)
+            elif a == b:
                 jb = (ia + rng.integers(1, len(members[a]), pairs_per_cell)) % len(members[a])
             else:
                 jb = rng.integers(0, len(members[b]), pairs_per_cell)
             out_i.append(members[a][ia])
             out_j.append(members[b][jb])
     return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def _other_photo(photo: np.ndarray, ia: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each position ``ia`` in ``photo`` (photo ids sorted, so each photo's patches are one run),
+    a uniform position among the patches of the other photos."""
+    starts = np.searchsorted(photo, photo, side="left")
+    ends = np.searchsorted(photo, photo, side="right")
+    s, e = starts[ia], ends[ia]
+    r = rng.integers(0, len(photo) - (e - s))
+    return np.where(r < s, r, r + (e - s))

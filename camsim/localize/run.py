@@ -337,6 +337,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
     the threshold with that false-alarm rate on the folder's scores is logged and written
     to ``calibration.json``."""
     far = check_calibrate_far(_opt(opts, "calibrate_far", None), folder=True)   # before any photo runs
+    setting = calibration_setting(loc, opts) if far is not None else None       # ditto (reads the weights)
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
     images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()]
     if not images:
@@ -368,7 +369,7 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
         thr = calibrate_threshold(scores, float(far))
         cal = {"threshold": thr, "target_far": float(far), "mode": str(opts.mode),
                "graph_method": str(_opt(opts, "graph_method", "spectral")),
-               "setting": calibration_setting(loc, opts), "n_images": len(scores),
+               "setting": setting, "n_images": len(scores),
                "n_errors": n_err, "folder": str(folder),
                "achieved_far": float(np.mean(np.asarray(scores) >= thr)),
                "expected_far_new_images": expected_far(len(scores), float(far))}
@@ -388,13 +389,16 @@ def calibration_setting(loc: Localizer, opts: Any) -> dict:
     scores under another setting, so a threshold carries no false-alarm rate there."""
     ckpts = list(opts.ckpt) if isinstance(opts.ckpt, Sequence) and not isinstance(opts.ckpt, str) else [opts.ckpt]
     mode = str(opts.mode)
-    return {"networks": [file_sha256(weights_file(str(c))) for c in ckpts],
+    stride = _opt(opts, "stride", None)
+    reference = _opt(opts, "reference", None) if mode == "reference" else None
+    return {"networks": [file_sha256(weights_file(Path(str(c)).expanduser())) for c in ckpts],
             "fusion": str(_opt(opts, "fusion", "logit")) if len(ckpts) > 1 else None,
             "mode": mode, "graph_method": str(_opt(opts, "graph_method", "spectral")) if mode == "graph" else None,
             "max_graph_nodes": int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)) if mode == "graph" else None,
             "eta": loc.eta(opts)[0] if mode == "reference" else None,
-            "stride": _opt(opts, "stride", None), "cover_border": bool(_opt(opts, "cover_border", True)),
-            "min_entropy": loc.min_entropy(opts)[0]}
+            "reference": reference if reference is None or isinstance(reference, str) else [int(v) for v in reference],
+            "stride": int(loc.patch) // 2 if stride is None else int(stride),   # the grid: null is half a patch
+            "cover_border": bool(_opt(opts, "cover_border", True)), "min_entropy": loc.min_entropy(opts)[0]}
 
 
 def resolve_decision_threshold(value: Any, loc: Localizer, opts: Any) -> float | None:
@@ -417,7 +421,9 @@ def resolve_decision_threshold(value: Any, loc: Localizer, opts: Any) -> float |
         raise ValueError(f"decision_threshold={value}: a number or a calibration.json of camsim-localize "
                          f"calibrate_far=…; {why}") from err
     now = calibration_setting(loc, opts)
-    diff = [f"{k}: calibrated {setting.get(k)!r}, now {now[k]!r}" for k in now if setting.get(k) != now[k]]
+    diff = [f"{k}: calibrated {setting.get(k)!r}, now {now[k]!r}" + (" (the sha256 of each weights file: a checkpoint "
+            "and its camsim-export folder differ)" if k == "networks" else "")
+            for k in now if setting.get(k) != now[k]]
     if diff:
         raise ValueError(f"decision_threshold={value} was calibrated for another setting, where its false-alarm "
                          f"rate does not hold — {'; '.join(diff)}")
