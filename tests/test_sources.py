@@ -167,6 +167,29 @@ def test_duplicate_across_models_names_both(tmp_path):
         assert part in msg
 
 
+def test_files_of_one_size_are_read_whole_only_where_their_ends_agree(tmp_path, monkeypatch):
+    """A camera's uncompressed files all have one size: the duplicate check reads 64 KiB at each end
+    of each, and whole only the ones whose ends agree — which finds a copy, and tells apart files
+    that differ only in the middle."""
+    import camsim.data.sources as sources
+
+    rng = np.random.default_rng(0)
+    body = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    for model, name, data in (("CamA", "a.tif", body), ("CamA", "b.tif", rng.bytes(300_000)),
+                              ("CamA", "a_copy.tif", body),
+                              ("CamB", "mid.tif", body[:150_000] + bytes([body[150_000] ^ 1]) + body[150_001:])):
+        (tmp_path / model).mkdir(exist_ok=True)
+        (tmp_path / model / name).write_bytes(data)
+    whole = []
+    monkeypatch.setattr(sources, "_sha256", lambda p, f=sources._sha256: whole.append(p.name) or f(p))
+    idx = sources.ImageIndex(root=tmp_path, models={"CamA": sorted((tmp_path / "CamA").iterdir()),
+                                                   "CamB": [tmp_path / "CamB" / "mid.tif"]}, skipped=[])
+    with pytest.warns(UserWarning, match="a_copy.tif: identical content"):
+        pairs = idx.check_duplicates()
+    assert pairs == [(tmp_path / "CamA" / "a.tif", tmp_path / "CamA" / "a_copy.tif")]   # mid.tif: no copy
+    assert sorted(whole) == ["a.tif", "a_copy.tif", "mid.tif"]                          # b.tif's ends differ
+
+
 def test_a_copy_within_one_model_is_left_out_and_named(tmp_path):
     a = small_jpeg(tmp_path / "CamA" / "a.jpg", 1)
     shutil.copy(a, tmp_path / "CamA" / "a_copy.jpg")

@@ -144,16 +144,23 @@ class ImageIndex:
         would be wrong for one of them, and the picture would leak across sets): raises
         ValueError naming both paths and both models. Duplicates within one model only
         warn (they cannot mislabel, but a split should keep them on the same side) and
-        are returned as ``(first, duplicate)`` pairs. Only files of equal size are hashed; empty
-        files are no one's copies (they are unreadable files).
+        are returned as ``(first, duplicate)`` pairs. Only files of equal size and equal first and
+        last 64 KiB are hashed whole (a camera's uncompressed TIFFs all have one size: reading every
+        byte of a collection at each job's start is what this spares); empty files are no one's
+        copies (they are unreadable files).
         """
         by_size: dict[int, list[tuple[Path, str]]] = defaultdict(list)
         for name, paths in self.models.items():
             for p in paths:
                 by_size[p.stat().st_size].append((p, name))
-        by_hash: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+        by_ends: dict[tuple[int, str], list[tuple[Path, str]]] = defaultdict(list)
         for size, group in by_size.items():
             if len(group) > 1 and size:  # empty files are not copies of each other: unreadable, named so
+                for p, name in group:
+                    by_ends[(size, _ends_sha256(p, size))].append((p, name))
+        by_hash: dict[str, list[tuple[Path, str]]] = defaultdict(list)
+        for group in by_ends.values():
+            if len(group) > 1:
                 for p, name in group:
                     by_hash[_sha256(p)].append((p, name))
         cross, same = [], []
@@ -188,6 +195,17 @@ def _probe_reason(path: Path) -> str:
     except ImageReadError as e:
         return f"unreadable: {e.reason}"
     return ""
+
+
+def _ends_sha256(path: Path, size: int, span: int = 1 << 16) -> str:
+    """sha256 of a file's first and last ``span`` bytes (the whole file when it is that small)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        h.update(fh.read(span))
+        if size > span:
+            fh.seek(max(span, size - span))
+            h.update(fh.read(span))
+    return h.hexdigest()
 
 
 def _sha256(path: Path) -> str:
