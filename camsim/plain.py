@@ -1,4 +1,4 @@
-"""Plain Python copies of config nodes: the one dependency-free helper under everything.
+"""Dependency-free helpers under everything: plain Python copies of config nodes, a file's sha256.
 
 :func:`to_plain` lives here, below :mod:`camsim.config`, so that the networks
 (:mod:`camsim.models`) can take config nodes without importing Hydra: a network exported with
@@ -8,8 +8,10 @@ re-exports it.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -25,3 +27,12 @@ def to_plain(node: Any) -> Any:
     if isinstance(node, Sequence) and not isinstance(node, (str, bytes)):
         return [to_plain(v) for v in node]
     return node
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

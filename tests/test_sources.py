@@ -181,7 +181,7 @@ def test_files_of_one_size_are_read_whole_only_where_their_ends_agree(tmp_path, 
         (tmp_path / model).mkdir(exist_ok=True)
         (tmp_path / model / name).write_bytes(data)
     whole = []
-    monkeypatch.setattr(sources, "_sha256", lambda p, f=sources._sha256: whole.append(p.name) or f(p))
+    monkeypatch.setattr(sources, "file_sha256", lambda p, f=sources.file_sha256: whole.append(p.name) or f(p))
     idx = sources.ImageIndex(root=tmp_path, models={"CamA": sorted((tmp_path / "CamA").iterdir()),
                                                    "CamB": [tmp_path / "CamB" / "mid.tif"]}, skipped=[])
     with pytest.warns(UserWarning, match="a_copy.tif: identical content"):

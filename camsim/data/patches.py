@@ -48,8 +48,10 @@ def grid_positions(height: int, width: int, size: int, align: int, rng: np.rando
     """All cells of a non-overlapping ``size`` grid over an image, as ``[K, 2]`` (y, x).
 
     The grid origin is a random offset that is a multiple of ``align`` (8 keeps the JPEG
-    8×8 block grid and the 2×2 CFA phase of every patch identical), so patch corners are
-    multiples of ``align`` too when ``size`` is. Cells are returned in random order.
+    8×8 luma block grid and the 2×2 CFA phase of every patch identical; the 16-px chroma blocks of
+    4:2:0 / 4:2:2 files need 16, which changed no real-photo figure: docs/experiments.md, "Patches
+    on the chroma grid"), so patch corners are multiples of ``align`` too when ``size`` is. Cells
+    are returned in random order.
     """
     if size <= 0 or align <= 0:
         raise ValueError(f"size and align must be positive, got size={size}, align={align}")

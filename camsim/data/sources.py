@@ -30,6 +30,7 @@ from rich.table import Table
 
 from camsim.artefacts import cached_dir, file_identity
 from camsim.data.io import ImageReadError, image_size
+from camsim.plain import file_sha256
 from camsim.progress import parallel_map
 from camsim.synth.render import FORMAT, catalogue_files, check_image_size, render_catalogue, render_missing
 from camsim.synth.settings import cache_key, settings_dict, synth_settings
@@ -162,7 +163,7 @@ class ImageIndex:
         for group in by_ends.values():
             if len(group) > 1:
                 for p, name in group:
-                    by_hash[_sha256(p)].append((p, name))
+                    by_hash[file_sha256(p)].append((p, name))
         cross, same = [], []
         for group in by_hash.values():
             first, first_model = group[0]
@@ -205,14 +206,6 @@ def _ends_sha256(path: Path, size: int, span: int = 1 << 16) -> str:
         if size > span:
             fh.seek(max(span, size - span))
             h.update(fh.read(span))
-    return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 

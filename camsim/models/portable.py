@@ -19,7 +19,6 @@ training record's ``patches``: size, 8-px alignment to the JPEG grid, entropy th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import sys
@@ -35,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from camsim.models.backbone import Backbone
+from camsim.plain import file_sha256
 from camsim.models.similarity import SimilarityNet
 
 __all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "check_network_spec",
@@ -48,15 +48,6 @@ ONNX_FILES = ("features.onnx", "head.onnx")
 #: the networks a config may name (``_target_``): an allow-list, nothing else is imported
 NETWORKS: dict[str, type[nn.Module]] = {"camsim.models.backbone.Backbone": Backbone,
                                         "camsim.models.similarity.SimilarityNet": SimilarityNet}
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weights_file(path: str | Path) -> Path:
