@@ -80,8 +80,6 @@ def check_config(cfg: DictConfig, trains: bool = True) -> None:
     phases = {"phase_a": cfg.phase_a, "phase_b": cfg.phase_b,
               **({"phase_b.finetune": cfg.phase_b.finetune} if cfg.phase_b.finetune.enabled else {})}
     for name, node in phases.items():
-        if node.get("optimizer") is None and name == "phase_b.finetune":
-            continue  # the head's optimiser (lit.phase_b.for_finetuning)
         _check_builds(f"{name}.optimizer / .scheduler", lambda n=node, name=name: optimizers_from_config(
             [torch.nn.Parameter(torch.zeros(1))], to_plain(n.optimizer), to_plain(n.get("scheduler")), name))
 

@@ -217,6 +217,7 @@ def test_cli_unknown_feature_layer_fails_before_training(workdir: Path) -> None:
     ("+phase_b.optimizer.bettas=[0.9,0.9]", "phase_b.optimizer / .scheduler does not build: .*bettas"),
     ("model.feature_layer=nope", "model.feature_layer='nope'"),   # the key the user set, not its successor
     ("phase_b.loader.num_workers=2 phase_b.loader.persistent_workers=true", "phase_b.loader.persistent_workers"),
+    ("phase_b.finetune.enabled=true phase_b.finetune.optimizer=null", "phase_b.finetune.optimizer .*not set"),
 ])
 def test_head_and_optimisers_are_built_at_start(override: str, message: str) -> None:
     """A typo in the head or an optimiser fails before any data is prepared, naming the part."""

@@ -35,8 +35,9 @@ from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrat
 from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
-from camsim.models.portable import file_sha256, weights_file
+from camsim.models.portable import weights_file
 from camsim.models.similarity import check_fusion, fuse_scores
+from camsim.plain import file_sha256
 from camsim.progress import track
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from camsim.models.backbone import Backbone
-from camsim.plain import file_sha256
 from camsim.models.similarity import SimilarityNet
+from camsim.plain import file_sha256
 
 __all__ = ["CONFIG", "FORMAT", "FORMAT_VERSION", "WEIGHTS", "PortableSimilarity", "check_network_spec",
            "check_onnx", "export_onnx", "file_sha256",

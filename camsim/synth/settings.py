@@ -105,7 +105,7 @@ def _check(key: str, value: Any, prefix: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or (kind == "int" and int(value) != value):
         raise SynthSettingsError(f"{full}: must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
-    if not (math.isfinite(value) and lo <= value <= hi):
+    if not lo <= value <= hi:
         why = "cannot be negative" if value < 0 else f"is outside [{lo}, {hi}]"
         raise SynthSettingsError(f"{full}: {value!r} {why}")
     return int(value) if kind == "int" else float(value)
