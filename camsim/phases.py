@@ -231,6 +231,9 @@ def phase_b_key(st: RunState) -> dict:
             "feature_layer": feature_layer(cfg), "similarity": to_plain(cfg.similarity),
             "phase_b": _key_settings(cfg.phase_b, skip),
             "batch_size": int(cfg.phase_b.loader.batch_size), "seed": int(cfg.seed),
+            # redrawn pairs come from [seed, epoch] since 2026-12-06 (PairDataset.set_epoch), not
+            # seed + epoch: a head trained on the old draws must not stand in for a new one
+            **({"epoch_pairs": "seed_sequence"} if cfg.phase_b.resample_pairs else {}),
             **({"trainer": t} if (t := trainer_key(cfg)) else {})}
 
 

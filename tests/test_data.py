@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 import torch
 
-from camsim.data.datamodules import (CameraData, EvalPairDataModule, PairDataModule, PatchDataset, PhaseADataModule,
-                                     recompressed_twins)
+from camsim.data.datamodules import (CameraData, EvalPairDataModule, PairDataModule, PairDataset, PatchDataset,
+                                     PhaseADataModule, recompressed_twins)
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
 from camsim.data.patches import cut_patches, extract_image_patches, grid_positions, patch_entropy, recompress
 from camsim.data.sources import FolderSource, SynthSource
@@ -168,6 +168,24 @@ def test_balanced_pairs_are_half_same_and_labels_match() -> None:
     np.testing.assert_array_equal(labels[i] == labels[j], same)
     assert (i[same] != j[same]).all()  # a same pair is two distinct patches
     assert set(labels[i[~same]]) == set(range(5))  # every model takes part in different pairs
+
+
+def test_redrawn_pairs_of_replicate_seeds_are_independent() -> None:
+    """phase_b.resample_pairs: each (seed, epoch) draws its own pairs — replicates
+    phase_b.seed=1,2 never train on one another's epochs (seed + epoch made seed 1's epoch 1 seed
+    2's epoch 0) — epoch 0 is the fixed set of that seed, and a redraw is reproducible."""
+    labels = np.repeat(np.arange(6), 40)
+    feats = np.zeros((len(labels), 3), np.float32)
+
+    def pairs(seed: int, epoch: int, resample: bool = True) -> np.ndarray:
+        ds = PairDataset(feats, labels, 200, seed, resample=resample)
+        ds.set_epoch(epoch)
+        return np.stack([ds.i, ds.j])
+
+    assert not np.array_equal(pairs(1, 1), pairs(2, 0))
+    assert not np.array_equal(pairs(1, 1), pairs(1, 2))
+    np.testing.assert_array_equal(pairs(3, 0), pairs(3, 5, resample=False))
+    np.testing.assert_array_equal(pairs(1, 4), pairs(1, 4))
 
 
 def test_cell_pairs_fill_every_cell_equally() -> None:

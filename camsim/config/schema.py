@@ -176,7 +176,7 @@ class PhaseBConfig:
     #: are the known ones, so this trades nothing unseen away — C stays unseen — but leaves the
     #: paper's disjoint A / B (docs/method.md); validation stays on B (or ``split.b_val``)
     with_a: bool = False
-    #: draw fresh training pairs every epoch (seeded by epoch) instead of one fixed set
+    #: draw fresh training pairs every epoch (from the seed sequence [seed, epoch]) instead of one fixed set
     resample_pairs: bool = False
     #: training patches re-saved at a second JPEG quality (off by default; RecompressConfig)
     recompress: RecompressConfig = field(default_factory=RecompressConfig)

@@ -239,7 +239,7 @@ class PatchDataset(Dataset):
 class PairDataset(Dataset):
     """Pairs (i, j, same) over ``items`` (feature matrix ``[N, d]`` or a :class:`PatchDataset`).
 
-    With ``resample_seed`` set, every epoch draws fresh balanced pairs (see :meth:`set_epoch`).
+    With ``resample`` set, every epoch draws fresh balanced pairs (see :meth:`set_epoch`).
     """
 
     def __init__(self, items: np.ndarray | PatchDataset, labels: np.ndarray, n_pairs: int, seed: int,
@@ -248,7 +248,11 @@ class PairDataset(Dataset):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        seed = self.seed + (epoch if self.resample else 0)
+        """Draw the pairs of ``epoch`` (with ``resample``; else the one fixed set): from the seed
+        sequence ``[seed, epoch]``, so no two (seed, epoch) share a draw — replicates
+        ``phase_b.seed=1,2,3`` train on independent pairs (``seed + epoch`` gave seed 1's epoch 1
+        seed 2's epoch 0) — and epoch 0's equals ``seed`` alone (numpy drops trailing zeros)."""
+        seed = [self.seed, epoch] if self.resample else self.seed
         self.i, self.j, self.same = sample_balanced_pairs(self.labels, self.n_pairs, seed)
 
     def __len__(self) -> int:

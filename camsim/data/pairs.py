@@ -6,14 +6,18 @@ Pairs are index pairs into a concatenation of patch sets (never copied pixels).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
-def sample_balanced_pairs(labels: np.ndarray, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_balanced_pairs(labels: np.ndarray, n_pairs: int, seed: int | Sequence[int]
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n_pairs`` pairs (i, j), half same-model and half different-model (docs/method.md, Phase B).
 
     Same pairs: a model drawn uniformly, then two distinct patches of it. Different pairs:
     two distinct models drawn uniformly, then one patch of each. Returns ``(i, j, same)``.
+    ``seed``: an int or a seed sequence's entropy (``[seed, epoch]``).
     """
     labels = np.asarray(labels)
     models = np.unique(labels)
