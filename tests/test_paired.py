@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap
+from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap, pair_weights, resample_counts
 from camsim.eval.paired import TransferScores, markdown, paired_bootstrap, read_scores
 from tests.conftest import run_cli
 from tests.test_transfer import ckpts, folder_run, transfer_cfg  # noqa: F401 - fixtures
@@ -24,7 +24,7 @@ def test_a_run_against_itself_differs_by_nothing(folder_run):  # noqa: F811
         level, _, key = name.partition("/")
         assert figs["auc"]["a"] == pytest.approx(m[level][key]["auc"]["value"], abs=1e-12), name
         assert figs["auc"]["delta"] == 0.0 and figs["auc"]["lo"] == 0.0 and figs["auc"]["hi"] == 0.0
-        assert figs["auc"]["p_b_better"] == 0.0
+        assert figs["auc"]["p_b_better"] == 0.5  # every replicate a tie: neither run is better
 
 
 def test_baseline_side_reads_the_runs_bray_curtis_scores(folder_run):  # noqa: F811
@@ -116,6 +116,37 @@ def test_pairing_cancels_the_photos_luck():
     own = bootstrap({"a": a.contrasts["patch/other_photo"]}, {"a": 0.5}, photo_model, 300, 0.95, 1)["a"]["auc"]
     assert (res["hi"] - res["lo"]) < 0.5 * (own["hi"] - own["lo"])
     assert own["hi"] > res["b"]  # unpaired, A's interval reaches B's estimate: no verdict without pairing
+
+
+def test_two_photo_pairs_weigh_one_in_expectation_whatever_the_models_size():
+    """A replicate weighs a pair of two photos of one model as the point estimate does, on
+    average, for a model of 2 photos as for one of 10 (without the n/(n − 1) factor: 0.5 and
+    0.9 — intervals leaned towards models with many photos); photo counts stay whole draws."""
+    photo_model = np.repeat([0, 1, 2], [2, 10, 3])
+    first = np.array([0, 2, 12])                       # each model's first two photos form a pair
+    p1, p2, link = first, first + 1, np.full(3, SAME_MODEL)
+    rng = np.random.default_rng(0)
+    weights, totals = [], []
+    for _ in range(6000):
+        total, per_copy = resample_counts(photo_model, rng)
+        weights.append(pair_weights(link, p1, p2, total, per_copy))
+        totals.append(total)
+    np.testing.assert_allclose(np.mean(weights, axis=0), 1.0, atol=0.05)
+    assert np.array_equal(np.round(totals), totals)
+    np.testing.assert_allclose(np.mean(totals, axis=0), 1.0, atol=0.06)
+
+
+def test_a_figure_one_run_lacks_reads_as_a_dash():
+    photo_model = np.array([0, 0, 1, 1])
+    p1, p2 = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3])
+    same = photo_model[p1] == photo_model[p2]
+    link = np.where(same, SAME_MODEL, 2)
+    a = _side(np.arange(4.0), same, p1, p2, link, photo_model, "A")
+    nan = float("nan")
+    missing = {"a": nan, "b": 0.8, "delta": nan, "lo": nan, "hi": nan, "n": 0, "p_b_better": nan}
+    text = markdown(a, a, {"patch/other_photo": {"auc": missing, "eer": missing}}, 10, 0.95)
+    assert "nan" not in text and "| – | 0.800 | – |" in text
+    assert "ties counted ½" in text
 
 
 def test_photo_labelled_differently_is_refused():

@@ -22,7 +22,7 @@ from PIL import Image
 from camsim.cli import CONF_DIR
 from camsim.eval.bootstrap import Contrast, WeightedRoc, bootstrap
 from camsim.eval.metrics import equal_error_rate, roc_auc, threshold_at_far
-from camsim.eval.transfer_pairs import PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
+from camsim.eval.transfer_pairs import PhotoLayout, halves, model_photo_pairs, sample_image_pairs, sample_patch_pairs
 from tests.conftest import TINY, compose_cfg, run_cli
 
 P = 32
@@ -742,3 +742,23 @@ def test_a_networks_training_folder_elsewhere_is_named_with_the_training_photos_
     assert "is not its training data" not in note
     assert "is not its training data" in " ".join(nets.notes(["CamA"], {**here, "min_images": 5}, baseline=False))
     assert "include photos it was trained on" in " ".join(nets.notes(["CamA"], trained, baseline=False))
+
+
+def test_a_models_photo_pairs_are_drawn_without_listing_them():
+    """``transfer.photo_pairs_per_model`` caps a model's pairs of two photos: the pairs kept are
+    those of ``combinations``' order at the drawn indices (as when they were listed first — the
+    figures stay), distinct photos of the model, each pair once, all of them under the cap."""
+    from itertools import combinations
+
+    photo_of_patch = np.repeat(np.arange(60), 2)
+    model_of_photo = np.r_[np.zeros(3), np.ones(57)].astype(int)
+    layout = PhotoLayout.from_patches(photo_of_patch, model_of_photo)
+    for model, cap in ((0, 10), (1, 1), (1, 40), (1, 2000)):
+        photos = layout.photos_of(model)
+        listed = list(combinations(photos.tolist(), 2))
+        want = listed if len(listed) <= cap else \
+            [listed[k] for k in np.sort(np.random.default_rng(cap).choice(len(listed), cap, replace=False))]
+        got = model_photo_pairs(layout, model, cap, np.random.default_rng(cap))
+        assert got == want
+        assert len(set(got)) == len(got) == min(cap, len(listed))
+        assert all(p < q and model_of_photo[p] == model_of_photo[q] == model for p, q in got)

@@ -146,7 +146,7 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
 
     ``a`` / ``b`` / ``delta`` are the point estimates (all pairs once); ``lo``/``hi`` the
     percentile interval of B − A over replicates that give the figure in both runs (``n``);
-    ``p_b_better`` the share of them in which B is better (higher AUC, lower EER)."""
+    ``p_b_better`` the share of them in which B is better (higher AUC, lower EER), ties counted ½."""
     check_reps_level(reps, level)
     left = dict(unshared(a, b))
     shared = [k for k in a.contrasts if k in b.contrasts and k not in left]
@@ -177,7 +177,8 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
             v = np.asarray(deltas[k][f], np.float64)
             v = v[~np.isnan(v)]
             better = v > 0 if f == "auc" else v < 0
-            row["p_b_better"] = np.nan if np.isnan(row["lo"]) else float(better.mean())
+            # a tie (both runs at AUC 1.0 in a replicate, say) counts half: neither is better
+            row["p_b_better"] = np.nan if np.isnan(row["lo"]) else float(better.mean() + 0.5 * (v == 0).mean())
             out[k][f] = row
     return out
 
@@ -200,7 +201,8 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
         f"Protocol: each row is a same-model category against the different-model pairs of its level "
         f"(image level: {_aggregates(a, b)}); threshold-free (ROC AUC; EER, lower is "
         f"better); pairs pooled; {100 * level:g} % interval of B − A from {reps} paired bootstrap replicates over "
-        f"camera models and photos (both runs weighted by the same draw; a training seed's spread is not in it).",
+        f"camera models and photos (both runs weighted by the same draw; a training seed's spread is not in it); "
+        f"P(B better): the share of replicates in which B is better, ties counted ½.",
     ]
     both, only_a, only_b = photo_overlap(a, b)
     if only_a or only_b:
@@ -220,8 +222,8 @@ def markdown(a: TransferScores, b: TransferScores, result: dict, reps: int, leve
     ]
     for k, figs in result.items():
         au, ee = figs["auc"], figs["eer"]
-        lines.append(f"| {_name(k, a.fine_jpeg_quality, a.far_jpeg_gap)} | {au['a']:.3f} | {au['b']:.3f} | {_delta(au)} | "
-                     f"{_pct(au['p_b_better'])} | {ee['a']:.3f} | {ee['b']:.3f} | {_delta(ee)} |")
+        lines.append(f"| {_name(k, a.fine_jpeg_quality, a.far_jpeg_gap)} | {_num(au['a'])} | {_num(au['b'])} | {_delta(au)} | "
+                     f"{_pct(au['p_b_better'])} | {_num(ee['a'])} | {_num(ee['b'])} | {_delta(ee)} |")
     return "\n".join(lines)
 
 
@@ -236,10 +238,19 @@ def _name(contrast: str, fine_quality: int | None = None, far_gap: int | None = 
            "far_q": f" — the two photos ≥ {far_gap} JPEG quality steps apart"}.get(band, f" @{band}")
 
 
+def _num(v: float, sign: str = "") -> str:
+    """``v`` to three decimals ("–" where a run has no such figure; never "-0.000")."""
+    if np.isnan(v):
+        return "–"
+    return f"{0.0 if round(v, 3) == 0 else v:{sign}.3f}"
+
+
 def _delta(r: dict) -> str:
+    if np.isnan(r["delta"]):
+        return "–"
     if np.isnan(r["lo"]):
-        return f"{r['delta']:+.3f} [n/a]"
-    return f"{r['delta']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]"
+        return f"{_num(r['delta'], '+')} [n/a]"
+    return f"{_num(r['delta'], '+')} [{_num(r['lo'], '+')}, {_num(r['hi'], '+')}]"
 
 
 def _pct(v: float) -> str:
