@@ -17,7 +17,8 @@ from camsim.config import data_fingerprint
 from camsim.data.patches import patch_entropy
 from camsim.data.sources import SynthSource
 from camsim.synth import isp, stages
-from camsim.synth.params import ALL_DEMOSAIC_METHODS, CFA_PATTERNS, SIBLING_TRAITS, CameraParams, make_catalogue
+from camsim.synth.params import (ALL_DEMOSAIC_METHODS, CFA_PATTERNS, SIBLING_TRAITS, CameraParams, CameraParamsError,
+                                 make_catalogue)
 from camsim.synth.photo import Photo, adaptive_quality, photo_jpeg_quality, quant_tables
 from camsim.synth.render import render_camera_image, render_catalogue
 from camsim.synth.scenes import Scene, render_scene
@@ -375,3 +376,10 @@ def test_realistic_render_is_deterministic_across_workers(tmp_path):
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) and len(files) == 17
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     assert {Image.open(a / f).size for f in files if f.suffix == ".jpg"} == {(96, 64)}  # reduced-size photos too
+
+
+def test_per_model_traits_refuse_catalogues_whose_streams_would_collide():
+    """Family-level draws use the streams from 10,000 up: a model 10,000 or later would draw what
+    a family draws, so such catalogues are refused by name while the traits are on."""
+    with pytest.raises(CameraParamsError, match="num_models: at most 10,000 .* got 10,001"):
+        catalogue(10_001, 6, 0, {"jpeg": {"fine_share": 0.4}})

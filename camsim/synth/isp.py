@@ -339,7 +339,13 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
 
 
 def encode_jpeg(img: np.ndarray, quality: int, subsampling: str) -> bytes:
-    """Baseline JPEG (libjpeg-turbo, IJG quantisation tables scaled to ``quality``)."""
+    """Baseline JPEG (libjpeg-turbo, IJG quantisation tables scaled to ``quality``).
+
+    Its forward DCT is TurboJPEG's default: the fast integer one below quality 96, the accurate one
+    from 96 — simplejpeg 1.9's ``fastdct=False`` changes no byte. The makers' own tables go through
+    Pillow's libjpeg, accurate at every quality (:func:`camsim.synth.photo.encode_photo`): the two
+    paths differ in DCT rounding as well as in tables. Left so, for now: every rendered byte, and
+    every figure, depends on it."""
     if not (isinstance(quality, (int, np.integer)) and 1 <= quality <= 100):
         raise ValueError(f"jpeg_quality: must be an integer in 1..100, got {quality!r}")
     if subsampling not in JPEG_SUBSAMPLINGS:

@@ -48,6 +48,7 @@ from camsim.synth.params import (
     RESAMPLE_SCALES,
     SIBLING_TRAITS,
     CameraParams,
+    CameraParamsError,
     family_of,
     make_catalogue,
 )
@@ -71,6 +72,9 @@ def catalogue(num_models: int, num_families: int, seed: int,
     models = make_catalogue(num_models, num_families, seed, s.jpeg.presets_per_model, tuple(s.jpeg.shared_qualities))
     if is_default(s, ignore_presets=True):
         return models
+    if len(models) > _FAMILY:  # model k's draws would be family k − 10,000's
+        raise CameraParamsError(f"num_models: at most {_FAMILY:,} camera models with per-model traits "
+                                f"(data.synth), got {len(models):,}")
     models = [_model_traits(k, cam, s, seed, num_families) for k, cam in enumerate(models)]
     if s.family.differ_in:
         models = [_sibling(k, cam, models, s, seed, num_families) for k, cam in enumerate(models)]
