@@ -21,6 +21,7 @@ reused, is written by :func:`record_phase`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -343,6 +344,13 @@ class EpochMetrics(L.Callback):
         return {"best_epoch": None}
 
 
+def weights_only(method: Any) -> dict[str, bool]:
+    """``{"weights_only": True}`` for a Trainer method that takes it (Lightning >= 2.5): a checkpoint it
+    resumes or tests from is read as tensors and plain containers (what camsim's checkpoints hold),
+    never fully unpickled — torch < 2.6 would otherwise unpickle it whole."""
+    return {"weights_only": True} if "weights_only" in inspect.signature(method).parameters else {}
+
+
 def partial_key_path(work: Path) -> Path:
     """Where an unfinished phase (``<name>.partial``) keeps its key: beside the folder, not in it
     (Lightning warns of a non-empty checkpoint folder), so that :func:`retire_stale_heads` knows
@@ -419,14 +427,14 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
         resume = resume_from([work / "last.ckpt", work / "best.ckpt"]) if pcfg.resume else None
         if resume is not None:
             log.info("  resuming %s from %s", name, resume)
-        trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume))
+        trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume), **weights_only(trainer.fit))
         best = ckpt_cb.best_model_path or str(work / "last.ckpt")
         # the last epoch's figures, its validation figures replaced by the kept epoch's (kept
         # before a resume: the last epoch's, with no best_epoch)
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         metrics.update(epochs.kept(str(pcfg.monitor), ckpt_cb.best_model_score))
         if test:
-            tested = trainer.test(module, dm, ckpt_path=best, verbose=False)
+            tested = trainer.test(module, dm, ckpt_path=best, verbose=False, **weights_only(trainer.test))
             metrics.update(tested[0] if tested else {})
             conf = getattr(module, "last_confusion", None)
             if conf is not None and trainer.is_global_zero:

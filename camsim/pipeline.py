@@ -192,7 +192,11 @@ def check_patches_against_network(sim: Any, settings: Any) -> None:
 
 def stage_eval(st: RunState) -> dict:
     cfg = st.cfg
-    sim = load_similarity(similarity_checkpoint(st))
+    scored = similarity_checkpoint(st)
+    sim = load_similarity(scored)
+    # the network these figures are of, whether ckpt= named it or this job trained or reused it (a
+    # fine-tuned one: run.json's phase_b may be its frozen head stage): camsim-export reads it
+    st.summary["eval_checkpoint"] = str(scored.resolve())
     if int(sim.backbone.in_channels) != st.data.store.settings.channels:
         raise ValueError(f"the checkpoint's network takes {sim.backbone.in_channels}-channel patches, this config cuts "
                          f"{st.data.store.settings.channels}-channel ones: add model.in_channels="
@@ -231,8 +235,7 @@ def stage_eval(st: RunState) -> dict:
             "fine-tuned features — not Phase A's own baseline (`ckpt=` names no Phase A artefact to take it from); "
             "the job that trained the network reports that one.")))
     if cfg.get("ckpt"):  # a network trained elsewhere: name it, and check this split against its record
-        path = similarity_checkpoint(st)
-        st.summary["eval_checkpoint"] = str(path.resolve())
+        path = scored
         notes = split_against_network(sim.training_sets, st.data.split)
         for note in notes:
             log.warning("  %s", note)

@@ -9,6 +9,7 @@ A tiny Phase B network (32-px patches) with random weights and random batch-norm
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -288,6 +289,66 @@ def test_export_refuses_a_non_empty_folder_unless_overwrite(ckpt, tmp_path):
     assert ckpt.is_file()
 
 
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_export_into_dot_and_through_a_symbolic_link(ckpt, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert export_network(ckpt, Path(".")) == here  # out=.: the folder itself, named on the card
+    assert (here / WEIGHTS).is_file() and 'load_exported("here")' in (here / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latest").symlink_to(here)  # a link to the folder: that folder is replaced, the link stays
+    assert export_network(ckpt, tmp_path / "latest", overwrite=True) == here
+    assert (tmp_path / "latest").is_symlink() and (tmp_path / "latest" / WEIGHTS).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here", "latest"]
+    assert 'load_exported("latest")' in (here / "README.md").read_text()
+
+
+def test_export_puts_right_what_a_killed_export_left(ckpt, tmp_path, monkeypatch):
+    """Killed between setting the previous folder aside and moving the new one in: the previous
+    folder goes back in place (not left hidden forever); killed before removing it: it goes; staged
+    folders go; those of a live export stay."""
+    from camsim.artefacts import _host
+
+    out = export_network(ckpt, tmp_path / "m")
+    files = sorted(p.name for p in out.iterdir())
+    pid = dead_pid()
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    (tmp_path / "m").rename(tmp_path / f".m.old-{pid}")  # an older camsim's name
+    export_network(ckpt, tmp_path / "staged")
+    (tmp_path / "staged").rename(tmp_path / ".m.new")  # complete, never moved in
+    (tmp_path / f".m.new-{_host()}-{pid}.tmp-{_host()}-{pid}-x1y2").mkdir()  # half written
+    live = tmp_path / f".m.new-{_host()}-{os.getppid()}"
+    live.mkdir()
+    with pytest.raises(ValueError, match="not empty"):  # put back: not replaced without overwrite=true
+        export_network(ckpt, tmp_path / "m")
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", live.name])
+    live.rmdir()
+    # killed after the swap, before removing the previous folder: that one goes
+    (tmp_path / f".m.old-{_host()}-{pid}").mkdir()
+    export_network(ckpt, tmp_path / "m", overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"] and sorted(p.name for p in out.iterdir()) == files
+    # the new folder failing to move in: the previous one goes back at once
+    real = os.replace
+
+    def fail_moving_in(src, dst):
+        if Path(src).name.startswith(".m.new-"):
+            raise OSError("killed")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", fail_moving_in)
+    with pytest.raises(OSError, match="killed"):
+        export_network(ckpt, tmp_path / "m", overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == files
+
+
 def test_model_dir_argument(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mislnet").mkdir()
@@ -393,6 +454,74 @@ def test_model_card_knows_its_own_folder_and_a_pairs_runs_own_network(ckpt, expo
             / "README.md").read_text()
     assert f"were measured with `{tmp_path / 'own' / 'model.ckpt'}`" in card
     assert f"measured with `{exported}`" not in card
+
+
+def variant(ckpt: Path, folder: Path, metrics: dict | None = None, **hparams) -> Path:
+    """A copy of ``ckpt`` in ``folder`` (other bytes: another network for the card), its
+    hyper-parameters updated with ``hparams``, ``metrics`` as the metrics.json beside it."""
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw["hyper_parameters"] = {**raw["hyper_parameters"], **hparams, "variant": str(folder)}
+    folder.mkdir(parents=True)
+    torch.save(raw, folder / "model.ckpt")
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder / "model.ckpt"
+
+
+def test_model_card_credits_a_pairs_run_to_the_network_it_scored(ckpt, tmp_path):
+    """A job that trained a fine-tuned network records its frozen head stage as phase_b and the
+    network it evaluated as finetune: an older run.json (no eval_checkpoint) credits finetune's;
+    eval_checkpoint, which the pipeline now always writes, comes first."""
+    tuned = variant(ckpt, tmp_path / "art" / "phase_b-tuned", finetune={"from_layer": None})
+    frozen = ckpt.parent
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "metrics.json").write_text(json.dumps(nest({"eval/eta": 0.4, "eval/auc": 0.8})))
+
+    def card(exported: Path, run: dict, out: str) -> str:
+        (tmp_path / "pairs" / "run.json").write_text(json.dumps(run))
+        return (export_network(exported, tmp_path / out, metrics=[tmp_path / "pairs"]) / "README.md").read_text()
+
+    trained = {"phase_b": {"artefact": str(frozen), "reused": True}, "finetune": {"artefact": str(tuned.parent)}}
+    assert "were measured with" not in card(tuned, trained, "tuned")
+    assert f"were measured with `{tuned}`" in card(ckpt, trained, "frozen")
+    # eval_checkpoint names the network scored, whatever phase_b and finetune say
+    recorded = {"phase_b": {"artefact": str(tuned.parent)}, "eval_checkpoint": str(ckpt.resolve())}
+    assert "were measured with" not in card(ckpt, recorded, "recorded")
+    assert f"were measured with `{ckpt.resolve()}`" in card(tuned, recorded, "recorded-tuned")
+
+
+def test_model_card_names_the_kept_epoch_of_the_validation_figures(ckpt, tmp_path):
+    kept = variant(ckpt, tmp_path / "kept", metrics={**VALIDATION, "best_epoch": 3})
+    text = (export_network(kept, tmp_path / "m") / "README.md").read_text()
+    assert "the kept epoch, epoch 3 (counted from 0)" in text and "last training epoch" not in text
+    resumed = variant(ckpt, tmp_path / "resumed", metrics={**VALIDATION, "best_epoch": None})  # resumed from an old one
+    text = (export_network(resumed, tmp_path / "r") / "README.md").read_text()
+    assert "the last training epoch's figures" in text and "kept epoch" not in text
+
+
+def test_model_card_tells_the_heads_pairs_from_a_apart_from_the_fine_tunings(ckpt, tmp_path):
+    sets = {k: v for k, v in TRAINING["sets"].items() if k != "b_with_a"}
+    head = variant(ckpt, tmp_path / "head", training={**TRAINING, "sets": sets})  # phase_b.with_a off
+
+    def card(path: Path, out: str) -> str:
+        return (export_network(path, tmp_path / "out" / out) / "README.md").read_text()
+
+    tuned = ForensicSimilarity.for_finetuning(head, {"from_layer": "fc_a1", "with_a": True, "enabled": True})
+    (tmp_path / "tuned").mkdir()
+    torch.save({"state_dict": tuned.state_dict(), "hyper_parameters": dict(tuned.hparams),
+                "pytorch-lightning_version": L.__version__}, tmp_path / "tuned" / "m.ckpt")
+    text = card(tmp_path / "tuned" / "m.ckpt", "t")
+    assert "the fine-tuning epochs' training pairs also from set A's models (`phase_b.finetune.with_a`), the " \
+           "head's from set B's only" in text and "`phase_b.with_a`" not in text
+    ft = {"from_layer": "fc_a1"}
+    assert "the head's training pairs also from set A's models (`phase_b.with_a`), the fine-tuning epochs' from " \
+           "set B's only" in card(variant(ckpt, tmp_path / "h", finetune=ft), "h")
+    both = {**TRAINING, "sets": {**TRAINING["sets"], "b_finetune_with_a": True}}
+    assert "the head's and the fine-tuning epochs' training pairs also from set A's models" in \
+        card(variant(ckpt, tmp_path / "b", training=both, finetune={**ft, "with_a": True}), "b")
+    # a checkpoint fine-tuned before the two were recorded apart: b_with_a says one of them did
+    old = card(variant(ckpt, tmp_path / "o", finetune={**ft, "with_a": True}), "o")
+    assert "(`phase_b.finetune.with_a`); whether the head's were too (`phase_b.with_a`) is not recorded" in old
 
 
 def test_folder_keeps_the_fine_tuning_record(ckpt, tmp_path):

@@ -84,9 +84,11 @@ def test_backbone_learns_only_when_fine_tuning_and_keeps_the_constraint(frozen, 
     assert not changed(frozen["backbone_before"], frozen["model"].backbone)
     model = ForensicSimilarity.for_finetuning(frozen["ckpt"], {**FINETUNE, "from_layer": from_layer, "enabled": True})
     assert model.finetuning and not any(m.training for m in model.backbone.modules())
-    assert not (model.hparams.get("training") or {}).get("sets", {}).get("b_with_a")
+    assert not (model.hparams.get("training") or {}).get("sets", {}).get("b_finetune_with_a")
     with_a = ForensicSimilarity.for_finetuning(frozen["ckpt"], {**FINETUNE, "with_a": True, "enabled": True})
-    assert with_a.hparams["training"]["sets"]["b_with_a"] is True  # the record says A's models gave pairs too
+    # the record says A's models gave the fine-tuning pairs too — not the head's (phase_b.with_a: b_with_a)
+    assert with_a.hparams["training"]["sets"]["b_finetune_with_a"] is True
+    assert not with_a.hparams["training"]["sets"].get("b_with_a")
     before = state_copy(model.backbone)
     probe = ConstraintAfterStep()
     t = trainer(max_epochs=1, callbacks=[probe])
@@ -175,6 +177,7 @@ def test_fine_tuned_job_reuses_the_frozen_head_and_evaluates_its_own_backbone(tm
     assert last["finetune"]["artefact"] == str(tuned)
     assert last["phase_b"] == {"artefact": str(frozen), "reused": True}  # head stage reused, recorded as such
     assert "fine-tuning (backbone unfrozen)" in last["timings_s"] and last["eval"]
+    assert last["eval_checkpoint"] == str((tuned / "model.ckpt").resolve())  # the network scored: not phase_b's
     # evaluated by ckpt= (no Phase A artefact named): its report says whose baseline it is
     res = run_cli("camsim-eval", "debug=fast", "task=pairs", f"ckpt={tuned / 'model.ckpt'}", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

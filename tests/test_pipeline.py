@@ -43,6 +43,8 @@ def test_main_job_writes_every_output(workdir: Path, shared_artefacts: Path) -> 
     run = json.loads((out / "run.json").read_text())
     assert set(run["timings_s"]) >= {"data"} and len(run["timings_s"]) == 4
     assert len(run["data"]["split"]["a"]) == 4 and len(run["data"]["split"]["c"]) == 2
+    # the network the evaluation scored, with or without ckpt= (camsim-export's model card reads it)
+    assert run["eval_checkpoint"] == str((Path(run["phase_b"]["artefact"]) / "model.ckpt").resolve())
     report = (out / "report.md").read_text()
     assert "unknown" in report and "matrix.png" in report
     # the protocol says how many same-model pairs are two patches of one photo
@@ -58,6 +60,40 @@ def test_run_json_names_each_phases_artefact_with_its_metrics_or_reused() -> Non
     record_phase(st, "phase_b", Path("art/phase_b-2"))
     assert st.summary == {"phase_a": {"artefact": str(Path("art/phase_a-1")), "phase_a/test/acc": 0.5},
                           "phase_b": {"artefact": str(Path("art/phase_b-2")), "reused": True}}
+
+
+def test_a_phase_resumes_and_tests_from_checkpoints_read_weights_only(tmp_path: Path, monkeypatch) -> None:
+    """trainer.fit / trainer.test get weights_only=True where Lightning takes it: a checkpoint
+    resumed or tested from is never fully unpickled, whatever torch's own default."""
+    import functools
+    import inspect
+
+    import lightning as L
+
+    from camsim.phases import _train_phase
+
+    calls = {}
+    takes = {m for m in ("fit", "test") if "weights_only" in inspect.signature(getattr(L.Trainer, m)).parameters}
+
+    @functools.wraps(L.Trainer.fit)  # with its signature, which camsim reads
+    def fit(self, *args, **kwargs):
+        calls["fit"] = kwargs
+        (tmp_path / "art" / "phase_a-x.partial" / "last.ckpt").write_bytes(b"")
+
+    @functools.wraps(L.Trainer.test)
+    def test(self, *args, **kwargs):
+        calls["test"] = kwargs
+        return []
+
+    monkeypatch.setattr(L.Trainer, "fit", fit)
+    monkeypatch.setattr(L.Trainer, "test", test)
+    cfg = compose_cfg(["logger=none", "callbacks=none", f"trainer.default_root_dir={tmp_path / 'out'}"])
+    st = RunState(cfg, tmp_path / "out", tmp_path / "art")
+    pcfg = OmegaConf.create({"monitor": "phase_a/val/acc", "max_epochs": 1, "resume": True})
+    _train_phase(st, "phase_a", {"kind": "phase_a"}, tmp_path / "art" / "phase_a-x", L.LightningModule(), None, pcfg,
+                 test=True)
+    assert {m for m in ("fit", "test") if calls[m].get("weights_only") is True} == takes
+    assert (tmp_path / "art" / "phase_a-x" / "metrics.json").is_file()
 
 
 def test_second_job_differing_only_in_eta_reuses_both_phases(workdir: Path, shared_artefacts: Path) -> None:

@@ -10,8 +10,10 @@ training data, and the evaluation figures with their protocol — Phase B valida
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,13 +25,15 @@ import torch
 from safetensors.torch import load_file
 
 import camsim
-from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, honour_umask
+from camsim.artefacts import _host, _pid_alive, atomic_dir, atomic_write_json, content_hash, honour_umask
 from camsim.config import to_plain
 from camsim.eval.metrics import flatten
 from camsim.eval.report import SCENARIO_ROWS, md_table
 from camsim.lit.phase_b import ForensicSimilarity, load_similarity
 from camsim.models.portable import CARD, CONFIG, FORMAT, FORMAT_VERSION, WEIGHTS, PortableSimilarity, check_onnx, \
     export_onnx, file_sha256, load_state, save_weights, weights_file
+
+log = logging.getLogger("camsim")
 
 #: the loading snippet of the model card and of README "Share a trained network" (tests/test_export.py
 #: runs the README's copy and checks that the two agree); MODEL_DIR, PHOTO_1, PHOTO_2 are placeholders
@@ -157,8 +161,12 @@ def validation_section(found: list[tuple[Path, dict]], training_eta: float = 0.5
     if not found:
         return lines + ["Not measured (no metrics.json beside the checkpoint).", ""]
     path, m = found[0]
-    return lines + [f"From `{path.name}` beside the checkpoint: the last training epoch's figures (the exported "
-                    "weights are the epoch with the best validation figure). Protocol: patch pairs from the "
+    epoch = m.get("best_epoch")
+    which = (f"the figures of the kept epoch, epoch {int(epoch)} (counted from 0): the one with the best validation "
+             "figure, whose weights are exported" if isinstance(epoch, (int, float)) and not isinstance(epoch, bool)
+             else "the last training epoch's figures (the exported weights are the epoch with the best validation "
+             "figure, which need not be the last)")
+    return lines + [f"From `{path.name}` beside the checkpoint: {which}. Protocol: patch pairs from the "
                     "validation photos of the set-B models (the held-out `b_val` models where the training record "
                     "lists them), half of them same-model; accuracy at the η training took accuracies at, "
                     f"{training_eta:g}.", "",
@@ -212,7 +220,9 @@ def transfer_section(found: list[tuple[Path, dict]]) -> list[str]:
 def other_networks(found: Mapping[str, list], sha256: str | None, weights_sha256: str | None = None
                    ) -> list[tuple[Path, str]]:
     """Given evaluations that name the network they scored (a transfer run's ``checkpoint``, a
-    pairs run's ``run.json``: ``eval_checkpoint``, or the Phase B it trained itself) where that is
+    pairs run's ``run.json``: ``eval_checkpoint``; in older ones, written only with ``ckpt=``, the
+    network the job trained or reused: ``finetune``'s artefact, else ``phase_b``'s — with a
+    fine-tuned network ``phase_b`` may be its frozen head stage) where that is
     not the exported network: ``(metrics file, the network it names)``. A checkpoint is compared by
     its sha256 with ``sha256`` (the exported checkpoint's); an exported folder or its weights file
     with ``weights_sha256`` (the weights this export writes); several networks fused never match."""
@@ -222,7 +232,7 @@ def other_networks(found: Mapping[str, list], sha256: str | None, weights_sha256
             run = json.loads((path.parent / "run.json").read_text())
         except (OSError, ValueError):
             continue  # none recorded
-        own = (run.get("phase_b") or {}).get("artefact")
+        own = (run.get("finetune") or {}).get("artefact") or (run.get("phase_b") or {}).get("artefact")
         named.append((path, run.get("eval_checkpoint") or (str(Path(own) / "model.ckpt") if own else None)))
     out = []
     for path, ckpt in named:
@@ -240,6 +250,25 @@ def evaluated_etas(found: Mapping[str, list]) -> list[tuple[Path, float]]:
     out = [(path, m["eval"].get("eta")) for path, m in found.get("pairs", [])]
     out += [(path, t.get("eta")) for path, t in found.get("transfer", [])]
     return [(path, float(v)) for path, v in out if isinstance(v, (int, float))]
+
+
+def with_a_note(sets: Mapping[str, Any], finetune: Mapping[str, Any] | None) -> str:
+    """Which training pairs also came from set A's models: the head's (``phase_b.with_a``, the
+    record's ``b_with_a``), the fine-tuning epochs' (``phase_b.finetune.with_a``: ``b_finetune_with_a``,
+    and ``with_a`` in the ``finetune`` record). Fine-tuned checkpoints saved before the two were
+    recorded apart set ``b_with_a`` for either: the head's is then unknown."""
+    ft = finetune is not None and bool(finetune.get("with_a") or sets.get("b_finetune_with_a"))
+    head = bool(sets.get("b_with_a"))
+    if not ft:
+        return "" if not head else ("; its training pairs also from set A's models (`phase_b.with_a`)" if finetune is None
+                                    else "; the head's training pairs also from set A's models (`phase_b.with_a`), "
+                                    "the fine-tuning epochs' from set B's only")
+    if "b_finetune_with_a" not in sets:
+        return ("; the fine-tuning epochs' training pairs also from set A's models (`phase_b.finetune.with_a`); "
+                "whether the head's were too (`phase_b.with_a`) is not recorded")
+    return ("; the head's and the fine-tuning epochs' training pairs also from set A's models (`phase_b.with_a`, "
+            "`phase_b.finetune.with_a`)" if head else "; the fine-tuning epochs' training pairs also from set A's "
+            "models (`phase_b.finetune.with_a`), the head's from set B's only")
 
 
 def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> str:
@@ -292,7 +321,7 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         f"- Set B (Phase B, the similarity head): "
         f"{'not recorded' if sets.get('b') is None else ', '.join(sets['b']) or 'none'}"
         + (f"; validated on {', '.join(sets['b_val'])}" if sets.get("b_val") else "")
-        + ("; its training pairs also from set A's models (`phase_b.with_a`)" if sets.get("b_with_a") else "") + ".",
+        + with_a_note(sets, cfg.get("finetune")) + ".",
         f"- Data: {'not recorded' if fp is None else f'`{json.dumps(fp)}`'}"
         + (f" (fingerprint {cfg['training_data_fingerprint']})" if cfg.get("training_data_fingerprint") else "") + ".",
         "- Patches: " + ("not recorded" if not tr.get("patches") else f"`{json.dumps(tr['patches'])}`") + ".", "",
@@ -347,27 +376,88 @@ def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, met
     return cfg
 
 
+def leftovers(out: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """What exports into ``out`` left beside it: ``(previous folders, staged folders, those of a live
+    export)``. An export stages the new folder as ``.<out>.new-<host>-<pid>`` (through atomic_dir's
+    ``….tmp-<host>-<pid>-…``) and sets the previous one aside as ``.<out>.old-<host>-<pid>`` for the
+    swap; an older camsim named them ``.<out>.new`` and ``.<out>.old-<pid>``. A process of another
+    host, or one still running here, may be writing its own: "live", left alone."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?P<kind>new|old)(?:-(?:(?P<host>\w+)-)?(?P<pid>\d+))?"
+                         r"(?P<tmp>\.tmp-(?:(?P<thost>\w+)-(?P<tpid>\d+)-)?[^.]*)?$", re.ASCII)
+    old, new, live = [], [], []
+    for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else ():
+        if (m := pattern.match(entry.name)) is None:
+            continue
+        host, pid = (m["host"], m["pid"]) if m["pid"] else (m["thost"], m["tpid"])
+        if pid is not None and (host not in (None, _host()) or (int(pid) != os.getpid() and _pid_alive(int(pid)))):
+            live.append(entry)
+        else:
+            (old if m["kind"] == "old" and not m["tmp"] else new).append(entry)
+    return old, new, live
+
+
+def recover_leftovers(out: Path) -> None:
+    """Put right what an export into ``out`` killed midway (its process gone) left beside it: with
+    ``out`` missing (killed between setting the previous folder aside and moving the new one in),
+    the previous folder goes back in place; beside a complete export (killed before it removed the
+    folder it replaced) that folder is removed; staged folders, complete or not, are removed (the
+    export writing them never finished). Anything else is left, with a warning saying where it is."""
+    old, new, live = leftovers(out)
+    for entry in new:
+        shutil.rmtree(entry, ignore_errors=True)
+    if old and not os.path.lexists(out):  # the most recently set aside: the folder out last was
+        back = max(old, key=lambda p: p.lstat().st_ctime)
+        os.replace(back, out)
+        old.remove(back)
+        log.warning("%s: put back the folder an earlier export had set aside as %s (it was killed while "
+                    "replacing it)", out, back.name)
+    for entry in old:
+        if (out / CONFIG).is_file():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            log.warning("%s: left by an earlier export into %s, which is not a complete export now: "
+                        "move it back or remove it", entry, out)
+    for entry in live:
+        log.warning("%s: another export into %s is under way (or one of another host): left as it is", entry, out)
+
+
+def replace_folder(staged: Path, out: Path) -> None:
+    """``staged`` takes ``out``'s place; an existing ``out`` is set aside as ``.<out>.old-<host>-<pid>``
+    meanwhile (:func:`recover_leftovers` puts it back if the process dies there), then removed."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{_host()}-{os.getpid()}")
+        os.replace(out, old)
+    try:
+        os.replace(staged, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def export_network(ckpt: Path, out: Path, overwrite: bool = False, onnx: bool = False,
                    metrics: Sequence[Path] = (), eta: float | None = None) -> Path:
     """Write the network of Phase B checkpoint ``ckpt`` to folder ``out`` (module docstring). The
     folder appears complete or not at all; with ``overwrite`` an existing one is replaced only
-    once the new one is written."""
-    ckpt, out = Path(ckpt).expanduser(), Path(out).expanduser()
+    once the new one is written. ``out`` a symbolic link: the folder it points to is written (the
+    link stays); returns the folder written."""
+    ckpt, given = Path(ckpt).expanduser(), Path(out).expanduser()
+    out = given.resolve()  # `.`, `..`, a link: the folder itself (its name, its parent for the staging)
+    if not out.name:
+        raise ValueError(f"out={given}: the file system's root cannot be an export folder")
+    if given.is_symlink():
+        log.info("out=%s is a symbolic link: exporting to the folder it points to, %s", given, out)
+    recover_leftovers(out)
     check_out(out, ckpt, overwrite)
     sim = load_similarity(ckpt)
     read_metrics(metrics, ckpt)  # bad metrics= paths fail before any work
     eta_record(sim.hparams, eta)  # and a bad eta=
     # the new folder is written whole beside ``out`` first; only then does it take ``out``'s place
-    staged = out.with_name(f".{out.name}.new")
-    if staged.exists():  # complete, left by an export killed just before its swap
-        shutil.rmtree(staged)
+    staged = out.with_name(f".{out.name}.new-{_host()}-{os.getpid()}")
     with atomic_dir(staged) as tmp:
-        write_export(tmp, sim, ckpt, onnx, metrics, out.name, eta)
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staged, out)
-    if old is not None:
-        shutil.rmtree(old)
+        write_export(tmp, sim, ckpt, onnx, metrics, Path(os.path.abspath(given)).name or out.name, eta)
+    replace_folder(staged, out)
     return out

@@ -114,8 +114,8 @@ class ForensicSimilarity(L.LightningModule):
         ft = {k: v for k, v in to_plain(finetune).items() if k not in ("enabled", "max_epochs", "train_pairs", "loader")}
         hp = {k: v for k, v in trained.hparams.items() if k != "finetune"}
         if ft.get("with_a"):  # its training record says the end-to-end pairs came from A's models too
-            training = to_plain(hp.get("training")) or {}
-            hp["training"] = {**training, "sets": {**(training.get("sets") or {}), "b_with_a": True}}
+            training = to_plain(hp.get("training")) or {}  # (b_with_a stays the head's: phase_b.with_a)
+            hp["training"] = {**training, "sets": {**(training.get("sets") or {}), "b_finetune_with_a": True}}
         model = cls(**hp, finetune=ft)
         model.load_state_dict(trained.state_dict())
         return model

@@ -11,12 +11,10 @@ Parameter ranges (each from real cameras; family = shared by the family's models
 ========================  =========================================  ===================
 field                     range                                      drawn per
 ========================  =========================================  ===================
-cfa                       RGGB, BGGR, GRBG, GBRG                      family (redrawn for
-                                                                      10 % of models:
-                                                                      7.5 % differ)
-demosaic                  bilinear, malvar (He–Cutler gradient-       family (redrawn for
-                          corrected), hamilton_adams (edge-directed)  15 % of models:
-                                                                      10 % differ)
+cfa                       RGGB, BGGR, GRBG, GBRG                      family (7.5 % of
+                                                                      models differ)
+demosaic                  bilinear, malvar (He–Cutler gradient-       family (10 % of
+                          corrected), hamilton_adams (edge-directed)  models differ)
 blur_sigma                0.35–0.9 px Gaussian PSF (lens + OLPF)      model
 full_well                 phone 3 000–7 000 e⁻, compact 6 000–        family class,
                           15 000, DSLR 20 000–45 000 (base ISO)        model ×0.8–1.25
