@@ -198,8 +198,10 @@ def check_run(cfg: DictConfig, upto: str = "eval", has_gpu: bool | None = None) 
         raise SlowRunRefused(
             f"this run would train for about {human_duration(est.total)} on this CPU ({where}; {est.detail}). "
             f"Run it on a GPU (trainer=gpu), shrink it (debug=fast, fewer patches or epochs), "
-            f"or start it anyway with {override}")
-    log.info("estimated training time on this CPU: about %s (%s; rough, see camsim/guard.py)",
+            f"or start it anyway with {override} (also the way to rerun a job whose networks are already "
+            f"trained under paths.artefact_dir: they are reused, nothing trains)")
+    log.info("estimated training time on this CPU where no trained network is reused: about %s (%s; rough, "
+             "see camsim/guard.py)",
              human_duration(est.total), est.detail)
     return est
 

@@ -197,6 +197,7 @@ def test_paper_recipe_on_a_cpu_is_refused_naming_the_override() -> None:
     with pytest.raises(SlowRunRefused) as err:
         check_run(cfg, has_gpu=False)
     assert "allow_slow_cpu=true" in str(err.value) and "days" in str(err.value)
+    assert "already trained under paths.artefact_dir" in str(err.value)  # a rerun of a trained job: the way
     assert check_run(cfg, has_gpu=True) is None  # on a GPU it starts
     allowed = compose_cfg(["experiment=paper", "allow_slow_cpu=true"])
     assert check_run(allowed, has_gpu=False).total > 86400
