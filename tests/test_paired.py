@@ -136,12 +136,15 @@ def test_two_photo_pairs_weigh_one_in_expectation_whatever_the_models_size():
     np.testing.assert_allclose(np.mean(totals, axis=0), 1.0, atol=0.06)
 
 
-def test_a_figure_one_run_lacks_reads_as_a_dash():
-    photo_model = np.array([0, 0, 1, 1])
+def four_photos(photo_model: np.ndarray, label: str) -> TransferScores:
+    """Two models of two photos each, four pairs; ``photo_model`` labels the photos."""
     p1, p2 = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3])
-    same = photo_model[p1] == photo_model[p2]
-    link = np.where(same, SAME_MODEL, 2)
-    a = _side(np.arange(4.0), same, p1, p2, link, photo_model, "A")
+    same = np.array([0, 0, 1, 1])[p1] == np.array([0, 0, 1, 1])[p2]
+    return _side(np.arange(4.0), same, p1, p2, np.where(same, SAME_MODEL, 2), photo_model, label)
+
+
+def test_a_figure_one_run_lacks_reads_as_a_dash():
+    a = four_photos(np.array([0, 0, 1, 1]), "A")
     nan = float("nan")
     missing = {"a": nan, "b": 0.8, "delta": nan, "lo": nan, "hi": nan, "n": 0, "p_b_better": nan}
     text = markdown(a, a, {"patch/other_photo": {"auc": missing, "eer": missing}}, 10, 0.95)
@@ -150,12 +153,7 @@ def test_a_figure_one_run_lacks_reads_as_a_dash():
 
 
 def test_photo_labelled_differently_is_refused():
-    photo_model = np.array([0, 0, 1, 1])
-    p1, p2 = np.array([0, 0, 1, 2]), np.array([1, 2, 3, 3])
-    same = photo_model[p1] == photo_model[p2]
-    link = np.where(same, SAME_MODEL, 2)
-    a = _side(np.arange(4.0), same, p1, p2, link, photo_model, "A")
-    b = _side(np.arange(4.0), same, p1, p2, link, np.array([0, 0, 1, 0]), "B")
+    a, b = four_photos(np.array([0, 0, 1, 1]), "A"), four_photos(np.array([0, 0, 1, 0]), "B")
     with pytest.raises(ValueError, match=r"p3.jpg: camera model 'm1' in one run and 'm0' in the other"):
         paired_bootstrap(a, b, reps=5)
 
