@@ -194,14 +194,14 @@ def stage_eval(st: RunState) -> dict:
     cfg = st.cfg
     scored = similarity_checkpoint(st)
     sim = load_similarity(scored)
-    # the network these figures are of, whether ckpt= named it or this job trained or reused it (a
-    # fine-tuned one: run.json's phase_b may be its frozen head stage): camsim-export reads it
-    st.summary["eval_checkpoint"] = str(scored.resolve())
     if int(sim.backbone.in_channels) != st.data.store.settings.channels:
         raise ValueError(f"the checkpoint's network takes {sim.backbone.in_channels}-channel patches, this config cuts "
                          f"{st.data.store.settings.channels}-channel ones: add model.in_channels="
                          f"{sim.backbone.in_channels}")
     check_patches_against_network(sim, st.data.store.settings)
+    # the network these figures are of, whether ckpt= named it or this job trained or reused it (a
+    # fine-tuned one: run.json's phase_b may be its frozen head stage): camsim-export reads it
+    st.summary["eval_checkpoint"] = str(scored.resolve())
     fs = _feature_store(st, sim)
     two_photos = cfg.eval.get("self_pairs", "any") == "two_photos"
     edm = EvalPairDataModule(st.data, cfg.phase_b.loader, int(cfg.eval.pairs_per_cell), int(cfg.eval.seed),

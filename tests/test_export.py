@@ -311,9 +311,11 @@ def test_export_into_dot_and_through_a_symbolic_link(ckpt, tmp_path, monkeypatch
 
 def test_export_puts_right_what_a_killed_export_left(ckpt, tmp_path, monkeypatch):
     """Killed between setting the previous folder aside and moving the new one in: the previous
-    folder goes back in place (not left hidden forever); killed before removing it: it goes; staged
-    folders go; those of a live export stay."""
+    folder goes back in place (not left hidden forever) — not while another export is under way;
+    killed before removing it: it goes; staged folders go, half-written ones under atomic_dir's own
+    name too; a user's folder that merely looks like one stays."""
     from camsim.artefacts import _host
+    from camsim.eval.export import recover_leftovers
 
     out = export_network(ckpt, tmp_path / "m")
     files = sorted(p.name for p in out.iterdir())
@@ -322,18 +324,29 @@ def test_export_puts_right_what_a_killed_export_left(ckpt, tmp_path, monkeypatch
     (tmp_path / "m").rename(tmp_path / f".m.old-{pid}")  # an older camsim's name
     export_network(ckpt, tmp_path / "staged")
     (tmp_path / "staged").rename(tmp_path / ".m.new")  # complete, never moved in
-    (tmp_path / f".m.new-{_host()}-{pid}.tmp-{_host()}-{pid}-x1y2").mkdir()  # half written
-    live = tmp_path / f".m.new-{_host()}-{os.getppid()}"
-    live.mkdir()
+    (tmp_path / f"..m.new-{_host()}-{pid}.tmp-{_host()}-{pid}-x1y2").mkdir()  # half written (atomic_dir's name)
+    backup = tmp_path / ".m.old-2024"  # a user's own folder, not an export
+    backup.mkdir()
     with pytest.raises(ValueError, match="not empty"):  # put back: not replaced without overwrite=true
         export_network(ckpt, tmp_path / "m")
     assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", live.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", backup.name])
+    # while another export into m is under way (its staged folder, its process alive), nothing is put back
+    aside = tmp_path / f".m.old-{_host()}-{pid}"
+    (tmp_path / "m").rename(aside)
+    live = tmp_path / f".m.new-{_host()}-{os.getppid()}"
+    live.mkdir()
+    recover_leftovers(tmp_path / "m")
+    assert not (tmp_path / "m").exists() and aside.is_dir() and live.is_dir()
     live.rmdir()
+    recover_leftovers(tmp_path / "m")
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
     # killed after the swap, before removing the previous folder: that one goes
-    (tmp_path / f".m.old-{_host()}-{pid}").mkdir()
+    export_network(ckpt, tmp_path / "staged")
+    (tmp_path / "staged").rename(aside)
     export_network(ckpt, tmp_path / "m", overwrite=True)
-    assert [p.name for p in tmp_path.iterdir()] == ["m"] and sorted(p.name for p in out.iterdir()) == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m", backup.name])
+    assert sorted(p.name for p in out.iterdir()) == files
     # the new folder failing to move in: the previous one goes back at once
     real = os.replace
 

@@ -243,7 +243,7 @@ RESAMPLE_BATCH = 64
 def over_resamples(model_of_photo: np.ndarray, reps: int, seed: int, fn: Callable[[np.ndarray, np.ndarray], R],
                    n_pairs: int, desc: str) -> Iterator[R]:
     """``fn(total, per_copy)`` of each of ``reps`` resamples (:func:`resample_counts`, drawn in order
-    from ``seed``), yielded in that order with a progress bar. From :data:`PARALLEL_PAIRS` pairs the
+    from the seed sequence ``[seed, BOOTSTRAP_STREAM]``), yielded in that order with a progress bar. From :data:`PARALLEL_PAIRS` pairs the
     replicates run in threads on every core (numpy leaves the GIL in their passes): the same
     results, sooner."""
     # a stream of its own: the transfer evaluation draws its pairs from default_rng(seed)

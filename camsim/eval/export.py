@@ -378,21 +378,24 @@ def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, met
 
 def leftovers(out: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """What exports into ``out`` left beside it: ``(previous folders, staged folders, those of a live
-    export)``. An export stages the new folder as ``.<out>.new-<host>-<pid>`` (through atomic_dir's
-    ``….tmp-<host>-<pid>-…``) and sets the previous one aside as ``.<out>.old-<host>-<pid>`` for the
-    swap; an older camsim named them ``.<out>.new`` and ``.<out>.old-<pid>``. A process of another
-    host, or one still running here, may be writing its own: "live", left alone."""
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?P<kind>new|old)(?:-(?:(?P<host>\w+)-)?(?P<pid>\d+))?"
-                         r"(?P<tmp>\.tmp-(?:(?P<thost>\w+)-(?P<tpid>\d+)-)?[^.]*)?$", re.ASCII)
+    export)``. An export stages the new folder as ``.<out>.new-<host>-<pid>`` (written through
+    atomic_dir's ``..<out>.new-<host>-<pid>.tmp-<host>-<pid>-…``) and sets the previous one aside as
+    ``.<out>.old-<host>-<pid>`` for the swap; an older camsim named them ``.<out>.new`` and
+    ``.<out>.old-<pid>``. Only those names count (a user's ``.<out>.old-2024`` is not one). A
+    process of another host, or one still running here, may be writing its own: "live", left alone."""
+    pattern = re.compile(rf"^(?P<dots>\.\.?){re.escape(out.name)}\.(?P<kind>new|old)(?:-(?:(?P<host>\w+)-)?(?P<pid>\d+))?"
+                         r"(?P<tmp>\.tmp-(?P<thost>\w+)-(?P<tpid>\d+)-[^.]*)?$", re.ASCII)
     old, new, live = [], [], []
     for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else ():
-        if (m := pattern.match(entry.name)) is None:
+        if (m := pattern.match(entry.name)) is None or (len(m["dots"]) == 2) != bool(m["tmp"]):
             continue
-        host, pid = (m["host"], m["pid"]) if m["pid"] else (m["thost"], m["tpid"])
+        if (m["kind"] == "new" and m["pid"] and not m["host"]) or (m["kind"] == "old" and (m["tmp"] or not m["pid"])):
+            continue  # no camsim wrote such a name
+        host, pid = (m["thost"], m["tpid"]) if m["tmp"] else (m["host"], m["pid"])
         if pid is not None and (host not in (None, _host()) or (int(pid) != os.getpid() and _pid_alive(int(pid)))):
             live.append(entry)
         else:
-            (old if m["kind"] == "old" and not m["tmp"] else new).append(entry)
+            (old if m["kind"] == "old" else new).append(entry)
     return old, new, live
 
 
@@ -401,11 +404,14 @@ def recover_leftovers(out: Path) -> None:
     ``out`` missing (killed between setting the previous folder aside and moving the new one in),
     the previous folder goes back in place; beside a complete export (killed before it removed the
     folder it replaced) that folder is removed; staged folders, complete or not, are removed (the
-    export writing them never finished). Anything else is left, with a warning saying where it is."""
+    export writing them never finished). Only exports (a folder with ``config.json``) are put back
+    or removed, and nothing is put back while another export into ``out`` is under way; anything
+    else is left, with a warning saying where it is."""
     old, new, live = leftovers(out)
     for entry in new:
         shutil.rmtree(entry, ignore_errors=True)
-    if old and not os.path.lexists(out):  # the most recently set aside: the folder out last was
+    old = [p for p in old if (p / CONFIG).is_file()]
+    if old and not live and not os.path.lexists(out):  # the most recently set aside: the folder out last was
         back = max(old, key=lambda p: p.lstat().st_ctime)
         os.replace(back, out)
         old.remove(back)
