@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ import torch
 from safetensors.torch import load_file
 
 import camsim
-from camsim.artefacts import _host, _pid_alive, atomic_dir, atomic_write_json, content_hash, honour_umask
+from camsim.artefacts import _TMP_RE, _host, _is_stale, _pid_alive, atomic_dir, atomic_write_json, content_hash, \
+    honour_umask
 from camsim.config import to_plain
 from camsim.eval.metrics import flatten
 from camsim.eval.report import SCENARIO_ROWS, md_table
@@ -379,19 +381,25 @@ def write_export(tmp: Path, sim: ForensicSimilarity, ckpt: Path, onnx: bool, met
 def leftovers(out: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """What exports into ``out`` left beside it: ``(previous folders, staged folders, those of a live
     export)``. An export stages the new folder as ``.<out>.new-<host>-<pid>`` (written through
-    atomic_dir's ``..<out>.new-<host>-<pid>.tmp-<host>-<pid>-…``) and sets the previous one aside as
-    ``.<out>.old-<host>-<pid>`` for the swap; an older camsim named them ``.<out>.new`` and
-    ``.<out>.old-<pid>``. Only those names count (a user's ``.<out>.old-2024`` is not one). A
-    process of another host, or one still running here, may be writing its own: "live", left alone."""
-    pattern = re.compile(rf"^(?P<dots>\.\.?){re.escape(out.name)}\.(?P<kind>new|old)(?:-(?:(?P<host>\w+)-)?(?P<pid>\d+))?"
-                         r"(?P<tmp>\.tmp-(?P<thost>\w+)-(?P<tpid>\d+)-[^.]*)?$", re.ASCII)
+    atomic_dir's temp ``..<out>.new-<host>-<pid>.tmp-<host>-<pid>-…``, whose writer is judged as
+    atomic_dir judges its own temps: :func:`camsim.artefacts.clean_stale_temps`) and sets the previous
+    one aside as ``.<out>.old-<host>-<pid>`` for the swap; an older camsim named them ``.<out>.new`` and
+    ``.<out>.old-<pid>``. Only those names count (a user's ``.<out>.old-2024`` is not one). A process
+    of another host, or one still running here, may be writing its own: "live", left alone."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?P<kind>new|old)(?:-(?:(?P<host>\w+)-)?(?P<pid>\d+))?$", re.ASCII)
     old, new, live = [], [], []
+    now = time.time()
     for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else ():
-        if (m := pattern.match(entry.name)) is None or (len(m["dots"]) == 2) != bool(m["tmp"]):
+        if (tmp := _TMP_RE.match(entry.name)) is not None:  # a staged folder being written, or half written
+            staged = pattern.match(tmp["name"])
+            if staged is not None and staged["kind"] == "new" and tmp["pid"] is not None:
+                (new if _is_stale(entry, False, now) else live).append(entry)
             continue
-        if (m["kind"] == "new" and m["pid"] and not m["host"]) or (m["kind"] == "old" and (m["tmp"] or not m["pid"])):
+        if (m := pattern.match(entry.name)) is None:
+            continue
+        if (m["kind"] == "new" and m["pid"] and not m["host"]) or (m["kind"] == "old" and not m["pid"]):
             continue  # no camsim wrote such a name
-        host, pid = (m["thost"], m["tpid"]) if m["tmp"] else (m["host"], m["pid"])
+        host, pid = m["host"], m["pid"]
         if pid is not None and (host not in (None, _host()) or (int(pid) != os.getpid() and _pid_alive(int(pid)))):
             live.append(entry)
         else:
