@@ -5,7 +5,7 @@ and numpy's and scipy's OpenBLAS held to one thread where they run between torch
 
 On a small machine one other busy process takes a share of what the learning phases and the
 feature pass get, and it decides how OpenMP threads should wait between operations
-(:func:`camsim.cli.choose_omp_wait_policy`; README, "Performance"). Linux only: elsewhere the
+(:func:`camsim.cli.choose_omp_wait_policy`; docs/performance.md, "How torch's threads wait"). Linux only: elsewhere the
 functions answer ``None``. Nothing here imports torch — the CLI asks before torch loads.
 """
 
@@ -60,7 +60,7 @@ def others_busy_cores(window_s: float = 0.15) -> float | None:
     return max(0.0, (end - start) - (time.process_time() - own)) / (time.perf_counter() - t)
 
 
-#: glibc malloc settings of a camsim job (README, "Performance", "Whole-job figures"): buffers up
+#: glibc malloc settings of a camsim job (docs/performance.md, "Whole-job figures"): buffers up
 #: to 32 MiB come from the heap instead of fresh ``mmap`` pages, and freed memory stays for the next
 #: step (up to 1 GiB at the heap's top) — a step's activations and gradients (7–30 MB each) are then
 #: not page-faulted in, zeroed by the kernel, and handed back, batch after batch

@@ -14,7 +14,7 @@ import torch
 from camsim.bench import synth
 from camsim.bench.ceiling import ceiling_gflops, roofline_gflops
 from camsim.bench.cli import main
-from camsim.bench.common import texture
+from camsim.bench.common import table_line, texture
 from camsim.bench.plan import recipe
 from camsim.bench.report import annotate, targets
 from camsim.bench.rows_model import compare_variant
@@ -206,6 +206,18 @@ def test_targets_pass_and_miss_from_hand_made_results():
     assert loader["value"] == pytest.approx(2.5) and loader["pass"] is False
     loc = got["phase_b/localize: pair scoring < feature extraction"]
     assert loc["value"] == pytest.approx(1.5) and loc["pass"] is False
+    # with the stream row, the shares are of each line's roofline bound (issue 21: training >= 50 %)
+    results["stream"] = {"status": "ok", "kind": "stream", "gbs": 10.0, "lines": []}
+    results["phase_a/m/64/eager"]["lines"] = [
+        table_line("inference", 800.0, "patches/s", 1e8, bytes=1e7),      # 10 FLOP/B x 10 GB/s: bound 100
+        table_line("training", 30.0, "patches/s", 3e8, bytes=3e7 * 4)]    # 2.5 FLOP/B: bound 25 GFLOP/s
+    annotate(results)
+    got = {t["target"]: t for t in targets(results)}
+    inf = got["phase_a/m/64/eager: eager, default layout, inference share of the roofline bound"]
+    assert inf["value"] == pytest.approx(0.8) and inf["pass"] is True
+    tr = got["phase_a/m/64/eager: eager, default layout, training share of the roofline bound"]
+    assert tr["value"] == pytest.approx(0.36) and tr["pass"] is False  # 9 GFLOP/s of a 25 bound (9 % of the ceiling)
+    assert "phase_a/m/64/eager: eager, default layout, training share of GEMM ceiling" not in got
 
 
 def test_texture_patches_are_decidable():

@@ -14,10 +14,11 @@ from camsim.bench.ceiling import bandwidth_gbs, ceiling_gflops, roofline_gflops
 
 __all__ = ["TARGETS", "VARIANT_LABEL", "annotate", "targets", "render"]
 
-#: issue 9 targets (shares of the GEMM ceiling; loader / training ratio); issue 21's: the analyst's
+#: issue 21's targets: Phase A inference / training shares of the roofline bound (of the GEMM
+#: ceiling where no bandwidth was measured; issue 9 had asked 70 / 45 % of the ceiling), the analyst's
 #: seconds per 12-MP photo through camsim-localize after the first of a folder, the quick main job's
-#: seconds from an empty directory
-TARGETS = {"inference_share": 0.70, "training_share": 0.45, "loader_ratio": 3.0, "photo_s": 5.0, "job_s": 150.0}
+#: seconds from an empty directory; issue 9's loader / training ratio
+TARGETS = {"inference_share": 0.70, "training_share": 0.50, "loader_ratio": 3.0, "photo_s": 5.0, "job_s": 150.0}
 VARIANT_LABEL = {"eager": "eager, default layout", "channels_last": "channels_last",
                  "composed": "channels_last + first layers composed",
                  "compile": "channels_last + torch.compile", "bf16": "bf16 autocast (eager)"}
@@ -53,10 +54,16 @@ def targets(results: dict[str, dict]) -> list[dict]:
         if not ceiling:
             continue
         label = f"{name}: {VARIANT_LABEL[res['variant']]}"
+        lines = {line.get("metric"): line for line in res.get("lines", [])}
         for key, goal in (("inference", TARGETS["inference_share"]), ("training", TARGETS["training_share"])):
+            roof = lines.get(key, {}).get("roofline_share")  # annotate's, where the stream row ran
+            if roof is not None:
+                add(f"{label}, {key} share of the roofline bound", roof, f">= {goal:.0%}", roof >= goal)
+                continue
             f = res["flops_forward"] * (3 if key == "training" else 1)
             share = res[key]["best"] * f / 1e9 / ceiling
-            add(f"{label}, {key} share of GEMM ceiling", share, f">= {goal:.0%}", share >= goal)
+            add(f"{label}, {key} share of GEMM ceiling", share, f">= {goal:.0%}", share >= goal,
+                "no bandwidth measured (add the stream row): the GEMM ceiling stands for the roofline bound")
     quick = [r for n, r in results.items() if n.startswith("phase_a/quick/") and r.get("status") == "ok"]
     loaders = [r for r in results.values() if r.get("kind") == "loader" and r.get("status") == "ok"]
     if quick and loaders:
@@ -141,7 +148,7 @@ def _rows_table(report: dict) -> Table:
 
 
 def _targets_table(report: dict) -> Table:
-    tt = Table(title="targets (issue 9; ratios from this run)")
+    tt = Table(title="targets (issues 9 and 21; ratios from this run)")
     for col in ("target", "measured", "goal", "result", "notes"):
         tt.add_column(col, overflow="fold")
     for t in report["targets"]:

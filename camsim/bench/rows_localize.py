@@ -63,7 +63,7 @@ def row_localize_photo(p: dict) -> dict:
     checkpoint load, exit) = wall time − the photos' seconds. ``others_cores``: the CPU the rest of
     the machine used meanwhile (busy CPU-seconds minus camsim-localize's, per second of the run;
     None without ``/proc/stat``) — on a shared machine the photo times are not a quiet machine's
-    (README, "Performance")."""
+    (docs/performance.md, "The analyst's time per photo")."""
     variant = p.get("variant", "channels_last")
     with tempfile.TemporaryDirectory(prefix="camsim-bench-photo-") as tmp:
         tmp_dir = Path(tmp)

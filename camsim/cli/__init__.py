@@ -41,8 +41,8 @@ def choose_omp_wait_policy(environ: dict | None = None) -> str:
     if other processes keep ≥ :data:`BUSY_CORES` of this process's CPUs busy at start (or that
     cannot be measured), ``OMP_WAIT_POLICY=PASSIVE``: a spinning thread then steals the core
     another runnable thread needs. On a quiet machine the threads keep libgomp's default short
-    spin, which is faster for the quick model's small operations (README, "Performance", has the
-    figures)."""
+    spin, which is faster for the quick model's small operations (docs/performance.md, "How torch's
+    threads wait", has the figures)."""
     env = os.environ if environ is None else environ
     mine = [f"{k}={env[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in env]
     if mine:
@@ -59,7 +59,7 @@ def choose_omp_wait_policy(environ: dict | None = None) -> str:
             "machine GOMP_SPINCOUNT=300000 lets them spin, which is faster")
 
 
-# Before torch loads its OpenMP runtime (README, "Performance")
+# Before torch loads its OpenMP runtime (docs/performance.md, "How torch's threads wait")
 OMP_WAIT_NOTE = choose_omp_wait_policy()
 MALLOC_NOTE = tune_malloc()
 
