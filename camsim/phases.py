@@ -195,7 +195,8 @@ def phase_a_key(st: RunState) -> dict:
     cfg, data = st.cfg, st.data
     return {"kind": "phase_a", "requests": [r.key(data.store.settings) for r in data.requests("phase_a")],
             "classes": list(data.split.a), "model": backbone_config(cfg),
-            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items() if k not in _PHASE_A_UNKEYED},
+            "phase_a": {k: v for k, v in to_plain(cfg.phase_a).items()
+                        if k not in _PHASE_A_UNKEYED and not (k == "average_from" and v is None)},
             "batch_size": int(cfg.phase_a.loader.batch_size), "seed": int(cfg.seed),
             "precision": str(cfg.trainer.precision),
             **({"trainer": t} if (t := {k: v for k, v in trainer_key(cfg).items() if k != "precision"}) else {})}
@@ -213,8 +214,10 @@ def stage_phase_a(st: RunState) -> None:
                               scheduler=to_plain(cfg.phase_a.scheduler), channels_last=bool(cfg.phase_a.channels_last),
                               compile=bool(cfg.phase_a.compile),
                               compose_first_layers=bool(cfg.phase_a.compose_first_layers),
-                              fuse_batch_norm_pool=bool(cfg.phase_a.fuse_batch_norm_pool))
-    _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()])
+                              fuse_batch_norm_pool=bool(cfg.phase_a.fuse_batch_norm_pool),
+                              average_from=cfg.phase_a.average_from)
+    _train_phase(st, "phase_a", key, final, module, dm, cfg.phase_a, test=True, extra_callbacks=[ConfusionFigures()],
+                 keep_last=cfg.phase_a.average_from is not None)
 
 
 def _key_settings(node: DictConfig, skip: tuple[str, ...]) -> dict:
@@ -343,6 +346,14 @@ class EpochMetrics(L.Callback):
                 return {**figures, "best_epoch": int(m["epoch"])}
         return {"best_epoch": None}
 
+    def latest(self) -> dict[str, Any]:
+        """The last validation's figures, with its epoch as ``best_epoch``: the figures of a phase
+        that keeps its last epoch (Phase A with ``phase_a.average_from``)."""
+        if not self.by_step:
+            return {}
+        m = self.by_step[max(self.by_step)]
+        return {**{k: v for k, v in m.items() if k != "epoch"}, "best_epoch": int(m["epoch"])}
+
 
 def weights_only(method: Any) -> dict[str, bool]:
     """``{"weights_only": True}`` for a Trainer method that takes it (Lightning >= 2.5): a checkpoint it
@@ -395,9 +406,21 @@ def retire_stale_heads(root: Path, phase_a_name: str) -> list[Path]:
     return moved
 
 
+def last_checkpoint(folder: Path) -> ModelCheckpoint:
+    """The callback that writes a phase's ``last.ckpt`` — its own callback, since Lightning 2.6's
+    ``save_last`` writes only when a top-k checkpoint is saved — at the end of every training
+    epoch, also in epochs without validation (``trainer.check_val_every_n_epoch`` > 1,
+    ``limit_val_batches=0``), where Lightning's default would leave an earlier epoch's."""
+    return ModelCheckpoint(dirpath=folder, filename="last", monitor=None, enable_version_counter=False,
+                           save_on_train_epoch_end=True)
+
+
 def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.LightningModule,
-                 dm: L.LightningDataModule, pcfg: DictConfig, test: bool, extra_callbacks: Sequence = ()) -> None:
-    """Fit in ``<final>.partial`` (resuming from its last.ckpt), test, then rename into place."""
+                 dm: L.LightningDataModule, pcfg: DictConfig, test: bool, extra_callbacks: Sequence = (),
+                 keep_last: bool = False) -> None:
+    """Fit in ``<final>.partial`` (resuming from its last.ckpt), test, then rename into place. The
+    phase keeps the checkpoint of its best validation (``pcfg.monitor``), or with ``keep_last`` its
+    last epoch's (a weight average is whole only at the end)."""
     cfg = st.cfg
     work = final.with_name(final.name + ".partial")
     with ExitStack() as stack:
@@ -421,18 +444,17 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
                                   mode=monitor_mode(str(pcfg.monitor)), auto_insert_metric_name=False,
                                   enable_version_counter=False)
         epochs = EpochMetrics()
-        # its own callback: since Lightning 2.6 `save_last` only writes when a top-k checkpoint is saved
-        last_cb = ModelCheckpoint(dirpath=work, filename="last", monitor=None, enable_version_counter=False)
+        last_cb = last_checkpoint(work)
         trainer = build_trainer(cfg, int(pcfg.max_epochs), [epochs, ckpt_cb, last_cb, *extra_callbacks], st.loggers)
         resume = resume_from([work / "last.ckpt", work / "best.ckpt"]) if pcfg.resume else None
         if resume is not None:
             log.info("  resuming %s from %s", name, resume)
         trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume), **weights_only(trainer.fit))
-        best = ckpt_cb.best_model_path or str(work / "last.ckpt")
+        best = str(work / "last.ckpt") if keep_last else (ckpt_cb.best_model_path or str(work / "last.ckpt"))
         # the last epoch's figures, its validation figures replaced by the kept epoch's (kept
         # before a resume: the last epoch's, with no best_epoch)
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        metrics.update(epochs.kept(str(pcfg.monitor), ckpt_cb.best_model_score))
+        metrics.update(epochs.latest() if keep_last else epochs.kept(str(pcfg.monitor), ckpt_cb.best_model_score))
         if test:
             tested = trainer.test(module, dm, ckpt_path=best, verbose=False, **weights_only(trainer.test))
             metrics.update(tested[0] if tested else {})

@@ -355,6 +355,119 @@ def test_a_resumed_phase_trains_as_an_uninterrupted_one(data, tmp_path, with_sta
     assert same == with_state
 
 
+def test_weight_average_is_the_mean_of_the_steps_and_swaps_back():
+    from camsim.lit.phase_a import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage()
+    seen = []
+    for value in (1.0, 2.0, 6.0):
+        with torch.no_grad():
+            for t in [*net.parameters(), net[1].running_mean, net[1].running_var]:
+                t.fill_(value)
+        seen.append(value)
+        avg.update(net)
+    assert avg.count == 3
+    raw = avg.swap_in(net)
+    for t in [*net.parameters(), net[1].running_mean, net[1].running_var]:
+        torch.testing.assert_close(t.detach(), torch.full_like(t, 3.0))  # (1 + 2 + 6) / 3
+    assert int(net[1].num_batches_tracked) == 0  # integer buffers are not averaged
+    avg.swap_out(net, raw)
+    assert all(torch.equal(t.detach(), torch.full_like(t, 6.0)) for t in net.parameters())
+
+
+class BackboneSteps(L.Callback):
+    """The backbone's floating-point tensors after every training step of epochs ≥ ``start``."""
+
+    def __init__(self, start: int) -> None:
+        self.start, self.states = start, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch >= self.start:
+            self.states.append({k: v.detach().clone() for k, v in pl_module.backbone.state_dict().items()
+                                if v.is_floating_point()})
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+def test_phase_a_weight_average_is_validated_kept_and_resumed(data, tmp_path):
+    """``average_from=1``: validation from epoch 1 on, the kept checkpoints and the network left
+    after the fit are the mean of the weights after every step of epochs 1 and 2; a run killed
+    after epoch 1 and resumed trains on from the trained (not the averaged) weights and ends as
+    the uninterrupted run, average and all."""
+    from camsim.lit.checkpoints import RandomState
+
+    def fit(max_epochs: int, folder: str, ckpt_path: str | None = None, probe: L.Callback | None = None):
+        module = classifier(SGD, average_from=1)
+        train = DataLoader(data["train"], batch_size=16, shuffle=True, collate_fn=_already_batched)
+        callbacks = [*checkpoints(tmp_path / folder, "phase_a/val/acc"), RandomState(), *([probe] if probe else [])]
+        tr = trainer(max_epochs=max_epochs, callbacks=callbacks, limit_train_batches=3, limit_val_batches=1,
+                     num_sanity_val_steps=0)
+        seeded(tr.fit, module, train, loader(data["val"], 16), ckpt_path=ckpt_path)
+        return module
+
+    steps = BackboneSteps(start=1)
+    whole = fit(3, "whole", probe=steps)
+    assert len(steps.states) == 6 and whole.average.count == 6
+    mean = {k: torch.stack([s[k] for s in steps.states]).mean(0) for k in steps.states[0]}
+    # the mean of projected kernels meets the constraint up to fp32 rounding, so it is projected once
+    # more; this tiny network's kernels (~1e4, summing to 1) make that ill-conditioned: ~1e-3 apart
+    mean["constrained.weight"] = project_constrained(mean["constrained.weight"])
+    loose = {"constrained.weight": dict(rtol=1e-2, atol=1.0)}
+    for k, v in whole.backbone.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, mean[k], **loose.get(k, dict(rtol=1e-5, atol=1e-6)))
+    assert not torch.allclose(whole.backbone.blocks.conv1.conv.weight, steps.states[-1]["blocks.conv1.conv.weight"])
+    kept = torch.load(tmp_path / "whole" / "last.ckpt", weights_only=True)
+    for k, v in mean.items():
+        torch.testing.assert_close(kept["state_dict"][f"backbone.{k}"], v, **loose.get(k, dict(rtol=1e-5, atol=1e-6)))
+    assert max(constraint_violation(whole.backbone.constrained.weight)) < 1e-6  # a mean of projected kernels
+
+    fit(2, "job")  # killed after its second epoch, the average under way ...
+    resumed = fit(3, "job", ckpt_path=str(tmp_path / "job" / "last.ckpt"))  # ... and run again
+    assert resumed.average.count == 6
+    for k, v in whole.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), f"{k} differs after the resume"
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists and is not empty")
+@pytest.mark.parametrize("validation", [dict(val_check_interval=0.5), dict(check_val_every_n_epoch=2),
+                                        dict(limit_val_batches=0)], ids=["mid_epoch", "every_2nd_epoch", "none"])
+def test_weight_average_never_changes_the_training_and_every_last_checkpoint_holds_it(data, tmp_path, validation):
+    """However often validation runs (mid-epoch, not every epoch, never), the trained weights step
+    for step are those of the same run without averaging, and last.ckpt (written as a phase writes
+    it) holds the average of them all."""
+    from camsim.phases import last_checkpoint
+
+    def fit(average_from, folder):
+        module = classifier(SGD, average_from=average_from)
+        steps = BackboneSteps(start=0)
+        train = DataLoader(data["train"], batch_size=16, shuffle=True, collate_fn=_already_batched)
+        tr = trainer(max_epochs=3, callbacks=[last_checkpoint(tmp_path / folder), steps],
+                     limit_train_batches=4, num_sanity_val_steps=0, **{"limit_val_batches": 1, **validation})
+        seeded(tr.fit, module, train, loader(data["val"], 16))
+        return steps.states
+
+    plain, averaged = fit(None, "plain"), fit(0, "averaged")
+    assert len(averaged) == 12
+    for a, b in zip(plain, averaged):
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{k}: averaging changed the training"
+    kept = torch.load(tmp_path / "averaged" / "last.ckpt", weights_only=True)["state_dict"]
+    for k in ("blocks.conv1.conv.weight", "fcs.fc_a1.weight", "blocks.conv1.bn.running_mean"):
+        want = torch.stack([s[k] for s in averaged]).mean(0)
+        torch.testing.assert_close(kept[f"backbone.{k}"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_weight_average_is_off_by_default_and_a_bad_epoch_is_named():
+    from camsim.config.checks import validate
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg([])
+    assert cfg.phase_a.average_from is None
+    with pytest.raises(ValueError, match=r"phase_a.average_from=10: the epoch \(0 to phase_a.max_epochs - 1 = 9\)"):
+        validate(compose_cfg(["phase_a.average_from=10"]))
+
+
 def test_channels_last_gives_the_same_logits(data):
     ref = classifier()
     cl = classifier(channels_last=True, compile=False)

@@ -217,6 +217,26 @@ def test_a_phase_keeps_the_epoch_its_monitor_calls_best() -> None:
     again = EpochMetrics()  # a resumed phase: the validations before the resume come from the checkpoint
     again.load_state_dict(em.state_dict())
     assert again.kept("phase_b/val/auc", 0.9)["best_epoch"] == 1
+    # a phase that keeps its last epoch (Phase A with phase_a.average_from) reports the last validation
+    assert em.latest() == {"phase_b/val/auc": 0.8, "phase_b/val/acc": 0.85, "best_epoch": 2}
+    assert EpochMetrics().latest() == {}
+
+
+def test_phase_a_with_weight_averaging_keeps_its_last_epoch(workdir: Path, shared_artefacts: Path) -> None:
+    """``phase_a.average_from``: the kept network is the last epoch's — the whole average — with the
+    last validation's figures, whatever an earlier epoch scored; its own artefact (keyed)."""
+    import torch
+
+    _run("camsim-train", workdir, shared_artefacts, "task=phase_a", "phase_a.max_epochs=2", "phase_a.average_from=1",
+         "seed=4243")
+    run = json.loads((_run_dir(workdir) / "run.json").read_text())
+    art = Path(run["phase_a"]["artefact"])
+    assert json.loads((art / "key.json").read_text())["phase_a"]["average_from"] == 1
+    metrics = json.loads((art / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1
+    ckpt = torch.load(art / "model.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["weight_average"]["count"] > 0
+
 
 def test_training_without_a_logger_keeps_the_default_callbacks(workdir: Path, shared_artefacts: Path) -> None:
     """logger=none with the default callbacks (progress bar, learning-rate monitor) trains: the

@@ -118,6 +118,10 @@ def validate(cfg: DictConfig) -> None:
     for phase in ("phase_a", "phase_b"):
         if int(cfg[phase].max_epochs) < 1:
             raise ValueError(f"{phase}.max_epochs={cfg[phase].max_epochs}: a learning phase needs at least 1 epoch")
+    start = cfg.phase_a.get("average_from")
+    if start is not None and not 0 <= int(start) < int(cfg.phase_a.max_epochs):
+        raise ValueError(f"phase_a.average_from={start}: the epoch (0 to phase_a.max_epochs - 1 = "
+                         f"{int(cfg.phase_a.max_epochs) - 1}) from which the weights are averaged, or null (off)")
     ft = cfg.phase_b.get("finetune")
     if ft is not None and ft.enabled:
         if int(ft.max_epochs) < 1:

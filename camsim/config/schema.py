@@ -107,13 +107,18 @@ class PhaseAConfig:
     fuse_batch_norm_pool: bool = True
     #: resume an interrupted Phase A from its last checkpoint
     resume: bool = True
+    #: null (off): Phase A keeps its best validation epoch (``monitor``). An epoch index k: from epoch
+    #: k on, the uniform average of the weights (and batch-norm statistics) after every optimiser
+    #: step; validation from epoch k on sees the average, and Phase A keeps the last epoch's — the
+    #: whole average (weight averaging, SWA-like; docs/experiments.md, "Weight averaging in Phase A")
+    average_from: Optional[int] = None
 
 
 @dataclass
 class FeaturePassConfig:
     """The frozen backbone's inference pass (``camsim.models.feature_pass.FeaturePass``): speed only."""
 
-    #: NHWC convolutions (same maths, faster on CPU: README, "Performance")
+    #: NHWC convolutions (same maths, faster on CPU: docs/performance.md)
     channels_last: bool = True
     #: torch.compile with inductor freezing (batch norm folded into the convs): ~15 s to compile,
     #: pays off on large patch sets (paper recipe, 256 px) and on many localised images

@@ -65,7 +65,7 @@ class CameraClassifier(L.LightningModule):
     def __init__(self, backbone: dict, class_names: Sequence[str], patch_size: int,
                  optimizer: dict | None = None, scheduler: dict | None = None,
                  channels_last: bool = False, compile: bool = False, compose_first_layers: bool = False,
-                 fuse_batch_norm_pool: bool = False):
+                 fuse_batch_norm_pool: bool = False, average_from: int | None = None):
         super().__init__()
         # plain containers in the checkpoint (a Hydra DictConfig there would not load with
         # weights_only=True); save_hyperparameters reads these locals
@@ -89,6 +89,10 @@ class CameraClassifier(L.LightningModule):
         self.per_class = torch.nn.ModuleDict({f"{s}_": MulticlassAccuracy(k, average="none") for s in ("val", "test")})
         self.confusion = torch.nn.ModuleDict({f"{s}_": MulticlassConfusionMatrix(k) for s in ("val", "test")})
         self.train_loss = MeanMetric()
+        if average_from is not None and int(average_from) < 0:
+            raise ValueError(f"phase_a.average_from: {average_from} is not an epoch index (null, 0, 1, ...)")
+        self.average = WeightAverage()
+        self._raw: dict[str, torch.Tensor] | None = None  # the trained weights while the average is in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last and x.dim() == 4:  # [N, P, P] batches are fine as they are
@@ -143,6 +147,39 @@ class CameraClassifier(L.LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         project_constrained_layers_(self.backbone)  # Bayar & Stamm: after every step
+        start = self.hparams.get("average_from")
+        if start is not None and self.current_epoch >= int(start):
+            self.average.update(self.backbone)  # projected weights: their mean meets the constraint too
+
+    # weight averaging (phase_a.average_from): validation and every checkpoint — hence the kept
+    # network, its test and everything downstream — see the average; training goes on from the
+    # trained weights. In at a validation's start and at the epoch's end (before the checkpoint
+    # callbacks, also in epochs without validation), out at the next training batch.
+    def _average_in(self) -> None:
+        if self.average.count and self._raw is None:
+            self._raw = self.average.swap_in(self.backbone)
+            project_constrained_layers_(self.backbone)  # the mean of projected kernels, up to fp32 rounding
+
+    def on_validation_epoch_start(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._average_in()
+
+    def on_train_epoch_end(self) -> None:
+        self._average_in()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self._raw is not None:
+            self.average.swap_out(self.backbone, self._raw)
+            self._raw = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.average.count:  # to resume: the running mean, and the trained weights while the average is in
+            checkpoint["weight_average"] = {"count": self.average.count, "mean": self.average.mean, "raw": self._raw}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("weight_average")
+        if saved:  # with "raw", the state dict about to be loaded is the average: training resumes from "raw"
+            self.average.count, self.average.mean, self._raw = int(saved["count"]), saved["mean"], saved["raw"]
 
     def on_fit_start(self) -> None:
         project_constrained_layers_(self.backbone)
@@ -150,6 +187,54 @@ class CameraClassifier(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return optimizers_from_config(self.backbone.parameters(), self.hparams.optimizer, self.hparams.scheduler,
                                       "phase_a")
+
+
+class WeightAverage:
+    """The uniform average of a module's floating-point parameters and buffers (batch-norm
+    statistics included), updated after every optimiser step: stochastic weight averaging
+    (Izmailov et al., UAI 2018) taken densely, per step (Cha et al., SWAD, NeurIPS 2021)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: dict[str, torch.Tensor] | None = None
+
+    @staticmethod
+    def _tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in module.state_dict(keep_vars=True).items() if v.is_floating_point()}
+
+    def _mean(self, k: str, like: torch.Tensor) -> torch.Tensor:
+        """The running mean of ``k`` on ``like``'s device (a resumed DDP rank loads it where rank 0
+        saved it), kept in float32 whatever the weights' precision."""
+        m = self.mean[k]
+        if m.device != like.device:
+            m = self.mean[k] = m.to(like.device)
+        return m
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        now = self._tensors(module)
+        self.count += 1
+        if self.mean is None or self.count == 1:
+            self.mean = {k: v.detach().to(torch.float32, copy=True) for k, v in now.items()}
+            return
+        for k, v in now.items():
+            self._mean(k, v).lerp_(v.detach().float(), 1.0 / self.count)  # mean += (v - mean) / count
+
+    @torch.no_grad()
+    def swap_in(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Put the average into ``module``; returns its own tensors (for :meth:`swap_out`)."""
+        if self.mean is None:
+            raise RuntimeError("WeightAverage.swap_in: nothing averaged yet")
+        raw = {}
+        for k, v in self._tensors(module).items():
+            raw[k] = v.detach().clone()
+            v.copy_(self._mean(k, v))
+        return raw
+
+    @torch.no_grad()
+    def swap_out(self, module: torch.nn.Module, raw: dict[str, torch.Tensor]) -> None:
+        for k, v in self._tensors(module).items():
+            v.copy_(raw[k])
 
 
 def optimizers_from_config(params: Any, optimizer: dict | None, scheduler: dict | None, phase: str) -> Any:
