@@ -348,7 +348,9 @@ class EpochMetrics(L.Callback):
 
     def latest(self) -> dict[str, Any]:
         """The last validation's figures, with its epoch as ``best_epoch``: the figures of a phase
-        that keeps its last epoch (Phase A with ``phase_a.average_from``)."""
+        that keeps its last epoch (Phase A with ``phase_a.average_from``). Where the last epoch did
+        not validate (``trainer.check_val_every_n_epoch``, ``limit_val_batches=0``) they are an
+        earlier epoch's, or none."""
         if not self.by_step:
             return {}
         m = self.by_step[max(self.by_step)]
