@@ -79,22 +79,61 @@ def load_rows(root: Path, metrics: Sequence[str] | None = None) -> tuple[list[st
     return swept, rows
 
 
+def summarise(rows: list[dict], swept: Sequence[str], metrics: Sequence[str],
+              over: Sequence[str]) -> tuple[list[str], list[dict]]:
+    """One row per setting of the swept parameters other than ``over`` (e.g. ``seed``): ``n`` jobs,
+    and each metric's mean, ``min`` and ``max`` over the jobs that have it — a setting's figure in
+    expectation and its spread between training draws. ``status`` names a metric some jobs lack."""
+    unknown = [k for k in over if k not in swept]
+    if unknown:
+        raise ValueError(f"camsim-compare: --over {', '.join(unknown)}: not a parameter the jobs differ in; "
+                         f"swept: {', '.join(swept) or 'none'}")
+    keep = [k for k in swept if k not in over]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:  # in the jobs' order: the first setting first
+        groups.setdefault(tuple(r.get(k) for k in keep), []).append(r)
+    out = []
+    for key, rs in groups.items():
+        row: dict[str, Any] = {**dict(zip(keep, key)), "n": len(rs)}
+        short = []
+        for m in metrics:
+            vals = [float(r[m]) for r in rs if r.get(m) is not None]
+            row[m] = float(np.mean(vals)) if vals else None
+            row[f"{m} min"], row[f"{m} max"] = (min(vals), max(vals)) if vals else (None, None)
+            if len(vals) < len(rs):
+                short.append(f"{m} in {len(vals)} of {len(rs)}")
+        row["status"] = f"only {', '.join(short)}" if short else "ok"
+        out.append(row)
+    return [*keep, "n", *(c for m in metrics for c in (m, f"{m} min", f"{m} max")), "status"], out
+
+
 def write_comparison(root: Path, out: Path | None = None, metrics: Sequence[str] | None = None,
-                     x: str | None = None) -> tuple[Path, Path | None, list[str], list[dict]]:
+                     x: str | None = None, over: Sequence[str] = ()) -> tuple[Path, Path | None, list[str], list[dict]]:
     """Write ``comparison.csv`` and ``comparison.png`` (metric vs the swept parameter ``x``);
-    ``metrics=None``: the default columns the jobs have (:func:`load_rows`)."""
+    ``metrics=None``: the default columns the jobs have (:func:`load_rows`). With ``over``
+    (e.g. ``["seed"]``) also ``comparison_over.csv``, :func:`summarise`'s rows, which are returned
+    instead of the jobs'."""
     swept, rows = load_rows(root, metrics)
     metrics = [m for m in (metrics or DEFAULT_METRICS) if any(m in r for r in rows)]
+    summary = summarise(rows, swept, metrics, over) if over else None  # a bad --over fails before any write
     out = Path(out) if out else Path(root)
     out.mkdir(parents=True, exist_ok=True)
     columns = ["job", *swept, *metrics, "status"]
     csv_path = out / "comparison.csv"
-    with open(csv_path, "w", newline="") as fh:
+    _write_csv(csv_path, columns, rows)
+    png = _plot(rows, x or (swept[0] if swept else None), swept, metrics, out / "comparison.png")
+    if summary is not None:
+        csv_path = out / "comparison_over.csv"
+        _write_csv(csv_path, *summary)
+        return csv_path, png, *summary
+    return csv_path, png, columns, rows
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    png = _plot(rows, x or (swept[0] if swept else None), swept, metrics, out / "comparison.png")
-    return csv_path, png, columns, rows
 
 
 def _plot(rows: list[dict], x: str | None, swept: list[str], metrics: Sequence[str], path: Path) -> Path | None:
@@ -140,14 +179,19 @@ def _is_number(v: Any) -> bool:
         return False
 
 
-def format_table(columns: list[str], rows: list[dict]) -> Any:
+def format_table(columns: list[str], rows: list[dict], over: Sequence[str] = ()) -> Any:
+    """The jobs' table; with ``over``, :func:`summarise`'s: each metric as "mean [min, max]"."""
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title="sweep comparison")
-    for c in columns:
+    spread = {c for c in columns if f"{c} min" in columns}
+    shown = [c for c in columns if not (c.endswith((" min", " max")) and c[:-4] in spread)]
+    t = Table(title=escape(f"sweep comparison: mean [min, max] over {', '.join(over)}") if over else "sweep comparison")
+    for c in shown:
         t.add_column(c.replace("eval/acc/", "acc ").replace("eval/", ""), justify="right")
     for r in rows:
-        t.add_row(*[_fmt(r.get(c)) for c in columns])
+        t.add_row(*[escape(f"{_fmt(r.get(c))} [{_fmt(r.get(c + ' min'))}, {_fmt(r.get(c + ' max'))}]")
+                    if c in spread and r.get(c) is not None else escape(_fmt(r.get(c))) for c in shown])
     return t
 
 

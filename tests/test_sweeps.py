@@ -195,3 +195,42 @@ def test_compare_names_each_job_by_its_folder_and_what_it_lacks(tmp_path: Path) 
     _, _, columns, rows = write_comparison(tmp_path, tmp_path / "cmp")
     assert "eval/auc" in columns and "baseline/acc/unknown_unknown" not in columns
     assert [r["status"] for r in rows] == ["ok", "missing: eval/auc", "no metrics.json"]
+
+
+def test_compare_over_seeds_gives_each_setting_in_expectation_and_its_spread(tmp_path: Path, capsys) -> None:
+    """``--over seed``: one row per setting of the other swept parameters — the mean, min and max of
+    each metric over its seeds and how many jobs; a job lacking a figure is named, not averaged as 0;
+    a parameter the jobs do not differ in is an error naming the swept ones."""
+    import csv
+    import json
+
+    import yaml
+
+    from camsim.cli.compare import main
+    from camsim.compare import summarise, load_rows
+
+    auc = {("null", 0): 0.80, ("null", 1): 0.90, ("null", 2): 0.70, ("5", 0): 0.85, ("5", 1): 0.75, ("5", 2): None}
+    for k, ((avg, seed), value) in enumerate(auc.items()):
+        job = tmp_path / str(k)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"phase_a.average_from={avg}", f"seed={seed}"]))
+        (job / "metrics.json").write_text(json.dumps({"eval": {"auc": value, "eta": 0.5}}))
+    swept, rows = load_rows(tmp_path, ["eval/auc"])
+    columns, summary = summarise(rows, swept, ["eval/auc"], ["seed"])
+    assert columns == ["phase_a.average_from", "n", "eval/auc", "eval/auc min", "eval/auc max", "status"]
+    off, on = summary
+    assert (off["phase_a.average_from"], off["n"], off["status"]) == ("null", 3, "ok")
+    assert off["eval/auc"] == pytest.approx(0.8) and (off["eval/auc min"], off["eval/auc max"]) == (0.7, 0.9)
+    assert on["eval/auc"] == pytest.approx(0.8) and on["status"] == "only eval/auc in 2 of 3"
+    with pytest.raises(ValueError, match=r"--over split.seed: not a parameter the jobs differ in; swept: "
+                                         r"phase_a.average_from, seed"):
+        summarise(rows, swept, ["eval/auc"], ["split.seed"])
+
+    main([str(tmp_path), "--metrics", "eval/auc", "--over", "seed"])
+    printed = capsys.readouterr().out
+    assert "mean [min, max] over seed" in printed and "0.800 [0.700, 0.900]" in printed
+    with open(tmp_path / "comparison_over.csv") as fh:
+        written = list(csv.DictReader(fh))
+    assert [r["n"] for r in written] == ["3", "3"] and float(written[1]["eval/auc max"]) == 0.85
+    with pytest.raises(SystemExit):
+        main(["--paired", str(tmp_path), str(tmp_path), "--over", "seed"])

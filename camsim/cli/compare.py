@@ -5,6 +5,7 @@ evaluations on the same photos, with paired bootstrap intervals of their differe
 
     camsim-compare outputs/multirun/2026-11-25/14-02-11
     camsim-compare <dir> --x split.a --metrics eval/acc/unknown_unknown eval/auc
+    camsim-compare <dir> --over seed      # each setting's mean [min, max] over the training seeds
     camsim-compare --paired <transfer run A> <transfer run B> [--reps 1000] [--out DIR]
     camsim-compare --paired <run>:baseline <run>      # the head against its own Bray–Curtis baseline
 """
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("multirun_dir", type=Path, nargs="?", help="a Hydra multirun dir (or any dir holding job dirs)")
     p.add_argument("--metrics", nargs="+", default=None, help="metric keys (as in metrics.json, '/'-joined)")
     p.add_argument("--x", default=None, help="swept parameter on the plot's x axis (default: the first swept one)")
+    p.add_argument("--over", nargs="+", default=(), metavar="PARAM",
+                   help="swept parameters to average over (e.g. seed): one row per setting of the others, each "
+                        "metric's mean [min, max] and the job count; also written to comparison_over.csv")
     p.add_argument("--out", type=Path, default=None,
                    help="where comparison.csv/.png go (default: the multirun dir); with --paired: where "
                         "paired.md/.json go (default: print only)")
@@ -35,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if (args.paired is None) == (args.multirun_dir is None):
         p.error("give either a multirun dir or --paired RUN_A RUN_B")
+    if args.paired and args.over:
+        p.error("--over averages a multirun dir's jobs; it does not go with --paired")
     try:
         if args.paired:
             _paired(args)
@@ -51,10 +57,10 @@ def _sweep(args: argparse.Namespace) -> None:
     from camsim.compare import format_table, write_comparison
 
     csv_path, png, columns, rows = write_comparison(args.multirun_dir, args.out, args.metrics,
-                                                    args.x)
+                                                    args.x, args.over)
     # piped or redirected output: wide enough that no column header is cut to "…"
     console = Console() if sys.stdout.isatty() else Console(width=240)
-    console.print(format_table(columns, rows))
+    console.print(format_table(columns, rows, args.over))
     console.print(f"table: {csv_path}" + (f"\nplot: {png}" if png else ""))
 
 
