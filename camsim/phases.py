@@ -342,8 +342,7 @@ class EpochMetrics(L.Callback):
             return {}
         for _, m in sorted(self.by_step.items()):
             if monitor in m and m[monitor] == float(best):
-                figures = {k: v for k, v in m.items() if k != "epoch"}
-                return {**figures, "best_epoch": int(m["epoch"])}
+                return self._figures(m)
         return {"best_epoch": None}
 
     def latest(self) -> dict[str, Any]:
@@ -351,9 +350,11 @@ class EpochMetrics(L.Callback):
         that keeps its last epoch (Phase A with ``phase_a.average_from``). Where the last epoch did
         not validate (``trainer.check_val_every_n_epoch``, ``limit_val_batches=0``) they are an
         earlier epoch's, or none."""
-        if not self.by_step:
-            return {}
-        m = self.by_step[max(self.by_step)]
+        return self._figures(self.by_step[max(self.by_step)]) if self.by_step else {}
+
+    @staticmethod
+    def _figures(m: dict[str, float]) -> dict[str, Any]:
+        """One validation's figures, its epoch as ``best_epoch``."""
         return {**{k: v for k, v in m.items() if k != "epoch"}, "best_epoch": int(m["epoch"])}
 
 
@@ -452,7 +453,7 @@ def _train_phase(st: RunState, name: str, key: dict, final: Path, module: L.Ligh
         if resume is not None:
             log.info("  resuming %s from %s", name, resume)
         trainer.fit(module, dm, ckpt_path=None if resume is None else str(resume), **weights_only(trainer.fit))
-        best = str(work / "last.ckpt") if keep_last else (ckpt_cb.best_model_path or str(work / "last.ckpt"))
+        best = (None if keep_last else ckpt_cb.best_model_path) or str(work / "last.ckpt")
         # the last epoch's figures, its validation figures replaced by the kept epoch's (kept
         # before a resume: the last epoch's, with no best_epoch)
         metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

@@ -235,12 +235,11 @@ def stage_eval(st: RunState) -> dict:
             "fine-tuned features — not Phase A's own baseline (`ckpt=` names no Phase A artefact to take it from); "
             "the job that trained the network reports that one.")))
     if cfg.get("ckpt"):  # a network trained elsewhere: name it, and check this split against its record
-        path = scored
         notes = split_against_network(sim.training_sets, st.data.split)
         for note in notes:
             log.warning("  %s", note)
         sections.insert(0, ("The network evaluated", "\n".join(
-            [f"`ckpt={path.resolve()}`, trained on set A = {', '.join(sim.training_sets['a'])}; set B = "
+            [f"`ckpt={st.summary['eval_checkpoint']}`, trained on set A = {', '.join(sim.training_sets['a'])}; set B = "
              f"{', '.join(sim.training_sets['b'] or ['not recorded'])}. Known / unknown below are this config's "
              "split (`split.*`), checked against that record:", ""]
             + [f"- {n}" for n in notes or ["consistent: every known model is in its set A, no unknown one in its A or B."]])))
