@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
 import struct
 import zlib
@@ -314,6 +315,23 @@ def test_garbage_and_empty_files_are_refused(tmp_path, content, reason):
     with pytest.raises(ImageReadError, match=reason) as e:
         read_green(path)
     assert e.value.path == path and str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("head, kind, fix", [
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIF/HEIC", "convert it to PNG or TIFF"),
+    (b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom", "Canon CR3 raw", "develop it"),
+    (b"FUJIFILMCCD-RAW 0201FF383501", "Fujifilm RAF raw", "develop it"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n\x00\x00\x00\x14ftypjxl ", "JPEG XL", "convert it to PNG or TIFF"),
+])
+def test_a_phone_or_raw_format_is_named_with_what_to_do(tmp_path, head, kind, fix):
+    """An iPhone's HEIC saved as .jpg (or a raw file in a photo folder) is not 'corrupt': the
+    reason names the format and the way to make it readable, for the header read and the decode."""
+    path = tmp_path / "IMG_0001.jpg"
+    path.write_bytes(head + bytes(2000))
+    for read in (read_green, image_size):
+        with pytest.raises(ImageReadError, match=f"a {re.escape(kind)} file.*{fix}") as e:
+            read(path)
+        assert e.value.path == path
 
 
 def _noise_jpeg(progressive: bool) -> bytes:

@@ -331,8 +331,8 @@ class _open_pillow:
                     finally:
                         Image.MAX_IMAGE_PIXELS = limit
         except UnidentifiedImageError as e:
-            raise ImageReadError(path, "not a recognised image format, or its header is corrupt "
-                                       "(Pillow cannot identify it)") from e
+            raise ImageReadError(path, _unsupported(self.data) or "not a recognised image format, or its "
+                                 "header is corrupt (Pillow cannot identify it)") from e
         except Exception as e:  # noqa: BLE001 - any parser failure is a bad file, reported
             raise ImageReadError(path, f"corrupt image header ({type(e).__name__}: {e})") from e
         _check_pixels(path, self.im.height, self.im.width, self.max_pixels)
@@ -341,6 +341,23 @@ class _open_pillow:
     def __exit__(self, *exc) -> None:
         if self.im is not None:
             self.im.close()
+
+
+#: ISO-BMFF brands (bytes 8-12 after 'ftyp') of formats Pillow has no decoder for
+_BMFF_BRANDS = {b"heic": "HEIF/HEIC", b"heix": "HEIF/HEIC", b"hevc": "HEIF/HEIC", b"heim": "HEIF/HEIC",
+                b"heis": "HEIF/HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"crx ": "Canon CR3 raw"}
+
+
+def _unsupported(data: bytes) -> str | None:
+    """Why a file Pillow cannot identify is not read, where its first bytes name a known format."""
+    kind = _BMFF_BRANDS.get(data[8:12]) if data[4:8] == b"ftyp" else \
+        "Fujifilm RAF raw" if data.startswith(b"FUJIFILMCCD-RAW") else \
+        "JPEG XL" if data.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")) else None
+    if kind is None:
+        return None
+    fix = "develop it to JPEG, PNG or TIFF first" if "raw" in kind else \
+        "convert it to PNG or TIFF first (the pixels are kept; the JPEG branch then sees no JPEG table)"
+    return f"a {kind} file, which this build cannot decode (Pillow has no decoder for it): {fix}"
 
 
 def _swap_16bit_rawmode(rawmode: str) -> str | None:
