@@ -442,6 +442,15 @@ def test_cli_export_refuses_a_non_empty_folder_in_one_line(ckpt, tmp_path):
     assert again.stderr.strip().count("\n") == 0 and "overwrite=true" in again.stderr
 
 
+def test_cli_localize_names_the_photo_it_cannot_analyse(ckpt, tmp_path):
+    """A photo smaller than one patch: one line that names the file and why, exit status 2."""
+    tiny = tmp_path / "thumb.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 14, 3), np.uint8)).save(tiny)
+    res = run_cli("camsim-localize", f"image={tiny}", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert f"{tiny}: image is smaller than one patch" in res.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.slow
 def test_cli_localize_with_model_dir_gives_the_checkpoints_scores(exported, ckpt, tmp_path):
     photo = write_photo(tmp_path / "photo.png", 5)
