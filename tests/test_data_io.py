@@ -321,7 +321,8 @@ def test_garbage_and_empty_files_are_refused(tmp_path, content, reason):
     (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "HEIF/HEIC", "convert it to PNG or TIFF"),
     (b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01crx isom", "Canon CR3 raw", "develop it"),
     (b"FUJIFILMCCD-RAW 0201FF383501", "Fujifilm RAF raw", "develop it"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n\x00\x00\x00\x14ftypjxl ", "JPEG XL", "convert it to PNG or TIFF"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n\x00\x00\x00\x14ftypjxl ", "JPEG XL", "djxl restores it"),
+    (b"\xff\x0a\xfa\x7f\x01\x90\x08", "JPEG XL", "convert it to PNG or TIFF"),
 ])
 def test_a_phone_or_raw_format_is_named_with_what_to_do(tmp_path, head, kind, fix):
     """An iPhone's HEIC saved as .jpg (or a raw file in a photo folder) is not 'corrupt': the
@@ -332,6 +333,14 @@ def test_a_phone_or_raw_format_is_named_with_what_to_do(tmp_path, head, kind, fi
         with pytest.raises(ImageReadError, match=f"a {re.escape(kind)} file.*{fix}") as e:
             read(path)
         assert e.value.path == path
+
+
+def test_an_unknown_iso_media_file_keeps_the_plain_reason(tmp_path):
+    """A video (ISO-BMFF 'isom') in a photo folder is not called a HEIF: the plain reason stands."""
+    path = tmp_path / "clip.jpg"
+    path.write_bytes(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(2000))
+    with pytest.raises(ImageReadError, match="not a recognised image format"):
+        read_green(path)
 
 
 def _noise_jpeg(progressive: bool) -> bytes:

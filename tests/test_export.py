@@ -447,8 +447,11 @@ def test_cli_localize_names_the_photo_it_cannot_analyse(ckpt, tmp_path):
     tiny = tmp_path / "thumb.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 14, 3), np.uint8)).save(tiny)
     res = run_cli("camsim-localize", f"image={tiny}", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
-    assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"{tiny}: image is smaller than one patch" in res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and "Traceback" not in res.stderr and res.stderr.strip().count("\n") == 0
+    assert f"{tiny}: image is smaller than one patch" in res.stderr
+    bad = run_cli("camsim-localize", f"image={tiny}", f"ckpt={ckpt}", "mode=grph", f"hydra.run.dir={tmp_path / 'o2'}",
+                  cwd=tmp_path)  # a setting's error is not the photo's: no file name in front of it
+    assert bad.returncode == 2 and bad.stderr.strip().split("error: ", 1)[-1].startswith("mode must be one of")
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def _main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
     from camsim.eval.networks import Networks
-    from camsim.localize.grid import LocalizationError
+    from camsim.localize.grid import PhotoError
     from camsim.localize.run import (check_calibrate_far, check_reference, localize_file, localize_folder,
                                      localizer_for, resolve_decision_threshold, timing_line)
 
@@ -57,8 +57,8 @@ def _main(cfg: DictConfig) -> None:
         save = True if cfg.save_scores is None else bool(cfg.save_scores)
         try:
             result, line = localize_file(loc, image, out_dir, cfg, int(cfg.max_pixels), save_scores=save)
-        except LocalizationError as err:  # about this photo (too small, too flat): the message names it
-            raise LocalizationError(f"{image}: {err}") from err
+        except PhotoError as err:  # about this photo (too small, too flat), not a setting: name it
+            raise PhotoError(f"{image}: {err}") from err
         log.info("%s", line)
         print(line)
         print(timing_line(result))

@@ -356,6 +356,8 @@ def _unsupported(data: bytes) -> str | None:
     if kind is None:
         return None
     fix = "develop it to JPEG, PNG or TIFF first" if "raw" in kind else \
+        "if it was transcoded from a JPEG, get that JPEG back (djxl restores it, tables included); else " \
+        "convert it to PNG or TIFF" if kind == "JPEG XL" else \
         "convert it to PNG or TIFF first (the pixels are kept; the JPEG branch then sees no JPEG table)"
     return f"a {kind} file, which this build cannot decode (Pillow has no decoder for it): {fix}"
 

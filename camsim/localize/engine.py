@@ -60,7 +60,7 @@ import numpy as np
 from camsim.config.schema import LOCALIZATION_MODES
 from camsim.data.patches import cut_patches, patch_entropy
 from camsim.localize.graph import METHODS, affinity, affinity_block, extend_partition, spectral_bipartition
-from camsim.localize.grid import CellMap, LocalizationError, patch_cell_map, patch_grid
+from camsim.localize.grid import CellMap, LocalizationError, PhotoError, patch_cell_map, patch_grid
 from camsim.machine import single_blas_thread
 from camsim.progress import track
 
@@ -381,7 +381,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     # patch alone would call an image spliced
     need = MIN_DECIDABLE[mode] if mode == "graph" else max(MIN_DECIDABLE[mode], int(min_suspect) + 1)
     if len(dec_idx) < need:
-        raise LocalizationError(
+        raise PhotoError(
             f"too few decidable patches: {len(dec_idx)} of {n} have entropy > {min_entropy} nats; "
             f"{mode} mode needs at least {need} (flat or saturated image? try a smaller patch or stride)")
     note = ""

@@ -43,6 +43,11 @@ class LocalizationError(ValueError):
     """
 
 
+class PhotoError(LocalizationError):
+    """The photo itself cannot be analysed (smaller than one patch, too flat, grey for an RGB
+    network) — not a setting: a caller that knows the file names it in the message."""
+
+
 def _axis_starts(length: int, patch: int, stride: int, align: int, cover_border: bool) -> np.ndarray:
     """Patch starts along one axis of ``length`` pixels (see module docstring)."""
     last = length - patch
@@ -69,7 +74,7 @@ def patch_grid(height: int, width: int, patch: int, stride: int, align: int = 8,
         if int(v) != v or v < 1:
             raise LocalizationError(f"{name} must be a positive integer; got {v!r}")
     if height < patch or width < patch:
-        raise LocalizationError(
+        raise PhotoError(
             f"image is smaller than one patch: image {height}x{width} (HxW), patch {patch}x{patch}")
     ys = _axis_starts(int(height), int(patch), int(stride), int(align), cover_border)
     xs = _axis_starts(int(width), int(patch), int(stride), int(align), cover_border)
@@ -184,4 +189,4 @@ def patch_map_to_pixels(values: np.ndarray, positions: np.ndarray, patch: int,
     raise LocalizationError(f"reduce must be 'mean', 'max' or 'min'; got {reduce!r}")
 
 
-__all__ = ["LocalizationError", "CellMap", "patch_grid", "patch_cell_map", "patch_map_to_pixels"]
+__all__ = ["LocalizationError", "PhotoError", "CellMap", "patch_grid", "patch_cell_map", "patch_map_to_pixels"]
