@@ -57,7 +57,7 @@ def _main(cfg: DictConfig) -> None:
         save = True if cfg.save_scores is None else bool(cfg.save_scores)
         try:
             result, line = localize_file(loc, image, out_dir, cfg, int(cfg.max_pixels), save_scores=save)
-        except PhotoError as err:  # about this photo (too small, too flat), not a setting: name it
+        except PhotoError as err:  # the photo itself (too small, too flat), not a setting: name it
             raise PhotoError(f"{image}: {err}") from err
         log.info("%s", line)
         print(line)

@@ -346,19 +346,22 @@ class _open_pillow:
 #: ISO-BMFF brands (bytes 8-12 after 'ftyp') of formats Pillow has no decoder for
 _BMFF_BRANDS = {b"heic": "HEIF/HEIC", b"heix": "HEIF/HEIC", b"hevc": "HEIF/HEIC", b"heim": "HEIF/HEIC",
                 b"heis": "HEIF/HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"crx ": "Canon CR3 raw"}
+#: first bytes of the other formats Pillow has no decoder for
+_PREFIXES = ((b"FUJIFILMCCD-RAW", "Fujifilm RAF raw"), (b"\xff\x0a", "JPEG XL"), (b"\x00\x00\x00\x0cJXL ", "JPEG XL"))
 
 
 def _unsupported(data: bytes) -> str | None:
     """Why a file Pillow cannot identify is not read, where its first bytes name a known format."""
     kind = _BMFF_BRANDS.get(data[8:12]) if data[4:8] == b"ftyp" else \
-        "Fujifilm RAF raw" if data.startswith(b"FUJIFILMCCD-RAW") else \
-        "JPEG XL" if data.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")) else None
+        next((k for prefix, k in _PREFIXES if data.startswith(prefix)), None)
     if kind is None:
         return None
-    fix = "develop it to JPEG, PNG or TIFF first" if "raw" in kind else \
-        "if it was transcoded from a JPEG, get that JPEG back (djxl restores it, tables included); else " \
-        "convert it to PNG or TIFF" if kind == "JPEG XL" else \
-        "convert it to PNG or TIFF first (the pixels are kept; the JPEG branch then sees no JPEG table)"
+    if "raw" in kind:
+        fix = "develop it to JPEG, PNG or TIFF first"
+    elif kind == "JPEG XL":
+        fix = "if it was transcoded from a JPEG, get that JPEG back (djxl restores it, tables included); else convert it to PNG or TIFF"
+    else:
+        fix = "convert it to PNG or TIFF first (the pixels are kept; the JPEG branch then sees no JPEG table)"
     return f"a {kind} file, which this build cannot decode (Pillow has no decoder for it): {fix}"
 
 

@@ -44,8 +44,8 @@ class LocalizationError(ValueError):
 
 
 class PhotoError(LocalizationError):
-    """The photo itself cannot be analysed (smaller than one patch, too flat, grey for an RGB
-    network) — not a setting: a caller that knows the file names it in the message."""
+    """The photo itself cannot be analysed (smaller than one patch, too few decidable patches) —
+    not a setting or a caller's mistake: a caller that knows the file names it in the message."""
 
 
 def _axis_starts(length: int, patch: int, stride: int, align: int, cover_border: bool) -> np.ndarray:

@@ -32,7 +32,7 @@ from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.patches import green_of
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, expected_far, localize
-from camsim.localize.grid import LocalizationError, PhotoError
+from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
 from camsim.models.portable import weights_file
@@ -146,7 +146,7 @@ class Localizer:
         may be absent and then take the engine's defaults). ``colour``: the photo in RGB
         ``[H, W, 3]``, needed by (and only used for) a network that takes RGB patches."""
         if self.channels == 3 and colour is None:
-            raise PhotoError("this network takes RGB patches (in_channels=3): pass colour, the photo in RGB")
+            raise LocalizationError("this network takes RGB patches (in_channels=3): pass colour, the photo in RGB")
         ref = opts.reference
         if ref is not None and not isinstance(ref, str):
             ref = (int(ref[0]), int(ref[1]))
