@@ -89,30 +89,50 @@ _SETS_65 = ["data.num_models=65", f"split.a=[{_A_TODAY}]", f"split.b=[{_B_TODAY}
 # The variants below were measured against the quick recipe as it was until 2026-12-04 (30 simulated
 # models, B of 15, no fine JPEG qualities; docs/experiments.md): each pins those settings, unless it
 # sets them itself, so that their commands still measure what the docs report. ``recipe`` is today's.
-_V1 = ["data.num_models=30", "split.b=15", "data.synth.jpeg.fine_share=0.0"]
+_V1 = ["data.num_models=30", "split.b=15", "data.synth.jpeg.fine_share=0.0", "data.synth.jpeg.adaptive_share=0.0",
+       "data.synth.jpeg.fine_fixed=false"]
+# The recipe_* variants were measured on the recipe of 2026-12-04..06, before its catalogue had
+# content-adaptive quality (2026-12-07): each pins that off unless it sets it itself
+_V2 = ["data.synth.jpeg.adaptive_share=0.0"]
 
 
 def _v1(overrides: list[str]) -> list[str]:
     """``overrides`` on the recipe of before 2026-12-04 (its settings that ``overrides`` leaves alone)."""
     own = {o.split("=", 1)[0] for o in overrides}
+    if "data=synth_real" in overrides:  # its own adaptive share, as measured
+        own.add("data.synth.jpeg.adaptive_share")
     return [o for o in _V1 if o.split("=", 1)[0] not in own] + list(overrides)
+
+
+def _v2(overrides: list[str]) -> list[str]:
+    """``overrides`` on the recipe of 2026-12-04..06 (without content-adaptive quality)."""
+    own = {o.split("=", 1)[0] for o in overrides}
+    return [o for o in _V2 if o.split("=", 1)[0] not in own] + list(overrides)
 
 
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "recipe": ("today's quick recipe (40 models, 40 % at a fine JPEG quality, B of 25)", []),
+    "recipe": ("today's quick recipe (40 models, 40 % at a fine JPEG quality, half the others adaptive, B of 25)", []),
     "recipe_nojpeg": ("today's quick recipe, backbone without the JPEG branch (model=mislnet_small)",
                       ["model=mislnet_small"]),
-    "recipe_recompress": ("today's quick recipe, every Phase B training patch with a twin re-saved at JPEG "
-                          "quality 60-95 (phase_b.recompress)", ["phase_b.recompress.share=1.0"]),
-    # retried on today's recipe (docs/experiments.md, "Four levers tried again on today's recipe")
-    "recipe_b50": ("today's quick recipe, set B of 50 models: B + 25 models of a 65-model catalogue, A and C "
-                   "unchanged", _SETS_65),
-    "recipe_photo": ("today's quick recipe, per-photo exposure, ISO, auto white balance, 15 % reduced size", _PHOTO),
-    "recipe_pixel": ("today's quick recipe, fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency "
-                     "demosaicing, siblings differing in 2 traits", _PIXEL),
-    "recipe_tables": ("today's quick recipe, makers' own quantisation-table shapes (2, shared between families)",
-                      ["data.synth.jpeg.table_families=2"]),
+    "recipe_fine_adaptive": ("today's quick recipe but a quarter of all models adaptive, fine ones included "
+                             "(data.synth.jpeg.fine_fixed=false)",
+                             ["data.synth.jpeg.adaptive_share=0.25", "data.synth.jpeg.fine_fixed=false"]),
+    "recipe_before": ("the quick recipe of 2026-12-04..06: no content-adaptive quality", list(_V2)),
+    # measured on the recipe of 2026-12-04..06 (docs/experiments.md, "Four levers tried again on
+    # today's recipe" and before): pinned to it
+    **{name: (what, _v2(ov)) for name, (what, ov) in {
+        "recipe_recompress": ("the 2026-12-06 recipe, every Phase B training patch with a twin re-saved at JPEG "
+                              "quality 60-95 (phase_b.recompress)", ["phase_b.recompress.share=1.0"]),
+        "recipe_b50": ("the 2026-12-06 recipe, set B of 50 models: B + 25 models of a 65-model catalogue, A and C "
+                       "unchanged", _SETS_65),
+        "recipe_photo": ("the 2026-12-06 recipe, per-photo exposure, ISO, auto white balance, 15 % reduced size",
+                         _PHOTO),
+        "recipe_pixel": ("the 2026-12-06 recipe, fixed-pattern noise + PRNU, vignetting, lateral CA, AHD/frequency "
+                         "demosaicing, siblings differing in 2 traits", _PIXEL),
+        "recipe_tables": ("the 2026-12-06 recipe, makers' own quantisation-table shapes (2, shared between families)",
+                          ["data.synth.jpeg.table_families=2"]),
+    }.items()},
     **{name: (what, _v1(ov)) for name, (what, ov) in {
         "default": ("the recipe until 2026-12-04: 30 models, B of 15, no fine JPEG qualities", []),
         "jpeg": ("per-photo JPEG: 3 presets, 25 % adaptive, 2 makers' table families", _JPEG),

@@ -84,6 +84,26 @@ def test_fine_share_puts_that_share_of_models_at_a_fine_quality_and_keeps_older_
         "fine_share"] == 0.3
 
 
+def test_fine_fixed_keeps_fine_models_at_their_one_quality_and_older_cache_keys():
+    """jpeg.fine_fixed: no model whose own quality is fine (96–100) adapts it per photo; every other
+    model draws as without it; off, the render keys are those from before the setting existed."""
+    from camsim.synth.traits import FINE_QUALITIES
+
+    jpeg = {"fine_share": 0.4, "adaptive_share": 0.5}
+    loose, fixed = catalogue(60, 10, 0, {"jpeg": jpeg}), catalogue(60, 10, 0, {"jpeg": {**jpeg, "fine_fixed": True}})
+    fine = [c.jpeg_quality >= FINE_QUALITIES[0] for c in fixed]
+    assert [c.jpeg_quality for c in loose] == [c.jpeg_quality for c in fixed]
+    assert any(f and c.jpeg_adaptive for f, c in zip(fine, loose))  # without it, fine models adapt too
+    assert not any(f and c.jpeg_adaptive for f, c in zip(fine, fixed))
+    assert [c for f, c in zip(fine, loose) if not f] == [c for f, c in zip(fine, fixed) if not f]
+    assert any(c.jpeg_adaptive for c in fixed)
+    assert "fine_fixed" not in cache_key(synth_settings({"jpeg": jpeg}))["synth"]["jpeg"]
+    # it does nothing without adaptive models: such renders (experiment=pixel's) keep their key
+    fine = {"jpeg": {"fine_share": 0.4}}
+    assert cache_key(synth_settings({"jpeg": {"fine_share": 0.4, "fine_fixed": True}})) == cache_key(synth_settings(fine))
+    assert cache_key(synth_settings({"jpeg": {**jpeg, "fine_fixed": True}}))["synth"]["jpeg"]["fine_fixed"] is True
+
+
 def test_smoothing_draws_each_models_sigma_around_the_setting_and_keeps_older_cache_keys():
     cams = catalogue(20, 4, 0, {"processing": {"smoothing": 0.6}})
     sig = np.array([c.smoothing for c in cams])
@@ -151,6 +171,7 @@ def test_siblings_differ_only_in_their_declared_traits():
     ({"scenes": {"defocus": -1.0}}, "synth.scenes.defocus", "negative"),
     ({"demosaic": {"methods": ["ahd", "magic"]}}, "synth.demosaic.methods", "magic"),
     ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
+    ({"jpeg": {"fine_fixed": 1.5}}, "synth.jpeg.fine_fixed", "true or false"),
     ({"lens": {"vignettig": 0.1}}, "synth.lens.vignettig", "unknown key"),
     ({"optics": {}}, "synth.optics", "unknown node"),
     ({"jpeg": {"presets_per_model": float("inf")}}, "synth.jpeg.presets_per_model", "integer"),

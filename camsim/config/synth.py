@@ -30,6 +30,9 @@ class SynthJpegConfig:
     #: share of models whose own quality is a fine one, 96–100 (as many real cameras save: steps of
     #: 1–2, the JPEG lattice nearly gone, so only pixel traces tell such models apart)
     fine_share: float = 0.0
+    #: fine-quality models (own quality 96–100) keep their one quality: adaptive_share is then the
+    #: share of the other models that adapt (fixed-table cameras at Fine vs. file-size-controlled ones)
+    fine_fixed: bool = False
     #: 0: IJG standard tables scaled by quality for every model; k >= 1: each family uses the IJG
     #: tables or one of k makers' own table shapes (several families may share one)
     table_families: int = 0
@@ -125,17 +128,21 @@ class SynthTraitsConfig:
 
 
 #: trait keys added after renders and checkpoints had been keyed (node -> keys)
-LATER_KEYS: dict[str, tuple[str, ...]] = {"processing": ("smoothing",), "scenes": ("defocus",)}
+LATER_KEYS: dict[str, tuple[str, ...]] = {"processing": ("smoothing",), "scenes": ("defocus",),
+                                          "jpeg": ("fine_fixed",)}
+#: later keys that act only through another key of their node (key -> that key): off while it is off
+_ACTS_THROUGH = {"fine_fixed": "adaptive_share"}
 
 
 def without_later_keys_off(synth: dict) -> dict:
-    """A plain ``data.synth`` dict without the :data:`LATER_KEYS` that are off (and without a node
-    left empty by that), so that render caches and checkpoint records made before those keys
-    existed keep their keys."""
+    """A plain ``data.synth`` dict without the :data:`LATER_KEYS` that are off, or that act only
+    through a key that is off (and without a node left empty by that), so that render caches and
+    checkpoint records made before those keys existed keep their keys."""
     out = {}
     for node, values in synth.items():
-        later = LATER_KEYS.get(node, ())
-        values = {k: v for k, v in (values or {}).items() if k not in later or v} if later else values
+        later, values = LATER_KEYS.get(node, ()), values or {}
+        values = {k: v for k, v in values.items()
+                  if k not in later or (v and values.get(_ACTS_THROUGH.get(k, k)))} if later else values
         if values or node not in LATER_KEYS:
             out[node] = values
     return out

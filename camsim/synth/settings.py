@@ -28,6 +28,7 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "jpeg.presets_per_model": ("int", 1, 100),
     "jpeg.adaptive_share": ("float", 0.0, 1.0),
     "jpeg.fine_share": ("float", 0.0, 1.0),
+    "jpeg.fine_fixed": ("bool", 0, 1),
     "jpeg.table_families": ("int", 0, 1000),
     "exposure.ev_sigma": ("float", 0.0, 2.0),
     "exposure.iso_sigma": ("float", 0.0, 2.66),  # a model draws up to 1.5x it, and a camera's cap is 4 stops

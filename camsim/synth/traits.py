@@ -22,7 +22,8 @@ resample.downscale_share  that share of photos at 0.7 or 0.8 size        model (
                                                                          that do not resample)
 jpeg.fine_share           that share of models: own quality 96–100       model
 jpeg.adaptive_share       that share of models: quality per photo in     model
-                          [q − 6…15, q] by content (instead of presets)
+                          [q − 6…15, q] by content (instead of presets);
+                          with jpeg.fine_fixed none of q >= 96
 jpeg.table_families       per camera family: the IJG tables or one of    family
                           k makers' table shapes
 processing.smoothing      full-resolution smoothing after demosaicing,  model
@@ -124,7 +125,7 @@ def _model_traits(k: int, cam: CameraParams, s: SynthTraitsConfig, seed: int, nu
         r = _rng(seed, "jpeg_adaptive", k)
         u, width = r.random(), int(r.integers(6, 16))
         own = ch.get("jpeg_quality", cam.jpeg_quality)
-        if u < s.jpeg.adaptive_share:
+        if u < s.jpeg.adaptive_share and not (s.jpeg.fine_fixed and own >= FINE_QUALITIES[0]):
             ch.update(jpeg_adaptive=(max(own - width, 50), own), jpeg_presets=())
     if s.jpeg.table_families:  # table family 0: the IJG standard tables, which many makes use
         j = int(_rng(seed, "jpeg_tables", _FAMILY + f).integers(s.jpeg.table_families + 1))
