@@ -7,9 +7,12 @@ transfer evaluation of its network on a folder of real photos of camera models i
 nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants change Phase B
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
 too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). The
-``recipe*`` variants start from today's quick recipe (``recipe_b50``: 50 models behind the head;
-``recipe_photo`` / ``recipe_pixel`` / ``recipe_tables``: trait families retried on it); every other variant from the recipe as
-it was until 2026-12-04, on which the docs measured them (``default``). It prints one markdown row per
+``recipe`` is today's quick recipe and ``recipe_fine_adaptive`` today's with its fine-quality models
+adaptive too; the other ``recipe_*`` variants start from the recipe of 2026-12-04..06 (``recipe_before``:
+no content-adaptive quality), on which the docs measured them (``recipe_nojpeg``: without the JPEG
+branch; ``recipe_b50``: 50 models behind the head; ``recipe_photo`` / ``recipe_pixel`` /
+``recipe_tables``: trait families retried on it); every other variant from the recipe as it was
+until 2026-12-04, on which the docs measured them (``default``). It prints one markdown row per
 variant and writes ``realism.json``:
 
     python benchmarks/realism.py                         # every variant (≈ 5 min each on 2 cores)
@@ -113,15 +116,15 @@ def _v2(overrides: list[str]) -> list[str]:
 #: name → (what changes, overrides of the quick recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "recipe": ("today's quick recipe (40 models, 40 % at a fine JPEG quality, half the others adaptive, B of 25)", []),
-    "recipe_nojpeg": ("today's quick recipe, backbone without the JPEG branch (model=mislnet_small)",
-                      ["model=mislnet_small"]),
     "recipe_fine_adaptive": ("today's quick recipe but a quarter of all models adaptive, fine ones included "
                              "(data.synth.jpeg.fine_fixed=false)",
                              ["data.synth.jpeg.adaptive_share=0.25", "data.synth.jpeg.fine_fixed=false"]),
     "recipe_before": ("the quick recipe of 2026-12-04..06: no content-adaptive quality", list(_V2)),
     # measured on the recipe of 2026-12-04..06 (docs/experiments.md, "Four levers tried again on
-    # today's recipe" and before): pinned to it
+    # today's recipe" and before; README "Sim -> real"): pinned to it
     **{name: (what, _v2(ov)) for name, (what, ov) in {
+        "recipe_nojpeg": ("the 2026-12-06 recipe, backbone without the JPEG branch (model=mislnet_small)",
+                          ["model=mislnet_small"]),
         "recipe_recompress": ("the 2026-12-06 recipe, every Phase B training patch with a twin re-saved at JPEG "
                               "quality 60-95 (phase_b.recompress)", ["phase_b.recompress.share=1.0"]),
         "recipe_b50": ("the 2026-12-06 recipe, set B of 50 models: B + 25 models of a 65-model catalogue, A and C "

@@ -249,7 +249,7 @@ def test_every_realism_variant_composes_with_the_quick_recipe(variant: str) -> N
     validate(cfg)
 
 
-@pytest.mark.parametrize("variant, base, added", [("b25", "default", 10), ("recipe_b50", "recipe", 25)])
+@pytest.mark.parametrize("variant, base, added", [("b25", "default", 10), ("recipe_b50", "recipe_before", 25)])
 def test_realism_larger_b_keeps_the_recipes_a_c_and_known_models(variant: str, base: str, added: int) -> None:
     """More models behind the head, nothing else: Phase A must be the recipe's (same A, same images),
     so the variant's lists must be the recipe's draw, and its extra B models the larger catalogue's new ones."""

@@ -97,10 +97,20 @@ def test_fine_fixed_keeps_fine_models_at_their_one_quality_and_older_cache_keys(
     assert not any(f and c.jpeg_adaptive for f, c in zip(fine, fixed))
     assert [c for f, c in zip(fine, loose) if not f] == [c for f, c in zip(fine, fixed) if not f]
     assert any(c.jpeg_adaptive for c in fixed)
+    # a sibling whose declared JPEG difference is redrawn into the fine band keeps its one quality too
+    from camsim.synth.traits import _redraw
+
+    ref = dataclasses.replace(make_catalogue(1, 1, 0)[0], jpeg_quality=94, jpeg_adaptive=(85, 94))
+    s = synth_settings({"jpeg": {**jpeg, "fine_fixed": True}})
+    redrawn = [_redraw("jpeg", ref, s, np.random.default_rng(i)) for i in range(20)]
+    assert {r["jpeg_quality"] >= FINE_QUALITIES[0] for r in redrawn} == {True, False}
+    assert all(bool(r["jpeg_adaptive"]) == (r["jpeg_quality"] < FINE_QUALITIES[0]) for r in redrawn)
     assert "fine_fixed" not in cache_key(synth_settings({"jpeg": jpeg}))["synth"]["jpeg"]
     # it does nothing without adaptive models: such renders (experiment=pixel's) keep their key
     fine = {"jpeg": {"fine_share": 0.4}}
     assert cache_key(synth_settings({"jpeg": {"fine_share": 0.4, "fine_fixed": True}})) == cache_key(synth_settings(fine))
+    assert cache_key(synth_settings({"jpeg": {"fine_fixed": True}})) == {}  # data=synth with every trait set to 0
+    assert catalogue(12, 4, 3, {"jpeg": {"fine_fixed": True}}) == make_catalogue(12, 4, 3)
     assert cache_key(synth_settings({"jpeg": {**jpeg, "fine_fixed": True}}))["synth"]["jpeg"]["fine_fixed"] is True
 
 

@@ -30,8 +30,9 @@ class SynthJpegConfig:
     #: share of models whose own quality is a fine one, 96–100 (as many real cameras save: steps of
     #: 1–2, the JPEG lattice nearly gone, so only pixel traces tell such models apart)
     fine_share: float = 0.0
-    #: fine-quality models (own quality 96–100) keep their one quality: adaptive_share is then the
-    #: share of the other models that adapt (fixed-table cameras at Fine vs. file-size-controlled ones)
+    #: fine-quality models (own quality 96–100) never adapt their quality per photo (siblings included):
+    #: adaptive_share is then the share of the other models that adapt (fixed-table cameras at Fine
+    #: vs. file-size-controlled ones)
     fine_fixed: bool = False
     #: 0: IJG standard tables scaled by quality for every model; k >= 1: each family uses the IJG
     #: tables or one of k makers' own table shapes (several families may share one)

@@ -118,12 +118,13 @@ def settings_dict(s: SynthTraitsConfig) -> dict:
 
 
 def is_default(s: SynthTraitsConfig, ignore_presets: bool = False) -> bool:
-    """Whether every trait is off (the original simulator); ``ignore_presets``: whatever
+    """Whether every trait is off (the original simulator; a later key that does nothing counts as
+    off, :func:`~camsim.config.synth.without_later_keys_off`); ``ignore_presets``: whatever
     ``jpeg.presets_per_model`` is (it has its own, older cache key)."""
     d, base = settings_dict(s), settings_dict(SynthTraitsConfig())
     if ignore_presets:
         d["jpeg"]["presets_per_model"] = 1
-    return d == base
+    return without_later_keys_off(d) == without_later_keys_off(base)
 
 
 def cache_key(s: SynthTraitsConfig) -> dict:

@@ -164,7 +164,8 @@ def _redraw(group: str, ref: CameraParams, s: SynthTraitsConfig, r: np.random.Ge
     if group == "jpeg":
         q = ref.jpeg_quality + int(r.choice([-4, -3, -2, 2, 3, 4]))
         q = q if 50 <= q <= 100 else ref.jpeg_quality - (q - ref.jpeg_quality)
-        lo_hi = (max(q - (ref.jpeg_adaptive[1] - ref.jpeg_adaptive[0]), 1), q) if ref.jpeg_adaptive else ()
+        adapts = ref.jpeg_adaptive and not (s.jpeg.fine_fixed and q >= FINE_QUALITIES[0])
+        lo_hi = (max(q - (ref.jpeg_adaptive[1] - ref.jpeg_adaptive[0]), 1), q) if adapts else ()
         return {"jpeg_quality": q, "jpeg_adaptive": lo_hi}
     return {}  # continuous groups: the model's own draws differ
 
