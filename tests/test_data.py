@@ -348,6 +348,22 @@ def test_simulated_cameras_render_only_the_images_a_job_reads(tmp_path: Path) ->
     assert source.index().models == data.index.models and len(list(source.root().rglob("*.jpg"))) == 30
 
 
+def test_a_cached_render_drawn_by_another_simulator_is_refused_not_reused(tmp_path: Path) -> None:
+    """A render cached under the same key but drawn by a simulator whose draws have changed since
+    (a trait's meaning changed without a new format) is named, not silently reused."""
+    import json
+
+    root = SynthSource(5, 2, 2, (64, 64), workers=0, cache_dir=tmp_path / "art").root()
+    assert SynthSource(5, 2, 2, (64, 64), workers=0, cache_dir=tmp_path / "art").root() == root  # reused as it is
+    meta = json.loads((root / "cameras.json").read_text())
+    name = sorted(meta["cameras"])[1]
+    meta["cameras"][name]["jpeg_quality"] = 100 if meta["cameras"][name]["jpeg_quality"] != 100 else 99
+    (root / "cameras.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=rf"cameras\.json: this cached render was drawn by another version .*{name}: "
+                                         r"jpeg_quality differ"):
+        SynthSource(5, 2, 2, (64, 64), workers=0, cache_dir=tmp_path / "art").root()
+
+
 def test_datamodules_serve_labelled_batches_and_pairs(tmp_path: Path) -> None:
     loader = OmegaConf.create({"batch_size": 8, "num_workers": 0, "pin_memory": False, "persistent_workers": False})
     data = _camera_data(tmp_path)

@@ -32,7 +32,8 @@ from camsim.artefacts import cached_dir, file_identity
 from camsim.data.io import ImageReadError, image_size
 from camsim.plain import file_sha256
 from camsim.progress import parallel_map
-from camsim.synth.render import FORMAT, catalogue_files, check_image_size, render_catalogue, render_missing
+from camsim.synth.render import (FORMAT, catalogue_files, check_catalogue, check_image_size, render_catalogue,
+                                 render_missing)
 from camsim.synth.settings import cache_key, settings_dict, synth_settings
 from camsim.synth.traits import catalogue
 
@@ -408,10 +409,15 @@ class SynthSource:
 
     def root(self) -> Path:
         """The catalogue's folder: ``cameras.json`` and one folder per model, created on first use;
-        its images are rendered when first needed (:meth:`render`, :meth:`index`)."""
-        return cached_dir(self.cache_dir, "synth", self.cache_key(), lambda tmp: render_catalogue(
+        its images are rendered when first needed (:meth:`render`, :meth:`index`). A cached one
+        is checked once against what this code draws (:func:`~camsim.synth.render.check_catalogue`)."""
+        root = cached_dir(self.cache_dir, "synth", self.cache_key(), lambda tmp: render_catalogue(
             tmp, self.num_models, self.num_families, self.images_per_model, self.image_size, self.seed,
             workers=self.workers, synth=self.synth, images=False))
+        if getattr(self, "_checked", None) != root:
+            check_catalogue(root, catalogue(self.num_models, self.num_families, self.seed, self.synth))
+            self._checked = root
+        return root
 
     def planned_index(self) -> ImageIndex:
         """Every image the catalogue holds once rendered, rendered or not — what

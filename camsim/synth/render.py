@@ -275,6 +275,26 @@ def _read_meta(root: Path) -> dict:
     return meta
 
 
+def check_catalogue(root: Path, cameras: Sequence[CameraParams]) -> None:
+    """Raise ValueError unless the catalogue recorded at ``root`` is ``cameras`` — what this code
+    draws for the settings the render was cached under. A render cached by a simulator whose draws
+    changed without a new :data:`FORMAT` would otherwise be reused under the same key, and so would
+    every network trained on it."""
+    import json
+
+    meta = _read_meta(root)
+    want, got = json.loads(json.dumps({c.name: c.to_dict() for c in cameras})), meta["cameras"]
+    if got == want:
+        return
+    name = next((n for n in sorted(set(want) | set(got)) if got.get(n) != want.get(n)))
+    have, draw = got.get(name) or {}, want.get(name) or {}
+    fields = sorted(k for k in set(have) | set(draw) if have.get(k) != draw.get(k))
+    raise ValueError(f"{Path(root) / 'cameras.json'}: this cached render was drawn by another version of the "
+                     f"simulator ({name}: {', '.join(fields) or 'the model itself'} differ from what this camsim "
+                     f"draws for the same settings); delete {root} and the networks trained on it, or use another "
+                     "paths.artefact_dir, to render anew")
+
+
 def catalogue_files(root: Path) -> dict[str, list[Path]]:
     """Model → the paths of every image the catalogue at ``root`` holds once rendered (sorted;
     rendered or not), from its ``cameras.json``."""
