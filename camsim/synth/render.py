@@ -290,8 +290,8 @@ def check_catalogue(root: Path, cameras: Sequence[CameraParams]) -> None:
     have, draw = got.get(name) or {}, want.get(name) or {}
     fields = sorted(k for k in set(have) | set(draw) if have.get(k) != draw.get(k))
     raise ValueError(f"{Path(root) / 'cameras.json'}: this cached render was drawn by another version of the "
-                     f"simulator ({name}: {', '.join(fields) or 'the model itself'} differ from what this camsim "
-                     f"draws for the same settings); delete {root} and the networks trained on it, or use another "
+                     f"simulator ({name}: {', '.join(fields) or 'the model itself'} "
+                     f"{'differs' if len(fields) == 1 else 'differ'} from what this camsim draws for the same settings); delete {root} and the networks trained on it, or use another "
                      "paths.artefact_dir, to render anew")
 
 
