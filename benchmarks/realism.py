@@ -99,18 +99,21 @@ _V1 = ["data.num_models=30", "split.b=15", "data.synth.jpeg.fine_share=0.0", "da
 _V2 = ["data.synth.jpeg.adaptive_share=0.0"]
 
 
+def _pinned(pins: list[str], overrides: list[str], also_own: tuple[str, ...] = ()) -> list[str]:
+    """``overrides`` on top of ``pins`` (the pins whose key ``overrides`` or ``also_own`` set themselves dropped)."""
+    own = {o.split("=", 1)[0] for o in overrides} | set(also_own)
+    return [o for o in pins if o.split("=", 1)[0] not in own] + list(overrides)
+
+
 def _v1(overrides: list[str]) -> list[str]:
-    """``overrides`` on the recipe of before 2026-12-04 (its settings that ``overrides`` leaves alone)."""
-    own = {o.split("=", 1)[0] for o in overrides}
-    if "data=synth_real" in overrides:  # its own adaptive share, as measured
-        own.add("data.synth.jpeg.adaptive_share")
-    return [o for o in _V1 if o.split("=", 1)[0] not in own] + list(overrides)
+    """``overrides`` on the recipe of before 2026-12-04 (its settings that ``overrides`` leaves alone);
+    ``data=synth_real`` keeps its own adaptive share, as measured."""
+    return _pinned(_V1, overrides, ("data.synth.jpeg.adaptive_share",) if "data=synth_real" in overrides else ())
 
 
 def _v2(overrides: list[str]) -> list[str]:
     """``overrides`` on the recipe of 2026-12-04..06 (without content-adaptive quality)."""
-    own = {o.split("=", 1)[0] for o in overrides}
-    return [o for o in _V2 if o.split("=", 1)[0] not in own] + list(overrides)
+    return _pinned(_V2, overrides)
 
 
 #: name → (what changes, overrides of the quick recipe)

@@ -384,8 +384,10 @@ class SynthSource:
             plain["jpeg"]["presets_per_model"] = jpeg_presets
             self.synth = synth_settings(plain, prefix="data.synth (from data.jpeg_presets)")
         self.jpeg_presets = self.synth.jpeg.presets_per_model
-        # every camera's parameters within their ranges, before anything is rendered (milliseconds)
-        catalogue(self.num_models, self.num_families, self.seed, self.synth)
+        # every camera's parameters within their ranges, before anything is rendered (milliseconds);
+        # what a cached render is checked against (:meth:`root`)
+        self.cameras = catalogue(self.num_models, self.num_families, self.seed, self.synth)
+        self._checked: Path | None = None
 
     def __repr__(self) -> str:
         return (f"SynthSource({self.num_models} models, {self.num_families} families, "
@@ -397,7 +399,7 @@ class SynthSource:
 
     def families(self) -> dict[str, str]:
         """Camera model → family (models of one family share most traits), without rendering."""
-        return {c.name: c.family for c in catalogue(self.num_models, self.num_families, self.seed, self.synth)}
+        return {c.name: c.family for c in self.cameras}
 
     def cache_key(self) -> dict:
         """What the rendered catalogue depends on: the arguments, every ``synth`` setting (only
@@ -414,8 +416,8 @@ class SynthSource:
         root = cached_dir(self.cache_dir, "synth", self.cache_key(), lambda tmp: render_catalogue(
             tmp, self.num_models, self.num_families, self.images_per_model, self.image_size, self.seed,
             workers=self.workers, synth=self.synth, images=False))
-        if getattr(self, "_checked", None) != root:
-            check_catalogue(root, catalogue(self.num_models, self.num_families, self.seed, self.synth))
+        if self._checked != root:
+            check_catalogue(root, self.cameras)
             self._checked = root
         return root
 

@@ -254,12 +254,17 @@ def _write_catalogue(out_dir: Path, cameras: list[CameraParams], num_families: i
         "image_size": list(out_shape),
         "ext": "jpg" if jpeg else "png",
         "scene_ids": [scene_id(i) for i in range(images_per_model)],
-        "cameras": {c.name: c.to_dict() for c in cameras},
+        "cameras": _camera_records(cameras),
         "families": {f.name: [c.name for k, c in enumerate(cameras) if family_of(k, num_families) == f.index]
                      for f in families},
         "family_records": {f.name: f.to_dict() for f in families},
         **({} if is_default(synth, ignore_presets=True) else {"synth": settings_dict(synth)}),
     })
+
+
+def _camera_records(cameras: Sequence[CameraParams]) -> dict:
+    """``cameras.json``'s ``"cameras"``: model name → its parameters."""
+    return {c.name: c.to_dict() for c in cameras}
 
 
 def _read_meta(root: Path) -> dict:
@@ -283,7 +288,7 @@ def check_catalogue(root: Path, cameras: Sequence[CameraParams]) -> None:
     import json
 
     meta = _read_meta(root)
-    want, got = json.loads(json.dumps({c.name: c.to_dict() for c in cameras})), meta["cameras"]
+    want, got = json.loads(json.dumps(_camera_records(cameras))), meta["cameras"]  # tuples as JSON lists
     if got == want:
         return
     name = next((n for n in sorted(set(want) | set(got)) if got.get(n) != want.get(n)))
@@ -291,7 +296,8 @@ def check_catalogue(root: Path, cameras: Sequence[CameraParams]) -> None:
     fields = sorted(k for k in set(have) | set(draw) if have.get(k) != draw.get(k))
     raise ValueError(f"{Path(root) / 'cameras.json'}: this cached render was drawn by another version of the "
                      f"simulator ({name}: {', '.join(fields) or 'the model itself'} "
-                     f"{'differs' if len(fields) == 1 else 'differ'} from what this camsim draws for the same settings); delete {root} and the networks trained on it, or use another "
+                     f"{'differs' if len(fields) == 1 else 'differ'} from what this camsim draws for the same "
+                     f"settings); delete {root} and the networks trained on it, or use another "
                      "paths.artefact_dir, to render anew")
 
 

@@ -82,6 +82,12 @@ def catalogue(num_models: int, num_families: int, seed: int,
     return models
 
 
+def _may_adapt(quality: int, s: SynthTraitsConfig) -> bool:
+    """Whether a model of own ``quality`` may choose its quality per photo: not a fine one under
+    ``jpeg.fine_fixed``."""
+    return not (s.jpeg.fine_fixed and quality >= FINE_QUALITIES[0])
+
+
 def _rng(seed: int, trait: str, k: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), TAG_TRAITS, _STREAMS[trait], int(k)])
 
@@ -125,7 +131,7 @@ def _model_traits(k: int, cam: CameraParams, s: SynthTraitsConfig, seed: int, nu
         r = _rng(seed, "jpeg_adaptive", k)
         u, width = r.random(), int(r.integers(6, 16))
         own = ch.get("jpeg_quality", cam.jpeg_quality)
-        if u < s.jpeg.adaptive_share and not (s.jpeg.fine_fixed and own >= FINE_QUALITIES[0]):
+        if u < s.jpeg.adaptive_share and _may_adapt(own, s):
             ch.update(jpeg_adaptive=(max(own - width, 50), own), jpeg_presets=())
     if s.jpeg.table_families:  # table family 0: the IJG standard tables, which many makes use
         j = int(_rng(seed, "jpeg_tables", _FAMILY + f).integers(s.jpeg.table_families + 1))
@@ -164,7 +170,7 @@ def _redraw(group: str, ref: CameraParams, s: SynthTraitsConfig, r: np.random.Ge
     if group == "jpeg":
         q = ref.jpeg_quality + int(r.choice([-4, -3, -2, 2, 3, 4]))
         q = q if 50 <= q <= 100 else ref.jpeg_quality - (q - ref.jpeg_quality)
-        adapts = ref.jpeg_adaptive and not (s.jpeg.fine_fixed and q >= FINE_QUALITIES[0])
+        adapts = ref.jpeg_adaptive and _may_adapt(q, s)
         lo_hi = (max(q - (ref.jpeg_adaptive[1] - ref.jpeg_adaptive[0]), 1), q) if adapts else ()
         return {"jpeg_quality": q, "jpeg_adaptive": lo_hi}
     return {}  # continuous groups: the model's own draws differ
