@@ -1,7 +1,7 @@
-"""Build real-photo folders for the transfer evaluation from two public collections (issue 18).
+"""Build real-photo folders for the transfer evaluation from public collections (issue 18).
 
 The repository carries six real camera models (``../shared/data/cameras``); every figure measured
-only there is a figure of six models. These two public collections add camera models that no
+only there is a figure of six models. These public collections add camera models that no
 network here was trained on, and neither is copied into the repository (size); this script turns
 a local clone of each into the ``<Make_Model>/<photo>`` layout of ``data=folder``:
 
@@ -16,9 +16,18 @@ a local clone of each into the ``<Make_Model>/<photo>`` layout of ``data=folder`
              (:data:`EDITORS`), and not of a thermal camera or film scanner; identical files once.
              Grouped by EXIF Make + Model (:func:`camsim.data.layouts.camera_model_name`).
 
+``list``     a list of files in public repositories, each by repository, commit, path and md5 —
+             ``benchmarks/sets/phones_2026-12-07.csv``: 63 camera-original photos of 5 models (Google
+             Pixel 5, Apple iPhone 7 and 11, Nokia G21, Kodak Z612) from five small projects'
+             repositories, collected 2026-12-07 as a held-out set (README "Sim → real"; licences per
+             file in the list, several unknown: research use only). ``src`` is a folder of clones,
+             each named ``<owner>+<name>`` or ``<name>``; every file is checked against its md5
+             (another version of a file: check out the listed commit).
+
     git clone --depth 1 https://github.com/drewnoakes/digicam_corpus
     python benchmarks/real_sets.py digicam digicam_corpus ../realdata/digicam
     camsim-eval ckpt=<phase_b>/model.ckpt data=folder data.root=../realdata/digicam
+    python benchmarks/real_sets.py list <clones> ../realdata/phones --list benchmarks/sets/phones_2026-12-07.csv
 
 Each output folder gets ``manifest.csv``: every candidate file, kept or dropped, with the reason,
 its camera-model folder, pixel size and IJG-equivalent JPEG quality.
@@ -101,27 +110,64 @@ def mei(src: Path, min_pixels: int) -> list[dict]:
     return rows
 
 
+def listed(src: Path, listing: Path) -> list[dict]:
+    """The files of a list (columns model, repo, commit, path, md5) found under ``src``'s clones."""
+    try:
+        with open(listing, newline="") as fh:
+            entries = list(csv.DictReader(fh))
+    except OSError as e:
+        raise SystemExit(f"{listing}: cannot read the list ({e.strerror})") from e
+    if not entries or not {"model", "repo", "path", "md5"} <= set(entries[0]):
+        raise SystemExit(f"{listing}: not a list of files (needs the columns model, repo, path, md5)")
+    rows = []
+    for e in entries:
+        owner, _, name = e["repo"].partition("/")
+        clone = next((c for c in (src / f"{owner}+{name}", src / name) if c.is_dir()), None)
+        f = None if clone is None else clone / e["path"]
+        row = {"file": f"{e['repo']}:{e['path']}", "model": _safe(e["model"]), "kept": False}
+        rows.append(row)
+        if f is None or not f.is_file():
+            row["reason"] = f"no clone of {e['repo']} in {src}" if clone is None else "not in the clone"
+            continue
+        if hashlib.md5(f.read_bytes()).hexdigest() != e["md5"]:
+            row["reason"] = f"md5 differs: another version of the file (check out {e.get('commit') or 'the listed commit'})"
+            continue
+        try:
+            row.update(_info(f))
+        except ImageReadError as err:
+            row["reason"] = err.reason
+            continue
+        row["src"], row["kept"], row["reason"] = f, True, ""
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("collection", choices=("digicam", "mei"))
-    ap.add_argument("src", help="a local clone of the collection's repository")
+    ap.add_argument("collection", choices=("digicam", "mei", "list"))
+    ap.add_argument("src", help="a local clone of the collection's repository (list: a folder of clones)")
     ap.add_argument("out", help="the folder to create (<Make_Model>/<photo>, manifest.csv)")
     ap.add_argument("--min-pixels", type=int, default=1_000_000, help="mei: smallest photo kept (pixels)")
+    ap.add_argument("--list", type=Path, default=None, help="list: the file list (model, repo, commit, path, md5)")
     a = ap.parse_args()
     src, out = Path(a.src).expanduser(), Path(a.out).expanduser()
     if not src.is_dir():
         raise SystemExit(f"{src}: not a folder (give a local clone of the collection)")
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out}: exists and is not empty; give a new folder")
-    rows = digicam(src) if a.collection == "digicam" else mei(src, a.min_pixels)
+    if (a.collection == "list") != (a.list is not None):
+        raise SystemExit("--list goes with the collection 'list' (and only with it)")
+    rows = (digicam(src) if a.collection == "digicam" else mei(src, a.min_pixels) if a.collection == "mei"
+            else listed(src, a.list))
     if not any(r["kept"] for r in rows):
         raise SystemExit(f"{src}: no photo kept — is it a clone of the {a.collection} collection?")
     for r in rows:
         if r["kept"]:
-            dst = out / r["model"] / _safe(r["file"].replace("/", "_")[: -len(Path(r["file"]).suffix)])
-            dst = dst.with_suffix(Path(r["file"]).suffix)
+            name = Path(r["file"].partition(":")[2]).name if "src" in r else r["file"].replace("/", "_")
+            dst = (out / r["model"] / _safe(name[: -len(Path(name).suffix)])).with_suffix(Path(name).suffix)
+            if dst.exists():  # two repositories' files of one name in one model's folder
+                dst = dst.with_name(f"{dst.stem}_{hashlib.md5(r['file'].encode()).hexdigest()[:6]}{dst.suffix}")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / r["file"], dst)
+            shutil.copy2(r.get("src", src / r["file"]), dst)
     cols = ["file", "kept", "reason", "model", "width", "height", "jpeg_quality", "software"]
     with open(out / "manifest.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")

@@ -367,6 +367,36 @@ def test_real_sets_script_keeps_camera_originals_and_names_every_drop(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "not empty" in res.stderr
 
+    # a list of files in repositories (benchmarks/sets/*.csv): found in the clones, checked by md5
+    import hashlib
+
+    clones = tmp_path / "clones"
+    photo(clones / "alice+photos" / "a" / "IMG_1.JPG", "Google", "Pixel 5")
+    photo(clones / "photos2" / "IMG_1.JPG", "Google", "Pixel 5")  # a clone named <name> only; same file name
+    photo(clones / "alice+photos" / "b.jpg", "Apple", "iPhone 7")
+
+    def md5(f: Path) -> str:
+        return hashlib.md5(f.read_bytes()).hexdigest()
+
+    listing = tmp_path / "list.csv"
+    listing.write_text("model,repo,commit,path,md5\n"
+                       f"Google_Pixel_5,alice/photos,c1,a/IMG_1.JPG,{md5(clones / 'alice+photos' / 'a' / 'IMG_1.JPG')}\n"
+                       f"Google_Pixel_5,bob/photos2,c2,IMG_1.JPG,{md5(clones / 'photos2' / 'IMG_1.JPG')}\n"
+                       f"Apple_iPhone_7,alice/photos,c1,b.jpg,{'0' * 32}\n"
+                       f"Apple_iPhone_7,carol/gone,c3,x.jpg,{'0' * 32}\n")
+    res = subprocess.run([sys.executable, str(script), "list", str(clones), str(tmp_path / "out_list"),
+                          "--list", str(listing)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "1 camera models, 2 photos (2 files dropped" in res.stdout
+    kept = sorted(p.name for p in (tmp_path / "out_list" / "Google_Pixel_5").iterdir())
+    assert len(kept) == 2 and kept[0].startswith("IMG_1")  # the second of one name is renamed, not overwritten
+    reasons = {r["file"]: r["reason"] for r in csv.DictReader((tmp_path / "out_list" / "manifest.csv").open())}
+    assert "md5 differs" in reasons["alice/photos:b.jpg"] and "check out c1" in reasons["alice/photos:b.jpg"]
+    assert reasons["carol/gone:x.jpg"].startswith("no clone of carol/gone")
+    res = subprocess.run([sys.executable, str(script), "list", str(clones), str(tmp_path / "out_x")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "--list goes with" in res.stderr
+
 
 def test_a_selection_of_flop_rows_keeps_the_ceiling_and_the_bandwidth():
     """`--only 'phase_a/quick/*'` (benchmarks/README's example) once gave empty % columns and no

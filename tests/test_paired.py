@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap, pair_weights, resample_counts
-from camsim.eval.paired import TransferScores, markdown, paired_bootstrap, read_scores
+from camsim.eval.paired import TransferScores, across_pairs, markdown, paired_bootstrap, read_scores
 from tests.conftest import run_cli
 from tests.test_transfer import ckpts, folder_run, transfer_cfg  # noqa: F401 - fixtures
 
@@ -202,3 +202,47 @@ def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: 
     assert r.returncode == 2 and "nowhere: no scores.npz" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("camsim-compare")
     assert r.returncode == 2 and "either a multirun dir or --paired" in r.stderr
+
+
+def _fig(a: float, b: float, lo: float, hi: float) -> dict:
+    return {"a": a, "b": b, "delta": b - a, "lo": lo, "hi": hi, "p_b_better": 0.5, "n": 10}
+
+
+def test_across_pairs_counts_each_seed_the_right_way_for_each_figure():
+    """Three seeds: AUC up, up beyond its interval, down; EER (lower is better) the mirror. A
+    contrast missing from one seed's comparison is left out of the summary, not averaged over two."""
+    results = [
+        {"patch/other_photo": {"auc": _fig(0.70, 0.75, -0.01, 0.10), "eer": _fig(0.30, 0.25, -0.10, 0.01)},
+         "image/halves": {"auc": _fig(0.9, 0.9, 0, 0), "eer": _fig(0.1, 0.1, 0, 0)}},
+        {"patch/other_photo": {"auc": _fig(0.70, 0.80, 0.02, 0.15), "eer": _fig(0.30, 0.20, -0.15, -0.02)}},
+        {"patch/other_photo": {"auc": _fig(0.72, 0.70, -0.05, 0.01), "eer": _fig(0.28, 0.31, -0.01, float("nan"))}},
+    ]
+    s = across_pairs(results)
+    assert set(s) == {"patch/other_photo"}
+    auc, eer = s["patch/other_photo"]["auc"], s["patch/other_photo"]["eer"]
+    assert auc["deltas"] == pytest.approx([0.05, 0.10, -0.02]) and auc["delta"] == pytest.approx(0.13 / 3)
+    assert auc["a"] == pytest.approx(0.7066666, abs=1e-6) and auc["b"] == pytest.approx(0.75)
+    assert (auc["better"], auc["worse"], auc["beyond_better"], auc["beyond_worse"], auc["n"]) == (2, 1, 1, 0, 3)
+    # EER: B lower is better; the second seed's interval lies below 0 (better), a NaN bound counts neither way
+    assert (eer["better"], eer["worse"], eer["beyond_better"], eer["beyond_worse"]) == (2, 1, 1, 0)
+    with pytest.raises(ValueError, match="no comparison"):
+        across_pairs([])
+
+
+def test_cli_compares_several_pairs_and_summarises_across_them(folder_run, tmp_path):  # noqa: F811
+    """``--paired`` repeated, one pair per training seed: each pair's table, then the summary whose
+    mean Δ is the mean of the pairs' Δ (here: the run against itself, and the run against its baseline)."""
+    out = folder_run["out"]
+    r = run_cli("camsim-compare", "--paired", str(out), str(out), "--paired", f"{out}:baseline", str(out),
+                "--reps", "20", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "paired.md").read_text()
+    assert "## Pair 1:" in text and "## Pair 2:" in text and "## Across the 2 pairs" in text
+    assert "Protocol: the mean over the pairs" in text and "Δ AUC per pair" in text
+    record = json.loads((tmp_path / "paired.json").read_text())
+    assert len(record["pairs"]) == 2 and record["reps"] == 20
+    one, two = (p["contrasts"]["patch/other_photo"]["auc"] for p in record["pairs"])
+    summ = record["summary"]["patch/other_photo"]["auc"]
+    assert one["delta"] == 0.0 and summ["deltas"] == [0.0, pytest.approx(two["delta"])]
+    assert summ["delta"] == pytest.approx(two["delta"] / 2) and summ["n"] == 2
+    assert summ["better"] + summ["worse"] == (0 if two["delta"] == 0 else 1)

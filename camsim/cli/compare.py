@@ -8,6 +8,7 @@ evaluations on the same photos, with paired bootstrap intervals of their differe
     camsim-compare <dir> --over seed      # each setting's mean [min, max] over the training seeds
     camsim-compare --paired <transfer run A> <transfer run B> [--reps 1000] [--out DIR]
     camsim-compare --paired <run>:baseline <run>      # the head against its own Bray–Curtis baseline
+    camsim-compare --paired <A seed 0> <B seed 0> --paired <A seed 1> <B seed 1> …   # and across the pairs
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="where comparison.csv/.png go (default: the multirun dir); with --paired: where "
                         "paired.md/.json go (default: print only)")
-    p.add_argument("--paired", nargs=2, metavar=("RUN_A", "RUN_B"), default=None,
+    p.add_argument("--paired", nargs=2, metavar=("RUN_A", "RUN_B"), action="append", default=None,
                    help="two transfer evaluation run dirs (camsim-eval ckpt=… data=…) on the same photos; "
-                        "RUN:baseline for a run's Bray–Curtis baseline")
+                        "RUN:baseline for a run's Bray–Curtis baseline. Repeated (one pair per training seed, "
+                        "say): each pair compared, then a summary across the pairs")
     p.add_argument("--reps", type=int, default=1000, help="paired bootstrap replicates (--paired)")
     p.add_argument("--level", type=float, default=0.95, help="interval level (--paired)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (--paired)")
@@ -66,18 +68,28 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _paired(args: argparse.Namespace) -> None:
     from camsim.artefacts import atomic_write_bytes, atomic_write_json
-    from camsim.eval.paired import markdown, paired_bootstrap, read_scores
+    from camsim.eval.paired import across_pairs, markdown, markdown_across, paired_bootstrap, read_scores
 
-    a, b = (read_scores(s) for s in args.paired)
-    result = paired_bootstrap(a, b, args.reps, args.level, args.seed)
-    text = markdown(a, b, result, args.reps, args.level)
-    print(text)
+    pairs = [tuple(read_scores(s) for s in pair) for pair in args.paired]  # every file read before any work
+    results, texts = [], []
+    for k, (a, b) in enumerate(pairs):
+        results.append(paired_bootstrap(a, b, args.reps, args.level, args.seed))
+        text = markdown(a, b, results[-1], args.reps, args.level)
+        texts.append(text if len(pairs) == 1 else f"## Pair {k + 1}: {a.label} → {b.label}\n\n{text}")
+        print(texts[-1] + ("\n" if len(pairs) > 1 else ""))
+    record = {"reps": args.reps, "level": args.level, "seed": args.seed}
+    if len(pairs) == 1:
+        record.update({"a": str(args.paired[0][0]), "b": str(args.paired[0][1]), "contrasts": results[0]})
+    else:
+        summary = across_pairs(results)
+        texts.append(f"## Across the {len(pairs)} pairs\n\n" + markdown_across(pairs, summary, args.reps, args.level))
+        print(texts[-1])
+        record.update({"pairs": [{"a": str(pa), "b": str(pb), "contrasts": r} for (pa, pb), r in zip(args.paired, results)],
+                       "summary": summary})
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(args.out / "paired.md", (text + "\n").encode())
-        atomic_write_json(args.out / "paired.json", {"a": str(args.paired[0]), "b": str(args.paired[1]),
-                                                     "reps": args.reps, "level": args.level, "seed": args.seed,
-                                                     "contrasts": result})
+        atomic_write_bytes(args.out / "paired.md", ("\n\n".join(texts) + "\n").encode())
+        atomic_write_json(args.out / "paired.json", record)
         print(f"written: {args.out / 'paired.md'}, {args.out / 'paired.json'}")
 
 

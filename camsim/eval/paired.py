@@ -12,12 +12,15 @@ of spread, which this comparison does not see (compare two seeds of one recipe t
 Figures are threshold-free (ROC AUC, EER) per contrast: a same-model category (patch level:
 two patches of one photo, of two photos; image level: the two halves of one photo, two
 photos — mean of 64 patch-pair scores) against the different-model pairs of the same level.
-``RUN:baseline`` stands for the run's Bray–Curtis baseline on the same pairs.
+``RUN:baseline`` stands for the run's Bray–Curtis baseline on the same pairs. Several such
+comparisons (one per training seed, say) are summarised by :func:`across_pairs`: the spread
+between seeds, which no single comparison's interval holds.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,6 +186,66 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     return out
 
 
+def across_pairs(results: Sequence[dict]) -> dict[str, dict[str, dict]]:
+    """Several :func:`paired_bootstrap` results (e.g. recipe A against B with each training seed)
+    per contrast all of them have: ``{contrast: {figure: {a, b, delta, deltas, n, better, worse,
+    beyond_better, beyond_worse}}}`` — the means of the pairs' point estimates, each pair's Δ,
+    in how many pairs B is better / worse (AUC higher / lower, EER lower / higher; a tie neither),
+    and in how many its paired interval excludes 0 either way. No interval across pairs: with a
+    handful of seeds the list of Δ is the honest summary."""
+    if not results:
+        raise ValueError("across_pairs: no comparison given")
+    out: dict[str, dict[str, dict]] = {}
+    for k in [k for k in results[0] if all(k in r for r in results[1:])]:
+        out[k] = {}
+        for f in FIGURES:
+            rows = [r[k][f] for r in results]
+            d = np.array([x["delta"] for x in rows], np.float64)
+            lo = np.array([x["lo"] for x in rows], np.float64)
+            hi = np.array([x["hi"] for x in rows], np.float64)
+            sign = 1.0 if f == "auc" else -1.0  # + where B is better
+            with np.errstate(invalid="ignore"):
+                better, worse = sign * d > 0, sign * d < 0
+                beyond_better = (lo > 0) if f == "auc" else (hi < 0)
+                beyond_worse = (hi < 0) if f == "auc" else (lo > 0)
+            out[k][f] = {"a": _mean([x["a"] for x in rows]), "b": _mean([x["b"] for x in rows]), "delta": _mean(d),
+                         "deltas": d.tolist(), "n": len(rows), "better": int(better.sum()), "worse": int(worse.sum()),
+                         "beyond_better": int(beyond_better.sum()), "beyond_worse": int(beyond_worse.sum())}
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    v = np.asarray(values, np.float64)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def markdown_across(pairs: Sequence[tuple[TransferScores, TransferScores]], summary: dict, reps: int, level: float) -> str:
+    """:func:`across_pairs`'s summary as a markdown table with its protocol."""
+    first = pairs[0][0]
+    sets = {frozenset(a.photo_path.tolist()) | frozenset(b.photo_path.tolist()) for a, b in pairs}
+    lines = [
+        f"Across {len(pairs)} paired comparisons ({'; '.join(f'{a.label} → {b.label}' for a, b in pairs)}).",
+        "Protocol: the mean over the pairs of each pair's point estimate (ROC AUC of the row's same-model pairs "
+        "against the different-model pairs of its level, pairs pooled), each pair's Δ B − A in order, in how many "
+        "pairs B is better (higher AUC; a tie counts neither way), and in how many the pair's paired "
+        f"{100 * level:g} % interval ({reps} replicates over camera models and photos) excludes 0 — above / below. "
+        "The pairs' spread (training seeds, say) is what a single pair's interval does not see; no interval is "
+        "given across pairs.",
+    ]
+    if len(sets) > 1:
+        lines.append("Photos: the pairs were not all scored on the same photos — the means mix photo sets.")
+    lines += ["", "| contrast | mean AUC A | mean AUC B | mean Δ AUC | Δ AUC per pair | B better | interval above / below 0 |",
+              "|---|---:|---:|---:|---|---:|---:|"]
+    for k, figs in summary.items():
+        au = figs["auc"]
+        per = ", ".join(_num(x, "+") for x in au["deltas"])
+        lines.append(f"| {_name(k, first.fine_jpeg_quality, first.far_jpeg_gap)} | {_num(au['a'])} | {_num(au['b'])} | "
+                     f"{_num(au['delta'], '+')} | {per} | {au['better']} of {au['n']} | "
+                     f"{au['beyond_better']} / {au['beyond_worse']} |")
+    return "\n".join(lines)
+
+
 _NAMES = {"patch/same_photo": "patch, two patches of one photo", "patch/other_photo": "patch, two photos of one model",
           "image/halves": "image, two halves of one photo", "image/other_photo": "image, two photos of one model"}
 
@@ -257,4 +320,5 @@ def _pct(v: float) -> str:
     return "n/a" if np.isnan(v) else f"{100 * v:.0f} %"
 
 
-__all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "unshared", "FIGURES"]
+__all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "unshared", "across_pairs",
+           "markdown_across", "FIGURES"]
