@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap, pair_weights, resample_counts
-from camsim.eval.paired import TransferScores, across_pairs, markdown, paired_bootstrap, read_scores
+from camsim.eval.paired import TransferScores, across_pairs, markdown, markdown_across, paired_bootstrap, read_scores
 from tests.conftest import run_cli
 from tests.test_transfer import ckpts, folder_run, transfer_cfg  # noqa: F401 - fixtures
 
@@ -186,6 +186,12 @@ def test_quality_rows_drawn_with_other_limits_are_not_compared():
     assert ("Not compared (2): patch, two photos of one model — the two photos ≥ 4 JPEG quality steps apart — drawn "
             "at another limit in each run (4 / 6); patch, two photos of one model — the two photos at unequal JPEG "
             "quality — only in A.") in text
+    # across pairs of runs (seeds): a row drawn at another limit in some pair has no mean
+    pairs = [(run(97, 4), run(97, 4)), (run(97, 6), run(97, 6))]
+    summary = across_pairs([paired_bootstrap(x, y, reps=5) for x, y in pairs], pairs)
+    assert set(summary) == set(names) - {"patch/other_photo@far_q"}
+    assert "Not summarised (drawn at another JPEG-quality limit in some run): patch/other_photo@far_q." in \
+        markdown_across(pairs, summary, 5, 0.95)
 
 
 def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: F811

@@ -81,7 +81,7 @@ def _paired(args: argparse.Namespace) -> None:
     if len(pairs) == 1:
         record.update({"a": str(args.paired[0][0]), "b": str(args.paired[0][1]), "contrasts": results[0]})
     else:
-        summary = across_pairs(results)
+        summary = across_pairs(results, pairs)
         texts.append(f"## Across the {len(pairs)} pairs\n\n" + markdown_across(pairs, summary, args.reps, args.level))
         print(texts[-1])
         record.update({"pairs": [{"a": str(pa), "b": str(pb), "contrasts": r} for (pa, pb), r in zip(args.paired, results)],

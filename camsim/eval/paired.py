@@ -186,17 +186,21 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     return out
 
 
-def across_pairs(results: Sequence[dict]) -> dict[str, dict[str, dict]]:
+def across_pairs(results: Sequence[dict],
+                 pairs: Sequence[tuple[TransferScores, TransferScores]] | None = None) -> dict[str, dict[str, dict]]:
     """Several :func:`paired_bootstrap` results (e.g. recipe A against B with each training seed)
     per contrast all of them have: ``{contrast: {figure: {a, b, delta, deltas, n, better, worse,
     beyond_better, beyond_worse}}}`` — the means of the pairs' point estimates, each pair's Δ,
     in how many pairs B is better / worse (AUC higher / lower, EER lower / higher; a tie neither),
     and in how many its paired interval excludes 0 either way. No interval across pairs: with a
-    handful of seeds the list of Δ is the honest summary."""
+    handful of seeds the list of Δ is the honest summary. With ``pairs`` (the runs behind
+    ``results``), a JPEG-quality row drawn at another limit in some pair is left out
+    (:func:`unsummarised`)."""
     if not results:
         raise ValueError("across_pairs: no comparison given")
+    skip = set() if pairs is None else set(unsummarised(pairs))
     out: dict[str, dict[str, dict]] = {}
-    for k in [k for k in results[0] if all(k in r for r in results[1:])]:
+    for k in [k for k in results[0] if all(k in r for r in results[1:]) and k not in skip]:
         out[k] = {}
         for f in FIGURES:
             rows = [r[k][f] for r in results]
@@ -212,6 +216,14 @@ def across_pairs(results: Sequence[dict]) -> dict[str, dict[str, dict]]:
                          "deltas": d.tolist(), "n": len(rows), "better": int(better.sum()), "worse": int(worse.sum()),
                          "beyond_better": int(beyond_better.sum()), "beyond_worse": int(beyond_worse.sum())}
     return out
+
+
+def unsummarised(pairs: Sequence[tuple[TransferScores, TransferScores]]) -> list[str]:
+    """The JPEG-quality rows whose limit (``fine_jpeg_quality``, ``far_jpeg_gap``) is not the same
+    in every run of ``pairs``: one name, several meanings, so no mean across the pairs."""
+    limits = [_limits(s) for pair in pairs for s in pair]
+    keys = {k for a, b in pairs for k in list(a.contrasts) + list(b.contrasts)}
+    return sorted(k for k in keys if "@" in k and len({lim.get(k.partition("@")[2]) for lim in limits}) > 1)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -235,6 +247,10 @@ def markdown_across(pairs: Sequence[tuple[TransferScores, TransferScores]], summ
     ]
     if len(sets) > 1:
         lines.append("Photos: the pairs were not all scored on the same photos — the means mix photo sets.")
+    skipped = unsummarised(pairs)
+    if skipped:
+        lines.append("Not summarised (drawn at another JPEG-quality limit in some run): "
+                     + ", ".join(skipped) + ".")
     lines += ["", "| contrast | mean AUC A | mean AUC B | mean Δ AUC | Δ AUC per pair | B better | interval above / below 0 |",
               "|---|---:|---:|---:|---|---:|---:|"]
     for k, figs in summary.items():
@@ -321,4 +337,4 @@ def _pct(v: float) -> str:
 
 
 __all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "unshared", "across_pairs",
-           "markdown_across", "FIGURES"]
+           "markdown_across", "unsummarised", "FIGURES"]
