@@ -252,3 +252,29 @@ def test_cli_compares_several_pairs_and_summarises_across_them(folder_run, tmp_p
     assert one["delta"] == 0.0 and summ["deltas"] == [0.0, pytest.approx(two["delta"])]
     assert summ["delta"] == pytest.approx(two["delta"] / 2) and summ["n"] == 2
     assert summ["better"] + summ["worse"] == (0 if two["delta"] == 0 else 1)
+
+
+def test_content_script_bins_a_runs_scores_by_the_patches_differences(folder_run, tmp_path):  # noqa: F811
+    """benchmarks/content.py: a transfer run's same-photo and different-model patch pairs, cut again
+    from their photos, binned by difference in brightness, texture and clipping — every pair in
+    exactly one bin of each table; a folder without scores is one line naming it."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "content.py"
+    out = folder_run["out"]
+    res = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    z = np.load(out / "scores.npz")
+    patch = z["level"] == "patch"
+    n_same, n_diff = int(((z["category"] == "same_photo") & patch).sum()), int(((z["category"] == "diff_model") & patch).sum())
+    tables = res.stdout.split("|difference in ")[1:]
+    assert [t.split(" ")[0] for t in tables] == ["brightness", "texture", "clipped"]
+    for t in tables:
+        cells = re.findall(r"\| (\d+), [0-9.–]+, [0-9.–]+ \| (\d+), ", t)
+        assert sum(int(a) for a, _ in cells) == n_same and sum(int(b) for _, b in cells) == n_diff
+        assert "rank correlation of S with the difference" in t
+    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "no scores.npz" in res.stderr
