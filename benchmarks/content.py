@@ -7,11 +7,15 @@ channel, and prints — for the run's two-patches-of-one-photo pairs (positives)
 different-model pairs (negatives), patch level — the mean score S and the share called "same"
 at the run's η, binned by how far apart the two patches are in mean brightness, in texture
 (standard deviation of the patch) and in clipped pixels (share at 0 or 255), then the rank
-correlation of S with each difference. If a network were blind to content the positives' rows
-would not fall with the difference; a fall is what turns shadows and highlights of one authentic
-photo into a "spliced" verdict in ``camsim-localize``.
+correlation of S with each difference. Where the positives' rows fall with a difference, that
+difference within one photo pushes ``camsim-localize`` towards cutting the photo along it (a
+camera's own traces do change with exposure — signal-dependent noise, the tone curve, clipping —,
+so a fall says what the network reads, not that it reads no camera trace).
 
-    python benchmarks/content.py <transfer run dir> [--patch 64]
+    python benchmarks/content.py <transfer run dir> [--patch P]
+
+The patch size is read from the run's ``metrics.json`` (``--patch`` overrides it; 64 where
+neither says).
 
 Grey levels are the 0..255 green channel (RGB photos) or the single channel (grayscale), the
 same plane the quick recipe's network reads; differences are absolute.
@@ -46,10 +50,21 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 and ra.std() and rb.std() else float("nan")
 
 
+def _run_patch_size(metrics: Path, default: int = 64) -> int:
+    """The patch size a transfer run cut (its ``metrics.json``), else ``default``."""
+    import json
+
+    try:
+        m = json.loads(metrics.read_text())
+        return int(m["transfer"]["patch_settings"]["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return default
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a transfer evaluation's run directory (or its scores.npz)")
-    ap.add_argument("--patch", type=int, default=64, help="the run's patch size in pixels")
+    ap.add_argument("--patch", type=int, default=None, help="the run's patch size in pixels (default: its metrics.json's)")
     a = ap.parse_args()
     f = a.run / "scores.npz" if a.run.is_dir() else a.run
     if not f.is_file():
@@ -60,6 +75,8 @@ def main() -> None:
     if missing:
         raise SystemExit(f"{f}: not a transfer evaluation's scores (missing {', '.join(missing)})")
     eta = float(z["eta"])
+    if a.patch is None:
+        a.patch = _run_patch_size(f.parent / "metrics.json")
     sel = (z["level"] == "patch") & np.isin(z["category"], [c for c, _ in CATEGORIES])
     cat, s = z["category"][sel], z["score"][sel]
     i1, i2, y1, y2 = z["image_1"][sel], z["image_2"][sel], z["yx_1"][sel], z["yx_2"][sel]
@@ -78,7 +95,8 @@ def main() -> None:
           f"'same' = S > η; per bin: pairs, mean S, share called 'same'")
     for j, (what, edges) in enumerate(BINS.items()):
         unit = "%" if what == "clipped" else "grey levels"
-        print(f"\n|difference in {what} ({unit})| " + " | ".join(f"{name}: n, mean S, 'same'" for _, name in CATEGORIES) + " |")
+        print(f"\n| difference in {what} ({unit}) | " + " | ".join(f"{name}: n, mean S, 'same'" for _, name in CATEGORIES)
+              + " |\n|---|" + "---|" * len(CATEGORIES))
         for lo, hi in zip(edges[:-1], edges[1:]):
             cells = []
             for c, _ in CATEGORIES:

@@ -119,24 +119,32 @@ def listed(src: Path, listing: Path) -> list[dict]:
         raise SystemExit(f"{listing}: cannot read the list ({e.strerror})") from e
     if not entries or not {"model", "repo", "path", "md5"} <= set(entries[0]):
         raise SystemExit(f"{listing}: not a list of files (needs the columns model, repo, path, md5)")
-    rows = []
+    rows, seen = [], {}
     for e in entries:
         owner, _, name = e["repo"].partition("/")
-        clone = next((c for c in (src / f"{owner}+{name}", src / name) if c.is_dir()), None)
-        f = None if clone is None else clone / e["path"]
         row = {"file": f"{e['repo']}:{e['path']}", "model": _safe(e["model"]), "kept": False}
         rows.append(row)
+        if not owner or not name or "/" in name:
+            row["reason"] = f"repo {e['repo']!r}: not owner/name"
+            continue
+        clone = next((c for c in (src / f"{owner}+{name}", src / name) if c.is_dir()), None)
+        f = None if clone is None else clone / e["path"]
         if f is None or not f.is_file():
             row["reason"] = f"no clone of {e['repo']} in {src}" if clone is None else "not in the clone"
             continue
-        if hashlib.md5(f.read_bytes()).hexdigest() != e["md5"]:
+        digest = hashlib.md5(f.read_bytes()).hexdigest()
+        if digest != e["md5"].strip().lower():
             row["reason"] = f"md5 differs: another version of the file (check out {e.get('commit') or 'the listed commit'})"
+            continue
+        if digest in seen:  # one photo twice would give "two photos" of one model that are one
+            row["reason"] = f"identical to {seen[digest]}"
             continue
         try:
             row.update(_info(f))
         except ImageReadError as err:
             row["reason"] = err.reason
             continue
+        seen[digest] = row["file"]
         row["src"], row["kept"], row["reason"] = f, True, ""
     return rows
 
@@ -159,7 +167,9 @@ def main() -> None:
     rows = (digicam(src) if a.collection == "digicam" else mei(src, a.min_pixels) if a.collection == "mei"
             else listed(src, a.list))
     if not any(r["kept"] for r in rows):
-        raise SystemExit(f"{src}: no photo kept — is it a clone of the {a.collection} collection?")
+        what = "a folder of the listed clones" if a.collection == "list" else f"a clone of the {a.collection} collection"
+        why = sorted({r["reason"] for r in rows})
+        raise SystemExit(f"{src}: no photo kept — is it {what}? Reasons: {'; '.join(why[:5])}{' …' if len(why) > 5 else ''}")
     for r in rows:
         if r["kept"]:
             name = Path(r["file"].partition(":")[2]).name if "src" in r else r["file"].replace("/", "_")

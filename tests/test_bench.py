@@ -383,16 +383,26 @@ def test_real_sets_script_keeps_camera_originals_and_names_every_drop(tmp_path):
                        f"Google_Pixel_5,alice/photos,c1,a/IMG_1.JPG,{md5(clones / 'alice+photos' / 'a' / 'IMG_1.JPG')}\n"
                        f"Google_Pixel_5,bob/photos2,c2,IMG_1.JPG,{md5(clones / 'photos2' / 'IMG_1.JPG')}\n"
                        f"Apple_iPhone_7,alice/photos,c1,b.jpg,{'0' * 32}\n"
-                       f"Apple_iPhone_7,carol/gone,c3,x.jpg,{'0' * 32}\n")
+                       f"Apple_iPhone_7,carol/gone,c3,x.jpg,{'0' * 32}\n"
+                       f"Google_Pixel_5,alice/photos,c1,a/IMG_1.JPG,{md5(clones / 'alice+photos' / 'a' / 'IMG_1.JPG').upper()}\n"
+                       f"Google_Pixel_5,photos,c1,a/IMG_1.JPG,{'0' * 32}\n")
     res = subprocess.run([sys.executable, str(script), "list", str(clones), str(tmp_path / "out_list"),
                           "--list", str(listing)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "1 camera models, 2 photos (2 files dropped" in res.stdout
+    assert "1 camera models, 2 photos (4 files dropped" in res.stdout
     kept = sorted(p.name for p in (tmp_path / "out_list" / "Google_Pixel_5").iterdir())
     assert len(kept) == 2 and kept[0].startswith("IMG_1")  # the second of one name is renamed, not overwritten
     reasons = {r["file"]: r["reason"] for r in csv.DictReader((tmp_path / "out_list" / "manifest.csv").open())}
     assert "md5 differs" in reasons["alice/photos:b.jpg"] and "check out c1" in reasons["alice/photos:b.jpg"]
     assert reasons["carol/gone:x.jpg"].startswith("no clone of carol/gone")
+    rows = list(csv.DictReader((tmp_path / "out_list" / "manifest.csv").open()))
+    assert rows[4]["reason"] == "identical to alice/photos:a/IMG_1.JPG"  # listed twice (md5 in capitals): kept once
+    assert rows[5]["reason"] == "repo 'photos': not owner/name"
+    nothing = tmp_path / "nothing.csv"
+    nothing.write_text(f"model,repo,commit,path,md5\nX,carol/gone,c3,x.jpg,{'0' * 32}\n")
+    res = subprocess.run([sys.executable, str(script), "list", str(clones), str(tmp_path / "out_n"), "--list", str(nothing)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "no photo kept" in res.stderr and "no clone of carol/gone" in res.stderr
     res = subprocess.run([sys.executable, str(script), "list", str(clones), str(tmp_path / "out_x")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "--list goes with" in res.stderr

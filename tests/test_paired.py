@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from camsim.eval.bootstrap import SAME_MODEL, SAME_PHOTO, Contrast, bootstrap, pair_weights, resample_counts
-from camsim.eval.paired import TransferScores, across_pairs, markdown, markdown_across, paired_bootstrap, read_scores
+from camsim.eval.paired import (TransferScores, across_pairs, left_out, markdown, markdown_across, paired_bootstrap,
+                               read_scores)
 from tests.conftest import run_cli
 from tests.test_transfer import ckpts, folder_run, transfer_cfg  # noqa: F401 - fixtures
 
@@ -188,10 +189,17 @@ def test_quality_rows_drawn_with_other_limits_are_not_compared():
             "quality — only in A.") in text
     # across pairs of runs (seeds): a row drawn at another limit in some pair has no mean
     pairs = [(run(97, 4), run(97, 4)), (run(97, 6), run(97, 6))]
-    summary = across_pairs([paired_bootstrap(x, y, reps=5) for x, y in pairs], pairs)
+    results = [paired_bootstrap(x, y, reps=5) for x, y in pairs]
+    summary = across_pairs(results, pairs)
     assert set(summary) == set(names) - {"patch/other_photo@far_q"}
-    assert "Not summarised (drawn at another JPEG-quality limit in some run): patch/other_photo@far_q." in \
-        markdown_across(pairs, summary, 5, 0.95)
+    left = left_out(results, pairs)
+    assert left == [("patch/other_photo@far_q", "drawn at another JPEG-quality limit in some run (4 / 6)")]
+    assert ("Not summarised (1): patch, two photos of one model — the two photos ≥ 4 JPEG quality steps apart — "
+            "drawn at another JPEG-quality limit in some run (4 / 6).") in markdown_across(pairs, summary, 5, 0.95, left)
+    # a row one pair lacks is named too, not dropped silently
+    del results[1]["patch/other_photo@diff_q"]
+    assert ("patch/other_photo@diff_q", "compared in 1 of the 2 pairs only") in left_out(results, pairs)
+    assert "patch/other_photo@diff_q" not in across_pairs(results, pairs)
 
 
 def test_cli_writes_the_table_with_its_protocol(folder_run, tmp_path):  # noqa: F811
@@ -231,6 +239,12 @@ def test_across_pairs_counts_each_seed_the_right_way_for_each_figure():
     assert (auc["better"], auc["worse"], auc["beyond_better"], auc["beyond_worse"], auc["n"]) == (2, 1, 1, 0, 3)
     # EER: B lower is better; the second seed's interval lies below 0 (better), a NaN bound counts neither way
     assert (eer["better"], eer["worse"], eer["beyond_better"], eer["beyond_worse"]) == (2, 1, 1, 0)
+    assert (auc["with_interval"], eer["with_interval"]) == (3, 2)  # a NaN bound: that pair has no interval
+    # a pair without the figure (NaN in one run) counts nowhere, and the means are over the others
+    results[2]["patch/other_photo"]["auc"] = _fig(float("nan"), 0.70, float("nan"), float("nan"))
+    auc = across_pairs(results)["patch/other_photo"]["auc"]
+    assert auc["n"] == 2 and auc["a"] == pytest.approx(0.70) and auc["b"] == pytest.approx(0.775)
+    assert auc["delta"] == pytest.approx(0.075) and (auc["better"], auc["worse"]) == (2, 0)
     with pytest.raises(ValueError, match="no comparison"):
         across_pairs([])
 
@@ -252,6 +266,15 @@ def test_cli_compares_several_pairs_and_summarises_across_them(folder_run, tmp_p
     assert one["delta"] == 0.0 and summ["deltas"] == [0.0, pytest.approx(two["delta"])]
     assert summ["delta"] == pytest.approx(two["delta"] / 2) and summ["n"] == 2
     assert summ["better"] + summ["worse"] == (0 if two["delta"] == 0 else 1)
+    # a pair that cannot be compared is refused, named, before any pair's bootstrap runs
+    z = dict(np.load(out / "scores.npz"))
+    z["photo_path"] = np.array([f"/elsewhere/{k}.jpg" for k in range(len(z["photo_path"]))])
+    (tmp_path / "other").mkdir()
+    np.savez(tmp_path / "other" / "scores.npz", **z)
+    r = run_cli("camsim-compare", "--paired", str(out), str(out), "--paired", str(out), str(tmp_path / "other"),
+                "--reps", "20")
+    assert r.returncode == 2 and f"pair 2 ({out}, {tmp_path / 'other'})" in r.stderr and "share no photo" in r.stderr
+    assert "## Pair 1" not in r.stdout
 
 
 def test_content_script_bins_a_runs_scores_by_the_patches_differences(folder_run, tmp_path):  # noqa: F811
@@ -270,7 +293,7 @@ def test_content_script_bins_a_runs_scores_by_the_patches_differences(folder_run
     z = np.load(out / "scores.npz")
     patch = z["level"] == "patch"
     n_same, n_diff = int(((z["category"] == "same_photo") & patch).sum()), int(((z["category"] == "diff_model") & patch).sum())
-    tables = res.stdout.split("|difference in ")[1:]
+    tables = res.stdout.split("| difference in ")[1:]
     assert [t.split(" ")[0] for t in tables] == ["brightness", "texture", "clipped"]
     for t in tables:
         cells = re.findall(r"\| (\d+), [0-9.–]+, [0-9.–]+ \| (\d+), ", t)

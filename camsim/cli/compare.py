@@ -68,9 +68,19 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _paired(args: argparse.Namespace) -> None:
     from camsim.artefacts import atomic_write_bytes, atomic_write_json
-    from camsim.eval.paired import across_pairs, markdown, markdown_across, paired_bootstrap, read_scores
+    from camsim.eval.paired import (across_pairs, left_out, markdown, markdown_across, paired_bootstrap,
+                                    photo_overlap, read_scores, unshared)
 
     pairs = [tuple(read_scores(s) for s in pair) for pair in args.paired]  # every file read before any work
+    for k, ((a, b), (pa, pb)) in enumerate(zip(pairs, args.paired)):  # and every pair checked
+        where = f"pair {k + 1} ({pa}, {pb})" if len(pairs) > 1 else f"{pa}, {pb}"
+        try:
+            photo_overlap(a, b)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        left = dict(unshared(a, b))
+        if not [c for c in a.contrasts if c in b.contrasts and c not in left]:
+            raise ValueError(f"{where}: no contrast in common")
     results, texts = [], []
     for k, (a, b) in enumerate(pairs):
         results.append(paired_bootstrap(a, b, args.reps, args.level, args.seed))
@@ -81,11 +91,11 @@ def _paired(args: argparse.Namespace) -> None:
     if len(pairs) == 1:
         record.update({"a": str(args.paired[0][0]), "b": str(args.paired[0][1]), "contrasts": results[0]})
     else:
-        summary = across_pairs(results, pairs)
-        texts.append(f"## Across the {len(pairs)} pairs\n\n" + markdown_across(pairs, summary, args.reps, args.level))
+        summary, left = across_pairs(results, pairs), left_out(results, pairs)
+        texts.append(f"## Across the {len(pairs)} pairs\n\n" + markdown_across(pairs, summary, args.reps, args.level, left))
         print(texts[-1])
         record.update({"pairs": [{"a": str(pa), "b": str(pb), "contrasts": r} for (pa, pb), r in zip(args.paired, results)],
-                       "summary": summary})
+                       "summary": summary, "left_out": dict(left)})
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(args.out / "paired.md", ("\n\n".join(texts) + "\n").encode())

@@ -190,50 +190,65 @@ def across_pairs(results: Sequence[dict],
                  pairs: Sequence[tuple[TransferScores, TransferScores]] | None = None) -> dict[str, dict[str, dict]]:
     """Several :func:`paired_bootstrap` results (e.g. recipe A against B with each training seed)
     per contrast all of them have: ``{contrast: {figure: {a, b, delta, deltas, n, better, worse,
-    beyond_better, beyond_worse}}}`` — the means of the pairs' point estimates, each pair's Δ,
-    in how many pairs B is better / worse (AUC higher / lower, EER lower / higher; a tie neither),
-    and in how many its paired interval excludes 0 either way. No interval across pairs: with a
-    handful of seeds the list of Δ is the honest summary. With ``pairs`` (the runs behind
-    ``results``), a JPEG-quality row drawn at another limit in some pair is left out
-    (:func:`unsummarised`)."""
+    with_interval, beyond_better, beyond_worse}}}`` — the means of the pairs' point estimates
+    (over the ``n`` pairs where both runs have the figure), each pair's Δ, in how many pairs B is
+    better / worse (AUC higher / lower, EER lower / higher; a tie neither), and of the
+    ``with_interval`` pairs that have a paired interval, in how many it excludes 0 either way. No
+    interval across pairs: with a handful of seeds the list of Δ is the honest summary. With
+    ``pairs`` (the runs behind ``results``), a JPEG-quality row drawn at another limit in some
+    run is left out (:func:`left_out` names every row left out and why)."""
     if not results:
         raise ValueError("across_pairs: no comparison given")
-    skip = set() if pairs is None else set(unsummarised(pairs))
+    skip = {k for k, _ in left_out(results, pairs)}
     out: dict[str, dict[str, dict]] = {}
-    for k in [k for k in results[0] if all(k in r for r in results[1:]) and k not in skip]:
+    for k in [k for k in results[0] if k not in skip]:
         out[k] = {}
         for f in FIGURES:
             rows = [r[k][f] for r in results]
-            d = np.array([x["delta"] for x in rows], np.float64)
-            lo = np.array([x["lo"] for x in rows], np.float64)
-            hi = np.array([x["hi"] for x in rows], np.float64)
+            a, b = (np.array([x[side] for x in rows], np.float64) for side in ("a", "b"))
+            d = b - a
+            lo, hi = (np.array([x[end] for x in rows], np.float64) for end in ("lo", "hi"))
+            both = ~np.isnan(d)
             sign = 1.0 if f == "auc" else -1.0  # + where B is better
             with np.errstate(invalid="ignore"):
                 better, worse = sign * d > 0, sign * d < 0
                 beyond_better = (lo > 0) if f == "auc" else (hi < 0)
                 beyond_worse = (hi < 0) if f == "auc" else (lo > 0)
-            out[k][f] = {"a": _mean([x["a"] for x in rows]), "b": _mean([x["b"] for x in rows]), "delta": _mean(d),
-                         "deltas": d.tolist(), "n": len(rows), "better": int(better.sum()), "worse": int(worse.sum()),
+            out[k][f] = {"a": _mean(a[both]), "b": _mean(b[both]), "delta": _mean(d[both]), "deltas": d.tolist(),
+                         "n": int(both.sum()),
+                         "better": int(better.sum()), "worse": int(worse.sum()),
+                         "with_interval": int((~np.isnan(lo) & ~np.isnan(hi)).sum()),
                          "beyond_better": int(beyond_better.sum()), "beyond_worse": int(beyond_worse.sum())}
     return out
 
 
-def unsummarised(pairs: Sequence[tuple[TransferScores, TransferScores]]) -> list[str]:
-    """The JPEG-quality rows whose limit (``fine_jpeg_quality``, ``far_jpeg_gap``) is not the same
-    in every run of ``pairs``: one name, several meanings, so no mean across the pairs."""
-    limits = [_limits(s) for pair in pairs for s in pair]
-    keys = {k for a, b in pairs for k in list(a.contrasts) + list(b.contrasts)}
-    return sorted(k for k in keys if "@" in k and len({lim.get(k.partition("@")[2]) for lim in limits}) > 1)
+def left_out(results: Sequence[dict], pairs: Sequence[tuple[TransferScores, TransferScores]] | None = None
+             ) -> list[tuple[str, str]]:
+    """The contrasts :func:`across_pairs` leaves out, each with why: compared in some pairs only, or
+    (given ``pairs``) a JPEG-quality row drawn at another limit (``fine_jpeg_quality``,
+    ``far_jpeg_gap``) in some run that has it — one name, several meanings."""
+    keys = sorted({k for r in results for k in r})
+    out = []
+    for k in keys:
+        if not all(k in r for r in results):
+            out.append((k, f"compared in {sum(k in r for r in results)} of the {len(results)} pairs only"))
+        elif pairs is not None and "@" in k:
+            band = k.partition("@")[2]
+            limits = {_limits(s).get(band) for pair in pairs for s in pair if k in s.contrasts}
+            if len(limits) > 1:
+                out.append((k, "drawn at another JPEG-quality limit in some run (" +
+                            " / ".join(str(x) for x in sorted(limits, key=str)) + ")"))
+    return out
 
 
-def _mean(values: Sequence[float]) -> float:
-    v = np.asarray(values, np.float64)
-    v = v[~np.isnan(v)]
+def _mean(v: np.ndarray) -> float:
     return float(v.mean()) if len(v) else float("nan")
 
 
-def markdown_across(pairs: Sequence[tuple[TransferScores, TransferScores]], summary: dict, reps: int, level: float) -> str:
-    """:func:`across_pairs`'s summary as a markdown table with its protocol."""
+def markdown_across(pairs: Sequence[tuple[TransferScores, TransferScores]], summary: dict, reps: int, level: float,
+                    left: Sequence[tuple[str, str]] = ()) -> str:
+    """:func:`across_pairs`'s summary as a markdown table with its protocol; ``left``:
+    :func:`left_out`'s rows, named above the table."""
     first = pairs[0][0]
     sets = {frozenset(a.photo_path.tolist()) | frozenset(b.photo_path.tolist()) for a, b in pairs}
     lines = [
@@ -241,24 +256,25 @@ def markdown_across(pairs: Sequence[tuple[TransferScores, TransferScores]], summ
         "Protocol: the mean over the pairs of each pair's point estimate (ROC AUC of the row's same-model pairs "
         "against the different-model pairs of its level, pairs pooled), each pair's Δ B − A in order, in how many "
         "pairs B is better (higher AUC; a tie counts neither way), and in how many the pair's paired "
-        f"{100 * level:g} % interval ({reps} replicates over camera models and photos) excludes 0 — above / below. "
+        f"{100 * level:g} % interval ({reps} replicates over camera models and photos) excludes 0 — above / below "
+        "('of k' where only k pairs have an interval: a row of one model pair has none; n/a: no pair has one). "
         "The pairs' spread (training seeds, say) is what a single pair's interval does not see; no interval is "
         "given across pairs.",
     ]
     if len(sets) > 1:
         lines.append("Photos: the pairs were not all scored on the same photos — the means mix photo sets.")
-    skipped = unsummarised(pairs)
-    if skipped:
-        lines.append("Not summarised (drawn at another JPEG-quality limit in some run): "
-                     + ", ".join(skipped) + ".")
+    if left:
+        lines.append(f"Not summarised ({len(left)}): " + "; ".join(
+            f"{_name(k, first.fine_jpeg_quality, first.far_jpeg_gap)} — {why}" for k, why in left) + ".")
     lines += ["", "| contrast | mean AUC A | mean AUC B | mean Δ AUC | Δ AUC per pair | B better | interval above / below 0 |",
               "|---|---:|---:|---:|---|---:|---:|"]
     for k, figs in summary.items():
         au = figs["auc"]
         per = ", ".join(_num(x, "+") for x in au["deltas"])
+        beyond = (f"{au['beyond_better']} / {au['beyond_worse']}" + ("" if au["with_interval"] == len(au["deltas"])
+                  else f" of {au['with_interval']}")) if au["with_interval"] else "n/a"
         lines.append(f"| {_name(k, first.fine_jpeg_quality, first.far_jpeg_gap)} | {_num(au['a'])} | {_num(au['b'])} | "
-                     f"{_num(au['delta'], '+')} | {per} | {au['better']} of {au['n']} | "
-                     f"{au['beyond_better']} / {au['beyond_worse']} |")
+                     f"{_num(au['delta'], '+')} | {per} | {au['better']} of {len(au['deltas'])} | {beyond} |")
     return "\n".join(lines)
 
 
@@ -337,4 +353,4 @@ def _pct(v: float) -> str:
 
 
 __all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "unshared", "across_pairs",
-           "markdown_across", "unsummarised", "FIGURES"]
+           "markdown_across", "left_out", "FIGURES"]
