@@ -1004,3 +1004,57 @@ def test_overlay_legend_of_a_not_spliced_verdict_names_the_mode(mode, weak):
     assert labels[0] == f"{weak} (below threshold: not flagged)"
     assert ("reference patch" in labels) == (mode == "reference")
     assert legend_entries(dataclasses.replace(res, decision=True))[0][1] == "suspected region"
+
+
+def test_brightness_auc_says_whether_the_suspects_are_the_darker_or_brighter_patches():
+    """LocalizationResult.brightness_auc: the suspected patches' mean grey level ranked against the
+    other decidable patches' (ties ½) — near 0.5 when the cut is unrelated to brightness, near 0 or 1
+    when the two sides differ in it (what camsim-localize then notes in its log)."""
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(3)
+    h, w = 192, 256
+    sigma = np.where(np.arange(w)[None, :] < 128, 3.0, 14.0)          # two noise levels: two "sources"
+    base = 110 + rng.normal(0, 1, (h, w)) * sigma + 20 * np.sin(np.arange(h)[:, None] / 3.0)
+
+    def run(img: np.ndarray):
+        return localize(np.clip(img, 0, 255).astype(np.uint8), toy_extract, toy_score_matrix, 32, stride=32,
+                        min_entropy=0.5)
+
+    same = run(base)
+    assert same.suspect.any() and (~same.suspect[same.decidable]).any()
+    assert abs(same.brightness_auc - 0.5) < 0.2
+    lit = base + np.where(np.arange(w)[None, :] < 128, 0.0, 70.0)      # the noisier half also brighter
+    res = run(lit)
+    assert abs(res.brightness_auc - 0.5) > 0.4
+    idx = np.flatnonzero(res.decidable)
+    means = np.array([res.green[y:y + 32, x:x + 32].mean() for y, x in res.positions[idx]])
+    sus = res.suspect[idx]
+    expected = mannwhitneyu(means[sus], means[~sus]).statistic / (sus.sum() * (~sus).sum())
+    assert res.brightness_auc == pytest.approx(expected, abs=1e-12)
+
+
+def test_a_spliced_verdict_whose_cut_follows_brightness_is_noted_and_the_csv_says_it(tmp_path, caplog):
+    """camsim-localize on a folder: the planted (noisier) region also brighter → "spliced", a log note
+    that the suspected patches are the brighter ones, and each row's brightness_auc in the CSV."""
+    import csv
+
+    from omegaconf import OmegaConf
+
+    from camsim.localize.run import localize_folder
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    green, gt = toy_scene(seed=5)
+    lit = np.clip(green.astype(np.int32) + np.where(gt, 80, 0), 0, 255).astype(np.uint8)
+    for name, img in (("plain.png", green), ("lit.png", lit)):
+        Image.fromarray(np.stack([img] * 3, axis=-1)).save(folder / name)
+    opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
+                             "decision_threshold": 0.05, "max_graph_nodes": 2048, "cover_border": True,
+                             "save_scores": None, "calibrate_far": None, "ckpt": str(tmp_path / "net.ckpt")})
+    with caplog.at_level("INFO", logger="camsim"):
+        rows = {Path(r["image"]).name: r for r in csv.DictReader(open(localize_folder(
+            _ToyLocalizer(), folder, tmp_path / "out", opts, max_pixels=10**8)))}
+    assert rows["lit.png"]["decision"] == "spliced" and float(rows["lit.png"]["brightness_auc"]) > 0.8
+    assert "lit.png: the suspected patches are the image's brighter ones (brightness AUC" in caplog.text
+    assert "plain.png: the suspected patches" not in caplog.text

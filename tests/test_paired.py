@@ -196,6 +196,8 @@ def test_quality_rows_drawn_with_other_limits_are_not_compared():
     assert left == [("patch/other_photo@far_q", "drawn at another JPEG-quality limit in some run (4 / 6)")]
     assert ("Not summarised (1): patch, two photos of one model — the two photos ≥ 4 JPEG quality steps apart — "
             "drawn at another JPEG-quality limit in some run (4 / 6).") in markdown_across(pairs, summary, 5, 0.95, left)
+    summary["patch/other_photo"]["auc"]["deltas"] = [0.0002, 0.0]  # counted better: shown so, not as +0.000
+    assert "| +0.0002, +0.000 |" in markdown_across(pairs, summary, 5, 0.95)
     # a row one pair lacks is named too, not dropped silently
     del results[1]["patch/other_photo@diff_q"]
     assert ("patch/other_photo@diff_q", "compared in 1 of the 2 pairs only") in left_out(results, pairs)

@@ -270,7 +270,8 @@ def markdown_across(pairs: Sequence[tuple[TransferScores, TransferScores]], summ
               "|---|---:|---:|---:|---|---:|---:|"]
     for k, figs in summary.items():
         au = figs["auc"]
-        per = ", ".join(_num(x, "+") for x in au["deltas"])
+        # a Δ that rounds to ±0.000 but counts as better or worse is shown to its first digit
+        per = ", ".join(f"{x:+.1g}" if not np.isnan(x) and 0 < abs(x) < 5e-4 else _num(x, "+") for x in au["deltas"])
         beyond = (f"{au['beyond_better']} / {au['beyond_worse']}" + ("" if au["with_interval"] == len(au["deltas"])
                   else f" of {au['with_interval']}")) if au["with_interval"] else "n/a"
         lines.append(f"| {_name(k, first.fine_jpeg_quality, first.far_jpeg_gap)} | {_num(au['a'])} | {_num(au['b'])} | "

@@ -43,8 +43,11 @@ from camsim.progress import track
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["image", "status", "decision", "score", "threshold", "mode", "decidable_patches", "patches",
-               "suspect_share", "seconds", "cpu_s", "features_s", "other_s", "read_s", "scoring_s", "graph_s", "write_s",
+               "suspect_share", "brightness_auc", "seconds", "cpu_s", "features_s", "other_s", "read_s", "scoring_s", "graph_s", "write_s",
                "out_dir", "message"]
+#: a "spliced" photo whose suspected patches' brightness AUC is this far from 0.5 (≤ 0.2 or ≥ 0.8) gets a note
+#: in the log: its cut may follow light and shadow (measured on authentic photos, docs/experiments.md)
+BRIGHTNESS_NOTE = 0.3
 #: min_entropy when neither the options nor the checkpoint give one (docs/method.md, "Patch entropy")
 DEFAULT_MIN_ENTROPY = 4.0
 
@@ -243,6 +246,11 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
     t1 = time.perf_counter()
     max_side = _opt(opts, "overlay_max_side", OVERLAY_MAX_SIDE)
     line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores, overlay_max_side=int(max_side) or None)
+    auc = result.brightness_auc
+    if result.decision and abs(auc - 0.5) >= BRIGHTNESS_NOTE:
+        log.info("%s: the suspected patches are the image's %s ones (brightness AUC %.2f): exposure differences within "
+                 "one camera's photo move these scores too — check that the cut is not just light and shadow",
+                 path.name, "brighter" if auc > 0.5 else "darker", auc)
     timing = result.stats["timing"]
     timing.update(read_s=t_read, graph_s=timing["total_s"] - timing["features_s"] - timing["scoring_s"],
                   write_s=time.perf_counter() - t1, seconds=time.perf_counter() - t0,
@@ -321,7 +329,8 @@ def _localize_row(loc: Localizer, path: Path, out: Path, opts: Any, max_pixels: 
     row.update(status="ok", decision="spliced" if result.decision else "not spliced",
                score=f"{result.score:.4f}", threshold=f"{result.threshold:.4f}",
                decidable_patches=result.n_decidable, patches=len(result.positions),
-               suspect_share=f"{result.suspect_share:.4f}", seconds=f"{t['seconds']:.2f}",
+               suspect_share=f"{result.suspect_share:.4f}", brightness_auc=f"{result.brightness_auc:.3f}",
+               seconds=f"{t['seconds']:.2f}",
                features_s=f"{t['features_s']:.2f}", other_s=f"{t['seconds'] - t['features_s']:.2f}",
                **{k: f"{t[k]:.2f}" for k in ("cpu_s", "read_s", "scoring_s", "graph_s", "write_s")},
                out_dir=str(out), message=result.message)
