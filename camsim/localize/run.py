@@ -43,8 +43,8 @@ from camsim.progress import track
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["image", "status", "decision", "score", "threshold", "mode", "decidable_patches", "patches",
-               "suspect_share", "brightness_auc", "seconds", "cpu_s", "features_s", "other_s", "read_s", "scoring_s", "graph_s", "write_s",
-               "out_dir", "message"]
+               "suspect_share", "brightness_auc", "seconds", "cpu_s", "features_s", "other_s", "read_s", "scoring_s",
+               "graph_s", "write_s", "out_dir", "message"]
 #: a "spliced" photo whose suspected patches' brightness AUC is this far from 0.5 (≤ 0.2 or ≥ 0.8) gets a note
 #: in the log: its cut may follow light and shadow (measured on authentic photos, docs/experiments.md)
 BRIGHTNESS_NOTE = 0.3
@@ -246,8 +246,8 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
     t1 = time.perf_counter()
     max_side = _opt(opts, "overlay_max_side", OVERLAY_MAX_SIDE)
     line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores, overlay_max_side=int(max_side) or None)
-    auc = result.brightness_auc
-    if result.decision and abs(auc - 0.5) >= BRIGHTNESS_NOTE:
+    if result.decision and abs(result.brightness_auc - 0.5) >= BRIGHTNESS_NOTE:
+        auc = result.brightness_auc
         log.info("%s: the suspected patches are the image's %s ones (brightness AUC %.2f): exposure differences within "
                  "one camera's photo move these scores too — check that the cut is not just light and shadow",
                  path.name, "brighter" if auc > 0.5 else "darker", auc)
