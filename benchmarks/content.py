@@ -46,8 +46,12 @@ def patch_stats(green: np.ndarray, yx: np.ndarray, patch: int) -> np.ndarray:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1]) if len(a) > 2 and ra.std() and rb.std() else float("nan")
+    """Spearman's rank correlation (scipy's, ties at their mean rank); NaN for fewer than 3 pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def _run_patch_size(metrics: Path, default: int = 64) -> int:

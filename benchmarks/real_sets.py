@@ -172,8 +172,8 @@ def main() -> None:
         raise SystemExit(f"{src}: no photo kept — is it {what}? Reasons: {'; '.join(why[:5])}{' …' if len(why) > 5 else ''}")
     for r in rows:
         if r["kept"]:
-            name = Path(r["file"].partition(":")[2]).name if "src" in r else r["file"].replace("/", "_")
-            dst = (out / r["model"] / _safe(name[: -len(Path(name).suffix)])).with_suffix(Path(name).suffix)
+            name = Path(Path(r["file"].partition(":")[2]).name if "src" in r else r["file"].replace("/", "_"))
+            dst = (out / r["model"] / _safe(name.stem)).with_suffix(name.suffix)
             if dst.exists():  # two repositories' files of one name in one model's folder
                 dst = dst.with_name(f"{dst.stem}_{hashlib.md5(r['file'].encode()).hexdigest()[:6]}{dst.suffix}")
             dst.parent.mkdir(parents=True, exist_ok=True)

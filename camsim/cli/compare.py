@@ -68,19 +68,15 @@ def _sweep(args: argparse.Namespace) -> None:
 
 def _paired(args: argparse.Namespace) -> None:
     from camsim.artefacts import atomic_write_bytes, atomic_write_json
-    from camsim.eval.paired import (across_pairs, left_out, markdown, markdown_across, paired_bootstrap,
-                                    photo_overlap, read_scores, unshared)
+    from camsim.eval.paired import (across_pairs, comparable, left_out, markdown, markdown_across, paired_bootstrap,
+                                    read_scores)
 
     pairs = [tuple(read_scores(s) for s in pair) for pair in args.paired]  # every file read before any work
     for k, ((a, b), (pa, pb)) in enumerate(zip(pairs, args.paired)):  # and every pair checked
-        where = f"pair {k + 1} ({pa}, {pb})" if len(pairs) > 1 else f"{pa}, {pb}"
         try:
-            photo_overlap(a, b)
+            comparable(a, b)
         except ValueError as err:
-            raise ValueError(f"{where}: {err}") from err
-        left = dict(unshared(a, b))
-        if not [c for c in a.contrasts if c in b.contrasts and c not in left]:
-            raise ValueError(f"{where}: no contrast in common")
+            raise ValueError(f"pair {k + 1} ({pa}, {pb}): {err}" if len(pairs) > 1 else str(err)) from err
     results, texts = [], []
     for k, (a, b) in enumerate(pairs):
         results.append(paired_bootstrap(a, b, args.reps, args.level, args.seed))

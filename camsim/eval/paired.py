@@ -143,6 +143,17 @@ def _limits(s: TransferScores) -> dict[str, int | None]:
     return {"fine": s.fine_jpeg_quality, "coarse": s.fine_jpeg_quality, "far_q": s.far_jpeg_gap}
 
 
+def comparable(a: TransferScores, b: TransferScores) -> list[str]:
+    """The contrasts ``a`` and ``b`` can be compared on (:func:`unshared` left out); ValueError where
+    there is none, or where the two runs share no photo (:func:`photo_overlap`)."""
+    left = dict(unshared(a, b))
+    shared = [k for k in a.contrasts if k in b.contrasts and k not in left]
+    if not shared:
+        raise ValueError(f"{a.label} and {b.label} have no contrast in common")
+    photo_overlap(a, b)
+    return shared
+
+
 def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, level: float = 0.95,
                      seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
     """For every contrast both runs have: ``{contrast: {figure: {a, b, delta, lo, hi, p_b_better, n}}}``.
@@ -151,11 +162,7 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     percentile interval of B − A over replicates that give the figure in both runs (``n``);
     ``p_b_better`` the share of them in which B is better (higher AUC, lower EER), ties counted ½."""
     check_reps_level(reps, level)
-    left = dict(unshared(a, b))
-    shared = [k for k in a.contrasts if k in b.contrasts and k not in left]
-    if not shared:
-        raise ValueError(f"{a.label} and {b.label} have no contrast in common")
-    photo_overlap(a, b)
+    shared = comparable(a, b)
     mop, to_a, to_b = _common_photos(a, b)
     ca = {k: _remap(a.contrasts[k], to_a) for k in shared}
     cb = {k: _remap(b.contrasts[k], to_b) for k in shared}
@@ -353,5 +360,5 @@ def _pct(v: float) -> str:
     return "n/a" if np.isnan(v) else f"{100 * v:.0f} %"
 
 
-__all__ = ["TransferScores", "read_scores", "paired_bootstrap", "markdown", "unshared", "across_pairs",
+__all__ = ["TransferScores", "read_scores", "comparable", "paired_bootstrap", "markdown", "unshared", "across_pairs",
            "markdown_across", "left_out", "FIGURES"]

@@ -170,17 +170,21 @@ class LocalizationResult:
         image's darker / brighter patches — exposure within one camera's photo moves these
         networks' scores too, docs/experiments.md, "A fresh set nobody had scored"). NaN where
         either side is empty."""
-        from scipy.stats import rankdata
-
         idx = np.flatnonzero(self.decidable)
         sus = self.suspect[idx]
-        n1, n0 = int(sus.sum()), int((~sus).sum())
-        if not n1 or not n0:
+        if sus.all() or not sus.any():
             return float("nan")
         p = self.patch
-        means = np.array([self.green[y:y + p, x:x + p].mean() for y, x in self.positions[idx]])
-        ranks = rankdata(means)
-        return float((ranks[sus].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+        return rank_auc(np.array([self.green[y:y + p, x:x + p].mean() for y, x in self.positions[idx]]), sus)
+
+
+def rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the ``positive`` (bool) items: the Mann–Whitney
+    probability that a positive outscores a negative, ties counted ½ (both classes present)."""
+    from scipy.stats import rankdata
+
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((rankdata(scores)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _check_inputs(green: Any, mode: str, patch: Any, stride: Any, eta: float, batch: Any,
@@ -455,5 +459,5 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
         reference_index=None if ref_k is None else int(dec_idx[ref_k]), message=message, stats=stats)
 
 
-__all__ = ["LocalizationError", "LocalizationResult", "localize", "calibrate_threshold", "expected_far", "MIN_DECIDABLE",
+__all__ = ["LocalizationError", "LocalizationResult", "localize", "rank_auc", "calibrate_threshold", "expected_far", "MIN_DECIDABLE",
            "GRAPH_THRESHOLD", "MAX_GRAPH_NODES", "PAIR_BLOCK", "MODES"]

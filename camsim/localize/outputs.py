@@ -41,14 +41,13 @@ from typing import Any
 import matplotlib
 import numpy as np
 import scipy.ndimage
-import scipy.stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw, ImageFont
 
 from camsim.artefacts import atomic_write_bytes
-from camsim.localize.engine import LocalizationResult
+from camsim.localize.engine import LocalizationResult, rank_auc
 from camsim.localize.grid import CellMap
 
 TINT = np.array([255.0, 0.0, 0.0])       # suspected region
@@ -484,8 +483,7 @@ def detection_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"labels need both classes for an AUC; got {n_pos} spliced and {n_neg} unspliced")
-    ranks = scipy.stats.rankdata(s)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return rank_auc(s, y)
 
 
 __all__ = ["write_outputs", "preview_shape", "OVERLAY_MAX_SIDE", "overlay_image", "annotated_overlay", "heatmap_png", "summary_line", "pixel_f1",
