@@ -17,6 +17,14 @@ so a fall says what the network reads, not that it reads no camera trace).
 The patch size is read from the run's ``metrics.json`` (``--patch`` overrides it; 64 where
 neither says).
 
+``--light DIR [DIR …]`` needs no network: for each folder of photos (real ones, or a simulated
+render ``outputs/artefacts/synth-<hash>``), the patches the recipe would cut (64 px on an 8-px
+grid, entropy > 4 nats, at most 64 a photo; at most 120 photos, drawn with a fixed seed) and how
+their mean grey level spreads — the share of patches per brightness bin, the median over photos of
+the span from a photo's 5th to its 95th percentile, the share of a photo's patch pairs 100 or more
+grey levels apart, and of patches with more than 5 % clipped pixels. Side by side it says whether
+a simulator's photos hold light and shadow as the real ones do (docs/experiments.md, "Cast shadows").
+
 Grey levels are the 0..255 green channel (RGB photos) or the single channel (grayscale), the
 same plane the quick recipe's network reads; differences are absolute.
 """
@@ -24,11 +32,14 @@ same plane the quick recipe's network reads; differences are absolute.
 from __future__ import annotations
 
 import argparse
+import random
 from pathlib import Path
 
 import numpy as np
 
 from camsim.data.io import ImageReadError, read_green
+from camsim.data.patches import extract_image_patches
+from camsim.data.sources import IMAGE_EXTENSIONS
 
 #: bin edges of each difference (mean brightness and texture in grey levels, clipped share in %)
 BINS = {"brightness": (0, 10, 30, 60, 100, 256), "texture": (0, 5, 10, 20, 40, 256),
@@ -38,11 +49,14 @@ CATEGORIES = (("same_photo", "two patches of one photo"), ("diff_model", "differ
 
 def patch_stats(green: np.ndarray, yx: np.ndarray, patch: int) -> np.ndarray:
     """``[n, 3]``: mean, standard deviation and clipped share (%) of each ``patch``-px patch at ``yx``."""
-    out = np.empty((len(yx), 3))
-    for k, (y, x) in enumerate(yx):
-        p = green[y:y + patch, x:x + patch].astype(np.float64)
-        out[k] = p.mean(), p.std(), 100.0 * np.mean((p <= 0) | (p >= 255))
-    return out
+    return stats_of(np.stack([green[y:y + patch, x:x + patch] for y, x in yx]) if len(yx) else
+                    np.zeros((0, patch, patch), np.uint8))
+
+
+def stats_of(patches: np.ndarray) -> np.ndarray:
+    """``[n, 3]``: mean, standard deviation and clipped share (%, pixels at 0 or 255) of each patch ``[n, P, P]``."""
+    p = patches.reshape(len(patches), -1).astype(np.float64)
+    return np.stack([p.mean(1), p.std(1), 100.0 * np.mean((p <= 0) | (p >= 255), axis=1)], axis=1)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -65,11 +79,67 @@ def _run_patch_size(metrics: Path, default: int = 64) -> int:
         return default
 
 
+#: mean grey level bins of ``--light`` (a patch's mean, 0..255)
+LIGHT_BINS = (0, 30, 60, 100, 150, 200, 256)
+
+
+def light_spread(folder: Path, patch: int = 64, align: int = 8, min_entropy: float = 4.0, per_photo: int = 64,
+                 max_photos: int = 120, seed: int = 0) -> dict:
+    """How the mean grey levels of a folder's patches spread (``--light``): ``photos`` (with two or
+    more patches), ``patches``, ``bins`` (% of patches per :data:`LIGHT_BINS` bin), ``span`` (median
+    over photos of the 95th − 5th percentile), ``far`` (% of a photo's patch pairs ≥ 100 apart, over
+    all photos' pairs) and ``clipped`` (% of patches with > 5 % of pixels at 0 or 255)."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise SystemExit(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
+    files = sorted(random.Random(seed).sample(files, min(len(files), max_photos)))
+    means, clipped, spans, far, pairs = [], [], [], 0, 0
+    for f in files:
+        cut = extract_image_patches(f, patch, align, min_entropy, per_photo, seed, 200_000_000)
+        if len(cut.patches) < 2:
+            continue
+        st = stats_of(cut.patches)
+        m = st[:, 0]
+        means.append(m)
+        clipped.append(st[:, 2] > 5.0)
+        spans.append(np.percentile(m, 95) - np.percentile(m, 5))
+        d = np.abs(m[:, None] - m[None, :])[np.triu_indices(len(m), 1)]
+        far, pairs = far + int((d >= 100).sum()), pairs + len(d)
+    if not means:
+        raise SystemExit(f"{folder}: no photo with two patches above {min_entropy:g} nats")
+    m = np.concatenate(means)
+    return {"photos": len(spans), "patches": len(m),
+            "bins": (100.0 * np.histogram(m, bins=LIGHT_BINS)[0] / len(m)).tolist(),
+            "span": float(np.median(spans)), "far": 100.0 * far / pairs,
+            "clipped": 100.0 * float(np.concatenate(clipped).mean())}
+
+
+def print_light(folders: list[Path]) -> None:
+    print("Patches as the quick recipe cuts them (64 px, 8-px grid, entropy > 4 nats, at most 64 a photo; "
+          "at most 120 photos a folder, seed 0), green channel; a patch's brightness = its mean grey level")
+    bins = " / ".join(f"{lo}–{hi}" for lo, hi in zip(LIGHT_BINS[:-1], LIGHT_BINS[1:]))
+    print(f"\n| folder | photos | patches | % of patches at mean grey {bins} | span within a photo (median) "
+          f"| % of pairs within a photo ≥ 100 apart | % of patches > 5 % clipped |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for folder in folders:
+        r = light_spread(folder)
+        print(f"| {folder} | {r['photos']} | {r['patches']} | {' / '.join(f'{x:.1f}' for x in r['bins'])} | "
+              f"{r['span']:.0f} | {r['far']:.1f} | {r['clipped']:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", type=Path, help="a transfer evaluation's run directory (or its scores.npz)")
+    ap.add_argument("run", type=Path, nargs="?", help="a transfer evaluation's run directory (or its scores.npz)")
     ap.add_argument("--patch", type=int, default=None, help="the run's patch size in pixels (default: its metrics.json's)")
+    ap.add_argument("--light", type=Path, nargs="+", default=None, metavar="DIR",
+                    help="no run: how the patches' brightness spreads in each folder of photos")
     a = ap.parse_args()
+    if a.light:
+        if a.run is not None:
+            raise SystemExit("give a transfer run or --light folders, not both")
+        return print_light(a.light)
+    if a.run is None:
+        ap.error("a transfer run directory (or --light DIR …) is required")
     f = a.run / "scores.npz" if a.run.is_dir() else a.run
     if not f.is_file():
         raise SystemExit(f"{f}: no scores.npz — give the run directory of a transfer evaluation")

@@ -7,11 +7,12 @@ transfer evaluation of its network on a folder of real photos of camera models i
 nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants change Phase B
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
 too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). The
-``recipe`` is today's quick recipe and ``recipe_fine_adaptive`` today's with its fine-quality models
-adaptive too; the other ``recipe_*`` variants start from the recipe of 2026-12-04..06 (``recipe_before``:
-no content-adaptive quality), on which the docs measured them (``recipe_nojpeg``: without the JPEG
-branch; ``recipe_b50``: 50 models behind the head; ``recipe_photo`` / ``recipe_pixel`` /
-``recipe_tables``: trait families retried on it); every other variant from the recipe as it was
+``recipe`` is today's quick recipe, ``recipe_fine_adaptive`` today's with its fine-quality models
+adaptive too and ``recipe_shadows`` today's with cast shadows in its scenes; the other ``recipe_*``
+variants start from the recipe of 2026-12-04..06 (``recipe_before``: no content-adaptive quality),
+on which the docs measured them (``recipe_nojpeg``: without the JPEG branch; ``recipe_b50``: 50
+models behind the head; ``recipe_photo`` / ``recipe_pixel`` / ``recipe_tables``: trait families
+retried on it); every other variant from the recipe as it was
 until 2026-12-04, on which the docs measured them (``default``). It prints one markdown row per
 variant and writes ``realism.json``:
 
@@ -122,6 +123,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "recipe_fine_adaptive": ("today's quick recipe but a quarter of all models adaptive, fine ones included "
                              "(data.synth.jpeg.fine_fixed=false)",
                              ["data.synth.jpeg.adaptive_share=0.25", "data.synth.jpeg.fine_fixed=false"]),
+    "recipe_shadows": ("today's quick recipe with cast shadows: 20-60 % of each scene lit up to 3 EV less "
+                       "(data.synth.scenes.shadow_ev=3)", ["data.synth.scenes.shadow_ev=3"]),
     "recipe_before": ("the quick recipe of 2026-12-04..06: no content-adaptive quality", list(_V2)),
     # measured on the recipe of 2026-12-04..06 (docs/experiments.md, "Four levers tried again on
     # today's recipe" and before; README "Sim -> real"): pinned to it

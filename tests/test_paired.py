@@ -251,6 +251,15 @@ def test_across_pairs_counts_each_seed_the_right_way_for_each_figure():
         across_pairs([])
 
 
+def test_two_runs_equal_but_for_rounding_tie_across_pairs():
+    """One AUC summed in two orders differs in the 16th digit: a tie (Δ 0, neither better), not a
+    "-1e-16" that counts as worse and prints as such."""
+    same = {"patch/same_photo": {"auc": _fig(0.9, 0.9 - 1e-16, -0.01, 0.01), "eer": _fig(0.1, 0.1 + 1e-16, -0.01, 0.01)}}
+    s = across_pairs([same, same])["patch/same_photo"]
+    assert s["auc"]["deltas"] == [0.0, 0.0] and s["eer"]["deltas"] == [0.0, 0.0]
+    assert (s["auc"]["better"], s["auc"]["worse"], s["eer"]["better"], s["eer"]["worse"]) == (0, 0, 0, 0)
+
+
 def test_cli_compares_several_pairs_and_summarises_across_them(folder_run, tmp_path):  # noqa: F811
     """``--paired`` repeated, one pair per training seed: each pair's table, then the summary whose
     mean Δ is the mean of the pairs' Δ (here: the run against itself, and the run against its baseline)."""
@@ -303,3 +312,34 @@ def test_content_script_bins_a_runs_scores_by_the_patches_differences(folder_run
         assert "rank correlation of S with the difference" in t
     res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "no scores.npz" in res.stderr
+
+
+def test_content_script_measures_how_a_folders_patch_brightness_spreads(tmp_path):
+    """benchmarks/content.py --light: a photo half in shadow spreads its patches' brightness over a
+    wider span, with more pairs far apart, than a photo of one light; every patch in one bin; a
+    folder without images is one line naming it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(-40, 41, (256, 256, 3))
+    for name, light in (("even", np.full(256, 120)), ("shadow", np.where(np.arange(256) < 128, 40, 200))):
+        d = tmp_path / name / "Cam_A"
+        d.mkdir(parents=True)
+        Image.fromarray(np.clip(light[None, :, None] + texture, 0, 255).astype(np.uint8)).save(d / "a.png")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "content.py"
+    res = subprocess.run([sys.executable, str(script), "--light", str(tmp_path / "even"), str(tmp_path / "shadow")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = {line.split(" | ")[0].strip("| ").rsplit("/", 1)[-1]: line.strip("|").split(" | ")
+            for line in res.stdout.splitlines() if line.startswith(f"| {tmp_path}")}
+    even, shadow = rows["even"], rows["shadow"]  # folder, photos, patches, bins, span, far, clipped
+    assert even[1].strip() == "1" and abs(sum(map(float, even[3].split(" / "))) - 100) < 0.2
+    assert float(shadow[4]) > float(even[4]) + 100 and float(shadow[5]) > 40 > float(even[5]), rows
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = subprocess.run([sys.executable, str(script), "--light", str(empty)], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "no images" in res.stderr

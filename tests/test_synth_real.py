@@ -179,6 +179,8 @@ def test_siblings_differ_only_in_their_declared_traits():
     ({"jpeg": {"fine_share": 1.5}}, "synth.jpeg.fine_share", "outside"),
     ({"processing": {"smoothing": -0.5}}, "synth.processing.smoothing", "negative"),
     ({"scenes": {"defocus": -1.0}}, "synth.scenes.defocus", "negative"),
+    ({"scenes": {"shadow_ev": -1.0}}, "synth.scenes.shadow_ev", "negative"),
+    ({"scenes": {"shadow_ev": 7.0}}, "synth.scenes.shadow_ev", "outside"),
     ({"demosaic": {"methods": ["ahd", "magic"]}}, "synth.demosaic.methods", "magic"),
     ({"white_balance": {"per_photo": "yes"}}, "synth.white_balance.per_photo", "true or false"),
     ({"jpeg": {"fine_fixed": 1.5}}, "synth.jpeg.fine_fixed", "true or false"),
@@ -364,21 +366,42 @@ def test_defocus_blurs_each_scene_by_its_own_seeded_amount_and_keeps_older_cache
     assert "synth" not in data_fingerprint({"_target_": "camsim.data.sources.SynthSource", "synth": off})
 
 
-def test_defocus_reaches_the_rendered_catalogue_and_the_splices(tmp_path):
+@pytest.mark.parametrize("scenes", [{"defocus": 3.0}, {"shadow_ev": 3.0}])
+def test_scene_settings_reach_the_rendered_catalogue_and_the_splices(tmp_path, scenes):
     from camsim.synth.splice import render_splices
 
     def files(root):
         return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.suffix in (".jpg", ".png")}
 
-    sharp = files(render_catalogue(tmp_path / "a", 2, 1, 3, (32, 48), seed=0, workers=0))
-    soft = files(render_catalogue(tmp_path / "b", 2, 1, 3, (32, 48), seed=0, workers=0,
-                                  synth={"scenes": {"defocus": 3.0}}))
-    assert sharp.keys() == soft.keys() and sum(sharp[k] != soft[k] for k in sharp) >= 4
+    before = files(render_catalogue(tmp_path / "a", 2, 1, 3, (32, 48), seed=0, workers=0))
+    after = files(render_catalogue(tmp_path / "b", 2, 1, 3, (32, 48), seed=0, workers=0,
+                                   synth={"scenes": scenes}))
+    assert before.keys() == after.keys() and sum(before[k] != after[k] for k in before) >= 4
     a = render_splices(tmp_path / "sa", 2, (32, 48), seed=0, num_models=2, num_families=1, control_fraction=0.0,
                        workers=0)
     b = render_splices(tmp_path / "sb", 2, (32, 48), seed=0, num_models=2, num_families=1, control_fraction=0.0,
-                       workers=0, synth={"scenes": {"defocus": 3.0}})
+                       workers=0, synth={"scenes": scenes})
     assert files(a) != files(b)
+
+
+def test_cast_shadows_darken_part_of_each_scene_by_its_own_seeded_depth_and_keep_older_cache_keys():
+    lit = [make_scene(i, 0, (64, 96), 2.0) for i in range(8)]
+    shaded = [make_scene(i, 0, (64, 96), 2.0, shadow_ev=3.0) for i in range(8)]
+    assert np.array_equal(make_scene(3, 0, (64, 96), 2.0, shadow_ev=3.0).radiance, shaded[3].radiance)  # seeded
+    assert [a.kind for a in lit] == [b.kind for b in shaded]  # the same scenes, under another light
+    depths, covers = [], []
+    for a, b in zip(lit, shaded):
+        lit_green = a.radiance[1]
+        light = np.where(lit_green > 1e-6, b.radiance[1] / np.maximum(lit_green, 1e-6), 1.0)  # black stays black
+        assert light.max() <= 1.0 + 1e-5 and light.min() >= 2.0 ** -3.0 - 1e-5  # never brighter, at most 3 EV
+        depths.append(-np.log2(light.min()))
+        covers.append(float((light < light.min() * 1.1).mean()) if light.min() < 0.9 else None)
+    # each scene its own depth in [0, 3] EV; a deep shadow covers a region (20–60 % of the frame, less its penumbra)
+    assert max(depths) - min(depths) > 0.5 and sum(d > 0.5 for d in depths) >= 5, depths
+    assert all(0.05 < c < 0.65 for c in covers if c is not None), covers
+    fine = {"jpeg": {"fine_share": 0.4}}
+    assert cache_key(synth_settings(fine))["synth"]["scenes"] == {"texture_share": 0.0}  # as before while off
+    assert cache_key(synth_settings({**fine, "scenes": {"shadow_ev": 3.0}}))["synth"]["scenes"]["shadow_ev"] == 3.0
 
 
 def test_sky_and_text_scenes_hold_lower_entropy_patches_than_dead_leaves():

@@ -101,6 +101,11 @@ class SynthScenesConfig:
     #: with it, the quick recipe's budget learns the simulated cameras far less well (docs/experiments.md,
     #: "Scene defocus"); 0 = none
     defocus: float = 0.0
+    #: cast shadows: each scene has a region (20–60 % of the frame, edges 0.5–4 output px soft) lit
+    #: less by a depth drawn uniformly in [0, shadow_ev] EV, the same for every camera. Real photos
+    #: hold sunlit and shaded parts side by side (their patches' mean grey levels span about twice the
+    #: simulator's without it: docs/experiments.md, "Cast shadows"); 0 = none
+    shadow_ev: float = 0.0
 
 
 @dataclass
@@ -129,7 +134,7 @@ class SynthTraitsConfig:
 
 
 #: trait keys added after renders and checkpoints had been keyed (node -> keys)
-LATER_KEYS: dict[str, tuple[str, ...]] = {"processing": ("smoothing",), "scenes": ("defocus",),
+LATER_KEYS: dict[str, tuple[str, ...]] = {"processing": ("smoothing",), "scenes": ("defocus", "shadow_ev"),
                                           "jpeg": ("fine_fixed",)}
 #: later keys that act only through another key of their node (key -> that key): off while it is off
 _ACTS_THROUGH = {"fine_fixed": "adaptive_share"}

@@ -177,13 +177,13 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
     for figs in over_resamples(mop, reps, seed, replicate, n_pairs, f"paired bootstrap: {len(shared)} contrasts"):
         for k, (fa, fb) in figs.items():
             for f in FIGURES:
-                deltas[k][f].append(fb[f] - fa[f])
+                deltas[k][f].append(_diff(fb[f], fa[f]))
     out: dict[str, dict[str, dict[str, float]]] = {}
     for k in shared:
         out[k] = {}
         for f in FIGURES:
             va, vb = point[k][0][f], point[k][1][f]
-            row = {"a": va, "b": vb, "delta": vb - va, **percentile_interval(deltas[k][f], reps, level)}
+            row = {"a": va, "b": vb, "delta": _diff(vb, va), **percentile_interval(deltas[k][f], reps, level)}
             v = np.asarray(deltas[k][f], np.float64)
             v = v[~np.isnan(v)]
             better = v > 0 if f == "auc" else v < 0
@@ -191,6 +191,13 @@ def paired_bootstrap(a: TransferScores, b: TransferScores, reps: int = 1000, lev
             row["p_b_better"] = np.nan if np.isnan(row["lo"]) else float(better.mean() + 0.5 * (v == 0).mean())
             out[k][f] = row
     return out
+
+
+def _diff(b: float, a: float) -> float:
+    """``b - a``, 0 where the two differ only by floating-point rounding (one AUC summed in two
+    orders): a tie, not a 1e-16 "better"."""
+    d = b - a
+    return 0.0 if abs(d) < 1e-12 else d
 
 
 def across_pairs(results: Sequence[dict],
@@ -213,7 +220,7 @@ def across_pairs(results: Sequence[dict],
         for f in FIGURES:
             rows = [r[k][f] for r in results]
             a, b = (np.array([x[side] for x in rows], np.float64) for side in ("a", "b"))
-            d = b - a
+            d = np.array([_diff(y, x) for x, y in zip(a, b)], np.float64)
             lo, hi = (np.array([x[end] for x in rows], np.float64) for end in ("lo", "hi"))
             both = ~np.isnan(d)
             sign = 1.0 if f == "auc" else -1.0  # + where B is better

@@ -37,7 +37,7 @@ import io
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,7 @@ from PIL import Image
 
 from camsim.artefacts import (atomic_dir, atomic_write_bytes, atomic_write_json, clean_stale_temps, file_lock,
                               lock_path)
-from camsim.config.synth import SynthTraitsConfig
+from camsim.config.synth import SynthScenesConfig, SynthTraitsConfig
 from camsim.progress import parallel_map
 from camsim.synth import isp, stages
 from camsim.synth.params import CameraParams, CameraParamsError, family_of, make_families
@@ -174,8 +174,7 @@ class _SceneJob:
     cameras: tuple[dict, ...]  # the cameras whose file of this scene is wanted (any subset of the catalogue)
     out_dir: str
     jpeg: bool
-    texture_share: float = 0.0
-    defocus: float = 0.0
+    scenes: SynthScenesConfig = field(default_factory=SynthScenesConfig)  # data.synth.scenes
 
 
 def _render_scene_job(job: _SceneJob) -> dict:
@@ -183,8 +182,7 @@ def _render_scene_job(job: _SceneJob) -> dict:
     A camera's file does not depend on which other cameras the job holds (its noise and photo
     conditions are drawn by its name; ``factor`` is the whole catalogue's)."""
     t0 = time.perf_counter()
-    scene = make_scene(job.index, job.seed, job.out_shape, job.factor, texture_share=job.texture_share,
-                       defocus=job.defocus)
+    scene = make_scene(job.index, job.seed, job.out_shape, job.factor, **dataclasses.asdict(job.scenes))
     t_scene = time.perf_counter() - t0
     ext = "jpg" if job.jpeg else "png"
     sid = scene_id(job.index)
@@ -342,7 +340,7 @@ def render_missing(root: Path, files: Mapping[str, Sequence[Path]] | Sequence[Pa
         synth = synth_settings(meta.get("synth"))
         shape = (int(meta["image_size"][0]), int(meta["image_size"][1]))
         jobs = [_SceneJob(i, int(meta["seed"]), shape, factor, tuple(cameras[n].to_dict() for n in sorted(names)),
-                          str(root), meta["ext"] == "jpg", synth.scenes.texture_share, synth.scenes.defocus)
+                          str(root), meta["ext"] == "jpg", synth.scenes)
                 for i, names in sorted(wanted.items())]
         n = sum(len(j.cameras) for j in jobs)
         parallel_map(_render_scene_job, jobs, workers=workers,

@@ -42,6 +42,7 @@ _RULES: dict[str, tuple[str, float, float]] = {
     "family.differ_in": ("int", 0, len(SIBLING_TRAITS)),
     "scenes.texture_share": ("float", 0.0, 1.0),
     "scenes.defocus": ("float", 0.0, 4.0),
+    "scenes.shadow_ev": ("float", 0.0, 6.0),
     "processing.smoothing": ("float", 0.0, 2.0),
 }
 

@@ -32,7 +32,7 @@ from PIL import Image
 
 from camsim.artefacts import atomic_dir, atomic_write_json
 from camsim.progress import parallel_map
-from camsim.config.synth import SynthTraitsConfig
+from camsim.config.synth import SynthScenesConfig, SynthTraitsConfig
 from camsim.synth.params import CameraParams
 from camsim.synth.render import camera_file, canvas_factor, check_image_size
 from camsim.synth.scenes import pil_resize, powerlaw_noise
@@ -98,9 +98,11 @@ def random_mask(shape: tuple[int, int], rng: np.random.Generator, area: tuple[fl
 
 
 def decoded_camera_image(scene_index: int, seed: int, camera: CameraParams, out_shape: tuple[int, int],
-                         factor: float, texture_share: float = 0.0, defocus: float = 0.0) -> np.ndarray:
-    """The camera's JPEG of splice-scene ``scene_index``, decoded to [H, W, 3] uint8."""
-    scene = make_scene(scene_index, seed, out_shape, factor, SPLICE_NAMESPACE, texture_share, defocus)
+                         factor: float, scenes: SynthScenesConfig | None = None) -> np.ndarray:
+    """The camera's JPEG of splice-scene ``scene_index`` (scenes as ``data.synth.scenes`` says), decoded
+    to [H, W, 3] uint8."""
+    scene = make_scene(scene_index, seed, out_shape, factor, SPLICE_NAMESPACE,
+                       **dataclasses.asdict(scenes or SynthScenesConfig()))
     data = camera_file(scene, camera, seed, out_shape, namespace=SPLICE_NAMESPACE)
     return simplejpeg.decode_jpeg(data, colorspace="RGB")
 
@@ -114,8 +116,7 @@ class _SpliceJob:
     host: dict
     donor: dict | None
     out_dir: str
-    texture_share: float = 0.0
-    defocus: float = 0.0
+    scenes: SynthScenesConfig = dataclasses.field(default_factory=SynthScenesConfig)  # data.synth.scenes
 
 
 def _splice_name(i: int) -> str:
@@ -131,15 +132,13 @@ def _png(img: np.ndarray) -> bytes:
 def _render_splice_job(job: _SpliceJob) -> dict:
     host_cam = CameraParams.from_dict(job.host)
     host_scene, donor_scene = 2 * job.index, 2 * job.index + 1
-    host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor, job.texture_share,
-                                job.defocus)
+    host = decoded_camera_image(host_scene, job.seed, host_cam, job.out_shape, job.factor, job.scenes)
     rng = np.random.default_rng([job.seed, TAG_SPLICE, job.index])
     if job.donor is None:
         image, mask, donor_name = host, np.zeros(job.out_shape, dtype=bool), None
     else:
         donor_cam = CameraParams.from_dict(job.donor)
-        donor = decoded_camera_image(donor_scene, job.seed, donor_cam, job.out_shape, job.factor, job.texture_share,
-                                    job.defocus)
+        donor = decoded_camera_image(donor_scene, job.seed, donor_cam, job.out_shape, job.factor, job.scenes)
         mask = random_mask(job.out_shape, rng)
         image, donor_name = make_splice(host, donor, mask), donor_cam.name
     name = _splice_name(job.index)
@@ -200,8 +199,7 @@ def render_splices(out_dir: Path, num_images: int, image_size: tuple[int, int], 
     for i in range(int(num_images)):
         h, d = rng.choice(len(pool), size=2, replace=False) if len(pool) >= 2 else (0, 0)
         jobs.append(_SpliceJob(i, int(seed), out_shape, factor, pool[h].to_dict(),
-                               None if is_control[i] else pool[d].to_dict(), "", synth.scenes.texture_share,
-                               synth.scenes.defocus))
+                               None if is_control[i] else pool[d].to_dict(), "", synth.scenes))
 
     def build(tmp: Path) -> None:
         jobs_here = [dataclasses.replace(j, out_dir=str(tmp)) for j in jobs]

@@ -30,24 +30,43 @@ from camsim.synth.scenes import Scene, draw_leaves, leaf_labels, pil_resize, pow
 TEXTURE_KINDS: tuple[str, ...] = ("sky", "foliage", "text", "skin")
 TAG_TEXTURE = 0x545853  # "TXS"
 TAG_DEFOCUS = 0x444643  # "DFC"
+TAG_SHADOW = 0x534844  # "SHD"
 
 
 def make_scene(index: int, seed: int, out_shape: tuple[int, int], canvas_factor: float = 2.0, namespace: int = 0,
-               texture_share: float = 0.0, defocus: float = 0.0) -> Scene:
+               texture_share: float = 0.0, defocus: float = 0.0, shadow_ev: float = 0.0) -> Scene:
     """Scene ``index``: a texture scene (:data:`TEXTURE_KINDS`) with probability
-    ``texture_share``, else :func:`camsim.synth.scenes.render_scene`'s scene; with ``defocus`` > 0,
-    out of focus by a Gaussian of σ drawn uniformly in [0, ``defocus``] output px (its own stream:
-    the content is the same scene's)."""
+    ``texture_share``, else :func:`camsim.synth.scenes.render_scene`'s scene; with ``shadow_ev`` > 0,
+    under a cast shadow (:func:`cast_shadow`); with ``defocus`` > 0, out of focus by a Gaussian of σ
+    drawn uniformly in [0, ``defocus``] output px. The shadow and the defocus draw from streams of
+    their own: the content is the same scene's. The arguments after ``namespace`` are the
+    ``data.synth.scenes`` node's keys."""
     scene = None
     if texture_share > 0:
         rng = np.random.default_rng([seed, TAG_TEXTURE, namespace, index])
         if rng.random() < texture_share:
             scene = texture_scene(index, seed, out_shape, canvas_factor, namespace, str(rng.choice(TEXTURE_KINDS)))
     scene = scene or render_scene(index, seed, out_shape, canvas_factor, namespace)
+    if shadow_ev > 0:
+        rng = np.random.default_rng([seed, TAG_SHADOW, namespace, index])
+        light = cast_shadow(out_shape, scene.radiance.shape[1:], canvas_factor, shadow_ev, rng)
+        scene = dataclasses.replace(scene, radiance=scene.radiance * light[None])
     if defocus > 0:
         sigma = np.random.default_rng([seed, TAG_DEFOCUS, namespace, index]).uniform(0.0, defocus)
         scene = dataclasses.replace(scene, radiance=optics_blur(scene.radiance, sigma * canvas_factor))
     return scene
+
+
+def cast_shadow(out_shape: tuple[int, int], canvas_shape: tuple[int, int], canvas_factor: float, shadow_ev: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Light multiplier ``[H, W]`` on the canvas (1 in the light, down to 2^-depth in the shadow): a
+    smooth random field's top 20–60 % of the frame is in shadow, its edge blurred by σ 0.5–4
+    output px (penumbra), the depth drawn uniformly in [0, ``shadow_ev``] EV."""
+    small = (max(4, out_shape[0] // 16), max(4, out_shape[1] // 16))
+    field = pil_resize(powerlaw_noise(small, 3.0, rng), canvas_shape, Image.Resampling.BILINEAR)
+    inside = (field > np.quantile(field, 1.0 - rng.uniform(0.2, 0.6))).astype(np.float32)
+    penumbra = optics_blur(inside[None], rng.uniform(0.5, 4.0) * canvas_factor)[0]
+    return np.exp2(-rng.uniform(0.0, shadow_ev) * penumbra).astype(np.float32)
 
 
 def texture_scene(index: int, seed: int, out_shape: tuple[int, int], canvas_factor: float, namespace: int,
@@ -176,4 +195,4 @@ def _skin(out_shape, canvas_shape, c, rng) -> np.ndarray:
 
 _PAINTERS = {"sky": _sky, "foliage": _foliage, "text": _text, "skin": _skin}
 
-__all__ = ["TEXTURE_KINDS", "make_scene", "texture_scene"]
+__all__ = ["TEXTURE_KINDS", "cast_shadow", "make_scene", "texture_scene"]
