@@ -7,7 +7,9 @@ channel, and prints — for the run's two-patches-of-one-photo pairs (positives)
 different-model pairs (negatives), patch level — the mean score S and the share called "same"
 at the run's η, binned by how far apart the two patches are in mean brightness, in texture
 (standard deviation of the patch) and in clipped pixels (share at 0 or 255), then the rank
-correlation of S with each difference. Where the positives' rows fall with a difference, that
+correlation of S with each difference; last, two photos of one model and different-model pairs
+by whether their photos carry the same luminance quantisation table (a network that reads the
+table calls identical tables "same" whatever the camera). Where the positives' rows fall with a difference, that
 difference within one photo pushes ``camsim-localize`` towards cutting the photo along it (a
 camera's own traces do change with exposure — signal-dependent noise, the tone curve, clipping —,
 so a fall says what the network reads, not that it reads no camera trace).
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camsim.data.io import ImageReadError, read_green
+from camsim.data.io import ImageReadError, read_green, read_jpeg_luma_table
 from camsim.data.patches import extract_image_patches
 from camsim.data.sources import IMAGE_EXTENSIONS
 
@@ -49,8 +51,9 @@ CATEGORIES = (("same_photo", "two patches of one photo"), ("diff_model", "differ
 
 def patch_stats(green: np.ndarray, yx: np.ndarray, patch: int) -> np.ndarray:
     """``[n, 3]``: mean, standard deviation and clipped share (%) of each ``patch``-px patch at ``yx``."""
-    return stats_of(np.stack([green[y:y + patch, x:x + patch] for y, x in yx]) if len(yx) else
-                    np.zeros((0, patch, patch), np.uint8))
+    if not len(yx):
+        return np.empty((0, 3))
+    return stats_of(np.stack([green[y:y + patch, x:x + patch] for y, x in yx]))
 
 
 def stats_of(patches: np.ndarray) -> np.ndarray:
@@ -83,8 +86,14 @@ def _run_patch_size(metrics: Path, default: int = 64) -> int:
 LIGHT_BINS = (0, 30, 60, 100, 150, 200, 256)
 
 
-def light_spread(folder: Path, patch: int = 64, align: int = 8, min_entropy: float = 4.0, per_photo: int = 64,
-                 max_photos: int = 120, seed: int = 0) -> dict:
+#: what ``--light`` cuts: the quick recipe's patches (size, grid, entropy filter), at most so many a
+#: photo and photos a folder (drawn with ``seed``)
+LIGHT_CUT = {"patch": 64, "align": 8, "min_entropy": 4.0, "per_photo": 64, "max_photos": 120, "seed": 0}
+
+
+def light_spread(folder: Path, patch: int = LIGHT_CUT["patch"], align: int = LIGHT_CUT["align"],
+                 min_entropy: float = LIGHT_CUT["min_entropy"], per_photo: int = LIGHT_CUT["per_photo"],
+                 max_photos: int = LIGHT_CUT["max_photos"], seed: int = LIGHT_CUT["seed"]) -> dict:
     """How the mean grey levels of a folder's patches spread (``--light``): ``photos`` (with two or
     more patches), ``patches``, ``bins`` (% of patches per :data:`LIGHT_BINS` bin), ``span`` (median
     over photos of the 95th − 5th percentile), ``far`` (% of a photo's patch pairs ≥ 100 apart, over
@@ -115,8 +124,10 @@ def light_spread(folder: Path, patch: int = 64, align: int = 8, min_entropy: flo
 
 
 def print_light(folders: list[Path]) -> None:
-    print("Patches as the quick recipe cuts them (64 px, 8-px grid, entropy > 4 nats, at most 64 a photo; "
-          "at most 120 photos a folder, seed 0), green channel; a patch's brightness = its mean grey level")
+    c = LIGHT_CUT
+    print(f"Patches as the quick recipe cuts them ({c['patch']} px, {c['align']}-px grid, entropy > {c['min_entropy']:g} "
+          f"nats, at most {c['per_photo']} a photo; at most {c['max_photos']} photos a folder, seed {c['seed']}), green "
+          "channel; a patch's brightness = its mean grey level")
     bins = " / ".join(f"{lo}–{hi}" for lo, hi in zip(LIGHT_BINS[:-1], LIGHT_BINS[1:]))
     print(f"\n| folder | photos | patches | % of patches at mean grey {bins} | span within a photo (median) "
           f"| % of pairs within a photo ≥ 100 apart | % of patches > 5 % clipped |")
@@ -179,6 +190,31 @@ def main() -> None:
             print(f"| {lo}–{hi} | " + " | ".join(cells) + " |")
         print("rank correlation of S with the difference: " + ", ".join(
             f"{name} {_spearman(diff[cat == c, j], s[cat == c]):+.2f}" for c, name in CATEGORIES))
+    print_tables(z, eta)
+
+
+def print_tables(z, eta: float) -> None:
+    """Two photos of one model and different models (patch level), by whether the two photos carry
+    the same luminance quantisation table: where both rows are called "same" alike, the network
+    reads the table, not the camera."""
+    tables = {}
+    for k, path in enumerate(z["photo_path"]):
+        try:
+            tables[k] = read_jpeg_luma_table(str(path))
+        except (ImageReadError, OSError):
+            tables[k] = None
+    cats = (("other_photo", "two photos of one model"), ("diff_model", "different models"))
+    sel = (z["level"] == "patch") & np.isin(z["category"], [c for c, _ in cats])
+    cat, s, i1, i2 = z["category"][sel], z["score"][sel], z["image_1"][sel], z["image_2"][sel]
+    same_table = np.array([tables[a] is not None and tables[a] == tables[b] for a, b in zip(i1, i2)], bool)
+    print("\n| the two photos' luminance quantisation tables | " + " | ".join(f"{n}: n, mean S, 'same'" for _, n in cats)
+          + " |\n|---|" + "---|" * len(cats))
+    for label, rows in (("identical", same_table), ("different (or not a JPEG)", ~same_table)):
+        cells = []
+        for c, _ in cats:
+            w = (cat == c) & rows
+            cells.append(f"{w.sum()}, {s[w].mean():.3f}, {np.mean(s[w] > eta):.2f}" if w.any() else "0, –, –")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -291,7 +291,8 @@ def test_cli_compares_several_pairs_and_summarises_across_them(folder_run, tmp_p
 def test_content_script_bins_a_runs_scores_by_the_patches_differences(folder_run, tmp_path):  # noqa: F811
     """benchmarks/content.py: a transfer run's same-photo and different-model patch pairs, cut again
     from their photos, binned by difference in brightness, texture and clipping — every pair in
-    exactly one bin of each table; a folder without scores is one line naming it."""
+    exactly one bin of each table —, then two-photo and different-model pairs by whether their
+    photos share one quantisation table; a folder without scores is one line naming it."""
     import re
     import subprocess
     import sys
@@ -304,12 +305,18 @@ def test_content_script_bins_a_runs_scores_by_the_patches_differences(folder_run
     z = np.load(out / "scores.npz")
     patch = z["level"] == "patch"
     n_same, n_diff = int(((z["category"] == "same_photo") & patch).sum()), int(((z["category"] == "diff_model") & patch).sum())
-    tables = res.stdout.split("| difference in ")[1:]
+    binned, by_table = res.stdout.split("| the two photos' luminance quantisation tables |")
+    tables = binned.split("| difference in ")[1:]
     assert [t.split(" ")[0] for t in tables] == ["brightness", "texture", "clipped"]
     for t in tables:
         cells = re.findall(r"\| (\d+), [0-9.–]+, [0-9.–]+ \| (\d+), ", t)
         assert sum(int(a) for a, _ in cells) == n_same and sum(int(b) for _, b in cells) == n_diff
         assert "rank correlation of S with the difference" in t
+    # two photos of one model and different models, by identical / different luminance table: each pair once
+    n_other = int(((z["category"] == "other_photo") & patch).sum())
+    cells = re.findall(r"\| (identical|different[^|]*) \| (\d+), [0-9.–]+, [0-9.–]+ \| (\d+), ", by_table)
+    assert [c[0].split()[0] for c in cells] == ["identical", "different"]
+    assert sum(int(c[1]) for c in cells) == n_other and sum(int(c[2]) for c in cells) == n_diff
     res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "no scores.npz" in res.stderr
 

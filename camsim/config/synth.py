@@ -103,7 +103,7 @@ class SynthScenesConfig:
     defocus: float = 0.0
     #: cast shadows: each scene has a region (20–60 % of the frame, edges 0.5–4 output px soft) lit
     #: less by a depth drawn uniformly in [0, shadow_ev] EV, the same for every camera. Real photos
-    #: hold sunlit and shaded parts side by side (their patches' mean grey levels span about twice the
+    #: hold sunlit and shaded parts side by side (their patches' mean grey levels span 1.5-1.9 times the
     #: simulator's without it: docs/experiments.md, "Cast shadows"); 0 = none
     shadow_ev: float = 0.0
 

@@ -37,7 +37,7 @@ import io
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -174,7 +174,7 @@ class _SceneJob:
     cameras: tuple[dict, ...]  # the cameras whose file of this scene is wanted (any subset of the catalogue)
     out_dir: str
     jpeg: bool
-    scenes: SynthScenesConfig = field(default_factory=SynthScenesConfig)  # data.synth.scenes
+    scenes: SynthScenesConfig = dataclasses.field(default_factory=SynthScenesConfig)  # data.synth.scenes
 
 
 def _render_scene_job(job: _SceneJob) -> dict:

@@ -12,7 +12,8 @@ the textures real photographs are full of, so that patch selection by entropy be
 Like :mod:`camsim.synth.scenes`, lengths are drawn in output pixels and scaled by the canvas
 factor, and every camera sees the same scene (scene content carries no camera label).
 :func:`make_scene` is the one entry: it picks a texture scene for a ``texture_share`` of scene
-indices (from a stream of its own) and the original scene otherwise, unchanged.
+indices (from a stream of its own) and the original scene otherwise, then, where the
+``data.synth.scenes`` node asks, puts it under a cast shadow (:func:`cast_shadow`) and out of focus.
 """
 
 from __future__ import annotations
