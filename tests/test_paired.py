@@ -350,3 +350,18 @@ def test_content_script_measures_how_a_folders_patch_brightness_spreads(tmp_path
     empty.mkdir()
     res = subprocess.run([sys.executable, str(script), "--light", str(empty)], capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "no images" in res.stderr
+
+
+def test_content_script_patch_stats_of_a_photo_scored_on_one_side_only():
+    """A photo whose patches appear only as the first (or second) patch of its pairs has none on the
+    other side: its statistics there are an empty [0, 3], not an error."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("content", Path(__file__).resolve().parents[1] / "benchmarks" / "content.py")
+    content = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(content)
+    green = np.arange(128 * 128, dtype=np.uint8).reshape(128, 128)
+    assert content.patch_stats(green, np.zeros((0, 2), np.int64), 64).shape == (0, 3)
+    st = content.patch_stats(green, np.array([[0, 0], [64, 64]]), 64)
+    assert st.shape == (2, 3) and st[0, 0] == pytest.approx(green[:64, :64].mean())
