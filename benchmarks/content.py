@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from camsim.data.io import ImageReadError, read_green, read_jpeg_luma_table
-from camsim.data.patches import extract_image_patches
+from camsim.data.patches import cut_patches, extract_image_patches
 from camsim.data.sources import IMAGE_EXTENSIONS
 
 #: bin edges of each difference (mean brightness and texture in grey levels, clipped share in %)
@@ -51,14 +51,12 @@ CATEGORIES = (("same_photo", "two patches of one photo"), ("diff_model", "differ
 
 def patch_stats(green: np.ndarray, yx: np.ndarray, patch: int) -> np.ndarray:
     """``[n, 3]``: mean, standard deviation and clipped share (%) of each ``patch``-px patch at ``yx``."""
-    if not len(yx):
-        return np.empty((0, 3))
-    return stats_of(np.stack([green[y:y + patch, x:x + patch] for y, x in yx]))
+    return stats_of(cut_patches(green, np.asarray(yx, np.int64).reshape(-1, 2), patch))
 
 
 def stats_of(patches: np.ndarray) -> np.ndarray:
     """``[n, 3]``: mean, standard deviation and clipped share (%, pixels at 0 or 255) of each patch ``[n, P, P]``."""
-    p = patches.reshape(len(patches), -1).astype(np.float64)
+    p = patches.reshape(len(patches), int(np.prod(patches.shape[1:]))).astype(np.float64)  # [0, P²] when none
     return np.stack([p.mean(1), p.std(1), 100.0 * np.mean((p <= 0) | (p >= 255), axis=1)], axis=1)
 
 
