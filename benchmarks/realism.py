@@ -8,7 +8,8 @@ nats) and with ``transfer.min_entropy=1.0`` (flat fields kept). Two variants cha
 instead of the simulator — how many camera models stand behind its pairs (``head_with_a``: A's
 too; ``b25``: ten more unseen models in B, its control; ``a20_b25``: ten more in A as well). The
 ``recipe`` is today's quick recipe, ``recipe_fine_adaptive`` today's with its fine-quality models
-adaptive too and ``recipe_shadows`` today's with cast shadows in its scenes; the other ``recipe_*``
+adaptive too, ``recipe_shadows`` today's with cast shadows in its scenes and ``recipe_table_balance``
+today's with Phase B's pairs balanced by JPEG table; the other ``recipe_*``
 variants start from the recipe of 2026-12-04..06 (``recipe_before``: no content-adaptive quality),
 on which the docs measured them (``recipe_nojpeg``: without the JPEG branch; ``recipe_b50``: 50
 models behind the head; ``recipe_photo`` / ``recipe_pixel`` / ``recipe_tables``: trait families
@@ -125,6 +126,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                              ["data.synth.jpeg.adaptive_share=0.25", "data.synth.jpeg.fine_fixed=false"]),
     "recipe_shadows": ("today's quick recipe with cast shadows: 20-60 % of each scene lit up to 3 EV less "
                        "(data.synth.scenes.shadow_ev=3)", ["data.synth.scenes.shadow_ev=3"]),
+    "recipe_table_balance": ("today's quick recipe with Phase B's pairs balanced by JPEG table: a quarter each of "
+                             "same / different model x identical / different luminance table "
+                             "(phase_b.table_balance=true)", ["phase_b.table_balance=true"]),
     "recipe_before": ("the quick recipe of 2026-12-04..06: no content-adaptive quality", list(_V2)),
     # measured on the recipe of 2026-12-04..06 (docs/experiments.md, "Four levers tried again on
     # today's recipe" and before; README "Sim -> real"): pinned to it

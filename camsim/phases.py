@@ -221,9 +221,9 @@ def stage_phase_a(st: RunState) -> None:
 
 
 def _key_settings(node: DictConfig, skip: tuple[str, ...]) -> dict:
-    """A phase's settings as its artefact key holds them: without ``skip``, and without ``with_a``
-    or ``recompress`` while they are off (the key every artefact had before the options existed)."""
-    return {k: v for k, v in to_plain(node).items() if k not in skip and not (k == "with_a" and not v)
+    """A phase's settings as its artefact key holds them: without ``skip``, and without ``with_a``,
+    ``table_balance`` or ``recompress`` while they are off (the key every artefact had before the options existed)."""
+    return {k: v for k, v in to_plain(node).items() if k not in skip and not (k in ("with_a", "table_balance") and not v)
             and not (k == "recompress" and not float(v["share"]))}
 
 
@@ -280,7 +280,7 @@ def stage_phase_b(st: RunState) -> None:
             module = ForensicSimilarity.for_finetuning(frozen / "model.ckpt", to_plain(ft))
             dm = PairDataModule(st.data, ft.loader, int(ft.train_pairs), int(cfg.phase_b.val_pairs),  # val: the head's
                                 seed=stable_seed("finetune", seed) % 2**31, resample=bool(cfg.phase_b.resample_pairs),
-                                val_seed=seed + 1, with_a=bool(ft.with_a))
+                                val_seed=seed + 1, with_a=bool(ft.with_a), table_balance=bool(cfg.phase_b.table_balance))
             pcfg = OmegaConf.create({"max_epochs": ft.max_epochs, "monitor": cfg.phase_b.monitor, "resume": cfg.phase_b.resume})
             with stage("fine-tuning (backbone unfrozen)", st.summary):
                 _train_phase(st, "finetune", ft_key, final, module, dm, pcfg, False, dm.callbacks())
@@ -303,7 +303,7 @@ def _train_head(st: RunState, key: dict, final: Path, seed: int) -> None:
     dm = PairDataModule(st.data, cfg.phase_b.loader, int(cfg.phase_b.train_pairs), int(cfg.phase_b.val_pairs),
                         seed=seed, resample=bool(cfg.phase_b.resample_pairs), features=features,
                         with_a=bool(cfg.phase_b.with_a), recompress=to_plain(cfg.phase_b.recompress),
-                        extract=extract)
+                        extract=extract, table_balance=bool(cfg.phase_b.table_balance))
     _train_phase(st, "phase_b", key, final, module, dm, cfg.phase_b, test=False, extra_callbacks=dm.callbacks())
 
 

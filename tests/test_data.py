@@ -15,7 +15,7 @@ import torch
 
 from camsim.data.datamodules import (CameraData, EvalPairDataModule, PairDataModule, PairDataset, PatchDataset,
                                      PhaseADataModule, recompressed_twins)
-from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
+from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs, sample_table_balanced_pairs
 from camsim.data.patches import cut_patches, extract_image_patches, grid_positions, patch_entropy, recompress
 from camsim.data.sources import FolderSource, SynthSource
 from camsim.data.splits import make_split, split_images
@@ -463,6 +463,87 @@ def test_with_a_draws_phase_b_training_pairs_from_a_training_images_only(tmp_pat
         rows = np.flatnonzero(ds.items.labels == dm.models["train"].index(m))
         assert np.array_equal(ds.items.take(rows), np.asarray(sets[(m, "train")].patches))
         assert not set(sets[(m, "train")].images) & set(sets[(m, "test")].images)
+
+
+def test_table_balanced_pairs_make_the_table_say_nothing_of_the_label() -> None:
+    """phase_b.table_balance: a quarter each of same / different model × identical / different JPEG
+    table, so sharing a table no longer predicts "same model"; pairs are valid and seeded."""
+    labels = np.repeat(np.arange(6), [30, 40, 50, 30, 20, 60])
+    tables = np.where(labels < 2, 7, 0)  # models 0 and 1 share table 7
+    tables[labels == 2] = np.arange(50) % 3 + 10  # model 2: three tables of its own
+    tables[labels == 3] = np.arange(30) % 2 + 11  # model 3 shares two of them
+    tables[labels == 4] = 20
+    tables[labels == 5] = 21
+    i, j, same = sample_table_balanced_pairs(labels, tables, 2001, seed=0)
+    np.testing.assert_array_equal(labels[i] == labels[j], same)
+    assert (i != j).all() and same.sum() == 1000
+    ident = tables[i] == tables[j]
+    counts = {(s, t): int(np.sum((same == s) & (ident == t))) for s in (True, False) for t in (True, False)}
+    assert counts == {(True, True): 500, (True, False): 500, (False, True): 500, (False, False): 501}
+    assert set(labels[i[same & ~ident]]) == {2, 3}  # only models with several tables give these
+    assert {frozenset((a, b)) for a, b in zip(labels[i[~same & ident]], labels[j[~same & ident]])} == \
+        {frozenset((0, 1)), frozenset((2, 3))}
+    again = sample_table_balanced_pairs(labels, tables, 2001, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((i, j, same), again))
+    natural_i, natural_j, natural_same = sample_balanced_pairs(labels, 2000, seed=0)  # the contrast
+    nat_ident = tables[natural_i] == tables[natural_j]
+    assert natural_same[nat_ident].mean() > 0.8 > 0.5 == same[ident].mean()
+
+
+def test_table_balanced_pairs_name_what_is_missing() -> None:
+    labels = np.repeat(np.arange(3), 10)
+    with pytest.raises(ValueError, match="two different JPEG luminance tables"):
+        sample_table_balanced_pairs(labels, np.where(labels == 2, 5, 0), 100, 0)  # one table per model
+    with pytest.raises(ValueError, match="shared by two camera models"):
+        sample_table_balanced_pairs(labels, labels * 2 + np.arange(30) % 2, 100, 0)
+    with pytest.raises(ValueError, match="differ in length"):
+        sample_table_balanced_pairs(labels, labels[:5], 100, 0)
+
+
+def test_table_balance_reads_each_photos_jpeg_table(tmp_path: Path) -> None:
+    """PairDataModule(table_balance=True) labels every patch with its photo's luminance table, read
+    from the file (ids equal across models for equal tables); PNG photos and recompressed twins are
+    refused with the reason; the option leaves the artefact key alone while off."""
+    from omegaconf import OmegaConf
+
+    from camsim.data.sources import FolderSource
+    from camsim.phases import _key_settings
+    from tests.conftest import compose_cfg
+
+    root = tmp_path / "photos"
+    quality = {"cam0": [90, 80], "cam1": [90], "cam2": [80, 70], "cam3": [70], "cam4": [60], "cam5": [50]}
+    for n, (m, qs) in enumerate(quality.items()):
+        (root / m).mkdir(parents=True)
+        for k in range(10):
+            Image.fromarray(_textured(128, 128, seed=100 * n + k)).save(root / m / f"s{k:03d}.jpg",
+                                                                              quality=qs[k % len(qs)])
+    cfg = compose_cfg(["split.a=[cam4]", "split.known=[cam4]", "split.b=[cam0,cam1,cam2,cam3]", "split.c=[cam5]",
+                       "split.image_fractions=[0.5,0.3,0.2]", "patches.workers=0", "patches.per_model.train_b=20", "patches.per_model.val_b=8"])
+    data = CameraData(FolderSource(root), cfg.split, cfg.patches, tmp_path / "art")
+    dm = PairDataModule(data, cfg.phase_b.loader, 400, 100, seed=0, table_balance=True)
+    dm.setup()
+    ds = dm.train_set
+    sets = [data.patch_sets("phase_b")[(m, "train")] for m in dm.models["train"]]
+    q_of = np.concatenate([[quality[ps.model][int(Path(ps.images[k]).stem[1:]) % len(quality[ps.model])]
+                            for k in ps.image_ids] for ps in sets])
+    for a in range(len(q_of)):  # one id per quality (PIL writes the IJG tables), across models
+        assert (ds.tables == ds.tables[a]).sum() == (q_of == q_of[a]).sum()
+    ident = ds.tables[ds.i] == ds.tables[ds.j]
+    assert np.mean(ds.same[ident]) == 0.5 and np.mean(ds.same[~ident]) == 0.5
+    assert dm.val_set.tables is not None
+    plain = PairDataModule(data, cfg.phase_b.loader, 400, 100, seed=0)
+    plain.setup()
+    assert plain.train_set.tables is None
+    with pytest.raises(ValueError, match="table_balance with phase_b.recompress"):
+        PairDataModule(data, cfg.phase_b.loader, 400, 100, seed=0, features=lambda ps: None,
+                       extract=lambda x: x, recompress={"share": 0.5, "quality": [50, 70]}, table_balance=True)
+    node = OmegaConf.create({"with_a": False, "table_balance": False, "recompress": {"share": 0.0}, "lr": 1})
+    assert _key_settings(node, ()) == {"lr": 1}
+    assert _key_settings(OmegaConf.merge(node, {"table_balance": True}), ())["table_balance"] is True
+    png = _folder(tmp_path / "png", models=6, images=6, size=(128, 128))
+    data = CameraData(FolderSource(png), cfg.split, cfg.patches, tmp_path / "art2")
+    with pytest.raises(ValueError, match=r"s00\d\.png has no JPEG luminance quantisation table"):
+        PairDataModule(data, cfg.phase_b.loader, 400, 100, seed=0, table_balance=True).setup()
 
 
 def test_recompress_is_a_seeded_grid_aligned_second_jpeg() -> None:

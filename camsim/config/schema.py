@@ -181,6 +181,11 @@ class PhaseBConfig:
     #: are the known ones, so this trades nothing unseen away — C stays unseen — but leaves the
     #: paper's disjoint A / B (docs/method.md); validation stays on B (or ``split.b_val``)
     with_a: bool = False
+    #: draw the pairs (training and validation) so that two photos sharing a JPEG luminance table
+    #: says nothing of the label: a quarter each of same / different model × identical / different
+    #: table (off: the natural pairs, where a simulated head sees P(same | identical table) ≈ 0.9
+    #: and learns the table; docs/experiments.md, "Phase B pairs balanced by JPEG table")
+    table_balance: bool = False
     #: draw fresh training pairs every epoch (from the seed sequence [seed, epoch]) instead of one fixed set
     resample_pairs: bool = False
     #: training patches re-saved at a second JPEG quality (off by default; RecompressConfig)

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from camsim.data.io import read_jpeg_luma_table
 from camsim.data.layouts import camera_make
-from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs
+from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs, sample_table_balanced_pairs
 from camsim.data.patches import recompress, stable_seed
 from camsim.data.sources import listed_images, render_images
 from camsim.data.splits import MIN_SPLIT_IMAGES, SUBSETS, SetSplit, make_split, photo_key, split_images
@@ -239,12 +240,14 @@ class PatchDataset(Dataset):
 class PairDataset(Dataset):
     """Pairs (i, j, same) over ``items`` (feature matrix ``[N, d]`` or a :class:`PatchDataset`).
 
-    With ``resample`` set, every epoch draws fresh balanced pairs (see :meth:`set_epoch`).
+    With ``resample`` set, every epoch draws fresh balanced pairs (see :meth:`set_epoch`); with
+    ``tables`` (each item's JPEG table id), pairs balanced by table too (:func:`sample_table_balanced_pairs`).
     """
 
     def __init__(self, items: np.ndarray | PatchDataset, labels: np.ndarray, n_pairs: int, seed: int,
-                 resample: bool = False):
+                 resample: bool = False, tables: np.ndarray | None = None):
         self.items, self.labels, self.n_pairs, self.seed, self.resample = items, labels, n_pairs, seed, resample
+        self.tables = tables
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -253,7 +256,10 @@ class PairDataset(Dataset):
         ``phase_b.seed=1,2,3`` train on independent pairs (``seed + epoch`` gave seed 1's epoch 1
         seed 2's epoch 0) — and epoch 0's equals ``seed`` alone (numpy drops trailing zeros)."""
         seed = [self.seed, epoch] if self.resample else self.seed
-        self.i, self.j, self.same = sample_balanced_pairs(self.labels, self.n_pairs, seed)
+        if self.tables is None:
+            self.i, self.j, self.same = sample_balanced_pairs(self.labels, self.n_pairs, seed)
+        else:
+            self.i, self.j, self.same = sample_table_balanced_pairs(self.labels, self.tables, self.n_pairs, seed)
 
     def __len__(self) -> int:
         return self.n_pairs
@@ -271,6 +277,24 @@ class PairDataset(Dataset):
 
     def __getitems__(self, indices: list[int]):
         return self._get(np.asarray(indices, dtype=np.int64))
+
+
+def patch_tables(sets: Sequence[PatchSet], key: str = "phase_b.table_balance") -> np.ndarray:
+    """Each patch's photo's JPEG luminance table as an int id, equal across sets for equal tables
+    (:func:`~camsim.data.io.read_jpeg_luma_table`, headers only). ValueError naming the file
+    for a photo without one (not a JPEG); ``key``: the option that needs them."""
+    ids: dict[tuple[int, ...], int] = {}
+    out = []
+    for ps in sets:
+        per_image = np.zeros(len(ps.images), np.int64)
+        for k, path in enumerate(ps.images):
+            table = read_jpeg_luma_table(path)
+            if table is None:
+                raise ValueError(f"{key}: {path} has no JPEG luminance quantisation table (not a JPEG); "
+                                 "pairs are balanced by their photos' tables, so these photos must be JPEGs")
+            per_image[k] = ids.setdefault(table, len(ids))
+        out.append(per_image[np.asarray(ps.image_ids, np.int64)])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def recompressed_twins(patches: PatchDataset, share: float, quality: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -350,19 +374,24 @@ class PairDataModule(L.LightningDataModule):
     validation pairs with ``val_seed`` (default ``seed + 1``). ``recompress``
     (``phase_b.recompress``: ``share``, ``quality``) with ``extract`` (f(X) of a uint8 array):
     training patches get re-saved twins (:func:`recompressed_twins`) that pairs are drawn over too.
+    ``table_balance`` (``phase_b.table_balance``): pairs drawn so that two photos sharing a JPEG
+    table says nothing of the label (:func:`~camsim.data.pairs.sample_table_balanced_pairs`).
     """
 
     def __init__(self, data: CameraData, loader: Any, train_pairs: int, val_pairs: int, seed: int,
                  resample: bool = False, features: Callable[[PatchSet], np.ndarray] | None = None,
                  val_seed: int | None = None, with_a: bool = False, recompress: Any = None,
-                 extract: Callable[[np.ndarray], np.ndarray] | None = None):
+                 extract: Callable[[np.ndarray], np.ndarray] | None = None, table_balance: bool = False):
         super().__init__()
-        self.data, self.loader, self.features = data, loader, features
+        self.data, self.loader, self.features, self.table_balance = data, loader, features, table_balance
         #: ``phase_b.recompress`` while it is on (a share > 0), else None
         self.recompress = recompress if recompress is not None and float(recompress["share"]) > 0 else None
         self.extract = extract
         if self.recompress is not None and (features is None or extract is None):
             raise ValueError("phase_b.recompress needs cached features (phase_b.cache_features=true)")
+        if self.recompress is not None and table_balance:
+            raise ValueError("phase_b.table_balance with phase_b.recompress: a re-saved twin's table is not its "
+                             "photo's; use one of them")
         check_resample_loader(resample, loader, "loader")
         self.train_pairs, self.val_pairs, self.seed, self.resample = train_pairs, val_pairs, seed, resample
         self.val_seed = seed + 1 if val_seed is None else val_seed
@@ -385,7 +414,18 @@ class PairDataModule(L.LightningDataModule):
         if subset == "train" and self.recompress is not None:
             idx, twins = recompressed_twins(patches, float(self.recompress["share"]), self.recompress["quality"], seed)
             items, labels = np.concatenate([items, self.extract(twins)]), np.concatenate([labels, labels[idx]])
-        return PairDataset(items, labels, n, seed, resample)
+        tables = patch_tables(sets) if self.table_balance else None
+        if tables is not None:
+            cells = np.unique(np.stack([labels, tables], 1), axis=0)  # (model, table) pairs present
+            log.info("Phase B %s pairs balanced by JPEG table: %d tables over %d models, %d models with several, "
+                     "%d tables shared by ≥ 2 models", subset, len(np.unique(tables)), len(sets),
+                     int((np.bincount(cells[:, 0]) >= 2).sum()), int((np.bincount(cells[:, 1]) >= 2).sum()))
+        try:
+            return PairDataset(items, labels, n, seed, resample, tables=tables)
+        except ValueError as e:
+            if tables is None:
+                raise
+            raise ValueError(f"phase_b.table_balance: set B's {subset} patches: {e}") from e
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
