@@ -251,7 +251,8 @@ def training_record(st: RunState) -> dict:
     ``split.b_val``'s, only validated on, apart), the data, the patch settings."""
     cfg, sp = st.cfg, st.data.split
     sets = {"a": list(sp.a), "b": list(sp.b_train), **({"b_val": list(sp.b_val)} if sp.b_val else {}),
-            **({"b_with_a": True} if cfg.phase_b.with_a else {})}  # the head's pairs also from A's models
+            **({"b_with_a": True} if cfg.phase_b.with_a else {}),  # the head's pairs also from A's models
+            **({"b_table_balance": True} if cfg.phase_b.table_balance else {})}  # ... balanced by JPEG table
     return {"sets": sets, "data": data_fingerprint(cfg.data),
             "patches": {"size": int(cfg.patches.size), "align": int(cfg.patches.align),
                         "min_entropy": float(cfg.patches.min_entropy)}}

@@ -34,7 +34,8 @@ from tests.conftest import REPO, TINY, run_cli
 
 P = 32
 HEAD = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "similarity" / "small.yaml"))
-TRAINING = {"sets": {"a": ["Acme_Two", "Zed_X"], "b": ["Bolt_Three"], "b_val": ["Bolt_Four"], "b_with_a": True},
+TRAINING = {"sets": {"a": ["Acme_Two", "Zed_X"], "b": ["Bolt_Three"], "b_val": ["Bolt_Four"], "b_with_a": True,
+                      "b_table_balance": True},
             "data": {"_target_": "camsim.data.sources.FolderSource", "root": "/photos/elsewhere",
                      "extensions": [".png"], "min_images": 1},
             "patches": {"size": P, "align": 8, "min_entropy": 4.0}}
@@ -100,6 +101,7 @@ def test_folder_holds_weights_config_and_model_card(exported, ckpt):
     assert card.count("Not measured") == 2  # pairs and transfer: no run given
     assert "Acme_Two, Zed_X" in card and "validated on Bolt_Four" in card
     assert "training pairs also from set A's models" in card  # phase_b.with_a
+    assert "pairs balanced by JPEG table (`phase_b.table_balance`)" in card
     assert SNIPPET.replace("MODEL_DIR", "my-model").strip() in card
 
 

@@ -279,21 +279,25 @@ class PairDataset(Dataset):
         return self._get(np.asarray(indices, dtype=np.int64))
 
 
-def patch_tables(sets: Sequence[PatchSet], key: str = "phase_b.table_balance") -> np.ndarray:
+def patch_tables(sets: Sequence[PatchSet], names: Sequence[Sequence[Path]] | None = None,
+                 key: str = "phase_b.table_balance") -> np.ndarray:
     """Each patch's photo's JPEG luminance table as an int id, equal across sets for equal tables
-    (:func:`~camsim.data.io.read_jpeg_luma_table`, headers only). ValueError naming the file
-    for a photo without one (not a JPEG); ``key``: the option that needs them."""
+    (:func:`~camsim.data.io.read_jpeg_luma_table`, headers only; only photos with patches are read).
+    ``names``: each set's photos as this run spells them, in the set's order (a cached set keeps the
+    spelling of the run that built it). ValueError naming the file for a photo without a table."""
     ids: dict[tuple[int, ...], int] = {}
     out = []
-    for ps in sets:
-        per_image = np.zeros(len(ps.images), np.int64)
-        for k, path in enumerate(ps.images):
-            table = read_jpeg_luma_table(path)
+    for k, ps in enumerate(sets):
+        images = list(names[k]) if names is not None and len(names[k]) == len(ps.images) else ps.images
+        image_ids = np.asarray(ps.image_ids, np.int64)
+        per_image = np.zeros(len(images), np.int64)
+        for i in np.unique(image_ids):
+            table = read_jpeg_luma_table(images[i])
             if table is None:
-                raise ValueError(f"{key}: {path} has no JPEG luminance quantisation table (not a JPEG); "
+                raise ValueError(f"{key}: {images[i]} has no JPEG luminance quantisation table (not a JPEG); "
                                  "pairs are balanced by their photos' tables, so these photos must be JPEGs")
-            per_image[k] = ids.setdefault(table, len(ids))
-        out.append(per_image[np.asarray(ps.image_ids, np.int64)])
+            per_image[i] = ids.setdefault(table, len(ids))
+        out.append(per_image[image_ids])
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
@@ -414,7 +418,8 @@ class PairDataModule(L.LightningDataModule):
         if subset == "train" and self.recompress is not None:
             idx, twins = recompressed_twins(patches, float(self.recompress["share"]), self.recompress["quality"], seed)
             items, labels = np.concatenate([items, self.extract(twins)]), np.concatenate([labels, labels[idx]])
-        tables = patch_tables(sets) if self.table_balance else None
+        names = [self.data.images[m][subset] for m in self.models[subset]]
+        tables = patch_tables(sets, names) if self.table_balance else None
         if tables is not None:
             cells = np.unique(np.stack([labels, tables], 1), axis=0)  # (model, table) pairs present
             log.info("Phase B %s pairs balanced by JPEG table: %d tables over %d models, %d models with several, "

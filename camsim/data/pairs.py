@@ -114,7 +114,9 @@ def sample_table_balanced_pairs(labels: np.ndarray, tables: np.ndarray, n_pairs:
     catalogue's head ~0.9 and ~0.1 and it learns "same table → same model" (docs/experiments.md,
     "Phase B pairs balanced by JPEG table"). ``tables[i]``: an int id of patch ``i``'s photo's
     luminance table. Each stratum: a model (or, for different models with one table, a table)
-    drawn uniformly among those that can give it, then patches uniformly. Returns ``(i, j, same)``.
+    drawn uniformly among those that can give it, then patches uniformly; different models with
+    different tables: a model, a patch of it and a second model uniformly, redrawn together where the
+    second has only that patch's table. Returns ``(i, j, same)``.
     """
     labels, tables = np.asarray(labels), np.asarray(tables)
     if labels.shape != tables.shape:

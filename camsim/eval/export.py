@@ -323,7 +323,8 @@ def model_card(cfg: Mapping[str, Any], found: Mapping[str, list], name: str) -> 
         f"- Set B (Phase B, the similarity head): "
         f"{'not recorded' if sets.get('b') is None else ', '.join(sets['b']) or 'none'}"
         + (f"; validated on {', '.join(sets['b_val'])}" if sets.get("b_val") else "")
-        + with_a_note(sets, cfg.get("finetune")) + ".",
+        + with_a_note(sets, cfg.get("finetune"))
+        + ("; the head's pairs balanced by JPEG table (`phase_b.table_balance`)" if sets.get("b_table_balance") else "") + ".",
         f"- Data: {'not recorded' if fp is None else f'`{json.dumps(fp)}`'}"
         + (f" (fingerprint {cfg['training_data_fingerprint']})" if cfg.get("training_data_fingerprint") else "") + ".",
         "- Patches: " + ("not recorded" if not tr.get("patches") else f"`{json.dumps(tr['patches'])}`") + ".", "",
