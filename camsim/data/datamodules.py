@@ -418,8 +418,8 @@ class PairDataModule(L.LightningDataModule):
         if subset == "train" and self.recompress is not None:
             idx, twins = recompressed_twins(patches, float(self.recompress["share"]), self.recompress["quality"], seed)
             items, labels = np.concatenate([items, self.extract(twins)]), np.concatenate([labels, labels[idx]])
-        names = [self.data.images[m][subset] for m in self.models[subset]]
-        tables = patch_tables(sets, names) if self.table_balance else None
+        tables = (patch_tables(sets, [self.data.images[m][subset] for m in self.models[subset]])
+                  if self.table_balance else None)
         if tables is not None:
             cells = np.unique(np.stack([labels, tables], 1), axis=0)  # (model, table) pairs present
             log.info("Phase B %s pairs balanced by JPEG table: %d tables over %d models, %d models with several, "
