@@ -100,8 +100,15 @@ def _other_photo(photo: np.ndarray, ia: np.ndarray, rng: np.random.Generator) ->
     starts = np.searchsorted(photo, photo, side="left")
     ends = np.searchsorted(photo, photo, side="right")
     s, e = starts[ia], ends[ia]
-    r = rng.integers(0, len(photo) - (e - s))
-    return np.where(r < s, r, r + (e - s))
+    return _uniform_outside(rng, 0, len(photo), s, e - s)
+
+
+def _uniform_outside(rng: np.random.Generator, start: np.ndarray | int, size: np.ndarray | int,
+                     skip_at: np.ndarray | int, skip: np.ndarray | int) -> np.ndarray:
+    """A uniform position in [start, start + size) outside the run of ``skip`` positions from
+    ``skip_at`` (the run inside that range, or ``skip`` 0)."""
+    pos = start + rng.integers(0, size - skip)
+    return np.where(pos >= skip_at, pos + skip, pos)
 
 
 def sample_table_balanced_pairs(labels: np.ndarray, tables: np.ndarray, n_pairs: int, seed: int | Sequence[int]
@@ -138,11 +145,6 @@ def sample_table_balanced_pairs(labels: np.ndarray, tables: np.ndarray, n_pairs:
     n_same, n_diff = n_pairs // 2, n_pairs - n_pairs // 2
     counts = {"si": n_same // 2, "sd": n_same - n_same // 2, "di": n_diff // 2, "dd": n_diff - n_diff // 2}
 
-    def within(start: np.ndarray, size: np.ndarray, skip_at: np.ndarray, skip: np.ndarray | int) -> np.ndarray:
-        """A uniform position in [start, start + size) outside the ``skip`` positions from ``skip_at``."""
-        pos = start + rng.integers(0, size - skip)
-        return np.where(pos >= skip_at, pos + skip, pos)
-
     # same model, identical table: a patch whose cell has another, then that other
     ok = c_size[cell] >= 2
     si_models = np.unique(m_of[ok])
@@ -152,7 +154,7 @@ def sample_table_balanced_pairs(labels: np.ndarray, tables: np.ndarray, n_pairs:
     k = si_models[rng.integers(0, len(si_models), counts["si"])]
     lo, hi = np.searchsorted(m_of[ok_pos], k, "left"), np.searchsorted(m_of[ok_pos], k, "right")
     a_si = ok_pos[lo + rng.integers(0, hi - lo)]
-    b_si = within(c_start[cell[a_si]], c_size[cell[a_si]], a_si, 1)
+    b_si = _uniform_outside(rng, c_start[cell[a_si]], c_size[cell[a_si]], a_si, 1)
 
     # same model, different tables: a model with ≥ 2 tables, a patch of it, one of its other tables
     sd_models = np.flatnonzero(np.bincount(c_model, minlength=len(models)) >= 2)
@@ -162,7 +164,7 @@ def sample_table_balanced_pairs(labels: np.ndarray, tables: np.ndarray, n_pairs:
     k = sd_models[rng.integers(0, len(sd_models), counts["sd"])]
     a_sd = m_start[k] + rng.integers(0, m_end[k] - m_start[k])
     c = cell[a_sd]
-    b_sd = within(m_start[k], m_end[k] - m_start[k], c_start[c], c_size[c])
+    b_sd = _uniform_outside(rng, m_start[k], m_end[k] - m_start[k], c_start[c], c_size[c])
 
     # different models, identical table: a table ≥ 2 models save with, two of them, a patch of each
     by_table = np.lexsort((c_model, c_table))
@@ -201,7 +203,8 @@ def sample_table_balanced_pairs(labels: np.ndarray, tables: np.ndarray, n_pairs:
             break
     else:
         raise ValueError("no two camera models save with different JPEG luminance tables")
-    b_dd = within(m_start[m2], m_end[m2] - m_start[m2], np.where(has, c_start[ci], len(lab)), np.where(has, c_size[ci], 0))
+    b_dd = _uniform_outside(rng, m_start[m2], m_end[m2] - m_start[m2], np.where(has, c_start[ci], len(lab)),
+                            np.where(has, c_size[ci], 0))
 
     i = order[np.concatenate([a_si, a_sd, a_di, a_dd])]
     j = order[np.concatenate([b_si, b_sd, b_di, b_dd])]
