@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from camsim.data.io import read_jpeg_luma_table
 from camsim.data.layouts import camera_make
 from camsim.data.pairs import sample_balanced_pairs, sample_cell_pairs, sample_table_balanced_pairs
 from camsim.data.patches import recompress, stable_seed
 from camsim.data.sources import listed_images, render_images
 from camsim.data.splits import MIN_SPLIT_IMAGES, SUBSETS, SetSplit, make_split, photo_key, split_images
-from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, summarise
+from camsim.data.store import PatchRequest, PatchSet, PatchSettings, PatchStore, patch_tables, summarise
 
 log = logging.getLogger(__name__)
 
@@ -277,28 +276,6 @@ class PairDataset(Dataset):
 
     def __getitems__(self, indices: list[int]):
         return self._get(np.asarray(indices, dtype=np.int64))
-
-
-def patch_tables(sets: Sequence[PatchSet], names: Sequence[Sequence[Path]] | None = None,
-                 key: str = "phase_b.table_balance") -> np.ndarray:
-    """Each patch's photo's JPEG luminance table as an int id, equal across sets for equal tables
-    (:func:`~camsim.data.io.read_jpeg_luma_table`, headers only; only photos with patches are read).
-    ``names``: each set's photos as this run spells them, in the set's order (a cached set keeps the
-    spelling of the run that built it). ValueError naming the file for a photo without a table."""
-    ids: dict[tuple[int, ...], int] = {}
-    out = []
-    for k, ps in enumerate(sets):
-        images = list(names[k]) if names is not None and len(names[k]) == len(ps.images) else ps.images
-        image_ids = np.asarray(ps.image_ids, np.int64)
-        per_image = np.zeros(len(images), np.int64)
-        for i in np.unique(image_ids):
-            table = read_jpeg_luma_table(images[i])
-            if table is None:
-                raise ValueError(f"{key}: {images[i]} has no JPEG luminance quantisation table (not a JPEG); "
-                                 "pairs are balanced by their photos' tables, so these photos must be JPEGs")
-            per_image[i] = ids.setdefault(table, len(ids))
-        out.append(per_image[image_ids])
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def recompressed_twins(patches: PatchDataset, share: float, quality: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ Each patch set lives in ``<artefact_dir>/patches-<hash>/`` (``patches.npy`` memo
 ``index.npz`` with image ids / corners / entropies, ``info.json``), keyed by the files'
 identities and the patch settings, written atomically; later runs and every job of a
 sweep reuse it. Extraction runs per image in worker processes with a progress bar.
+:func:`patch_tables` reads each patch's photo's JPEG table (Phase B's table-balanced pairs).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, file_identity, file_lock
 from camsim.config import PatchConfig
+from camsim.data.io import read_jpeg_luma_table
 from camsim.data.patches import CHANNELS, ImagePatches, extract_image_patches, stable_seed
 from camsim.progress import parallel_iter
 
@@ -183,6 +185,28 @@ class PatchStore:
             np.savez(tmp / "index.npz", image_ids=image_ids, positions=positions, entropy=entropy)
             atomic_write_json(tmp / "info.json", info)
             atomic_write_json(tmp / "key.json", req.key(s))
+
+
+def patch_tables(sets: Sequence[PatchSet], names: Sequence[Sequence[Path]] | None = None,
+                 key: str = "phase_b.table_balance") -> np.ndarray:
+    """Each patch's photo's JPEG luminance table as an int id, equal across sets for equal tables
+    (:func:`~camsim.data.io.read_jpeg_luma_table`, headers only; only photos with patches are read).
+    ``names``: each set's photos as this run spells them, in the set's order (a cached set keeps the
+    spelling of the run that built it). ValueError naming the file for a photo without a table."""
+    ids: dict[tuple[int, ...], int] = {}
+    out = []
+    for k, ps in enumerate(sets):
+        images = list(names[k]) if names is not None and len(names[k]) == len(ps.images) else ps.images
+        image_ids = np.asarray(ps.image_ids, np.int64)
+        per_image = np.zeros(len(images), np.int64)
+        for i in np.unique(image_ids):
+            table = read_jpeg_luma_table(images[i])
+            if table is None:
+                raise ValueError(f"{key}: {images[i]} has no JPEG luminance quantisation table (not a JPEG); "
+                                 "pairs are balanced by their photos' tables, so these photos must be JPEGs")
+            per_image[i] = ids.setdefault(table, len(ids))
+        out.append(per_image[image_ids])
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def merge_skipped(*groups: Iterable) -> list[dict]:
