@@ -367,7 +367,13 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
     # negatives every unequal-quality pair, the closest of which (Acme_Coarse–Bolt_Coarse, 80–85) is 5 apart
     far = m["patch"]["other_photo@far_q"]
     assert (far["n_pos"], far["n_neg"]) == (20, 500) and far["jpeg_band"] == "JPEG qualities ≥ 4 apart"
+    # identical luminance tables (PIL writes one table per quality): here the same pairs as equal quality
+    same_t, diff_t = m["patch"]["other_photo@same_table"], m["patch"]["other_photo@diff_table"]
+    assert (same_t["n_pos"], same_t["n_neg"]) == (40, 100) and (diff_t["n_pos"], diff_t["n_neg"]) == (20, 500)
+    assert same_t["jpeg_band"] == "identical JPEG tables" and diff_t["jpeg_band"] == "different JPEG tables"
     s = np.load(tmp_path / "run" / "scores.npz")
+    tables = dict(zip(s["photo_jpeg_quality"].tolist(), s["photo_jpeg_table"].tolist()))
+    assert len(set(tables.values())) == 4 and len(set(s["photo_jpeg_table"].tolist())) == 4  # 99, 80, 85, 90
     got = {Path(p).parent.name + "/" + Path(p).name: int(q) for p, q in zip(s["photo_path"], s["photo_jpeg_quality"])}
     assert got == {f"{mdl}/{k}.jpg": q for mdl, qs in quality.items() for k, q in enumerate(qs)}
     rows = {r["model"]: r for r in csv.DictReader((tmp_path / "run" / "per_model.csv").open())}
@@ -387,6 +393,29 @@ def test_jpeg_quality_bands(ckpts, tmp_path):
         run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.fine_jpeg_quality=101"))
     with pytest.raises(ValueError, match="transfer.far_jpeg_gap"):
         run_transfer(transfer_cfg(ckpts["b"], tmp_path / "photos", tmp_path, "transfer.far_jpeg_gap=0"))
+
+
+def test_identical_table_rows_are_not_equal_quality_rows():
+    """Two photos at one IJG-equivalent quality may carry different tables (a maker's own, scaled): the
+    identical-table row takes only pairs whose photos share the table itself, positives and negatives alike."""
+    from camsim.eval.transfer import LevelScores, contrasts_of
+
+    # photos: 0, 1 model A (q 90, tables 7 and 8); 2 model B (q 90, table 7); 3 model B (q 80, table 9)
+    quality, table = np.array([90, 90, 90, 80]), np.array([7, 8, 7, 9])
+    pairs = [(0, 1, "other_photo"), (2, 3, "other_photo"), (0, 2, "diff_model"), (1, 2, "diff_model"), (0, 3, "diff_model")]
+    p1, p2, cat = (np.array(v) for v in zip(*pairs))
+    ls = LevelScores("patch", cat, p1, p2, np.full(len(pairs), -1), np.linspace(0.1, 0.9, len(pairs)), None)
+    out, about = contrasts_of(ls, quality, 97, None, table)
+    # equal quality: positives (0,1); negatives (0,2), (1,2). Identical table: no positive -> no row
+    assert (about["patch/other_photo@same_q"]["n_pos"], about["patch/other_photo@same_q"]["n_neg"]) == (1, 2)
+    assert "patch/other_photo@same_table" not in out
+    diff = about["patch/other_photo@diff_table"]
+    assert (diff["n_pos"], diff["n_neg"]) == (2, 2) and diff["band_label"] == "different JPEG tables"
+    table[1] = 7  # now photos 0, 1, 2 share table 7
+    out, about = contrasts_of(ls, quality, 97, None, table)
+    same = about["patch/other_photo@same_table"]
+    assert (same["n_pos"], same["n_neg"]) == (1, 2) and out["patch/other_photo@same_table"].positive.sum() == 1
+    assert "patch/other_photo@same_table" not in contrasts_of(ls, quality, 97, None)[0]  # no tables given: no row
 
 
 # --------------------------------------------------------------------------- bad input

@@ -86,7 +86,7 @@ def read_scores(spec: str | Path) -> TransferScores:
     far = far if far is not None and far > 0 else None
     contrasts: dict[str, Contrast] = {}
     for ls in levels:
-        contrasts.update(contrasts_of(ls, d.get("photo_jpeg_quality"), fine_q, far)[0])
+        contrasts.update(contrasts_of(ls, d.get("photo_jpeg_quality"), fine_q, far, d.get("photo_jpeg_table"))[0])
     label = f"{path.name if path.is_dir() else path.parent.name}{' (baseline)' if use_baseline else ''}"
     # one photo, one name: a root given as "../x" in one run and "/abs/x" (or through a link) in the other
     photos = np.array([os.path.realpath(p) for p in d["photo_path"].astype(str).tolist()], dtype=str)
@@ -345,7 +345,9 @@ def _name(contrast: str, fine_quality: int | None = None, far_gap: int | None = 
         + {"": "", "fine": f" — both photos at JPEG q ≥ {fine_quality}",
            "coarse": f" — both photos at JPEG q < {fine_quality}", "same_q": " — the two photos at equal JPEG quality",
            "diff_q": " — the two photos at unequal JPEG quality",
-           "far_q": f" — the two photos ≥ {far_gap} JPEG quality steps apart"}.get(band, f" @{band}")
+           "far_q": f" — the two photos ≥ {far_gap} JPEG quality steps apart",
+           "same_table": " — the two photos with identical JPEG tables",
+           "diff_table": " — the two photos with different JPEG tables"}.get(band, f" @{band}")
 
 
 def _num(v: float, sign: str = "") -> str:

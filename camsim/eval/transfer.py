@@ -87,6 +87,7 @@ class PatchTable:
     photo_model: np.ndarray
     photo_height: np.ndarray
     photo_quality: np.ndarray  # [photos] IJG-equivalent JPEG quality (:func:`jpeg_quality`); -1: not a JPEG
+    photo_table: np.ndarray  # [photos] luminance-table id, equal for identical tables (:func:`jpeg_table`); -1: not a JPEG
     photo: np.ndarray  # [N] photo id of each patch
     yx: np.ndarray  # [N, 2]
     features: np.ndarray
@@ -113,6 +114,8 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
     fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, checkpoint_backbone_id(ckpt), sim.feature_layer,
                       **to_plain(cfg.phase_b.feature_pass))
     models, paths, pmodel, heights, quality, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], [], []
+    tables: dict[tuple[int, ...] | None, int] = {None: -1}
+    table_id = []
     low, no_patch = 0, []
     for req in reqs:
         ps = sets[(req.model, "all")]
@@ -143,7 +146,9 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
             paths.append(str(photos[k]))
             pmodel.append(m)
             heights.append(h)
-            quality.append(jpeg_quality(photos[k]))
+            table = jpeg_table(photos[k])
+            quality.append(-1 if table is None else ijg_quality(table))
+            table_id.append(tables.setdefault(table, len(tables) - 1))
             yx.append(np.asarray(ps.positions)[r])
             feats.append(f[r])
             probs.append(pr[r])
@@ -152,17 +157,23 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
                          f"unreadable, {low} low-entropy cells dropped at min_entropy={settings.min_entropy}; "
                          "a lower transfer.min_entropy may help)")
     return PatchTable(models, paths, np.asarray(pmodel, np.int64), np.asarray(heights, np.int64),
-                      np.asarray(quality, np.int64), np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
+                      np.asarray(quality, np.int64), np.asarray(table_id, np.int64), np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
                       np.concatenate(feats), np.concatenate(probs), skipped, low, no_patch)
+
+
+def jpeg_table(path: str | Path) -> tuple[int, ...] | None:
+    """The photo's JPEG luminance quantisation table (header only); None for a file that is not a
+    JPEG or whose header cannot be read."""
+    try:
+        return read_jpeg_luma_table(path)
+    except ImageReadError:
+        return None
 
 
 def jpeg_quality(path: str | Path) -> int:
     """The photo's IJG-equivalent JPEG quality (:func:`camsim.synth.photo.ijg_quality` of its
     luminance table); -1 for a file that is not a JPEG or whose header cannot be read."""
-    try:
-        table = read_jpeg_luma_table(path)
-    except ImageReadError:
-        return -1
+    table = jpeg_table(path)
     return -1 if table is None else ijg_quality(table)
 
 
@@ -193,9 +204,11 @@ class LevelScores:
 #: JPEG-quality rows (``transfer.fine_jpeg_quality`` = q): name -> label. ``fine`` / ``coarse``: both photos
 #: of every pair in that band; ``same_q`` / ``diff_q`` (two-photo rows): the pair's two photos at equal /
 #: different IJG-equivalent quality; ``far_q`` (``transfer.far_jpeg_gap`` = gap): at least ``gap`` quality
-#: steps apart
+#: steps apart; ``same_table`` / ``diff_table``: the two photos with the identical / different luminance
+#: quantisation tables (a table says nothing of the model within either: what is left is the camera's other traces)
 BANDS = {"fine": "JPEG q ≥ {q}", "coarse": "JPEG q < {q}", "same_q": "equal JPEG quality",
-         "diff_q": "unequal JPEG quality", "far_q": "JPEG qualities ≥ {gap} apart"}
+         "diff_q": "unequal JPEG quality", "far_q": "JPEG qualities ≥ {gap} apart",
+         "same_table": "identical JPEG tables", "diff_table": "different JPEG tables"}
 
 
 def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | None:
@@ -209,7 +222,7 @@ def photo_bands(quality: np.ndarray, fine_quality: int | None) -> np.ndarray | N
 
 
 def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None, fine_quality: int | None = None,
-                 far_gap: int | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
+                 far_gap: int | None = None, table: np.ndarray | None = None) -> tuple[dict[str, Contrast], dict[str, dict]]:
     """The level's contrasts (each same-model category vs the different-model pairs; other-photo
     pairs also vs same-make and vs different-make negatives when both exist) and their descriptions.
 
@@ -221,7 +234,10 @@ def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None, fine_qualit
     at equal quality (``other_photo@same_q``) or at unequal quality (``@diff_q``): whether two photos
     of one model are recognised when their JPEG tables differ, against negatives that differ as much;
     with ``far_gap``, also with both photos at least ``far_gap`` quality steps apart (``@far_q``): a
-    camera's quality presets, rather than one photo's adaptive table a step or two off."""
+    camera's quality presets, rather than one photo's adaptive table a step or two off. With per-photo
+    ``table`` ids (equal for identical luminance tables, -1 unknown), also the two-photo category with
+    both kinds of pair between photos of identical tables (``@same_table``: whether a network tells
+    models apart beyond their quantisation table) or of different tables (``@diff_table``)."""
     neg = ls.category == "diff_model"
     out, about = {}, {}
 
@@ -267,6 +283,10 @@ def contrasts_of(ls: LevelScores, quality: np.ndarray | None = None, fine_qualit
     add_within("other_photo", "diff_q", known & (q1 != q2))
     if far_gap is not None:
         add_within("other_photo", "far_q", known & (np.abs(q1 - q2) >= int(far_gap)))
+    if table is not None:
+        t1, t2 = np.asarray(table)[ls.photo_1], np.asarray(table)[ls.photo_2]
+        add_within("other_photo", "same_table", (t1 >= 0) & (t1 == t2))
+        add_within("other_photo", "diff_table", (t1 >= 0) & (t2 >= 0) & (t1 != t2))
     return out, about
 
 
@@ -380,7 +400,10 @@ def run_transfer(cfg: DictConfig) -> dict:
                      + " Two-photo rows marked 'equal' / 'unequal JPEG quality' take positives and negatives whose "
                        "two photos are at equal / unequal quality"
                      + (f"; 'JPEG qualities ≥ {far_gap} apart', both at least {far_gap} quality steps apart"
-                        if far_gap is not None else "") + ".")
+                        if far_gap is not None else "")
+                     + f"; 'identical' / 'different JPEG tables', the two photos with the identical / different luminance "
+                       f"table ({len(set(table.photo_table[table.photo_table >= 0].tolist()))} distinct table(s) here): "
+                       "within identical tables the table says nothing of the model.")
     layout = table.layout()
     n_models = len(table.models)
     rng = np.random.default_rng(int(t.seed))
@@ -424,7 +447,7 @@ def run_transfer(cfg: DictConfig) -> dict:
 
     results: dict[str, dict] = {}
     for level, ls in levels.items():
-        contrasts, about = contrasts_of(ls, table.photo_quality, fine_q, far_gap)
+        contrasts, about = contrasts_of(ls, table.photo_quality, fine_q, far_gap, table.photo_table)
         etas = {name: choose_threshold(c, eta, str(t.threshold)) for name, c in contrasts.items()}
         point = {name: c.figures(etas[name]) for name, c in contrasts.items()}
         log.info("  %s level: %s; bootstrap %d reps", level,
@@ -449,5 +472,5 @@ def run_transfer(cfg: DictConfig) -> dict:
 
 
 __all__ = ["run_transfer", "load_checkpoint", "Networks", "training_role", "contrasts_of", "make_relation",
-           "photo_bands", "jpeg_quality",
+           "photo_bands", "jpeg_quality", "jpeg_table",
            "PatchTable", "LevelScores", "read_index", "patch_settings"]

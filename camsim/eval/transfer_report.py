@@ -304,6 +304,7 @@ def _write_scores(path: Path, table: Any, roles: dict, makes: list, pp: Any, ip:
         models=np.asarray(table.models, dtype=str), makes=np.asarray([m or "" for m in makes], dtype=str),
         model_set=np.asarray([roles.get(m) or "" for m in table.models], dtype=str),
         photo_path=np.asarray(table.photo_path, dtype=str), photo_model=pm, photo_jpeg_quality=table.photo_quality,
+        photo_jpeg_table=table.photo_table,
         patch_photo=table.photo, patch_yx=table.yx,
         level=level, category=cat, group=group, i=i, j=j,
         model_1=np.asarray(table.models, dtype=str)[pm[table.photo[i]]],
