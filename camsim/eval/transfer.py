@@ -86,7 +86,7 @@ class PatchTable:
     photo_path: list[str]
     photo_model: np.ndarray
     photo_height: np.ndarray
-    photo_quality: np.ndarray  # [photos] IJG-equivalent JPEG quality (:func:`jpeg_quality`); -1: not a JPEG
+    photo_quality: np.ndarray  # [photos] IJG-equivalent JPEG quality (``ijg_quality`` of :func:`jpeg_table`); -1: not a JPEG
     photo_table: np.ndarray  # [photos] luminance-table id, equal for identical tables (:func:`jpeg_table`); -1: not a JPEG
     photo: np.ndarray  # [N] photo id of each patch
     yx: np.ndarray  # [N, 2]
@@ -170,13 +170,6 @@ def jpeg_table(path: str | Path) -> tuple[int, ...] | None:
         return None
 
 
-def jpeg_quality(path: str | Path) -> int:
-    """The photo's IJG-equivalent JPEG quality (:func:`camsim.synth.photo.ijg_quality` of its
-    luminance table); -1 for a file that is not a JPEG or whose header cannot be read."""
-    table = jpeg_table(path)
-    return -1 if table is None else ijg_quality(table)
-
-
 # ------------------------------------------------------------------------- contrasts
 
 
@@ -205,7 +198,7 @@ class LevelScores:
 #: of every pair in that band; ``same_q`` / ``diff_q`` (two-photo rows): the pair's two photos at equal /
 #: different IJG-equivalent quality; ``far_q`` (``transfer.far_jpeg_gap`` = gap): at least ``gap`` quality
 #: steps apart; ``same_table`` / ``diff_table``: the two photos with the identical / different luminance
-#: quantisation tables (a table says nothing of the model within either: what is left is the camera's other traces)
+#: quantisation tables (within either, whether the two tables match says nothing of the model)
 BANDS = {"fine": "JPEG q ≥ {q}", "coarse": "JPEG q < {q}", "same_q": "equal JPEG quality",
          "diff_q": "unequal JPEG quality", "far_q": "JPEG qualities ≥ {gap} apart",
          "same_table": "identical JPEG tables", "diff_table": "different JPEG tables"}
@@ -472,5 +465,5 @@ def run_transfer(cfg: DictConfig) -> dict:
 
 
 __all__ = ["run_transfer", "load_checkpoint", "Networks", "training_role", "contrasts_of", "make_relation",
-           "photo_bands", "jpeg_quality", "jpeg_table",
+           "photo_bands", "jpeg_table",
            "PatchTable", "LevelScores", "read_index", "patch_settings"]
