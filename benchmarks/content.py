@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from camsim.data.io import ImageReadError, read_green, read_jpeg_luma_table
+from camsim.data.io import ImageReadError, read_green
 from camsim.data.patches import cut_patches, extract_image_patches
 from camsim.data.sources import IMAGE_EXTENSIONS
+from camsim.data.store import jpeg_table_ids
 
 #: bin edges of each difference (mean brightness and texture in grey levels, clipped share in %)
 BINS = {"brightness": (0, 10, 30, 60, 100, 256), "texture": (0, 5, 10, 20, 40, 256),
@@ -195,16 +196,13 @@ def print_tables(z, eta: float) -> None:
     """Two photos of one model and different models (patch level), by whether the two photos carry
     the same luminance quantisation table: where both rows are called "same" alike, the network
     reads the table, not the camera."""
-    tables = {}
-    for k, path in enumerate(z["photo_path"]):
-        try:
-            tables[k] = read_jpeg_luma_table(str(path))
-        except (ImageReadError, OSError):
-            tables[k] = None
+    # the run's own per-photo table ids (scores.npz of 2026-12-07 on); older runs: read from the photos
+    tables = (z["photo_jpeg_table"] if "photo_jpeg_table" in z.files
+              else jpeg_table_ids([str(p) for p in z["photo_path"]])[0])
     cats = (("other_photo", "two photos of one model"), ("diff_model", "different models"))
     sel = (z["level"] == "patch") & np.isin(z["category"], [c for c, _ in cats])
     cat, s, i1, i2 = z["category"][sel], z["score"][sel], z["image_1"][sel], z["image_2"][sel]
-    same_table = np.array([tables[a] is not None and tables[a] == tables[b] for a, b in zip(i1, i2)], bool)
+    same_table = (tables[i1] >= 0) & (tables[i1] == tables[i2])
     print("\n| the two photos' luminance quantisation tables | " + " | ".join(f"{n}: n, mean S, 'same'" for _, n in cats)
           + " |\n|---|" + "---|" * len(cats))
     for label, rows in (("identical", same_table), ("different (or not a JPEG)", ~same_table)):

@@ -657,3 +657,26 @@ def test_self_pairs_of_two_photos_never_pair_one_photo_and_stay_uniform_over_the
     assert np.array_equal(sample_cell_pairs(labels, 50, 4, photos), sample_cell_pairs(labels, 50, 4, photos))
     with pytest.raises(ValueError, match="model indices \\[1\\] have one"):
         sample_cell_pairs(labels, 10, 0, photos=np.r_[photos[:9], np.full(6, 30)])
+
+
+def test_jpeg_table_ids_one_id_per_table_and_minus_one_or_a_named_error(tmp_path: Path) -> None:
+    """jpeg_table_ids: equal luminance tables share an id and ``tables[id]`` is that table; a PNG or
+    an unreadable header is -1 (the transfer evaluation's rows), or with ``key`` an error naming the
+    setting and the file (Phase B's table-balanced pairs)."""
+    from camsim.data.io import ImageReadError, read_jpeg_luma_table
+    from camsim.data.store import jpeg_table_ids
+
+    img = Image.fromarray(_textured(64, 64, seed=1))
+    paths = []
+    for name, q in (("a", 90), ("b", 70), ("c", 90)):
+        img.save(tmp_path / f"{name}.jpg", quality=q)
+        paths.append(tmp_path / f"{name}.jpg")
+    img.save(tmp_path / "d.png")
+    (tmp_path / "e.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    ids, tables = jpeg_table_ids(paths + [tmp_path / "d.png", tmp_path / "e.jpg"])
+    assert ids.tolist() == [0, 1, 0, -1, -1] and len(tables) == 2
+    assert tables[0] == read_jpeg_luma_table(paths[0]) != tables[1]
+    with pytest.raises(ValueError, match=r"phase_b.table_balance: .*d\.png has no JPEG luminance"):
+        jpeg_table_ids(paths + [tmp_path / "d.png"], key="phase_b.table_balance")
+    with pytest.raises(ImageReadError, match=r"e\.jpg"):
+        jpeg_table_ids([tmp_path / "e.jpg"], key="phase_b.table_balance")

@@ -4,7 +4,8 @@ Each patch set lives in ``<artefact_dir>/patches-<hash>/`` (``patches.npy`` memo
 ``index.npz`` with image ids / corners / entropies, ``info.json``), keyed by the files'
 identities and the patch settings, written atomically; later runs and every job of a
 sweep reuse it. Extraction runs per image in worker processes with a progress bar.
-:func:`patch_tables` reads each patch's photo's JPEG table (Phase B's table-balanced pairs).
+:func:`jpeg_table_ids` turns photos' JPEG luminance tables into ids (the transfer evaluation's
+per-photo ids); :func:`patch_tables` gives each patch its photo's id (Phase B's table-balanced pairs).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 from camsim.artefacts import atomic_dir, atomic_write_json, content_hash, file_identity, file_lock
 from camsim.config import PatchConfig
-from camsim.data.io import read_jpeg_luma_table
+from camsim.data.io import ImageReadError, read_jpeg_luma_table
 from camsim.data.patches import CHANNELS, ImagePatches, extract_image_patches, stable_seed
 from camsim.progress import parallel_iter
 
@@ -187,25 +188,47 @@ class PatchStore:
             atomic_write_json(tmp / "key.json", req.key(s))
 
 
+def jpeg_table_ids(paths: Sequence[str | Path], key: str | None = None) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """``(ids, tables)``: each photo's JPEG luminance table (:func:`~camsim.data.io.read_jpeg_luma_table`,
+    headers only) as an int id, equal for identical tables, and ``tables[id]`` the table. A photo
+    without a table (not a JPEG) or whose header cannot be read gets -1; with ``key`` (the setting
+    that needs tables) it is a ValueError naming the setting, the file and the reason instead."""
+    index: dict[tuple[int, ...], int] = {}
+    ids = np.full(len(paths), -1, np.int64)
+    for k, path in enumerate(paths):
+        try:
+            table = read_jpeg_luma_table(path)
+        except ImageReadError:
+            if key:
+                raise
+            continue
+        if table is None and key:
+            raise ValueError(f"{key}: {path} has no JPEG luminance quantisation table (not a JPEG); "
+                             "pairs are balanced by their photos' tables, so these photos must be JPEGs")
+        if table is not None:
+            ids[k] = index.setdefault(table, len(index))
+    return ids, list(index)
+
+
 def patch_tables(sets: Sequence[PatchSet], names: Sequence[Sequence[Path]] | None = None,
                  key: str = "phase_b.table_balance") -> np.ndarray:
-    """Each patch's photo's JPEG luminance table as an int id, equal across sets for equal tables
-    (:func:`~camsim.data.io.read_jpeg_luma_table`, headers only; only photos with patches are read).
-    ``names``: each set's photos as this run spells them, in the set's order (a cached set keeps the
-    spelling of the run that built it). ValueError naming the file for a photo without a table."""
-    ids: dict[tuple[int, ...], int] = {}
-    out = []
+    """Each patch's photo's JPEG luminance table id (:func:`jpeg_table_ids`; only photos with patches
+    are read), equal across sets for equal tables. ``names``: each set's photos as this run spells
+    them, in the set's order (a cached set keeps the spelling of the run that built it). ValueError
+    naming the file for a photo without a table."""
+    photos, where = [], []
     for k, ps in enumerate(sets):
         images = list(names[k]) if names is not None and len(names[k]) == len(ps.images) else ps.images
-        image_ids = np.asarray(ps.image_ids, np.int64)
-        per_image = np.zeros(len(images), np.int64)
-        for i in np.unique(image_ids):
-            table = read_jpeg_luma_table(images[i])
-            if table is None:
-                raise ValueError(f"{key}: {images[i]} has no JPEG luminance quantisation table (not a JPEG); "
-                                 "pairs are balanced by their photos' tables, so these photos must be JPEGs")
-            per_image[i] = ids.setdefault(table, len(ids))
-        out.append(per_image[image_ids])
+        used = np.unique(np.asarray(ps.image_ids, np.int64))
+        photos += [images[i] for i in used]
+        where.append(used)
+    ids = jpeg_table_ids(photos, key)[0]
+    out, start = [], 0
+    for ps, used in zip(sets, where):
+        per_image = np.zeros(len(ps.images), np.int64)
+        per_image[used] = ids[start:start + len(used)]
+        start += len(used)
+        out.append(per_image[np.asarray(ps.image_ids, np.int64)])
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 

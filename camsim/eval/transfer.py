@@ -41,10 +41,10 @@ from omegaconf import DictConfig
 
 from camsim.config import data_fingerprint, to_plain
 from camsim.data.features import FeatureStore, checkpoint_backbone_id
-from camsim.data.io import ImageReadError, image_size, read_jpeg_luma_table
+from camsim.data.io import ImageReadError, image_size
 from camsim.data.layouts import camera_make
 from camsim.data.sources import model_key
-from camsim.data.store import PatchRequest, PatchStore, log_skipped, merge_skipped
+from camsim.data.store import PatchRequest, PatchStore, jpeg_table_ids, log_skipped, merge_skipped
 from camsim.eval.bootstrap import Contrast, bootstrap, check_reps_level
 from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
@@ -86,8 +86,8 @@ class PatchTable:
     photo_path: list[str]
     photo_model: np.ndarray
     photo_height: np.ndarray
-    photo_quality: np.ndarray  # [photos] IJG-equivalent JPEG quality (``ijg_quality`` of :func:`jpeg_table`); -1: not a JPEG
-    photo_table: np.ndarray  # [photos] luminance-table id, equal for identical tables (:func:`jpeg_table`); -1: not a JPEG
+    photo_quality: np.ndarray  # [photos] IJG-equivalent JPEG quality (``ijg_quality`` of its luminance table); -1: not a JPEG
+    photo_table: np.ndarray  # [photos] luminance-table id, equal for identical tables (:func:`~camsim.data.store.jpeg_table_ids`); -1: not a JPEG
     photo: np.ndarray  # [N] photo id of each patch
     yx: np.ndarray  # [N, 2]
     features: np.ndarray
@@ -113,9 +113,7 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
     sets = store.get(reqs)
     fs = FeatureStore(Path(cfg.paths.artefact_dir), sim.backbone, checkpoint_backbone_id(ckpt), sim.feature_layer,
                       **to_plain(cfg.phase_b.feature_pass))
-    models, paths, pmodel, heights, quality, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], [], []
-    tables: dict[tuple[int, ...] | None, int] = {None: -1}
-    table_id = []
+    models, paths, pmodel, heights, photo, yx, feats, probs, skipped = [], [], [], [], [], [], [], [], []
     low, no_patch = 0, []
     for req in reqs:
         ps = sets[(req.model, "all")]
@@ -146,9 +144,6 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
             paths.append(str(photos[k]))
             pmodel.append(m)
             heights.append(h)
-            table = jpeg_table(photos[k])
-            quality.append(-1 if table is None else ijg_quality(table))
-            table_id.append(tables.setdefault(table, len(tables) - 1))
             yx.append(np.asarray(ps.positions)[r])
             feats.append(f[r])
             probs.append(pr[r])
@@ -156,18 +151,11 @@ def cut_and_embed(index: Any, sim: Any, settings: Any, cfg: DictConfig, ckpt: Pa
         raise ValueError(f"data: no patch could be cut from any photo of {index.root} ({len(skipped)} file(s) "
                          f"unreadable, {low} low-entropy cells dropped at min_entropy={settings.min_entropy}; "
                          "a lower transfer.min_entropy may help)")
-    return PatchTable(models, paths, np.asarray(pmodel, np.int64), np.asarray(heights, np.int64),
-                      np.asarray(quality, np.int64), np.asarray(table_id, np.int64), np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
+    table_id, tables = jpeg_table_ids(paths)
+    quality = np.array([ijg_quality(tables[t]) if t >= 0 else -1 for t in table_id], np.int64)
+    return PatchTable(models, paths, np.asarray(pmodel, np.int64), np.asarray(heights, np.int64), quality, table_id,
+                      np.concatenate(photo).astype(np.int64), np.concatenate(yx).astype(np.int64),
                       np.concatenate(feats), np.concatenate(probs), skipped, low, no_patch)
-
-
-def jpeg_table(path: str | Path) -> tuple[int, ...] | None:
-    """The photo's JPEG luminance quantisation table (header only); None for a file that is not a
-    JPEG or whose header cannot be read."""
-    try:
-        return read_jpeg_luma_table(path)
-    except ImageReadError:
-        return None
 
 
 # ------------------------------------------------------------------------- contrasts
@@ -465,5 +453,4 @@ def run_transfer(cfg: DictConfig) -> dict:
 
 
 __all__ = ["run_transfer", "load_checkpoint", "Networks", "training_role", "contrasts_of", "make_relation",
-           "photo_bands", "jpeg_table",
-           "PatchTable", "LevelScores", "read_index", "patch_settings"]
+           "photo_bands", "PatchTable", "LevelScores", "read_index", "patch_settings"]
