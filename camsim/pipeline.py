@@ -38,7 +38,7 @@ from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
 from camsim.localize.run import Localizer, localizer_for
 from camsim.loggers import job_loggers, log_evaluation
-from camsim.models.similarity import check_fusion
+from camsim.models.fusion import check_fusion
 from camsim.phases import RunState, configured_eta, phase_b_seed, rank, stage, stage_phase_a, stage_phase_b
 from camsim.synth.render import FORMAT as RENDER_FORMAT
 from camsim.synth.splice import load_splices, render_splices
@@ -314,7 +314,7 @@ def _splicing_localizer(st: RunState) -> tuple[Localizer, float, float | None, s
     cfg = st.cfg
     if isinstance(cfg.get("ckpt"), ListConfig) and len(cfg.ckpt) > 1:
         nets = Networks.load(cfg.ckpt)
-        sims, label = nets.sims, f"{nets.label} (fusion={cfg.fusion})"
+        sims, label, fusion = nets.sims, f"{nets.label} (fusion={cfg.fusion})", nets.fusion(cfg.fusion)
         st.eta = configured_eta(cfg)
         if st.eta is None:
             st.eta = nets.eta()
@@ -322,9 +322,9 @@ def _splicing_localizer(st: RunState) -> tuple[Localizer, float, float | None, s
         eta = st.eta
     else:  # one network (a list of one is one, as in the transfer evaluation)
         ckpt = similarity_checkpoint(st)
-        sims, label = [load_similarity(ckpt)], str(ckpt)
+        sims, label, fusion = [load_similarity(ckpt)], str(ckpt), "logit"
         eta = resolve_eta(st, sims[0])
-    loc = localizer_for(sims, fusion=str(cfg.fusion), **to_plain(cfg.phase_b.feature_pass))
+    loc = localizer_for(sims, fusion=fusion, **to_plain(cfg.phase_b.feature_pass))
     given = cfg.splicing.min_entropy
     min_entropy = float(given) if given is not None else \
         None if all(sim.patch_settings for sim in sims) else float(cfg.patches.min_entropy)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import camsim.models.similarity as similarity
-from camsim.models.similarity import SimilarityNet, fuse_scores
+from camsim.models.fusion import FittedFusion, check_fusion, fit_fusion, fuse_scores
+from camsim.models.similarity import SimilarityNet
 
 
 def _pairwise(net: SimilarityNet, F: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
@@ -173,6 +174,12 @@ def test_fused_localizer_scores_pairs_with_both_networks_on_one_patch_grid():
         FusedLocalizer([green, network(4, 1, align=16)])
     with pytest.raises(ValueError, match="fusion: 'max'"):
         FusedLocalizer([green, rgb], fusion="max")
+    # a fitted fusion: one photo, one table — its identical-table weights
+    fitted = FittedFusion(np.array([[9.0, -3.0, 5.0], [0.5, 2.0, -1.0]]), [{"file": "g"}, {"file": "c"}])
+    fused.fusion = fitted
+    np.testing.assert_allclose(fused.score_matrix(R[:2], R), 1 / (1 + np.exp(-(0.5 + 2.0 * zg - zc))), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="fusion=fit: fitting needs labelled pairs"):
+        FusedLocalizer([green, rgb], fusion="fit")
 
 
 def test_fuse_scores_hand_cases():
@@ -274,3 +281,42 @@ def test_similarity_head_uses_the_bit_dropout():
     net = SimilarityNet(8, branch=[16], dropout=0.5)
     assert [type(m) for m in net.branch] == [torch.nn.Linear, similarity.PReLU, similarity.BitDropout]
     assert type(net.head_rest[0]) is similarity.PReLU
+
+
+def test_a_fusion_fitted_per_table_relation_recovers_its_weights(tmp_path):
+    """fit_fusion: pairs drawn from a known logistic model with other weights where the two photos'
+    tables are identical give those weights back (classes balanced, so the bias shifts by the log
+    class ratio only); the fitted fusion scores each pair with its relation's weights, survives
+    a save and load, and a file that is not one is refused by name."""
+    rng = np.random.default_rng(0)
+    n = 60_000
+    z = rng.normal(0, 2, (2, n))
+    t = rng.random(n) < 0.4
+    true = np.array([[0.0, 1.0, 0.2], [0.0, 0.1, 1.5]])  # tables differ: the first network; identical: the second
+    p = 1 / (1 + np.exp(-np.where(t, true[1] @ np.r_[[np.ones(n)], z], true[0] @ np.r_[[np.ones(n)], z])))
+    same = rng.random(n) < p
+    w = fit_fusion(list(z), same, t)
+    assert w.shape == (2, 3)
+    np.testing.assert_allclose(w[:, 1:], true[:, 1:], atol=0.06)
+    f = FittedFusion(w, [{"file": "a/model.ckpt", "sha256": "1"}, {"file": "b/model.ckpt", "sha256": "2"}], {"pairs": n})
+    s = fuse_scores(list(z), f, t)
+    np.testing.assert_allclose(s[t], 1 / (1 + np.exp(-(w[1, 0] + w[1, 1] * z[0][t] + w[1, 2] * z[1][t]))), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(s[~t], 1 / (1 + np.exp(-(w[0, 0] + w[0, 1] * z[0][~t] + w[0, 2] * z[1][~t]))), rtol=1e-9, atol=1e-12)
+    back = check_fusion(str(f.save(tmp_path / "fusion.json")))
+    np.testing.assert_array_equal(back.weights, w)
+    assert back.networks == f.networks and back.fitted_on == {"pairs": n}
+    with pytest.raises(ValueError, match="same_table"):
+        fuse_scores(list(z), back)
+    with pytest.raises(ValueError, match="fuses 2 networks, given 1"):
+        back.scores([z[0]], t)
+    with pytest.raises(ValueError, match="needs same-model and different-model pairs"):
+        fit_fusion(list(z), np.ones(n, bool), t)
+    with pytest.raises(ValueError, match=r"nowhere\.json not found"):
+        check_fusion(str(tmp_path / "nowhere.json"))
+    (tmp_path / "other.json").write_text('{"kind": "something else", "weights": [[1, 2]], "networks": []}')
+    with pytest.raises(ValueError, match=r"other\.json is not a fitted fusion"):
+        check_fusion(str(tmp_path / "other.json"))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match=r"broken\.json is not a fitted fusion"):
+        check_fusion(str(tmp_path / "broken.json"))
+    assert check_fusion("fit", allow_fit=True) == "fit"

@@ -223,6 +223,57 @@ def test_several_networks_fuse_their_pair_scores(folder_run, ckpts, tmp_path):
     assert "phase_b.ckpt + " in report and "Baseline: the mean of the 2 networks' Bray–Curtis" in report
 
 
+def test_a_fusion_fitted_on_a_folder_applies_by_name(folder_run, ckpts, tmp_path):
+    """``fusion=fit``: the run fits weights per table relation on its own patch pairs (the same fit
+    as on the two networks' separate scores), writes fusion.json and says its figures are in-sample;
+    ``fusion=<fusion.json>`` scores the same pairs alike, refuses other networks (or another order),
+    and fitting needs several networks; localisation refuses ``fit``."""
+    from camsim.eval.transfer import run_transfer
+    from camsim.models.fusion import fit_fusion
+    from camsim.pipeline import run
+
+    root = tmp_path / "jpegs"  # the generated photos as JPEGs: two qualities, so some tables repeat
+    for k, png in enumerate(sorted(folder_run["root"].rglob("*.png"))):
+        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(png).save(root / png.parent.name / f"{png.stem}.jpg", quality=(90, 75)[k % 2])
+    other = _other_network(tmp_path / "other")
+    pair = f"[{ckpts['b']},{other}]"
+    fit = run_transfer(transfer_cfg(pair, root, tmp_path / "fit", "fusion=fit"))["transfer"]
+    saved = tmp_path / "fit" / "run" / "fusion.json"
+    info = json.loads(saved.read_text())
+    assert np.asarray(info["weights"]).shape == (2, 3) and [n["file"] for n in info["networks"]] == \
+        [f"{ckpts['b'].parent.name}/phase_b.ckpt", "other/phase_b.ckpt"]
+    assert any("in-sample" in n for n in fit["notes"])
+    z = np.load(tmp_path / "fit" / "run" / "scores.npz")
+    alone = [np.load(run_dir / "scores.npz") for run_dir in (
+        _run_dir(run_transfer, ckpts["b"], root, tmp_path / "a"), _run_dir(run_transfer, other, root, tmp_path / "o"))]
+    patch = z["level"] == "patch"
+    tab = z["photo_jpeg_table"]
+    t = tab[z["image_1"][patch]] == tab[z["image_2"][patch]]
+    assert t.any() and not t.all()
+    logit = [np.log(a["score"][patch]) - np.log1p(-a["score"][patch]) for a in alone]
+    np.testing.assert_allclose(info["weights"], fit_fusion(logit, z["category"][patch] != "diff_model", t),
+                               rtol=1e-3, atol=1e-4)
+    run_transfer(transfer_cfg(pair, root, tmp_path / "apply", f"fusion={saved}"))
+    np.testing.assert_allclose(np.load(tmp_path / "apply" / "run" / "scores.npz")["score"], z["score"], rtol=1e-12)
+    with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
+        run_transfer(transfer_cfg(f"[{other},{ckpts['b']}]", root, tmp_path / "swap", f"fusion={saved}"))
+    with pytest.raises(ValueError, match=r"fusion=fit: .* give ckpt=\[a, b\]"):
+        run_transfer(transfer_cfg(f"[{ckpts['b']}]", root, tmp_path / "one", "fusion=fit"))
+    with pytest.raises(ValueError, match="fusion=fit: fitting needs labelled pairs"):
+        run(transfer_cfg(pair, root, tmp_path / "spl", "fusion=fit"), job="splicing", train=False)
+    spl = ("task=splicing", f"splicing.authentic_dir={root}", "splicing.modes=[graph]", "splicing.calibration_images=0",
+           "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
+    with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
+        run(transfer_cfg(f"[{other},{ckpts['b']}]", root, tmp_path / "spl2", *spl, f"fusion={saved}"),
+            job="splicing", train=False)
+
+
+def _run_dir(run_transfer, ckpt, root: Path, tmp: Path) -> Path:
+    run_transfer(transfer_cfg(ckpt, root, tmp))
+    return tmp / "run"
+
+
 def test_several_networks_must_cut_the_same_patches(folder_run, ckpts, tmp_path):
     from camsim.eval.transfer import run_transfer
     from camsim.pipeline import run

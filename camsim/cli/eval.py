@@ -10,14 +10,16 @@ task=auto (default) is transfer when ckpt=... is given, else pairs:
   transfer   the checkpoint on EVERY camera model of `data` (no split; known = trained on, from the
              checkpoint): pairs by category (same photo / other photos / other models, by make),
              image-level decisions, bootstrap intervals; transfer.md, metrics.json, scores.npz;
-             ckpt=[a.ckpt,b.ckpt]: several networks, one fused score per pair (fusion=logit|mean)
+             ckpt=[a.ckpt,b.ckpt]: several networks, one fused score per pair (fusion=logit|mean;
+             fusion=fit: weights per table relation fitted on these pairs -> fusion.json;
+             fusion=<fusion.json>: those weights)
   pairs      the evaluation pairs of this config's split (sets A / C), with the network trained
              for this config or the one given by ckpt=...
   splicing   the splicing-localisation benchmark: simulated splices (data=synth), real forgeries
              (splicing.real_dir=DIR: images/ + masks/<stem>_mask.png), authentic photos as controls
              (splicing.authentic_dir=DIR); thresholds calibrated to splicing.target_far on authentic
              images (simulated, or splicing.calibration_dir=DIR); ckpt=[a.ckpt,b.ckpt]: the networks
-             localise as one (fusion=logit|mean)
+             localise as one (fusion=logit|mean|<fusion.json>)
 main options:
   data=folder|dresden|vision|exif|cameras data.root=DIR   the photos (data.variants=[natWA]: VISION's WhatsApp copies)
   eval.eta=0.5   transfer.threshold=eta|best   transfer.image.aggregate=mean|median

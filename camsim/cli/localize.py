@@ -44,8 +44,9 @@ def _main(cfg: DictConfig) -> None:
     check_calibrate_far(cfg.calibrate_far, folder=image.is_dir())   # before the network loads
     compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
     options = dict(batch=int(cfg.batch), compile_scoring=compiled, **to_plain(cfg.feature_pass))
-    sims = Networks.load(cfg.ckpt).sims if isinstance(cfg.ckpt, ListConfig) else [load_similarity(cfg.ckpt)]
-    loc = localizer_for(sims, fusion=str(cfg.fusion), **options)
+    nets = Networks.load(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig) else None
+    sims = nets.sims if nets is not None else [load_similarity(cfg.ckpt)]
+    loc = localizer_for(sims, fusion=nets.fusion(cfg.fusion) if nets is not None else "logit", **options)
     if len(sims) > 1:
         log.info("%d networks, each pair's scores fused (fusion=%s)", len(sims), cfg.fusion)
     cfg.decision_threshold = resolve_decision_threshold(cfg.decision_threshold, loc, cfg)

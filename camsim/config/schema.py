@@ -325,7 +325,8 @@ class CamsimConfig:
     #: camsim.eval.networks.Networks)
     ckpt: Any = None
     #: with several networks (``ckpt=[a, b]``): how their scores of a pair make one
-    #: (camsim.models.similarity.fuse_scores): "logit" σ(mean logit), "mean" the mean of their S
+    #: (camsim.models.fusion): "logit" σ(mean logit), "mean" the mean of their S; "fit" (transfer
+    #: task) fits weights per table relation on the pairs and writes fusion.json; a fusion.json applies them
     fusion: str = "logit"
 
 
@@ -336,8 +337,8 @@ class LocalizeConfig:
     image: str = MISSING
     #: a Phase B checkpoint, or a list of them whose pair scores are fused (``fusion``)
     ckpt: Any = MISSING
-    #: with several networks: "logit" σ(mean logit), "mean" the mean of their S
-    #: (camsim.models.similarity.fuse_scores)
+    #: with several networks: "logit" σ(mean logit), "mean" the mean of their S, or the fusion.json
+    #: of camsim-eval's fusion=fit (its identical-table weights) (camsim.models.fusion)
     fusion: str = "logit"
     mode: str = "graph"
     reference: Any = None

@@ -18,7 +18,9 @@ from camsim.config import data_fingerprint
 from camsim.data.sources import model_key
 from camsim.data.store import PatchSettings
 from camsim.lit.phase_b import load_similarity
+from camsim.models.fusion import FittedFusion, check_fusion
 from camsim.models.portable import weights_file
+from camsim.plain import file_sha256
 
 log = logging.getLogger("camsim")
 
@@ -114,6 +116,23 @@ class Networks:
                              "which fine-tuning left as it was, on the fine-tuned features — not Phase A's own "
                              "baseline; the frozen network's transfer run has that one.")
         return notes
+
+    def identities(self) -> list[dict]:
+        """Each network's file name and sha256 (what a fitted fusion records and checks)."""
+        return [{"file": f"{p.parent.name}/{p.name}", "sha256": file_sha256(p)} for p in self.paths]
+
+    def fusion(self, rule: Any, allow_fit: bool = False) -> str | FittedFusion:
+        """``fusion`` checked for these networks (:func:`~camsim.models.fusion.check_fusion`): a fitted
+        fusion only for the very networks it was fitted with, in the same order."""
+        rule = check_fusion(rule, allow_fit=allow_fit)
+        if isinstance(rule, FittedFusion):
+            mine = self.identities()
+            if [n.get("sha256") for n in rule.networks] != [n["sha256"] for n in mine]:
+                raise ValueError(f"fusion: {rule.path} was fitted for "
+                                 f"{' + '.join(n.get('file', '?') for n in rule.networks)}, not for these networks "
+                                 f"({' + '.join(n['file'] for n in mine)}; compared by sha256, in order) — fit it "
+                                 "again for them (fusion=fit)")
+        return rule
 
     def eta(self) -> float:
         """``eval.eta=auto``: the mean of the networks' own thresholds."""

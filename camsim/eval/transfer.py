@@ -16,7 +16,7 @@ and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstr
 
 ``ckpt=[a.ckpt, b.ckpt, ...]`` scores with several networks at once (:class:`Networks`): each pair's
 score fuses theirs (``fusion``: σ of the mean logit, or the mean score —
-:func:`camsim.models.similarity.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
+:func:`camsim.models.fusion.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
 ``experiment=pixel_long``), the baseline is the mean of their Bray–Curtis similarities.
 Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
 scores the same patch pairs; a model is known when any of them was trained on it.
@@ -50,7 +50,7 @@ from camsim.eval.metrics import bray_curtis_similarity, choose_eta
 from camsim.eval.networks import Networks, load_checkpoint, patch_settings, training_role
 from camsim.eval.transfer_pairs import LINK, PhotoLayout, halves, sample_image_pairs, sample_patch_pairs
 from camsim.eval.transfer_report import write_outputs
-from camsim.models.similarity import check_fusion, fuse_scores
+from camsim.models.fusion import FIT, FittedFusion, check_fusion, fit_fusion, fuse_scores
 from camsim.synth.photo import ijg_quality
 
 log = logging.getLogger("camsim")
@@ -309,9 +309,12 @@ def run_transfer(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     t = cfg.transfer
     _check_transfer_cfg(t)
-    fusion = check_fusion(cfg.fusion)
+    check_fusion(cfg.fusion, allow_fit=True)
     nets = Networks.load(cfg.get("ckpt"))
     several = len(nets.sims) > 1
+    fusion = nets.fusion(cfg.fusion, allow_fit=True)
+    if not several and fusion == FIT:
+        raise ValueError("fusion=fit: fits how several networks' scores make one — give ckpt=[a, b]")
     eta = cfg.eval.eta
     if eta == "auto":
         eta = nets.eta()
@@ -328,10 +331,15 @@ def run_transfer(cfg: DictConfig) -> dict:
     fp_each = nets.fingerprints
     notes: list[str] = []
     if several:
-        rule = "σ of the mean of their logits" if fusion == "logit" else "the mean of their scores"
+        rule = {"logit": "σ of the mean of their logits", "mean": "the mean of their scores",
+                FIT: "a logistic regression on their logits, one set of weights for pairs whose two photos carry the "
+                     "identical JPEG luminance table and one for the others, fitted on this run's patch pairs "
+                     "(fusion.json; the figures below are in-sample: judge it on other photos with "
+                     "fusion=<that file>)"}.get(fusion) if isinstance(fusion, str) else \
+            f"the fitted fusion {fusion.path} (its weights for the pair's table relation: identical / different)"
         notes.append(f"{len(nets.sims)} networks ({nets.label}): each pair's score is {rule} (fusion="
-                     f"{fusion}), the baseline the mean of their Bray–Curtis similarities; a model counts as known "
-                     "when any of them was trained on it.")
+                     f"{fusion if isinstance(fusion, str) else fusion.path}), the baseline the mean of their "
+                     "Bray–Curtis similarities; a model counts as known when any of them was trained on it.")
     known_here = [m for m, r in roles.items() if r]
     respelled = sorted({f"{m} = {t}" for m in known_here for t in (sets.get("a") or []) + (sets.get("b") or [])
                         if t != m and model_key(t) == model_key(m)})
@@ -395,20 +403,36 @@ def run_transfer(cfg: DictConfig) -> dict:
                             int(t.image.photo_pairs_per_model_pair), rng)
     base_on = bool(cfg.eval.baseline)
 
-    def score(i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Pair scores (several networks' fused by ``fusion``) and the Bray–Curtis baseline
+    def same_table(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Per pair: its two photos carry the identical JPEG luminance table (a photo without one: no)."""
+        a, b = table.photo_table[table.photo[i]], table.photo_table[table.photo[j]]
+        return (a >= 0) & (a == b)
+
+    def score(i: np.ndarray, j: np.ndarray, logits: list | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pair scores (several networks' ``logits`` fused by ``fusion``) and the Bray–Curtis baseline
         (several networks': their mean)."""
-        if several:
-            s = fuse_scores([sim.score_pairs(tab.features, i, j, logits=True) for sim, tab in zip(nets.sims, tables)],
-                            fusion)
-        else:
-            s = nets.sims[0].score_pairs(table.features, i, j).astype(np.float64)
+        s = fuse_scores(logits, fusion, same_table(i, j)) if several else \
+            nets.sims[0].score_pairs(table.features, i, j).astype(np.float64)
         b = np.mean([bray_curtis_similarity(tab.probs[i], tab.probs[j]).astype(np.float64) for tab in tables], 0) \
             if base_on else None
         return s, b
 
-    patch_s, patch_b = score(pp.i, pp.j)
-    img_patch_s, img_patch_b = score(ip.i, ip.j)
+    def logits_of(i: np.ndarray, j: np.ndarray) -> list | None:
+        return [sim.score_pairs(tab.features, i, j, logits=True) for sim, tab in zip(nets.sims, tables)] \
+            if several else None
+
+    patch_z, img_z = logits_of(pp.i, pp.j), logits_of(ip.i, ip.j)
+    if fusion == FIT:
+        same = np.asarray(pp.categories)[pp.category] != "diff_model"  # two patches of one photo or model
+        fusion = FittedFusion(fit_fusion(patch_z, same, same_table(pp.i, pp.j)), nets.identities(),
+                              {"source": f"{type(source).__name__} {index.root}", "models": len(table.models),
+                               "photos": len(table.photo_path), "patch_pairs": int(len(pp.i)),
+                               "same": int(same.sum()), "different": int((~same).sum())})
+        fusion.path = str(fusion.save(Path(cfg.paths.output_dir) / "fusion.json"))
+        log.info("  fusion=fit: %s (weights per table relation, bias first: different %s, identical %s)",
+                 fusion.path, np.round(fusion.weights[0], 3).tolist(), np.round(fusion.weights[1], 3).tolist())
+    patch_s, patch_b = score(pp.i, pp.j, patch_z)
+    img_patch_s, img_patch_b = score(ip.i, ip.j, img_z)
     how = str(t.image.aggregate)
     img_s = ip.aggregate(img_patch_s, how)
     img_b = ip.aggregate(img_patch_b, how) if base_on else None
@@ -439,7 +463,8 @@ def run_transfer(cfg: DictConfig) -> dict:
         for name, info in about.items():
             results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
-    run = {"checkpoint": " + ".join(str(p.resolve()) for p in nets.paths), "networks": len(nets.sims), "source": repr(source),
+    run = {"checkpoint": " + ".join(str(p.resolve()) for p in nets.paths), "networks": len(nets.sims),
+           "fusion": (fusion if isinstance(fusion, str) else fusion.path) if several else None, "source": repr(source),
            "source_name": f"{type(source).__name__} {index.root}", "photos_in_source": index.counts(), "eta": eta,
            "threshold": str(t.threshold), "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
            "skipped_files": skipped, "no_patch_photos": table.no_patch,

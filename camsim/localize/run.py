@@ -36,7 +36,7 @@ from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
 from camsim.models.portable import weights_file
-from camsim.models.similarity import check_fusion, fuse_scores
+from camsim.models.fusion import check_fusion, fuse_scores
 from camsim.plain import file_sha256
 from camsim.progress import track
 
@@ -170,13 +170,13 @@ class Localizer:
 class FusedLocalizer(Localizer):
     """Several similarity networks localising as one (``camsim-localize ckpt=[a, b]``): each patch's
     row terms of every network side by side, each pair's S fused from the networks' logits
-    (:func:`~camsim.models.similarity.fuse_scores`, rule ``fusion``) — the fusion of the transfer
-    evaluation's ``ckpt=[a, b]``. The networks must cut the same patches (size and alignment of
+    (:func:`~camsim.models.fusion.fuse_scores`, rule ``fusion``) — the fusion of the transfer
+    evaluation's ``ckpt=[a, b]``; a fitted fusion uses its identical-table weights (one photo, one table). The networks must cut the same patches (size and alignment of
     their recipes, and the same entropy threshold: their recipes' or the option ``min_entropy``);
     RGB patches are cut when any of them takes them, and a green network reads their green plane
     (the same pixels as a green patch)."""
 
-    def __init__(self, sims: Sequence[Any], fusion: str = "logit", **kwargs: Any):
+    def __init__(self, sims: Sequence[Any], fusion: Any = "logit", **kwargs: Any):
         self.fusion = check_fusion(fusion)
         self.members = [Localizer(sim, **kwargs) for sim in sims]
         cuts = [(m.patch, m.align) for m in self.members]
@@ -215,10 +215,11 @@ class FusedLocalizer(Localizer):
             r2 = r1 if R2 is None else torch.from_numpy(np.ascontiguousarray(R2[:, at:at + width])).to(m.sim.device)
             logits.append(m.sim.head.score_rows(r1, r2, logits=True, compile=m.compile_scoring).cpu().numpy())
             at += width
-        return fuse_scores(logits, self.fusion).astype(np.float32)
+        return fuse_scores([z.ravel() for z in logits], self.fusion,
+                           np.ones(logits[0].size, bool)).reshape(logits[0].shape).astype(np.float32)
 
 
-def localizer_for(sims: Sequence[Any], fusion: str = "logit", **options: Any) -> Localizer:
+def localizer_for(sims: Sequence[Any], fusion: Any = "logit", **options: Any) -> Localizer:
     """One network's :class:`Localizer`, or several localising as one (:class:`FusedLocalizer`,
     rule ``fusion``) — what ``ckpt=`` or ``ckpt=[a, b]`` asks for, in camsim-localize and the
     splicing benchmark alike."""
@@ -392,6 +393,11 @@ def localize_folder(loc: Localizer, folder: Path, out_dir: Path, opts: Any, max_
     return out
 
 
+def _fusion_id(rule: str) -> str:
+    """A fusion rule, or a fitted fusion's file by its content (a refit under the same name differs)."""
+    return f"{rule} (sha256 {file_sha256(rule)[:16]})" if rule.endswith(".json") else rule
+
+
 def calibration_setting(loc: Localizer, opts: Any) -> dict:
     """What an image-level threshold is calibrated for: the networks (their weights' sha256), how
     their scores are fused, the patch grid (stride, border), which patches count (entropy) and the
@@ -402,7 +408,7 @@ def calibration_setting(loc: Localizer, opts: Any) -> dict:
     stride = _opt(opts, "stride", None)
     reference = _opt(opts, "reference", None) if mode == "reference" else None
     return {"networks": [file_sha256(weights_file(Path(str(c)).expanduser())) for c in ckpts],
-            "fusion": str(_opt(opts, "fusion", "logit")) if len(ckpts) > 1 else None,
+            "fusion": _fusion_id(str(_opt(opts, "fusion", "logit"))) if len(ckpts) > 1 else None,
             "mode": mode, "graph_method": str(_opt(opts, "graph_method", "spectral")) if mode == "graph" else None,
             "max_graph_nodes": int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)) if mode == "graph" else None,
             "eta": loc.eta(opts)[0] if mode == "reference" else None,

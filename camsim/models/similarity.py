@@ -24,8 +24,7 @@ from torch import Tensor, nn
 from camsim.plain import to_plain
 from camsim.models.backbone import _int, make_activation
 
-__all__ = ["COMBINE_MODES", "FUSED_BLOCK", "FUSION_RULES", "BitDropout", "PReLU", "SimilarityNet", "check_fusion",
-           "dropout_mask", "fuse_scores"]
+__all__ = ["COMBINE_MODES", "FUSED_BLOCK", "BitDropout", "PReLU", "SimilarityNet", "dropout_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -426,26 +425,3 @@ class SimilarityNet(nn.Module):
             z = self._pair_head_in(g[ii], g[jj], None if a is None else a[ii], None if c is None else c[jj], wm)
             out[k:k + batch] = self._tail(z)
         return out if logits else torch.sigmoid(out)
-
-
-#: score-level fusion rules of :func:`fuse_scores`
-FUSION_RULES = ("logit", "mean")
-
-
-def check_fusion(rule: Any) -> str:
-    """``rule`` when it is one of :data:`FUSION_RULES`, else a ValueError naming the key ``fusion``."""
-    if rule not in FUSION_RULES:
-        raise ValueError(f"fusion: {rule!r} is not one of {FUSION_RULES} (how several networks' scores of a pair "
-                         "make one)")
-    return str(rule)
-
-
-def fuse_scores(logits: Sequence[Any], rule: str = "logit") -> np.ndarray:
-    """One S per pair from several networks' logits of the same pairs (float64): ``"logit"``
-    σ(mean logit), the mean of their log-odds — a network sure of its answer weighs more —;
-    ``"mean"`` the mean of their S = σ(logit), each network's say bounded by 1/n."""
-    check_fusion(rule)
-    z = np.stack([np.asarray(x, dtype=np.float64) for x in logits])
-    if rule == "logit":
-        return 0.5 * (1.0 + np.tanh(0.5 * z.mean(axis=0)))  # σ, without overflow
-    return (0.5 * (1.0 + np.tanh(0.5 * z))).mean(axis=0)
