@@ -15,9 +15,10 @@ checkpoint's own Phase A classifier, docs/method.md "Baseline") at the same fals
 and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstrap`).
 
 ``ckpt=[a.ckpt, b.ckpt, ...]`` scores with several networks at once (:class:`Networks`): each pair's
-score fuses theirs (``fusion``: σ of the mean logit, or the mean score —
-:func:`camsim.models.fusion.fuse_scores`; e.g. the quick recipe's network with the pixel-only one of
-``experiment=pixel_long``), the baseline is the mean of their Bray–Curtis similarities.
+score fuses theirs (``fusion``: σ of the mean logit, the mean score, or weights per table relation
+fitted on this run's pairs, ``fit``, or read from a ``fusion.json`` — :mod:`camsim.models.fusion`; e.g.
+the quick recipe's network with the pixel-only one of ``experiment=pixel_long``), the baseline is the
+mean of their Bray–Curtis similarities.
 Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
 scores the same patch pairs; a model is known when any of them was trained on it.
 
