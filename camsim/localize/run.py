@@ -215,8 +215,7 @@ class FusedLocalizer(Localizer):
             r2 = r1 if R2 is None else torch.from_numpy(np.ascontiguousarray(R2[:, at:at + width])).to(m.sim.device)
             logits.append(m.sim.head.score_rows(r1, r2, logits=True, compile=m.compile_scoring).cpu().numpy())
             at += width
-        return fuse_scores([z.ravel() for z in logits], self.fusion,
-                           np.ones(logits[0].size, bool)).reshape(logits[0].shape).astype(np.float32)
+        return fuse_scores(logits, self.fusion, same_table=True).astype(np.float32)  # one photo, one table
 
 
 def localizer_for(sims: Sequence[Any], fusion: Any = "logit", **options: Any) -> Localizer:

@@ -35,19 +35,15 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # σ, without overflow
 
 
-def _design(logits: Sequence[Any], same_table: Any) -> tuple[np.ndarray, np.ndarray]:
-    z = np.stack([np.asarray(x, dtype=np.float64) for x in logits], axis=1)
-    t = np.asarray(same_table).astype(bool)
-    if t.shape != (len(z),):
-        raise ValueError(f"same_table: one flag per pair expected ({len(z)}), got shape {t.shape}")
-    return np.c_[np.ones(len(z)), z], t
-
-
 def fit_fusion(logits: Sequence[Any], same: Any, same_table: Any, c: float = 1.0, iters: int = 100) -> np.ndarray:
     """Weights ``[2, n + 1]`` (row 0: different tables, row 1: identical; bias, then one per network) of
     the logistic regression of ``same`` on ``[1, z, t, t·z]`` (``z`` the networks' logits, ``t`` the
     identical-table flag), classes weighted equally, L2 penalty ``1/c`` on all but the bias (Newton steps)."""
-    x0, t = _design(logits, same_table)
+    z = np.stack([np.asarray(x, dtype=np.float64) for x in logits], axis=1)
+    t = np.asarray(same_table).astype(bool)
+    if t.shape != (len(z),):
+        raise ValueError(f"same_table: one flag per pair expected ({len(z)}), got shape {t.shape}")
+    x0 = np.c_[np.ones(len(z)), z]
     y = np.asarray(same).astype(np.float64)
     if y.shape != (len(x0),) or y.min(initial=1) == 1 or y.max(initial=0) == 0:
         raise ValueError("fusion=fit: needs same-model and different-model pairs (a folder of ≥ 2 camera models, "
@@ -80,12 +76,22 @@ class FittedFusion:
     path: str | None = None
 
     def scores(self, logits: Sequence[Any], same_table: Any) -> np.ndarray:
-        """S per pair (float64) from the networks' logits and each pair's identical-table flag."""
+        """S per pair (float64) from the networks' logits (arrays of one shape: pairs, or a pair matrix)
+        and each pair's identical-table flag (or one flag for all: ``True`` within one photo)."""
         if len(logits) != len(self.networks):
             raise ValueError(f"fusion: {self.path or 'a fitted fusion'} fuses {len(self.networks)} networks, "
                              f"given {len(logits)}")
-        x, t = _design(logits, same_table)
-        return _sigmoid(np.where(t, x @ self.weights[1], x @ self.weights[0]))
+        z = [np.asarray(x, dtype=np.float64) for x in logits]
+        try:
+            t = np.broadcast_to(np.asarray(same_table, dtype=bool), z[0].shape)
+        except ValueError as e:
+            raise ValueError(f"same_table: one flag per pair {z[0].shape} or one for all expected, got shape "
+                             f"{np.shape(same_table)}") from e
+
+        def linear(w: np.ndarray) -> np.ndarray:
+            return w[0] + sum(wk * zk for wk, zk in zip(w[1:], z))
+
+        return _sigmoid(np.where(t, linear(self.weights[1]), linear(self.weights[0])))
 
     def save(self, path: str | Path) -> Path:
         atomic_write_json(Path(path), {"kind": KIND, "version": 1, "weights": self.weights.tolist(),
@@ -132,7 +138,7 @@ def check_fusion(rule: Any, allow_fit: bool = False) -> str | FittedFusion:
 
 
 def fuse_scores(logits: Sequence[Any], rule: str | FittedFusion = "logit", same_table: Any = None) -> np.ndarray:
-    """One S per pair from several networks' logits of the same pairs (float64): ``"logit"``
+    """One S per pair from several networks' logits of the same pairs (float64, their shape): ``"logit"``
     σ(mean logit), the mean of their log-odds — a network sure of its answer weighs more —;
     ``"mean"`` the mean of their S = σ(logit), each network's say bounded by 1/n; a
     :class:`FittedFusion` its weights for each pair's table relation (``same_table``, needed then)."""
