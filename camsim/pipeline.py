@@ -38,7 +38,7 @@ from camsim.lit.phase_a import build_backbone, load_classifier, optimizers_from_
 from camsim.lit.phase_b import ForensicSimilarity, finetune_modules, load_similarity
 from camsim.localize.run import Localizer, localizer_for
 from camsim.loggers import job_loggers, log_evaluation
-from camsim.models.fusion import check_fusion
+from camsim.models.fusion import FittedFusion, check_fusion
 from camsim.phases import RunState, configured_eta, phase_b_seed, rank, stage, stage_phase_a, stage_phase_b
 from camsim.synth.render import FORMAT as RENDER_FORMAT
 from camsim.synth.splice import load_splices, render_splices
@@ -322,7 +322,11 @@ def _splicing_localizer(st: RunState) -> tuple[Localizer, float, float | None, s
         eta = st.eta
     else:  # one network (a list of one is one, as in the transfer evaluation)
         ckpt = similarity_checkpoint(st)
-        sims, label, fusion = [load_similarity(ckpt)], str(ckpt), "logit"
+        if isinstance(check_fusion(cfg.fusion), FittedFusion):   # its logit reweighted (identical-table row)
+            nets = Networks.load(ckpt)
+            sims, label, fusion = nets.sims, f"{ckpt} (fusion={cfg.fusion})", nets.fusion(cfg.fusion)
+        else:
+            sims, label, fusion = [load_similarity(ckpt)], str(ckpt), "logit"
         eta = resolve_eta(st, sims[0])
     loc = localizer_for(sims, fusion=fusion, **to_plain(cfg.phase_b.feature_pass))
     given = cfg.splicing.min_entropy

@@ -180,6 +180,12 @@ def test_fused_localizer_scores_pairs_with_both_networks_on_one_patch_grid():
     np.testing.assert_allclose(fused.score_matrix(R[:2], R), 1 / (1 + np.exp(-(0.5 + 2.0 * zg - zc))), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="fusion=fit: fitting needs labelled pairs"):
         FusedLocalizer([green, rgb], fusion="fit")
+    # one network with a fitted fusion: its logit reweighted (identical-table row); a fixed rule leaves it alone
+    from camsim.localize.run import localizer_for
+    alone = localizer_for([rgb], fusion=FittedFusion(np.array([[9.0, -3.0], [0.5, 2.0]]), [{"file": "c"}]), batch=4)
+    assert isinstance(alone, FusedLocalizer)
+    np.testing.assert_allclose(alone.score_matrix(Rc[:2], Rc), 1 / (1 + np.exp(-(0.5 + 2.0 * zc))), rtol=0, atol=1e-6)
+    assert type(localizer_for([rgb], fusion="logit", batch=4)) is Localizer
 
 
 def test_fuse_scores_hand_cases():

@@ -226,8 +226,8 @@ def test_several_networks_fuse_their_pair_scores(folder_run, ckpts, tmp_path):
 def test_a_fusion_fitted_on_a_folder_applies_by_name(folder_run, ckpts, tmp_path):
     """``fusion=fit``: the run fits weights per table relation on its own patch pairs (the same fit
     as on the two networks' separate scores), writes fusion.json and says its figures are in-sample;
-    ``fusion=<fusion.json>`` scores the same pairs alike, refuses other networks (or another order),
-    and fitting needs several networks; localisation refuses ``fit``."""
+    ``fusion=<fusion.json>`` scores the same pairs alike, refuses other networks (or another order);
+    localisation refuses ``fit``."""
     from camsim.eval.transfer import run_transfer
     from camsim.models.fusion import fit_fusion
     from camsim.pipeline import run
@@ -258,8 +258,6 @@ def test_a_fusion_fitted_on_a_folder_applies_by_name(folder_run, ckpts, tmp_path
     np.testing.assert_allclose(np.load(tmp_path / "apply" / "run" / "scores.npz")["score"], z["score"], rtol=1e-12)
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run_transfer(transfer_cfg(f"[{other},{ckpts['b']}]", root, tmp_path / "swap", f"fusion={saved}"))
-    with pytest.raises(ValueError, match=r"fusion=fit: .* give ckpt=\[a, b\]"):
-        run_transfer(transfer_cfg(f"[{ckpts['b']}]", root, tmp_path / "one", "fusion=fit"))
     with pytest.raises(ValueError, match="fusion=fit: fitting needs labelled pairs"):
         run(transfer_cfg(pair, root, tmp_path / "spl", "fusion=fit"), job="splicing", train=False)
     spl = ("task=splicing", f"splicing.authentic_dir={root}", "splicing.modes=[graph]", "splicing.calibration_images=0",
@@ -267,6 +265,43 @@ def test_a_fusion_fitted_on_a_folder_applies_by_name(folder_run, ckpts, tmp_path
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run(transfer_cfg(f"[{other},{ckpts['b']}]", root, tmp_path / "spl2", *spl, f"fusion={saved}"),
             job="splicing", train=False)
+
+
+def test_one_network_fitted_per_table_relation(folder_run, ckpts, tmp_path):
+    """``ckpt=a fusion=fit``: one network's logit reweighted per table relation — the fit of its own
+    scores, written to fusion.json, its figures flagged in-sample; ``fusion=<fusion.json>`` reproduces
+    them, and another network is refused in the transfer evaluation and the splicing benchmark."""
+    from camsim.eval.transfer import run_transfer
+    from camsim.models.fusion import fit_fusion
+    from camsim.pipeline import run
+
+    root = tmp_path / "jpegs"
+    for k, png in enumerate(sorted(folder_run["root"].rglob("*.png"))):
+        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(png).save(root / png.parent.name / f"{png.stem}.jpg", quality=(90, 75)[k % 2])
+    fit = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path / "fit", "fusion=fit"))["transfer"]
+    saved = tmp_path / "fit" / "run" / "fusion.json"
+    info = json.loads(saved.read_text())
+    assert np.asarray(info["weights"]).shape == (2, 2) and any("in-sample" in n for n in fit["notes"])
+    z = np.load(tmp_path / "fit" / "run" / "scores.npz")
+    plain = np.load(_run_dir(run_transfer, ckpts["b"], root, tmp_path / "plain") / "scores.npz")
+    patch = z["level"] == "patch"
+    tab = z["photo_jpeg_table"]
+    t = tab[z["image_1"][patch]] == tab[z["image_2"][patch]]
+    logit = np.log(plain["score"][patch]) - np.log1p(-plain["score"][patch])
+    w = fit_fusion([logit], z["category"][patch] != "diff_model", t)
+    np.testing.assert_allclose(info["weights"], w, rtol=1e-3, atol=1e-4)
+    row = np.where(t, 1, 0)
+    np.testing.assert_allclose(z["score"][patch], 1 / (1 + np.exp(-(w[row, 0] + w[row, 1] * logit))), atol=1e-4)
+    run_transfer(transfer_cfg(ckpts["b"], root, tmp_path / "apply", f"fusion={saved}"))
+    np.testing.assert_allclose(np.load(tmp_path / "apply" / "run" / "scores.npz")["score"], z["score"], rtol=1e-12)
+    other = _other_network(tmp_path / "other")
+    with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
+        run_transfer(transfer_cfg(other, root, tmp_path / "swap", f"fusion={saved}"))
+    spl = ("task=splicing", f"splicing.authentic_dir={root}", "splicing.modes=[graph]", "splicing.calibration_images=0",
+           "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
+    with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
+        run(transfer_cfg(other, root, tmp_path / "spl", *spl, f"fusion={saved}"), job="splicing", train=False)
 
 
 def _run_dir(run_transfer, ckpt, root: Path, tmp: Path) -> Path:

@@ -12,7 +12,8 @@ task=auto (default) is transfer when ckpt=... is given, else pairs:
              image-level decisions, bootstrap intervals; transfer.md, metrics.json, scores.npz;
              ckpt=[a.ckpt,b.ckpt]: several networks, one fused score per pair (fusion=logit|mean;
              fusion=fit: weights per table relation fitted on these pairs -> fusion.json;
-             fusion=<fusion.json>: those weights)
+             fusion=<fusion.json>: those weights; one network takes fit / a fusion.json too:
+             its logit reweighted per table relation)
   pairs      the evaluation pairs of this config's split (sets A / C), with the network trained
              for this config or the one given by ckpt=...
   splicing   the splicing-localisation benchmark: simulated splices (data=synth), real forgeries

@@ -44,7 +44,7 @@ def _main(cfg: DictConfig) -> None:
     check_calibrate_far(cfg.calibrate_far, folder=image.is_dir())   # before the network loads
     compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
     options = dict(batch=int(cfg.batch), compile_scoring=compiled, **to_plain(cfg.feature_pass))
-    nets = Networks.load(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig) else None
+    nets = Networks.load(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig) or str(cfg.fusion).endswith(".json") else None
     sims = nets.sims if nets is not None else [load_similarity(cfg.ckpt)]
     loc = localizer_for(sims, fusion=nets.fusion(cfg.fusion) if nets is not None else "logit", **options)
     if len(sims) > 1:

@@ -327,6 +327,7 @@ class CamsimConfig:
     #: with several networks (``ckpt=[a, b]``): how their scores of a pair make one
     #: (camsim.models.fusion): "logit" σ(mean logit), "mean" the mean of their S; "fit" (transfer
     #: task) fits weights per table relation on the pairs and writes fusion.json; a fusion.json applies them
+    #: ("fit" and a fusion.json take one network too: its logit reweighted per table relation)
     fusion: str = "logit"
 
 
@@ -338,7 +339,7 @@ class LocalizeConfig:
     #: a Phase B checkpoint, or a list of them whose pair scores are fused (``fusion``)
     ckpt: Any = MISSING
     #: with several networks: "logit" σ(mean logit), "mean" the mean of their S, or the fusion.json
-    #: of camsim-eval's fusion=fit (its identical-table weights) (camsim.models.fusion)
+    #: of camsim-eval's fusion=fit (its identical-table weights; one network's too) (camsim.models.fusion)
     fusion: str = "logit"
     mode: str = "graph"
     reference: Any = None

@@ -18,7 +18,8 @@ and bootstrap intervals over camera models and photos (:mod:`camsim.eval.bootstr
 score fuses theirs (``fusion``: σ of the mean logit, the mean score, or weights per table relation
 fitted on this run's pairs, ``fit``, or read from a ``fusion.json`` — :mod:`camsim.models.fusion`; e.g.
 the quick recipe's network with the pixel-only one of ``experiment=pixel_long``), the baseline is the
-mean of their Bray–Curtis similarities.
+mean of their Bray–Curtis similarities. One network takes ``fit`` / a ``fusion.json`` too: its logit
+reweighted per table relation.
 Their patch settings (size, JPEG-grid alignment, entropy filter) must agree, so that every network
 scores the same patch pairs; a model is known when any of them was trained on it.
 
@@ -314,8 +315,7 @@ def run_transfer(cfg: DictConfig) -> dict:
     nets = Networks.load(cfg.get("ckpt"))
     several = len(nets.sims) > 1
     fusion = nets.fusion(cfg.fusion, allow_fit=True)
-    if not several and fusion == FIT:
-        raise ValueError("fusion=fit: fits how several networks' scores make one — give ckpt=[a, b]")
+    fused = several or not isinstance(fusion, str) or fusion == FIT  # one network's logit reweighted: fused too
     eta = cfg.eval.eta
     if eta == "auto":
         eta = nets.eta()
@@ -331,16 +331,18 @@ def run_transfer(cfg: DictConfig) -> dict:
     fp_here = data_fingerprint(cfg.data)
     fp_each = nets.fingerprints
     notes: list[str] = []
-    if several:
+    if fused:
         rule = {"logit": "σ of the mean of their logits", "mean": "the mean of their scores",
-                FIT: "a logistic regression on their logits, one set of weights for pairs whose two photos carry the "
-                     "identical JPEG luminance table and one for the others, fitted on this run's patch pairs "
-                     "(fusion.json; the figures below are in-sample: judge it on other photos with "
-                     "fusion=<that file>)"}.get(fusion) if isinstance(fusion, str) else \
+                FIT: f"a logistic regression on {'their logits' if several else 'its logit'}, one set of weights "
+                     "for pairs whose two photos carry the identical JPEG luminance table and one for the others, "
+                     "fitted on this run's patch pairs (fusion.json; the figures below are in-sample: judge it on "
+                     "other photos with fusion=<that file>)"}.get(fusion) if isinstance(fusion, str) else \
             f"the fitted fusion {fusion.path} (its weights for the pair's table relation: identical / different)"
-        notes.append(f"{len(nets.sims)} networks ({nets.label}): each pair's score is {rule} (fusion="
-                     f"{fusion if isinstance(fusion, str) else fusion.path}), the baseline the mean of their "
-                     "Bray–Curtis similarities; a model counts as known when any of them was trained on it.")
+        notes.append((f"{len(nets.sims)} networks ({nets.label}): each pair's score is {rule} (fusion="
+                      f"{fusion if isinstance(fusion, str) else fusion.path}), the baseline the mean of their "
+                      "Bray–Curtis similarities; a model counts as known when any of them was trained on it.")
+                     if several else
+                     f"Each pair's score is {rule} (fusion={fusion if isinstance(fusion, str) else fusion.path}).")
     known_here = [m for m, r in roles.items() if r]
     respelled = sorted({f"{m} = {t}" for m in known_here for t in (sets.get("a") or []) + (sets.get("b") or [])
                         if t != m and model_key(t) == model_key(m)})
@@ -412,7 +414,7 @@ def run_transfer(cfg: DictConfig) -> dict:
     def score(i: np.ndarray, j: np.ndarray, logits: list | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Pair scores (several networks' ``logits`` fused by ``fusion``) and the Bray–Curtis baseline
         (several networks': their mean)."""
-        s = fuse_scores(logits, fusion, same_table(i, j)) if several else \
+        s = fuse_scores(logits, fusion, same_table(i, j)) if fused else \
             nets.sims[0].score_pairs(table.features, i, j).astype(np.float64)
         b = np.mean([bray_curtis_similarity(tab.probs[i], tab.probs[j]).astype(np.float64) for tab in tables], 0) \
             if base_on else None
@@ -420,7 +422,7 @@ def run_transfer(cfg: DictConfig) -> dict:
 
     def logits_of(i: np.ndarray, j: np.ndarray) -> list | None:
         return [sim.score_pairs(tab.features, i, j, logits=True) for sim, tab in zip(nets.sims, tables)] \
-            if several else None
+            if fused else None
 
     patch_z, img_z = logits_of(pp.i, pp.j), logits_of(ip.i, ip.j)
     if fusion == FIT:
@@ -465,7 +467,7 @@ def run_transfer(cfg: DictConfig) -> dict:
             results[name] = {"level": level, **info, "eta": etas.get(name), "figures": point.get(name, {}),
                              "ci": ci.get(name, {}), "contrast": contrasts.get(name)}
     run = {"checkpoint": " + ".join(str(p.resolve()) for p in nets.paths), "networks": len(nets.sims),
-           "fusion": (fusion if isinstance(fusion, str) else fusion.path) if several else None, "source": repr(source),
+           "fusion": (fusion if isinstance(fusion, str) else fusion.path) if fused else None, "source": repr(source),
            "source_name": f"{type(source).__name__} {index.root}", "photos_in_source": index.counts(), "eta": eta,
            "threshold": str(t.threshold), "aggregate": how, "fine_jpeg_quality": fine_q, "far_jpeg_gap": far_gap,
            "skipped_files": skipped, "no_patch_photos": table.no_patch,

@@ -36,7 +36,7 @@ from camsim.localize.grid import LocalizationError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
 from camsim.models.portable import weights_file
-from camsim.models.fusion import check_fusion, fuse_scores
+from camsim.models.fusion import FittedFusion, check_fusion, fuse_scores
 from camsim.plain import file_sha256
 from camsim.progress import track
 
@@ -222,7 +222,9 @@ def localizer_for(sims: Sequence[Any], fusion: Any = "logit", **options: Any) ->
     """One network's :class:`Localizer`, or several localising as one (:class:`FusedLocalizer`,
     rule ``fusion``) — what ``ckpt=`` or ``ckpt=[a, b]`` asks for, in camsim-localize and the
     splicing benchmark alike."""
-    return FusedLocalizer(sims, fusion=fusion, **options) if len(sims) > 1 else Localizer(sims[0], **options)
+    fitted = isinstance(check_fusion(fusion), FittedFusion)     # one network's logit reweighted: fused too
+    return FusedLocalizer(sims, fusion=fusion, **options) if len(sims) > 1 or fitted else \
+        Localizer(sims[0], **options)
 
 
 def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixels: int,
@@ -407,7 +409,8 @@ def calibration_setting(loc: Localizer, opts: Any) -> dict:
     stride = _opt(opts, "stride", None)
     reference = _opt(opts, "reference", None) if mode == "reference" else None
     return {"networks": [file_sha256(weights_file(Path(str(c)).expanduser())) for c in ckpts],
-            "fusion": _fusion_id(str(_opt(opts, "fusion", "logit"))) if len(ckpts) > 1 else None,
+            "fusion": _fusion_id(str(_opt(opts, "fusion", "logit")))
+            if len(ckpts) > 1 or str(_opt(opts, "fusion", "")).endswith(".json") else None,
             "mode": mode, "graph_method": str(_opt(opts, "graph_method", "spectral")) if mode == "graph" else None,
             "max_graph_nodes": int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)) if mode == "graph" else None,
             "eta": loc.eta(opts)[0] if mode == "reference" else None,

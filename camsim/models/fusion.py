@@ -8,7 +8,8 @@ or not. Where the tables are identical the table says nothing of the model and a
 should weigh more; where they differ a network reading the table knows more. ``camsim-eval
 task=transfer 'ckpt=[a, b]' fusion=fit`` fits it on a labelled folder's patch pairs (two patches of one
 photo and of two photos of one model: same; of two models: different; classes weighted equally) and
-writes ``fusion.json``; ``fusion=<fusion.json>`` applies it to the same networks, in any task. Within
+writes ``fusion.json``; ``fusion=<fusion.json>`` applies it to the same networks, in any task. One
+network takes it too (``ckpt=a fusion=fit``): its logit reweighted per table relation. Within
 one photo (localisation) every pair has identical tables. Its weights carry the fitting collection's
 habits — how often its models share a table, how much each network knows there — so fit on photos
 like the ones analysed (docs/experiments.md, "A fusion fitted with the table relation").
@@ -129,8 +130,9 @@ def check_fusion(rule: Any, allow_fit: bool = False) -> str | FittedFusion:
     if str(rule).endswith(".json"):
         return FittedFusion.load(rule)
     if rule == FIT and not allow_fit:
-        raise ValueError("fusion=fit: fitting needs labelled pairs — camsim-eval task=transfer 'ckpt=[a, b]' "
-                         "fusion=fit data=folder data.root=<labelled photos> writes fusion.json; give its path here")
+        raise ValueError("fusion=fit: fitting needs labelled pairs — camsim-eval task=transfer ckpt=<a> (or "
+                         "'ckpt=[a, b]') fusion=fit data=folder data.root=<labelled photos> writes fusion.json; give "
+                         "its path here")
     if rule not in FUSION_RULES + ((FIT,) if allow_fit else ()):
         raise ValueError(f"fusion: {rule!r} is not one of {FUSION_RULES} nor a fitted fusion's .json (how several "
                          "networks' scores of a pair make one)")
