@@ -295,6 +295,9 @@ def test_one_network_fitted_per_table_relation(folder_run, ckpts, tmp_path):
     np.testing.assert_allclose(z["score"][patch], 1 / (1 + np.exp(-(w[row, 0] + w[row, 1] * logit))), atol=1e-4)
     run_transfer(transfer_cfg(ckpts["b"], root, tmp_path / "apply", f"fusion={saved}"))
     np.testing.assert_allclose(np.load(tmp_path / "apply" / "run" / "scores.npz")["score"], z["score"], rtol=1e-12)
+    pngs = run_transfer(transfer_cfg(ckpts["b"], folder_run["root"], tmp_path / "png", f"fusion={saved}"))
+    assert any("carry no JPEG luminance table" in n and "different-tables weights" in n
+               for n in pngs["transfer"]["notes"])
     other = _other_network(tmp_path / "other")
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run_transfer(transfer_cfg(other, root, tmp_path / "swap", f"fusion={saved}"))

@@ -396,6 +396,11 @@ def run_transfer(cfg: DictConfig) -> dict:
                      + f"; 'identical' / 'different JPEG tables', the two photos with the identical / different luminance "
                        f"table ({len(set(table.photo_table[table.photo_table >= 0].tolist()))} distinct table(s) here): "
                        "within identical tables the table says nothing of the model.")
+    no_table = int((table.photo_table < 0).sum())
+    if no_table and (fusion == FIT or isinstance(fusion, FittedFusion)):
+        notes.append(f"{no_table} photo(s) carry no JPEG luminance table (not JPEG): the fitted fusion "
+                     f"{'fits and scores' if fusion == FIT else 'scores'} every pair with one of them by its "
+                     "different-tables weights.")
     layout = table.layout()
     n_models = len(table.models)
     rng = np.random.default_rng(int(t.seed))
