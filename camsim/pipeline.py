@@ -400,11 +400,11 @@ def run(cfg: DictConfig, job: str = "run", train: bool = True) -> dict:
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}; one of {sorted(JOBS)}")
     check_config(cfg, trains=train and not cfg.get("ckpt"))
-    if isinstance(cfg.get("ckpt"), ListConfig):
-        if job != "splicing":
-            raise ValueError(f"ckpt: a list of networks (their pair scores fused) is for camsim-eval's transfer and "
-                             f"splicing tasks; the {job} job takes one checkpoint")
-        check_fusion(cfg.fusion)
+    if isinstance(cfg.get("ckpt"), ListConfig) and job != "splicing":
+        raise ValueError(f"ckpt: a list of networks (their pair scores fused) is for camsim-eval's transfer and "
+                         f"splicing tasks; the {job} job takes one checkpoint")
+    if job == "splicing":
+        check_fusion(cfg.fusion)                               # before any stage: one network's fusion.json too
     stages = list(JOBS[job])
     if cfg.get("ckpt") and stages[-1] in ("eval", "splicing"):
         stages = [s for s in stages if s not in ("phase_a", "phase_b")]

@@ -454,6 +454,10 @@ def test_cli_localize_names_the_photo_it_cannot_analyse(ckpt, tmp_path):
     bad = run_cli("camsim-localize", f"image={tiny}", f"ckpt={ckpt}", "mode=grph", f"hydra.run.dir={tmp_path / 'o2'}",
                   cwd=tmp_path)  # a setting's error is not the photo's: no file name in front of it
     assert bad.returncode == 2 and bad.stderr.strip().split("error: ", 1)[-1].startswith("mode must be one of")
+    for rule, why in (("fit", "fusion=fit: fitting needs labelled pairs"), ("max", "fusion: 'max' is not one of")):
+        refused = run_cli("camsim-localize", f"image={tiny}", f"ckpt={ckpt}", f"fusion={rule}",
+                          f"hydra.run.dir={tmp_path / rule}", cwd=tmp_path)   # one network: not silently ignored
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
 
 
 @pytest.mark.slow

@@ -305,6 +305,9 @@ def test_one_network_fitted_per_table_relation(folder_run, ckpts, tmp_path):
            "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run(transfer_cfg(other, root, tmp_path / "spl", *spl, f"fusion={saved}"), job="splicing", train=False)
+    with pytest.raises(ValueError, match="fusion: 'max'"):     # one network: refused, not silently ignored
+        run(transfer_cfg(other, root, tmp_path / "spl3", *spl, "fusion=max"), job="splicing", train=False)
+    assert not (tmp_path / "spl3" / "run").exists() or not any((tmp_path / "spl3" / "run").iterdir())
 
 
 def _run_dir(run_transfer, ckpt, root: Path, tmp: Path) -> Path:
