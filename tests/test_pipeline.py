@@ -351,6 +351,7 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     report = (out / "splicing.md").read_text()
     assert "Real images" in report and "broken.jpg" in report and (out / "examples" / "fake_graph.png").is_file()
     assert "fixed threshold, no inversion" in report and "best threshold, best of map/inverse" in report
+    assert "decided at thresholds set on simulated images" in report and "splicing.calibration_dir=" in report
     import csv
 
     kinds = [r["kind"] for r in csv.DictReader(open(out / "splicing.csv"))]

@@ -363,6 +363,12 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
         if scen:
             lines += ["", "By host/donor scenario (pixel F1, fixed protocol):", ""]
             lines.append(md_table(["mode", "scenario", "pixel F1", "images"], scen))
+        simulated = sorted(m for m, c in cal.items() if c["on"] == "synthetic")
+        if kind == "real" and simulated and any(v["n_controls"] for v in res.values()):
+            lines += ["", f"**The controls were decided at thresholds set on simulated images** ({', '.join(simulated)}): "
+                      "real authentic photos score otherwise, so their false alarms above are not the target's. "
+                      "For real photos calibrate on authentic photos like them: `splicing.calibration_dir=<folder>` "
+                      "(README, \"A threshold set on other real photos\")."]
         errs = [(m, e) for m, v in res.items() for e in v["errors"]]
         if errs:
             lines += ["", "Images that could not be analysed:", ""]
