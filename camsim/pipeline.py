@@ -322,9 +322,10 @@ def _splicing_localizer(st: RunState) -> tuple[Localizer, float, float | None, s
         eta = st.eta
     else:  # one network (a list of one is one, as in the transfer evaluation)
         ckpt = similarity_checkpoint(st)
-        if isinstance(check_fusion(cfg.fusion), FittedFusion):   # its logit reweighted (identical-table row)
+        rule = check_fusion(cfg.fusion)
+        if isinstance(rule, FittedFusion):                        # its logit reweighted (identical-table row)
             nets = Networks.load(ckpt)
-            sims, label, fusion = nets.sims, f"{ckpt} (fusion={cfg.fusion})", nets.fusion(cfg.fusion)
+            sims, label, fusion = nets.sims, f"{ckpt} (fusion={cfg.fusion})", nets.fusion(rule)
         else:
             sims, label, fusion = [load_similarity(ckpt)], str(ckpt), "logit"
         eta = resolve_eta(st, sims[0])

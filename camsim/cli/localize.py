@@ -31,7 +31,7 @@ def _main(cfg: DictConfig) -> None:
     from camsim.config import to_plain
     from camsim.lit.phase_b import load_similarity
     from camsim.eval.networks import Networks
-    from camsim.models.fusion import check_fusion
+    from camsim.models.fusion import FittedFusion, check_fusion
     from camsim.localize.grid import PhotoError
     from camsim.localize.run import (check_calibrate_far, check_reference, localize_file, localize_folder,
                                      localizer_for, resolve_decision_threshold, timing_line)
@@ -43,12 +43,12 @@ def _main(cfg: DictConfig) -> None:
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")
     check_calibrate_far(cfg.calibrate_far, folder=image.is_dir())   # before the network loads
-    check_fusion(cfg.fusion)                                         # fit / an unknown rule: refused, one network too
+    rule = check_fusion(cfg.fusion)                                  # fit / an unknown rule: refused, one network too
     compiled = image.is_dir() if cfg.compile_scoring is None else bool(cfg.compile_scoring)  # compile pays per folder
     options = dict(batch=int(cfg.batch), compile_scoring=compiled, **to_plain(cfg.feature_pass))
-    nets = Networks.load(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig) or str(cfg.fusion).endswith(".json") else None
+    nets = Networks.load(cfg.ckpt) if isinstance(cfg.ckpt, ListConfig) or isinstance(rule, FittedFusion) else None
     sims = nets.sims if nets is not None else [load_similarity(cfg.ckpt)]
-    loc = localizer_for(sims, fusion=nets.fusion(cfg.fusion) if nets is not None else "logit", **options)
+    loc = localizer_for(sims, fusion=nets.fusion(rule) if nets is not None else "logit", **options)
     if len(sims) > 1:
         log.info("%d networks, each pair's scores fused (fusion=%s)", len(sims), cfg.fusion)
     cfg.decision_threshold = resolve_decision_threshold(cfg.decision_threshold, loc, cfg)

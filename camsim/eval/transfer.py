@@ -311,10 +311,10 @@ def run_transfer(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     t = cfg.transfer
     _check_transfer_cfg(t)
-    check_fusion(cfg.fusion, allow_fit=True)
+    rule = check_fusion(cfg.fusion, allow_fit=True)          # before the networks load; a fusion.json read once
     nets = Networks.load(cfg.get("ckpt"))
     several = len(nets.sims) > 1
-    fusion = nets.fusion(cfg.fusion, allow_fit=True)
+    fusion = nets.fusion(rule, allow_fit=True)
     fused = several or not isinstance(fusion, str) or fusion == FIT  # one network's logit reweighted: fused too
     eta = cfg.eval.eta
     if eta == "auto":
@@ -419,7 +419,7 @@ def run_transfer(cfg: DictConfig) -> dict:
     def score(i: np.ndarray, j: np.ndarray, logits: list | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Pair scores (several networks' ``logits`` fused by ``fusion``) and the Bray–Curtis baseline
         (several networks': their mean)."""
-        s = fuse_scores(logits, fusion, same_table(i, j)) if fused else \
+        s = fuse_scores(logits, fusion, same_table(i, j) if isinstance(fusion, FittedFusion) else None) if fused else \
             nets.sims[0].score_pairs(table.features, i, j).astype(np.float64)
         b = np.mean([bray_curtis_similarity(tab.probs[i], tab.probs[j]).astype(np.float64) for tab in tables], 0) \
             if base_on else None

@@ -408,9 +408,9 @@ def calibration_setting(loc: Localizer, opts: Any) -> dict:
     mode = str(opts.mode)
     stride = _opt(opts, "stride", None)
     reference = _opt(opts, "reference", None) if mode == "reference" else None
+    rule = str(_opt(opts, "fusion", "logit"))
     return {"networks": [file_sha256(weights_file(Path(str(c)).expanduser())) for c in ckpts],
-            "fusion": _fusion_id(str(_opt(opts, "fusion", "logit")))
-            if len(ckpts) > 1 or str(_opt(opts, "fusion", "")).endswith(".json") else None,
+            "fusion": _fusion_id(rule) if len(ckpts) > 1 or rule.endswith(".json") else None,
             "mode": mode, "graph_method": str(_opt(opts, "graph_method", "spectral")) if mode == "graph" else None,
             "max_graph_nodes": int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)) if mode == "graph" else None,
             "eta": loc.eta(opts)[0] if mode == "reference" else None,

@@ -83,15 +83,18 @@ class FittedFusion:
             raise ValueError(f"fusion: {self.path or 'a fitted fusion'} fuses {len(self.networks)} networks, "
                              f"given {len(logits)}")
         z = [np.asarray(x, dtype=np.float64) for x in logits]
-        try:
-            t = np.broadcast_to(np.asarray(same_table, dtype=bool), z[0].shape)
-        except ValueError as e:
-            raise ValueError(f"same_table: one flag per pair {z[0].shape} or one for all expected, got shape "
-                             f"{np.shape(same_table)}") from e
 
         def linear(w: np.ndarray) -> np.ndarray:
             return w[0] + sum(wk * zk for wk, zk in zip(w[1:], z))
 
+        flag = np.asarray(same_table, dtype=bool)
+        if flag.ndim == 0:                         # one relation for all (one photo): its row only
+            return _sigmoid(linear(self.weights[int(flag)]))
+        try:
+            t = np.broadcast_to(flag, z[0].shape)
+        except ValueError as e:
+            raise ValueError(f"same_table: one flag per pair {z[0].shape} or one for all expected, got shape "
+                             f"{np.shape(same_table)}") from e
         return _sigmoid(np.where(t, linear(self.weights[1]), linear(self.weights[0])))
 
     def save(self, path: str | Path) -> Path:
