@@ -232,10 +232,7 @@ def test_a_fusion_fitted_on_a_folder_applies_by_name(folder_run, ckpts, tmp_path
     from camsim.models.fusion import fit_fusion
     from camsim.pipeline import run
 
-    root = tmp_path / "jpegs"  # the generated photos as JPEGs: two qualities, so some tables repeat
-    for k, png in enumerate(sorted(folder_run["root"].rglob("*.png"))):
-        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
-        Image.open(png).save(root / png.parent.name / f"{png.stem}.jpg", quality=(90, 75)[k % 2])
+    root = _as_jpegs(folder_run["root"], tmp_path / "jpegs")
     other = _other_network(tmp_path / "other")
     pair = f"[{ckpts['b']},{other}]"
     fit = run_transfer(transfer_cfg(pair, root, tmp_path / "fit", "fusion=fit"))["transfer"]
@@ -260,8 +257,7 @@ def test_a_fusion_fitted_on_a_folder_applies_by_name(folder_run, ckpts, tmp_path
         run_transfer(transfer_cfg(f"[{other},{ckpts['b']}]", root, tmp_path / "swap", f"fusion={saved}"))
     with pytest.raises(ValueError, match="fusion=fit: fitting needs labelled pairs"):
         run(transfer_cfg(pair, root, tmp_path / "spl", "fusion=fit"), job="splicing", train=False)
-    spl = ("task=splicing", f"splicing.authentic_dir={root}", "splicing.modes=[graph]", "splicing.calibration_images=0",
-           "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
+    spl = _splicing_args(root)
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run(transfer_cfg(f"[{other},{ckpts['b']}]", root, tmp_path / "spl2", *spl, f"fusion={saved}"),
             job="splicing", train=False)
@@ -275,10 +271,7 @@ def test_one_network_fitted_per_table_relation(folder_run, ckpts, tmp_path):
     from camsim.models.fusion import fit_fusion
     from camsim.pipeline import run
 
-    root = tmp_path / "jpegs"
-    for k, png in enumerate(sorted(folder_run["root"].rglob("*.png"))):
-        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
-        Image.open(png).save(root / png.parent.name / f"{png.stem}.jpg", quality=(90, 75)[k % 2])
+    root = _as_jpegs(folder_run["root"], tmp_path / "jpegs")
     fit = run_transfer(transfer_cfg(ckpts["b"], root, tmp_path / "fit", "fusion=fit"))["transfer"]
     saved = tmp_path / "fit" / "run" / "fusion.json"
     info = json.loads(saved.read_text())
@@ -301,13 +294,26 @@ def test_one_network_fitted_per_table_relation(folder_run, ckpts, tmp_path):
     other = _other_network(tmp_path / "other")
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run_transfer(transfer_cfg(other, root, tmp_path / "swap", f"fusion={saved}"))
-    spl = ("task=splicing", f"splicing.authentic_dir={root}", "splicing.modes=[graph]", "splicing.calibration_images=0",
-           "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
+    spl = _splicing_args(root)
     with pytest.raises(ValueError, match="was fitted for .* not for these networks"):
         run(transfer_cfg(other, root, tmp_path / "spl", *spl, f"fusion={saved}"), job="splicing", train=False)
     with pytest.raises(ValueError, match="fusion: 'max'"):     # one network: refused, not silently ignored
         run(transfer_cfg(other, root, tmp_path / "spl3", *spl, "fusion=max"), job="splicing", train=False)
     assert not (tmp_path / "spl3" / "run").exists() or not any((tmp_path / "spl3" / "run").iterdir())
+
+
+def _as_jpegs(pngs: Path, root: Path) -> Path:
+    """The generated photos as JPEGs at two qualities, so that some pairs share a table and some do not."""
+    for k, png in enumerate(sorted(pngs.rglob("*.png"))):
+        (root / png.parent.name).mkdir(parents=True, exist_ok=True)
+        Image.open(png).save(root / png.parent.name / f"{png.stem}.jpg", quality=(90, 75)[k % 2])
+    return root
+
+
+def _splicing_args(authentic: Path) -> tuple[str, ...]:
+    """A small splicing benchmark with ``authentic`` as its controls (graph mode, no calibration)."""
+    return ("task=splicing", f"splicing.authentic_dir={authentic}", "splicing.modes=[graph]",
+            "splicing.calibration_images=0", "logger=none", "split.a=2", "split.known=1", "split.b=1", "split.c=1")
 
 
 def _run_dir(run_transfer, ckpt, root: Path, tmp: Path) -> Path:
