@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,11 +99,13 @@ def worker_init(owner: int) -> None:
     time limit) left its workers running (hundreds of MB each) for ever. On Linux the
     kernel signals the worker when its parent dies (``prctl(PR_SET_PDEATHSIG)``); everywhere
     a daemon thread also polls the owner every second (covering forkserver/spawn, whose
-    workers are not the owner's children). Ctrl-C is left to the owner, which stops the pool.
+    workers are not the owner's children). Ctrl-C is left to the owner, which stops the pool;
+    its SIGTERM unwinds a running task first (:func:`_on_terminate`).
     """
     parent = os.getppid()
     with contextlib.suppress(ValueError, OSError):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _on_terminate)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             import ctypes
@@ -112,6 +115,37 @@ def worker_init(owner: int) -> None:
     if _owner_gone(owner, parent):  # the owner died before prctl took effect
         os._exit(1)
     threading.Thread(target=_watch_owner, args=(owner, parent), name="camsim-owner-watch", daemon=True).start()
+
+
+class _Terminated(BaseException):
+    """Raised in a pool worker's task when the owner stops the pool (SIGTERM, :func:`_stop_pool`)."""
+
+
+#: a pool worker is running a task (:func:`_run_task`), which SIGTERM unwinds rather than cuts
+_in_task = False
+
+
+def _on_terminate(signum: int, frame: Any) -> None:
+    """SIGTERM in a pool worker: unwind a running task, so that its atomic writes remove their
+    temp files and folders (a Ctrl-C of a render left a half-written ``.<image>.tmp-…`` behind
+    when the stop cut a write); an idle worker exits at once."""
+    if _in_task:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second stop (the pool's own, as it breaks) must not cut the unwinding
+        raise _Terminated
+    os._exit(128 + signum)
+
+
+def _run_task(fn: Callable[[T], R], x: T) -> R:
+    """``fn(x)`` in a pool worker; exits the worker once a SIGTERM has unwound it."""
+    global _in_task
+    try:
+        try:
+            _in_task = True
+            return fn(x)
+        finally:
+            _in_task = False
+    except _Terminated:  # also one raised as the task ends
+        os._exit(128 + signal.SIGTERM)
 
 
 def _stop_pool(pool: ProcessPoolExecutor) -> None:
@@ -145,7 +179,7 @@ def parallel_iter(fn: Callable[[T], R], items: Sequence[T], desc: str, workers: 
             pool = ProcessPoolExecutor(max_workers=min(workers, len(items)), initializer=worker_init,
                                        initargs=(os.getpid(),))
             try:
-                for r in pool.map(fn, items, chunksize=chunksize):
+                for r in pool.map(partial(_run_task, fn), items, chunksize=chunksize):
                     yield r
                     bar.advance(task)
             except BaseException:  # an error, Ctrl-C, or the consumer stopped early: stop now

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from camsim.artefacts import atomic_dir, atomic_write_json, cached_dir, clean_artefact_dir, file_lock, lock_path
+from camsim.progress import parallel_iter
 from tests.conftest import REPO, compose_cfg, run_cli
 
 LINUX = sys.platform.startswith("linux")
@@ -249,6 +250,33 @@ def test_ctrl_c_during_the_render_stops_cleanly_in_one_line(tmp_path: Path) -> N
     assert "Traceback" not in err and err.startswith("camsim: interrupted") and len(err.strip().splitlines()) == 1, err
     assert _wait_for(lambda: not any(_alive(w) for w in workers), timeout=10)
     assert not [p for p in art.rglob("*") if ".tmp-" in p.name]  # no half-written image or folder left
+
+
+def _write_slowly(job: tuple[str, str, str]) -> str:
+    """Pool task: "wait" returns once the other task's temp folder exists; "hold" writes into an
+    atomic folder and never finishes."""
+    kind, final, marker = job
+    if kind == "wait":
+        _wait_for(lambda: Path(marker).exists(), timeout=60)
+        return kind
+    with atomic_dir(Path(final)) as tmp:
+        (tmp / "half.jpg").write_bytes(b"\xff\xd8")
+        Path(marker).touch()
+        time.sleep(120)
+    return kind
+
+
+def test_a_pool_stopped_mid_write_leaves_no_temp(tmp_path: Path) -> None:
+    # what Ctrl-C in the owner does to a render: the pool is stopped while a worker is inside an
+    # atomic write; the worker unwinds it (its temp goes) before it exits
+    final, marker = tmp_path / "out" / "img", tmp_path / "started"
+    jobs = [("wait", str(final), str(marker)), ("hold", str(final), str(marker))]
+    results = parallel_iter(_write_slowly, jobs, desc="writing", workers=2)
+    t0 = time.monotonic()
+    assert next(results) == "wait"  # the other worker is inside its write now
+    results.close()  # the consumer stops: the pool is stopped
+    assert time.monotonic() - t0 < 30
+    assert not final.exists() and not [p.name for p in final.parent.iterdir() if ".tmp-" in p.name]
 
 
 # --------------------------------------------------------------------------- 9. one-line errors
