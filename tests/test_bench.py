@@ -408,6 +408,45 @@ def test_real_sets_script_keeps_camera_originals_and_names_every_drop(tmp_path):
     assert res.returncode != 0 and "--list goes with" in res.stderr
 
 
+def test_real_splices_script_pastes_a_donor_region_at_its_own_pixel_position(tmp_path):
+    """benchmarks/real_splices.py: each splice is its host crop outside the mask and its donor crop,
+    from another camera model, inside; crops start on the 8-px JPEG grid; each host once; the
+    unspliced host crop is the splice's control."""
+    import csv
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    src = tmp_path / "cameras"
+    for model, shape in (("A_One", (200, 264)), ("B_Two", (264, 200)), ("C_Three", (208, 272))):
+        for k in range(3):
+            (src / model).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(src / model / f"{k}.jpg", quality=90)
+    (src / "C_Three" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real_splices.py"
+    res = subprocess.run([sys.executable, str(script), str(src), str(tmp_path / "out"), "--n", "5",
+                          "--size", "128", "192", "--area", "0.2", "0.3"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "broken.jpg" in res.stderr
+    rows = list(csv.DictReader((tmp_path / "out" / "manifest.csv").open()))
+    assert len(rows) == 5 and len({r["host"] for r in rows}) == 5
+    for r in rows:
+        assert r["host_model"] != r["donor_model"]
+        spliced = np.asarray(Image.open(tmp_path / "out" / "images" / f"{r['id']}.png"))
+        control = np.asarray(Image.open(tmp_path / "out" / "authentic" / f"{r['id']}.png"))
+        mask = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{r['id']}_mask.png")) > 0
+        assert spliced.shape[:2] == mask.shape == tuple(int(v) for v in r["crop"].split("x"))
+        assert 0.15 < mask.mean() < 0.35 and abs(mask.mean() - float(r["area"])) < 1e-3
+        assert np.array_equal(spliced[~mask], control[~mask])
+        for who in ("host", "donor"):
+            y, x = (int(v) for v in r[f"{who}_origin"].split())
+            assert y % 8 == 0 and x % 8 == 0
+            full = np.asarray(Image.open(src / r[who]).convert("RGB"))[y:y + mask.shape[0], x:x + mask.shape[1]]
+            assert np.array_equal(full[mask], spliced[mask] if who == "donor" else control[mask])
+
+
 def test_a_selection_of_flop_rows_keeps_the_ceiling_and_the_bandwidth():
     """`--only 'phase_a/quick/*'` (benchmarks/README's example) once gave empty % columns and no
     share targets: the rows' shares need the gemm and stream rows of the same run."""
