@@ -465,6 +465,28 @@ def test_colour_patches_come_from_the_rgb_photo_at_the_green_grid():
     np.testing.assert_array_equal(a.scores, b.scores)
 
 
+def test_patches_of_clipped_highlights_are_undecidable_with_max_clipped():
+    """max_clipped: a patch with more than that share of pixels >= CLIP_LEVEL is left out (its
+    entropy stays high: glare on texture), patches away from it are untouched, and the message
+    and stats count the ones left out; off (None) or 1.0 change nothing."""
+    green, _ = toy_scene(seed=5, plant=False)
+    glare = np.zeros(green.shape, dtype=bool)
+    glare[:96, :128] = np.random.default_rng(5).random((96, 128)) < 0.2
+    green[glare] = 255
+    off = localize(green, toy_extract, toy_score_matrix, patch=32, mode="graph", min_entropy=1.0)
+    on = localize(green, toy_extract, toy_score_matrix, patch=32, mode="graph", min_entropy=1.0, max_clipped=0.01)
+    y, x = off.positions[:, 0], off.positions[:, 1]
+    inside, away = (y + 32 <= 96) & (x + 32 <= 128), (y >= 96) | (x >= 128)
+    assert off.decidable[inside].all() and not on.decidable[inside].any()
+    np.testing.assert_array_equal(on.decidable[away], off.decidable[away])
+    left_out = int((off.decidable & ~on.decidable).sum())
+    assert on.stats["n_clipped"] == left_out > 0 and f"({left_out} near-white left out)" in on.message
+    assert off.stats["n_clipped"] == 0 and "near-white" not in off.message
+    full = localize(green, toy_extract, toy_score_matrix, patch=32, mode="graph", min_entropy=1.0, max_clipped=1.0)
+    np.testing.assert_array_equal(full.decidable, off.decidable)
+    assert full.score == off.score
+
+
 def _constant(patches):
     return np.zeros((len(patches), 1), np.float32)
 
@@ -486,6 +508,7 @@ def _constant(patches):
     (dict(score_matrix=lambda F, G: np.full((len(F), len(G)), np.nan)), "score_matrix returned NaN"),
     (dict(colour=np.zeros((64, 96), np.uint8)), "colour must be uint8 \\[H, W, 3\\]"),
     (dict(colour=np.zeros((64, 64, 3), np.uint8)), "colour must be uint8"),
+    (dict(max_clipped=1.5), "max_clipped must be a share in \\[0, 1\\]"),
 ])
 def test_bad_input_gives_clear_error(kwargs, message):
     green, _ = toy_scene(64, 96, seed=4, plant=False)
@@ -683,7 +706,7 @@ def test_batch_csv_has_timing_no_scores_by_default_and_calibrates(tmp_path):
     assert resolve_decision_threshold(0.2, loc, opts) == 0.2 and resolve_decision_threshold(None, loc, opts) is None
     assert resolve_decision_threshold(cal_path, loc, OmegaConf.merge(opts, {"stride": 16})) == cal["threshold"]
     for key, value, named in (("stride", 8, "stride: calibrated 16, now 8"), ("min_entropy", 2.0, "min_entropy"),
-                              ("mode", "reference", "mode")):
+                              ("mode", "reference", "mode"), ("max_clipped", 0.01, "max_clipped: calibrated None, now 0.01")):
         with pytest.raises(ValueError, match=f"calibrated for another setting.*{named}"):
             resolve_decision_threshold(cal_path, loc, OmegaConf.merge(opts, {key: value}))
     (tmp_path / "net.ckpt").write_bytes(b"other weights")           # another network
@@ -738,7 +761,8 @@ def test_localize_config_exposes_issue17_keys():
     yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "localize.yaml")
     schema = OmegaConf.structured(LocalizeConfig)
     for key, default in (("cover_border", True), ("max_graph_nodes", MAX_GRAPH_NODES), ("min_entropy", None),
-                         ("graph_method", "spectral"), ("save_scores", None), ("calibrate_far", None)):
+                         ("graph_method", "spectral"), ("save_scores", None), ("calibrate_far", None),
+                         ("max_clipped", None)):
         assert yaml[key] == default and schema[key] == default, key
 
 

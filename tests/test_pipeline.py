@@ -352,6 +352,7 @@ def test_splicing_benchmark_simulated_and_real(workdir: Path, shared_artefacts: 
     assert "Real images" in report and "broken.jpg" in report and (out / "examples" / "fake_graph.png").is_file()
     assert "fixed threshold, no inversion" in report and "best threshold, best of map/inverse" in report
     assert "decided at thresholds set on simulated images" in report and "splicing.calibration_dir=" in report
+    assert "clipped highlights not excluded" in report and res["max_clipped"] is None
     import csv
 
     kinds = [r["kind"] for r in csv.DictReader(open(out / "splicing.csv"))]
@@ -398,6 +399,13 @@ def test_localize_and_the_splicing_benchmark_give_the_same_map(workdir: Path, sh
         a = loc.run(green, cli)
         b = loc.run(green, localize_options(mode, None, None, loc.eta(cli)[0], None))
         assert np.array_equal(a.mask, b.mask) and a.score == b.score and a.threshold == b.threshold, mode
+    # clipped highlights left out (max_clipped) the same way by both
+    glare = np.random.default_rng(2).integers(0, 240, green.shape).astype(np.uint8)
+    glare[:, :96][np.random.default_rng(3).random((200, 96)) < 0.2] = 255
+    cli.mode, cli.reference, cli.max_clipped = "graph", None, 0.01
+    a = loc.run(glare, cli)
+    b = loc.run(glare, localize_options("graph", None, None, loc.eta(cli)[0], None, max_clipped=0.01))
+    assert np.array_equal(a.decidable, b.decidable) and a.score == b.score and a.stats["n_clipped"] > 0
 
 
 def test_rgb_network_trains_evaluates_localises_and_exports(workdir: Path, shared_artefacts: Path) -> None:

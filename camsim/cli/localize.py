@@ -39,6 +39,8 @@ def _main(cfg: DictConfig) -> None:
     check_reference(cfg.reference)
     if cfg.eta is not None and not 0.0 < float(cfg.eta) < 1.0:
         raise ValueError(f"eta={cfg.eta}: a threshold in (0, 1) (null: the network's own)")
+    if cfg.max_clipped is not None and not 0.0 <= float(cfg.max_clipped) <= 1.0:
+        raise ValueError(f"max_clipped={cfg.max_clipped}: a share of a patch's pixels in [0, 1] (null: off)")
     image = Path(cfg.image)
     if not image.exists():
         raise FileNotFoundError(f"image not found: {image}")

@@ -243,6 +243,8 @@ class SplicingConfig:
     #: patches at or below this entropy (nats) are undecidable; null: the network's training
     #: recipe (needed for networks fused with ``ckpt=[a, b]`` whose recipes differ)
     min_entropy: Optional[float] = None
+    #: patches with more than this share of clipped (near-white) pixels are undecidable; null: off
+    max_clipped: Optional[float] = None
     #: pictures of this many spliced images per mode in the report
     examples: int = 4
     #: real forgeries: <real_dir>/images/* with <real_dir>/masks/<stem>_mask.png
@@ -346,6 +348,8 @@ class LocalizeConfig:
     stride: Optional[int] = None
     #: null: the checkpoint's training recipe (``patch_settings``), else 4.0
     min_entropy: Optional[float] = None
+    #: patches with more than this share of clipped (near-white) pixels are undecidable; null: off
+    max_clipped: Optional[float] = None
     #: reference mode's patch threshold; null: the network's (an exported folder's, a checkpoint's)
     eta: Optional[float] = None
     #: null: the uncalibrated default (graph 0.25, reference 1 - eta); calibrate_far sets one; a number,

@@ -93,7 +93,7 @@ def splicing_benchmark(loc: Localizer, image_sets: Sequence[ImageSet], sc: Any, 
     cal, rows = calibrate(loc, sc, calibration, eta, min_entropy)
     results: dict[str, Any] = {"checkpoint": checkpoint, "notes": list(notes),
                                "protocols": {k: {**p, "name": protocol_name(p)} for k, p in PROTOCOLS.items()},
-                               "calibration": cal}
+                               "calibration": cal, "max_clipped": getattr(sc, "max_clipped", None)}
     thresholds = {m: c["threshold"] for m, c in cal.items()}
     for s in image_sets:
         set_rows = _localise_all(loc, sc, s, eta, min_entropy, out, thresholds)
@@ -179,11 +179,12 @@ def calibrate(loc: Localizer, sc: Any, image_set: ImageSet | None, eta: float,
 
 
 def localize_options(mode: str, stride: int | None, min_entropy: float | None, eta: float,
-                     decision_threshold: float | None) -> Any:
+                     decision_threshold: float | None, max_clipped: float | None = None) -> Any:
     """The options the benchmark localises with — camsim-localize's keys (``conf/localize.yaml``)
     with its defaults for the rest, so the two give the same map for the same network and image."""
     return OmegaConf.create({"mode": mode, "reference": "auto" if mode == "reference" else None, "stride": stride,
-                             "min_entropy": min_entropy, "eta": float(eta), "decision_threshold": decision_threshold})
+                             "min_entropy": min_entropy, "eta": float(eta), "decision_threshold": decision_threshold,
+                             "max_clipped": max_clipped})
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
@@ -220,7 +221,8 @@ def _localise_all(loc: Localizer, sc: Any, image_set: ImageSet, eta: float, min_
                      for mode in sc.modes]
             continue
         for mode in sc.modes:
-            opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode))
+            opts = localize_options(mode, sc.stride, min_entropy, eta, thresholds.get(mode),
+                                    getattr(sc, "max_clipped", None))
             row = {**base, "mode": mode}
             try:  # one image that cannot be analysed (out of memory included) is its row, the benchmark goes on
                 res = loc.run(green, opts, colour=rgb)
@@ -336,7 +338,10 @@ def _write_report(out: Path, results: dict, rows: list[dict]) -> None:
              f"- **best**: {pr['best']['name']} — what papers usually print.", "",
              "Each also pooled over all pixels of the set (columns *pooled*). Image level: detection AUC of the "
              "image score, spliced vs controls; false alarms = controls called spliced at the operating threshold.",
-             ""]
+             "", "Decidable patches: entropy above the threshold" + (
+                 f", and at most {results['max_clipped']:g} of their pixels clipped (≥ 250; `splicing.max_clipped`)."
+                 if results.get("max_clipped") is not None else " (clipped highlights not excluded: "
+                 "`splicing.max_clipped` null)."), ""]
     cal = results.get("calibration") or {}
     lines += ["Operating thresholds (image score ≥ threshold: spliced): " + (
         "; ".join(f"{m} {c['threshold']:.4g}, calibrated to {c['target_far']:.0%} false alarms on {c['images']} "

@@ -35,6 +35,12 @@ Two modes:
   (scores of authentic images → the threshold with a target false-alarm rate) and pass
   it as ``decision_threshold`` (``camsim-localize decision_threshold=…``).
 
+Near-white patches (``max_clipped``): a patch with more than that share of its pixels at or
+above :data:`CLIP_LEVEL` (clipped highlights, as JPEG decodes them) is undecidable too — a
+clipped pixel holds no trace of the sensor's noise or demosaicing, and on authentic photos the
+graph's cut followed clipped highlights (lights, sky, specular glare) more than any camera trace
+(docs/experiments.md, "Clipped highlights and false alarms").
+
 Pixel maps: ``heatmap`` is the mean ``suspicion`` of the decidable patches covering each
 pixel (float32, NaN where none does: flat patches and the < 8 px margin the 8-px aligned
 grid leaves uncovered, see :mod:`camsim.localize.grid`); ``mask`` marks pixels where at least half of those patches
@@ -80,6 +86,9 @@ MAX_GRAPH_NODES = 2048
 #: (the branch of every G row) pays it once per 2048 rows against 2048 landmarks, not per 256.
 PAIR_BLOCK = 1 << 22
 MODES = LOCALIZATION_MODES
+#: A pixel at or above this 8-bit value counts as clipped (255 as a JPEG decodes it: ringing
+#: leaves clipped highlights at 250–255).
+CLIP_LEVEL = 250
 
 
 def calibrate_threshold(scores_of_authentic_images: Any, target_far: float) -> float:
@@ -128,7 +137,7 @@ class LocalizationResult:
     positions: np.ndarray                  # int64 [N, 2], top-left (y, x) of each patch
     grid_shape: tuple[int, int]            # (rows, cols), rows * cols == N
     entropy: np.ndarray                    # float64 [N], nats
-    decidable: np.ndarray                  # bool [N], entropy > min_entropy
+    decidable: np.ndarray                  # bool [N], entropy > min_entropy (and clipped share <= max_clipped)
     scores: np.ndarray                     # float64 [N]; reference: S(ref, ·); graph: suspicion; NaN if undecidable
     suspicion: np.ndarray                  # float64 [N] in [0, 1], higher = more suspect; NaN if undecidable
     suspect: np.ndarray                    # bool [N], patch judged "different source" / in the spliced community
@@ -188,7 +197,7 @@ def rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def _check_inputs(green: Any, mode: str, patch: Any, stride: Any, eta: float, batch: Any,
-                  min_entropy: float) -> np.ndarray:
+                  min_entropy: float, max_clipped: float | None) -> np.ndarray:
     arr = np.asarray(green)
     if arr.ndim != 2:
         hint = " (pass the green channel, image[..., 1])" if arr.ndim == 3 else ""
@@ -204,6 +213,8 @@ def _check_inputs(green: Any, mode: str, patch: Any, stride: Any, eta: float, ba
         raise LocalizationError(f"eta must lie in [0, 1]; got {eta!r}")
     if not np.isfinite(min_entropy):
         raise LocalizationError(f"min_entropy must be finite; got {min_entropy!r}")
+    if max_clipped is not None and (isinstance(max_clipped, bool) or not 0.0 <= float(max_clipped) <= 1.0):
+        raise LocalizationError(f"max_clipped must be a share in [0, 1] or None (off); got {max_clipped!r}")
     return arr
 
 
@@ -345,7 +356,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
              graph_weights: str = "similarity", max_graph_nodes: int = MAX_GRAPH_NODES,
              graph_method: str = "spectral", auto_candidates: int = 64, align: int = 8,
              cover_border: bool = True, progress: bool = False,
-             colour: np.ndarray | None = None) -> LocalizationResult:
+             colour: np.ndarray | None = None, max_clipped: float | None = None) -> LocalizationResult:
     """Localise regions of ``green`` (uint8 ``[H, W]``) from a different camera model.
 
     The grid and the entropy filter read ``green``; ``extract`` gets patches cut from it
@@ -353,7 +364,8 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     network with ``in_channels=3``), from that (``[N, 3, P, P]``).
 
     ``stride`` defaults to ``patch // 2`` (50 % overlap). Patches with entropy
-    ≤ ``min_entropy`` nats are undecidable (docs/method.md, "Patch entropy"). ``reference``:
+    ≤ ``min_entropy`` nats are undecidable (docs/method.md, "Patch entropy"), and with
+    ``max_clipped`` those with more than that share of pixels ≥ :data:`CLIP_LEVEL`. ``reference``:
     ``None`` / ``"auto"`` (reference mode: the patch with the highest mean S to the
     others, among ≤ ``auto_candidates`` evenly spread candidates; graph mode: none) or a
     pixel ``(y, x)`` (the decidable patch whose centre is nearest; in graph mode its
@@ -385,7 +397,7 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     if graph_method not in METHODS:
         raise LocalizationError(f"graph_method must be one of {METHODS}; got {graph_method!r}")
     stride = patch // 2 if stride is None and isinstance(patch, (int, np.integer)) else stride
-    arr = _check_inputs(green, mode, patch, stride, eta, batch, min_entropy)
+    arr = _check_inputs(green, mode, patch, stride, eta, batch, min_entropy, max_clipped)
     if align > 1 and stride < align:
         warnings.warn(f"stride={stride} is below the {align}-px JPEG grid patches are aligned to: most patches "
                       f"are cut off that grid, where authentic patches are often called \"different\" — use a "
@@ -396,17 +408,26 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     n = len(positions)
 
     eb = max(1, min(batch, (1 << 22) // (patch * patch)))       # ≤ ~4 M pixels per entropy call
-    entropy = np.concatenate([patch_entropy(cut_patches(arr, positions[a:a + eb], patch))
-                              for a in range(0, n, eb)])
+    entropy, clipped = np.empty(n), np.zeros(n)
+    for a in range(0, n, eb):
+        cut = cut_patches(arr, positions[a:a + eb], patch)
+        entropy[a:a + eb] = patch_entropy(cut)
+        if max_clipped is not None:
+            clipped[a:a + eb] = (cut >= CLIP_LEVEL).mean(axis=(1, 2))
     decidable = entropy > min_entropy
+    n_clipped = 0
+    if max_clipped is not None:
+        n_clipped = int((decidable & (clipped > max_clipped)).sum())
+        decidable &= clipped <= max_clipped
     dec_idx = np.flatnonzero(decidable)
     # reference mode decides on the min_suspect-th most different patch: with fewer others, one
     # patch alone would call an image spliced
     need = MIN_DECIDABLE[mode] if mode == "graph" else max(MIN_DECIDABLE[mode], int(min_suspect) + 1)
     if len(dec_idx) < need:
         raise PhotoError(
-            f"too few decidable patches: {len(dec_idx)} of {n} have entropy > {min_entropy} nats; "
-            f"{mode} mode needs at least {need} (flat or saturated image? try a smaller patch or stride)")
+            f"too few decidable patches: {len(dec_idx)} of {n} have entropy > {min_entropy} nats"
+            + (f" (and {n_clipped} more are near-white: > {max_clipped:g} clipped)" if n_clipped else "")
+            + f"; {mode} mode needs at least {need} (flat or saturated image? try a smaller patch or stride)")
     note = ""
     ref_k: int | None = None                                     # index into dec_idx / F
     if reference is not None and not (isinstance(reference, str) and reference == "auto"):
@@ -449,7 +470,9 @@ def localize(green: np.ndarray, extract: Extract, score_matrix: ScoreMatrix, pat
     ref_pos = None if ref_k is None else (int(positions[dec_idx[ref_k]][0]), int(positions[dec_idx[ref_k]][1]))
     verdict = "spliced" if decision else "not spliced"
     stats["timing"] = {**spent, "total_s": time.perf_counter() - t_start}
-    message = (f"{mode} mode: {note}{len(dec_idx)} of {n} patches decidable; "
+    stats["n_clipped"] = n_clipped
+    clip_note = f" ({n_clipped} near-white left out)" if n_clipped else ""
+    message = (f"{mode} mode: {note}{len(dec_idx)} of {n} patches decidable{clip_note}; "
                f"{int(suspect.sum())} suspect; {verdict} (score {score:.3f}, threshold {threshold:.3f})")
     return LocalizationResult(
         mode=mode, green=arr, shape=(h, w), patch=int(patch), stride=int(stride), positions=positions,

@@ -162,7 +162,8 @@ class Localizer:
                           max_graph_nodes=int(_opt(opts, "max_graph_nodes", MAX_GRAPH_NODES)),
                           graph_method=str(_opt(opts, "graph_method", "spectral")),
                           cover_border=bool(_opt(opts, "cover_border", True)), align=self.align,
-                          progress=progress, colour=colour if self.channels == 3 else None)
+                          progress=progress, colour=colour if self.channels == 3 else None,
+                          max_clipped=_max_clipped(opts))
         result.stats.update(min_entropy=min_entropy, min_entropy_source=source, eta=eta, eta_source=eta_source)
         return result
 
@@ -399,10 +400,17 @@ def _fusion_id(rule: str) -> str:
     return f"{rule} (sha256 {file_sha256(rule)[:16]})" if rule.endswith(".json") else rule
 
 
+def _max_clipped(opts: Any) -> float | None:
+    """The option ``max_clipped`` (near-white patches undecidable above that clipped share) as a float or None."""
+    value = _opt(opts, "max_clipped", None)
+    return None if value is None else float(value)
+
+
 def calibration_setting(loc: Localizer, opts: Any) -> dict:
     """What an image-level threshold is calibrated for: the networks (their weights' sha256), how
     their scores are fused, the patch grid (stride, border), which patches count (entropy) and the
-    image score (mode, graph method, landmark count; reference mode's η). The same photos give other
+    image score (mode, graph method, landmark count; reference mode's η); which patches count also
+    by ``max_clipped``. The same photos give other
     scores under another setting, so a threshold carries no false-alarm rate there."""
     ckpts = list(opts.ckpt) if isinstance(opts.ckpt, Sequence) and not isinstance(opts.ckpt, str) else [opts.ckpt]
     mode = str(opts.mode)
@@ -416,7 +424,8 @@ def calibration_setting(loc: Localizer, opts: Any) -> dict:
             "eta": loc.eta(opts)[0] if mode == "reference" else None,
             "reference": reference if reference is None or isinstance(reference, str) else [int(v) for v in reference],
             "stride": int(loc.patch) // 2 if stride is None else int(stride),   # the grid: null is half a patch
-            "cover_border": bool(_opt(opts, "cover_border", True)), "min_entropy": loc.min_entropy(opts)[0]}
+            "cover_border": bool(_opt(opts, "cover_border", True)), "min_entropy": loc.min_entropy(opts)[0],
+            "max_clipped": _max_clipped(opts)}
 
 
 def resolve_decision_threshold(value: Any, loc: Localizer, opts: Any) -> float | None:
