@@ -35,11 +35,11 @@ Two modes:
   (scores of authentic images → the threshold with a target false-alarm rate) and pass
   it as ``decision_threshold`` (``camsim-localize decision_threshold=…``).
 
-Near-white patches (``max_clipped``): a patch with more than that share of its pixels at or
-above :data:`CLIP_LEVEL` (clipped highlights, as JPEG decodes them) is undecidable too — a
-clipped pixel holds no trace of the sensor's noise or demosaicing, and on authentic photos the
-graph's cut followed clipped highlights (lights, sky, specular glare) more than any camera trace
-(docs/experiments.md, "Clipped highlights and false alarms").
+Near-white patches (``max_clipped``, off by default): a patch with more than that share of its
+pixels at or above :data:`CLIP_LEVEL` (clipped highlights, as JPEG decodes them) is undecidable
+too — a clipped pixel holds no trace of the sensor's noise or demosaicing. On one collection of
+authentic photos the graph's cut followed clipped highlights; leaving them out lowered its false
+alarms, not a new collection's (docs/experiments.md, "Clipped highlights and false alarms").
 
 Pixel maps: ``heatmap`` is the mean ``suspicion`` of the decidable patches covering each
 pixel (float32, NaN where none does: flat patches and the < 8 px margin the 8-px aligned
