@@ -2,7 +2,7 @@
 
 The repository holds one real forgery (``../shared/data/splices``); a false-alarm rate measured on
 authentic photos says nothing about what a change costs in detection. This script cuts a region of
-a photo of one camera model and pastes it, at the same pixel position, into a photo of another
+a photo of one camera model and pastes it, where it lies in its own crop, into a photo of another
 model — both camera originals from a ``<Model>/<photo>`` folder (``data=folder``'s layout, e.g. one
 built by ``benchmarks/real_sets.py``). Both photos are cropped to one size at offsets on the 8-pixel
 JPEG grid, so the pasted pixels keep their own camera's demosaicing, noise and JPEG traces, on a
@@ -10,8 +10,8 @@ grid aligned with the host's. The unspliced host crop is kept as that splice's c
 control differ only in the pasted region (a paired design; the detection AUC measures the region).
 
 What it is not: no blending, scaling, rotation, recompression or retouching — the easiest splice a
-forger makes, and the paper's protocol (Mayer & Stamm 2018, "Forgery detection"); scores on it are
-an upper bound on what edited forgeries give.
+forger makes (the kind of the simulated benchmark's splices, with real cameras' traces); scores on it
+are an upper bound on what edited forgeries give.
 
 Layout written (``splicing.real_dir`` / ``splicing.authentic_dir`` of the splicing benchmark)::
 

@@ -408,7 +408,7 @@ def test_real_sets_script_keeps_camera_originals_and_names_every_drop(tmp_path):
     assert res.returncode != 0 and "--list goes with" in res.stderr
 
 
-def test_real_splices_script_pastes_a_donor_region_at_its_own_pixel_position(tmp_path):
+def test_real_splices_script_pastes_a_donor_region_on_the_jpeg_grid(tmp_path):
     """benchmarks/real_splices.py: each splice is its host crop outside the mask and its donor crop,
     from another camera model, inside; crops start on the 8-px JPEG grid; each host once; the
     unspliced host crop is the splice's control."""

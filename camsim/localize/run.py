@@ -408,10 +408,10 @@ def _max_clipped(opts: Any) -> float | None:
 
 def calibration_setting(loc: Localizer, opts: Any) -> dict:
     """What an image-level threshold is calibrated for: the networks (their weights' sha256), how
-    their scores are fused, the patch grid (stride, border), which patches count (entropy) and the
-    image score (mode, graph method, landmark count; reference mode's η); which patches count also
-    by ``max_clipped``. The same photos give other
-    scores under another setting, so a threshold carries no false-alarm rate there."""
+    their scores are fused, the patch grid (stride, border), which patches count (entropy,
+    ``max_clipped``) and the image score (mode, graph method, landmark count; reference mode's η).
+    The same photos give other scores under another setting, so a threshold carries no
+    false-alarm rate there."""
     ckpts = list(opts.ckpt) if isinstance(opts.ckpt, Sequence) and not isinstance(opts.ckpt, str) else [opts.ckpt]
     mode = str(opts.mode)
     stride = _opt(opts, "stride", None)
