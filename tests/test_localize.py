@@ -1082,3 +1082,28 @@ def test_a_spliced_verdict_whose_cut_follows_brightness_is_noted_and_the_csv_say
     assert rows["lit.png"]["decision"] == "spliced" and float(rows["lit.png"]["brightness_auc"]) > 0.8
     assert "lit.png: the suspected patches are the image's brighter ones (brightness AUC" in caplog.text
     assert "plain.png: the suspected patches" not in caplog.text
+
+
+def test_a_palette_image_too_flat_to_analyse_says_it_is_a_palette_image(tmp_path):
+    """A photo decidable in RGB, saved as a 16-colour palette PNG, has too few decidable patches:
+    camsim-localize's error names the palette (quantised colours), not just "flat or saturated";
+    the RGB file of the same photo is analysed, and a flat RGB file's error has no palette note."""
+    from omegaconf import OmegaConf
+
+    from camsim.localize.grid import PhotoError
+    from camsim.localize.run import localize_file
+
+    green, _ = toy_scene(96, 128, seed=21, plant=False)
+    rgb = Image.fromarray(np.stack([green] * 3, axis=-1))
+    rgb.save(tmp_path / "photo.png")
+    rgb.quantize(colors=16).save(tmp_path / "palette.png")
+    Image.new("RGB", (128, 96), (120, 120, 120)).save(tmp_path / "flat.png")
+    opts = OmegaConf.create({"mode": "graph", "reference": None, "stride": None, "min_entropy": None, "eta": 0.5,
+                             "decision_threshold": None, "max_graph_nodes": 2048, "cover_border": True})
+    result, _ = localize_file(_ToyLocalizer(), tmp_path / "photo.png", tmp_path / "out", opts, max_pixels=10**8)
+    assert result.n_decidable >= 4
+    with pytest.raises(PhotoError, match="too few decidable patches.*a palette image"):
+        localize_file(_ToyLocalizer(), tmp_path / "palette.png", tmp_path / "out2", opts, max_pixels=10**8)
+    with pytest.raises(PhotoError, match="too few decidable patches") as err:
+        localize_file(_ToyLocalizer(), tmp_path / "flat.png", tmp_path / "out3", opts, max_pixels=10**8)
+    assert "palette" not in str(err.value)

@@ -26,13 +26,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse.linalg
 import torch
+from PIL import Image
 
 from camsim.artefacts import atomic_write_json
 from camsim.data.io import ImageReadError, error_reason, read_rgb
 from camsim.data.patches import green_of
 from camsim.data.sources import IMAGE_EXTENSIONS
 from camsim.localize.engine import MAX_GRAPH_NODES, LocalizationResult, calibrate_threshold, expected_far, localize
-from camsim.localize.grid import LocalizationError
+from camsim.localize.grid import LocalizationError, PhotoError
 from camsim.localize.outputs import OVERLAY_MAX_SIDE, write_outputs
 from camsim.models.feature_pass import FeaturePass, feature_batch_size
 from camsim.models.portable import weights_file
@@ -228,6 +229,16 @@ def localizer_for(sims: Sequence[Any], fusion: Any = "logit", **options: Any) ->
         Localizer(sims[0], **options)
 
 
+def _palette_note(path: Path) -> str:
+    """Why a palette image (mode P / PA) has few decidable patches: colours quantised to <= 256."""
+    try:
+        with Image.open(path) as im:
+            palette = im.mode in ("P", "PA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return ""
+    return "; a palette image (<= 256 colours): its quantised colours erased the camera's traces" if palette else ""
+
+
 def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixels: int,
                   save_scores: bool = True) -> tuple[LocalizationResult, str]:
     """Localise one image file; write overlay/heatmap/patches/mask (and scores) into ``out_dir``.
@@ -245,7 +256,12 @@ def localize_file(loc: Localizer, path: Path, out_dir: Path, opts: Any, max_pixe
     rgb = read_rgb(path, max_pixels=max_pixels)
     green = np.ascontiguousarray(rgb[..., 1])
     t_read = time.perf_counter() - t0
-    result = loc.run(green, opts, progress=True, colour=rgb)
+    try:
+        result = loc.run(green, opts, progress=True, colour=rgb)
+    except PhotoError as err:
+        if note := _palette_note(path):
+            raise PhotoError(f"{err}{note}") from err
+        raise
     t1 = time.perf_counter()
     max_side = _opt(opts, "overlay_max_side", OVERLAY_MAX_SIDE)
     line = write_outputs(result, out_dir, rgb=rgb, save_scores=save_scores, overlay_max_side=int(max_side) or None)
