@@ -156,6 +156,7 @@ def test_unknown_key_or_wrong_type_fails_naming_it(override: str, message: str) 
     ("splicing.modes=[]", "splicing.modes"),
     ("splicing.target_far=0", "splicing.target_far"),
     ("splicing.stride=0", "splicing.stride"),
+    ("splicing.max_clipped=1.5", r"splicing.max_clipped=1.5: a share of a patch's pixels in \[0, 1\]"),
 ])
 def test_validate_names_the_bad_key(override: str, message: str) -> None:
     cfg = compose_cfg([override])

@@ -204,3 +204,5 @@ def check_splicing(sc: DictConfig, patch_size: int) -> None:
             raise ValueError(f"splicing.{key}={sc[key]}: must be ≥ 0")
     if sc.stride is not None and int(sc.stride) < 1:
         raise ValueError(f"splicing.stride={sc.stride}: a patch stride ≥ 1 pixel (null: half a patch)")
+    if sc.get("max_clipped") is not None and not 0.0 <= float(sc.max_clipped) <= 1.0:
+        raise ValueError(f"splicing.max_clipped={sc.max_clipped}: a share of a patch's pixels in [0, 1] (null: off)")
